@@ -1,0 +1,269 @@
+"""``msgwatch``: the command line.
+
+Exit status (all commands):
+
+    0  the command completed (for ``run``: whatever the verdicts are)
+    1  an unexpected internal error
+    2  wrong usage (an unknown option, a malformed value)
+    3  the catalogue is invalid or a named service is not in it
+    4  the measurements could not be written
+    5  the environment lacks something the command needs (root, a Debian package)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from msgwatch import __version__
+from msgwatch.catalogue import FUNCTIONS, Catalogue, CatalogueError, load_catalogue
+from msgwatch.cli.render import verdict_table
+from msgwatch.probe.chains import ChainConfig
+from msgwatch.probe.runner import RunConfig, ServiceRun, count_chains, run
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_CATALOGUE, EXIT_OUTPUT, EXIT_ENVIRONMENT = 1, 2, 3, 4, 5
+
+
+def _err(message: str, code: int) -> click.exceptions.Exit:
+    Console(stderr=True).print(f"[bold red]msgwatch:[/] {escape(message)}")
+    return click.exceptions.Exit(code)
+
+
+def _load(path: str | None) -> Catalogue:
+    try:
+        return load_catalogue(path)
+    except CatalogueError as exc:
+        raise _err("invalid catalogue:\n" + "\n".join(exc.problems), EXIT_CATALOGUE) from exc
+
+
+def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
+    """``1.2.3.4``, ``1.2.3.4:53``, ``[2001:db8::1]:53`` or ``2001:db8::1``."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or str(default_port)
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def write_jsonl(path: Path, measurements: list[dict[str, Any]]) -> None:
+    """Write atomically: a temporary file, flushed and synced, then renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for measurement in measurements:
+            handle.write(json.dumps(measurement, ensure_ascii=False, separators=(",", ":")))
+            handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def default_output() -> Path:
+    return Path(f"msgwatch-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+
+
+def execute(
+    catalogue: Catalogue,
+    services: list[str] | None,
+    config: RunConfig,
+    show_progress: bool,
+) -> list[ServiceRun]:
+    """Run the probe, with a Rich progress bar on stderr when asked."""
+    try:
+        selected = catalogue.select(services)
+    except KeyError as exc:
+        raise _err(f"unknown service(s): {exc.args[0]}", EXIT_CATALOGUE) from exc
+    total = count_chains(selected, config.functions)
+    if not show_progress:
+        return asyncio.run(run(catalogue, selected, config))
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"measuring {len(selected)} services", total=total)
+        return asyncio.run(
+            run(catalogue, selected, config, progress=lambda _s, _o: bar.advance(task))
+        )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="msgwatch")
+def cli() -> None:
+    """msgwatch: does each messenger function (text, calls, media, web, registration) work here,
+    and if not, how is it blocked?"""
+
+
+@cli.command("run")
+@click.option("--services", help="Comma-separated service ids (default: all).")
+@click.option("--functions", help=f"Comma-separated functions ({', '.join(FUNCTIONS)}).")
+@click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
+@click.option("--resolver", help="DNS server HOST:PORT to query over UDP (default: system).")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Trusted CAs (PEM).")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              help="Seconds: the whole run's deadline.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
+@click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
+@click.option("--probe-cc", help="The country code (default ZZ).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def run_command(
+    services: str | None,
+    functions: str | None,
+    catalogue_path: str | None,
+    resolver: str | None,
+    ca_bundle: str | None,
+    timeout: float,
+    concurrency: int,
+    output: str | None,
+    probe_asn: str | None,
+    probe_cc: str | None,
+    as_json: bool,
+) -> None:
+    """Measure every function of the selected services and print the verdicts."""
+    catalogue = _load(catalogue_path)
+    wanted = tuple(f.strip() for f in functions.split(",")) if functions else None
+    if wanted and (bad := [f for f in wanted if f not in FUNCTIONS]):
+        raise click.BadParameter(f"unknown function(s): {', '.join(bad)}", param_hint="--functions")
+    config = RunConfig(
+        chain=ChainConfig(
+            resolver=parse_hostport(resolver) if resolver else None, ca_bundle=ca_bundle
+        ),
+        timeout=timeout,
+        concurrency=concurrency,
+        functions=wanted,
+        probe_asn=probe_asn,
+        probe_cc=probe_cc,
+    )
+    ids = [s.strip() for s in services.split(",") if s.strip()] if services else None
+    results = execute(catalogue, ids, config, show_progress=not as_json and sys.stderr.isatty())
+    path = Path(output) if output else default_output()
+    try:
+        write_jsonl(path, [r.measurement for r in results])
+    except OSError as exc:
+        raise _err(f"cannot write {path}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+    verdicts = [v for r in results for v in r.verdicts]
+    if as_json:
+        public = [
+            {k: v[k] for k in ("service", "function", "verdict", "mechanism", "evidence")}
+            for v in verdicts
+        ]
+        click.echo(json.dumps({"verdicts": public, "output": str(path)}))
+        return
+    console = Console()
+    console.print(verdict_table(verdicts))
+    console.print(f"Measurements: {escape(str(path))}")
+
+
+@cli.group("catalogue")
+def catalogue_group() -> None:
+    """List, show and validate the service catalogue."""
+
+
+@catalogue_group.command("list")
+@click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
+@click.option("--json", "as_json", is_flag=True)
+def catalogue_list(catalogue_path: str | None, as_json: bool) -> None:
+    """The services and their functions."""
+    catalogue = _load(catalogue_path)
+    rows = [{"service": s.id, "functions": [f.function for f in s.functions]} for s in catalogue.services]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"Catalogue {catalogue.version}", title_justify="left")
+    for column in ("service", "name", "functions", "endpoints", "note"):
+        table.add_column(column)
+    for s in catalogue.services:
+        table.add_row(
+            s.id,
+            escape(s.name),
+            ", ".join(f.function for f in s.functions),
+            str(sum(len(f.endpoints) for f in s.functions)),
+            escape(f"retired {s.retired}, see {s.successor}" if s.retired else ""),
+        )
+    Console().print(table)
+
+
+@catalogue_group.command("show")
+@click.argument("service")
+@click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
+@click.option("--json", "as_json", is_flag=True)
+def catalogue_show(service: str, catalogue_path: str | None, as_json: bool) -> None:
+    """One service: its functions, endpoints and sources."""
+    catalogue = _load(catalogue_path)
+    found = catalogue.service(service)
+    if found is None:
+        raise _err(f"unknown service: {service}", EXIT_CATALOGUE)
+    data = {
+        "service": found.id,
+        "name": found.name,
+        "note": found.note,
+        "retired": found.retired,
+        "successor": found.successor,
+        "networks": [n.model_dump(mode="json") for n in found.networks],
+        "sources": [s.model_dump(mode="json") for s in found.sources],
+        "functions": [
+            {
+                "function": f.function,
+                "mode": f.mode,
+                "note": f.note,
+                "endpoints": [e.model_dump(mode="json") for e in f.endpoints],
+            }
+            for f in found.functions
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{escape(found.name)}[/] ({found.id}) — {escape(found.note)}")
+    for f in found.functions:
+        table = Table(title=f"{f.function} ({f.mode})", title_justify="left")
+        for column in ("endpoint", "target", "transport", "source", "checked"):
+            table.add_column(column)
+        for e in f.endpoints:
+            table.add_row(escape(e.id), escape(e.label), e.transport, e.source, str(e.checked))
+        console.print(table)
+
+
+@catalogue_group.command("validate")
+@click.argument("path", required=False, type=click.Path())
+def catalogue_validate(path: str | None) -> None:
+    """Check a catalogue directory (the shipped one by default); list every problem."""
+    catalogue = _load(path)
+    endpoints = sum(len(f.endpoints) for s in catalogue.services for f in s.functions)
+    click.echo(
+        f"catalogue {catalogue.version}: {len(catalogue.services)} services, "
+        f"{endpoints} endpoints: valid"
+    )
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Measurements in OONI's format: the envelope, msgwatch's keys, scrubbing."""

@@ -1,0 +1,206 @@
+"""Measurement chains: the steps composed for one catalogue endpoint.
+
+One chain per endpoint, chosen by its protocol:
+
+    dns                 resolve
+    tcp, mtproto,       resolve → TCP connect            (application handshakes for mtproto and
+    whatsapp_chat                                          whatsapp_chat come with step 3)
+    tls                 resolve → TCP → TLS (verified)   ┐ plus, in parallel, a control: TCP → TLS
+    https               resolve → TCP → TLS → HTTP GET   ┘ with a benign SNI to the same address
+    http                resolve → TCP → HTTP GET
+    stun, turn (udp)    resolve → STUN Binding / TURN Allocate
+    stun, turn (tcp/tls) resolve → TCP (→ TLS)           (STUN over TCP comes with step 3)
+
+An endpoint with an ``address`` is not resolved. Addresses from DNS are tried in order, at most
+``max_addresses`` of them, until one connects. Every chain shares the run's single ``deadline``.
+A chain never raises: its outcome says which step failed and how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from msgwatch.catalogue import Endpoint
+from msgwatch.probe import failures as F
+from msgwatch.probe.net import TCPConn, tcp_connect
+from msgwatch.probe.steps.dns import DNSResult, resolve
+from msgwatch.probe.steps.http import HTTPResult, http_get
+from msgwatch.probe.steps.stun import Kind, stun_exchange
+from msgwatch.probe.steps.tls import tls_handshake
+from msgwatch.probe.trace import Trace
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    resolver: tuple[str, int] | None = None
+    """DNS server to query over UDP; None means the system resolver (getaddrinfo)."""
+    ca_bundle: str | None = None
+    """PEM file of trusted CAs; None means the system's store."""
+    benign_sni: str = "example.com"
+    """Server name for the control handshake to the same address."""
+    dns_linger: float = 0.3
+    """Seconds to keep listening after the first DNS answer (to catch injected answers)."""
+    max_addresses: int = 2
+    max_body: int = 64 * 1024
+    stun_rto: float = 0.5
+
+
+@dataclass
+class ChainOutcome:
+    """What happened to one endpoint."""
+
+    function: str
+    endpoint: Endpoint
+    transaction_ids: list[int] = field(default_factory=list)
+    failure: str | None = None
+    failed_step: str | None = None
+    address: str | None = None
+    dns: DNSResult | None = None
+    verified: bool = False
+    """A certificate for the endpoint's name was verified on the way (TLS succeeded)."""
+    control_failure: str | None = None
+    control_ran: bool = False
+    http: HTTPResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+async def _addresses(
+    trace: Trace, outcome: ChainOutcome, config: ChainConfig, deadline: float
+) -> list[str]:
+    endpoint = outcome.endpoint
+    if endpoint.address is not None:
+        return [endpoint.address]
+    assert endpoint.host is not None  # the schema guarantees a host or an address
+    txid = outcome.transaction_ids[0]
+    result = await resolve(trace, txid, endpoint.host, config.resolver, deadline, config.dns_linger)
+    outcome.dns = result
+    if result.failure is not None or not result.addresses:
+        outcome.failure = result.failure or F.DNS_NO_ANSWER
+        outcome.failed_step = "dns"
+        return []
+    return result.addresses
+
+
+async def _connect(
+    trace: Trace, outcome: ChainOutcome, addresses: list[str], config: ChainConfig, deadline: float
+) -> TCPConn | None:
+    txid = outcome.transaction_ids[0]
+    failure = F.TIMEOUT
+    for ip in addresses[: config.max_addresses]:
+        outcome.address = ip
+        try:
+            return await tcp_connect(trace, txid, ip, outcome.endpoint.port, deadline)
+        except Exception as exc:
+            failure = F.classify(exc)
+    outcome.failure, outcome.failed_step = failure, "tcp_connect"
+    return None
+
+
+async def _control_handshake(
+    trace: Trace, txid: int, ip: str, port: int, config: ChainConfig, deadline: float
+) -> str | None:
+    """A handshake with a benign SNI and no verification to ``ip:port``; its failure or None."""
+    try:
+        conn = await tcp_connect(trace, txid, ip, port, deadline)
+    except Exception as exc:
+        return F.classify(exc)
+    try:
+        await tls_handshake(conn, config.benign_sni, deadline, verify=False, tags=["control"])
+    except Exception as exc:
+        return F.classify(exc)
+    finally:
+        conn.close()
+    return None
+
+
+async def _udp(
+    trace: Trace, outcome: ChainOutcome, addresses: list[str], config: ChainConfig, deadline: float
+) -> None:
+    endpoint = outcome.endpoint
+    kind: Kind = "turn" if endpoint.protocol == "turn" else "stun"
+    ip = addresses[0]
+    outcome.address = ip
+    result = await stun_exchange(
+        trace, outcome.transaction_ids[0], kind, ip, endpoint.port, deadline, rto=config.stun_rto
+    )
+    if result.failure is not None:
+        outcome.failure, outcome.failed_step = result.failure, "udp_exchange"
+
+
+async def run_chain(
+    trace: Trace, function: str, endpoint: Endpoint, config: ChainConfig, deadline: float
+) -> ChainOutcome:
+    """Measure one endpoint; never raises."""
+    outcome = ChainOutcome(function, endpoint, [trace.new_transaction()])
+    try:
+        await _run(trace, outcome, config, deadline)
+    except Exception as exc:  # a bug, not a network condition: recorded, never fatal
+        outcome.failure = F.classify(exc)
+        outcome.failed_step = outcome.failed_step or "internal"
+    return outcome
+
+
+async def _run(trace: Trace, outcome: ChainOutcome, config: ChainConfig, deadline: float) -> None:
+    endpoint = outcome.endpoint
+    addresses = await _addresses(trace, outcome, config, deadline)
+    if not addresses or endpoint.protocol == "dns":
+        return
+    if endpoint.transport == "udp":
+        await _udp(trace, outcome, addresses, config, deadline)
+        return
+    wants_tls = endpoint.protocol in ("tls", "https") or endpoint.transport == "tls"
+    conn = await _connect(trace, outcome, addresses, config, deadline)
+    if conn is None or outcome.address is None:
+        return
+    control: asyncio.Task[str | None] | None = None
+    try:
+        stream: object = conn
+        alpn: str | None = None
+        if wants_tls:
+            control_txid = trace.new_transaction()
+            outcome.transaction_ids.append(control_txid)
+            control = asyncio.create_task(
+                _control_handshake(
+                    trace, control_txid, outcome.address, endpoint.port, config, deadline
+                )
+            )
+            offered = ("http/1.1",) if endpoint.protocol == "https" else ("h2", "http/1.1")
+            try:
+                session = await tls_handshake(
+                    conn, endpoint.host, deadline, ca_bundle=config.ca_bundle, alpn=offered
+                )
+            except Exception as exc:
+                outcome.failure, outcome.failed_step = F.classify(exc), "tls_handshake"
+                return
+            outcome.verified = True
+            stream, alpn = session, session.alpn
+        if endpoint.protocol in ("http", "https"):
+            scheme = endpoint.protocol
+            host = endpoint.host or outcome.address
+            default = 443 if scheme == "https" else 80
+            authority = host if endpoint.port == default else f"{host}:{endpoint.port}"
+            result = await http_get(
+                stream,  # type: ignore[arg-type]
+                trace,
+                outcome.transaction_ids[0],
+                url=f"{scheme}://{authority}{endpoint.path}",
+                host=authority,
+                path=endpoint.path,
+                deadline=deadline,
+                alpn=alpn,
+                max_body=config.max_body,
+            )
+            outcome.http = result
+            if result.failure is not None:
+                outcome.failure, outcome.failed_step = result.failure, "http_request"
+    finally:
+        conn.close()
+        if control is not None:
+            with contextlib.suppress(Exception):
+                outcome.control_failure = await control
+                outcome.control_ran = True

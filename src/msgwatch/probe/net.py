@@ -1,0 +1,262 @@
+"""The one module of the probe that opens sockets.
+
+Everything above it (the steps) receives connections from here and never touches ``socket`` or
+asyncio transports itself, so tests and the benchmark see the same code paths as a field run.
+
+- :func:`tcp_connect` opens a TCP connection to one ``ip:port``; :class:`TCPConn` reads and writes it
+  and records every ``connect``/``read``/``write``/``close`` into the trace (df-008). Reads are
+  bounded by the caller's ``max_bytes``.
+- :func:`udp_open` gives a connected UDP socket (:class:`UDPSocket`) whose received datagrams queue
+  up to a bound; ICMP errors the kernel reports (port unreachable) surface as the next receive's
+  exception. ``write_to``/``read_from`` events are recorded.
+
+All waits are bounded by an absolute ``deadline`` in the event loop's clock (``loop.time()``).
+
+A safety fence: when the environment variable ``MSGWATCH_ALLOWED_NETWORKS`` holds a comma-separated
+list of prefixes (the tests, the demo and the benchmarks set it to loopback and the lab's ranges),
+every destination outside them is refused with ``destination_not_allowed`` before any packet leaves,
+and the system resolver (which would send queries to whatever server the host uses) is refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+from collections import deque
+from typing import cast
+
+from msgwatch.probe.failures import TIMEOUT, ProbeFailure, classify
+from msgwatch.probe.trace import Trace
+
+MAX_QUEUED_DATAGRAMS = 64
+READ_CHUNK = 16 * 1024
+FENCE_VARIABLE = "MSGWATCH_ALLOWED_NETWORKS"
+LAB_NETWORKS = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
+NOT_ALLOWED = "destination_not_allowed"
+
+
+def _fence() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+    value = os.environ.get(FENCE_VARIABLE)
+    if not value:
+        return None
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()]
+
+
+def check_destination(ip: str) -> None:
+    """Raise ``ProbeFailure(destination_not_allowed)`` when the fence is up and ``ip`` is outside."""
+    fence = _fence()
+    if fence is None:
+        return
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError as exc:
+        raise ProbeFailure(NOT_ALLOWED, f"not an address: {ip!r}") from exc
+    if not any(address in network for network in fence):
+        raise ProbeFailure(NOT_ALLOWED)
+
+
+def endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def remaining(deadline: float) -> float:
+    return max(0.0, deadline - asyncio.get_running_loop().time())
+
+
+class TCPConn:
+    """A traced TCP connection."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        trace: Trace,
+        txid: int,
+        address: str,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.trace = trace
+        self.txid = txid
+        self.address = address
+        self.closed = False
+
+    async def write(self, data: bytes, deadline: float) -> None:
+        t0 = self.trace.now()
+        try:
+            async with asyncio.timeout_at(deadline):
+                self._writer.write(data)
+                await self._writer.drain()
+        except Exception as exc:
+            self.trace.event(
+                "write", txid=self.txid, t0=t0, address=self.address, proto="tcp",
+                num_bytes=0, failure=classify(exc),
+            )  # fmt: skip
+            raise
+        self.trace.event(
+            "write", txid=self.txid, t0=t0, address=self.address, proto="tcp",
+            num_bytes=len(data),
+        )  # fmt: skip
+
+    async def read(self, deadline: float, max_bytes: int = READ_CHUNK) -> bytes:
+        """Up to ``max_bytes``; ``b""`` at EOF. Raises on error or when the deadline passes."""
+        t0 = self.trace.now()
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await self._reader.read(max(1, min(max_bytes, READ_CHUNK)))
+        except Exception as exc:
+            self.trace.event(
+                "read", txid=self.txid, t0=t0, address=self.address, proto="tcp",
+                failure=classify(exc),
+            )  # fmt: skip
+            raise
+        self.trace.event(
+            "read", txid=self.txid, t0=t0, address=self.address, proto="tcp",
+            num_bytes=len(data), failure=None if data else "eof_error",
+        )  # fmt: skip
+        return data
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        t0 = self.trace.now()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self.trace.event("close", txid=self.txid, t0=t0, address=self.address, proto="tcp")
+
+
+async def tcp_connect(trace: Trace, txid: int, ip: str, port: int, deadline: float) -> TCPConn:
+    """Connect to ``ip:port``; records a ``connect`` event and a ``tcp_connect`` entry."""
+    t0 = trace.now()
+    address = endpoint(ip, port)
+    try:
+        check_destination(ip)
+        async with asyncio.timeout_at(deadline):
+            reader, writer = await asyncio.open_connection(ip, port, limit=READ_CHUNK)
+    except Exception as exc:
+        failure = classify(exc)
+        trace.event("connect", txid=txid, t0=t0, address=address, proto="tcp", failure=failure)
+        trace.tcp(txid=txid, t0=t0, ip=ip, port=port, failure=failure)
+        raise
+    sockname = writer.get_extra_info("sockname")
+    if sockname:
+        trace.note_probe_address(str(sockname[0]))
+    trace.event("connect", txid=txid, t0=t0, address=address, proto="tcp")
+    trace.tcp(txid=txid, t0=t0, ip=ip, port=port, failure=None)
+    return TCPConn(reader, writer, trace, txid, address)
+
+
+class _DatagramQueue(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.items: deque[bytes | Exception] = deque(maxlen=MAX_QUEUED_DATAGRAMS)
+        self.ready = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.items.append(data)
+        self.ready.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.items.append(exc)
+        self.ready.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ready.set()
+
+
+class UDPSocket:
+    """A connected, traced UDP socket."""
+
+    def __init__(
+        self,
+        transport: asyncio.DatagramTransport,
+        protocol: _DatagramQueue,
+        trace: Trace,
+        txid: int,
+        address: str,
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.trace = trace
+        self.txid = txid
+        self.address = address
+
+    def send(self, data: bytes) -> None:
+        t0 = self.trace.now()
+        failure: str | None = None
+        try:
+            self._transport.sendto(data)
+        except Exception as exc:
+            failure = classify(exc)
+        self.trace.event(
+            "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
+            num_bytes=len(data) if failure is None else 0, failure=failure,
+        )  # fmt: skip
+
+    async def recv(self, deadline: float) -> bytes:
+        """The next datagram. Raises ``TimeoutError`` at the deadline, or the ICMP error."""
+        t0 = self.trace.now()
+        queue = self._protocol
+        try:
+            async with asyncio.timeout_at(deadline):
+                while not queue.items:
+                    queue.ready.clear()
+                    await queue.ready.wait()
+        except TimeoutError:
+            self.trace.event(
+                "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                failure=TIMEOUT,
+            )  # fmt: skip
+            raise
+        item = queue.items.popleft()
+        if isinstance(item, Exception):
+            self.trace.event(
+                "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                failure=classify(item),
+            )  # fmt: skip
+            raise item
+        self.trace.event(
+            "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
+            num_bytes=len(item),
+        )  # fmt: skip
+        return item
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+async def udp_open(trace: Trace, txid: int, ip: str, port: int) -> UDPSocket:
+    check_destination(ip)
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    transport, protocol = await loop.create_datagram_endpoint(
+        _DatagramQueue, remote_addr=(ip, port), family=family
+    )
+    sockname = transport.get_extra_info("sockname")
+    if sockname:
+        trace.note_probe_address(str(sockname[0]))
+    return UDPSocket(
+        cast(asyncio.DatagramTransport, transport),
+        cast(_DatagramQueue, protocol),
+        trace,
+        txid,
+        endpoint(ip, port),
+    )
+
+
+async def system_resolve(host: str, deadline: float) -> list[str]:
+    """getaddrinfo through the event loop's executor, bounded by the deadline."""
+    if _fence() is not None:
+        raise ProbeFailure(NOT_ALLOWED, "the system resolver is outside the fence")
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout_at(deadline):
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    out: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in out:
+            out.append(addr)
+    return out

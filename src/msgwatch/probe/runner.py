@@ -1,0 +1,157 @@
+"""The runner: every endpoint of every selected service, concurrently, under one deadline.
+
+How a run works:
+
+1. One deadline is computed at the top: ``start + timeout``. Every chain, and every step inside it,
+   gets that deadline; nothing waits past it. Under blocking (where everything is a timeout) the run
+   therefore takes about one timeout, not the sum of them.
+2. Chains start together, gated by a semaphore of ``concurrency`` slots (sockets are cheap; the
+   limit is there to keep a huge catalogue from exhausting file descriptors).
+3. Each service has its own :class:`~msgwatch.probe.trace.Trace`, so each becomes one measurement.
+4. When all chains are done, each service's measurement is built, scrubbed, and judged by
+   :func:`msgwatch.verdicts.judge.judge` — from the measurement alone, as the analysis would.
+
+``sequential=True`` runs the same chains one at a time, each with a deadline of its own: the
+baseline that ``benchmarks/`` compares against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgwatch.catalogue import Catalogue, Service
+from msgwatch.measurement.envelope import RunInfo, build_measurement
+from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
+from msgwatch.probe.trace import Trace
+from msgwatch.verdicts.judge import judge
+
+Progress = Callable[[str, ChainOutcome], None]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    timeout: float = 10.0
+    """Seconds: the run's single deadline is this far from its start."""
+    concurrency: int = 256
+    functions: tuple[str, ...] | None = None
+    """Only these functions (all when None)."""
+    probe_asn: str | None = None
+    probe_cc: str | None = None
+    probe_network_name: str = ""
+    sequential: bool = False
+
+
+@dataclass
+class ServiceRun:
+    service: Service
+    measurement: dict[str, Any]
+    verdicts: list[dict[str, Any]]
+    outcomes: list[ChainOutcome]
+
+
+def count_chains(services: list[Service], functions: tuple[str, ...] | None = None) -> int:
+    return sum(
+        len(f.endpoints)
+        for s in services
+        for f in s.functions
+        if functions is None or f.function in functions
+    )
+
+
+def _target_record(outcome: ChainOutcome) -> dict[str, Any]:
+    endpoint = outcome.endpoint
+    return {
+        "function": outcome.function,
+        "endpoint_id": endpoint.id,
+        "protocol": endpoint.protocol,
+        "transport": endpoint.transport,
+        "host": endpoint.host,
+        "address": outcome.address or endpoint.address,
+        "port": endpoint.port,
+        "transaction_ids": list(outcome.transaction_ids),
+        "failure": outcome.failure,
+        "failed_step": outcome.failed_step,
+    }
+
+
+async def run(
+    catalogue: Catalogue,
+    services: list[Service],
+    config: RunConfig,
+    progress: Progress | None = None,
+) -> list[ServiceRun]:
+    """Measure ``services``; one :class:`ServiceRun` per service, in the given order."""
+    loop = asyncio.get_running_loop()
+    started_at = dt.datetime.now(dt.UTC)
+    deadline = loop.time() + config.timeout
+    semaphore = asyncio.Semaphore(1 if config.sequential else max(1, config.concurrency))
+    resolver_ip = config.chain.resolver[0] if config.chain.resolver else ""
+    info = RunInfo.new(
+        probe_asn=config.probe_asn,
+        probe_cc=config.probe_cc,
+        probe_network_name=config.probe_network_name,
+        resolver_ip=resolver_ip,
+        catalogue_version=catalogue.version,
+        now=started_at,
+    )
+
+    async def one(trace: Trace, service: Service, function: str, endpoint: Any) -> ChainOutcome:
+        async with semaphore:
+            limit = loop.time() + config.timeout if config.sequential else deadline
+            outcome = await run_chain(trace, function, endpoint, config.chain, limit)
+        if progress is not None:
+            progress(service.id, outcome)
+        return outcome
+
+    traces: list[Trace] = []
+    jobs: list[list[asyncio.Task[ChainOutcome]]] = []
+    for service in services:
+        trace = Trace()
+        traces.append(trace)
+        tasks = [
+            asyncio.create_task(one(trace, service, f.function, endpoint))
+            for f in service.functions
+            if config.functions is None or f.function in config.functions
+            for endpoint in f.endpoints
+        ]
+        jobs.append(tasks)
+    results: list[ServiceRun] = []
+    for service, trace, tasks in zip(services, traces, jobs, strict=True):
+        outcomes = list(await asyncio.gather(*tasks))
+        runtime = trace.now()
+        keys = trace.test_keys()
+        keys.update(
+            {
+                "msgwatch_service": service.id,
+                "msgwatch_catalogue_version": catalogue.version,
+                "msgwatch_service_networks": [n.prefix for n in service.networks],
+                "msgwatch_functions": [
+                    {
+                        "function": f.function,
+                        "mode": f.mode,
+                        "endpoints": [e.id for e in f.endpoints],
+                    }
+                    for f in service.functions
+                    if config.functions is None or f.function in config.functions
+                ],
+                "msgwatch_targets": [_target_record(o) for o in outcomes],
+            }
+        )
+        start = started_at + dt.timedelta(seconds=trace.start - traces[0].start)
+        measurement = build_measurement(
+            info,
+            service_id=service.id,
+            start=start,
+            runtime=runtime,
+            test_keys=keys,
+            probe_addresses=trace.probe_addresses,
+        )
+        verdicts = judge(measurement)
+        measurement["test_keys"]["msgwatch_verdicts"] = verdicts
+        results.append(ServiceRun(service, measurement, verdicts, outcomes))
+    return results

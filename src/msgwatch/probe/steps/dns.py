@@ -1,0 +1,278 @@
+"""DNS steps: the system resolver, and direct queries over UDP and TCP.
+
+The UDP step keeps its socket open for ``linger`` seconds after the first valid answer and records
+every further answer to the same query (tagged ``late``): an on-path injector's forged answer
+arrives first and the real resolver's answer after it, and both are evidence. Datagrams that do not
+parse, or that answer another query, are recorded with ``dns_invalid_response`` /
+``dns_reply_with_wrong_query_id`` and listening goes on (dnspython's ``ignore_unexpected``).
+
+dnspython is used as a codec only (``dns.message``); the sockets come from :mod:`msgwatch.probe.net`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+
+from msgwatch.probe import failures as F
+from msgwatch.probe.net import endpoint, system_resolve, tcp_connect, udp_open
+from msgwatch.probe.trace import Trace, b64
+
+MAX_DNS_MESSAGE = 65535
+
+
+@dataclass
+class DNSResult:
+    """What a lookup gave: addresses from the first valid answer, or a failure."""
+
+    addresses: list[str] = field(default_factory=list)
+    failure: str | None = None
+    answers_seen: list[list[str]] = field(default_factory=list)
+    """Address sets of every valid answer received (more than one: an injected answer raced)."""
+
+
+def _answers(message: dns.message.Message) -> tuple[list[dict[str, Any]], list[str]]:
+    records: list[dict[str, Any]] = []
+    addresses: list[str] = []
+    for rrset in message.answer:
+        for rdata in rrset:
+            kind = dns.rdatatype.to_text(rdata.rdtype)
+            entry: dict[str, Any] = {"answer_type": kind, "ttl": rrset.ttl, "asn": 0}
+            if rdata.rdtype == dns.rdatatype.A:
+                entry["ipv4"] = rdata.to_text()
+                addresses.append(rdata.to_text())
+            elif rdata.rdtype == dns.rdatatype.AAAA:
+                entry["ipv6"] = rdata.to_text()
+                addresses.append(rdata.to_text())
+            elif rdata.rdtype == dns.rdatatype.CNAME:
+                entry["hostname"] = rdata.to_text().rstrip(".")
+            else:
+                continue
+            entry["as_org_name"] = ""
+            records.append(entry)
+            if len(records) >= 64:
+                return records, addresses
+    return records, addresses
+
+
+def _rcode_failure(message: dns.message.Message, addresses: list[str]) -> str | None:
+    rcode = message.rcode()
+    if rcode == dns.rcode.NOERROR:
+        return None if addresses else F.DNS_NO_ANSWER
+    if rcode == dns.rcode.NXDOMAIN:
+        return F.DNS_NXDOMAIN
+    if rcode == dns.rcode.SERVFAIL:
+        return F.DNS_SERVFAIL
+    if rcode == dns.rcode.REFUSED:
+        return F.DNS_REFUSED
+    return f"dns_server_failure_{dns.rcode.to_text(rcode).lower()}"
+
+
+def _record(
+    trace: Trace,
+    *,
+    txid: int,
+    t0: float,
+    host: str,
+    qtype: str,
+    engine: str,
+    resolver: str,
+    failure: str | None,
+    answers: list[dict[str, Any]] | None = None,
+    rcode: int | None = None,
+    raw: bytes | None = None,
+    tags: list[str] | None = None,
+) -> None:
+    record: dict[str, Any] = {
+        "hostname": host,
+        "query_type": qtype,
+        "engine": engine,
+        "resolver_address": resolver,
+        "answers": answers or None,
+        "failure": failure,
+        "t0": t0,
+        "t": trace.now(),
+        "transaction_id": txid,
+    }
+    if rcode is not None:
+        record["rcode"] = rcode
+    if raw is not None:
+        record["raw_response"] = b64(raw[: trace.limits.max_raw])["data"]
+    if tags:
+        record["tags"] = tags
+    trace.query(record)
+
+
+def _parse(query: dns.message.Message, wire: bytes) -> dns.message.Message | str:
+    """The response, or the failure string saying why ``wire`` is not an answer to ``query``."""
+    try:
+        response = dns.message.from_wire(wire, ignore_trailing=True)
+    except (dns.exception.DNSException, ValueError, UnicodeError, IndexError, KeyError):
+        return F.DNS_INVALID
+    if response.id != query.id:
+        return "dns_reply_with_wrong_query_id"
+    if not (response.flags & dns.flags.QR) or not query.is_response(response):
+        return F.DNS_INVALID
+    return response
+
+
+async def query_udp(
+    trace: Trace,
+    txid: int,
+    host: str,
+    qtype: str,
+    server: tuple[str, int],
+    deadline: float,
+    linger: float = 0.3,
+) -> DNSResult:
+    """One query over UDP, listening on after the first answer (see the module's notes)."""
+    query = dns.message.make_query(dns.name.from_text(host), qtype)
+    resolver = endpoint(*server)
+    result = DNSResult()
+    t0 = trace.now()
+    try:
+        sock = await udp_open(trace, txid, server[0], server[1])
+    except Exception as exc:
+        result.failure = F.classify(exc)
+        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                resolver=resolver, failure=result.failure)  # fmt: skip
+        return result
+    loop = asyncio.get_running_loop()
+    stop_at = deadline
+    first_failure: str | None = None
+    try:
+        sock.send(query.to_wire())
+        while True:
+            try:
+                wire = await sock.recv(stop_at)
+            except Exception as exc:
+                if not result.answers_seen:
+                    result.failure = first_failure or F.classify(exc)
+                    if first_failure is None:
+                        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                                resolver=resolver, failure=result.failure)  # fmt: skip
+                break
+            parsed = _parse(query, wire)
+            late = ["late"] if result.answers_seen else None
+            if isinstance(parsed, str):
+                first_failure = first_failure or parsed
+                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                        resolver=resolver, failure=parsed, raw=wire, tags=late)  # fmt: skip
+                continue
+            answers, addresses = _answers(parsed)
+            failure = _rcode_failure(parsed, addresses)
+            _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                    resolver=resolver, failure=failure, answers=answers,
+                    rcode=parsed.rcode(), raw=wire, tags=late)  # fmt: skip
+            if not result.answers_seen:
+                result.addresses, result.failure = addresses, failure
+                stop_at = min(deadline, loop.time() + linger)
+            result.answers_seen.append(addresses)
+            if len(result.answers_seen) >= 8:
+                break
+    finally:
+        sock.close()
+    return result
+
+
+async def query_tcp(
+    trace: Trace, txid: int, host: str, qtype: str, server: tuple[str, int], deadline: float
+) -> DNSResult:
+    """One query over TCP (RFC 7766 framing)."""
+    query = dns.message.make_query(dns.name.from_text(host), qtype)
+    resolver = endpoint(*server)
+    t0 = trace.now()
+    result = DNSResult()
+    raw: bytes | None = None
+    try:
+        conn = await tcp_connect(trace, txid, server[0], server[1], deadline)
+        try:
+            wire = query.to_wire()
+            await conn.write(len(wire).to_bytes(2, "big") + wire, deadline)
+            buffer = b""
+            while len(buffer) < 2 or len(buffer) < 2 + int.from_bytes(buffer[:2], "big"):
+                chunk = await conn.read(deadline, MAX_DNS_MESSAGE + 2 - len(buffer))
+                if not chunk:
+                    raise F.ProbeFailure(F.EOF_ERROR)
+                buffer += chunk
+            raw = buffer[2 : 2 + int.from_bytes(buffer[:2], "big")]
+        finally:
+            conn.close()
+    except Exception as exc:
+        result.failure = F.classify(exc)
+        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp",
+                resolver=resolver, failure=result.failure)  # fmt: skip
+        return result
+    parsed = _parse(query, raw)
+    if isinstance(parsed, str):
+        result.failure = parsed
+        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp",
+                resolver=resolver, failure=parsed, raw=raw)  # fmt: skip
+        return result
+    answers, result.addresses = _answers(parsed)
+    result.failure = _rcode_failure(parsed, result.addresses)
+    result.answers_seen.append(result.addresses)
+    _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp", resolver=resolver,
+            failure=result.failure, answers=answers, rcode=parsed.rcode(), raw=raw)  # fmt: skip
+    return result
+
+
+async def getaddrinfo(trace: Trace, txid: int, host: str, deadline: float) -> DNSResult:
+    """The system resolver, recorded as one ``ANY`` query (as OONI does)."""
+    t0 = trace.now()
+    result = DNSResult()
+    try:
+        result.addresses = await system_resolve(host, deadline)
+    except OSError as exc:
+        # EAI_NONAME is how getaddrinfo says NXDOMAIN (and "no address"); OONI maps it the same way.
+        nxdomain = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+        result.failure = F.DNS_NXDOMAIN if exc.errno in nxdomain else F.classify(exc)
+    except Exception as exc:
+        result.failure = F.classify(exc)
+    answers = []
+    for address in result.addresses[:64]:
+        version = ipaddress.ip_address(address).version
+        kind, key = ("A", "ipv4") if version == 4 else ("AAAA", "ipv6")
+        answers.append({"answer_type": kind, key: address, "ttl": None, "asn": 0,
+                        "as_org_name": ""})  # fmt: skip
+    if result.addresses:
+        result.answers_seen.append(result.addresses)
+    _record(trace, txid=txid, t0=t0, host=host, qtype="ANY", engine="getaddrinfo",
+            resolver="", failure=result.failure, answers=answers)  # fmt: skip
+    return result
+
+
+async def resolve(
+    trace: Trace,
+    txid: int,
+    host: str,
+    server: tuple[str, int] | None,
+    deadline: float,
+    linger: float = 0.3,
+) -> DNSResult:
+    """A and AAAA from ``server`` over UDP (or getaddrinfo when None), IPv4 addresses first."""
+    if server is None:
+        return await getaddrinfo(trace, txid, host, deadline)
+    a, aaaa = await asyncio.gather(
+        query_udp(trace, txid, host, "A", server, deadline, linger),
+        query_udp(trace, txid, host, "AAAA", server, deadline, linger),
+    )
+    combined = DNSResult(
+        addresses=a.addresses + [x for x in aaaa.addresses if x not in a.addresses],
+        answers_seen=a.answers_seen + aaaa.answers_seen,
+    )
+    if not combined.addresses:
+        # The A query's failure speaks for the name, unless only AAAA says NXDOMAIN.
+        failure = a.failure if a.failure != F.DNS_NO_ANSWER else aaaa.failure
+        combined.failure = failure or F.DNS_NO_ANSWER
+    return combined

@@ -1,0 +1,125 @@
+"""HTTP/1.1 GET over an established TCP or TLS stream, with h11 as the protocol engine.
+
+Bounds: headers are limited by h11's ``max_incomplete_event_size`` (16 KiB); the body is kept up to
+``max_body`` bytes and reading stops there (``body_is_truncated``: an endless body costs no more than
+that); a slow drip ends at the deadline with ``generic_timeout_error`` and what arrived so far is kept
+in the record. Bytes that are not HTTP/1.1 give ``http_invalid_response``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import h11
+
+from msgwatch import __version__
+from msgwatch.probe import failures as F
+from msgwatch.probe.trace import Trace, encode_bytes
+
+USER_AGENT = f"msgwatch/{__version__}"
+
+
+class Stream(Protocol):
+    @property
+    def address(self) -> str: ...
+
+    async def write(self, data: bytes, deadline: float) -> None: ...
+
+    async def read(self, deadline: float, max_bytes: int = 16384) -> bytes: ...
+
+
+@dataclass
+class HTTPResult:
+    status: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    truncated: bool = False
+    failure: str | None = None
+
+
+def _headers(items: Any) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in items]
+
+
+async def http_get(
+    stream: Stream,
+    trace: Trace,
+    txid: int,
+    *,
+    url: str,
+    host: str,
+    path: str,
+    deadline: float,
+    alpn: str | None = None,
+    max_body: int | None = None,
+) -> HTTPResult:
+    """GET ``path`` with ``Host: host``; records a ``requests`` entry; never raises."""
+    limit = trace.limits.max_body if max_body is None else max_body
+    request_headers = [
+        ("Host", host),
+        ("User-Agent", USER_AGENT),
+        ("Accept", "*/*"),
+        ("Connection", "close"),
+    ]
+    result = HTTPResult()
+    t0 = trace.now()
+    conn = h11.Connection(h11.CLIENT)
+    body = bytearray()
+    try:
+        data = conn.send(h11.Request(method="GET", target=path, headers=request_headers))
+        data += conn.send(h11.EndOfMessage())
+        await stream.write(data, deadline)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                chunk = await stream.read(deadline)
+                conn.receive_data(chunk)
+                continue
+            if isinstance(event, h11.Response):
+                result.status = event.status_code
+                result.headers = _headers(event.headers)[:128]
+            elif isinstance(event, h11.Data):
+                room = limit - len(body)
+                body += event.data[:room]
+                if len(event.data) > room:
+                    result.truncated = True
+                    break
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+            # InformationalResponse (1xx) events are skipped.
+    except h11.RemoteProtocolError:
+        result.failure = F.HTTP_INVALID if result.status is None else F.EOF_ERROR
+    except Exception as exc:
+        result.failure = F.classify(exc)
+    result.body = bytes(body)
+    response: dict[str, Any] | None = None
+    if result.status is not None:
+        response = {
+            "code": result.status,
+            "headers_list": [list(h) for h in result.headers],
+            "headers": dict(result.headers),
+            "body": encode_bytes(result.body),
+            "body_is_truncated": result.truncated,
+        }
+    trace.request(
+        {
+            "network": "tcp",
+            "address": stream.address,
+            "alpn": alpn or "",
+            "failure": result.failure,
+            "request": {
+                "url": url,
+                "method": "GET",
+                "headers_list": [list(h) for h in request_headers],
+                "headers": dict(request_headers),
+                "body": "",
+                "body_is_truncated": False,
+            },
+            "response": response,
+            "t0": t0,
+            "t": trace.now(),
+            "transaction_id": txid,
+        }
+    )
+    return result

@@ -1,0 +1,203 @@
+"""STUN Binding and TURN Allocate (without credentials) over UDP.
+
+Retransmission follows RFC 5389 §7.2.1: the first RTO is 500 ms and doubles; at most ``Rc`` = 7
+requests are sent; after the last one the client waits ``Rm`` = 16 × RTO. Everything is cut by the
+deadline. aioice's codec builds and parses the messages (``aioice.stun``); a datagram that does not
+parse, or that answers another transaction, is recorded as an ``invalid`` response and waiting goes on.
+
+What proves the path:
+
+- Binding: a success response.
+- Allocate without credentials: a 401 error carrying REALM and NONCE (the relay challenged us: the
+  request reached a working TURN server and its answer came back), or a success.
+
+A relay that answers with another error proves reachability but not a usable relay:
+``stun_error_response``; a 401 without the challenge attributes is ``turn_no_challenge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aioice import stun
+
+from msgwatch.probe import failures as F
+from msgwatch.probe.net import udp_open
+from msgwatch.probe.trace import Trace, b64
+
+RTO = 0.5
+RC = 7
+RM = 16
+MAX_RESPONSES = 8
+REQUESTED_TRANSPORT_UDP = 17 << 24
+
+Kind = Literal["stun", "turn"]
+
+
+@dataclass
+class STUNResult:
+    failure: str | None
+    mapped_address: str | None = None
+    error_code: int | None = None
+
+
+def build_request(kind: Kind, transaction_id: bytes | None = None) -> stun.Message:
+    if kind == "stun":
+        message = stun.Message(stun.Method.BINDING, stun.Class.REQUEST, transaction_id)
+    else:
+        message = stun.Message(
+            stun.Method.ALLOCATE,
+            stun.Class.REQUEST,
+            transaction_id,
+            attributes={"REQUESTED-TRANSPORT": REQUESTED_TRANSPORT_UDP},
+        )
+    message.attributes["SOFTWARE"] = "msgwatch"
+    message.add_fingerprint()
+    return message
+
+
+def judge_response(kind: Kind, message: stun.Message) -> STUNResult:
+    """Whether one parsed response to our request proves the path (see the module's notes)."""
+    mapped = message.attributes.get("XOR-MAPPED-ADDRESS") or message.attributes.get(
+        "MAPPED-ADDRESS"
+    )
+    mapped_ip = str(mapped[0]) if mapped else None
+    if message.message_class == stun.Class.RESPONSE:
+        return STUNResult(None, mapped_ip)
+    code = message.error_code
+    if kind == "turn" and code == 401:
+        challenged = "REALM" in message.attributes and "NONCE" in message.attributes
+        return STUNResult(None if challenged else F.TURN_NO_CHALLENGE, mapped_ip, code)
+    return STUNResult(F.STUN_ERROR, mapped_ip, code)
+
+
+def _describe(message: stun.Message | None, data: bytes, t: float, limit: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"t": t, "num_bytes": len(data), "raw": b64(data[:limit])}
+    if message is None:
+        entry.update({"class": "invalid", "error_code": None, "reason": None, "realm": None,
+                      "nonce_present": False, "mapped_address": None, "software": None})  # fmt: skip
+        return entry
+    error = message.attributes.get("ERROR-CODE")
+    realm = message.attributes.get("REALM")
+    software = message.attributes.get("SOFTWARE")
+    mapped = message.attributes.get("XOR-MAPPED-ADDRESS") or message.attributes.get(
+        "MAPPED-ADDRESS"
+    )
+    entry.update(
+        {
+            "class": "success" if message.message_class == stun.Class.RESPONSE else "error",
+            "error_code": error[0] if error else None,
+            "reason": str(error[1])[:128] if error else None,
+            "realm": str(realm)[:128] if realm is not None else None,
+            "nonce_present": "NONCE" in message.attributes,
+            "mapped_address": "[scrubbed]" if mapped else None,
+            "software": str(software)[:128] if software is not None else None,
+        }
+    )
+    return entry
+
+
+def _parse(data: bytes, transaction_id: bytes) -> stun.Message | None:
+    try:
+        message = stun.parse_message(data)
+    except Exception:  # aioice raises ValueError, struct.error, UnicodeDecodeError...
+        return None
+    if message.transaction_id != transaction_id:
+        return None
+    if message.message_class not in (stun.Class.RESPONSE, stun.Class.ERROR):
+        return None
+    return message
+
+
+async def stun_exchange(
+    trace: Trace,
+    txid: int,
+    kind: Kind,
+    ip: str,
+    port: int,
+    deadline: float,
+    *,
+    rto: float = RTO,
+) -> STUNResult:
+    """One STUN/TURN transaction over UDP; records a ``msgwatch_udp_exchanges`` entry."""
+    request = build_request(kind)
+    wire = bytes(request)
+    loop = asyncio.get_running_loop()
+    t0 = trace.now()
+    attempts: list[dict[str, Any]] = []
+    responses: list[dict[str, Any]] = []
+    result = STUNResult(F.TIMEOUT)
+    address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    try:
+        sock = await udp_open(trace, txid, ip, port)
+    except Exception as exc:
+        result = STUNResult(F.classify(exc))
+        sock = None
+    if sock is not None:
+        try:
+            result = await _transact(sock, trace, kind, request, wire, deadline, rto, loop,
+                                     attempts, responses)  # fmt: skip
+        finally:
+            sock.close()
+    if result.mapped_address:
+        trace.note_probe_address(result.mapped_address)
+    trace.udp_exchange(
+        {
+            "protocol": kind,
+            "address": address,
+            "transport": "udp",
+            "request": {
+                "method": "binding" if kind == "stun" else "allocate",
+                "transaction_id": request.transaction_id.hex(),
+                "num_bytes": len(wire),
+            },
+            "attempts": attempts,
+            "responses": responses,
+            "failure": result.failure,
+            "t0": t0,
+            "t": trace.now(),
+            "transaction_id": txid,
+        }
+    )
+    return result
+
+
+async def _transact(
+    sock: Any,
+    trace: Trace,
+    kind: Kind,
+    request: stun.Message,
+    wire: bytes,
+    deadline: float,
+    rto: float,
+    loop: asyncio.AbstractEventLoop,
+    attempts: list[dict[str, Any]],
+    responses: list[dict[str, Any]],
+) -> STUNResult:
+    invalid_seen = False
+    wait = rto
+    for attempt in range(RC):
+        attempts.append({"t0": trace.now(), "num_bytes": len(wire)})
+        sock.send(wire)
+        last = attempt == RC - 1
+        stop_at = min(deadline, loop.time() + (rto * RM if last else wait))
+        while True:
+            try:
+                data = await sock.recv(stop_at)
+            except TimeoutError:
+                break
+            except Exception as exc:
+                return STUNResult(F.classify(exc))
+            message = _parse(data, request.transaction_id)
+            if len(responses) < MAX_RESPONSES:
+                responses.append(_describe(message, data, trace.now(), trace.limits.max_raw))
+            if message is None:
+                invalid_seen = True
+                continue
+            return judge_response(kind, message)
+        if loop.time() >= deadline:
+            break
+        wait *= 2
+    return STUNResult(F.STUN_INVALID if invalid_seen else F.TIMEOUT)

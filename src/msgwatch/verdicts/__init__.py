@@ -1,0 +1,1 @@
+"""Verdicts: rules as data, judged from measurements alone."""

@@ -1,0 +1,187 @@
+"""Judge each (service, function) from a measurement, and nothing else.
+
+The judge reads only the measurement's ``test_keys`` (the recorded trace and ``msgwatch_targets``),
+never sockets or the probe's objects, so a verdict can be recomputed from a stored measurement when
+the rules change. Per endpoint it derives :class:`~msgwatch.verdicts.rules.Facts` and matches the
+rules; per function it combines the endpoints by the function's mode:
+
+- ``any_of`` (a redundant pool): ``ok`` if any endpoint is ok; otherwise ``blocked`` if any endpoint
+  is blocked (the mechanism is the one most endpoints show), else ``inconclusive``.
+- ``all_of`` (each required): ``ok`` if all are ok; otherwise ``blocked`` if any is blocked, else
+  ``inconclusive``.
+
+The evidence of a verdict is the transaction ids of the endpoints that decided it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+from collections import Counter
+from typing import Any
+
+from msgwatch.verdicts.rules import Facts, Rule, load_rules, match, match_blockpage
+
+Record = dict[str, Any]
+
+
+def _body_bytes(body: Any) -> bytes:
+    if isinstance(body, str):
+        return body.encode("utf-8", "replace")
+    if isinstance(body, dict) and body.get("format") == "base64":
+        try:
+            return base64.b64decode(str(body.get("data", "")), validate=False)
+        except ValueError:
+            return b""
+    return b""
+
+
+def _in_networks(address: str, networks: list[Any]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for prefix in networks:
+        try:
+            if ip in ipaddress.ip_network(str(prefix), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def dns_forged(queries: list[Record], networks: list[Any]) -> bool:
+    """Whether the queries of one chain show a forged answer.
+
+    Forged: two different address sets answered the same query (an injected answer raced the real
+    one), or the first answer holds a non-public address outside the service's declared networks.
+    """
+    seen: dict[str, set[frozenset[str]]] = {}
+    for query in queries:
+        addresses = frozenset(
+            str(a.get("ipv4") or a.get("ipv6"))
+            for a in (query.get("answers") or [])
+            if isinstance(a, dict) and (a.get("ipv4") or a.get("ipv6"))
+        )
+        if not addresses:
+            continue
+        seen.setdefault(str(query.get("query_type")), set()).add(addresses)
+        if "late" in (query.get("tags") or []):
+            continue
+        for address in addresses:
+            try:
+                public = ipaddress.ip_address(address).is_global
+            except ValueError:
+                continue
+            if not public and not _in_networks(address, networks):
+                return True
+    return any(len(sets) > 1 for sets in seen.values())
+
+
+def _records(keys: Record, name: str) -> list[Record]:
+    value = keys.get(name)
+    return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+def _txids(target: Record) -> list[int]:
+    value = target.get("transaction_ids")
+    if not isinstance(value, list):
+        return []
+    return [i for i in value if isinstance(i, int) and not isinstance(i, bool)]
+
+
+def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
+    """The facts of one endpoint, and the id of the block page fingerprint it matched."""
+    txids = set(_txids(target))
+    queries = [q for q in _records(keys, "queries") if q.get("transaction_id") in txids]
+    handshakes = [h for h in _records(keys, "tls_handshakes") if h.get("transaction_id") in txids]
+    main = [h for h in handshakes if "control" not in (h.get("tags") or [])]
+    control = [h for h in handshakes if "control" in (h.get("tags") or [])]
+    verified = any(h.get("failure") is None and not h.get("no_tls_verify") for h in main)
+    blockpage: str | None = None
+    for request in _records(keys, "requests"):
+        response = request.get("response")
+        if request.get("transaction_id") in txids and isinstance(response, dict):
+            headers = [
+                (str(h[0]), str(h[1]))
+                for h in response.get("headers_list") or []
+                if isinstance(h, list | tuple) and len(h) == 2
+            ]
+            status = response.get("code")
+            blockpage = match_blockpage(
+                status if isinstance(status, int) else None,
+                headers,
+                _body_bytes(response.get("body")),
+            )
+            if blockpage:
+                break
+    control_state = "none"
+    if control:
+        control_state = "ok" if any(h.get("failure") is None for h in control) else "failed"
+    facts = Facts(
+        step=str(target.get("failed_step") or "none"),
+        failure=failure if isinstance(failure := target.get("failure"), str) else None,
+        dns_forged=dns_forged(queries, keys.get("msgwatch_service_networks") or []),
+        verified=verified,
+        blockpage=blockpage is not None,
+        control=control_state,
+    )
+    return facts, blockpage
+
+
+def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
+    facts, fingerprint = facts_for(target, keys)
+    return match(facts), fingerprint
+
+
+def _combine(mode: str, judged: list[tuple[Record, Rule]]) -> tuple[str, str | None, list[Record]]:
+    oks = [t for t, r in judged if r.verdict == "ok"]
+    blocked = [(t, r) for t, r in judged if r.verdict == "blocked"]
+    if (mode == "any_of" and oks) or (mode == "all_of" and len(oks) == len(judged)):
+        return "ok", None, oks
+    if blocked:
+        mechanism, _ = Counter(r.mechanism for _, r in blocked).most_common(1)[0]
+        return "blocked", mechanism, [t for t, r in blocked if r.mechanism == mechanism]
+    failed = [(t, r) for t, r in judged if r.verdict != "ok"]
+    mechanism = Counter(r.mechanism for _, r in failed).most_common(1)[0][0] if failed else None
+    return "inconclusive", mechanism, [t for t, r in failed if r.mechanism == mechanism]
+
+
+def judge(measurement: Record) -> list[Record]:
+    """Verdicts for every function of the measurement's service, in catalogue order."""
+    keys = measurement.get("test_keys") or {}
+    service = str(keys.get("msgwatch_service") or measurement.get("input") or "")
+    targets = _records(keys, "msgwatch_targets")
+    rules = load_rules()
+    out: list[Record] = []
+    for function in keys.get("msgwatch_functions") or []:
+        if not isinstance(function, dict):
+            continue
+        name = function.get("function")
+        mine = [t for t in targets if t.get("function") == name]
+        judged = [(t, judge_target(t, keys)[0]) for t in mine]
+        if not judged:
+            continue
+        verdict, mechanism, deciding = _combine(str(function.get("mode", "any_of")), judged)
+        rule = next(r for t, r in judged if t is deciding[0]) if deciding else judged[0][1]
+        evidence = sorted({i for t in deciding for i in _txids(t)})
+        ok_count = sum(1 for _, r in judged if r.verdict == "ok")
+        out.append(
+            {
+                "service": service,
+                "function": name,
+                "verdict": verdict,
+                "mechanism": mechanism,
+                "confidence": rule.confidence,
+                "rule_id": rule.id,
+                "rules_version": rules.rules_version,
+                "evidence": evidence,
+                "endpoints": {
+                    "total": len(judged),
+                    "ok": ok_count,
+                    "failed": len(judged) - ok_count,
+                },
+                "explanation": rule.explain,
+            }
+        )
+    return out

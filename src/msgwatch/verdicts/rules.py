@@ -1,0 +1,129 @@
+"""Verdict rules and block-page fingerprints, loaded from data files.
+
+The rules (``rules.toml``) map the facts of one endpoint's outcome to a verdict and a mechanism;
+the first matching rule wins, and its stable ``id`` travels with the verdict so that it can be
+explained and recomputed when the rules improve. Block-page fingerprints (``blockpages.toml``) are
+patterns over a response body, a header or a status code.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["ok", "blocked", "inconclusive", "throttled", "degraded"]
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9_.-]+$")
+    step: str | None = None
+    failures: list[str] | None = None
+    dns_forged: bool | None = None
+    verified: bool | None = None
+    blockpage: bool | None = None
+    control: Literal["ok", "failed", "none"] | None = None
+    verdict: Verdict
+    mechanism: str | None = None
+    confidence: float = Field(ge=0.0, le=1.0)
+    explain: str
+
+
+class Fingerprint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    body: list[str] = []
+    header: dict[str, str] = {}
+    status: int | None = None
+    note: str = ""
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules_version: str
+    rule: list[Rule] = Field(min_length=1)
+
+
+class FingerprintSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str
+    fingerprint: list[Fingerprint]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules look at for one endpoint."""
+
+    step: str
+    failure: str | None
+    dns_forged: bool
+    verified: bool
+    blockpage: bool
+    control: str
+
+
+def _read(name: str) -> str:
+    return (resources.files("msgwatch.verdicts") / name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def load_rules() -> RuleSet:
+    return RuleSet.model_validate(tomllib.loads(_read("rules.toml")))
+
+
+@lru_cache(maxsize=1)
+def load_fingerprints() -> FingerprintSet:
+    return FingerprintSet.model_validate(tomllib.loads(_read("blockpages.toml")))
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> list[tuple[Fingerprint, list[re.Pattern[bytes]]]]:
+    return [
+        (fp, [re.compile(p.encode("utf-8"), re.IGNORECASE) for p in fp.body])
+        for fp in load_fingerprints().fingerprint
+    ]
+
+
+def match_blockpage(status: int | None, headers: list[tuple[str, str]], body: bytes) -> str | None:
+    """The id of the first fingerprint the response matches, or None."""
+    head = body[: 64 * 1024]
+    lowered = {k.lower(): v for k, v in headers}
+    for fp, patterns in _compiled():
+        if fp.status is not None and status == fp.status:
+            return fp.id
+        if any(p.search(head) for p in patterns):
+            return fp.id
+        for name, pattern in fp.header.items():
+            value = lowered.get(name.lower())
+            if value is not None and re.search(pattern, value, re.IGNORECASE):
+                return fp.id
+    return None
+
+
+def match(facts: Facts, rules: RuleSet | None = None) -> Rule:
+    """The first rule that matches ``facts`` (the rule set ends with a catch-all)."""
+    for rule in (rules or load_rules()).rule:
+        if rule.step is not None and rule.step != facts.step:
+            continue
+        if rule.failures is not None and facts.failure not in rule.failures:
+            continue
+        if rule.dns_forged is not None and rule.dns_forged != facts.dns_forged:
+            continue
+        if rule.verified is not None and rule.verified != facts.verified:
+            continue
+        if rule.blockpage is not None and rule.blockpage != facts.blockpage:
+            continue
+        if rule.control is not None and rule.control != facts.control:
+            continue
+        return rule
+    raise LookupError("the rule set has no catch-all rule")
