@@ -118,7 +118,9 @@ def cli() -> None:
 @click.option("--functions", help=f"Comma-separated functions ({', '.join(FUNCTIONS)}).")
 @click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
 @click.option("--resolver", help="DNS server HOST:PORT to query over UDP (default: system).")
-@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Trusted CAs (PEM).")
+@click.option(
+    "--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Trusted CAs (PEM)."
+)
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
               help="Seconds: the whole run's deadline.")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
@@ -174,6 +176,18 @@ def run_command(
     console.print(f"Measurements: {escape(str(path))}")
 
 
+@cli.command("demo")
+@click.option("--timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def demo_command(timeout: float, output: str | None, as_json: bool) -> None:
+    """Run the probe against a loopback mini-Internet with some endpoints broken on purpose,
+    and compare its verdicts with the ground truth."""
+    from msgwatch.cli.demo import run_demo
+
+    run_demo(timeout=timeout, output=Path(output) if output else None, as_json=as_json)
+
+
 @cli.group("catalogue")
 def catalogue_group() -> None:
     """List, show and validate the service catalogue."""
@@ -185,7 +199,10 @@ def catalogue_group() -> None:
 def catalogue_list(catalogue_path: str | None, as_json: bool) -> None:
     """The services and their functions."""
     catalogue = _load(catalogue_path)
-    rows = [{"service": s.id, "functions": [f.function for f in s.functions]} for s in catalogue.services]
+    rows = [
+        {"service": s.id, "functions": [f.function for f in s.functions]}
+        for s in catalogue.services
+    ]
     if as_json:
         click.echo(json.dumps(rows))
         return
