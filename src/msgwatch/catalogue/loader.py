@@ -11,6 +11,7 @@ them all.
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class FunctionTargets:
     mode: str
     endpoints: tuple[Endpoint, ...]
     note: str = ""
+    coverage: str = "full"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class Service:
     sources: tuple[Source, ...]
     networks: tuple[Network, ...]
     functions: tuple[FunctionTargets, ...]
+    trust_roots: str | None = None
+    """Absolute path of the service's extra root CAs (PEM), if it has its own."""
 
     def function(self, name: str) -> FunctionTargets | None:
         return next((f for f in self.functions if f.function == name), None)
@@ -102,13 +106,14 @@ def _locate(error: dict[str, Any], raw: dict[str, Any]) -> str:
         else:
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None
-    return ".".join(parts) if parts else "(file)"
+    return ".".join(parts)
 
 
 def _format_errors(name: str, exc: ValidationError, raw: dict[str, Any]) -> Iterator[str]:
     for error in exc.errors(include_url=False):
         message = str(error["msg"]).removeprefix("Value error, ")
-        yield f"{name}: {_locate(dict(error), raw)}: {message}"
+        where = _locate(dict(error), raw)
+        yield f"{name}: {where}: {message}" if where else f"{name}: {message}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -120,7 +125,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _service(path: Path, parsed: ServiceFile) -> Service:
     functions = tuple(
-        FunctionTargets(name, spec.mode, tuple(spec.expand()), spec.note)
+        FunctionTargets(name, spec.mode, tuple(spec.expand()), spec.note, spec.coverage)
         for name in FUNCTIONS
         if (spec := parsed.functions.get(name)) is not None  # type: ignore[call-overload]
     )
@@ -135,7 +140,17 @@ def _service(path: Path, parsed: ServiceFile) -> Service:
         sources=tuple(parsed.sources),
         networks=tuple(parsed.networks),
         functions=functions,
+        trust_roots=str(path.parent / parsed.trust_roots) if parsed.trust_roots else None,
     )
+
+
+def _check_roots(path: str) -> str | None:
+    """Why the PEM file at ``path`` cannot serve as trust roots, or None."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        return f"trust_roots: {Path(path).name}: {exc}"
+    return None
 
 
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
@@ -179,7 +194,11 @@ def load_catalogue(path: Path | str | None = None) -> Catalogue:
             problems.append(f"{file.name}: id: {parsed.id!r} already defined in {seen[parsed.id]}")
             continue
         seen[parsed.id] = file.name
-        services.append(_service(file, parsed))
+        service = _service(file, parsed)
+        if service.trust_roots and (problem := _check_roots(service.trust_roots)):
+            problems.append(f"{file.name}: {problem}")
+            continue
+        services.append(service)
     for service in services:
         if service.successor is not None and service.successor not in seen:
             problems.append(

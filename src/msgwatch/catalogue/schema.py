@@ -92,9 +92,13 @@ class Network(_Strict):
 
 def _check_host(value: str) -> str:
     name = value.rstrip(".")
-    if not name or len(name) > 253 or any(
-        not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label)
-        for label in name.split(".")
+    if (
+        not name
+        or len(name) > 253
+        or any(
+            not label or len(label) > 63 or not all(c.isalnum() or c in "-_" for c in label)
+            for label in name.split(".")
+        )
     ):
         raise ValueError(f"{value!r} is not a host name")
     return name.lower()
@@ -190,6 +194,9 @@ class Endpoint(_Strict):
 
 class FunctionSpec(_Strict):
     mode: Mode = "any_of"
+    coverage: Literal["full", "signalling"] = "full"
+    """``signalling``: only the call set-up path is tested (the relays are handed out per call and
+    not published); an ``ok`` verdict then says nothing about the media path."""
     note: str = ""
     endpoints: list[EndpointSpec] = Field(min_length=1)
 
@@ -240,6 +247,10 @@ class ServiceFile(_Strict):
     successor: str | None = None
     """Id of the service that replaced this one (Skype → Teams), when it was retired."""
     retired: dt.date | None = None
+    trust_roots: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+\.pem$")
+    """A PEM file beside the service file with root CAs the service's own servers chain to (Signal's
+    private CA); trusted for this service's endpoints in addition to the system's store."""
+    trust_roots_source: Slug | None = None
     sources: list[Source] = Field(min_length=1)
     networks: list[Network] = []
     functions: dict[Function, FunctionSpec] = Field(min_length=1)
@@ -251,6 +262,10 @@ class ServiceFile(_Strict):
         known = {s.id for s in self.sources}
         if len(known) != len(self.sources):
             raise ValueError("source ids must be unique")
+        if (self.trust_roots is None) != (self.trust_roots_source is None):
+            raise ValueError("trust_roots and trust_roots_source go together")
+        if self.trust_roots_source is not None and self.trust_roots_source not in known:
+            raise ValueError(f"trust_roots_source: unknown source {self.trust_roots_source!r}")
         for network in self.networks:
             if network.source not in known:
                 raise ValueError(f"network {network.prefix}: unknown source {network.source!r}")

@@ -30,6 +30,7 @@ def verdict_table(verdicts: list[dict[str, Any]], title: str = "Verdicts") -> Ta
     table.add_column("verdict")
     table.add_column("mechanism")
     table.add_column("endpoints ok", justify="right")
+    table.add_column("tested")
     table.add_column("rule")
     for v in verdicts:
         endpoints = v.get("endpoints") or {}
@@ -39,6 +40,7 @@ def verdict_table(verdicts: list[dict[str, Any]], title: str = "Verdicts") -> Ta
             verdict_cell(v["verdict"]),
             escape(str(v.get("mechanism") or "")),
             f"{endpoints.get('ok', 0)}/{endpoints.get('total', 0)}",
+            "call set-up only" if v.get("coverage") == "signalling" else "",
             escape(str(v.get("rule_id") or "")),
         )
     return table

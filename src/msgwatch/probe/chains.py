@@ -133,19 +133,30 @@ async def _udp(
 
 
 async def run_chain(
-    trace: Trace, function: str, endpoint: Endpoint, config: ChainConfig, deadline: float
+    trace: Trace,
+    function: str,
+    endpoint: Endpoint,
+    config: ChainConfig,
+    deadline: float,
+    extra_roots: str | None = None,
 ) -> ChainOutcome:
-    """Measure one endpoint; never raises."""
+    """Measure one endpoint; never raises. ``extra_roots``: the service's own root CAs (PEM)."""
     outcome = ChainOutcome(function, endpoint, [trace.new_transaction()])
     try:
-        await _run(trace, outcome, config, deadline)
+        await _run(trace, outcome, config, deadline, extra_roots)
     except Exception as exc:  # a bug, not a network condition: recorded, never fatal
         outcome.failure = F.classify(exc)
         outcome.failed_step = outcome.failed_step or "internal"
     return outcome
 
 
-async def _run(trace: Trace, outcome: ChainOutcome, config: ChainConfig, deadline: float) -> None:
+async def _run(
+    trace: Trace,
+    outcome: ChainOutcome,
+    config: ChainConfig,
+    deadline: float,
+    extra_roots: str | None,
+) -> None:
     endpoint = outcome.endpoint
     addresses = await _addresses(trace, outcome, config, deadline)
     if not addresses or endpoint.protocol == "dns":
@@ -172,7 +183,12 @@ async def _run(trace: Trace, outcome: ChainOutcome, config: ChainConfig, deadlin
             offered = ("http/1.1",) if endpoint.protocol == "https" else ("h2", "http/1.1")
             try:
                 session = await tls_handshake(
-                    conn, endpoint.host, deadline, ca_bundle=config.ca_bundle, alpn=offered
+                    conn,
+                    endpoint.host,
+                    deadline,
+                    ca_bundle=config.ca_bundle,
+                    alpn=offered,
+                    extra_roots=extra_roots,
                 )
             except Exception as exc:
                 outcome.failure, outcome.failed_step = F.classify(exc), "tls_handshake"

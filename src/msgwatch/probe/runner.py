@@ -103,7 +103,9 @@ async def run(
     async def one(trace: Trace, service: Service, function: str, endpoint: Any) -> ChainOutcome:
         async with semaphore:
             limit = loop.time() + config.timeout if config.sequential else deadline
-            outcome = await run_chain(trace, function, endpoint, config.chain, limit)
+            outcome = await run_chain(
+                trace, function, endpoint, config.chain, limit, service.trust_roots
+            )
         if progress is not None:
             progress(service.id, outcome)
         return outcome
@@ -134,6 +136,7 @@ async def run(
                     {
                         "function": f.function,
                         "mode": f.mode,
+                        "coverage": f.coverage,
                         "endpoints": [e.id for e in f.endpoints],
                     }
                     for f in service.functions

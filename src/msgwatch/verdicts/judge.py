@@ -170,6 +170,7 @@ def judge(measurement: Record) -> list[Record]:
             {
                 "service": service,
                 "function": name,
+                "coverage": str(function.get("coverage") or "full"),
                 "verdict": verdict,
                 "mechanism": mechanism,
                 "confidence": rule.confidence,
