@@ -20,15 +20,20 @@ from msgwatch.probe import failures as F
 from msgwatch.probe.net import TCPConn
 from msgwatch.probe.trace import b64
 
-_CONTEXTS: dict[tuple[str | None, bool, tuple[str, ...]], ssl.SSLContext] = {}
+_CONTEXTS: dict[tuple[str | None, str | None, bool, tuple[str, ...]], ssl.SSLContext] = {}
 
 
-def tls_context(ca_bundle: str | None, verify: bool, alpn: tuple[str, ...]) -> ssl.SSLContext:
-    """A client context, cached (loading a CA bundle costs milliseconds)."""
-    key = (ca_bundle, verify, alpn)
+def tls_context(
+    ca_bundle: str | None, verify: bool, alpn: tuple[str, ...], extra_roots: str | None = None
+) -> ssl.SSLContext:
+    """A client context, cached (loading a CA bundle costs milliseconds). ``extra_roots`` (a PEM
+    file) are trusted in addition to ``ca_bundle`` (or the system's store when it is None)."""
+    key = (ca_bundle, extra_roots, verify, alpn)
     context = _CONTEXTS.get(key)
     if context is None:
         context = ssl.create_default_context(cafile=ca_bundle)
+        if extra_roots is not None:
+            context.load_verify_locations(cafile=extra_roots)
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -108,10 +113,11 @@ async def tls_handshake(
     verify: bool = True,
     alpn: tuple[str, ...] = ("h2", "http/1.1"),
     tags: list[str] | None = None,
+    extra_roots: str | None = None,
 ) -> TLSConn:
     """Handshake on ``conn``; records a ``tls_handshakes`` entry; raises on failure."""
     trace = conn.trace
-    context = tls_context(ca_bundle, verify, alpn)
+    context = tls_context(ca_bundle, verify, alpn, extra_roots)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
     session = TLSConn(conn, obj, incoming, outgoing)
