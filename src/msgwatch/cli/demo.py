@@ -65,7 +65,12 @@ def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
     try:
         with MiniInternet() as net:
             if not as_json:
-                console.print("Mini-Internet up: dnsmasq, nginx and coturn on loopback.")
+                console.print(
+                    "A mini-Internet is up on loopback: dnsmasq (DNS), nginx (HTTPS with its own "
+                    "CA) and coturn (STUN/TURN), serving a catalogue of six services. Some of it "
+                    "is broken on purpose, the way censors break things. The probe below is the "
+                    "one `msgwatch run` uses; only its catalogue, resolver and CA point here."
+                )
             catalogue = load_catalogue(net.catalogue_dir)
             config = RunConfig(
                 chain=ChainConfig(
@@ -86,16 +91,8 @@ def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
                                "output": str(path)}))  # fmt: skip
         return
     table = Table(title="msgwatch demo: verdicts against the ground truth", title_justify="left")
-    for column in (
-        "service",
-        "function",
-        "expected",
-        "measured",
-        "mechanism",
-        "",
-        "what was broken",
-    ):
-        table.add_column(column)
+    for column in ("service", "function", "expected", "measured", "mechanism", "match"):
+        table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(
             escape(r["service"]),
@@ -103,9 +100,12 @@ def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
             verdict_cell(r["expected"]),
             verdict_cell(r["verdict"]),
             escape(str(r["mechanism"] or "")),
-            "[green]✓[/]" if r["match"] else "[red]✗[/]",
-            escape(r["why"]),
+            "[green]yes[/]" if r["match"] else "[bold red]NO[/]",
         )
     console.print(table)
+    console.print("What was broken on purpose, and what the probe had to see:")
+    for r in rows:
+        if r["expected"] != "ok":
+            console.print(f"  {escape(r['service'])}/{escape(r['function'])}: {escape(r['why'])}")
     console.print(f"{matched} of {len(rows)} verdicts match the ground truth.")
     console.print(f"Measurements (OONI format, one per service): {escape(str(path))}")
