@@ -90,7 +90,12 @@ def test_blockpage_fingerprints() -> None:
 def test_pool_is_ok_when_any_endpoint_works() -> None:
     m = _keys([_target(1, "tcp_connect", "generic_timeout_error"), _target(2)])
     (v,) = judge(m)
-    assert (v["verdict"], v["mechanism"], v["evidence"], v["rule_id"]) == ("ok", None, [2], "ok.chain")
+    assert (v["verdict"], v["mechanism"], v["evidence"], v["rule_id"]) == (
+        "ok",
+        None,
+        [2],
+        "ok.chain",
+    )
     assert v["endpoints"] == {"total": 2, "ok": 1, "failed": 1}
 
 
@@ -122,7 +127,11 @@ def test_blockpage_in_a_completed_chain() -> None:
                      "body": "Access to this site has been blocked by order of the ministry"},
     }  # fmt: skip
     (v,) = judge(_keys([_target(1)], requests=[request]))
-    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "http.blockpage", "http.blockpage")
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "blocked",
+        "http.blockpage",
+        "http.blockpage",
+    )
 
 
 def test_sni_control_raises_confidence() -> None:
@@ -143,3 +152,19 @@ def test_hostile_measurement_does_not_crash_the_judge() -> None:
         queries=[{"transaction_id": 1, "answers": [{"ipv4": "not-an-ip"}]}],
     )  # fmt: skip
     assert judge(m)[0]["verdict"] in ("ok", "blocked", "inconclusive")
+
+
+def test_call_path_is_required_in_addition_to_the_pool() -> None:
+    path = _target(3, "udp_exchange", "generic_timeout_error")
+    path["role"] = "call_path"
+    m = _keys([_target(1), _target(2), path])
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["evidence"], v["call_path"]) == (
+        "blocked",
+        "udp.timeout",
+        [3],
+        True,
+    )
+    path.update(failed_step=None, failure=None)
+    (v,) = judge(m)
+    assert (v["verdict"], v["evidence"]) == ("ok", [1, 2])

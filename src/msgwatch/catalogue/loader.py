@@ -42,6 +42,8 @@ class FunctionTargets:
     endpoints: tuple[Endpoint, ...]
     note: str = ""
     coverage: str = "full"
+    call_ports: tuple[int, ...] = ()
+    call_ports_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _service(path: Path, parsed: ServiceFile) -> Service:
     functions = tuple(
-        FunctionTargets(name, spec.mode, tuple(spec.expand()), spec.note, spec.coverage)
+        FunctionTargets(
+            name,
+            spec.mode,
+            tuple(spec.expand()),
+            spec.note,
+            spec.coverage,
+            tuple(spec.call_ports),
+            spec.call_ports_source,
+        )
         for name in FUNCTIONS
         if (spec := parsed.functions.get(name)) is not None  # type: ignore[call-overload]
     )

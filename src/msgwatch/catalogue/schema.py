@@ -198,10 +198,16 @@ class FunctionSpec(_Strict):
     """``signalling``: only the call set-up path is tested (the relays are handed out per call and
     not published); an ``ok`` verdict then says nothing about the media path."""
     note: str = ""
+    call_ports: list[Port] = []
+    """UDP ports the service's call media uses. With a test helper configured, the probe sends
+    STUN to the helper on each of them: the call path, whatever relay a call would be given."""
+    call_ports_source: Slug | None = None
     endpoints: list[EndpointSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> FunctionSpec:
+        if bool(self.call_ports) != (self.call_ports_source is not None):
+            raise ValueError("call_ports and call_ports_source go together")
         seen: set[str] = set()
         for endpoint in self.endpoints:
             if endpoint.id in seen:
@@ -270,6 +276,11 @@ class ServiceFile(_Strict):
             if network.source not in known:
                 raise ValueError(f"network {network.prefix}: unknown source {network.source!r}")
         for fname, function in self.functions.items():
+            if function.call_ports_source is not None and function.call_ports_source not in known:
+                raise ValueError(
+                    f"functions.{fname}.call_ports_source: unknown source "
+                    f"{function.call_ports_source!r}"
+                )
             for endpoint in function.endpoints:
                 if endpoint.source not in known:
                     raise ValueError(

@@ -89,7 +89,7 @@ def execute(
         selected = catalogue.select(services)
     except KeyError as exc:
         raise _err(f"unknown service(s): {exc.args[0]}", EXIT_CATALOGUE) from exc
-    total = count_chains(selected, config.functions)
+    total = count_chains(selected, config.functions, config.helper)
     if not show_progress:
         return asyncio.run(run(catalogue, selected, config))
     console = Console(stderr=True)
@@ -124,6 +124,7 @@ def cli() -> None:
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
               help="Seconds: the whole run's deadline.")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
+@click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
 @click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
 @click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
 @click.option("--probe-cc", help="The country code (default ZZ).")
@@ -136,6 +137,7 @@ def run_command(
     ca_bundle: str | None,
     timeout: float,
     concurrency: int,
+    helper: str | None,
     output: str | None,
     probe_asn: str | None,
     probe_cc: str | None,
@@ -152,6 +154,7 @@ def run_command(
         ),
         timeout=timeout,
         concurrency=concurrency,
+        helper=helper,
         functions=wanted,
         probe_asn=probe_asn,
         probe_cc=probe_cc,

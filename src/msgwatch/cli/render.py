@@ -23,6 +23,12 @@ def verdict_cell(verdict: str | None) -> str:
     return f"[{STYLE.get(verdict, 'white')}]{escape(verdict)}[/]"
 
 
+def _tested(verdict: dict[str, Any]) -> str:
+    if verdict.get("call_path"):
+        return "endpoints + call path"
+    return "call set-up only" if verdict.get("coverage") == "signalling" else ""
+
+
 def verdict_table(verdicts: list[dict[str, Any]], title: str = "Verdicts") -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("service")
@@ -40,7 +46,7 @@ def verdict_table(verdicts: list[dict[str, Any]], title: str = "Verdicts") -> Ta
             verdict_cell(v["verdict"]),
             escape(str(v.get("mechanism") or "")),
             f"{endpoints.get('ok', 0)}/{endpoints.get('total', 0)}",
-            "call set-up only" if v.get("coverage") == "signalling" else "",
+            _tested(v),
             escape(str(v.get("rule_id") or "")),
         )
     return table

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from msgwatch.catalogue import Catalogue, Service
+from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
 from msgwatch.measurement.envelope import RunInfo, build_measurement
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
 from msgwatch.probe.trace import Trace
@@ -38,6 +38,9 @@ class RunConfig:
     timeout: float = 10.0
     """Seconds: the run's single deadline is this far from its start."""
     concurrency: int = 256
+    helper: str | None = None
+    """Address of a test helper: with one, functions that list ``call_ports`` also get the call
+    path measured (STUN to the helper on each call port)."""
     functions: tuple[str, ...] | None = None
     """Only these functions (all when None)."""
     probe_asn: str | None = None
@@ -54,19 +57,48 @@ class ServiceRun:
     outcomes: list[ChainOutcome]
 
 
-def count_chains(services: list[Service], functions: tuple[str, ...] | None = None) -> int:
+def count_chains(
+    services: list[Service], functions: tuple[str, ...] | None = None, helper: str | None = None
+) -> int:
     return sum(
-        len(f.endpoints)
+        len(targets(s, f, helper))
         for s in services
         for f in s.functions
         if functions is None or f.function in functions
     )
 
 
-def _target_record(outcome: ChainOutcome) -> dict[str, Any]:
+def targets(
+    service: Service, function: FunctionTargets, helper: str | None
+) -> list[tuple[str, Endpoint]]:
+    """(role, endpoint) pairs for one function: its catalogue endpoints (role ``endpoint``) and,
+    with a helper, one STUN endpoint on the helper per call port (role ``call_path``)."""
+    out = [("endpoint", e) for e in function.endpoints]
+    if helper is None or not function.call_ports or function.call_ports_source is None:
+        return out
+    source = next(s for s in service.sources if s.id == function.call_ports_source)
+    for port in function.call_ports:
+        endpoint = Endpoint(
+            id=f"call-path/{port}",
+            host=None,
+            address=helper,
+            port=port,
+            transport="udp",
+            protocol="stun",
+            path="/",
+            source=source.id,
+            checked=source.checked,
+            note="STUN to the test helper on one of the service's call ports",
+        )
+        out.append(("call_path", endpoint))
+    return out
+
+
+def _target_record(role: str, outcome: ChainOutcome) -> dict[str, Any]:
     endpoint = outcome.endpoint
     return {
         "function": outcome.function,
+        "role": role,
         "endpoint_id": endpoint.id,
         "protocol": endpoint.protocol,
         "transport": endpoint.transport,
@@ -100,7 +132,9 @@ async def run(
         now=started_at,
     )
 
-    async def one(trace: Trace, service: Service, function: str, endpoint: Any) -> ChainOutcome:
+    async def one(
+        trace: Trace, service: Service, function: str, endpoint: Endpoint
+    ) -> ChainOutcome:
         async with semaphore:
             limit = loop.time() + config.timeout if config.sequential else deadline
             outcome = await run_chain(
@@ -111,20 +145,21 @@ async def run(
         return outcome
 
     traces: list[Trace] = []
-    jobs: list[list[asyncio.Task[ChainOutcome]]] = []
+    jobs: list[list[tuple[str, asyncio.Task[ChainOutcome]]]] = []
     for service in services:
         trace = Trace()
         traces.append(trace)
         tasks = [
-            asyncio.create_task(one(trace, service, f.function, endpoint))
+            (role, asyncio.create_task(one(trace, service, f.function, endpoint)))
             for f in service.functions
             if config.functions is None or f.function in config.functions
-            for endpoint in f.endpoints
+            for role, endpoint in targets(service, f, config.helper)
         ]
         jobs.append(tasks)
     results: list[ServiceRun] = []
     for service, trace, tasks in zip(services, traces, jobs, strict=True):
-        outcomes = list(await asyncio.gather(*tasks))
+        outcomes = list(await asyncio.gather(*(task for _, task in tasks)))
+        roles = [role for role, _ in tasks]
         runtime = trace.now()
         keys = trace.test_keys()
         keys.update(
@@ -138,11 +173,15 @@ async def run(
                         "mode": f.mode,
                         "coverage": f.coverage,
                         "endpoints": [e.id for e in f.endpoints],
+                        "call_ports": list(f.call_ports) if config.helper else [],
                     }
                     for f in service.functions
                     if config.functions is None or f.function in config.functions
                 ],
-                "msgwatch_targets": [_target_record(o) for o in outcomes],
+                "msgwatch_targets": [
+                    _target_record(r, o) for r, o in zip(roles, outcomes, strict=True)
+                ],
+                "msgwatch_test_helper": config.helper,
             }
         )
         start = started_at + dt.timedelta(seconds=trace.start - traces[0].start)

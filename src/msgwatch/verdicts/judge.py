@@ -10,6 +10,10 @@ rules; per function it combines the endpoints by the function's mode:
 - ``all_of`` (each required): ``ok`` if all are ok; otherwise ``blocked`` if any is blocked, else
   ``inconclusive``.
 
+The call path (STUN to the test helper on the service's call ports, role ``call_path``) is a pool of
+its own, required in addition to the endpoints: calls need both their set-up and their media path,
+so the function's verdict is the more severe of the two.
+
 The evidence of a verdict is the transaction ids of the endpoints that decided it.
 """
 
@@ -134,7 +138,13 @@ def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
     return match(facts), fingerprint
 
 
+_SEVERITY = {"ok": 0, "inconclusive": 1, "degraded": 2, "throttled": 3, "blocked": 4}
+
+
 def _combine(mode: str, judged: list[tuple[Record, Rule]]) -> tuple[str, str | None, list[Record]]:
+    """One verdict for a group of endpoints (``none`` when the group is empty)."""
+    if not judged:
+        return "none", None, []
     oks = [t for t, r in judged if r.verdict == "ok"]
     blocked = [(t, r) for t, r in judged if r.verdict == "blocked"]
     if (mode == "any_of" and oks) or (mode == "all_of" and len(oks) == len(judged)):
@@ -162,7 +172,14 @@ def judge(measurement: Record) -> list[Record]:
         judged = [(t, judge_target(t, keys)[0]) for t in mine]
         if not judged:
             continue
-        verdict, mechanism, deciding = _combine(str(function.get("mode", "any_of")), judged)
+        mode = str(function.get("mode", "any_of"))
+        groups = [
+            _combine(mode, [(t, r) for t, r in judged if t.get("role", "endpoint") == "endpoint"]),
+            _combine("any_of", [(t, r) for t, r in judged if t.get("role") == "call_path"]),
+        ]
+        verdict, mechanism, deciding = max(
+            (g for g in groups if g[0] != "none"), key=lambda g: _SEVERITY[g[0]]
+        )
         rule = next(r for t, r in judged if t is deciding[0]) if deciding else judged[0][1]
         evidence = sorted({i for t in deciding for i in _txids(t)})
         ok_count = sum(1 for _, r in judged if r.verdict == "ok")
@@ -171,6 +188,7 @@ def judge(measurement: Record) -> list[Record]:
                 "service": service,
                 "function": name,
                 "coverage": str(function.get("coverage") or "full"),
+                "call_path": any(t.get("role") == "call_path" for t in mine),
                 "verdict": verdict,
                 "mechanism": mechanism,
                 "confidence": rule.confidence,
