@@ -49,8 +49,10 @@ def _failure_ok(value: Any) -> bool:
         return True
     if not isinstance(value, str):
         return False
-    return value in FAILURES or value.startswith("unknown_failure ") or (
-        value.startswith("dns_server_failure_") and value[19:].isalpha()
+    return (
+        value in FAILURES
+        or value.startswith("unknown_failure ")
+        or (value.startswith("dns_server_failure_") and value[19:].isalpha())
     )
 
 

@@ -30,7 +30,13 @@ def main() -> None:
                 keys = getter.test_keys
                 report["counts"] = {
                     name: len(getattr(keys, name) or [])
-                    for name in ("queries", "tcp_connect", "tls_handshakes", "requests", "network_events")
+                    for name in (
+                        "queries",
+                        "tcp_connect",
+                        "tls_handshakes",
+                        "requests",
+                        "network_events",
+                    )
                 }
                 report["ok"] = True
             except Exception as exc:  # reported, not raised: the test says which line failed

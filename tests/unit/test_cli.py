@@ -91,8 +91,14 @@ def test_run_json_shape_output_file_and_format(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["output"] == str(out)
-    assert [(v["service"], v["function"]) for v in data["verdicts"]] == [("svc", "text"), ("svc", "voice")]
-    assert all(set(v) == {"service", "function", "verdict", "mechanism", "evidence"} for v in data["verdicts"])
+    assert [(v["service"], v["function"]) for v in data["verdicts"]] == [
+        ("svc", "text"),
+        ("svc", "voice"),
+    ]
+    assert all(
+        set(v) == {"service", "function", "verdict", "mechanism", "evidence"}
+        for v in data["verdicts"]
+    )
     text, voice = data["verdicts"]
     assert (text["verdict"], text["mechanism"]) == ("inconclusive", "tcp.refused")
     assert (voice["verdict"], voice["mechanism"]) == ("inconclusive", "udp.refused")

@@ -85,11 +85,16 @@ def map_catalogue(catalogue: Catalogue) -> LabMapping:
                 endpoints.append(e.model_copy(update=update))
             functions.append(dataclasses.replace(function, endpoints=tuple(endpoints)))
         source = service.sources[0]
-        networks = (
-            Network(prefix=str(subnet), source=source.id, checked=source.checked, note="lab"),
-            Network(
-                prefix=str(allocate.subnet6), source=source.id, checked=source.checked, note="lab"
-            ),
+        prefixes = [str(subnet), str(allocate.subnet6)]
+        # A host shared with an earlier service (a CDN name in two files) keeps its first address:
+        # it is declared here too, or this service's DNS answers would look forged.
+        for e in (e for f in service.functions for e in f.endpoints if e.host is not None):
+            address = mapping.hosts[e.host or ""]
+            if ipaddress.ip_address(address) not in subnet and f"{address}/32" not in prefixes:
+                prefixes.append(f"{address}/32")
+        networks = tuple(
+            Network(prefix=p, source=source.id, checked=source.checked, note="lab")
+            for p in prefixes
         )
         services.append(dataclasses.replace(service, functions=tuple(functions), networks=networks))
     mapping.catalogue = dataclasses.replace(catalogue, services=tuple(services))

@@ -26,7 +26,6 @@ import ipaddress
 import os
 import socket
 from collections import deque
-from typing import cast
 
 from msgwatch.probe.failures import TIMEOUT, ProbeFailure, classify
 from msgwatch.probe.trace import Trace
@@ -238,13 +237,7 @@ async def udp_open(trace: Trace, txid: int, ip: str, port: int) -> UDPSocket:
     sockname = transport.get_extra_info("sockname")
     if sockname:
         trace.note_probe_address(str(sockname[0]))
-    return UDPSocket(
-        cast(asyncio.DatagramTransport, transport),
-        cast(_DatagramQueue, protocol),
-        trace,
-        txid,
-        endpoint(ip, port),
-    )
+    return UDPSocket(transport, protocol, trace, txid, endpoint(ip, port))
 
 
 async def system_resolve(host: str, deadline: float) -> list[str]:

@@ -3,7 +3,8 @@
 Bounds: headers are limited by h11's ``max_incomplete_event_size`` (16 KiB); the body is kept up to
 ``max_body`` bytes and reading stops there (``body_is_truncated``: an endless body costs no more than
 that); a slow drip ends at the deadline with ``generic_timeout_error`` and what arrived so far is kept
-in the record. Bytes that are not HTTP/1.1 give ``http_invalid_response``.
+in the record. Bytes that are not HTTP/1.1 give ``http_invalid_response``; a close before the first
+byte of the response, or in the middle of it, gives ``eof_error``. Header names are kept as sent.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ async def http_get(
     t0 = trace.now()
     conn = h11.Connection(h11.CLIENT)
     body = bytearray()
+    received = 0
     try:
         data = conn.send(h11.Request(method="GET", target=path, headers=request_headers))
         data += conn.send(h11.EndOfMessage())
@@ -74,11 +76,12 @@ async def http_get(
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 chunk = await stream.read(deadline)
+                received += len(chunk)
                 conn.receive_data(chunk)
                 continue
             if isinstance(event, h11.Response):
                 result.status = event.status_code
-                result.headers = _headers(event.headers)[:128]
+                result.headers = _headers(event.headers.raw_items())[:128]  # names as sent
             elif isinstance(event, h11.Data):
                 room = limit - len(body)
                 body += event.data[:room]
@@ -89,7 +92,9 @@ async def http_get(
                 break
             # InformationalResponse (1xx) events are skipped.
     except h11.RemoteProtocolError:
-        result.failure = F.HTTP_INVALID if result.status is None else F.EOF_ERROR
+        # A close before any byte (a censor's FIN after the request) is an EOF, not bad HTTP.
+        invalid = result.status is None and received > 0
+        result.failure = F.HTTP_INVALID if invalid else F.EOF_ERROR
     except Exception as exc:
         result.failure = F.classify(exc)
     result.body = bytes(body)

@@ -13,6 +13,10 @@ What proves the path:
 
 A relay that answers with another error proves reachability but not a usable relay:
 ``stun_error_response``; a 401 without the challenge attributes is ``turn_no_challenge``.
+
+The raw datagrams kept in the record have the port and address of every MAPPED-ADDRESS and
+XOR-MAPPED-ADDRESS zeroed (:func:`redact_mapped`): they are the probe's own address as the server saw
+it, the XOR hides nothing, and the measurement's scrubbing only finds addresses written as text.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ RC = 7
 RM = 16
 MAX_RESPONSES = 8
 REQUESTED_TRANSPORT_UDP = 17 << 24
+# MAPPED-ADDRESS, XOR-MAPPED-ADDRESS, and the number XOR-MAPPED-ADDRESS had in RFC 5389's drafts.
+_REFLEXIVE_ATTRIBUTES = {0x0001, 0x0020, 0x8020}
 
 Kind = Literal["stun", "turn"]
 
@@ -73,8 +79,29 @@ def judge_response(kind: Kind, message: stun.Message) -> STUNResult:
     return STUNResult(F.STUN_ERROR, mapped_ip, code)
 
 
+def redact_mapped(data: bytes) -> bytes:
+    """``data`` with the port and address inside every reflexive-address attribute zeroed.
+
+    Works on the attribute layout alone, so it also covers datagrams that do not parse (an answer
+    to another transaction may carry the same address). The fingerprint no longer matches.
+    """
+    if len(data) < 20 or data[0] & 0xC0:
+        return data
+    out = bytearray(data)
+    offset = 20
+    while offset + 4 <= len(out):
+        kind = int.from_bytes(out[offset : offset + 2], "big")
+        length = int.from_bytes(out[offset + 2 : offset + 4], "big")
+        start, end = offset + 4, min(offset + 4 + length, len(out))
+        if kind in _REFLEXIVE_ATTRIBUTES and end > start + 2:
+            out[start + 2 : end] = bytes(end - start - 2)  # keep reserved byte and family
+        offset = start + length + (-length % 4)
+    return bytes(out)
+
+
 def _describe(message: stun.Message | None, data: bytes, t: float, limit: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"t": t, "num_bytes": len(data), "raw": b64(data[:limit])}
+    raw = b64(redact_mapped(data)[:limit])
+    entry: dict[str, Any] = {"t": t, "num_bytes": len(data), "raw": raw}
     if message is None:
         entry.update({"class": "invalid", "error_code": None, "reason": None, "realm": None,
                       "nonce_present": False, "mapped_address": None, "software": None})  # fmt: skip

@@ -12,6 +12,7 @@ the same address is the control that separates SNI filtering from an address blo
 
 from __future__ import annotations
 
+import _ssl  # for ENCODING_DER, which ssl does not re-export
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -89,14 +90,17 @@ class TLSConn:
 
 
 def _chain(obj: ssl.SSLObject, limit: int) -> list[dict[str, str]]:
-    """The certificates the peer sent, leaf first (also after a failed verification)."""
+    """The certificates the peer sent, leaf first (also after a failed verification).
+
+    Never raises: it runs in the handshake's ``finally``, where an error would hide the real one.
+    """
     sslobj: Any = getattr(obj, "_sslobj", None)
     try:
         certs = sslobj.get_unverified_chain() if sslobj is not None else None
+        if certs:
+            return [b64(c.public_bytes(_ssl.ENCODING_DER)) for c in list(certs)[:limit]]
     except Exception:
-        certs = None
-    if certs:
-        return [b64(c.public_bytes(ssl.ENCODING_DER)) for c in list(certs)[:limit]]
+        pass
     try:
         leaf = obj.getpeercert(binary_form=True)
     except Exception:

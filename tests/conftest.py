@@ -1,0 +1,29 @@
+"""Shared test set-up.
+
+The probe's fence is raised before anything else is imported: with ``MSGWATCH_ALLOWED_NETWORKS`` set,
+every destination outside loopback and the lab's documentation ranges is refused before a socket is
+created, and the system resolver is refused altogether, so however the suite is run it does not
+reach the Internet. A value already in the environment is kept (to narrow the fence); an empty one,
+which would lower the fence, is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
+if not os.environ.get("MSGWATCH_ALLOWED_NETWORKS", "").strip():
+    os.environ["MSGWATCH_ALLOWED_NETWORKS"] = FENCE
+
+from tests.unit.servers import PKI, make_pki  # noqa: E402  (after the fence is up)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKI]:
+    """A test CA, leaves for ``chat.example.test`` and ``other.example.test``, and a rogue CA's leaf."""
+    directory: Path = tmp_path_factory.mktemp("pki")
+    yield make_pki(directory)
