@@ -24,7 +24,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict]]:  
     if reason:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("demo") / "m.jsonl"
-    result = CliRunner().invoke(cli, ["demo", "--json", "--output", str(out), "--timeout", "3"])
+    result = CliRunner().invoke(
+        cli, ["demo", "--mini", "--json", "--output", str(out), "--timeout", "3"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     measurements = [json.loads(line) for line in Path(out).read_text().splitlines()]

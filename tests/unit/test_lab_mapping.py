@@ -23,6 +23,7 @@ def test_every_address_of_the_mapped_catalogue_is_in_the_lab_range() -> None:
         for function in service.functions:
             for endpoint in function.endpoints:
                 assert endpoint.address is None or _in_lab(endpoint.address), endpoint
+                assert not any(real in endpoint.id for real in mapping.addresses), endpoint.id
 
 
 def test_mapping_is_deterministic_and_per_service() -> None:

@@ -180,15 +180,22 @@ def run_command(
 
 
 @cli.command("demo")
-@click.option("--timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
+@click.option("--mini", is_flag=True, help="The loopback mini-Internet instead of the lab.")
+@click.option("--timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
+              help="With --mini: the probe's deadline.")  # fmt: skip
+@click.option("--output", type=click.Path(), help="Where measurements (and the report) go.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def demo_command(timeout: float, output: str | None, as_json: bool) -> None:
-    """Run the probe against a loopback mini-Internet with some endpoints broken on purpose,
-    and compare its verdicts with the ground truth."""
-    from msgwatch.cli.demo import run_demo
+def demo_command(mini: bool, timeout: float, output: str | None, as_json: bool) -> None:
+    """The censorship lab's az-2017 scenario: calls abroad blocked, text working; every verdict
+    against the ground truth, and an HTML report. ``--mini``: a loopback Internet, no namespaces."""
+    if mini:
+        from msgwatch.cli.demo import run_demo
 
-    run_demo(timeout=timeout, output=Path(output) if output else None, as_json=as_json)
+        run_demo(timeout=timeout, output=Path(output) if output else None, as_json=as_json)
+        return
+    from msgwatch.cli.lab import lab_demo
+
+    lab_demo(Path(output) if output else None, as_json)
 
 
 @cli.group("catalogue")
@@ -287,3 +294,7 @@ def main() -> None:
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
         sys.exit(130)
+
+
+# The lab's commands live in their own module; importing it registers them on `cli`.
+from msgwatch.cli import lab as _lab  # noqa: E402, F401

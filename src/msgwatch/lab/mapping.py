@@ -81,7 +81,10 @@ def map_catalogue(catalogue: Catalogue) -> LabMapping:
                     allocate(mapping.hosts, e.host, v6=False)
                 if e.address is not None:
                     v6 = ipaddress.ip_address(e.address).version == 6
-                    update["address"] = allocate(mapping.addresses, e.address, v6)
+                    lab_address = allocate(mapping.addresses, e.address, v6)
+                    update["address"] = lab_address
+                    # A group's expanded id names its address: the lab's, never the real one.
+                    update["id"] = e.id.replace(e.address, lab_address)
                 endpoints.append(e.model_copy(update=update))
             functions.append(dataclasses.replace(function, endpoints=tuple(endpoints)))
         source = service.sources[0]

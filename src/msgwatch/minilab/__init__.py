@@ -13,7 +13,7 @@ Design:
   (see :mod:`~msgwatch.minilab.topology`, the address plan and ground truth as data). Servers that
   bind anything else are stopped at start (:func:`~msgwatch.minilab.servers.foreign_binds`).
 - **Real behaviour, no mocks.** dnsmasq answers the names, NXDOMAIN and a forged answer; nginx
-  serves HTTPS with a per-name certificate from a CA made at start (:mod:`~msgwatch.minilab.certs`),
+  serves HTTPS with a per-name certificate from a CA made at start (:mod:`~msgwatch.servers.certs`),
   a certificate for another name, and block pages; coturn answers STUN Binding and challenges TURN
   Allocate with 401. Sockets held open by this process and never served give the timeouts: the kernel
   completes the TCP handshake into the backlog of a listener that never accepts (``tls.timeout``); a
@@ -45,10 +45,10 @@ from typing import Any
 
 from msgwatch.minilab import runtime, servers, topology
 from msgwatch.minilab.catalogue import write_catalogue
-from msgwatch.minilab.certs import Authority
 from msgwatch.minilab.runtime import gc
 from msgwatch.minilab.servers import MiniInternetError, unavailable
 from msgwatch.minilab.topology import Expectation
+from msgwatch.servers.certs import Authority
 
 __all__ = ["Expectation", "MiniInternet", "MiniInternetError", "gc", "unavailable"]
 

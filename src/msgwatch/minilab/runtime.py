@@ -18,33 +18,11 @@ import time
 from pathlib import Path
 
 from msgwatch.minilab.servers import end_group
+from msgwatch.servers.registry import alive, record
+
+__all__ = ["RUNTIME_DIR", "alive", "create_entry", "gc", "live_entries", "record", "tidy"]
 
 RUNTIME_DIR = Path("/run/msgwatch-minilab")
-
-
-def start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def record(entry: Path, name: str, pid: int) -> None:
-    tmp = entry / f".{name}.tmp"
-    tmp.write_text(f"{pid} {start_time(pid)}\n")
-    tmp.rename(entry / f"{name}.lab")
-
-
-def alive(pidfile: Path) -> int | None:
-    """The pid recorded in ``pidfile`` if that very process still runs."""
-    try:
-        pid_text, started = pidfile.read_text().split()
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    return pid if start_time(pid) == started else None
 
 
 def live_entries() -> list[tuple[str, int]]:

@@ -1,167 +1,62 @@
 """The mini-Internet's real servers: dnsmasq, nginx and coturn, configured from the topology.
 
-Each server is a child process in the foreground (``dnsmasq -k``, nginx with ``daemon off`` and
-``master_process off``, coturn without ``-o``), started as the leader of a new session: a Ctrl-C in
-the terminal does not reach it, and signalling its process group also reaches anything it forked
-(dnsmasq forks per TCP query). Its config, pid file and logs are files in the run directory.
-
-Ready means: the process itself (not a stray server of a crashed run) holds the sockets it should
-(read from ``/proc/<pid>/net``), and it answers (a DNS query, a STUN Binding request). Then every
-socket it holds must be bound on 127.0.0.0/8: a server that ignored its configuration and bound the
-host's interfaces fails the start (coturn does that when given both ``-n`` and ``-c``).
+How a server process is started, found ready and stopped is :mod:`msgwatch.servers.proc` (shared
+with the namespace lab); this module writes the three configurations. Ready means the process holds
+its sockets and answers (a DNS query, a STUN Binding request); every socket it holds must be bound
+on 127.0.0.0/8, or the start fails.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import shutil
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.message
 
 from msgwatch.minilab import topology as T
+from msgwatch.servers import proc
+from msgwatch.servers.proc import LOOPBACK, SEARCH, Server, ServerError, end_group, which
+
+__all__ = ["PACKAGES", "MiniInternetError", "Server", "build", "end_group", "foreign_binds",
+           "unavailable"]  # fmt: skip
 
 PACKAGES = {"dnsmasq": "dnsmasq-base", "nginx": "nginx-light", "turnserver": "coturn"}
-_SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-_LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
-class MiniInternetError(RuntimeError):
+class MiniInternetError(ServerError):
     """The mini-Internet cannot start or stop; the message says what to do."""
 
+    def __init__(self, server: str, what: str = "", logs: list[Path] | None = None,
+                 tail: str = "") -> None:  # fmt: skip
+        if not what:  # a plain message, not about one server
+            RuntimeError.__init__(self, server)
+            self.server, self.what, self.logs, self.tail = "", server, [], ""
+        else:
+            super().__init__(server, what, logs or [], tail)
 
-def unavailable(search: str = _SEARCH) -> str | None:
+
+def unavailable(search: str = SEARCH) -> str | None:
     """Why the mini-Internet cannot run here (a server missing, not root), or None."""
-    missing = [exe for exe in PACKAGES if shutil.which(exe, path=search) is None]
-    if missing:
-        names = ", ".join(f"{exe} (Debian package {PACKAGES[exe]})" for exe in missing)
-        packages = " ".join(PACKAGES[exe] for exe in missing)
-        return f"not installed: {names}; install with: apt-get install {packages}"
+    problem = proc.missing(PACKAGES, search)
+    if problem:
+        return problem
     if os.geteuid() != 0:
         return "the mini-Internet must run as root (its servers bind ports 53, 80 and 443)"
     return None
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` runs (zombies, dead but not yet reaped, do not)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[2] == str(pgid) and fields[0] not in "ZX":
-            return True
-    return False
-
-
-def end_group(pgid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 3.0) -> bool:
-    """SIGTERM a process group, SIGKILL after ``grace`` s; True once none of it is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc is not None:
-                proc.poll()  # reap our child
-            if not group_alive(pgid):
-                return True
-            time.sleep(0.01)
-    return not group_alive(pgid)
-
-
-def bound(pid: int) -> set[tuple[str, str, int]]:
-    """(``tcp``/``udp``, address, port) of every socket ``pid`` has bound; empty once it is gone."""
-    inodes = set()
-    try:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        tables = {
-            t: Path(f"/proc/{pid}/net/{t}").read_text() for t in ("tcp", "udp", "tcp6", "udp6")
-        }
-    except OSError:
-        return set()
-    found = set()
-    for table, text in tables.items():
-        for line in text.splitlines()[1:]:
-            cols = line.split()
-            host, port = cols[1].split(":")
-            if cols[9] not in inodes or int(port, 16) == 0:
-                continue
-            raw = bytes.fromhex(host)
-            ip = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
-            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-                ip = ip.ipv4_mapped
-            found.add((table[:3], str(ip), int(port, 16)))
-    return found
-
-
 def foreign_binds(pid: int) -> list[str]:
     """Sockets of ``pid`` bound to an address outside 127.0.0.0/8."""
-    return sorted(f"{proto} {ip}:{port}" for proto, ip, port in bound(pid)
-                  if ipaddress.ip_address(ip) not in _LOOPBACK)  # fmt: skip
+    return proc.foreign_binds(pid, LOOPBACK)
 
 
-@dataclass
-class Server:
-    """One server process: how to start it, where it logs, how to tell it is up."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    binds: set[tuple[str, str, int]]
-    """(protocol, address, port) the process must hold before it counts as up."""
-    answers: Callable[[], bool] = lambda: True
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self, run: Path) -> int:
-        with (run / f"{self.name}.out").open("wb") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=run,
-            )  # fmt: skip
-        return self.proc.pid
-
-    def _fail(self, what: str) -> MiniInternetError:
-        out = self.log.with_name(f"{self.name}.out")  # stdout/stderr: errors before the log opens
-        logs = [p for p in (self.log, out) if p.is_file() and p.stat().st_size] or [self.log]
-        tail = "".join(
-            f"\n    {line}" for p in logs if p.is_file() for line in p.read_text(errors="replace")
-            .splitlines()[-5:] if line.strip()
-        )  # fmt: skip
-        return MiniInternetError(f"{self.name} {what}; see {' and '.join(map(str, logs))}{tail}")
-
-    def wait_ready(self, timeout: float = 5.0) -> None:
-        """Wait until the process holds its sockets (ours, not a stray server's) and answers."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while not (self.binds <= bound(self.proc.pid) and self.answers()):
-            if self.proc.poll() is not None:
-                raise self._fail(f"exited at start (status {self.proc.returncode})")
-            if time.monotonic() > deadline:
-                raise self._fail(f"did not come up within {timeout:.0f} s")
-            time.sleep(0.02)
-        bad = foreign_binds(self.proc.pid)
-        if bad:
-            raise self._fail(f"bound addresses outside 127.0.0.0/8 ({', '.join(bad)})")
-
-    def stop(self) -> bool:
-        if self.proc is None:
-            return True
-        gone = end_group(self.proc.pid, self.proc)
-        if gone:
-            self.proc.wait(timeout=2)  # reaped: no zombie left either
-        return gone
+def _server(name: str, argv: list[str], log: Path, binds: set[tuple[str, str, int]],
+            answers: Callable[[], bool] | None = None) -> Server:  # fmt: skip
+    if answers is None:
+        return Server(name, argv, log, binds, error=MiniInternetError)
+    return Server(name, argv, log, binds, answers, error=MiniInternetError)
 
 
 def _dns_ready() -> bool:
@@ -200,7 +95,7 @@ def dnsmasq(run: Path, exe: str) -> Server:
     (run / "dnsmasq.conf").write_text("\n".join(lines) + "\n")
     argv = [exe, "-k", "-C", str(run / "dnsmasq.conf")]
     binds = {("udp", T.RESOLVER_IP, 53), ("tcp", T.RESOLVER_IP, 53)}
-    return Server("dnsmasq", argv, run / "dnsmasq.log", binds, _dns_ready)
+    return _server("dnsmasq", argv, run / "dnsmasq.log", binds, _dns_ready)
 
 
 def _server_block(site: T.Site, cert: tuple[Path, Path] | None, default: bool) -> str:
@@ -242,7 +137,7 @@ def nginx(run: Path, exe: str, issue: Callable[[str], tuple[Path, Path]]) -> Ser
     (run / "nginx.conf").write_text(conf)
     argv = [exe, "-e", str(run / "nginx.log"), "-p", str(run), "-c", str(run / "nginx.conf")]
     binds = {("tcp", site.address, site.port) for site in T.SITES}
-    return Server("nginx", argv, run / "nginx.log", binds)
+    return _server("nginx", argv, run / "nginx.log", binds)
 
 
 def coturn(run: Path, exe: str) -> Server:
@@ -257,11 +152,11 @@ def coturn(run: Path, exe: str) -> Server:
     ]  # fmt: skip
     (run / "coturn.args").write_text("\n".join(args) + "\n")  # the config, for reading
     binds = {("udp", ip, T.TURN_PORT) for ip in T.TURN_IPS}
-    return Server("coturn", [exe, "-n", *args], run / "coturn.log", binds, _stun_ready)
+    return _server("coturn", [exe, "-n", *args], run / "coturn.log", binds, _stun_ready)
 
 
 def build(run: Path, issue: Callable[[str], tuple[Path, Path]]) -> list[Server]:
     """The three servers, configured for the run directory ``run`` (not yet started)."""
-    exe = {name: shutil.which(name, path=_SEARCH) or name for name in PACKAGES}
+    exe = {name: which(name) for name in PACKAGES}
     return [dnsmasq(run, exe["dnsmasq"]), nginx(run, exe["nginx"], issue),
             coturn(run, exe["turnserver"])]  # fmt: skip

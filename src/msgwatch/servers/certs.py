@@ -1,6 +1,7 @@
-"""The mini-Internet's certificate authority and server certificates, made fresh at every start.
+"""A throw-away certificate authority and its server certificates, made fresh at every start.
 
-Keys are ECDSA P-256 (a dozen certificates cost milliseconds). Certificates carry what strict
+Used by the loopback mini-Internet and the namespace lab. Keys are ECDSA P-256 (a dozen certificates
+cost milliseconds; a hundred signed for one shared leaf key, a few tens of milliseconds). Certificates carry what strict
 verifiers (``X509_V_FLAG_X509_STRICT``, Python ≥3.13's default) ask for: basic constraints, key
 usage, key identifiers, SANs on every leaf. They are valid from a day ago for a week.
 """
@@ -19,10 +20,14 @@ _PEM = serialization.Encoding.PEM
 
 
 def _certificate(
-    name: str, key: ec.EllipticCurvePrivateKey, issuer: Authority | None, names: list[str]
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: Authority | None,
+    names: list[str],
+    organization: str,
 ) -> x509.Certificate:
     ca = issuer is None
-    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "msgwatch mini-Internet"),
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
                          x509.NameAttribute(NameOID.COMMON_NAME, name)])  # fmt: skip
     usage = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                           data_encipherment=False, key_agreement=False, key_cert_sign=ca,
@@ -51,21 +56,28 @@ def _certificate(
 
 
 class Authority:
-    """The lab's CA: signs one certificate per name; its PEM is the probe's trust anchor."""
+    """A CA: signs one certificate per name; its PEM is the probe's trust anchor."""
 
-    def __init__(self) -> None:
+    def __init__(self, organization: str = "msgwatch mini-Internet") -> None:
+        self.organization = organization
         self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = _certificate("msgwatch mini-Internet CA", self.key, None, [])
+        self.cert = _certificate(f"{organization} CA", self.key, None, [], organization)
 
     def write(self, path: Path) -> Path:
         path.write_bytes(self.cert.public_bytes(_PEM))
         return path
 
-    def issue(self, name: str, directory: Path) -> tuple[Path, Path]:
-        """A server certificate for ``name``, written as ``<name>.crt`` and ``<name>.key``."""
-        key = ec.generate_private_key(ec.SECP256R1())
+    def issue(
+        self, name: str, directory: Path, key: ec.EllipticCurvePrivateKey | None = None
+    ) -> tuple[Path, Path]:
+        """A server certificate for ``name``, written as ``<name>.crt`` and ``<name>.key``.
+
+        ``key``: the leaf key to certify (several certificates may share one); a new one if None.
+        """
+        key = key or ec.generate_private_key(ec.SECP256R1())
         cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-        cert_path.write_bytes(_certificate(name, key, self, [name]).public_bytes(_PEM))
+        cert = _certificate(name, key, self, [name], self.organization)
+        cert_path.write_bytes(cert.public_bytes(_PEM))
         key_path.touch(mode=0o600)
         key_path.write_bytes(
             key.private_bytes(_PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -1,0 +1,297 @@
+"""``msgwatch lab ...`` and ``msgwatch demo``: the censorship lab from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from msgwatch.cli.main import EXIT_ENVIRONMENT, EXIT_USAGE, _err, cli
+from msgwatch.cli.render import verdict_cell
+from msgwatch.lab.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
+from msgwatch.probe.net import FENCE_VARIABLE
+
+LAB_FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
+
+
+def _scenario(name: str) -> Scenario:
+    try:
+        return load_scenario(name)
+    except ScenarioError as exc:
+        raise _err(str(exc), EXIT_USAGE) from exc
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise _err("the lab makes network namespaces: run it as root", EXIT_ENVIRONMENT)
+
+
+def results_table(rows: list[dict[str, Any]], title: str) -> Table:
+    phased = len({r["phase"] for r in rows}) > 1
+    table = Table(title=title, title_justify="left")
+    columns = ("isp", "service", "function", "expected", "measured", "mechanism", "match")
+    for column in ("phase", *columns) if phased else columns:
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        cells = [
+            r["isp"],
+            escape(r["service"]),
+            escape(r["function"]),
+            verdict_cell(r["expected"]),
+            verdict_cell(r["verdict"]),
+            escape(str(r["mechanism"] or "")),
+            "[green]yes[/]" if r["match"] else "[bold red]NO[/]",
+        ]
+        table.add_row(*([escape(r["phase"])] if phased else []), *cells)
+    return table
+
+
+def run_and_report(scenario: Scenario, output: Path | None, as_json: bool) -> dict[str, Any]:
+    """``lab run``: the scenario end to end; measurements and an HTML report in ``output``."""
+    from msgwatch.lab.run import run_scenario
+    from msgwatch.lab.topology import LabError
+    from msgwatch.report.html import scenario_report
+
+    _need_root()
+    os.environ.setdefault(FENCE_VARIABLE, LAB_FENCE)
+    workdir = output or Path(tempfile.mkdtemp(prefix=f"msgwatch-{scenario.name}-"))
+    console = Console(stderr=True)
+    say = None if as_json else (lambda text: console.print(f"[dim]{escape(text)}[/]"))
+    try:
+        run = run_scenario(scenario, workdir, say=say)
+    except (LabError, RuntimeError, OSError) as exc:
+        raise _err(str(exc), EXIT_ENVIRONMENT) from exc
+    report = workdir / f"{scenario.name}-report.html"
+    report.write_text(scenario_report(run), encoding="utf-8")
+    summary = run.summary()
+    summary.update(output=str(workdir), report=str(report), timings=run.timings)
+    return summary
+
+
+@cli.group("lab")
+def lab_group() -> None:
+    """The censorship lab: an emulated Internet of network namespaces with known censorship."""
+
+
+@lab_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def lab_list(as_json: bool) -> None:
+    """The shipped scenarios."""
+    scenarios = list_scenarios()
+    if as_json:
+        rows = [
+            {"scenario": s.name, "title": s.title, "services": s.services,
+             "phases": [p.name for p in s.phase], "probe_gap": s.probe_gap or None}
+            for s in scenarios
+        ]  # fmt: skip
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="Scenarios", title_justify="left")
+    for column in ("scenario", "title", "phases"):
+        table.add_column(column)
+    for s in scenarios:
+        table.add_row(s.name, escape(s.title), str(len(s.phase)))
+    Console().print(table)
+
+
+@lab_group.command("run")
+@click.argument("scenario")
+@click.option("--output", type=click.Path(file_okay=False), help="Keep measurements (JSONL) here.")
+@click.option("--json", "as_json", is_flag=True)
+def lab_run(scenario: str, output: str | None, as_json: bool) -> None:
+    """Up, probe from every ISP, compare with the ground truth, down."""
+    chosen = _scenario(scenario)
+    summary = run_and_report(chosen, Path(output) if output else None, as_json)
+    if as_json:
+        public = {k: summary[k] for k in ("scenario", "results", "matched", "total")}
+        keep = ("isp", "service", "function", "expected", "expected_mechanism", "verdict",
+                "mechanism", "match")  # fmt: skip
+        public["results"] = [{k: r[k] for k in keep} for r in summary["results"]]
+        click.echo(json.dumps(public))
+        return
+    console = Console()
+    console.print(results_table(summary["results"], f"lab run {chosen.name}: {chosen.title}"))
+    console.print(f"{summary['matched']} of {summary['total']} verdicts match the ground truth.")
+    console.print(f"Measurements: {escape(summary['output'])}; report: {escape(summary['report'])}")
+
+
+@lab_group.command("gc")
+def lab_gc() -> None:
+    """Remove the leftovers of labs whose owner process is gone (after a crash or kill -9)."""
+    from msgwatch.lab.runtime import gc
+
+    _need_root()
+    removed = gc()
+    click.echo("\n".join(removed) if removed else "nothing to remove")
+
+
+DEMO_TEXT = """\
+In May 2017, WhatsApp and Skype calls from Azerbaijan to other countries stopped working while text
+kept working, and no tool could show it. This demo rebuilds that in the lab: two ISPs, a censoring
+router on each, and an "abroad" with the services' servers, real relays and a test helper. ISP 1
+drops UDP to the services' relays abroad and STUN to anywhere abroad; ISP 2 censors nothing. The
+probe - the same `msgwatch run` a user runs - measures every function from both ISPs, and each
+verdict is compared with what the scenario really did."""
+
+
+def lab_demo(output: Path | None, as_json: bool) -> None:
+    """``msgwatch demo``: ``lab run az-2017`` with an explanation and an HTML report."""
+    scenario = _scenario("az-2017")
+    console = Console(stderr=as_json)
+    if not as_json:
+        console.print(DEMO_TEXT + "\n")
+    summary = run_and_report(scenario, output, as_json)
+    if as_json:
+        click.echo(json.dumps({k: summary[k] for k in ("scenario", "results", "matched", "total",
+                                                       "output", "report")}))  # fmt: skip
+        return
+    console.print(
+        results_table(summary["results"], "Verdicts on both ISPs, against the ground truth")
+    )
+    blocked = [r for r in summary["results"] if r["verdict"] != "ok"]
+    console.print("What the probe found, and how it knows:")
+    for r in blocked:
+        console.print(
+            f"  {r['isp']}: {escape(r['service'])} {escape(r['function'])} {r['verdict']} "
+            f"({escape(str(r['mechanism']))}) - {escape(r['why'])}"
+        )
+    console.print(
+        "  Everything else works on both ISPs: text, media and web of every service, and calls on ISP 2."
+    )
+    console.print(f"\n{summary['matched']} of {summary['total']} verdicts match the ground truth.")
+    console.print(f"Report: {escape(summary['report'])}")
+    console.print(f"Measurements (OONI format): {escape(summary['output'])}")
+
+
+@lab_group.command("up")
+@click.argument("scenario")
+@click.option("--phase", default=0, show_default=True, help="Index of the phase to apply.")
+def lab_up(scenario: str, phase: int) -> None:
+    """Bring a lab up with a scenario's rules and leave it running (``lab down`` ends it).
+
+    The lab belongs to a holder process started in the background: it keeps the lab's servers
+    and answers ``lab down`` (or any SIGTERM) by taking everything down again."""
+    import subprocess
+    import sys
+    import time
+
+    chosen = _scenario(scenario)
+    _need_root()
+    if not 0 <= phase < len(chosen.phase):
+        raise _err(f"{chosen.name} has phases 0..{len(chosen.phase) - 1}", EXIT_USAGE)
+    ready = Path(tempfile.mkdtemp(prefix="msgwatch-lab-up-")) / "ready.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "msgwatch", "lab", "hold", scenario, "--phase", str(phase),
+         "--ready-file", str(ready)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if holder.poll() is not None:
+            stderr = holder.stderr.read().decode(errors="replace") if holder.stderr else ""
+            raise _err(f"the lab did not come up: {stderr.strip()[-2000:]}", EXIT_ENVIRONMENT)
+        if time.monotonic() > deadline:
+            holder.terminate()
+            raise _err("the lab did not come up within 60 s", EXIT_ENVIRONMENT)
+        time.sleep(0.1)
+    info = json.loads(ready.read_text())
+    console = Console()
+    console.print(f"lab {info['lab_id']} up with {chosen.name}, phase {chosen.phase[phase].name}")
+    for isp in ("isp1", "isp2"):
+        console.print(
+            f"  {isp}: probe namespace {info['probes'][isp]}; resolver {info['resolvers'][isp]}"
+        )
+    console.print(f"  catalogue {info['catalogue']}; CA {info['ca']}; helper {info['helper']}")
+    console.print(
+        "Run the probe inside: ip netns exec "
+        f"{info['probes']['isp1']} msgwatch run --catalogue {info['catalogue']} "
+        f"--resolver {info['resolvers']['isp1']} --ca-bundle {info['ca']} --helper {info['helper']}"
+    )
+    console.print("End it with: msgwatch lab down")
+
+
+@lab_group.command("hold", hidden=True)
+@click.argument("scenario")
+@click.option("--phase", default=0)
+@click.option("--ready-file", type=click.Path(dir_okay=False), required=True)
+def lab_hold(scenario: str, phase: int, ready_file: str) -> None:
+    """Internal: own a lab until SIGTERM (what ``lab up`` starts in the background)."""
+    import signal
+    import threading
+
+    from msgwatch.lab.run import apply_phase, scenario_catalogue
+    from msgwatch.lab.topology import Lab
+
+    chosen = _scenario(scenario)
+    stop = threading.Event()
+    with Lab(catalogue=scenario_catalogue(chosen)) as lab:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        apply_phase(lab, chosen, phase)
+        info = {
+            "lab_id": lab.lab_id,
+            "probes": {isp: lab.ns(lab.probe_role(isp)) for isp in lab.isps},
+            "resolvers": {isp: lab.resolver(isp) for isp in lab.isps},
+            "catalogue": str(lab.catalogue_dir),
+            "ca": str(lab.ca_bundle),
+            "helper": lab.helper_address("abroad"),
+        }
+        tmp = Path(ready_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(ready_file)
+        while not stop.wait(1.0):
+            pass
+
+
+@lab_group.command("down")
+@click.argument("lab_id", required=False)
+def lab_down(lab_id: str | None) -> None:
+    """End running labs (all of them, or the one named): their holder takes them down."""
+    import signal
+    import time
+
+    from msgwatch.lab import runtime
+
+    _need_root()
+    ids = [lab_id] if lab_id else runtime.known_ids()
+    for lid in ids:
+        owner = runtime.owner_alive(lid)
+        if owner is not None:
+            os.kill(owner, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while runtime.owner_alive(lid) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        removed = runtime.teardown(lid) if lid in runtime.known_ids() else []
+        click.echo(f"lab {lid}: down" + (f" ({len(removed)} leftovers removed)" if removed else ""))
+    if not ids:
+        click.echo("no lab is running")
+
+
+@lab_group.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(as_json: bool) -> None:
+    """The labs on this machine: their namespaces and whether their owner still runs."""
+    from msgwatch.lab import runtime
+
+    _need_root()
+    rows: list[dict[str, Any]] = [
+        {"lab_id": lid, "owner_pid": runtime.owner_alive(lid),
+         "namespaces": runtime.lab_namespaces(lid)}
+        for lid in runtime.known_ids()
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("no lab on this machine")
+    for row in rows:
+        state = f"owner {row['owner_pid']}" if row["owner_pid"] else "orphaned (lab gc removes it)"
+        click.echo(f"lab {row['lab_id']}: {state}; namespaces: {' '.join(row['namespaces'])}")

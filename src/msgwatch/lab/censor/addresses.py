@@ -1,0 +1,222 @@
+"""Rules keyed on addresses, ports and fixed payload bytes: all native nftables, no helpers.
+
+These are the censor's cheap, stateless-looking tools — a blackhole route, a reset for a port, a
+UDP port block, a classifier for one protocol's header bytes — that national censors deploy at line
+rate. Each matches the packets towards the named prefixes/ports and, where it matters, the packets
+coming back from them, so that a flow the probe did not open (a relay writing first) is caught too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from msgwatch.lab.censor.base import (
+    Emitter,
+    Port,
+    Prefix,
+    Rule,
+    family_match,
+    flow_matches,
+    nft_set,
+    split_families,
+)
+
+
+class Blackhole(Rule):
+    """Drop every packet to and from ``to`` (IP blocking, as of Telegram's ranges in Russia 2018)."""
+
+    type: Literal["blackhole"] = "blackhole"
+    to: tuple[Prefix, ...] = Field(min_length=1)
+
+    def emit(self, out: Emitter) -> None:
+        for towards, back in flow_matches(self.to, [], None):
+            out.nft(f"{towards} drop")
+            out.nft(f"{back} drop")
+
+
+class RejectTcp(Rule):
+    """Answer TCP to ``to``/``ports`` with a reset (``stage``: the SYN, or the first data packet)."""
+
+    type: Literal["reject_tcp"] = "reject_tcp"
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+    stage: Literal["connect", "data"] = "connect"
+    """``connect``: the SYN is answered by a RST (the client sees "connection refused");
+    ``data``: the handshake completes and the first data segment is answered by a RST
+    ("connection reset"), as an on-path injector that waits for the request does."""
+
+    @model_validator(mode="after")
+    def _something(self) -> RejectTcp:
+        if not self.to and not self.ports:
+            raise ValueError(
+                "reject_tcp needs `to` and/or `ports` (resetting all TCP is `blackhole`'s job)"
+            )
+        return self
+
+    def emit(self, out: Emitter) -> None:
+        # Packets 1 and 2 of the original direction are the SYN and the handshake's ACK.
+        stage = "" if self.stage == "connect" else "ct direction original ct original packets > 2 "
+        for towards, _ in flow_matches(self.to, self.ports, "tcp"):
+            out.nft(f"{towards} {stage}reject with tcp reset")
+
+
+class DropUdp(Rule):
+    """Drop UDP to (and from) ``to`` and/or ``ports``; neither: all UDP (``udp.drop_all``)."""
+
+    type: Literal["drop_udp"] = "drop_udp"
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+
+    def emit(self, out: Emitter) -> None:
+        for towards, back in flow_matches(self.to, self.ports, "udp"):
+            out.nft(f"{towards} drop")
+            out.nft(f"{back} drop")
+
+
+STUN_COOKIE = "@th,96,32 0x2112a442"
+"""RFC 5389's magic cookie: UDP payload bytes 4-7 (the UDP header is 64 bits)."""
+
+
+class DropStun(Rule):
+    """Drop UDP datagrams carrying the STUN magic cookie, on any port unless ``ports``/``to`` say."""
+
+    type: Literal["drop_stun"] = "drop_stun"
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+
+    def emit(self, out: Emitter) -> None:
+        for towards, back in flow_matches(self.to, self.ports, "udp"):
+            out.nft(f"{towards} {STUN_COOKIE} drop")
+            if self.to or self.ports:
+                out.nft(f"{back} {STUN_COOKIE} drop")
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2}){1,16}")
+
+
+def _hex(value: str) -> str:
+    text = value.lower().removeprefix("0x")
+    if not _HEX.fullmatch(text):
+        raise ValueError(f"value must be 1-16 bytes of hex digits (e.g. '0800'): {value!r}")
+    return text
+
+
+Hex = Annotated[str, AfterValidator(_hex)]
+
+
+class Pattern(BaseModel):
+    """``value`` (hex; ``value_max``: an inclusive range) at byte ``offset`` of the UDP payload."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    offset: int = Field(ge=0, le=1400)
+    value: Hex
+    value_max: Hex | None = None
+
+    @model_validator(mode="after")
+    def _same_width(self) -> Pattern:
+        if self.value_max is not None and len(self.value_max) != len(self.value):
+            raise ValueError("value and value_max must have the same number of bytes")
+        return self
+
+    def nft(self) -> str:
+        bits = len(self.value) * 4
+        match = f"0x{self.value}" + (f"-0x{self.value_max}" if self.value_max else "")
+        return f"@th,{64 + 8 * self.offset},{bits} {match}"
+
+
+SIGNATURES: dict[str, tuple[tuple[Pattern, ...], str]] = {
+    "whatsapp_relay": (
+        (Pattern(offset=0, value="0800", value_max="0802"),),
+        "WhatsApp's relay messages: STUN-framed with the non-standard message types 0x0800-0x0802 "
+        "(payload bytes 0-1) that WhatsApp's calls send to its relays",
+    ),
+    "stun_binding": (
+        (Pattern(offset=0, value="0001"), Pattern(offset=4, value="2112a442")),
+        "a STUN Binding request (type 0x0001 and the magic cookie): ICE connectivity checks",
+    ),
+    "rtp_dynamic": (
+        (Pattern(offset=0, value="80"), Pattern(offset=1, value="60", value_max="7f")),
+        "RTP version 2 without padding, extension or CSRCs, dynamic payload type 96-127, marker "
+        "bit clear: the media packets of WebRTC-style voice and video (Opus, VP8, H.264)",
+    ),
+}
+"""Named call-traffic signatures: the patterns (all must match) and what they recognise."""
+
+
+class DropCallSignature(Rule):
+    """Drop UDP whose payload matches a call-traffic signature (DPI of the call protocol)."""
+
+    type: Literal["drop_call_signature"] = "drop_call_signature"
+    signature: Literal["whatsapp_relay", "stun_binding", "rtp_dynamic"] | None = None
+    patterns: tuple[Pattern, ...] = ()
+    """A custom signature: every pattern must match (instead of a named ``signature``)."""
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_signature(self) -> DropCallSignature:
+        if (self.signature is None) == (not self.patterns):
+            raise ValueError(
+                "drop_call_signature needs exactly one of `signature` "
+                f"({', '.join(SIGNATURES)}) and `patterns`"
+            )
+        return self
+
+    def emit(self, out: Emitter) -> None:
+        patterns = SIGNATURES[self.signature][0] if self.signature else tuple(self.patterns)
+        match = " ".join(p.nft() for p in patterns)
+        for towards, back in flow_matches(self.to, self.ports, "udp"):
+            out.nft(f"{towards} {match} drop")
+            if self.to or self.ports:
+                out.nft(f"{back} {match} drop")
+
+
+class RandomDrop(Rule):
+    """Drop ``percent`` % of the matching flows (or packets): intermittent blocking."""
+
+    type: Literal["random_drop"] = "random_drop"
+    percent: int = Field(ge=0, le=100)
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+    protocol: Literal["tcp", "udp", "any"] = "any"
+    per: Literal["flow", "packet"] = "flow"
+    """``flow``: the first packet of a flow decides, for the whole flow (a flow that was let
+    through stays up; one that was picked stays dead for ``flow_timeout`` s); ``packet``: each
+    packet is dropped with the probability (loss)."""
+    flow_timeout: int = Field(default=120, ge=1, le=3600)
+
+    def emit(self, out: Emitter) -> None:
+        proto = None if self.protocol == "any" else self.protocol
+        pairs = flow_matches(self.to, self.ports, proto)
+        roll = f"numgen random mod 100 < {self.percent}"
+        if self.per == "packet":
+            for towards, back in pairs:
+                out.nft(f"{towards} {roll} drop")
+                out.nft(f"{back} {roll} drop")
+            return
+        l4 = proto or "{ tcp, udp }"  # the flow key needs ports
+        families = split_families(self.to) or [("ip", ()), ("ip6", ())]
+        for fam, nets in families:
+            # A dropped first packet leaves no conntrack entry (it is never confirmed), so the
+            # decision lives in a set of flows instead: the 5-tuple, with a timeout.
+            addr = "ipv4_addr" if fam == "ip" else "ipv6_addr"
+            flows = out.nft_set(
+                f"flows{fam.removeprefix('ip') or '4'}",
+                f"type {addr} . {addr} . inet_proto . inet_service . inet_service; "
+                f"flags dynamic,timeout; timeout {self.flow_timeout}s;",
+            )
+            key = f"{fam} saddr . {fam} daddr . meta l4proto . th sport . th dport"
+            back_key = f"{fam} daddr . {fam} saddr . meta l4proto . th dport . th sport"
+            towards, back = family_match(fam, nets, self.ports, l4)
+            out.nft(f"{towards} ct state new {roll} add @{flows} {{ {key} }}")
+            out.nft(f"{towards} {key} @{flows} drop")
+            out.nft(f"{back} {back_key} @{flows} drop")
+
+
+def describe_signatures() -> str:
+    """The named signatures, one per line (for docs and error messages)."""
+    return "\n".join(f"{name}: {nft_set([p.nft() for p in pats])} — {text}"
+                     for name, (pats, text) in SIGNATURES.items())  # fmt: skip

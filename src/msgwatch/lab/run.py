@@ -1,0 +1,188 @@
+"""``lab run``: bring the lab up, apply a scenario phase by phase, probe from every ISP, compare.
+
+For each phase, the censor rules of each ISP are compiled (``msgwatch.lab.censor``) with their
+selectors resolved against this lab, applied atomically, and then the real ``msgwatch run`` is
+executed inside every ISP's probe namespace at once — the same command a user runs, configured with
+the lab's catalogue, the ISP's resolver, the lab CA and the abroad test helper. Its verdicts are
+compared with the scenario's ground truth, including the mechanism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msgwatch.catalogue import Catalogue, load_catalogue
+from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule
+
+FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
+Say = Callable[[str], None]
+
+
+@dataclass
+class PhaseRun:
+    phase: str
+    isp: str
+    verdicts: list[dict[str, Any]]
+    measurements: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[PhaseRun] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def matched(self) -> int:
+        return sum(1 for r in self.rows if r["match"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario.name,
+            "results": self.rows,
+            "matched": self.matched,
+            "total": len(self.rows),
+        }
+
+
+def scenario_catalogue(scenario: Scenario, catalogue: Catalogue | None = None) -> Catalogue:
+    """The catalogue restricted to the scenario's services (all for ``*``)."""
+    full = catalogue or load_catalogue()
+    if scenario.services == ["*"]:
+        return full
+    chosen = full.select(scenario.services)
+    ids = {s.id for s in chosen}
+    # A successor outside the subset (Skype → Teams) would not resolve in the lab's catalogue.
+    kept = [s if s.successor in ids else dataclasses.replace(s, successor=None) for s in chosen]
+    return Catalogue(full.version, full.path, tuple(kept))
+
+
+def compare(
+    scenario: Scenario, phase: str, isp: str, verdicts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    rows = []
+    for v in verdicts:
+        e = scenario.expected(phase, isp, v["service"], v["function"])
+        rows.append(
+            {
+                "phase": phase,
+                "isp": isp,
+                "service": v["service"],
+                "function": v["function"],
+                "expected": e.verdict,
+                "expected_mechanism": e.mechanism,
+                "verdict": v["verdict"],
+                "mechanism": v["mechanism"],
+                "match": v["verdict"] == e.verdict and v["mechanism"] == e.mechanism,
+                "why": e.why,
+                "evidence": v.get("evidence", []),
+            }
+        )
+    return rows
+
+
+def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list[str]:
+    services = ",".join(s.id for s in lab.mapping.catalogue.services)
+    return [
+        sys.executable, "-m", "msgwatch", "run",
+        "--catalogue", str(lab.catalogue_dir),
+        "--services", services,
+        "--resolver", lab.resolver(isp),
+        "--ca-bundle", str(lab.ca_bundle),
+        "--helper", lab.helper_address("abroad"),
+        "--timeout", str(scenario.timeout),
+        "--output", str(output),
+        "--json",
+    ]  # fmt: skip
+
+
+def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
+    """Run the probe in every ISP's probe namespace at once; their results in ISP order."""
+    env = dict(os.environ, MSGWATCH_ALLOWED_NETWORKS=FENCE)
+    started = time.monotonic()
+    procs = {}
+    for isp in ISPS:
+        output = workdir / f"{scenario.name}-{phase}-{isp}.jsonl"
+        command = _probe_command(lab, isp, scenario, output)
+        procs[isp] = (
+            output,
+            lab.popen(
+                lab.probe_role(isp), command, env=env,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ),
+        )  # fmt: skip
+    runs = []
+    for isp, (output, proc) in procs.items():
+        stdout, stderr = proc.communicate(timeout=scenario.timeout * 3 + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"the probe failed on {isp} (exit {proc.returncode}): {stderr[-2000:]}"
+            )
+        verdicts = json.loads(stdout)["verdicts"]
+        measurements = [json.loads(line) for line in output.read_text().splitlines()]
+        runs.append(PhaseRun(phase, isp, verdicts, measurements, time.monotonic() - started))
+    return runs
+
+
+def apply_phase(lab: Any, scenario: Scenario, phase_index: int) -> None:
+    from msgwatch.lab import censor
+
+    phase = scenario.phase[phase_index]
+    for isp in ISPS:
+        ctx = lab.censor_context(isp)
+        rules = [
+            censor.build_rule(resolve_rule(r, lab.mapping)) for r in scenario.rules_for(phase, isp)
+        ]
+        compiled = censor.compile_rules(rules, ctx)
+        lab.set_resolver_lines(isp, compiled.resolver_lines)
+        censor.apply(compiled, ctx)
+
+
+def run_scenario(
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    catalogue: Catalogue | None = None,
+    say: Say | None = None,
+    after_phase: Callable[[Any, str], None] | None = None,
+) -> ScenarioRun:
+    """Up, every phase (apply, probe, compare), down. ``workdir`` keeps the measurements.
+    ``after_phase(lab, phase_name)`` runs while the phase's rules are in force (packet checks)."""
+    from msgwatch.lab.topology import Lab
+
+    def note(text: str) -> None:
+        if say is not None:
+            say(text)
+
+    result = ScenarioRun(scenario)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with Lab(catalogue=scenario_catalogue(scenario, catalogue)) as lab:
+        result.timings["up"] = time.monotonic() - started
+        note(f"lab {lab.lab_id} up in {result.timings['up']:.1f} s")
+        for index, phase in enumerate(scenario.phase):
+            t0 = time.monotonic()
+            apply_phase(lab, scenario, index)
+            runs = probe_all(lab, scenario, phase.name, workdir)
+            result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
+            for run in runs:
+                result.runs.append(run)
+                result.rows.extend(compare(scenario, phase.name, run.isp, run.verdicts))
+            note(f"phase {phase.name}: probed both ISPs in {time.monotonic() - t0:.1f} s")
+            if after_phase is not None:
+                after_phase(lab, phase.name)
+        t_down = time.monotonic()
+    result.timings["down"] = time.monotonic() - t_down
+    result.timings["total"] = time.monotonic() - started
+    return result

@@ -1,0 +1,194 @@
+"""Scenario files: a censorship policy per ISP, and the ground truth the probe must find.
+
+A scenario (``lab/scenarios/<name>.toml``, format in ``docs/lab.md``) names the services to probe,
+one or more **phases** (the policy in force at one time: phases stand for time windows, applied one
+after another so that a test needs no wall-clock waiting), the censor **rules** of each phase (each
+for one ISP or for ``all``), and the **expectations**: per (phase, ISP, service, function) the
+verdict and mechanism. Anything not listed is expected ``ok`` — which is how "domestic traffic
+untouched" and "the other ISP unaffected" are asserted.
+
+Rule fields named ``to`` hold **selectors**, resolved against the running lab into prefixes:
+
+    service:<id>     the service's lab subnets (IPv4 /24 and IPv6 /48)
+    host:<name>      the lab address of one catalogue host name
+    abroad           every service subnet and the abroad infrastructure (198.18.3.0/24)
+    domestic         the domestic segment (198.19.0.0/24)
+    <prefix>         a literal prefix, which must lie inside the lab's ranges
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from msgwatch.catalogue import FUNCTIONS
+from msgwatch.lab.mapping import LAB_V4, LAB_V6, LabMapping
+
+ABROAD_INFRA = ("198.18.3.0/24", "2001:db8:3::/64")
+DOMESTIC = ("198.19.0.0/24",)
+ISPS = ("isp1", "isp2")
+MAX_SCENARIO_BYTES = 256 * 1024
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    title: str
+    url: str = Field(pattern=r"^https?://\S+$")
+
+
+class RuleEntry(BaseModel):
+    """One censor rule: ``isp`` and ``type`` here; the other fields go to the rule library."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    isp: Literal["isp1", "isp2", "all"]
+    type: str
+
+    def fields(self) -> dict[str, Any]:
+        data = self.model_dump()
+        data.pop("isp")
+        return data
+
+
+class Phase(_Strict):
+    name: str
+    description: str = ""
+    rule: list[RuleEntry] = []
+
+
+class Expect(_Strict):
+    isp: Literal["isp1", "isp2", "all"]
+    service: str
+    function: str
+    verdict: Literal["ok", "blocked", "inconclusive", "throttled", "degraded"]
+    mechanism: str | None = None
+    phase: str | None = None
+    """The phase this expectation holds in (all phases when absent)."""
+    why: str = ""
+
+    @field_validator("function")
+    @classmethod
+    def _function(cls, value: str) -> str:
+        if value not in FUNCTIONS:
+            raise ValueError(f"unknown function {value!r}")
+        return value
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str
+    description: str
+    services: list[str] = Field(min_length=1)
+    timeout: float = Field(default=4.0, gt=0, le=60)
+    """The probe's deadline in this scenario's runs."""
+    probe_gap: str = ""
+    """Why this version of the probe cannot reach the ground truth yet (empty when it can): the
+    scenario still runs, and its test is an expected failure that turns into an error the day the
+    probe starts matching it."""
+    source: list[Source] = []
+    phase: list[Phase] = Field(min_length=1)
+    expect: list[Expect] = []
+
+    def expected(self, phase: str, isp: str, service: str, function: str) -> Expect:
+        """The ground truth for one (phase, ISP, service, function): listed, or ``ok``."""
+        for e in self.expect:
+            if (
+                e.service == service
+                and e.function == function
+                and e.isp in (isp, "all")
+                and e.phase in (phase, None)
+            ):
+                return e
+        return Expect(isp="all", service=service, function=function, verdict="ok",
+                      why="not targeted by this scenario")  # fmt: skip
+
+    def rules_for(self, phase: Phase, isp: str) -> list[RuleEntry]:
+        return [r for r in phase.rule if r.isp in (isp, "all")]
+
+
+def scenario_dir() -> Path:
+    return Path(str(resources.files("msgwatch.lab") / "scenarios"))
+
+
+def list_scenarios() -> list[Scenario]:
+    return [load_scenario(p) for p in sorted(scenario_dir().glob("*.toml"))]
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """A shipped scenario by name, or a scenario file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = scenario_dir() / f"{name_or_path}.toml"
+    try:
+        if path.stat().st_size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path.name}: larger than {MAX_SCENARIO_BYTES} bytes")
+        with path.open("rb") as handle:
+            raw = tomllib.load(handle)
+        return Scenario.model_validate(raw)
+    except FileNotFoundError as exc:
+        known = ", ".join(p.stem for p in sorted(scenario_dir().glob("*.toml")))
+        raise ScenarioError(f"no scenario {str(name_or_path)!r} (shipped: {known})") from exc
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ScenarioError(f"{path.name}: {problems}") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ScenarioError(f"{path.name}: {exc}") from exc
+
+
+def _lab_prefix(text: str) -> str:
+    network = ipaddress.ip_network(text, strict=False)
+    inside = network.subnet_of(LAB_V4) if network.version == 4 else network.subnet_of(LAB_V6)  # type: ignore[arg-type]
+    if not inside:
+        raise ScenarioError(f"prefix {text} is outside the lab's ranges")
+    return str(network)
+
+
+def resolve_selector(selector: str, mapping: LabMapping) -> list[str]:
+    """The prefixes a selector stands for in this lab (see the module's notes)."""
+    if selector == "abroad":
+        subnets = [n.prefix for s in mapping.catalogue.services for n in s.networks]
+        return [*ABROAD_INFRA, *dict.fromkeys(subnets)]
+    if selector == "domestic":
+        return list(DOMESTIC)
+    kind, _, value = selector.partition(":")
+    if kind == "service":
+        service = mapping.catalogue.service(value)
+        if service is None:
+            raise ScenarioError(f"selector {selector!r}: no such service in the lab")
+        return [n.prefix for n in service.networks if not n.prefix.endswith(("/32", "/128"))]
+    if kind == "host":
+        if value not in mapping.hosts:
+            raise ScenarioError(f"selector {selector!r}: no such host in the lab catalogue")
+        return [f"{mapping.hosts[value]}/32"]
+    try:
+        return [_lab_prefix(selector)]
+    except ValueError as exc:
+        raise ScenarioError(f"selector {selector!r}: {exc}") from exc
+
+
+def resolve_rule(rule: RuleEntry, mapping: LabMapping) -> dict[str, Any]:
+    """The rule's fields with every ``to`` selector replaced by prefixes."""
+    fields = rule.fields()
+    targets = fields.get("to")
+    if isinstance(targets, str):
+        targets = [targets]
+    if isinstance(targets, list):
+        fields["to"] = list(
+            dict.fromkeys(p for t in targets for p in resolve_selector(str(t), mapping))
+        )
+    return fields
