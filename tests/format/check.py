@@ -40,7 +40,7 @@ ENVELOPE = {
     "test_keys": dict,
 }  # fmt: skip
 STANDARD = ("queries", "tcp_connect", "tls_handshakes", "requests", "network_events")
-MECHANISM = re.compile(r"^[a-z]+(\.[a-z_]+)+$")
+MECHANISM = re.compile(r"^[a-z_]+(\.[a-z_]+)*$")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d])")
 
 

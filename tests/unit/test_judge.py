@@ -168,3 +168,34 @@ def test_call_path_is_required_in_addition_to_the_pool() -> None:
     path.update(failed_step=None, failure=None)
     (v,) = judge(m)
     assert (v["verdict"], v["evidence"]) == ("ok", [1, 2])
+
+
+def test_throttled_needs_a_fast_control_that_moved_enough() -> None:
+    from msgwatch.verdicts.judge import throttled
+
+    def rec(control: bool, kbit_s: float, moved: int) -> dict[str, Any]:
+        return {"control": control, "kbit_s": kbit_s, "bytes": moved}
+
+    assert throttled([rec(False, 130, 24_000), rec(True, 50_000, 512_000)])
+    assert not throttled([rec(False, 20_000, 512_000), rec(True, 50_000, 512_000)])  # < 4x
+    assert not throttled([rec(False, 130, 24_000), rec(True, 50_000, 10_000)])  # control too small
+    assert not throttled([rec(False, 130, 24_000)])  # no control: nothing to compare
+
+
+def test_a_pool_of_throttled_endpoints_is_throttled() -> None:
+    m = _keys(
+        [_target(1), _target(2)],
+        msgwatch_throughput=[
+            {"transaction_id": 1, "control": False, "kbit_s": 150, "bytes": 30_000},
+            {"transaction_id": 1, "control": True, "kbit_s": 90_000, "bytes": 524_288},
+            {"transaction_id": 2, "control": False, "kbit_s": 140, "bytes": 30_000},
+            {"transaction_id": 2, "control": True, "kbit_s": 80_000, "bytes": 524_288},
+        ],
+    )
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"], v["evidence"]) == (
+        "throttled",
+        "throttle",
+        "throttle.sni",
+        [1, 2],
+    )

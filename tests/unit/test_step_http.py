@@ -41,6 +41,7 @@ def _get(
     seconds: float = 2.0,
     trace: Trace | None = None,
     max_body: int | None = None,
+    keep_body: int | None = None,
 ) -> tuple[Trace, HTTPResult]:
     trace = trace or Trace()
 
@@ -57,7 +58,7 @@ def _get(
                 return await http_get(
                     stream, trace, 1, url=f"{scheme}://{HOST}/", host=HOST, path="/",
                     deadline=deadline(seconds), alpn=getattr(stream, "alpn", None),
-                    max_body=max_body,
+                    max_body=max_body, keep_body=keep_body,
                 )  # fmt: skip
             finally:
                 conn.close()
@@ -74,6 +75,7 @@ def test_200_over_tcp() -> None:
         body=b"hello",
         truncated=False,
         failure=None,
+        body_length=5,
     )
     assert seen == [
         b"GET / HTTP/1.1\r\nHost: chat.example.test\r\nUser-Agent: "
@@ -232,3 +234,14 @@ def test_requests_are_most_recent_first() -> None:
     _get(http_response(OK), trace=trace)
     _get(http_response(b"HTTP/1.1 204 No Content\r\n\r\n"), trace=trace)
     assert [r["response"]["code"] for r in trace.requests] == [204, 200]
+
+
+def test_a_download_reads_much_and_keeps_nothing() -> None:
+    trace, result = _get(http_endless(), max_body=10_000, keep_body=0)
+    assert (result.body, result.body_length, result.truncated) == (b"", 10_000, True)
+    response = trace.requests[0]["response"]
+    assert (response["body"], response["body_length"], response["body_is_truncated"]) == (
+        "",
+        10_000,
+        True,
+    )

@@ -101,6 +101,7 @@ def test_test_keys_are_copies() -> None:
     keys = trace.test_keys()
     assert sorted(keys) == [
         "msgwatch_dropped_events",
+        "msgwatch_throughput",
         "msgwatch_udp_exchanges",
         "network_events",
         "queries",

@@ -121,6 +121,9 @@ class EndpointSpec(_Strict):
     protocol: Protocol
     path: str = "/"
     """Request path for ``http``/``https``."""
+    download_path: str | None = None
+    """A large object on this host: the throughput test downloads it with the real and with a
+    benign server name (``https`` endpoints of the ``media`` function)."""
     source: Slug
     checked: dt.date
     note: str = ""
@@ -140,11 +143,11 @@ class EndpointSpec(_Strict):
     def _address(cls, value: str | None) -> str | None:
         return None if value is None else _check_address(value)
 
-    @field_validator("path")
+    @field_validator("path", "download_path")
     @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() for c in value):
-            raise ValueError("path must start with '/' and contain no white space")
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or any(c.isspace() for c in value)):
+            raise ValueError("a path must start with '/' and contain no white space")
         return value
 
     @model_validator(mode="after")
@@ -183,6 +186,7 @@ class Endpoint(_Strict):
     source: str
     checked: dt.date
     note: str = ""
+    download_path: str | None = None
 
     @property
     def label(self) -> str:
@@ -234,6 +238,7 @@ class FunctionSpec(_Strict):
                             transport=spec.transport,
                             protocol=spec.protocol,
                             path=spec.path,
+                            download_path=spec.download_path,
                             source=spec.source,
                             checked=spec.checked,
                             note=spec.note,

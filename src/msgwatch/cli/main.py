@@ -125,6 +125,7 @@ def cli() -> None:
               help="Seconds: the whole run's deadline.")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
+@click.option("--download-path", help="Path of a large object for media throughput tests.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
 @click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
 @click.option("--probe-cc", help="The country code (default ZZ).")
@@ -138,6 +139,7 @@ def run_command(
     timeout: float,
     concurrency: int,
     helper: str | None,
+    download_path: str | None,
     output: str | None,
     probe_asn: str | None,
     probe_cc: str | None,
@@ -150,7 +152,9 @@ def run_command(
         raise click.BadParameter(f"unknown function(s): {', '.join(bad)}", param_hint="--functions")
     config = RunConfig(
         chain=ChainConfig(
-            resolver=parse_hostport(resolver) if resolver else None, ca_bundle=ca_bundle
+            resolver=parse_hostport(resolver) if resolver else None,
+            ca_bundle=ca_bundle,
+            download_path=download_path,
         ),
         timeout=timeout,
         concurrency=concurrency,

@@ -22,6 +22,7 @@ from typing import Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
 from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule
+from msgwatch.lab.servers import BULK_PATH
 
 FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
 Say = Callable[[str], None]
@@ -101,6 +102,7 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--resolver", lab.resolver(isp),
         "--ca-bundle", str(lab.ca_bundle),
         "--helper", lab.helper_address("abroad"),
+        "--download-path", BULK_PATH,
         "--timeout", str(scenario.timeout),
         "--output", str(output),
         "--json",

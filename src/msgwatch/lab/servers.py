@@ -232,7 +232,8 @@ def isp_dns(ctx: Context, isp: str, extra: Sequence[str] = ()) -> Server:
 
 
 def _server_block(listen: str, names: Sequence[str], cert: tuple[Path, Path] | None,
-                  body: str, status: int = 200, html: bool = False) -> str:  # fmt: skip
+                  body: str, status: int = 200, html: bool = False,
+                  bulk: Path | None = None) -> str:  # fmt: skip
     default = not names
     lines = [f"listen {listen}{' ssl' if cert else ''}{' default_server' if default else ''};",
              f"server_name {' '.join(names) or '_'};"]  # fmt: skip
@@ -241,6 +242,8 @@ def _server_block(listen: str, names: Sequence[str], cert: tuple[Path, Path] | N
     if html:
         lines.append("default_type text/html;")
     lines.append(f'location / {{ return {status} "{body}"; }}')
+    if bulk is not None:  # the object the probe's throughput test downloads
+        lines.append(f"location = {BULK_PATH} {{ alias {bulk}; }}")
     return "    server {\n" + "".join(f"        {line}\n" for line in lines) + "    }\n"
 
 
@@ -277,16 +280,22 @@ def _nginx_argv(ctx: Context, name: str, conf: Path) -> list[str]:
     ]
 
 
+BULK_PATH = "/msgwatch/bulk"
+BULK_BYTES = 1 << 20
+
+
 def web(ctx: Context, plan: ServicePlan, issue: Callable[[str], tuple[Path, Path]]) -> Server:
     name, blocks, binds = "abroad-web", [], []
+    bulk = ctx.run / "bulk.bin"
+    bulk.write_bytes(os.urandom(BULK_BYTES))
     for (address, port, tls), names in sorted(plan.web.items()):
         listen = _hostport(address, port)
         binds.append(("tcp", address, port))
         for host in sorted(names):
             blocks.append(_server_block(listen, [host], issue(host) if tls else None,
-                                        f"msgwatch lab: {host}\\n"))  # fmt: skip
+                                        f"msgwatch lab: {host}\\n", bulk=bulk))  # fmt: skip
         blocks.append(_server_block(listen, [], issue(DEFAULT_CERT) if tls else None,
-                                    f"msgwatch lab: {address}\\n"))  # fmt: skip
+                                    f"msgwatch lab: {address}\\n", bulk=bulk))  # fmt: skip
     conf = _nginx_conf(ctx.run, name, blocks)
     return ctx.server(name, "abroad", _nginx_argv(ctx, name, conf), binds)
 

@@ -45,6 +45,13 @@ class ChainConfig:
     max_addresses: int = 2
     max_body: int = 64 * 1024
     stun_rto: float = 0.5
+    download_path: str | None = None
+    """Path of a large object for the throughput test of ``media`` https endpoints that name none
+    of their own (``download_path`` in the catalogue); None: only those that name one."""
+    download_seconds: float = 1.5
+    """How long each throughput download may run (within the deadline)."""
+    download_bytes: int = 512 * 1024
+    """At most this much is read by each throughput download (nothing of it is kept)."""
 
 
 @dataclass
@@ -164,6 +171,22 @@ async def _run(
     if endpoint.transport == "udp":
         await _udp(trace, outcome, addresses, config, deadline)
         return
+    await _connected(trace, outcome, addresses, config, deadline, extra_roots)
+    path = endpoint.download_path or config.download_path
+    wanted = outcome.function == "media" and endpoint.protocol == "https"
+    if wanted and path and outcome.ok and outcome.address is not None:
+        await _throughput(trace, outcome, outcome.address, path, config, deadline, extra_roots)
+
+
+async def _connected(
+    trace: Trace,
+    outcome: ChainOutcome,
+    addresses: list[str],
+    config: ChainConfig,
+    deadline: float,
+    extra_roots: str | None,
+) -> None:
+    endpoint = outcome.endpoint
     wants_tls = endpoint.protocol in ("tls", "https") or endpoint.transport == "tls"
     conn = await _connect(trace, outcome, addresses, config, deadline)
     if conn is None or outcome.address is None:
@@ -220,3 +243,83 @@ async def _run(
             with contextlib.suppress(Exception):
                 outcome.control_failure = await control
                 outcome.control_ran = True
+
+
+async def _download(
+    trace: Trace,
+    txid: int,
+    ip: str,
+    endpoint: Endpoint,
+    server_name: str,
+    path: str,
+    config: ChainConfig,
+    deadline: float,
+    extra_roots: str | None,
+) -> dict[str, object]:
+    """One bounded download of ``path``; its throughput record (also when it failed)."""
+    control = server_name != endpoint.host
+    record: dict[str, object] = {
+        "transaction_id": txid, "server_name": server_name, "control": control,
+        "address": ip, "path": path, "bytes": 0, "seconds": 0.0, "kbit_s": 0.0, "failure": None,
+    }  # fmt: skip
+    t0 = trace.now()
+    try:
+        conn = await tcp_connect(trace, txid, ip, endpoint.port, deadline)
+    except Exception as exc:
+        record["failure"] = F.classify(exc)
+        return record
+    try:
+        tags = ["throughput", "control"] if control else ["throughput"]
+        session = await tls_handshake(
+            conn, server_name, deadline, ca_bundle=config.ca_bundle, verify=not control,
+            alpn=("http/1.1",), tags=tags, extra_roots=extra_roots,
+        )  # fmt: skip
+        host = endpoint.host or ip
+        started = trace.now()
+        result = await http_get(
+            session, trace, txid, url=f"https://{host}{path}", host=host, path=path,
+            deadline=deadline, alpn=session.alpn, max_body=config.download_bytes, keep_body=0,
+        )  # fmt: skip
+        seconds = max(trace.now() - started, 1e-6)
+        record.update(
+            bytes=result.body_length,
+            seconds=round(seconds, 6),
+            kbit_s=round(result.body_length * 8 / 1000 / seconds, 3),
+            failure=None if result.failure == F.TIMEOUT else result.failure,
+        )
+    except Exception as exc:
+        record["failure"] = F.classify(exc)
+    finally:
+        conn.close()
+        record["t0"], record["t"] = t0, trace.now()
+    return record
+
+
+async def _throughput(
+    trace: Trace,
+    outcome: ChainOutcome,
+    ip: str,
+    path: str,
+    config: ChainConfig,
+    deadline: float,
+    extra_roots: str | None,
+) -> None:
+    """The same download with the real server name and with a benign one, side by side.
+
+    A censor that polices by server name (Russia's throttling of Twitter in 2021) slows only the
+    first. A download that runs out of time is not a failure: its throughput is what it got."""
+    loop = asyncio.get_running_loop()
+    window = min(config.download_seconds, deadline - loop.time() - 0.2)
+    if window < 0.3 or outcome.endpoint.host is None:
+        return
+    until = loop.time() + window
+    real_txid, control_txid = trace.new_transaction(), trace.new_transaction()
+    outcome.transaction_ids += [real_txid, control_txid]
+    records = await asyncio.gather(
+        _download(trace, real_txid, ip, outcome.endpoint, outcome.endpoint.host, path, config,
+                  until, extra_roots),
+        _download(trace, control_txid, ip, outcome.endpoint, config.benign_sni, path, config,
+                  until, extra_roots),
+    )  # fmt: skip
+    for record in records:
+        trace.download(record)

@@ -64,6 +64,7 @@ class Trace:
     requests: list[Record] = field(default_factory=list)
     network_events: list[Record] = field(default_factory=list)
     udp_exchanges: list[Record] = field(default_factory=list)
+    throughput: list[Record] = field(default_factory=list)
     probe_addresses: set[str] = field(default_factory=set)
     _next_id: int = 0
 
@@ -158,6 +159,11 @@ class Trace:
     def udp_exchange(self, record: Record) -> None:
         self._append(self.udp_exchanges, record)
 
+    # -- msgwatch_throughput -------------------------------------------------------------------
+
+    def download(self, record: Record) -> None:
+        self._append(self.throughput, record)
+
     def test_keys(self) -> Record:
         """The trace's part of ``test_keys`` (copies of the lists)."""
         return {
@@ -167,5 +173,6 @@ class Trace:
             "requests": list(self.requests),
             "network_events": list(self.network_events),
             "msgwatch_udp_exchanges": list(self.udp_exchanges),
+            "msgwatch_throughput": list(self.throughput),
             "msgwatch_dropped_events": self.dropped,
         }

@@ -94,6 +94,24 @@ def _txids(target: Record) -> list[int]:
     return [i for i in value if isinstance(i, int) and not isinstance(i, bool)]
 
 
+THROTTLE_RATIO = 4.0
+"""The benign-name download must be at least this many times faster than the real one."""
+THROTTLE_MIN_CONTROL_BYTES = 64 * 1024
+"""...and must have moved this much, so that a tiny or failed control proves nothing."""
+
+
+def throttled(records: list[Record]) -> bool:
+    """Whether the real-name download ran far slower than the benign-name one (see rules.toml)."""
+    real = [r for r in records if not r.get("control")]
+    control = [r for r in records if r.get("control")]
+    if not real or not control:
+        return False
+    rate = max(float(r.get("kbit_s") or 0) for r in real)
+    best = max(control, key=lambda r: float(r.get("kbit_s") or 0))
+    moved = int(best.get("bytes") or 0) >= THROTTLE_MIN_CONTROL_BYTES
+    return moved and float(best.get("kbit_s") or 0) >= THROTTLE_RATIO * max(rate, 1e-9)
+
+
 def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
     """The facts of one endpoint, and the id of the block page fingerprint it matched."""
     txids = set(_txids(target))
@@ -129,6 +147,9 @@ def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
         verified=verified,
         blockpage=blockpage is not None,
         control=control_state,
+        throttled=throttled(
+            [r for r in _records(keys, "msgwatch_throughput") if r.get("transaction_id") in txids]
+        ),
     )
     return facts, blockpage
 
@@ -146,15 +167,16 @@ def _combine(mode: str, judged: list[tuple[Record, Rule]]) -> tuple[str, str | N
     if not judged:
         return "none", None, []
     oks = [t for t, r in judged if r.verdict == "ok"]
-    blocked = [(t, r) for t, r in judged if r.verdict == "blocked"]
     if (mode == "any_of" and oks) or (mode == "all_of" and len(oks) == len(judged)):
         return "ok", None, oks
-    if blocked:
-        mechanism, _ = Counter(r.mechanism for _, r in blocked).most_common(1)[0]
-        return "blocked", mechanism, [t for t, r in blocked if r.mechanism == mechanism]
+    # Otherwise the most severe verdict among the endpoints that are not ok, with the mechanism
+    # most of those endpoints show.
     failed = [(t, r) for t, r in judged if r.verdict != "ok"]
-    mechanism = Counter(r.mechanism for _, r in failed).most_common(1)[0][0] if failed else None
-    return "inconclusive", mechanism, [t for t, r in failed if r.mechanism == mechanism]
+    worst = max(_SEVERITY.get(r.verdict, 1) for _, r in failed)
+    verdict = next(r.verdict for _, r in failed if _SEVERITY.get(r.verdict, 1) == worst)
+    group = [(t, r) for t, r in failed if r.verdict == verdict]
+    mechanism = Counter(r.mechanism for _, r in group).most_common(1)[0][0]
+    return verdict, mechanism, [t for t, r in group if r.mechanism == mechanism]
 
 
 def judge(measurement: Record) -> list[Record]:

@@ -30,6 +30,7 @@ class Rule(BaseModel):
     verified: bool | None = None
     blockpage: bool | None = None
     control: Literal["ok", "failed", "none"] | None = None
+    throttled: bool | None = None
     verdict: Verdict
     mechanism: str | None = None
     confidence: float = Field(ge=0.0, le=1.0)
@@ -70,6 +71,7 @@ class Facts:
     verified: bool
     blockpage: bool
     control: str
+    throttled: bool = False
 
 
 def _read(name: str) -> str:
@@ -124,6 +126,8 @@ def match(facts: Facts, rules: RuleSet | None = None) -> Rule:
         if rule.blockpage is not None and rule.blockpage != facts.blockpage:
             continue
         if rule.control is not None and rule.control != facts.control:
+            continue
+        if rule.throttled is not None and rule.throttled != facts.throttled:
             continue
         return rule
     raise LookupError("the rule set has no catch-all rule")

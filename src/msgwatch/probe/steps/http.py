@@ -37,6 +37,8 @@ class HTTPResult:
     body: bytes = b""
     truncated: bool = False
     failure: str | None = None
+    body_length: int = 0
+    """Body bytes read (more than ``body`` holds when the caller kept fewer)."""
 
 
 def _headers(items: Any) -> list[tuple[str, str]]:
@@ -54,9 +56,14 @@ async def http_get(
     deadline: float,
     alpn: str | None = None,
     max_body: int | None = None,
+    keep_body: int | None = None,
 ) -> HTTPResult:
-    """GET ``path`` with ``Host: host``; records a ``requests`` entry; never raises."""
+    """GET ``path`` with ``Host: host``; records a ``requests`` entry; never raises.
+
+    ``max_body`` bytes of the body are read at most; ``keep_body`` of them (all by default) are kept
+    in the result and the record — a throughput download reads much and keeps nothing."""
     limit = trace.limits.max_body if max_body is None else max_body
+    keep = limit if keep_body is None else min(keep_body, limit)
     request_headers = [
         ("Host", host),
         ("User-Agent", USER_AGENT),
@@ -83,8 +90,9 @@ async def http_get(
                 result.status = event.status_code
                 result.headers = _headers(event.headers.raw_items())[:128]  # names as sent
             elif isinstance(event, h11.Data):
-                room = limit - len(body)
-                body += event.data[:room]
+                room = limit - result.body_length
+                result.body_length += min(len(event.data), room)
+                body += event.data[: max(0, keep - len(body))]
                 if len(event.data) > room:
                     result.truncated = True
                     break
@@ -105,8 +113,10 @@ async def http_get(
             "headers_list": [list(h) for h in result.headers],
             "headers": dict(result.headers),
             "body": encode_bytes(result.body),
-            "body_is_truncated": result.truncated,
+            "body_is_truncated": result.truncated or len(result.body) < result.body_length,
         }
+        if len(result.body) < result.body_length:
+            response["body_length"] = result.body_length
     trace.request(
         {
             "network": "tcp",
