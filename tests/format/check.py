@@ -29,7 +29,7 @@ FAILURES = {
     "dns_invalid_response", "ssl_invalid_hostname", "ssl_unknown_authority",
     "ssl_invalid_certificate", "ssl_failed_handshake", "http_invalid_response",
     "stun_invalid_response", "stun_error_response", "turn_no_challenge",
-    "destination_not_allowed",
+    "destination_not_allowed", "budget_exceeded",
 }  # fmt: skip
 ENVELOPE = {
     "annotations": dict, "data_format_version": str, "extensions": dict,

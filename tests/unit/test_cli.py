@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from msgwatch.catalogue import load_catalogue
@@ -130,3 +131,22 @@ def test_probe_asn_and_cc_are_normalised(tmp_path: Path) -> None:
     m = json.loads(out.read_text())
     assert (m["probe_asn"], m["probe_cc"]) == ("AS28787", "AZ")
     assert m["report_id"].split("_")[1:4] == ["msgwatch", "AZ", "28787"]
+
+
+def test_call_tests_need_consent_unless_unattended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    root = _catalogue(tmp_path)
+    out = tmp_path / "m.jsonl"
+    args = ["run", "--catalogue", str(root), "--timeout", "0.5", "--output", str(out), "--json",
+            "--helper", "127.0.0.1"]  # fmt: skip
+    refused = CliRunner().invoke(cli, args)  # no terminal: cannot ask
+    assert refused.exit_code == 5 and "consent" in refused.output
+    assert not out.exists()
+    done = CliRunner().invoke(cli, [*args, "--yes"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert data["bytes"]["sent"] > 0  # the STUN retransmissions to the closed port
+    m = json.loads(out.read_text())
+    assert m["test_keys"]["msgwatch_bytes"] == data["bytes"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from msgwatch.probe.trace import Trace, TraceLimits, b64, encode_bytes
 
 
@@ -100,6 +102,7 @@ def test_test_keys_are_copies() -> None:
     trace = Trace()
     keys = trace.test_keys()
     assert sorted(keys) == [
+        "msgwatch_bytes",
         "msgwatch_dropped_events",
         "msgwatch_throughput",
         "msgwatch_udp_exchanges",
@@ -128,3 +131,20 @@ def test_bodies_are_text_or_base64() -> None:
     assert encode_bytes("héllo".encode()) == "héllo"
     assert encode_bytes(b"\xff\x00") == {"format": "base64", "data": "/wA="}
     assert b64(b"abc") == {"format": "base64", "data": "YWJj"}
+
+
+def test_budget_refuses_to_send_past_the_limit_and_counts_both_ways() -> None:
+    from msgwatch.probe.failures import ProbeFailure
+    from msgwatch.probe.trace import Budget
+
+    budget = Budget(limit=100)
+    first, second = Trace(budget=budget), Trace(budget=budget)
+    first.spend(40)
+    second.received(50)
+    with pytest.raises(ProbeFailure) as info:
+        second.spend(20)
+    assert info.value.failure == "budget_exceeded"
+    second.spend(10)
+    assert (budget.sent, budget.received) == (50, 50)
+    assert first.test_keys()["msgwatch_bytes"] == {"sent": 40, "received": 0}
+    assert second.test_keys()["msgwatch_bytes"] == {"sent": 10, "received": 50}

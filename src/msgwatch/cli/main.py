@@ -74,6 +74,23 @@ def write_jsonl(path: Path, measurements: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def _ask_consent() -> None:
+    """Call tests need consent once (see msgwatch.consent); unattended runs pass --yes."""
+    from msgwatch.consent import EXPLANATION, has_consent, record_consent
+
+    if has_consent():
+        return
+    if not sys.stdin.isatty():
+        raise _err(
+            "call tests (--helper) need consent: run once on a terminal and answer, or pass --yes",
+            EXIT_ENVIRONMENT,
+        )
+    Console(stderr=True).print(EXPLANATION)
+    if not click.confirm("Run the call tests?", default=False, err=True):
+        raise _err("call tests not run: no consent", EXIT_ENVIRONMENT)
+    record_consent()
+
+
 def default_output() -> Path:
     return Path(f"msgwatch-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl")
 
@@ -126,6 +143,10 @@ def cli() -> None:
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
 @click.option("--download-path", help="Path of a large object for media throughput tests.")
+@click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=20.0, show_default=True,
+              help="Megabytes the run may send and receive in all.")  # fmt: skip
+@click.option("--yes", "assume_yes", is_flag=True,
+              help="Unattended: consent to call tests without asking.")  # fmt: skip
 @click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
 @click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
 @click.option("--probe-cc", help="The country code (default ZZ).")
@@ -140,6 +161,8 @@ def run_command(
     concurrency: int,
     helper: str | None,
     download_path: str | None,
+    budget_mb: float,
+    assume_yes: bool,
     output: str | None,
     probe_asn: str | None,
     probe_cc: str | None,
@@ -147,6 +170,8 @@ def run_command(
 ) -> None:
     """Measure every function of the selected services and print the verdicts."""
     catalogue = _load(catalogue_path)
+    if helper and not assume_yes:
+        _ask_consent()
     wanted = tuple(f.strip() for f in functions.split(",")) if functions else None
     if wanted and (bad := [f for f in wanted if f not in FUNCTIONS]):
         raise click.BadParameter(f"unknown function(s): {', '.join(bad)}", param_hint="--functions")
@@ -159,6 +184,7 @@ def run_command(
         timeout=timeout,
         concurrency=concurrency,
         helper=helper,
+        budget_bytes=int(budget_mb * 1_000_000),
         functions=wanted,
         probe_asn=probe_asn,
         probe_cc=probe_cc,
@@ -171,16 +197,23 @@ def run_command(
     except OSError as exc:
         raise _err(f"cannot write {path}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
     verdicts = [v for r in results for v in r.verdicts]
+    moved = {
+        "sent": sum(r.measurement["test_keys"]["msgwatch_bytes"]["sent"] for r in results),
+        "received": sum(r.measurement["test_keys"]["msgwatch_bytes"]["received"] for r in results),
+    }
     if as_json:
         public = [
             {k: v[k] for k in ("service", "function", "verdict", "mechanism", "evidence")}
             for v in verdicts
         ]
-        click.echo(json.dumps({"verdicts": public, "output": str(path)}))
+        click.echo(json.dumps({"verdicts": public, "output": str(path), "bytes": moved}))
         return
     console = Console()
     console.print(verdict_table(verdicts))
-    console.print(f"Measurements: {escape(str(path))}")
+    console.print(
+        f"Measurements: {escape(str(path))}; moved {moved['sent']:,} bytes out, "
+        f"{moved['received']:,} in (budget {budget_mb:g} MB)"
+    )
 
 
 @cli.command("demo")

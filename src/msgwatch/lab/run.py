@@ -103,6 +103,7 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--ca-bundle", str(lab.ca_bundle),
         "--helper", lab.helper_address("abroad"),
         "--download-path", BULK_PATH,
+        "--yes",
         "--timeout", str(scenario.timeout),
         "--output", str(output),
         "--json",

@@ -86,6 +86,7 @@ class TCPConn:
     async def write(self, data: bytes, deadline: float) -> None:
         t0 = self.trace.now()
         try:
+            self.trace.spend(len(data))
             async with asyncio.timeout_at(deadline):
                 self._writer.write(data)
                 await self._writer.drain()
@@ -112,6 +113,7 @@ class TCPConn:
                 failure=classify(exc),
             )  # fmt: skip
             raise
+        self.trace.received(len(data))
         self.trace.event(
             "read", txid=self.txid, t0=t0, address=self.address, proto="tcp",
             num_bytes=len(data), failure=None if data else "eof_error",
@@ -184,8 +186,17 @@ class UDPSocket:
         self.address = address
 
     def send(self, data: bytes) -> None:
+        """Send one datagram; raises ``ProbeFailure(budget_exceeded)`` past the run's budget."""
         t0 = self.trace.now()
         failure: str | None = None
+        try:
+            self.trace.spend(len(data))
+        except ProbeFailure as exc:
+            self.trace.event(
+                "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                num_bytes=0, failure=exc.failure,
+            )  # fmt: skip
+            raise
         try:
             self._transport.sendto(data)
         except Exception as exc:
@@ -217,6 +228,7 @@ class UDPSocket:
                 failure=classify(item),
             )  # fmt: skip
             raise item
+        self.trace.received(len(item))
         self.trace.event(
             "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
             num_bytes=len(item),

@@ -26,7 +26,7 @@ from typing import Any
 from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
 from msgwatch.measurement.envelope import RunInfo, build_measurement
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
-from msgwatch.probe.trace import Trace
+from msgwatch.probe.trace import Budget, Trace
 from msgwatch.verdicts.judge import judge
 
 Progress = Callable[[str, ChainOutcome], None]
@@ -47,6 +47,9 @@ class RunConfig:
     probe_cc: str | None = None
     probe_network_name: str = ""
     sequential: bool = False
+    budget_bytes: int | None = 20 * 1000 * 1000
+    """Bytes the whole run may send and receive (None: no limit); sending past it fails the
+    step with ``budget_exceeded``."""
 
 
 @dataclass
@@ -144,10 +147,11 @@ async def run(
             progress(service.id, outcome)
         return outcome
 
+    budget = Budget(limit=config.budget_bytes)
     traces: list[Trace] = []
     jobs: list[list[tuple[str, asyncio.Task[ChainOutcome]]]] = []
     for service in services:
-        trace = Trace()
+        trace = Trace(budget=budget)
         traces.append(trace)
         tasks = [
             (role, asyncio.create_task(one(trace, service, f.function, endpoint)))

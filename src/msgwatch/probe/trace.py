@@ -26,6 +26,27 @@ from typing import Any
 
 Record = dict[str, Any]
 
+BUDGET_EXCEEDED = "budget_exceeded"
+
+
+@dataclass
+class Budget:
+    """Bytes a whole run may move (sent + received), shared by every measurement of the run.
+
+    Sending past the limit raises ``ProbeFailure(budget_exceeded)`` before anything leaves; what
+    arrives is counted (it was already on the wire)."""
+
+    limit: int | None = None
+    sent: int = 0
+    received: int = 0
+
+    def spend(self, num_bytes: int) -> None:
+        from msgwatch.probe.failures import ProbeFailure
+
+        if self.limit is not None and self.sent + self.received + num_bytes > self.limit:
+            raise ProbeFailure(BUDGET_EXCEEDED)
+        self.sent += num_bytes
+
 
 def encode_bytes(data: bytes) -> str | dict[str, str]:
     """A body as OONI stores it: text when it is valid UTF-8, else base64."""
@@ -66,6 +87,9 @@ class Trace:
     udp_exchanges: list[Record] = field(default_factory=list)
     throughput: list[Record] = field(default_factory=list)
     probe_addresses: set[str] = field(default_factory=set)
+    budget: Budget = field(default_factory=Budget)
+    bytes_sent: int = 0
+    bytes_received: int = 0
     _next_id: int = 0
 
     def __post_init__(self) -> None:
@@ -75,6 +99,15 @@ class Trace:
     def now(self) -> float:
         """Seconds since the measurement's start, rounded to the microsecond."""
         return round(self.clock() - self.start, 6)
+
+    def spend(self, num_bytes: int) -> None:
+        """Account for bytes about to be sent; raises when the run's budget would be exceeded."""
+        self.budget.spend(num_bytes)
+        self.bytes_sent += num_bytes
+
+    def received(self, num_bytes: int) -> None:
+        self.budget.received += num_bytes
+        self.bytes_received += num_bytes
 
     def new_transaction(self) -> int:
         self._next_id += 1
@@ -175,4 +208,5 @@ class Trace:
             "msgwatch_udp_exchanges": list(self.udp_exchanges),
             "msgwatch_throughput": list(self.throughput),
             "msgwatch_dropped_events": self.dropped,
+            "msgwatch_bytes": {"sent": self.bytes_sent, "received": self.bytes_received},
         }

@@ -151,7 +151,13 @@ async def query_udp(
     stop_at = deadline
     first_failure: str | None = None
     try:
-        sock.send(query.to_wire())
+        try:
+            sock.send(query.to_wire())
+        except F.ProbeFailure as exc:  # the run's byte budget
+            result.failure = exc.failure
+            _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                    resolver=resolver, failure=result.failure)  # fmt: skip
+            return result
         while True:
             try:
                 wire = await sock.recv(stop_at)

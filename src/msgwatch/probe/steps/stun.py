@@ -166,6 +166,8 @@ async def stun_exchange(
         try:
             result = await _transact(sock, trace, kind, request, wire, deadline, rto, loop,
                                      attempts, responses)  # fmt: skip
+        except F.ProbeFailure as exc:  # the run's byte budget
+            result = STUNResult(exc.failure)
         finally:
             sock.close()
     if result.mapped_address:
