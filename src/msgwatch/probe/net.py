@@ -185,55 +185,59 @@ class UDPSocket:
         self.txid = txid
         self.address = address
 
-    def send(self, data: bytes) -> None:
-        """Send one datagram; raises ``ProbeFailure(budget_exceeded)`` past the run's budget."""
+    def send(self, data: bytes, quiet: bool = False) -> None:
+        """Send one datagram; raises ``ProbeFailure(budget_exceeded)`` past the run's budget.
+        ``quiet``: no per-datagram event (a replay records its own summary)."""
         t0 = self.trace.now()
         failure: str | None = None
         try:
             self.trace.spend(len(data))
         except ProbeFailure as exc:
-            self.trace.event(
-                "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
-                num_bytes=0, failure=exc.failure,
-            )  # fmt: skip
+            if not quiet:
+                self.trace.event(
+                    "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                    num_bytes=0, failure=exc.failure,
+                )  # fmt: skip
             raise
         try:
             self._transport.sendto(data)
         except Exception as exc:
             failure = classify(exc)
-        self.trace.event(
-            "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
-            num_bytes=len(data) if failure is None else 0, failure=failure,
-        )  # fmt: skip
+        if not quiet:
+            self.trace.event(
+                "write_to", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                num_bytes=len(data) if failure is None else 0, failure=failure,
+            )  # fmt: skip
 
-    async def recv(self, deadline: float) -> bytes:
-        """The next datagram. Raises ``TimeoutError`` at the deadline, or the ICMP error."""
+    async def recv(self, deadline: float, quiet: bool = False) -> bytes:
+        """The next datagram. Raises ``TimeoutError`` at the deadline, or the ICMP error.
+        ``quiet``: no per-datagram event."""
         t0 = self.trace.now()
         queue = self._protocol
+        failure: str | None = None
+        size: int | None = None
         try:
             async with asyncio.timeout_at(deadline):
                 while not queue.items:
                     queue.ready.clear()
                     await queue.ready.wait()
         except TimeoutError:
-            self.trace.event(
-                "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
-                failure=TIMEOUT,
-            )  # fmt: skip
+            failure = TIMEOUT
             raise
-        item = queue.items.popleft()
-        if isinstance(item, Exception):
-            self.trace.event(
-                "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
-                failure=classify(item),
-            )  # fmt: skip
-            raise item
-        self.trace.received(len(item))
-        self.trace.event(
-            "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
-            num_bytes=len(item),
-        )  # fmt: skip
-        return item
+        else:
+            item = queue.items.popleft()
+            if isinstance(item, Exception):
+                failure = classify(item)
+                raise item
+            size = len(item)
+            self.trace.received(size)
+            return item
+        finally:
+            if not quiet:
+                self.trace.event(
+                    "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
+                    num_bytes=size, failure=failure,
+                )  # fmt: skip
 
     def close(self) -> None:
         self._transport.close()

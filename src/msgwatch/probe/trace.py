@@ -86,6 +86,7 @@ class Trace:
     network_events: list[Record] = field(default_factory=list)
     udp_exchanges: list[Record] = field(default_factory=list)
     throughput: list[Record] = field(default_factory=list)
+    replays: list[Record] = field(default_factory=list)
     probe_addresses: set[str] = field(default_factory=set)
     budget: Budget = field(default_factory=Budget)
     bytes_sent: int = 0
@@ -197,6 +198,11 @@ class Trace:
     def download(self, record: Record) -> None:
         self._append(self.throughput, record)
 
+    # -- msgwatch_replays ----------------------------------------------------------------------
+
+    def replay(self, record: Record) -> None:
+        self._append(self.replays, record)
+
     def test_keys(self) -> Record:
         """The trace's part of ``test_keys`` (copies of the lists)."""
         return {
@@ -207,6 +213,7 @@ class Trace:
             "network_events": list(self.network_events),
             "msgwatch_udp_exchanges": list(self.udp_exchanges),
             "msgwatch_throughput": list(self.throughput),
+            "msgwatch_replays": list(self.replays),
             "msgwatch_dropped_events": self.dropped,
             "msgwatch_bytes": {"sent": self.bytes_sent, "received": self.bytes_received},
         }

@@ -1,0 +1,87 @@
+"""Call-traffic replay to an in-process echo server: counts, loss, intervals, the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from msgwatch.probe.steps.replay import ReplayResult, replay
+from msgwatch.probe.trace import Budget, Trace
+from tests.unit.servers import Reply, UDPHandler, closed_udp_port, deadline, silent, udp_server
+
+# 40 distinct datagrams at 100 per second: 0.39 s of traffic.
+PACKETS = [(i / 100, bytes([i]) * (60 + i)) for i in range(40)]
+
+
+def echo(data: bytes, reply: Reply) -> None:
+    reply(data)
+
+
+def _replay(handler: UDPHandler, trace: Trace | None = None) -> tuple[Trace, ReplayResult]:
+    trace = trace or Trace()
+
+    async def scenario() -> ReplayResult:
+        async with udp_server(handler) as server:
+            return await replay(
+                trace, 7, server.ip, server.port, PACKETS, deadline(3.0),
+                label={"profile": "test", "variant": "original"},
+            )  # fmt: skip
+
+    return trace, asyncio.run(scenario())
+
+
+def test_every_datagram_echoed() -> None:
+    trace, result = _replay(echo)
+    sent = sum(len(p) for _, p in PACKETS)
+    assert (result.sent_packets, result.sent_bytes) == (40, sent)
+    assert (result.received_packets, result.received_bytes, result.failure) == (40, sent, None)
+    assert result.loss == 0.0
+    assert sum(r["tx_bytes"] for r in result.intervals) == sent
+    assert sum(r["rx_packets"] for r in result.intervals) == 40
+    (record,) = trace.replays
+    assert (record["profile"], record["variant"], record["loss"], record["transaction_id"]) == (
+        "test", "original", 0.0, 7,
+    )  # fmt: skip
+    # One summary pair of events, not one per datagram.
+    assert [e["operation"] for e in trace.network_events] == ["write_to", "read_from"]
+    assert trace.test_keys()["msgwatch_bytes"] == {"sent": sent, "received": sent}
+
+
+def test_half_dropped() -> None:
+    toggle = itertools.cycle([True, False])
+
+    def every_other(data: bytes, reply: Reply) -> None:
+        if next(toggle):
+            reply(data)
+
+    _, result = _replay(every_other)
+    assert result.received_packets == 20
+    assert abs(result.loss - 0.5) < 1e-9
+    assert result.failure is None
+
+
+def test_nothing_comes_back() -> None:
+    trace, result = _replay(silent)
+    assert (result.sent_packets, result.received_packets, result.failure) == (
+        40, 0, "generic_timeout_error",
+    )  # fmt: skip
+    assert trace.replays[0]["loss"] == 1.0
+
+
+def test_port_unreachable() -> None:
+    trace = Trace()
+
+    async def scenario() -> ReplayResult:
+        return await replay(trace, 1, "127.0.0.1", closed_udp_port(), PACKETS, deadline(2.0),
+                            label={})  # fmt: skip
+
+    result = asyncio.run(scenario())
+    assert result.failure == "connection_refused"
+    assert result.received_packets == 0
+
+
+def test_budget_stops_the_replay() -> None:
+    trace = Trace(budget=Budget(limit=500))
+    _, result = _replay(echo, trace)
+    assert result.failure == "budget_exceeded"
+    assert 0 < result.sent_bytes <= 500
