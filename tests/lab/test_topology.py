@@ -23,13 +23,15 @@ import pytest
 from aioice import stun
 
 from msgwatch.catalogue import Catalogue, Endpoint, load_catalogue
+from msgwatch.helper.server import parse_endpoint
+from msgwatch.helper.udp import binding_response
 from msgwatch.lab import netns
 from msgwatch.lab import plan as P
 from msgwatch.lab.catalogue_files import scrub_addresses, write_catalogue
-from msgwatch.lab.helper_stub import parse_endpoint, stun_binding_response
 from msgwatch.lab.mapping import map_catalogue
 from msgwatch.lab.servers import plan_services
 from msgwatch.lab.topology import Lab, LabError
+from msgwatch.probe.steps.stun import build_request
 from msgwatch.servers.proc import bound
 
 LAB = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
@@ -108,18 +110,18 @@ def test_a_subset_of_the_catalogue_loads_without_its_successors(tmp_path: Path) 
     assert written.service("skype").successor is None  # type: ignore[union-attr]
 
 
-def test_helper_stub_answers_stun_binding() -> None:
-    request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-    answer = stun_binding_response(bytes(request), ("198.18.1.2", 40000))
+def test_helper_answers_stun_binding() -> None:
+    request = build_request("stun")  # the probe's own: SOFTWARE + FINGERPRINT
+    answer = binding_response(bytes(request), ("198.18.1.2", 40000))
     assert answer is not None
     response = stun.parse_message(answer)
     assert response.message_class == stun.Class.RESPONSE
     assert response.transaction_id == request.transaction_id
     assert response.attributes["XOR-MAPPED-ADDRESS"] == ("198.18.1.2", 40000)
-    assert stun_binding_response(b"hello world, not stun", ("198.18.1.2", 1)) is None
+    assert binding_response(b"hello world, not stun", ("198.18.1.2", 1)) is None
     assert parse_endpoint("[2001:db8:3::10]:443") == ("2001:db8:3::10", 443)
-    with pytest.raises(Exception, match="wildcard"):
-        parse_endpoint("0.0.0.0:7")
+    with pytest.raises(ValueError, match="not an IP address"):
+        parse_endpoint("helper.lab:7")
 
 
 def test_missing_root_or_package_is_said_plainly() -> None:

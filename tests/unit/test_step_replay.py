@@ -85,3 +85,27 @@ def test_budget_stops_the_replay() -> None:
     _, result = _replay(echo, trace)
     assert result.failure == "budget_exceeded"
     assert 0 < result.sent_bytes <= 500
+
+
+def test_marked_datagrams_are_accounted_for_by_stun_transaction_id() -> None:
+    stun_like = [(i / 100, bytes(4) + bytes.fromhex("2112a442") + bytes([i]) * 12 + bytes(20))
+                 for i in range(5)]  # fmt: skip
+    packets = stun_like + PACKETS[5:]
+
+    def drop_stun(data: bytes, reply: Reply) -> None:
+        if data[4:8] != bytes.fromhex("2112a442"):
+            reply(data)
+
+    trace = Trace()
+
+    async def scenario() -> ReplayResult:
+        async with udp_server(drop_stun) as server:
+            return await replay(
+                trace, 2, server.ip, server.port, packets, deadline(3.0), label={},
+                marked=frozenset(range(5)),
+            )  # fmt: skip
+
+    result = asyncio.run(scenario())
+    record = trace.replays[0]
+    assert (record["marked_sent"], record["marked_received"]) == (5, 0)
+    assert result.received_packets == 35

@@ -143,6 +143,8 @@ def cli() -> None:
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
 @click.option("--download-path", help="Path of a large object for media throughput tests.")
+@click.option("--replay-seconds", type=click.FloatRange(0, 60), default=0.0, show_default=True,
+              help="With --helper: seconds of each call-traffic replay (0: no replays).")  # fmt: skip
 @click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=20.0, show_default=True,
               help="Megabytes the run may send and receive in all.")  # fmt: skip
 @click.option("--yes", "assume_yes", is_flag=True,
@@ -161,6 +163,7 @@ def run_command(
     concurrency: int,
     helper: str | None,
     download_path: str | None,
+    replay_seconds: float,
     budget_mb: float,
     assume_yes: bool,
     output: str | None,
@@ -184,6 +187,7 @@ def run_command(
         timeout=timeout,
         concurrency=concurrency,
         helper=helper,
+        replay_seconds=replay_seconds,
         budget_bytes=int(budget_mb * 1_000_000),
         functions=wanted,
         probe_asn=probe_asn,
@@ -334,4 +338,5 @@ def main() -> None:
 
 
 # The lab's commands live in their own module; importing it registers them on `cli`.
+from msgwatch.cli import helper as _helper  # noqa: E402, F401
 from msgwatch.cli import lab as _lab  # noqa: E402, F401

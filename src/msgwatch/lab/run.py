@@ -104,6 +104,7 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--helper", lab.helper_address("abroad"),
         "--download-path", BULK_PATH,
         "--yes",
+        "--replay-seconds", str(scenario.replay_seconds),
         "--timeout", str(scenario.timeout),
         "--output", str(output),
         "--json",

@@ -93,6 +93,8 @@ class Scenario(_Strict):
     services: list[str] = Field(min_length=1)
     timeout: float = Field(default=4.0, gt=0, le=60)
     """The probe's deadline in this scenario's runs."""
+    replay_seconds: float = Field(default=0.0, ge=0, le=30)
+    """Length of the probe's call-traffic replays in this scenario (0: no replays)."""
     probe_gap: str = ""
     """Why this version of the probe cannot reach the ground truth yet (empty when it can): the
     scenario still runs, and its test is an expected failure that turns into an error the day the

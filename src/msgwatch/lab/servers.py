@@ -9,13 +9,14 @@ abroad     dnsmasq, the public resolver (198.18.3.53, 2001:db8:3::53): every cat
            certificate of its own for any other name;
            coturn, one per port (and transport set): every ``stun``/``turn`` endpoint — Binding is
            answered, an Allocate without credentials gets 401 with REALM and NONCE;
-           the helper stub: TCP echo on every ``tcp``/``mtproto``/``whatsapp_chat`` endpoint, and
-           TCP + UDP (echo, STUN Binding) on the test helper's addresses and ports.
+           the msgwatch test helper (``msgwatch helper serve --lab``): TCP echo on every
+           ``tcp``/``mtproto``/``whatsapp_chat`` endpoint, and on its own addresses (198.18.3.10,
+           2001:db8:3::10) TCP + UDP echo, STUN Binding and the control API (port 8765).
 censor n   dnsmasq, ISP n's resolver (198.18.n.1), forwarding to the public resolver from the
            censor's WAN address, plus any lines a scenario adds (resolver lies);
            nginx, the block page server (198.18.n.80, ports 80 and 443, certificate for
            ``blocked.lab.invalid``).
-domestic   the helper stub on 198.19.0.10.
+domestic   the test helper on 198.19.0.10 (echo, STUN, control API).
 =========  =====================================================================================
 
 Every server binds only the addresses it is given (checked at start: a socket outside the lab's
@@ -39,6 +40,7 @@ from pathlib import Path
 import dns.message
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from msgwatch.helper.server import CALL_PORTS, CONTROL_PORT
 from msgwatch.lab import netns
 from msgwatch.lab import plan as P
 from msgwatch.lab.mapping import LabMapping
@@ -46,8 +48,13 @@ from msgwatch.lab.netns import LabError
 from msgwatch.servers.certs import Authority
 from msgwatch.servers.proc import Server, which
 
-HELPER_PORTS = (7, 443, 3478, 3480, 8801)
-"""Ports of the test helper (TCP and UDP), besides every service's call ports."""
+HELPER_PORTS = (7, *CALL_PORTS)
+"""Ports of the test helper (TCP and UDP): its defaults (the call ports and a neutral high port),
+the echo port, and every service's call ports besides."""
+HELPER_LIMITS = ("--budget-bytes", "1000000000", "--rate-pps", "50000",
+                 "--measure-per-minute", "1000")  # fmt: skip
+"""The lab's helpers serve a whole run's replays (every service at once) from one probe address,
+and the scenario tests' many runs: limits well above the production defaults."""
 BLOCKPAGE_CERT = "blocked.lab.invalid"
 DEFAULT_CERT = "default.lab.invalid"
 BLOCKPAGE_HTML = (
@@ -133,7 +140,7 @@ def plan_services(mapping: LabMapping) -> ServicePlan:
                     claim(e.transport, address, e.port, "coturn", label)
                     plan.turn.setdefault((address, e.port), set()).add(e.transport)
                 else:  # tcp, mtproto, whatsapp_chat: TCP echo (step 3 adds the handshakes)
-                    claim("tcp", address, e.port, "helper stub", label)
+                    claim("tcp", address, e.port, "test helper", label)
                     plan.echo_tcp.add((address, e.port))
     return plan
 
@@ -348,16 +355,38 @@ def coturns(ctx: Context, plan: ServicePlan) -> list[Server]:
     return servers
 
 
-def helper(ctx: Context, role: str, tcp: Iterable[tuple[str, int]],
-           udp: Iterable[tuple[str, int]]) -> Server:  # fmt: skip
+def _helper_answers(address: str, port: int) -> bool:
+    """``GET /v1/health`` on the helper's control port answers 200."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    request = f"GET /v1/health HTTP/1.1\r\nHost: {_hostport(address, port)}\r\n"
+    request += "Connection: close\r\n\r\n"
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        try:
+            sock.connect((address, port))
+            sock.sendall(request.encode())
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+
+def helper(ctx: Context, role: str, addresses: Sequence[str], ports: Sequence[int],
+           echo_tcp: Iterable[tuple[str, int]] = ()) -> Server:  # fmt: skip
+    """The msgwatch test helper in lab mode on ``addresses`` × ``ports`` (UDP and TCP), its
+    control API on port 8765, plus TCP echo on ``echo_tcp`` (the lab's TCP service endpoints)."""
     name = f"{role}-helper"
-    tcp, udp = sorted(set(tcp)), sorted(set(udp))
-    argv = [sys.executable, "-m", "msgwatch.lab.helper_stub"]
-    argv += [arg for a, p in tcp for arg in ("--tcp", _hostport(a, p))]
-    argv += [arg for a, p in udp for arg in ("--udp", _hostport(a, p))]
-    binds = [("tcp", a, p) for a, p in tcp] + [("udp", a, p) for a, p in udp]
-    server = ctx.server(name, role, argv, binds)
-    server.log = server.out  # it writes to stdout only
+    extra, listed = sorted(set(echo_tcp)), ",".join(map(str, sorted(set(ports))))
+    argv = [sys.executable, "-m", "msgwatch", "helper", "serve", "--lab",
+            "--control-port", str(CONTROL_PORT), "--udp-ports", listed, "--tcp-ports", listed,
+            "--resolver", _hostport(P.PUBLIC_RESOLVER, 53), "--ca-bundle", str(ctx.run / "ca.pem"),
+            *HELPER_LIMITS]  # fmt: skip
+    argv += [arg for a in addresses for arg in ("--listen", a)]
+    argv += [arg for a, p in extra for arg in ("--tcp-listen", _hostport(a, p))]
+    binds = [(t, a, p) for t in ("tcp", "udp") for a in addresses for p in ports]
+    binds += [("tcp", a, CONTROL_PORT) for a in addresses] + [("tcp", a, p) for a, p in extra]
+    server = ctx.server(name, role, argv, binds,
+                        _in(ctx, role, _helper_answers, addresses[0], CONTROL_PORT))  # fmt: skip
+    server.log = server.out  # it logs to stderr only
     return server
 
 
@@ -373,11 +402,9 @@ def build(ctx: Context, plan: ServicePlan, authority: Authority,
         return authority.issue(name, certs, key)
 
     ports = plan.helper_ports()
-    abroad_helper = [(a, p) for a in (P.HELPERS["abroad"], P.HELPER6) for p in ports]
-    domestic_helper = [(P.HELPERS["domestic"], p) for p in ports]
     servers = [public_dns(ctx, plan), web(ctx, plan, issue), *coturns(ctx, plan),
-               helper(ctx, "abroad", [*plan.echo_tcp, *abroad_helper], abroad_helper),
-               helper(ctx, "domestic", domestic_helper, domestic_helper)]  # fmt: skip
+               helper(ctx, "abroad", [P.HELPERS["abroad"], P.HELPER6], ports, plan.echo_tcp),
+               helper(ctx, "domestic", [P.HELPERS["domestic"]], ports)]  # fmt: skip
     for isp in P.ISPS:
         servers += [isp_dns(ctx, isp, resolver_lines.get(isp, [])), blockpage(ctx, isp, issue)]
     return servers

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
 from msgwatch.measurement.envelope import RunInfo, build_measurement
+from msgwatch.probe.calls import run_replays
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
 from msgwatch.probe.trace import Budget, Trace
 from msgwatch.verdicts.judge import judge
@@ -47,6 +49,11 @@ class RunConfig:
     probe_cc: str | None = None
     probe_network_name: str = ""
     sequential: bool = False
+    replay_seconds: float = 0.0
+    """With a helper: length of each call-traffic replay (original, control, neutral) of voice and
+    video functions that list call ports; 0 turns replays off."""
+    replay_seed: int | None = None
+    """Seed of the replays' schedules and order (a random one per run when None)."""
     budget_bytes: int | None = 20 * 1000 * 1000
     """Bytes the whole run may send and receive (None: no limit); sending past it fails the
     step with ``budget_exceeded``."""
@@ -136,8 +143,8 @@ async def run(
     )
 
     async def one(
-        trace: Trace, service: Service, function: str, endpoint: Endpoint
-    ) -> ChainOutcome:
+        trace: Trace, service: Service, function: str, role: str, endpoint: Endpoint
+    ) -> list[tuple[str, ChainOutcome]]:
         async with semaphore:
             limit = loop.time() + config.timeout if config.sequential else deadline
             outcome = await run_chain(
@@ -145,25 +152,47 @@ async def run(
             )
         if progress is not None:
             progress(service.id, outcome)
-        return outcome
+        return [(role, outcome)]
+
+    seed = config.replay_seed if config.replay_seed is not None else random.randrange(1 << 30)
+
+    async def replays(
+        trace: Trace, service: Service, function: FunctionTargets
+    ) -> list[tuple[str, ChainOutcome]]:
+        assert config.helper is not None
+        async with semaphore:
+            done = await run_replays(
+                trace, service, function, config.helper, config.replay_seconds, seed, deadline
+            )
+        for _, outcome in done:
+            if progress is not None:
+                progress(service.id, outcome)
+        return done
 
     budget = Budget(limit=config.budget_bytes)
     traces: list[Trace] = []
-    jobs: list[list[tuple[str, asyncio.Task[ChainOutcome]]]] = []
+    jobs: list[list[asyncio.Task[list[tuple[str, ChainOutcome]]]]] = []
     for service in services:
         trace = Trace(budget=budget)
         traces.append(trace)
-        tasks = [
-            (role, asyncio.create_task(one(trace, service, f.function, endpoint)))
+        functions = [
+            f
             for f in service.functions
             if config.functions is None or f.function in config.functions
+        ]
+        tasks = [
+            asyncio.create_task(one(trace, service, f.function, role, endpoint))
+            for f in functions
             for role, endpoint in targets(service, f, config.helper)
         ]
+        if config.helper is not None and config.replay_seconds > 0:
+            tasks += [asyncio.create_task(replays(trace, service, f)) for f in functions]
         jobs.append(tasks)
     results: list[ServiceRun] = []
     for service, trace, tasks in zip(services, traces, jobs, strict=True):
-        outcomes = list(await asyncio.gather(*(task for _, task in tasks)))
-        roles = [role for role, _ in tasks]
+        pairs = [pair for done in await asyncio.gather(*tasks) for pair in done]
+        roles = [role for role, _ in pairs]
+        outcomes = [outcome for _, outcome in pairs]
         runtime = trace.now()
         keys = trace.test_keys()
         keys.update(
@@ -178,6 +207,7 @@ async def run(
                         "coverage": f.coverage,
                         "endpoints": [e.id for e in f.endpoints],
                         "call_ports": list(f.call_ports) if config.helper else [],
+                        "replay_seconds": config.replay_seconds if config.helper else 0,
                     }
                     for f in service.functions
                     if config.functions is None or f.function in config.functions

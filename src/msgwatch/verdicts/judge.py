@@ -24,6 +24,7 @@ import ipaddress
 from collections import Counter
 from typing import Any
 
+from msgwatch.verdicts.calls import CallRule, call_facts, match_call
 from msgwatch.verdicts.rules import Facts, Rule, load_rules, match, match_blockpage
 
 Record = dict[str, Any]
@@ -195,14 +196,30 @@ def judge(measurement: Record) -> list[Record]:
         if not judged:
             continue
         mode = str(function.get("mode", "any_of"))
-        groups = [
-            _combine(mode, [(t, r) for t, r in judged if t.get("role", "endpoint") == "endpoint"]),
-            _combine("any_of", [(t, r) for t, r in judged if t.get("role") == "call_path"]),
-        ]
+        endpoints = _combine(
+            mode, [(t, r) for t, r in judged if t.get("role", "endpoint") == "endpoint"]
+        )
+        facts = call_facts(mine, keys)
+        call_rule: CallRule | None = None
+        if facts is not None:
+            # Replays decide the call path; the endpoints' own verdict still counts when worse.
+            call_rule = match_call(facts)
+            replayed = [t for t in mine if str(t.get("role", "")).startswith(("replay_", "call_"))]
+            call = (call_rule.verdict, call_rule.mechanism, replayed)
+            groups = [call, endpoints]
+        else:
+            groups = [
+                endpoints,
+                _combine("any_of", [(t, r) for t, r in judged if t.get("role") == "call_path"]),
+            ]
         verdict, mechanism, deciding = max(
             (g for g in groups if g[0] != "none"), key=lambda g: _SEVERITY[g[0]]
         )
         rule = next(r for t, r in judged if t is deciding[0]) if deciding else judged[0][1]
+        rule_id, confidence, explanation = rule.id, rule.confidence, rule.explain
+        if call_rule is not None and facts is not None and verdict == call_rule.verdict:
+            rule_id, confidence = call_rule.id, call_rule.confidence
+            explanation = call_rule.explain
         evidence = sorted({i for t in deciding for i in _txids(t)})
         ok_count = sum(1 for _, r in judged if r.verdict == "ok")
         out.append(
@@ -213,8 +230,8 @@ def judge(measurement: Record) -> list[Record]:
                 "call_path": any(t.get("role") == "call_path" for t in mine),
                 "verdict": verdict,
                 "mechanism": mechanism,
-                "confidence": rule.confidence,
-                "rule_id": rule.id,
+                "confidence": confidence,
+                "rule_id": rule_id,
                 "rules_version": rules.rules_version,
                 "evidence": evidence,
                 "endpoints": {
@@ -222,7 +239,7 @@ def judge(measurement: Record) -> list[Record]:
                     "ok": ok_count,
                     "failed": len(judged) - ok_count,
                 },
-                "explanation": rule.explain,
+                "explanation": explanation,
             }
         )
     return out

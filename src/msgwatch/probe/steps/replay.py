@@ -84,8 +84,13 @@ async def replay(
     *,
     label: dict[str, Any],
     interval: float = 0.1,
+    marked: frozenset[int] = frozenset(),
 ) -> ReplayResult:
-    """Send ``packets`` on their schedule, collect the echoes; records a replay entry."""
+    """Send ``packets`` on their schedule, collect the echoes; records a replay entry.
+
+    ``marked``: indices of datagrams to account for separately (the ones carrying a protocol's
+    framing, e.g. STUN): how many of them were sent and how many came back. A censor that drops only
+    those (a handful among thousands of media packets) shows there, not in the overall loss."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
     t0 = trace.now()
@@ -93,6 +98,8 @@ async def replay(
     sends: list[tuple[float, int]] = []
     echoes: list[tuple[float, int]] = []
     pending: dict[bytes, float] = {}
+    marked_payloads: dict[bytes, int] = {}  # STUN transaction id → index
+    marked_back: set[int] = set()
     pairs: list[tuple[float, float]] = []
     try:
         sock = await udp_open(trace, txid, ip, port)
@@ -118,10 +125,15 @@ async def replay(
                 sent_at = pending.pop(data, None)
                 if sent_at is not None:
                     pairs.append((sent_at, now))
+                # A marked (STUN-framed) datagram came back if it was echoed, or if the helper
+                # answered it as STUN: either way its transaction id returns.
+                index = marked_payloads.get(data[8:20]) if len(data) >= 20 else None
+                if index is not None:
+                    marked_back.add(index)
 
         receiver = asyncio.create_task(receive())
         try:
-            for offset, payload in packets:
+            for index, (offset, payload) in enumerate(packets):
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -135,6 +147,8 @@ async def replay(
                 now = loop.time() - start
                 sends.append((now, len(payload)))
                 pending.setdefault(payload, now)
+                if index in marked and len(payload) >= 20:
+                    marked_payloads.setdefault(payload[8:20], index)
             await receiver
         finally:
             receiver.cancel()
@@ -161,6 +175,8 @@ async def replay(
             "received_bytes": result.received_bytes,
             "loss": round(result.loss, 4),
             "jitter_ms": result.jitter_ms,
+            "marked_sent": len(marked_payloads),
+            "marked_received": len(marked_back),
             "intervals": result.intervals[:600],
             "failure": result.failure,
             "t0": t0,

@@ -1,0 +1,22 @@
+"""The msgwatch test helper: the observatory's vantage point outside the censored network.
+
+It answers STUN Binding requests and echoes UDP and TCP on the call ports (counting what it
+receives and sends per 100 ms, per flow), and runs a probe's steps on request from where it stands
+(the control). It must never become an amplifier or an open relay: replies are never larger than
+requests, every client has budgets, and the control API measures only allowed targets.
+
+Modules, from the bytes up:
+
+=============  ===================================================================================
+``policy``     which targets a client may have measured (production: global unicast only)
+``limits``     token buckets: per-client bytes and packets, global bytes, control calls
+``flows``      per-flow, per-100 ms counters, bounded
+``udp``        the decision for each datagram (STUN answer or echo, never larger) + its protocol
+``tcp``        the TCP echo / replay sink
+``measure``    ``/v1/measure``: steps run with ``msgwatch.probe.steps``
+``control``    the HTTP/1.1 + JSON API (h11)
+``server``     binds the sockets (the only module here that does) and runs it all
+=============  ===================================================================================
+
+See ``docs/helper.md``.
+"""

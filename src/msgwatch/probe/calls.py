@@ -1,0 +1,139 @@
+"""The call path measured with call-shaped traffic (``docs/method/calls.md``).
+
+For a voice or video function with ``call_ports``, and a test helper, the probe replays to the
+helper's echo on the service's first call port:
+
+- the **original**: the function's profile (voice: ~50 packets/s of 60-200 bytes; video: bursts of
+  1,200-byte packets at ~1 Mbit/s) carrying the service's markers where they are documented;
+- the **control**: the same schedule with every payload bit inverted (Wehe's control: identical
+  sizes and timing, no protocol a classifier could recognise);
+
+one after the other, in an order drawn at random, and, at the same time, a **plain** replay of
+random bytes with the same sizes on a neutral port. Each becomes a target of its own
+(roles ``replay_original``, ``replay_control``, ``replay_neutral``) whose record is in
+``msgwatch_replays``; the judge compares them (``msgwatch.verdicts.calls``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from msgwatch.catalogue import Endpoint, FunctionTargets, Service
+from msgwatch.probe import failures as F
+from msgwatch.probe.chains import ChainOutcome
+from msgwatch.probe.steps.replay import replay
+from msgwatch.probe.trace import Trace
+from msgwatch.wire import calltraffic as C
+
+NEUTRAL_PORT = 40000
+"""A port no messenger uses for calls (the helper echoes on it)."""
+MARKERS: dict[str, C.Marker] = {
+    "whatsapp": "whatsapp",
+    "teams": "teams",
+    "skype": "teams",
+    "zoom": "zoom",
+    "telegram": "telegram",
+    "discord": "discord",
+}
+COOKIE = bytes.fromhex("2112a442")
+LOST = 0.5
+"""A replay that got less than half of its datagrams back failed."""
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    role: str
+    variant: str
+    profile: str
+    port: int
+    packets: list[C.Packet]
+    marker: str | None
+    marked: frozenset[int] = frozenset()
+    """Indices of the original's STUN-framed datagrams (the same positions in its control)."""
+
+
+def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
+    """Datagrams carrying STUN's magic cookie where STUN puts it (RFC 5389: bytes 4-7)."""
+    return frozenset(
+        i for i, p in enumerate(packets) if len(p.payload) >= 20 and p.payload[4:8] == COOKIE
+    )
+
+
+def plans(
+    service: Service, function: FunctionTargets, seconds: float, seed: int
+) -> list[ReplayPlan]:
+    """What to replay for one function (nothing when it has no call ports)."""
+    if function.function not in ("voice", "video") or not function.call_ports or seconds <= 0:
+        return []
+    marker = MARKERS.get(service.id)
+    make = C.voice_profile if function.function == "voice" else C.video_profile
+    original = make(seconds, seed, marker)
+    port = function.call_ports[0]
+    profile = function.function
+    marked = stun_framed(original)
+    return [
+        ReplayPlan("replay_original", "original", profile, port, original, marker, marked),
+        ReplayPlan("replay_control", "control", profile, port, C.control(original), marker, marked),
+        ReplayPlan(
+            "replay_neutral", "plain", profile, NEUTRAL_PORT, C.random_payload(original, seed), None
+        ),
+    ]
+
+
+def _endpoint(plan: ReplayPlan, helper: str, service: Service) -> Endpoint:
+    source = service.sources[0]
+    return Endpoint(
+        id=f"{plan.role.replace('_', '/')}:{plan.port}",
+        host=None,
+        address=helper,
+        port=plan.port,
+        transport="udp",
+        protocol="stun",
+        path="/",
+        source=source.id,
+        checked=source.checked,
+        note=f"{plan.variant} {plan.profile} replay to the test helper",
+    )
+
+
+async def _one(
+    trace: Trace, function: str, helper: str, service: Service, plan: ReplayPlan, deadline: float
+) -> tuple[str, ChainOutcome]:
+    txid = trace.new_transaction()
+    outcome = ChainOutcome(function, _endpoint(plan, helper, service), [txid], address=helper)
+    label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
+             "role": plan.role, "port": plan.port}  # fmt: skip
+    result = await replay(
+        trace, txid, helper, plan.port, plan.packets, deadline, label=label, marked=plan.marked
+    )
+    if result.sent_packets == 0 or result.loss > LOST:
+        outcome.failure = result.failure or F.TIMEOUT
+        outcome.failed_step = "replay"
+    return plan.role, outcome
+
+
+async def run_replays(
+    trace: Trace,
+    service: Service,
+    function: FunctionTargets,
+    helper: str,
+    seconds: float,
+    seed: int,
+    deadline: float,
+) -> list[tuple[str, ChainOutcome]]:
+    """Original and control one after the other (random order), the neutral one alongside."""
+    chosen = plans(service, function, seconds, seed)
+    if not chosen:
+        return []
+    pair, neutral = chosen[:2], chosen[2]
+    random.Random(f"msgwatch-order-{seed}-{service.id}-{function.function}").shuffle(pair)
+
+    async def in_turn() -> list[tuple[str, ChainOutcome]]:
+        return [await _one(trace, function.function, helper, service, p, deadline) for p in pair]
+
+    pair_done, neutral_done = await asyncio.gather(
+        in_turn(), _one(trace, function.function, helper, service, neutral, deadline)
+    )
+    return [*pair_done, neutral_done]

@@ -1,0 +1,148 @@
+"""Judging the call path from its replays (rules in ``calls.toml``, method in docs/method/calls.md).
+
+Reads only the measurement: the replay targets of a function (roles ``replay_original``,
+``replay_control``, ``replay_neutral``), their records in ``msgwatch_replays`` and the STUN call
+path (role ``call_path``). The statistics compare the per-interval throughput and the loss of the
+original with its control (:func:`msgwatch.analysis.stats.compare_replays`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from msgwatch.analysis.stats import ReplayStats, compare_replays
+from msgwatch.verdicts.rules import Verdict
+
+Record = dict[str, Any]
+LOST = 0.5
+"""A replay that got less than half of its datagrams back failed (probe.calls.LOST)."""
+
+
+class CallRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    original: Literal["pass", "fail", "none"] | None = None
+    control: Literal["pass", "fail", "none"] | None = None
+    neutral: Literal["pass", "fail", "none"] | None = None
+    stun: Literal["ok", "failed", "none"] | None = None
+    comparison: str | None = None
+    reason: str | None = None
+    relays: Literal["ok", "failed", "none"] | None = None
+    markers: Literal["lost", "passed", "none"] | None = None
+    verdict: Verdict
+    mechanism: str | None = None
+    confidence: float = Field(ge=0, le=1)
+    explain: str
+
+
+class CallRules(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules_version: str
+    rule: list[CallRule]
+
+
+@lru_cache(maxsize=1)
+def load_call_rules() -> CallRules:
+    text = (resources.files("msgwatch.verdicts") / "calls.toml").read_text(encoding="utf-8")
+    return CallRules.model_validate(tomllib.loads(text))
+
+
+def _state(record: Record | None) -> str:
+    if record is None:
+        return "none"
+    sent = int(record.get("sent_packets") or 0)
+    got = int(record.get("received_packets") or 0)
+    return "pass" if sent and (sent - got) / sent <= LOST else "fail"
+
+
+def _stats(record: Record) -> ReplayStats:
+    intervals = [r for r in record.get("intervals") or [] if isinstance(r, dict)]
+    width = 0.1
+    if len(intervals) > 1:
+        width = float(intervals[1].get("t", 0.1)) - float(intervals[0].get("t", 0.0)) or 0.1
+    throughput = [int(r.get("rx_bytes") or 0) * 8 / width for r in intervals]
+    return ReplayStats(
+        throughput=throughput,
+        sent=int(record.get("sent_packets") or 0),
+        received=int(record.get("received_packets") or 0),
+    )
+
+
+MARKERS_LOST = 0.5
+"""At least half of the original's STUN-framed datagrams lost..."""
+MARKERS_CONTROL_OK = 0.2
+"""...while at most a fifth of the control's datagrams at the same positions were."""
+
+
+def _markers(original: Record | None, control: Record | None) -> str:
+    """Whether the STUN-framed datagrams of the original, and only they, were dropped."""
+    if original is None or control is None:
+        return "none"
+    sent = int(original.get("marked_sent") or 0)
+    if sent == 0:
+        return "none"
+    lost = 1 - int(original.get("marked_received") or 0) / sent
+    control_sent = int(control.get("marked_sent") or 0) or 1
+    control_lost = 1 - int(control.get("marked_received") or 0) / control_sent
+    return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
+
+
+def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
+    """The facts of one function's call path, or None when it was not replayed."""
+    by_role: dict[str, Record] = {}
+    replays = {r.get("transaction_id"): r for r in keys.get("msgwatch_replays") or []
+               if isinstance(r, dict)}  # fmt: skip
+    for target in targets:
+        ids = target.get("transaction_ids") or []
+        record = replays.get(ids[0]) if isinstance(ids, list) and ids else None
+        if record is not None:
+            by_role[str(target.get("role"))] = record
+    if "replay_original" not in by_role or "replay_control" not in by_role:
+        return None
+    stun_targets = [t for t in targets if t.get("role") == "call_path"]
+    stun = "none"
+    if stun_targets:
+        stun = "ok" if any(t.get("failure") is None for t in stun_targets) else "failed"
+    relay_targets = [
+        t
+        for t in targets
+        if t.get("role", "endpoint") == "endpoint" and t.get("transport") == "udp"
+    ]
+    relays = "none"
+    if relay_targets:
+        relays = "ok" if any(t.get("failure") is None for t in relay_targets) else "failed"
+    facts = {
+        "markers": _markers(by_role.get("replay_original"), by_role.get("replay_control")),
+        "relays": relays,
+        "original": _state(by_role.get("replay_original")),
+        "control": _state(by_role.get("replay_control")),
+        "neutral": _state(by_role.get("replay_neutral")),
+        "stun": stun,
+        "comparison": "none",
+        "reason": "none",
+    }
+    if facts["original"] == facts["control"] == "pass":
+        decision = compare_replays(
+            _stats(by_role["replay_original"]), _stats(by_role["replay_control"])
+        )
+        facts["comparison"] = decision.which if decision.verdict == "differentiated" and \
+            decision.which else decision.verdict  # fmt: skip
+        facts["reason"] = decision.reason
+    return facts
+
+
+FACT_KEYS = ("original", "control", "neutral", "stun", "comparison", "reason", "relays", "markers")
+
+
+def match_call(facts: dict[str, str]) -> CallRule:
+    for rule in load_call_rules().rule:
+        if all(getattr(rule, key) is None or getattr(rule, key) == facts[key] for key in FACT_KEYS):
+            return rule
+    raise LookupError("the call rules have no catch-all")
