@@ -1,0 +1,89 @@
+"""The call path judged from replays (verdicts/calls.toml), from measurements alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from msgwatch.verdicts.calls import FACT_KEYS, load_call_rules
+from msgwatch.verdicts.judge import judge
+
+
+def _replay(txid: int, role: str, sent: int, got: int, *, marked: tuple[int, int] = (0, 0),
+            rate: int = 100) -> dict[str, Any]:  # fmt: skip
+    intervals = [{"t": i / 10, "rx_bytes": rate if i < got * 10 // max(sent, 1) else 0}
+                 for i in range(10)]  # fmt: skip
+    return {"transaction_id": txid, "role": role, "sent_packets": sent, "received_packets": got,
+            "marked_sent": marked[0], "marked_received": marked[1], "intervals": intervals}  # fmt: skip
+
+
+def _measurement(
+    original: tuple[int, int], control: tuple[int, int], neutral: tuple[int, int],
+    *, stun_ok: bool = True, relays_ok: bool | None = None, marked: tuple[int, int] = (0, 0),
+) -> dict[str, Any]:  # fmt: skip
+    targets: list[dict[str, Any]] = [
+        {"function": "voice", "role": "endpoint", "transport": "tcp", "transaction_ids": [1],
+         "failed_step": None, "failure": None},
+        {"function": "voice", "role": "call_path", "transport": "udp", "transaction_ids": [2],
+         "failed_step": None if stun_ok else "udp_exchange",
+         "failure": None if stun_ok else "generic_timeout_error"},
+        {"function": "voice", "role": "replay_original", "transport": "udp", "transaction_ids": [3]},
+        {"function": "voice", "role": "replay_control", "transport": "udp", "transaction_ids": [4]},
+        {"function": "voice", "role": "replay_neutral", "transport": "udp", "transaction_ids": [5]},
+    ]  # fmt: skip
+    if relays_ok is not None:
+        targets.append({"function": "voice", "role": "endpoint", "transport": "udp",
+                        "transaction_ids": [6],
+                        "failed_step": None if relays_ok else "udp_exchange",
+                        "failure": None if relays_ok else "generic_timeout_error"})  # fmt: skip
+    replays = [
+        _replay(3, "replay_original", *original, marked=marked),
+        _replay(4, "replay_control", *control, marked=(marked[0], marked[0])),
+        _replay(5, "replay_neutral", *neutral),
+    ]
+    keys = {
+        "msgwatch_service": "svc",
+        "msgwatch_functions": [{"function": "voice", "mode": "any_of"}],
+        "msgwatch_targets": targets,
+        "msgwatch_replays": replays,
+    }
+    return {"input": "svc", "test_keys": keys}
+
+
+def test_call_rules_are_well_formed() -> None:
+    rules = load_call_rules().rule
+    assert len({r.id for r in rules}) == len(rules)
+    assert all(getattr(rules[-1], key) is None for key in FACT_KEYS)  # a catch-all ends them
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "verdict", "mechanism", "rule_id"),
+    [
+        ({"original": (100, 0), "control": (100, 0), "neutral": (100, 0)}, "blocked", "udp.drop_all", "call.drop_all"),
+        ({"original": (100, 0), "control": (100, 0), "neutral": (100, 100)}, "blocked", "udp.drop_ports", "call.drop_ports"),
+        ({"original": (100, 3), "control": (100, 100), "neutral": (100, 100)}, "blocked", "udp.dpi_service", "call.dpi_service"),
+        ({"original": (100, 3), "control": (100, 100), "neutral": (100, 100), "stun_ok": False}, "blocked", "udp.dpi_call", "call.dpi_call"),
+        ({"original": (100, 97), "control": (100, 100), "neutral": (100, 100), "stun_ok": False}, "blocked", "udp.dpi_call", "call.dpi_stun"),
+        ({"original": (100, 97), "control": (100, 100), "neutral": (100, 100), "marked": (4, 0)}, "blocked", "udp.dpi_service", "call.markers_service"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False}, "blocked", "udp.drop_relays", "call.drop_relays"),
+        ({"original": (100, 100), "control": (100, 10), "neutral": (100, 100)}, "inconclusive", "udp.control_failed", "call.control_failed"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": True}, "ok", None, "call.ok"),
+    ],
+)  # fmt: skip
+def test_call_decisions(
+    kwargs: dict[str, Any], verdict: str, mechanism: str | None, rule_id: str
+) -> None:
+    (v,) = judge(_measurement(**kwargs))
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (verdict, mechanism, rule_id)
+    if verdict != "ok":
+        assert set(v["evidence"]) >= {3, 4}
+
+
+def test_blocked_signalling_still_counts_when_the_call_path_is_fine() -> None:
+    m = _measurement((100, 100), (100, 100), (100, 100))
+    m["test_keys"]["msgwatch_targets"][0].update(
+        failed_step="tcp_connect", failure="connection_reset"
+    )
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("blocked", "tcp.reset")
