@@ -76,5 +76,12 @@ def test_az_2017_leaves_domestic_calls_alone(tmp_path: Path, lab_available: None
             seen[f"isp1-{where}"] = lab.run_in("probe1", _stun, lab.helper_address(where))
         seen["isp2-abroad"] = lab.run_in("probe2", _stun, lab.helper_address("abroad"))
 
-    run_scenario(load_scenario("az-2017"), tmp_path, after_phase=check)
+    run = run_scenario(load_scenario("az-2017"), tmp_path, after_phase=check)
     assert seen == {"isp1-domestic": True, "isp1-abroad": False, "isp2-abroad": True}
+    # The probe itself tells "calls abroad blocked" from "calls blocked": the same call-shaped
+    # replay to the domestic helper passed.
+    isp1 = next(r for r in run.runs if r.isp == "isp1")
+    calls = [
+        v for v in isp1.verdicts if v["function"] in ("voice", "video") and v["verdict"] != "ok"
+    ]
+    assert calls and all(v["scope"] == "abroad" for v in calls), calls

@@ -162,6 +162,12 @@ def lab_demo(output: Path | None, as_json: bool) -> None:
             f"  {r['isp']}: {escape(r['service'])} {escape(r['function'])} {r['verdict']} "
             f"({escape(str(r['mechanism']))}) - {escape(r['why'])}"
         )
+    scopes = {r.get("scope") for r in blocked if r["function"] in ("voice", "video")}
+    if scopes == {"abroad"}:
+        console.print(
+            "  The same call-shaped traffic to the helper inside the country got through: calls "
+            "abroad are blocked, domestic calls work."
+        )
     console.print(
         "  Everything else works on both ISPs: text, media and web of every service, and calls on ISP 2."
     )

@@ -142,6 +142,7 @@ def cli() -> None:
               help="Seconds: the whole run's deadline.")  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
+@click.option("--domestic-helper", help="A test helper inside the country (domestic calls).")
 @click.option("--download-path", help="Path of a large object for media throughput tests.")
 @click.option("--replay-seconds", type=click.FloatRange(0, 60), default=0.0, show_default=True,
               help="With --helper: seconds of each call-traffic replay (0: no replays).")  # fmt: skip
@@ -162,6 +163,7 @@ def run_command(
     timeout: float,
     concurrency: int,
     helper: str | None,
+    domestic_helper: str | None,
     download_path: str | None,
     replay_seconds: float,
     budget_mb: float,
@@ -188,6 +190,7 @@ def run_command(
         concurrency=concurrency,
         helper=helper,
         replay_seconds=replay_seconds,
+        domestic_helper=domestic_helper,
         budget_bytes=int(budget_mb * 1_000_000),
         functions=wanted,
         probe_asn=probe_asn,

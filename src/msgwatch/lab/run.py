@@ -88,6 +88,7 @@ def compare(
                 "match": v["verdict"] == e.verdict and v["mechanism"] == e.mechanism,
                 "why": e.why,
                 "evidence": v.get("evidence", []),
+                "scope": v.get("scope"),
             }
         )
     return rows
@@ -102,6 +103,7 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--resolver", lab.resolver(isp),
         "--ca-bundle", str(lab.ca_bundle),
         "--helper", lab.helper_address("abroad"),
+        "--domestic-helper", lab.helper_address("domestic"),
         "--download-path", BULK_PATH,
         "--yes",
         "--replay-seconds", str(scenario.replay_seconds),
@@ -133,8 +135,9 @@ def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[P
             raise RuntimeError(
                 f"the probe failed on {isp} (exit {proc.returncode}): {stderr[-2000:]}"
             )
-        verdicts = json.loads(stdout)["verdicts"]
+        json.loads(stdout)  # the run's --json answer must parse; the full verdicts are below
         measurements = [json.loads(line) for line in output.read_text().splitlines()]
+        verdicts = [v for m in measurements for v in m["test_keys"]["msgwatch_verdicts"]]
         runs.append(PhaseRun(phase, isp, verdicts, measurements, time.monotonic() - started))
     return runs
 

@@ -62,7 +62,11 @@ def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
 
 
 def plans(
-    service: Service, function: FunctionTargets, seconds: float, seed: int
+    service: Service,
+    function: FunctionTargets,
+    seconds: float,
+    seed: int,
+    domestic: bool = False,
 ) -> list[ReplayPlan]:
     """What to replay for one function (nothing when it has no call ports)."""
     if function.function not in ("voice", "video") or not function.call_ports or seconds <= 0:
@@ -78,6 +82,12 @@ def plans(
         ReplayPlan("replay_control", "control", profile, port, C.control(original), marker, marked),
         ReplayPlan(
             "replay_neutral", "plain", profile, NEUTRAL_PORT, C.random_payload(original, seed), None
+        ),
+        # The same call to a helper inside the country: "calls abroad blocked" or "calls blocked".
+        *(
+            [ReplayPlan("replay_domestic", "original", profile, port, original, marker, marked)]
+            if domestic
+            else []
         ),
     ]
 
@@ -101,6 +111,7 @@ def _endpoint(plan: ReplayPlan, helper: str, service: Service) -> Endpoint:
 async def _one(
     trace: Trace, function: str, helper: str, service: Service, plan: ReplayPlan, deadline: float
 ) -> tuple[str, ChainOutcome]:
+    """One replay to ``helper`` as a target of its own."""
     txid = trace.new_transaction()
     outcome = ChainOutcome(function, _endpoint(plan, helper, service), [txid], address=helper)
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
@@ -122,18 +133,25 @@ async def run_replays(
     seconds: float,
     seed: int,
     deadline: float,
+    domestic_helper: str | None = None,
 ) -> list[tuple[str, ChainOutcome]]:
-    """Original and control one after the other (random order), the neutral one alongside."""
-    chosen = plans(service, function, seconds, seed)
+    """Original and control one after the other (random order); the neutral replay, and the one
+    to the domestic helper, alongside."""
+    chosen = plans(service, function, seconds, seed, domestic=domestic_helper is not None)
     if not chosen:
         return []
-    pair, neutral = chosen[:2], chosen[2]
+    pair, others = chosen[:2], chosen[2:]
     random.Random(f"msgwatch-order-{seed}-{service.id}-{function.function}").shuffle(pair)
+    name = function.function
 
     async def in_turn() -> list[tuple[str, ChainOutcome]]:
-        return [await _one(trace, function.function, helper, service, p, deadline) for p in pair]
+        return [await _one(trace, name, helper, service, p, deadline) for p in pair]
 
-    pair_done, neutral_done = await asyncio.gather(
-        in_turn(), _one(trace, function.function, helper, service, neutral, deadline)
-    )
-    return [*pair_done, neutral_done]
+    alongside = [
+        _one(trace, name, domestic_helper if p.role == "replay_domestic" and domestic_helper
+             else helper, service, p, deadline)
+        for p in others
+    ]  # fmt: skip
+    pair_done = asyncio.ensure_future(in_turn())
+    rest = await asyncio.gather(*alongside)
+    return [*(await pair_done), *rest]

@@ -52,6 +52,9 @@ class RunConfig:
     replay_seconds: float = 0.0
     """With a helper: length of each call-traffic replay (original, control, neutral) of voice and
     video functions that list call ports; 0 turns replays off."""
+    domestic_helper: str | None = None
+    """A test helper inside the country: the original replay is also sent there, which tells
+    "calls abroad are blocked" from "calls are blocked"."""
     replay_seed: int | None = None
     """Seed of the replays' schedules and order (a random one per run when None)."""
     budget_bytes: int | None = 20 * 1000 * 1000
@@ -162,8 +165,9 @@ async def run(
         assert config.helper is not None
         async with semaphore:
             done = await run_replays(
-                trace, service, function, config.helper, config.replay_seconds, seed, deadline
-            )
+                trace, service, function, config.helper, config.replay_seconds, seed, deadline,
+                config.domestic_helper,
+            )  # fmt: skip
         for _, outcome in done:
             if progress is not None:
                 progress(service.id, outcome)

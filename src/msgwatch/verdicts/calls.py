@@ -124,6 +124,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         "original": _state(by_role.get("replay_original")),
         "control": _state(by_role.get("replay_control")),
         "neutral": _state(by_role.get("replay_neutral")),
+        "domestic": _state(by_role.get("replay_domestic")),
         "stun": stun,
         "comparison": "none",
         "reason": "none",

@@ -180,6 +180,14 @@ def _combine(mode: str, judged: list[tuple[Record, Rule]]) -> tuple[str, str | N
     return verdict, mechanism, [t for t, r in group if r.mechanism == mechanism]
 
 
+def _scope(verdict: str, facts: dict[str, str] | None) -> str | None:
+    """For a call path that is not ok: ``abroad`` when the same call to the domestic helper
+    passed, ``all`` when it failed too, None when there was none."""
+    if verdict == "ok" or facts is None or facts.get("domestic") in (None, "none"):
+        return None
+    return "abroad" if facts["domestic"] == "pass" else "all"
+
+
 def judge(measurement: Record) -> list[Record]:
     """Verdicts for every function of the measurement's service, in catalogue order."""
     keys = measurement.get("test_keys") or {}
@@ -228,6 +236,7 @@ def judge(measurement: Record) -> list[Record]:
                 "function": name,
                 "coverage": str(function.get("coverage") or "full"),
                 "call_path": any(t.get("role") == "call_path" for t in mine),
+                "scope": _scope(verdict, facts),
                 "verdict": verdict,
                 "mechanism": mechanism,
                 "confidence": confidence,
