@@ -87,3 +87,20 @@ def test_blocked_signalling_still_counts_when_the_call_path_is_fine() -> None:
     )
     (v,) = judge(m)
     assert (v["verdict"], v["mechanism"]) == ("blocked", "tcp.reset")
+
+
+def test_an_open_tcp_fallback_turns_blocked_into_degraded() -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    m["test_keys"]["msgwatch_targets"].append(
+        {"function": "voice", "role": "endpoint", "transport": "tcp", "protocol": "turn",
+         "transaction_ids": [7], "failed_step": None, "failure": None}
+    )  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"], v["fallback"]) == (
+        "degraded", "udp.drop_all", "call.drop_all+fallback", "open",
+    )  # fmt: skip
+    m["test_keys"]["msgwatch_targets"][-1].update(
+        failed_step="tcp_connect", failure="connection_reset"
+    )
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"], v["fallback"]) == ("blocked", "call.drop_all", "closed")

@@ -118,7 +118,18 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     relays = "none"
     if relay_targets:
         relays = "ok" if any(t.get("failure") is None for t in relay_targets) else "failed"
+    fallback_targets = [
+        t
+        for t in targets
+        if t.get("role", "endpoint") == "endpoint"
+        and t.get("transport") in ("tcp", "tls")
+        and t.get("protocol") in ("stun", "turn")
+    ]
+    fallback = "none"
+    if fallback_targets:
+        fallback = "open" if any(t.get("failure") is None for t in fallback_targets) else "closed"
     facts = {
+        "fallback": fallback,
         "markers": _markers(by_role.get("replay_original"), by_role.get("replay_control")),
         "relays": relays,
         "original": _state(by_role.get("replay_original")),
@@ -142,8 +153,23 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
 FACT_KEYS = ("original", "control", "neutral", "stun", "comparison", "reason", "relays", "markers")
 
 
+def with_fallback(rule: CallRule, facts: dict[str, str]) -> CallRule:
+    """A blocked UDP call path with the service's TCP/TLS relay fallback open is ``degraded``:
+    calls may still connect, over TCP, badly (calls.toml's header)."""
+    if rule.verdict == "blocked" and facts.get("fallback") == "open":
+        return rule.model_copy(
+            update={
+                "id": f"{rule.id}+fallback",
+                "verdict": "degraded",
+                "explain": rule.explain + " The TCP/TLS fallback to the relays is open: calls may "
+                "still connect, over TCP, badly.",
+            }
+        )
+    return rule
+
+
 def match_call(facts: dict[str, str]) -> CallRule:
     for rule in load_call_rules().rule:
         if all(getattr(rule, key) is None or getattr(rule, key) == facts[key] for key in FACT_KEYS):
-            return rule
+            return with_fallback(rule, facts)
     raise LookupError("the call rules have no catch-all")

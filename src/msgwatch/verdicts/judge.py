@@ -237,6 +237,7 @@ def judge(measurement: Record) -> list[Record]:
                 "coverage": str(function.get("coverage") or "full"),
                 "call_path": any(t.get("role") == "call_path" for t in mine),
                 "scope": _scope(verdict, facts),
+                "fallback": facts.get("fallback") if facts else None,
                 "verdict": verdict,
                 "mechanism": mechanism,
                 "confidence": confidence,
