@@ -104,6 +104,7 @@ def test_test_keys_are_copies() -> None:
     assert sorted(keys) == [
         "msgwatch_bytes",
         "msgwatch_dropped_events",
+        "msgwatch_helper_views",
         "msgwatch_replays",
         "msgwatch_throughput",
         "msgwatch_udp_exchanges",

@@ -15,13 +15,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
-from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule
+from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule, resolve_selector
 from msgwatch.lab.servers import BULK_PATH
 
 FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
@@ -142,6 +142,33 @@ def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[P
     return runs
 
 
+def outage_ruleset(prefixes: Sequence[tuple[str, str]]) -> str:
+    """nftables for the abroad namespace: drop what reaches the "down" servers (input hook).
+    ``prefixes``: (prefix, proto). Declared, deleted and declared again: an atomic replacement."""
+    lines = []
+    for prefix, proto in prefixes:
+        family = "ip6" if ":" in prefix else "ip"
+        match = "" if proto == "any" else f" meta l4proto {proto}"
+        lines.append(f"        {family} daddr {prefix}{match} drop")
+    body = "\n".join(lines)
+    return (
+        "table inet msgwatch_outage {}\ndelete table inet msgwatch_outage\n"
+        "table inet msgwatch_outage {\n    chain down {\n"
+        "        type filter hook input priority 0; policy accept;\n"
+        f"{body}\n    }}\n}}\n"
+    )
+
+
+def apply_outages(lab: Any, scenario: Scenario, phase_index: int, workdir: Path) -> None:
+    phase = scenario.phase[phase_index]
+    prefixes = [
+        (p, o.proto) for o in phase.outage for t in o.to for p in resolve_selector(t, lab.mapping)
+    ]
+    ruleset = workdir / f"{scenario.name}-outage.nft"
+    ruleset.write_text(outage_ruleset(prefixes))
+    lab.exec("abroad", ["nft", "-f", str(ruleset)], check=True, capture_output=True)
+
+
 def apply_phase(lab: Any, scenario: Scenario, phase_index: int) -> None:
     from msgwatch.lab import censor
 
@@ -181,6 +208,7 @@ def run_scenario(
         for index, phase in enumerate(scenario.phase):
             t0 = time.monotonic()
             apply_phase(lab, scenario, index)
+            apply_outages(lab, scenario, index, workdir)
             runs = probe_all(lab, scenario, phase.name, workdir)
             result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
             for run in runs:

@@ -62,10 +62,18 @@ class RuleEntry(BaseModel):
         return data
 
 
+class Outage(_Strict):
+    """Servers abroad down for everyone (not censorship): their traffic is dropped where they are."""
+
+    to: list[str] = Field(min_length=1)
+    proto: Literal["udp", "tcp", "any"] = "udp"
+
+
 class Phase(_Strict):
     name: str
     description: str = ""
     rule: list[RuleEntry] = []
+    outage: list[Outage] = []
 
 
 class Expect(_Strict):

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
 from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainOutcome
+from msgwatch.probe.steps.control import helper_measure
 from msgwatch.probe.steps.replay import replay
 from msgwatch.probe.trace import Trace
 from msgwatch.wire import calltraffic as C
@@ -153,5 +155,29 @@ async def run_replays(
         for p in others
     ]  # fmt: skip
     pair_done = asyncio.ensure_future(in_turn())
+    view = asyncio.ensure_future(_helper_view(trace, service, function, helper, deadline))
     rest = await asyncio.gather(*alongside)
-    return [*(await pair_done), *rest]
+    return [*(await pair_done), *rest, *(await view)]
+
+
+async def _helper_view(
+    trace: Trace, service: Service, function: FunctionTargets, helper: str, deadline: float
+) -> list[tuple[str, ChainOutcome]]:
+    """The helper's own STUN/TURN exchanges with the function's UDP relays, at the same time:
+    a relay down for everyone is not blocked here (role ``helper_view``)."""
+    relays = [e for e in function.endpoints
+              if e.transport == "udp" and e.protocol in ("stun", "turn")]  # fmt: skip
+    if not relays:
+        return []
+    steps: list[dict[str, Any]] = [
+        {"kind": e.protocol, "port": e.port,
+         **({"address": e.address} if e.address else {"host": e.host})}
+        for e in relays[:16]
+    ]  # fmt: skip
+    txid = trace.new_transaction()
+    record = await helper_measure(trace, txid, helper, steps, deadline)
+    endpoint = relays[0].model_copy(update={"id": "helper-view", "address": helper})
+    outcome = ChainOutcome(function.function, endpoint, [txid], address=helper)
+    if record["failure"] is not None:
+        outcome.failure, outcome.failed_step = record["failure"], "helper_view"
+    return [("helper_view", outcome)]

@@ -87,6 +87,7 @@ class Trace:
     udp_exchanges: list[Record] = field(default_factory=list)
     throughput: list[Record] = field(default_factory=list)
     replays: list[Record] = field(default_factory=list)
+    helper_views: list[Record] = field(default_factory=list)
     probe_addresses: set[str] = field(default_factory=set)
     budget: Budget = field(default_factory=Budget)
     bytes_sent: int = 0
@@ -198,6 +199,11 @@ class Trace:
     def download(self, record: Record) -> None:
         self._append(self.throughput, record)
 
+    # -- msgwatch_helper_views -----------------------------------------------------------------
+
+    def helper_view(self, record: Record) -> None:
+        self._append(self.helper_views, record)
+
     # -- msgwatch_replays ----------------------------------------------------------------------
 
     def replay(self, record: Record) -> None:
@@ -214,6 +220,7 @@ class Trace:
             "msgwatch_udp_exchanges": list(self.udp_exchanges),
             "msgwatch_throughput": list(self.throughput),
             "msgwatch_replays": list(self.replays),
+            "msgwatch_helper_views": list(self.helper_views),
             "msgwatch_dropped_events": self.dropped,
             "msgwatch_bytes": {"sent": self.bytes_sent, "received": self.bytes_received},
         }

@@ -34,6 +34,7 @@ class CallRule(BaseModel):
     comparison: str | None = None
     reason: str | None = None
     relays: Literal["ok", "failed", "none"] | None = None
+    relays_helper: Literal["ok", "failed", "none"] | None = None
     markers: Literal["lost", "passed", "none"] | None = None
     verdict: Verdict
     mechanism: str | None = None
@@ -128,7 +129,17 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     fallback = "none"
     if fallback_targets:
         fallback = "open" if any(t.get("failure") is None for t in fallback_targets) else "closed"
+    views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
+             if isinstance(r, dict)}  # fmt: skip
+    relays_helper = "none"
+    for target in (t for t in targets if t.get("role") == "helper_view"):
+        ids = target.get("transaction_ids") or []
+        view = views.get(ids[0]) if isinstance(ids, list) and ids else None
+        results = [r for r in (view or {}).get("results") or [] if isinstance(r, dict)]
+        if view is not None and view.get("failure") is None and results:
+            relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
     facts = {
+        "relays_helper": relays_helper,
         "fallback": fallback,
         "markers": _markers(by_role.get("replay_original"), by_role.get("replay_control")),
         "relays": relays,
@@ -150,7 +161,10 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     return facts
 
 
-FACT_KEYS = ("original", "control", "neutral", "stun", "comparison", "reason", "relays", "markers")
+FACT_KEYS = (
+    "original", "control", "neutral", "stun", "comparison", "reason", "relays", "relays_helper",
+    "markers",
+)  # fmt: skip
 
 
 def with_fallback(rule: CallRule, facts: dict[str, str]) -> CallRule:
