@@ -42,6 +42,7 @@ bench: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/run_blocked_catalogue.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/lab_up_down.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/lab_scenarios.py
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/calls.py
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info
