@@ -30,6 +30,8 @@ FAILURES = {
     "ssl_invalid_certificate", "ssl_failed_handshake", "http_invalid_response",
     "stun_invalid_response", "stun_error_response", "turn_no_challenge",
     "destination_not_allowed", "budget_exceeded",
+    "mtproto_invalid_response", "mtproto_truncated_response", "mtproto_nonce_mismatch",
+    "mtproto_transport_error", "whatsapp_invalid_response", "whatsapp_truncated_response",
 }  # fmt: skip
 ENVELOPE = {
     "annotations": dict, "data_format_version": str, "extensions": dict,
@@ -87,8 +89,8 @@ def problems(m: dict[str, Any], *, msgwatch: bool = True) -> list[str]:
             out.append(f"test_keys.{name} is not a list")
     if out:
         return out
-    for name in (*STANDARD, "msgwatch_udp_exchanges"):
-        for i, entry in enumerate(keys[name]):
+    for name in (*STANDARD, "msgwatch_udp_exchanges", "msgwatch_app_handshakes"):
+        for i, entry in enumerate(keys.get(name) or []):
             where = f"test_keys.{name}[{i}]"
             t0, t = entry.get("t0"), entry.get("t")
             if not isinstance(t, float | int) or (t0 is not None and not 0 <= t0 <= t):

@@ -54,7 +54,7 @@ def test_every_rule_type_is_registered_under_its_name() -> None:
     assert set(RULE_TYPES) == {
         "dns_nxdomain", "dns_forge", "dns_inject", "blackhole", "reject_tcp", "reset_on_keyword",
         "drop_on_keyword", "http_redirect_blockpage", "drop_udp", "drop_stun",
-        "drop_call_signature", "police", "shape", "random_drop",
+        "drop_call_signature", "tcp_signature", "police", "shape", "random_drop",
     }  # fmt: skip
 
 
@@ -78,6 +78,9 @@ def test_every_rule_type_is_registered_under_its_name() -> None:
         ({"type": "random_drop", "percent": 101}, "percent: Input should be less than or equal to 100"),
         ({"type": "drop_call_signature", "signature": "skype"}, "signature: Input should be"),
         ({"type": "drop_call_signature"}, "needs exactly one of `signature`"),
+        ({"type": "tcp_signature"}, "tcp_signature needs exactly one of `signature` (mtproto_"),
+        ({"type": "tcp_signature", "signature": "mtproto_intermediate", "action": "tarpit"},
+         "action: Input should be 'reset' or 'drop'"),
         ({"type": "police", "rate_kbit": 130}, "police needs `to`, `keywords` and/or `ports`"),
     ],
 )  # fmt: skip
@@ -131,6 +134,24 @@ def test_keyword_rules_compile_to_string_matches_in_the_censors_own_chain() -> N
     assert marks == ["0x1/0x1", "0x1/0x1", "0x2/0x2", "0x2/0x2"]  # one bit per rule
     assert "ct mark & 0x00000001 == 0x00000001 drop" in compiled.nft
     assert "limit rate over 16250 bytes/second" in compiled.nft
+
+
+def test_tcp_signatures_match_the_payload_after_the_tcp_header() -> None:
+    compiled = compile_rules(rules(
+        {"type": "tcp_signature", "signature": "mtproto_intermediate"},
+        {"type": "tcp_signature", "patterns": [{"offset": 2, "value": "cafe"}], "ports": [443],
+         "to": ["198.18.16.0/24"], "action": "drop"},
+    ), CTX)  # fmt: skip
+    assert (
+        'meta l4proto tcp @ih,0,32 0xeeeeeeee reject with tcp reset comment "r0 tcp_signature"'
+        in compiled.nft
+    )
+    assert (
+        "ip daddr { 198.18.16.0/24 } meta l4proto tcp th dport { 443 } @ih,16,16 0xcafe drop"
+        in compiled.nft
+    )
+    assert "saddr" not in compiled.nft  # the client's bytes only: nothing on the way back
+    assert compiled.iptables == []
 
 
 def test_resolver_lies_are_dnsmasq_lines() -> None:
@@ -376,6 +397,25 @@ def test_drop_call_signature(net: N.CensorNet, censor: Any) -> None:
     assert net.client(N.udp_echo, N.SERVER, 5000, [inverted]) == 1
     assert net.client(N.udp_echo, N.SERVER, 5001, [b"\x00\x00\xca\xfe" + os.urandom(8)]) == 0
     assert net.client(N.udp_echo, N.SERVER, 5001, [b"\xca\xfe\x00\x00" + os.urandom(8)]) == 1
+
+
+@pytest.mark.netns
+def test_tcp_signature(net: N.CensorNet, censor: Any) -> None:
+    censor(
+        {"type": "tcp_signature", "signature": "mtproto_intermediate"},
+        {"type": "tcp_signature", "signature": "whatsapp_prologue", "to": ["198.18.202.0/24"],
+         "action": "drop"},
+    )  # fmt: skip
+    request = b"GET / HTTP/1.0\r\n\r\n"  # the port 80 server answers once it sees the blank line
+    mtproto = b"\xee\xee\xee\xee" + request
+    assert net.client(N.tcp_exchange, N.SERVER, 80) == "connected"  # the handshake passes
+    assert net.client(N.tcp_exchange, N.SERVER, 80, mtproto) == "reset"
+    assert net.client(N.tcp_exchange, N.SERVER_C, 443, mtproto) == "reset"  # any address, port
+    assert net.client(N.tcp_exchange, N.SERVER6, 80, mtproto) == "reset"
+    assert net.client(N.tcp_exchange, N.SERVER, 80, request) == "sent"
+    assert net.client(N.tcp_exchange, N.SERVER, 80, request + b"\xee\xee\xee\xee") == "sent"
+    assert net.client(N.tcp_exchange, N.SERVER_B, 80, b"WA" + request) == "timeout"
+    assert net.client(N.tcp_exchange, N.SERVER, 80, b"WA" + request) == "sent"  # not to `to`
 
 
 @pytest.mark.netns

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import dns.message
@@ -33,6 +35,7 @@ from msgwatch.lab.servers import plan_services
 from msgwatch.lab.topology import Lab, LabError
 from msgwatch.probe.steps.stun import build_request
 from msgwatch.servers.proc import bound
+from msgwatch.wire import mtproto, whatsapp
 
 LAB = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
 ALLOWED = [*LAB, ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
@@ -75,6 +78,8 @@ def test_every_catalogue_endpoint_has_a_server() -> None:
     mapping = map_catalogue(load_catalogue())
     plan = plan_services(mapping)
     served = {(a, p) for a, p, _ in plan.web} | set(plan.turn) | plan.echo_tcp
+    served |= plan.mtproto | plan.whatsapp
+    assert plan.mtproto and plan.whatsapp  # Telegram DCs, WhatsApp chat: the responders
     for service in mapping.catalogue.services:
         for function in service.functions:
             for e in function.endpoints:
@@ -227,8 +232,11 @@ def test_probe_reaches_resolver_https_stun_and_domestic_helper(lab: Lab, isp: st
                         stun.Message(stun.Method.BINDING, stun.Class.REQUEST))  # fmt: skip
     assert helper.message_class == stun.Class.RESPONSE
 
-    chat = _endpoint(lab, "whatsapp_chat")
-    assert lab.run_in(probe, _echo, _address(lab, chat), chat.port, b"hello") == b"hello"
+    chat = _endpoint(lab, "whatsapp_chat")  # the helper answers as WhatsApp's chat does
+    hello = lab.run_in(probe, _echo, _address(lab, chat), chat.port,
+                       whatsapp.client_hello(os.urandom(32)))  # fmt: skip
+    frame = whatsapp.parse_server_hello(hello)
+    assert isinstance(frame, whatsapp.ServerFrame) and frame.server_hello
 
     block = lab.run_in(probe, _echo, lab.blockpage_ip(isp), 80, b"GET / HTTP/1.0\r\n\r\n")
     assert block.startswith(b"HTTP/1.1 403") and b"blocked by order of" in block
@@ -238,8 +246,11 @@ def test_probe_reaches_resolver_https_stun_and_domestic_helper(lab: Lab, isp: st
 def test_ipv6_on_the_isp1_path(lab: Lab) -> None:
     answer = lab.run_in("probe1", _query, P.PUBLIC_RESOLVER6, next(iter(lab.mapping.hosts)))
     assert answer.rcode() == dns.rcode.NOERROR and answer.answer
-    mtproto6 = _endpoint(lab, "mtproto", v6=True)
-    assert lab.run_in("probe1", _echo, _address(lab, mtproto6), mtproto6.port, b"x") == b"x"
+    mtproto6 = _endpoint(lab, "mtproto", v6=True)  # the helper answers as a data centre does
+    nonce = os.urandom(16)
+    request = mtproto.req_pq_multi(nonce, mtproto.message_id(time.time()))
+    answer = lab.run_in("probe1", _echo, _address(lab, mtproto6), mtproto6.port, request)
+    assert isinstance(mtproto.parse_res_pq(answer, nonce), mtproto.ResPQ)
 
 
 @pytest.mark.netns

@@ -102,6 +102,7 @@ def test_test_keys_are_copies() -> None:
     trace = Trace()
     keys = trace.test_keys()
     assert sorted(keys) == [
+        "msgwatch_app_handshakes",
         "msgwatch_bytes",
         "msgwatch_dropped_events",
         "msgwatch_helper_views",

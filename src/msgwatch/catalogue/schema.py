@@ -38,8 +38,8 @@ Protocol = Literal[
     "http",  # TCP + HTTP/1.1 GET in clear text
     "stun",  # STUN Binding request
     "turn",  # TURN Allocate request without credentials (a 401 proves the relay path)
-    "mtproto",  # Telegram's MTProto transport (req_pq_multi: step 3; TCP connect until then)
-    "whatsapp_chat",  # WhatsApp's chat connection opening (step 3; TCP connect until then)
+    "mtproto",  # TCP connect + MTProto req_pq_multi; the data centre answers resPQ
+    "whatsapp_chat",  # TCP connect + WhatsApp's chat opening (WA prologue, Noise hello)
 ]
 Mode = Literal["any_of", "all_of"]
 

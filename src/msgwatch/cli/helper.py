@@ -71,6 +71,18 @@ def helper_group() -> None:
 )
 @click.option("--udp-listen", multiple=True, metavar="ADDR:PORT", help="One more UDP socket.")
 @click.option("--tcp-listen", multiple=True, metavar="ADDR:PORT", help="One more TCP socket.")
+@click.option(
+    "--mtproto-listen",
+    multiple=True,
+    metavar="ADDR:PORT",
+    help="A TCP socket answering MTProto's req_pq_multi with a resPQ (the lab's Telegram DCs).",
+)
+@click.option(
+    "--whatsapp-listen",
+    multiple=True,
+    metavar="ADDR:PORT",
+    help="A TCP socket answering WhatsApp's chat opening with a ServerHello (the lab's chat).",
+)
 @click.option("--lab", is_flag=True, help="Lab mode: measure only 198.18.0.0/15 and 2001:db8::/32.")
 @click.option(
     "--allow",
@@ -122,7 +134,8 @@ def helper_group() -> None:
 )
 def serve_command(
     listen: tuple[str, ...], control_port: int, udp_ports: str, tcp_ports: str,
-    udp_listen: tuple[str, ...], tcp_listen: tuple[str, ...], lab: bool, allow: tuple[str, ...],
+    udp_listen: tuple[str, ...], tcp_listen: tuple[str, ...], mtproto_listen: tuple[str, ...],
+    whatsapp_listen: tuple[str, ...], lab: bool, allow: tuple[str, ...],
     budget_bytes: int, global_budget_bytes: int | None, rate_pps: int, measure_per_minute: int,
     resolver: str | None, ca_bundle: str | None, log_level: str,
 ) -> None:  # fmt: skip
@@ -147,6 +160,8 @@ def serve_command(
         tcp_ports=parse_ports(tcp_ports),
         udp_listen=_endpoints(udp_listen, "--udp-listen"),
         tcp_listen=_endpoints(tcp_listen, "--tcp-listen"),
+        mtproto_listen=_endpoints(mtproto_listen, "--mtproto-listen"),
+        whatsapp_listen=_endpoints(whatsapp_listen, "--whatsapp-listen"),
         control_port=control_port or None,
         policy=policy,
         budget_bytes=budget_bytes,
@@ -156,7 +171,8 @@ def serve_command(
         ca_bundle=ca_bundle,
         control=ControlSettings(calls_per_minute=calls),
     )
-    if not (config.udp_endpoints() or config.tcp_endpoints() or config.control_endpoints()):
+    if not (config.udp_endpoints() or config.tcp_endpoints() or config.control_endpoints()
+            or config.mtproto_listen or config.whatsapp_listen):  # fmt: skip
         raise _err("nothing to serve: give ports or --udp-listen/--tcp-listen", EXIT_USAGE)
     logging.basicConfig(
         stream=sys.stderr,

@@ -13,6 +13,8 @@ What it binds (never more than it is told):
   every ``udp_listen`` ADDR:PORT;
 - TCP echo (:mod:`~msgwatch.helper.tcp`) on every ``listen`` address × ``tcp_ports``, plus every
   ``tcp_listen`` ADDR:PORT (the lab's TCP-only service endpoints);
+- protocol responders (:mod:`~msgwatch.helper.responders`) on every ``mtproto_listen`` and
+  ``whatsapp_listen`` ADDR:PORT (the lab's Telegram data centres and WhatsApp chat endpoints);
 - the control API (:mod:`~msgwatch.helper.control`) on every ``listen`` address × ``control_port``.
 
 Port 0 binds an ephemeral port (the tests use it); :attr:`Helper.bound` says what was bound. IPv6
@@ -45,6 +47,7 @@ from msgwatch.helper.limits import DEFAULT_BUDGET_BYTES, DEFAULT_RATE_PPS, Limit
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.measure import MeasureConfig
 from msgwatch.helper.policy import Policy
+from msgwatch.helper.responders import Kind, Responder
 from msgwatch.helper.tcp import TCPEcho
 from msgwatch.helper.udp import UDPEndpoint, UDPService
 
@@ -90,6 +93,10 @@ class HelperConfig:
     tcp_ports: Sequence[int] = CALL_PORTS
     udp_listen: Sequence[Endpoint] = ()
     tcp_listen: Sequence[Endpoint] = ()
+    mtproto_listen: Sequence[Endpoint] = ()
+    """Sockets answering MTProto's req_pq_multi with a resPQ (the lab's Telegram data centres)."""
+    whatsapp_listen: Sequence[Endpoint] = ()
+    """Sockets answering WhatsApp's chat opening with a ServerHello (the lab's chat endpoints)."""
     control_port: int | None = CONTROL_PORT
     """None: no control API."""
     policy: Policy = field(default_factory=Policy.production)
@@ -108,6 +115,10 @@ class HelperConfig:
 
     def tcp_endpoints(self) -> list[Endpoint]:
         return _endpoints(self.listen, self.tcp_ports, self.tcp_listen)
+
+    def responder_endpoints(self, kind: Kind) -> list[Endpoint]:
+        listed = self.mtproto_listen if kind == "mtproto" else self.whatsapp_listen
+        return _endpoints((), (), listed)
 
     def control_endpoints(self) -> list[Endpoint]:
         if self.control_port is None:
@@ -168,9 +179,16 @@ class Helper:
         udp_ports = {p for _, p in config.udp_endpoints()}
         self.udp = UDPService(self.flows, self.limits, frozenset(udp_ports), self.names)
         self.tcp = TCPEcho(self.limits, max_bytes=config.tcp_max_bytes, names=self.names)
+        kinds: tuple[Kind, ...] = ("mtproto", "whatsapp")
+        self.responders = {
+            kind: Responder(kind, self.limits, names=self.names)
+            for kind in kinds
+            if config.responder_endpoints(kind)
+        }
         measure = MeasureConfig(config.policy, config.resolver, config.ca_bundle)
         self.control = ControlAPI(self.flows, measure, self.health, self.names, config.control)
         self.bound: dict[str, list[Endpoint]] = {"udp": [], "tcp": [], "control": []}
+        self.bound |= {kind: [] for kind in self.responders}
         self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,10 +205,13 @@ class Helper:
                 )
                 self._transports.append(transport)
                 self.bound["udp"].append((address, actual))
-            for role, handler, endpoints in (
+            streams: list[tuple[str, Handler, list[Endpoint]]] = [
                 ("tcp", self.tcp, self.config.tcp_endpoints()),
                 ("control", self.control, self.config.control_endpoints()),
-            ):
+            ]
+            streams += [(kind, responder, self.config.responder_endpoints(kind))
+                        for kind, responder in self.responders.items()]  # fmt: skip
+            for role, handler, endpoints in streams:
                 for address, port in endpoints:
                     sock = _socket(socket.SOCK_STREAM, address, port)
                     server = await asyncio.start_server(_ended_quietly(handler), sock=sock,
@@ -244,7 +265,8 @@ class Helper:
                 "limits": self.limits.counters.as_dict() | self.control.calls.counters.as_dict(),
                 "control": dict(self.control.counters),
                 "flows": len(self.flows),
-            },
+            }
+            | {kind: r.counters.as_dict() for kind, r in self.responders.items()},
         }
 
     async def _housekeeping(self) -> None:
@@ -269,10 +291,11 @@ async def serve(config: HelperConfig, ready: asyncio.Event | None = None) -> Non
         loop.add_signal_handler(sig, stop.set)
     async with Helper(config) as helper:
         logger.info(
-            "msgwatch helper %s (%s mode; targets: %s): udp %s; tcp %s; control %s",
+            "msgwatch helper %s (%s mode; targets: %s): udp %s; tcp %s; control %s%s",
             __version__, config.policy.mode, ", ".join(config.policy.describe()),
             _summary(helper.bound["udp"]), _summary(helper.bound["tcp"]),
             _summary(helper.bound["control"]),
+            "".join(f"; {kind} {_summary(helper.bound[kind])}" for kind in helper.responders),
         )  # fmt: skip
         if ready is not None:
             ready.set()

@@ -9,9 +9,11 @@ abroad     dnsmasq, the public resolver (198.18.3.53, 2001:db8:3::53): every cat
            certificate of its own for any other name;
            coturn, one per port (and transport set): every ``stun``/``turn`` endpoint — Binding is
            answered, an Allocate without credentials gets 401 with REALM and NONCE;
-           the msgwatch test helper (``msgwatch helper serve --lab``): TCP echo on every
-           ``tcp``/``mtproto``/``whatsapp_chat`` endpoint, and on its own addresses (198.18.3.10,
-           2001:db8:3::10) TCP + UDP echo, STUN Binding and the control API (port 8765).
+           the msgwatch test helper (``msgwatch helper serve --lab``): TCP echo on every ``tcp``
+           endpoint, the first step of MTProto on every ``mtproto`` endpoint (req_pq_multi →
+           resPQ) and of WhatsApp's chat on every ``whatsapp_chat`` endpoint (hello → ServerHello),
+           and on its own addresses (198.18.3.10, 2001:db8:3::10) TCP + UDP echo, STUN Binding and
+           the control API (port 8765).
 censor n   dnsmasq, ISP n's resolver (198.18.n.1), forwarding to the public resolver from the
            censor's WAN address, plus any lines a scenario adds (resolver lies);
            nginx, the block page server (198.18.n.80, ports 80 and 443, certificate for
@@ -90,10 +92,15 @@ class ServicePlan:
     turn: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     """(address, port) → transports (``udp``, ``tcp``) coturn listens on there."""
     echo_tcp: set[tuple[str, int]] = field(default_factory=set)
+    mtproto: set[tuple[str, int]] = field(default_factory=set)
+    """(address, port) of the emulated Telegram data centres (the helper's MTProto responder)."""
+    whatsapp: set[tuple[str, int]] = field(default_factory=set)
+    """(address, port) of the emulated WhatsApp chat endpoints (the helper's hello responder)."""
     call_ports: set[int] = field(default_factory=set)
 
     def addresses(self) -> list[str]:
-        found = set(self.dns.values()) | {a for a, _ in self.echo_tcp}
+        served = self.echo_tcp | self.mtproto | self.whatsapp
+        found = set(self.dns.values()) | {a for a, _ in served}
         found |= {a for a, _, _ in self.web} | {a for a, _ in self.turn}
         return sorted(
             found, key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a))
@@ -139,7 +146,13 @@ def plan_services(mapping: LabMapping) -> ServicePlan:
                 elif e.protocol in ("stun", "turn"):
                     claim(e.transport, address, e.port, "coturn", label)
                     plan.turn.setdefault((address, e.port), set()).add(e.transport)
-                else:  # tcp, mtproto, whatsapp_chat: TCP echo (step 3 adds the handshakes)
+                elif e.protocol == "mtproto":
+                    claim("tcp", address, e.port, "test helper (MTProto)", label)
+                    plan.mtproto.add((address, e.port))
+                elif e.protocol == "whatsapp_chat":
+                    claim("tcp", address, e.port, "test helper (WhatsApp chat)", label)
+                    plan.whatsapp.add((address, e.port))
+                else:  # tcp: TCP echo
                     claim("tcp", address, e.port, "test helper", label)
                     plan.echo_tcp.add((address, e.port))
     return plan
@@ -371,19 +384,25 @@ def _helper_answers(address: str, port: int) -> bool:
 
 
 def helper(ctx: Context, role: str, addresses: Sequence[str], ports: Sequence[int],
-           echo_tcp: Iterable[tuple[str, int]] = ()) -> Server:  # fmt: skip
+           echo_tcp: Iterable[tuple[str, int]] = (), mtproto: Iterable[tuple[str, int]] = (),
+           whatsapp: Iterable[tuple[str, int]] = ()) -> Server:  # fmt: skip
     """The msgwatch test helper in lab mode on ``addresses`` × ``ports`` (UDP and TCP), its
-    control API on port 8765, plus TCP echo on ``echo_tcp`` (the lab's TCP service endpoints)."""
+    control API on port 8765, plus TCP echo on ``echo_tcp`` (the lab's TCP service endpoints) and
+    the MTProto / WhatsApp responders on ``mtproto`` / ``whatsapp``."""
     name = f"{role}-helper"
     extra, listed = sorted(set(echo_tcp)), ",".join(map(str, sorted(set(ports))))
+    answering = [("--mtproto-listen", sorted(set(mtproto))),
+                 ("--whatsapp-listen", sorted(set(whatsapp)))]  # fmt: skip
     argv = [sys.executable, "-m", "msgwatch", "helper", "serve", "--lab",
             "--control-port", str(CONTROL_PORT), "--udp-ports", listed, "--tcp-ports", listed,
             "--resolver", _hostport(P.PUBLIC_RESOLVER, 53), "--ca-bundle", str(ctx.run / "ca.pem"),
             *HELPER_LIMITS]  # fmt: skip
     argv += [arg for a in addresses for arg in ("--listen", a)]
     argv += [arg for a, p in extra for arg in ("--tcp-listen", _hostport(a, p))]
+    argv += [arg for option, eps in answering for a, p in eps for arg in (option, _hostport(a, p))]
     binds = [(t, a, p) for t in ("tcp", "udp") for a in addresses for p in ports]
     binds += [("tcp", a, CONTROL_PORT) for a in addresses] + [("tcp", a, p) for a, p in extra]
+    binds += [("tcp", a, p) for _, eps in answering for a, p in eps]
     server = ctx.server(name, role, argv, binds,
                         _in(ctx, role, _helper_answers, addresses[0], CONTROL_PORT))  # fmt: skip
     server.log = server.out  # it logs to stderr only
@@ -403,7 +422,8 @@ def build(ctx: Context, plan: ServicePlan, authority: Authority,
 
     ports = plan.helper_ports()
     servers = [public_dns(ctx, plan), web(ctx, plan, issue), *coturns(ctx, plan),
-               helper(ctx, "abroad", [P.HELPERS["abroad"], P.HELPER6], ports, plan.echo_tcp),
+               helper(ctx, "abroad", [P.HELPERS["abroad"], P.HELPER6], ports, plan.echo_tcp,
+                      plan.mtproto, plan.whatsapp),
                helper(ctx, "domestic", [P.HELPERS["domestic"]], ports)]  # fmt: skip
     for isp in P.ISPS:
         servers += [isp_dns(ctx, isp, resolver_lines.get(isp, [])), blockpage(ctx, isp, issue)]

@@ -3,8 +3,10 @@
 One chain per endpoint, chosen by its protocol:
 
     dns                 resolve
-    tcp, mtproto,       resolve → TCP connect            (application handshakes for mtproto and
-    whatsapp_chat                                          whatsapp_chat come with step 3)
+    tcp                 resolve → TCP connect
+    mtproto             resolve → TCP → req_pq_multi → resPQ          (steps.app: the protocol's
+    whatsapp_chat       resolve → TCP → WA prologue + ClientHello →    first exchange, so that DPI
+                                    the server's first frame          that kills it is seen)
     tls                 resolve → TCP → TLS (verified)   ┐ plus, in parallel, a control: TCP → TLS
     https               resolve → TCP → TLS → HTTP GET   ┘ with a benign SNI to the same address
     http                resolve → TCP → HTTP GET
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 from msgwatch.catalogue import Endpoint
 from msgwatch.probe import failures as F
 from msgwatch.probe.net import TCPConn, tcp_connect
+from msgwatch.probe.steps.app import mtproto_handshake, whatsapp_hello
 from msgwatch.probe.steps.dns import DNSResult, resolve
 from msgwatch.probe.steps.http import HTTPResult, http_get
 from msgwatch.probe.steps.stun import Kind, stun_exchange
@@ -218,6 +222,14 @@ async def _connected(
                 return
             outcome.verified = True
             stream, alpn = session, session.alpn
+        elif endpoint.protocol in ("mtproto", "whatsapp_chat"):
+            if endpoint.protocol == "mtproto":
+                app = await mtproto_handshake(conn, deadline, time.time())
+            else:
+                app = await whatsapp_hello(conn, deadline)
+            if app.failure is not None:
+                outcome.failure, outcome.failed_step = app.failure, "app_handshake"
+            return
         if endpoint.protocol in ("http", "https"):
             scheme = endpoint.protocol
             host = endpoint.host or outcome.address

@@ -88,6 +88,7 @@ class Trace:
     throughput: list[Record] = field(default_factory=list)
     replays: list[Record] = field(default_factory=list)
     helper_views: list[Record] = field(default_factory=list)
+    app_handshakes: list[Record] = field(default_factory=list)
     probe_addresses: set[str] = field(default_factory=set)
     budget: Budget = field(default_factory=Budget)
     bytes_sent: int = 0
@@ -209,6 +210,11 @@ class Trace:
     def replay(self, record: Record) -> None:
         self._append(self.replays, record)
 
+    # -- msgwatch_app_handshakes ----------------------------------------------------------------
+
+    def app_handshake(self, record: Record) -> None:
+        self._append(self.app_handshakes, record)
+
     def test_keys(self) -> Record:
         """The trace's part of ``test_keys`` (copies of the lists)."""
         return {
@@ -221,6 +227,7 @@ class Trace:
             "msgwatch_throughput": list(self.throughput),
             "msgwatch_replays": list(self.replays),
             "msgwatch_helper_views": list(self.helper_views),
+            "msgwatch_app_handshakes": list(self.app_handshakes),
             "msgwatch_dropped_events": self.dropped,
             "msgwatch_bytes": {"sent": self.bytes_sent, "received": self.bytes_received},
         }

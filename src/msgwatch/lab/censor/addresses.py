@@ -1,8 +1,8 @@
 """Rules keyed on addresses, ports and fixed payload bytes: all native nftables, no helpers.
 
 These are the censor's cheap, stateless-looking tools — a blackhole route, a reset for a port, a
-UDP port block, a classifier for one protocol's header bytes — that national censors deploy at line
-rate. Each matches the packets towards the named prefixes/ports and, where it matters, the packets
+UDP port block, a classifier for one protocol's header bytes (UDP, or the start of a TCP segment's
+payload) — that national censors deploy at line rate. Each matches the packets towards the named prefixes/ports and, where it matters, the packets
 coming back from them, so that a flow the probe did not open (a relay writing first) is caught too.
 """
 
@@ -108,7 +108,8 @@ Hex = Annotated[str, AfterValidator(_hex)]
 
 
 class Pattern(BaseModel):
-    """``value`` (hex; ``value_max``: an inclusive range) at byte ``offset`` of the UDP payload."""
+    """``value`` (hex; ``value_max``: an inclusive range) at byte ``offset`` of the payload (UDP,
+    or one TCP segment's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     offset: int = Field(ge=0, le=1400)
@@ -122,9 +123,17 @@ class Pattern(BaseModel):
         return self
 
     def nft(self) -> str:
+        """The match in a UDP datagram (bits from the transport header, which is 64 bits)."""
+        return f"@th,{64 + 8 * self.offset},{self._match()}"
+
+    def nft_tcp(self) -> str:
+        """The match in a TCP segment's payload: ``@ih`` starts after the TCP header, options
+        included (kernel ≥ 5.16); a segment without payload never matches."""
+        return f"@ih,{8 * self.offset},{self._match()}"
+
+    def _match(self) -> str:
         bits = len(self.value) * 4
-        match = f"0x{self.value}" + (f"-0x{self.value_max}" if self.value_max else "")
-        return f"@th,{64 + 8 * self.offset},{bits} {match}"
+        return f"{bits} 0x{self.value}" + (f"-0x{self.value_max}" if self.value_max else "")
 
 
 SIGNATURES: dict[str, tuple[tuple[Pattern, ...], str]] = {
@@ -174,6 +183,58 @@ class DropCallSignature(Rule):
                 out.nft(f"{back} {match} drop")
 
 
+TCP_SIGNATURES: dict[str, tuple[tuple[Pattern, ...], str]] = {
+    "mtproto_intermediate": (
+        (Pattern(offset=0, value="eeeeeeee"),),
+        "MTProto's intermediate transport: the first packet of a connection to a Telegram data "
+        "centre opens with ee ee ee ee (core.telegram.org/mtproto/mtproto-transports)",
+    ),
+    "mtproto_abridged": (
+        (Pattern(offset=0, value="ef"),),
+        "MTProto's abridged transport: the first packet opens with the single byte ef",
+    ),
+    "whatsapp_prologue": (
+        (Pattern(offset=0, value="5741"),),
+        "WhatsApp's chat opening without routing info: the 'WA' prologue (57 41, then the magic "
+        "and dictionary version)",
+    ),
+}
+"""Named signatures of a TCP client's first bytes: the patterns (all must match), what they are."""
+
+
+class TcpSignature(Rule):
+    """Reset (or drop) TCP segments whose payload matches a protocol's signature (DPI of TCP)."""
+
+    type: Literal["tcp_signature"] = "tcp_signature"
+    signature: Literal["mtproto_intermediate", "mtproto_abridged", "whatsapp_prologue"] | None = (
+        None
+    )
+    patterns: tuple[Pattern, ...] = ()
+    """A custom signature: every pattern must match, offsets into the segment's payload."""
+    to: tuple[Prefix, ...] = ()
+    ports: tuple[Port, ...] = ()
+    action: Literal["reset", "drop"] = "reset"
+    """``reset``: the segment is dropped and the client gets a RST ("connection reset" after a
+    completed handshake); ``drop``: the segment (and each retransmission of it) is dropped, so the
+    client's read times out."""
+
+    @model_validator(mode="after")
+    def _one_signature(self) -> TcpSignature:
+        if (self.signature is None) == (not self.patterns):
+            raise ValueError(
+                "tcp_signature needs exactly one of `signature` "
+                f"({', '.join(TCP_SIGNATURES)}) and `patterns`"
+            )
+        return self
+
+    def emit(self, out: Emitter) -> None:
+        patterns = TCP_SIGNATURES[self.signature][0] if self.signature else tuple(self.patterns)
+        match = " ".join(p.nft_tcp() for p in patterns)
+        verdict = "reject with tcp reset" if self.action == "reset" else "drop"
+        for towards, _ in flow_matches(self.to, self.ports, "tcp"):
+            out.nft(f"{towards} {match} {verdict}")
+
+
 class RandomDrop(Rule):
     """Drop ``percent`` % of the matching flows (or packets): intermittent blocking."""
 
@@ -218,5 +279,8 @@ class RandomDrop(Rule):
 
 def describe_signatures() -> str:
     """The named signatures, one per line (for docs and error messages)."""
-    return "\n".join(f"{name}: {nft_set([p.nft() for p in pats])} — {text}"
-                     for name, (pats, text) in SIGNATURES.items())  # fmt: skip
+    udp = [f"{name}: {nft_set([p.nft() for p in pats])} — {text}"
+           for name, (pats, text) in SIGNATURES.items()]  # fmt: skip
+    tcp = [f"{name}: {nft_set([p.nft_tcp() for p in pats])} — {text}"
+           for name, (pats, text) in TCP_SIGNATURES.items()]  # fmt: skip
+    return "\n".join(udp + tcp)

@@ -14,6 +14,7 @@ from msgwatch.lab.censor.addresses import (
     DropUdp,
     RandomDrop,
     RejectTcp,
+    TcpSignature,
 )
 from msgwatch.lab.censor.base import Rule
 from msgwatch.lab.censor.dns import DnsForge, DnsInject, DnsNxdomain
@@ -25,7 +26,7 @@ RULE_TYPES: dict[str, type[Rule]] = {
     for cls in (
         DnsNxdomain, DnsForge, DnsInject,
         Blackhole, RejectTcp, ResetOnKeyword, DropOnKeyword, HttpRedirectBlockpage,
-        DropUdp, DropStun, DropCallSignature,
+        DropUdp, DropStun, DropCallSignature, TcpSignature,
         Police, Shape, RandomDrop,
     )
 }  # fmt: skip
