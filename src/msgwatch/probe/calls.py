@@ -8,7 +8,8 @@ helper's echo on the service's first call port:
 - the **control**: the same schedule with every payload bit inverted (Wehe's control: identical
   sizes and timing, no protocol a classifier could recognise);
 
-one after the other, in an order drawn at random, and, at the same time, a **plain** replay of
+one after the other, in an order drawn at random — and once more, in the other order, when the
+comparison is unclear (a confirmation run) — and, at the same time, a **plain** replay of
 random bytes with the same sizes on a neutral port. Each becomes a target of its own
 (roles ``replay_original``, ``replay_control``, ``replay_neutral``) whose record is in
 ``msgwatch_replays``; the judge compares them (``msgwatch.verdicts.calls``).
@@ -21,11 +22,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from msgwatch.analysis.stats import ReplayStats, compare_replays
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
 from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainOutcome
 from msgwatch.probe.steps.control import helper_measure
-from msgwatch.probe.steps.replay import replay
+from msgwatch.probe.steps.replay import GRACE, ReplayResult, replay
 from msgwatch.probe.trace import Trace
 from msgwatch.wire import calltraffic as C
 
@@ -111,20 +113,40 @@ def _endpoint(plan: ReplayPlan, helper: str, service: Service) -> Endpoint:
 
 
 async def _one(
-    trace: Trace, function: str, helper: str, service: Service, plan: ReplayPlan, deadline: float
-) -> tuple[str, ChainOutcome]:
+    trace: Trace,
+    function: str,
+    helper: str,
+    service: Service,
+    plan: ReplayPlan,
+    deadline: float,
+    attempt: int = 1,
+) -> tuple[str, ChainOutcome, ReplayResult]:
     """One replay to ``helper`` as a target of its own."""
     txid = trace.new_transaction()
     outcome = ChainOutcome(function, _endpoint(plan, helper, service), [txid], address=helper)
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
-             "role": plan.role, "port": plan.port}  # fmt: skip
+             "role": plan.role, "port": plan.port, "attempt": attempt}  # fmt: skip
     result = await replay(
         trace, txid, helper, plan.port, plan.packets, deadline, label=label, marked=plan.marked
     )
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
-    return plan.role, outcome
+    return plan.role, outcome, result
+
+
+def unclear(original: ReplayResult, control: ReplayResult, interval: float = 0.1) -> bool:
+    """Whether original against control is unclear enough to be run again (a confirmation run,
+    as Wehe does): the statistics disagree (area without KS, or loss against throughput)."""
+    if not original.sent_packets or not control.sent_packets:
+        return False
+
+    def stats(r: ReplayResult) -> ReplayStats:
+        rates = [row["rx_bytes"] * 8 / interval for row in r.intervals]
+        return ReplayStats(rates, r.sent_packets, r.received_packets)
+
+    decision = compare_replays(stats(original), stats(control))
+    return decision.verdict == "inconclusive" and decision.reason in ("area_only", "conflict")
 
 
 async def run_replays(
@@ -146,8 +168,16 @@ async def run_replays(
     random.Random(f"msgwatch-order-{seed}-{service.id}-{function.function}").shuffle(pair)
     name = function.function
 
+    loop = asyncio.get_running_loop()
+
     async def in_turn() -> list[tuple[str, ChainOutcome]]:
-        return [await _one(trace, name, helper, service, p, deadline) for p in pair]
+        done = [await _one(trace, name, helper, service, p, deadline) for p in pair]
+        results = {role: result for role, _, result in done}
+        room = deadline - loop.time() > 2 * (seconds + GRACE)
+        if room and unclear(results["replay_original"], results["replay_control"]):
+            again = list(reversed(pair))  # the other order: the confirmation run
+            done += [await _one(trace, name, helper, service, p, deadline, 2) for p in again]
+        return [(role, outcome) for role, outcome, _ in done]
 
     alongside = [
         _one(trace, name, domestic_helper if p.role == "replay_domestic" and domestic_helper
@@ -156,7 +186,7 @@ async def run_replays(
     ]  # fmt: skip
     pair_done = asyncio.ensure_future(in_turn())
     view = asyncio.ensure_future(_helper_view(trace, service, function, helper, deadline))
-    rest = await asyncio.gather(*alongside)
+    rest = [(role, outcome) for role, outcome, _ in await asyncio.gather(*alongside)]
     return [*(await pair_done), *rest, *(await view)]
 
 
