@@ -104,3 +104,27 @@ def test_an_open_tcp_fallback_turns_blocked_into_degraded() -> None:
     )
     (v,) = judge(m)
     assert (v["verdict"], v["rule_id"], v["fallback"]) == ("blocked", "call.drop_all", "closed")
+
+
+def _steady(m: dict[str, Any], got_every: int) -> None:
+    """Give the original and control replays intervals where something arrives every n-th one."""
+    for r in m["test_keys"]["msgwatch_replays"][:2]:
+        r["intervals"] = [
+            {"t": i / 10, "tx_packets": 5, "rx_packets": 1 if i % got_every == 0 else 0,
+             "rx_bytes": 100 if i % got_every == 0 else 0}
+            for i in range(10)
+        ]  # fmt: skip
+
+
+def test_a_policed_path_is_throttled_and_a_lossy_one_degraded() -> None:
+    policed = _measurement((100, 12), (100, 12), (100, 100))
+    _steady(policed, 1)
+    (v,) = judge(policed)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("throttled", "throttle", "call.policed")
+    dropped_mostly = _measurement((100, 12), (100, 12), (100, 100))
+    _steady(dropped_mostly, 4)  # arrivals in a quarter of the intervals only: not a steady trickle
+    (v,) = judge(dropped_mostly)
+    assert v["mechanism"] == "udp.drop_ports"
+    lossy = _measurement((100, 80), (100, 80), (100, 100))
+    (v,) = judge(lossy)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("degraded", "udp.loss", "call.lossy")

@@ -144,6 +144,7 @@ def cli() -> None:
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
 @click.option("--domestic-helper", help="A test helper inside the country (domestic calls).")
 @click.option("--download-path", help="Path of a large object for media throughput tests.")
+@click.option("--replay-seed", type=int, help="Seed of the replays (default: a random one).")
 @click.option("--replay-seconds", type=click.FloatRange(0, 60), default=0.0, show_default=True,
               help="With --helper: seconds of each call-traffic replay (0: no replays).")  # fmt: skip
 @click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=20.0, show_default=True,
@@ -165,6 +166,7 @@ def run_command(
     helper: str | None,
     domestic_helper: str | None,
     download_path: str | None,
+    replay_seed: int | None,
     replay_seconds: float,
     budget_mb: float,
     assume_yes: bool,
@@ -190,6 +192,7 @@ def run_command(
         concurrency=concurrency,
         helper=helper,
         replay_seconds=replay_seconds,
+        replay_seed=replay_seed,
         domestic_helper=domestic_helper,
         budget_bytes=int(budget_mb * 1_000_000),
         functions=wanted,

@@ -107,6 +107,7 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--download-path", BULK_PATH,
         "--yes",
         "--replay-seconds", str(scenario.replay_seconds),
+        *(["--replay-seed", str(scenario.replay_seed)] if scenario.replay_seed is not None else []),
         "--timeout", str(scenario.timeout),
         "--output", str(output),
         "--json",

@@ -101,6 +101,9 @@ class Scenario(_Strict):
     services: list[str] = Field(min_length=1)
     timeout: float = Field(default=4.0, gt=0, le=60)
     """The probe's deadline in this scenario's runs."""
+    replay_seed: int | None = None
+    """Seed of the probe's replays (sizes, payloads, order): fixed where the ground truth depends on
+    exactly how many bytes a policer lets through."""
     replay_seconds: float = Field(default=0.0, ge=0, le=30)
     """Length of the probe's call-traffic replays in this scenario (0: no replays)."""
     probe_gap: str = ""

@@ -36,6 +36,7 @@ class CallRule(BaseModel):
     relays: Literal["ok", "failed", "none"] | None = None
     relays_helper: Literal["ok", "failed", "none"] | None = None
     markers: Literal["lost", "passed", "none"] | None = None
+    delivery: Literal["trickle", "lossy", "full", "none"] | None = None
     verdict: Verdict
     mechanism: str | None = None
     confidence: float = Field(ge=0, le=1)
@@ -95,6 +96,36 @@ def _markers(original: Record | None, control: Record | None) -> str:
     return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
 
 
+TRICKLE = 0.02
+"""A replay that failed but still delivered at least this share, in most intervals, was policed."""
+LOSSY = 0.10
+"""Replays that passed but both lost at least this share: calls connect, badly."""
+
+
+def _delivery(original: Record | None, control: Record | None) -> str:
+    """How both replays were delivered: a steady ``trickle`` (both failed, but a policer let a
+    share through in most intervals), ``lossy`` (both passed, both lost >= 10 %), ``full``."""
+    if original is None or control is None:
+        return "none"
+
+    def share(r: Record) -> float:
+        sent = int(r.get("sent_packets") or 0)
+        return int(r.get("received_packets") or 0) / sent if sent else 0.0
+
+    def steady(r: Record) -> bool:
+        rows = [row for row in r.get("intervals") or [] if isinstance(row, dict)]
+        busy = [row for row in rows if int(row.get("tx_packets") or 0) > 0]
+        got = [row for row in busy if int(row.get("rx_packets") or 0) > 0]
+        return bool(busy) and len(got) >= len(busy) / 2
+
+    shares = (share(original), share(control))
+    if all(TRICKLE <= x < 1 - LOST for x in shares) and steady(original) and steady(control):
+        return "trickle"
+    if all(1 - LOST <= x <= 1 - LOSSY for x in shares):
+        return "lossy"
+    return "full"
+
+
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     """The facts of one function's call path, or None when it was not replayed."""
     by_role: dict[str, Record] = {}
@@ -139,6 +170,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         if view is not None and view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
     facts = {
+        "delivery": _delivery(by_role.get("replay_original"), by_role.get("replay_control")),
         "relays_helper": relays_helper,
         "fallback": fallback,
         "markers": _markers(by_role.get("replay_original"), by_role.get("replay_control")),
@@ -163,7 +195,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
 
 FACT_KEYS = (
     "original", "control", "neutral", "stun", "comparison", "reason", "relays", "relays_helper",
-    "markers",
+    "markers", "delivery",
 )  # fmt: skip
 
 
