@@ -46,11 +46,11 @@ import h11
 from pydantic import ValidationError
 
 from msgwatch import __version__
+from msgwatch.helper.conns import Slots, client_of, close
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import CallLimits
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.measure import MeasureConfig, measure, parse_request
-from msgwatch.helper.udp import normalize_ip
 
 MAX_HEADERS = 16 * 1024
 MAX_BODY = 64 * 1024
@@ -103,7 +103,7 @@ class ControlAPI:
     wall: Callable[[], float] = time.time
     calls: CallLimits = field(init=False)
     counters: Counter[str] = field(default_factory=Counter)
-    _active: Counter[str] = field(default_factory=Counter)
+    _slots: Slots = field(default_factory=Slots)
     _measures: int = 0
 
     def __post_init__(self) -> None:
@@ -112,16 +112,12 @@ class ControlAPI:
     # -- connections --------------------------------------------------------------------------
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = normalize_ip(str(peer[0])) if peer else "?"
+        client = client_of(writer)
         limits = self.settings
-        if sum(self._active.values()) >= limits.max_connections or (
-            self._active[client] >= limits.max_per_client
-        ):
+        if not self._slots.take(client, limits.max_connections, limits.max_per_client):
             self.counters["refused_connections"] += 1
             writer.close()
             return
-        self._active[client] += 1
         try:
             await self._serve(client, reader, writer)
         except OSError:
@@ -129,12 +125,8 @@ class ControlAPI:
         except Exception:
             logger.exception("control: connection failed")
         finally:
-            self._active[client] -= 1
-            if self._active[client] <= 0:
-                del self._active[client]
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._slots.give_back(client)
+            await close(writer)
 
     async def _serve(
         self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

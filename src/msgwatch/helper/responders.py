@@ -29,17 +29,15 @@ cannot be reflected to a forged address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from msgwatch.helper.conns import Slots, client_of, close
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
-from msgwatch.helper.udp import normalize_ip
 from msgwatch.wire import mtproto, whatsapp
 
 Kind = Literal["mtproto", "whatsapp"]
@@ -127,20 +125,18 @@ class Responder:
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
     counters: ResponderCounters = field(default_factory=ResponderCounters)
-    _active: Counter[str] = field(default_factory=Counter)
+    _slots: Slots = field(default_factory=Slots)
 
     @property
     def active(self) -> int:
-        return sum(self._active.values())
+        return self._slots.active
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = normalize_ip(str(peer[0])) if peer else "?"
-        if self.active >= self.max_connections or self._active[client] >= self.max_per_client:
+        client = client_of(writer)
+        if not self._slots.take(client, self.max_connections, self.max_per_client):
             self.counters.refused += 1
             writer.close()
             return
-        self._active[client] += 1
         self.counters.connections += 1
         try:
             async with asyncio.timeout(self.lifetime):
@@ -148,12 +144,8 @@ class Responder:
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._active[client] -= 1
-            if self._active[client] <= 0:
-                del self._active[client]
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._slots.give_back(client)
+            await close(writer)
 
     async def _serve(
         self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -18,15 +18,13 @@ Counters (connections, refused, bytes in and out, bytes not echoed) are served b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from msgwatch.helper.conns import Slots, client_of, close
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
-from msgwatch.helper.udp import normalize_ip
 
 CHUNK = 64 * 1024
 
@@ -56,20 +54,18 @@ class TCPEcho:
     names: ClientNames = field(default_factory=lambda: ClientNames(reveal=False))
     clock: Callable[[], float] = time.monotonic
     counters: TCPCounters = field(default_factory=TCPCounters)
-    _active: Counter[str] = field(default_factory=Counter)
+    _slots: Slots = field(default_factory=Slots)
 
     @property
     def active(self) -> int:
-        return sum(self._active.values())
+        return self._slots.active
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        client = normalize_ip(str(peer[0])) if peer else "?"
-        if self.active >= self.max_connections or self._active[client] >= self.max_per_client:
+        client = client_of(writer)
+        if not self._slots.take(client, self.max_connections, self.max_per_client):
             self.counters.refused += 1
             writer.close()
             return
-        self._active[client] += 1
         self.counters.connections += 1
         try:
             async with asyncio.timeout(self.lifetime):
@@ -77,12 +73,8 @@ class TCPEcho:
         except (TimeoutError, OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._active[client] -= 1
-            if self._active[client] <= 0:
-                del self._active[client]
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._slots.give_back(client)
+            await close(writer)
 
     async def _echo(
         self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
