@@ -128,3 +128,66 @@ def test_a_policed_path_is_throttled_and_a_lossy_one_degraded() -> None:
     lossy = _measurement((100, 80), (100, 80), (100, 100))
     (v,) = judge(lossy)
     assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("degraded", "udp.loss", "call.lossy")
+
+
+def _rounds(m: dict[str, Any], role: str, *records: dict[str, Any]) -> None:
+    """Replace ``role``'s replays by ``records`` (one target each)."""
+    keys = m["test_keys"]
+    keys["msgwatch_targets"] = [t for t in keys["msgwatch_targets"] if t["role"] != role]
+    keys["msgwatch_replays"] = [r for r in keys["msgwatch_replays"] if r["role"] != role]
+    for i, record in enumerate(records):
+        txid = 100 + len(keys["msgwatch_replays"]) + i
+        record = {**record, "transaction_id": txid, "role": role}
+        keys["msgwatch_replays"].append(record)
+        keys["msgwatch_targets"].append(
+            {"function": "voice", "role": role, "transport": "udp", "transaction_ids": [txid]}
+        )
+
+
+def _plain(port: int, sent: int, got: int, steady: bool = True) -> dict[str, Any]:
+    rows = [{"t": i / 10, "tx_packets": 5, "rx_packets": 1 if steady or i == 0 else 0,
+             "rx_bytes": 100} for i in range(10)]  # fmt: skip
+    return {"port": port, "sent_packets": sent, "received_packets": got, "intervals": rows}
+
+
+def test_all_rounds_count_and_the_plain_echo_per_port() -> None:
+    m = _measurement((100, 100), (100, 100), (100, 100))
+    # One round of three lost most of its datagrams: all rounds together still pass.
+    _rounds(m, "replay_original", *(_replay(0, "", 100, got) | {"round": n}
+                                    for n, got in ((1, 10), (2, 100), (3, 100))))  # fmt: skip
+    _rounds(m, "replay_control", *(_replay(0, "", 100, 100) | {"round": n} for n in (1, 2, 3)))
+    _rounds(m, "replay_plain", _plain(3478, 50, 50), _plain(3480, 50, 0, steady=False))
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("degraded", "udp.drop_ports",
+                                                            "call.some_ports")  # fmt: skip
+    # A plain echo that is policed (a steady trickle), not dropped, does not make a port blocked.
+    _rounds(m, "replay_plain", _plain(3478, 50, 50), _plain(3480, 50, 10))
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.ok"
+
+
+def test_the_helpers_counts_decide_and_explain() -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0), stun_ok=False)
+    for r in m["test_keys"]["msgwatch_replays"]:
+        r["helper"] = {"transaction_id": 9, "failure": "connection_refused"}
+    m["test_keys"]["msgwatch_targets"].append(
+        {"function": "voice", "role": "helper_view", "transaction_ids": [9]}
+    )
+    m["test_keys"]["msgwatch_helper_views"] = [{"transaction_id": 9, "failure": "connection_refused",
+                                                "results": []}]  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "helper.unreachable", "call.helper_unreachable",
+    )  # fmt: skip
+    # The helper answers, and says it got everything and echoed nothing back that arrived.
+    for r in m["test_keys"]["msgwatch_replays"]:
+        r["helper"] = {"transaction_id": 9, "failure": None, "rx_packets": 100, "tx_packets": 100}
+    m["test_keys"]["msgwatch_helper_views"][0]["failure"] = None
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("blocked", "udp.drop_all")
+    assert v["explanation"].endswith("reached the test helper and were lost on the way back.")
+    # ...or that it received everything and sent little back: its own limits.
+    for r in m["test_keys"]["msgwatch_replays"]:
+        r["helper"]["tx_packets"] = 20
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("inconclusive", "helper.limited")

@@ -4,11 +4,13 @@
 abroad     dnsmasq, the public resolver (198.18.3.53, 2001:db8:3::53): every catalogue host name
            with its lab address (``host-record``: AAAA gets an empty NOERROR), NXDOMAIN for any
            other name (``local=/#/``);
-           nginx: every ``https``/``http``/``tls`` endpoint (and ``stun``/``turn`` over TLS) on its
-           address and port, a lab-CA certificate per host name by SNI, a default server with a
-           certificate of its own for any other name;
-           coturn, one per port (and transport set): every ``stun``/``turn`` endpoint — Binding is
-           answered, an Allocate without credentials gets 401 with REALM and NONCE;
+           nginx: every ``https``/``http``/``tls`` endpoint on its address and port, a lab-CA
+           certificate per host name by SNI, a default server with a certificate of its own for
+           any other name;
+           coturn, one per port (and transport set, and host name for TLS): every
+           ``stun``/``turn`` endpoint over UDP, TCP or TLS — Binding is answered, an Allocate
+           without credentials gets 401 with REALM and NONCE (over TLS with a lab-CA certificate
+           for the endpoint's host name);
            the msgwatch test helper (``msgwatch helper serve --lab``): TCP echo on every ``tcp``
            endpoint, the first step of MTProto on every ``mtproto`` endpoint (req_pq_multi →
            resPQ) and of WhatsApp's chat on every ``whatsapp_chat`` endpoint (hello → ServerHello),
@@ -90,7 +92,9 @@ class ServicePlan:
     web: dict[tuple[str, int, bool], set[str]] = field(default_factory=dict)
     """(address, port, TLS) → host names nginx serves there."""
     turn: dict[tuple[str, int], set[str]] = field(default_factory=dict)
-    """(address, port) → transports (``udp``, ``tcp``) coturn listens on there."""
+    """(address, port) → transports (``udp``, ``tcp``, ``tls``) coturn listens on there."""
+    turn_names: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(address, port) → the host name of a TLS ``stun``/``turn`` endpoint there (its certificate)."""
     echo_tcp: set[tuple[str, int]] = field(default_factory=set)
     mtproto: set[tuple[str, int]] = field(default_factory=set)
     """(address, port) of the emulated Telegram data centres (the helper's MTProto responder)."""
@@ -106,12 +110,16 @@ class ServicePlan:
             found, key=lambda a: (ipaddress.ip_address(a).version, ipaddress.ip_address(a))
         )
 
-    def turn_groups(self) -> dict[tuple[int, frozenset[str]], list[str]]:
-        """(port, transports) → addresses: one coturn each (coturn has one listening port)."""
-        groups: dict[tuple[int, frozenset[str]], list[str]] = defaultdict(list)
+    def turn_groups(self) -> dict[tuple[int, frozenset[str], str | None], list[str]]:
+        """(port, transports, TLS host name) → addresses: one coturn each (coturn has one
+        listening port, and one certificate)."""
+        groups: dict[tuple[int, frozenset[str], str | None], list[str]] = defaultdict(list)
         for (address, port), transports in sorted(self.turn.items()):
-            groups[(port, frozenset(transports))].append(address)
-        return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]))))
+            name = self.turn_names.get((address, port)) if "tls" in transports else None
+            groups[(port, frozenset(transports), name)].append(address)
+        return dict(
+            sorted(groups.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1]), kv[0][2] or ""))
+        )
 
     def helper_ports(self) -> list[int]:
         return sorted(set(HELPER_PORTS) | self.call_ports)
@@ -138,14 +146,22 @@ def plan_services(mapping: LabMapping) -> ServicePlan:
                 address = _norm(e.address if e.address is not None else mapping.hosts[e.host or ""])
                 label = f"{service.id}/{function.function}/{e.label}"
                 tls = e.protocol in ("https", "tls") or e.transport == "tls"
-                if e.protocol in ("https", "http", "tls") or e.transport == "tls":
+                if e.protocol in ("stun", "turn"):
+                    # TLS and TCP share the socket: coturn tells them apart by the first bytes.
+                    proto = "udp" if e.transport == "udp" else "tcp"
+                    claim(proto, address, e.port, "coturn", label)
+                    plan.turn.setdefault((address, e.port), set()).add(e.transport)
+                    if e.transport == "tls":
+                        name = e.host or DEFAULT_CERT
+                        known = plan.turn_names.setdefault((address, e.port), name)
+                        if known != name:
+                            raise LabError(f"{label}: TURN over TLS on {_hostport(address, e.port)}"
+                                           f" needs one certificate, for {known} or {name}")  # fmt: skip
+                elif e.protocol in ("https", "http", "tls") or e.transport == "tls":
                     claim("tcp", address, e.port, "nginx (TLS)" if tls else "nginx", label)
                     names = plan.web.setdefault((address, e.port, tls), set())
                     if e.host is not None:
                         names.add(e.host)
-                elif e.protocol in ("stun", "turn"):
-                    claim(e.transport, address, e.port, "coturn", label)
-                    plan.turn.setdefault((address, e.port), set()).add(e.transport)
                 elif e.protocol == "mtproto":
                     claim("tcp", address, e.port, "test helper (MTProto)", label)
                     plan.mtproto.add((address, e.port))
@@ -333,30 +349,46 @@ def blockpage(ctx: Context, isp: str, issue: Callable[[str], tuple[Path, Path]])
     return ctx.server(name, role, _nginx_argv(ctx, name, conf), binds)
 
 
-def coturns(ctx: Context, plan: ServicePlan) -> list[Server]:
+def coturns(
+    ctx: Context, plan: ServicePlan, issue: Callable[[str], tuple[Path, Path]]
+) -> list[Server]:
+    """One coturn per (port, transports, TLS name). For TLS, coturn's plain TCP listener on the
+    endpoint's port, given a certificate (the lab CA's, for the endpoint's host name), tells a TLS
+    ClientHello from plain STUN by the first bytes and serves both; its separate TLS listener
+    (``--tls-listening-port``, which would default to 5349) goes to a port the kernel picks and is
+    not used. (The reverse does not work: plain TCP to the TLS listener gets no answer.)"""
     servers: list[Server] = []
     groups = plan.turn_groups()
-    ports = [port for port, _ in groups]
-    for index, ((port, transports), addresses) in enumerate(groups.items()):
+    ports = [port for port, _, _ in groups]
+    kinds = [(port, transports) for port, transports, _ in groups]
+    for index, ((port, transports, tls_name), addresses) in enumerate(groups.items()):
         suffix = "" if ports.count(port) == 1 else "-" + "-".join(sorted(transports))
+        suffix += f"-{index}" if kinds.count((port, transports)) > 1 else ""
         name, run = f"abroad-turn-{port}{suffix}", ctx.run
         low = 49152 + 256 * index  # relay ports: a range of its own for each coturn
         args = [f"--listening-ip={a}" for a in addresses] + [f"--relay-ip={a}" for a in addresses]
         args += [
             f"--listening-port={port}", "--no-rfc5780",  # no second port (port + 1)
-            "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-cli", "--no-multicast-peers",
+            "--no-dtls", "--no-tcp-relay", "--no-cli", "--no-multicast-peers",
             f"--realm={TURN_REALM}", "--lt-cred-mech", f"--user={TURN_USER}",  # Allocate → 401
             f"--userdb={run / f'{name}.db'}",
             *[f"--denied-peer-ip={r}" for r in _DENIED_PEERS],
             f"--min-port={low}", f"--max-port={low + 255}",
             f"--log-file={run / f'{name}.log'}", "--simple-log", f"--pidfile={run / f'{name}.pid'}",
         ]  # fmt: skip
+        if "tls" in transports:
+            cert, key = issue(tls_name or DEFAULT_CERT)
+            args += ["--tls-listening-port=0", f"--cert={cert}", f"--pkey={key}"]
+        else:
+            args.append("--no-tls")
+            if "tcp" not in transports:
+                args.append("--no-tcp")
         if "udp" not in transports:
             args.append("--no-udp")
-        if "tcp" not in transports:
-            args.append("--no-tcp")
         (run / f"{name}.args").write_text("\n".join(args) + "\n")  # the config, for reading
-        binds = [(t, a, port) for t in sorted(transports) for a in addresses]
+        stream = "tcp" in transports or "tls" in transports
+        binds = [("udp", a, port) for a in addresses if "udp" in transports]
+        binds += [("tcp", a, port) for a in addresses if stream]
         answers = (
             _in(ctx, "abroad", _stun_answers, addresses, port) if "udp" in transports else None
         )
@@ -421,7 +453,7 @@ def build(ctx: Context, plan: ServicePlan, authority: Authority,
         return authority.issue(name, certs, key)
 
     ports = plan.helper_ports()
-    servers = [public_dns(ctx, plan), web(ctx, plan, issue), *coturns(ctx, plan),
+    servers = [public_dns(ctx, plan), web(ctx, plan, issue), *coturns(ctx, plan, issue),
                helper(ctx, "abroad", [P.HELPERS["abroad"], P.HELPER6], ports, plan.echo_tcp,
                       plan.mtproto, plan.whatsapp),
                helper(ctx, "domestic", [P.HELPERS["domestic"]], ports)]  # fmt: skip

@@ -1,38 +1,53 @@
 """The call path measured with call-shaped traffic (``docs/method/calls.md``).
 
 For a voice or video function with ``call_ports``, and a test helper, the probe replays to the
-helper's echo on the service's first call port:
+helper's echo:
 
-- the **original**: the function's profile (voice: ~50 packets/s of 60-200 bytes; video: bursts of
-  1,200-byte packets at ~1 Mbit/s) carrying the service's markers where they are documented;
-- the **control**: the same schedule with every payload bit inverted (Wehe's control: identical
-  sizes and timing, no protocol a classifier could recognise);
+- on the service's first call port, in ``rounds`` rounds (3 by default), each round a pair of
+  - the **original**: the function's profile (voice: ~50 packets/s of 60-200 bytes; video: bursts
+    of 1,200-byte packets at ~1 Mbit/s) carrying the service's markers where they are documented,
+  - the **control**: the same schedule with every payload bit inverted (Wehe's control: identical
+    sizes and timing, no protocol a classifier could recognise),
 
-one after the other, in an order drawn at random — and once more, in the other order, when the
-comparison is unclear (a confirmation run) — and, at the same time, a **plain** replay of
-random bytes with the same sizes on a neutral port. Each becomes a target of its own
-(roles ``replay_original``, ``replay_control``, ``replay_neutral``) whose record is in
-``msgwatch_replays``; the judge compares them (``msgwatch.verdicts.calls``).
+  each replay ``seconds / rounds`` long, the two of a round one after the other in an order drawn
+  for each round from the seed. The rounds follow each other: all of them take ``2 × seconds``
+  (one replay's echoes are still awaited while the next one sends). When the comparison over all
+  rounds is unclear and the deadline leaves room, the rounds are run once more (a confirmation);
+- at the same time, **plain** echoes of random bytes over the voice profile's sizes and timing,
+  as long as one round's replay (at most :data:`PLAIN_SECONDS`), on **each** of the service's
+  call ports, and one of the function's full length on a **neutral** port (:data:`NEUTRAL_PORT`);
+- at the same time, the original to the **domestic** helper, when there is one.
+
+Each replay becomes a target of its own (roles ``replay_original``, ``replay_control``,
+``replay_plain``, ``replay_neutral``, ``replay_domestic``) whose record is in
+``msgwatch_replays``. When they are done, the probe asks each helper what it received from each
+of these flows (``GET /v1/udp/flows``) and adds the helper's counts to the records: loss on the
+way up (the helper's count against the probe's) and on the way down (the probe's echoes against
+what the helper sent). The judge compares them (``msgwatch.verdicts.calls``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from msgwatch.analysis.stats import ReplayStats, compare_replays
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
 from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainOutcome
-from msgwatch.probe.steps.control import helper_measure
+from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_measure
 from msgwatch.probe.steps.replay import GRACE, ReplayResult, replay
 from msgwatch.probe.trace import Trace
+from msgwatch.verdicts.calls import compare_rounds
 from msgwatch.wire import calltraffic as C
 
 NEUTRAL_PORT = 40000
-"""A port no messenger uses for calls (the helper echoes on it)."""
+"""A port no messenger uses for calls (the helper echoes on it by default)."""
+ROUNDS = 3
+"""Original/control pairs per function (research note C2: at least 3 repeats)."""
+PLAIN_SECONDS = 5.0
+"""The plain echo on each call port lasts at most this long (a voice profile: 6.6 kB/s each way)."""
 MARKERS: dict[str, C.Marker] = {
     "whatsapp": "whatsapp",
     "teams": "teams",
@@ -56,6 +71,11 @@ class ReplayPlan:
     marker: str | None
     marked: frozenset[int] = frozenset()
     """Indices of the original's STUN-framed datagrams (the same positions in its control)."""
+    round: int | None = None
+    """1, 2, ...: the round of an original/control pair; None for the others."""
+    slot: int | None = None
+    """Where the replay starts, in units of one round's replay length (None: at once)."""
+    attempt: int = 1
 
 
 def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
@@ -65,35 +85,71 @@ def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
     )
 
 
+def round_pairs(
+    original: list[C.Packet], marker: str | None, marked: frozenset[int], profile: str, port: int,
+    rounds: int, order_seed: str, attempt: int = 1,
+) -> list[ReplayPlan]:  # fmt: skip
+    """``rounds`` original/control pairs of the same schedule, each round's order drawn at random
+    (a coin flip per round from ``order_seed``, as Wehe's ``runTest``), in slots 0, 1, 2, ..."""
+    rng = random.Random(order_seed)
+    control = C.control(original)
+    out: list[ReplayPlan] = []
+    for number in range(1, rounds + 1):
+        pair = [
+            ReplayPlan("replay_original", "original", profile, port, original, marker, marked),
+            ReplayPlan("replay_control", "control", profile, port, control, marker, marked),
+        ]
+        if rng.random() < 0.5:
+            pair.reverse()
+        base = 2 * (number - 1)
+        out += [
+            replace(p, round=number, slot=base + i, attempt=attempt) for i, p in enumerate(pair)
+        ]
+    return out
+
+
 def plans(
     service: Service,
     function: FunctionTargets,
     seconds: float,
     seed: int,
     domestic: bool = False,
+    *,
+    rounds: int = ROUNDS,
+    neutral_port: int = NEUTRAL_PORT,
 ) -> list[ReplayPlan]:
     """What to replay for one function (nothing when it has no call ports)."""
     if function.function not in ("voice", "video") or not function.call_ports or seconds <= 0:
         return []
+    rounds = max(1, rounds)
     marker = MARKERS.get(service.id)
     make = C.voice_profile if function.function == "voice" else C.video_profile
-    original = make(seconds, seed, marker)
-    port = function.call_ports[0]
     profile = function.function
-    marked = stun_framed(original)
-    return [
-        ReplayPlan("replay_original", "original", profile, port, original, marker, marked),
-        ReplayPlan("replay_control", "control", profile, port, C.control(original), marker, marked),
-        ReplayPlan(
-            "replay_neutral", "plain", profile, NEUTRAL_PORT, C.random_payload(original, seed), None
-        ),
-        # The same call to a helper inside the country: "calls abroad blocked" or "calls blocked".
-        *(
-            [ReplayPlan("replay_domestic", "original", profile, port, original, marker, marked)]
-            if domestic
-            else []
-        ),
-    ]
+    port = function.call_ports[0]
+    one_round = make(seconds / rounds, seed, marker)
+    order = f"msgwatch-order-{seed}-{service.id}-{profile}"
+    out = round_pairs(one_round, marker, stun_framed(one_round), profile, port, rounds, order)
+    full = make(seconds, seed, marker)
+    # As long as one round's replay, so that a policer or a classifier that acts per flow treats
+    # the plain echoes as it treats the rounds' flows.
+    voice = C.voice_profile(min(seconds / rounds, PLAIN_SECONDS), seed)
+    # Random bytes on each call port: "does UDP pass on this port", whatever it carries.
+    out += [
+        ReplayPlan("replay_plain", "plain", "voice", p, C.random_payload(voice, seed * 65536 + p),
+                   None)
+        for p in dict.fromkeys(function.call_ports)
+    ]  # fmt: skip
+    out.append(
+        ReplayPlan("replay_neutral", "plain", profile, neutral_port, C.random_payload(full, seed),
+                   None)
+    )  # fmt: skip
+    if domestic:  # the same call to a helper inside the country: "calls abroad blocked" or not
+        out.append(
+            ReplayPlan(
+                "replay_domestic", "original", profile, port, full, marker, stun_framed(full)
+            )
+        )
+    return out
 
 
 def _endpoint(plan: ReplayPlan, helper: str, service: Service) -> Endpoint:
@@ -112,86 +168,146 @@ def _endpoint(plan: ReplayPlan, helper: str, service: Service) -> Endpoint:
     )
 
 
+@dataclass
+class Done:
+    plan: ReplayPlan
+    outcome: ChainOutcome
+    result: ReplayResult
+    link: HelperLink
+
+
 async def _one(
     trace: Trace,
     function: str,
-    helper: str,
+    link: HelperLink,
     service: Service,
     plan: ReplayPlan,
     deadline: float,
-    attempt: int = 1,
-) -> tuple[str, ChainOutcome, ReplayResult]:
-    """One replay to ``helper`` as a target of its own."""
+    start_at: float | None = None,
+) -> Done:
+    """One replay to the helper as a target of its own, started at ``start_at`` (loop time)."""
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - asyncio.get_running_loop().time()))
     txid = trace.new_transaction()
+    helper = link.address
     outcome = ChainOutcome(function, _endpoint(plan, helper, service), [txid], address=helper)
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
-             "role": plan.role, "port": plan.port, "attempt": attempt}  # fmt: skip
+             "role": plan.role, "port": plan.port, "round": plan.round,
+             "attempt": plan.attempt}  # fmt: skip
     result = await replay(
         trace, txid, helper, plan.port, plan.packets, deadline, label=label, marked=plan.marked
     )
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
-    return plan.role, outcome, result
+    return Done(plan, outcome, result, link)
 
 
-def unclear(original: ReplayResult, control: ReplayResult, interval: float = 0.1) -> bool:
-    """Whether original against control is unclear enough to be run again (a confirmation run,
-    as Wehe does): the statistics disagree (area without KS, or loss against throughput)."""
-    if not original.sent_packets or not control.sent_packets:
+def unclear(originals: list[dict[str, Any]], controls: list[dict[str, Any]]) -> bool:
+    """Whether the comparison of the originals' records with the controls', over all rounds, is
+    unclear enough to run the rounds again (a confirmation, as Wehe does): the statistics disagree
+    (area without KS, loss against throughput), or the rounds do (noisy controls, a difference
+    that most rounds do not show: :func:`msgwatch.verdicts.calls.compare_rounds`)."""
+    if not originals or not controls:
         return False
+    _, reason = compare_rounds(originals, controls)
+    return reason in ("area_only", "conflict", "rounds_disagree", "noisy_controls")
 
-    def stats(r: ReplayResult) -> ReplayStats:
-        rates = [row["rx_bytes"] * 8 / interval for row in r.intervals]
-        return ReplayStats(rates, r.sent_packets, r.received_packets)
 
-    decision = compare_replays(stats(original), stats(control))
-    return decision.verdict == "inconclusive" and decision.reason in ("area_only", "conflict")
+def _loss(sent: int, got: int) -> float | None:
+    return round(1 - min(got, sent) / sent, 4) if sent > 0 else None
+
+
+async def attach_helper_counts(
+    trace: Trace, done: list[Done], deadline: float
+) -> list[tuple[Done, int]]:
+    """Ask each helper for its counts of the replays' flows; add them to the replay records
+    (key ``helper``). Returns (replay, transaction id of the request) for each replay asked about."""
+    by_link: dict[int, list[Done]] = {}
+    links: dict[int, HelperLink] = {}
+    for d in done:
+        if d.result.local_port is not None and d.result.sent_packets:
+            by_link.setdefault(id(d.link), []).append(d)
+            links[id(d.link)] = d.link
+
+    async def ask(link: HelperLink, replays: list[Done]) -> list[tuple[Done, int]]:
+        txid = trace.new_transaction()
+        flows = [(d.result.local_port or 0, d.plan.port) for d in replays]
+        counts, failure = await helper_flows(trace, txid, link, flows, deadline)
+        for d, seen in zip(replays, counts, strict=True):
+            record = d.result.record
+            entry: dict[str, Any] = {"transaction_id": txid, "failure": failure}
+            if seen is None and failure is None:  # the helper has no such flow: nothing arrived
+                seen = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
+                        "interval": None, "intervals": [], "truncated": False}  # fmt: skip
+            if seen is not None:
+                entry.update(seen)
+                entry["upstream_loss"] = _loss(d.result.sent_packets, seen["rx_packets"])
+                entry["downstream_loss"] = _loss(seen["tx_packets"], d.result.received_packets)
+            record["helper"] = entry
+        return [(d, txid) for d in replays]
+
+    asked = await asyncio.gather(*(ask(links[key], group) for key, group in by_link.items()))
+    return [pair for group in asked for pair in group]
 
 
 async def run_replays(
     trace: Trace,
     service: Service,
     function: FunctionTargets,
-    helper: str,
+    helper: str | HelperLink,
     seconds: float,
     seed: int,
     deadline: float,
-    domestic_helper: str | None = None,
+    domestic_helper: str | HelperLink | None = None,
+    *,
+    rounds: int = ROUNDS,
+    neutral_port: int = NEUTRAL_PORT,
 ) -> list[tuple[str, ChainOutcome]]:
-    """Original and control one after the other (random order); the neutral replay, and the one
-    to the domestic helper, alongside."""
-    chosen = plans(service, function, seconds, seed, domestic=domestic_helper is not None)
+    """Every replay of one function (module notes), then the helpers' counts of them."""
+    abroad = helper if isinstance(helper, HelperLink) else HelperLink(helper)
+    domestic = (
+        domestic_helper
+        if isinstance(domestic_helper, HelperLink) or domestic_helper is None
+        else HelperLink(domestic_helper)
+    )
+    chosen = plans(service, function, seconds, seed, domestic=domestic is not None,
+                   rounds=rounds, neutral_port=neutral_port)  # fmt: skip
     if not chosen:
         return []
-    pair, others = chosen[:2], chosen[2:]
-    random.Random(f"msgwatch-order-{seed}-{service.id}-{function.function}").shuffle(pair)
     name = function.function
-
     loop = asyncio.get_running_loop()
+    length = seconds / max(1, rounds)
 
-    async def in_turn() -> list[tuple[str, ChainOutcome]]:
-        done = [await _one(trace, name, helper, service, p, deadline) for p in pair]
-        results = {role: result for role, _, result in done}
-        room = deadline - loop.time() > 2 * (seconds + GRACE)
-        if room and unclear(results["replay_original"], results["replay_control"]):
-            again = list(reversed(pair))  # the other order: the confirmation run
-            done += [await _one(trace, name, helper, service, p, deadline, 2) for p in again]
-        return [(role, outcome) for role, outcome, _ in done]
+    def start(plans: list[ReplayPlan]) -> list[asyncio.Task[Done]]:
+        t0 = loop.time()
+        return [
+            asyncio.ensure_future(
+                _one(trace, name, domestic if p.role == "replay_domestic" and domestic else abroad,
+                     service, p, deadline, None if p.slot is None else t0 + p.slot * length)
+            )
+            for p in plans
+        ]  # fmt: skip
 
-    alongside = [
-        _one(trace, name, domestic_helper if p.role == "replay_domestic" and domestic_helper
-             else helper, service, p, deadline)
-        for p in others
-    ]  # fmt: skip
-    pair_done = asyncio.ensure_future(in_turn())
-    view = asyncio.ensure_future(_helper_view(trace, service, function, helper, deadline))
-    rest = [(role, outcome) for role, outcome, _ in await asyncio.gather(*alongside)]
-    return [*(await pair_done), *rest, *(await view)]
+    view = asyncio.ensure_future(_helper_view(trace, service, function, abroad, deadline))
+    done = list(await asyncio.gather(*start(chosen)))
+    room = deadline - loop.time() > 2 * seconds + GRACE + 0.5
+    records = {role: [d.result.record for d in done if d.plan.role == role]
+               for role in ("replay_original", "replay_control")}  # fmt: skip
+    if room and unclear(records["replay_original"], records["replay_control"]):
+        first = next(p for p in chosen if p.role == "replay_original")
+        again = round_pairs(
+            first.packets, first.marker, first.marked, first.profile, first.port, rounds,
+            f"msgwatch-order-{seed}-{service.id}-{name}-confirm", attempt=2,
+        )  # fmt: skip
+        done += await asyncio.gather(*start(again))
+    for d, txid in await attach_helper_counts(trace, done, deadline):
+        d.outcome.transaction_ids.append(txid)
+    return [*((d.plan.role, d.outcome) for d in done), *(await view)]
 
 
 async def _helper_view(
-    trace: Trace, service: Service, function: FunctionTargets, helper: str, deadline: float
+    trace: Trace, service: Service, function: FunctionTargets, helper: HelperLink, deadline: float
 ) -> list[tuple[str, ChainOutcome]]:
     """The helper's own STUN/TURN exchanges with the function's UDP relays, at the same time:
     a relay down for everyone is not blocked here (role ``helper_view``)."""
@@ -206,8 +322,8 @@ async def _helper_view(
     ]  # fmt: skip
     txid = trace.new_transaction()
     record = await helper_measure(trace, txid, helper, steps, deadline)
-    endpoint = relays[0].model_copy(update={"id": "helper-view", "address": helper})
-    outcome = ChainOutcome(function.function, endpoint, [txid], address=helper)
+    endpoint = relays[0].model_copy(update={"id": "helper-view", "address": helper.address})
+    outcome = ChainOutcome(function.function, endpoint, [txid], address=helper.address)
     if record["failure"] is not None:
         outcome.failure, outcome.failed_step = record["failure"], "helper_view"
     return [("helper_view", outcome)]

@@ -11,7 +11,9 @@ One chain per endpoint, chosen by its protocol:
     https               resolve → TCP → TLS → HTTP GET   ┘ with a benign SNI to the same address
     http                resolve → TCP → HTTP GET
     stun, turn (udp)    resolve → STUN Binding / TURN Allocate
-    stun, turn (tcp/tls) resolve → TCP (→ TLS)           (STUN over TCP comes with step 3)
+    stun, turn (tcp/tls) resolve → TCP (→ TLS) → the same request on the stream (TURN's fallback:
+                                    a 401 challenge proves it; a failure after the connect is the
+                                    step ``app_handshake``, like the other protocols' first exchange)
 
 An endpoint with an ``address`` is not resolved. Addresses from DNS are tried in order, at most
 ``max_addresses`` of them, until one connects. Every chain shares the run's single ``deadline``.
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from msgwatch.catalogue import Endpoint
 from msgwatch.probe import failures as F
@@ -31,7 +34,7 @@ from msgwatch.probe.net import TCPConn, tcp_connect
 from msgwatch.probe.steps.app import mtproto_handshake, whatsapp_hello
 from msgwatch.probe.steps.dns import DNSResult, resolve
 from msgwatch.probe.steps.http import HTTPResult, http_get
-from msgwatch.probe.steps.stun import Kind, stun_exchange
+from msgwatch.probe.steps.stun import Kind, stun_exchange, stun_stream_exchange
 from msgwatch.probe.steps.tls import tls_handshake
 from msgwatch.probe.trace import Trace
 
@@ -208,6 +211,8 @@ async def _connected(
                 )
             )
             offered = ("http/1.1",) if endpoint.protocol == "https" else ("h2", "http/1.1")
+            if endpoint.protocol in ("stun", "turn"):
+                offered = ("stun.turn",)  # RFC 7443
             try:
                 session = await tls_handshake(
                     conn,
@@ -222,7 +227,17 @@ async def _connected(
                 return
             outcome.verified = True
             stream, alpn = session, session.alpn
-        elif endpoint.protocol in ("mtproto", "whatsapp_chat"):
+        if endpoint.protocol in ("stun", "turn"):
+            kind: Kind = "turn" if endpoint.protocol == "turn" else "stun"
+            transport: Literal["tcp", "tls"] = "tls" if wants_tls else "tcp"
+            exchange = await stun_stream_exchange(
+                trace, outcome.transaction_ids[0], kind, stream,  # type: ignore[arg-type]
+                transport, deadline,
+            )  # fmt: skip
+            if exchange.failure is not None:
+                outcome.failure, outcome.failed_step = exchange.failure, "app_handshake"
+            return
+        if endpoint.protocol in ("mtproto", "whatsapp_chat") and not wants_tls:
             if endpoint.protocol == "mtproto":
                 app = await mtproto_handshake(conn, deadline, time.time())
             else:

@@ -239,6 +239,12 @@ class UDPSocket:
                     num_bytes=size, failure=failure,
                 )  # fmt: skip
 
+    @property
+    def local_port(self) -> int | None:
+        """The socket's own port (the helper names the flow by it)."""
+        sockname = self._transport.get_extra_info("sockname")
+        return int(sockname[1]) if sockname else None
+
     def close(self) -> None:
         self._transport.close()
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
 from msgwatch.measurement.envelope import RunInfo, build_measurement
-from msgwatch.probe.calls import run_replays
+from msgwatch.probe.calls import NEUTRAL_PORT, ROUNDS, run_replays
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
+from msgwatch.probe.steps.control import CONTROL_PORT, HelperLink
 from msgwatch.probe.trace import Budget, Trace
 from msgwatch.verdicts.judge import judge
 
@@ -50,8 +51,15 @@ class RunConfig:
     probe_network_name: str = ""
     sequential: bool = False
     replay_seconds: float = 0.0
-    """With a helper: length of each call-traffic replay (original, control, neutral) of voice and
-    video functions that list call ports; 0 turns replays off."""
+    """With a helper: seconds of call-traffic replay per kind (the original's rounds together, the
+    control's rounds together, the neutral replay) of voice and video functions that list call
+    ports; 0 turns replays off."""
+    helper_control_port: int = CONTROL_PORT
+    """The test helpers' control API port (their view of the relays, their counts of the replays)."""
+    replay_rounds: int = ROUNDS
+    """Original/control pairs per function, each ``replay_seconds / replay_rounds`` long."""
+    neutral_port: int = NEUTRAL_PORT
+    """The helper's port that no messenger uses for calls (the plain echo's "UDP in general")."""
     domestic_helper: str | None = None
     """A test helper inside the country: the original replay is also sent there, which tells
     "calls abroad are blocked" from "calls are blocked"."""
@@ -158,15 +166,19 @@ async def run(
         return [(role, outcome)]
 
     seed = config.replay_seed if config.replay_seed is not None else random.randrange(1 << 30)
+    # One link per helper for the whole run: it queues the control connections to it.
+    port = config.helper_control_port
+    abroad = HelperLink(config.helper, port) if config.helper is not None else None
+    domestic = HelperLink(config.domestic_helper, port) if config.domestic_helper else None
 
     async def replays(
         trace: Trace, service: Service, function: FunctionTargets
     ) -> list[tuple[str, ChainOutcome]]:
-        assert config.helper is not None
+        assert abroad is not None
         async with semaphore:
             done = await run_replays(
-                trace, service, function, config.helper, config.replay_seconds, seed, deadline,
-                config.domestic_helper,
+                trace, service, function, abroad, config.replay_seconds, seed, deadline,
+                domestic, rounds=config.replay_rounds, neutral_port=config.neutral_port,
             )  # fmt: skip
         for _, outcome in done:
             if progress is not None:

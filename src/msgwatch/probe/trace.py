@@ -207,8 +207,8 @@ class Trace:
 
     # -- msgwatch_replays ----------------------------------------------------------------------
 
-    def replay(self, record: Record) -> None:
-        self._append(self.replays, record)
+    def replay(self, record: Record) -> Record:
+        return self._append(self.replays, record)
 
     # -- msgwatch_app_handshakes ----------------------------------------------------------------
 

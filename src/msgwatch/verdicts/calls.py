@@ -1,35 +1,54 @@
 """Judging the call path from its replays (rules in ``calls.toml``, method in docs/method/calls.md).
 
 Reads only the measurement: the replay targets of a function (roles ``replay_original``,
-``replay_control``, ``replay_neutral``), their records in ``msgwatch_replays`` and the STUN call
-path (role ``call_path``). The statistics compare the per-interval throughput and the loss of the
-original with its control (:func:`msgwatch.analysis.stats.compare_replays`).
+``replay_control``, ``replay_plain``, ``replay_neutral``, ``replay_domestic``), their records in
+``msgwatch_replays``, the STUN call path (role ``call_path``), the catalogue's relay endpoints and
+the helper's view of them (role ``helper_view``).
+
+All rounds count. The originals of every round are taken together (datagrams summed, the
+per-interval throughput samples of all rounds in one sample), and so are the controls; the
+statistics compare the two (:func:`msgwatch.analysis.stats.compare_replays`). Two checks over the
+rounds one by one can then only take a difference back (:func:`compare_rounds`): the controls must
+agree among themselves (Glasnost's noise rule), and the original must have fared worse in a majority
+of the rounds.
+
+Where the helper's own counts are in a record (``helper``: what it received from the flow and
+sent back), they tell on which way the datagrams were lost: before the helper (``upload``) or after
+it echoed them (``download``); and an echo the helper did not send (its own limits) is not taken
+for censorship.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from msgwatch.analysis.stats import ReplayStats, compare_replays
+from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent
 from msgwatch.verdicts.rules import Verdict
 
 Record = dict[str, Any]
 LOST = 0.5
 """A replay that got less than half of its datagrams back failed (probe.calls.LOST)."""
 
+State = Literal["pass", "fail", "none"]
+Plain = Literal["pass", "fail", "partial", "policed", "none"]
+
 
 class CallRule(BaseModel):
+    """One row of calls.toml. A condition is a value, or a list of values any of which matches."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    original: Literal["pass", "fail", "none"] | None = None
-    control: Literal["pass", "fail", "none"] | None = None
-    neutral: Literal["pass", "fail", "none"] | None = None
+    original: State | list[State] | None = None
+    control: State | list[State] | None = None
+    neutral: State | list[State] | None = None
+    plain: Plain | list[Plain] | None = None
     stun: Literal["ok", "failed", "none"] | None = None
     comparison: str | None = None
     reason: str | None = None
@@ -37,6 +56,8 @@ class CallRule(BaseModel):
     relays_helper: Literal["ok", "failed", "none"] | None = None
     markers: Literal["lost", "passed", "none"] | None = None
     delivery: Literal["trickle", "lossy", "full", "none"] | None = None
+    echo: Literal["short", "full", "none"] | None = None
+    control_api: Literal["ok", "failed", "none"] | None = None
     verdict: Verdict
     mechanism: str | None = None
     confidence: float = Field(ge=0, le=1)
@@ -56,25 +77,105 @@ def load_call_rules() -> CallRules:
     return CallRules.model_validate(tomllib.loads(text))
 
 
-def _state(record: Record | None) -> str:
-    if record is None:
-        return "none"
-    sent = int(record.get("sent_packets") or 0)
-    got = int(record.get("received_packets") or 0)
-    return "pass" if sent and (sent - got) / sent <= LOST else "fail"
+# -- one role's replays, all rounds together ----------------------------------------------------
 
 
-def _stats(record: Record) -> ReplayStats:
-    intervals = [r for r in record.get("intervals") or [] if isinstance(r, dict)]
+def _int(record: Record, key: str) -> int:
+    value = record.get(key)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _rows(record: Record) -> list[Record]:
+    return [r for r in record.get("intervals") or [] if isinstance(r, dict)]
+
+
+def _throughput(record: Record) -> list[float]:
+    """Bits per second received in each of the record's intervals (as the probe counted)."""
+    rows = _rows(record)
     width = 0.1
-    if len(intervals) > 1:
-        width = float(intervals[1].get("t", 0.1)) - float(intervals[0].get("t", 0.0)) or 0.1
-    throughput = [int(r.get("rx_bytes") or 0) * 8 / width for r in intervals]
+    if len(rows) > 1:
+        width = float(rows[1].get("t", 0.1)) - float(rows[0].get("t", 0.0)) or 0.1
+    return [int(r.get("rx_bytes") or 0) * 8 / width for r in rows]
+
+
+def _sent(records: Sequence[Record]) -> int:
+    return sum(_int(r, "sent_packets") for r in records)
+
+
+def _received(records: Sequence[Record]) -> int:
+    return sum(min(_int(r, "received_packets"), _int(r, "sent_packets")) for r in records)
+
+
+def _share(records: Sequence[Record]) -> float:
+    sent = _sent(records)
+    return _received(records) / sent if sent else 0.0
+
+
+def pooled(records: Sequence[Record]) -> ReplayStats:
+    """The rounds of one kind of replay as one sample."""
     return ReplayStats(
-        throughput=throughput,
-        sent=int(record.get("sent_packets") or 0),
-        received=int(record.get("received_packets") or 0),
+        throughput=[x for r in records for x in _throughput(r)],
+        sent=_sent(records),
+        received=_received(records),
     )
+
+
+def _state(records: Sequence[Record]) -> State:
+    if not records:
+        return "none"
+    sent = _sent(records)
+    return "pass" if sent and (sent - _received(records)) / sent <= LOST else "fail"
+
+
+def _rounds(originals: Sequence[Record], controls: Sequence[Record]) -> list[tuple[Record, Record]]:
+    """(original, control) of each round; records without a round pair up in order."""
+
+    def key(r: Record, i: int) -> tuple[Any, ...]:
+        return (r.get("attempt"), r["round"]) if r.get("round") is not None else ("order", i)
+
+    mine = {key(r, i): r for i, r in enumerate(controls)}
+    return [(o, mine[k]) for i, o in enumerate(originals) if (k := key(o, i)) in mine]
+
+
+def compare_rounds(originals: Sequence[Record], controls: Sequence[Record]) -> tuple[str, str]:
+    """(comparison, reason) of the originals against the controls, every round counted.
+
+    ``comparison`` is ``same``, ``original_worse``, ``control_worse`` or ``inconclusive``;
+    ``reason`` is :func:`compare_replays`'s, or ``noisy_controls`` (the controls' delivered shares
+    or mean throughputs spread more than Glasnost's 20 % over the rounds) or ``rounds_disagree``
+    (the pooled sample says one side fared worse, but that side was not worse in a majority of the
+    rounds). With one round (or rounds that do not pair) only the pooled comparison counts."""
+    stats_o, stats_c = pooled(originals), pooled(controls)
+    if not stats_o.sent or not stats_c.sent:
+        return "none", "none"
+    decision = compare_replays(stats_o, stats_c)
+    if decision.verdict != "differentiated" or decision.which is None:
+        return decision.verdict, decision.reason
+    pairs = _rounds(originals, controls)
+    if len(pairs) < 2:
+        return decision.which, decision.reason
+    shares = [_share([c]) for _, c in pairs]
+    means = [_mean(_throughput(c)) for _, c in pairs]
+    if not (glasnost_consistent(shares) and glasnost_consistent(means)):
+        return "inconclusive", "noisy_controls"
+    by_loss = decision.reason in ("loss", "throughput_and_loss", "original_silent")
+
+    def worse(first: Record, second: Record) -> bool:
+        if by_loss:
+            return _share([first]) < _share([second])
+        return _mean(_throughput(first)) < _mean(_throughput(second))
+
+    if decision.which == "original_worse":
+        agree = sum(1 for o, c in pairs if worse(o, c))
+    else:
+        agree = sum(1 for o, c in pairs if worse(c, o))
+    if agree * 2 <= len(pairs):
+        return "inconclusive", "rounds_disagree"
+    return decision.which, decision.reason
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 MARKERS_LOST = 0.5
@@ -83,16 +184,16 @@ MARKERS_CONTROL_OK = 0.2
 """...while at most a fifth of the control's datagrams at the same positions were."""
 
 
-def _markers(original: Record | None, control: Record | None) -> str:
+def _markers(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     """Whether the STUN-framed datagrams of the original, and only they, were dropped."""
-    if original is None or control is None:
+    if not originals or not controls:
         return "none"
-    sent = int(original.get("marked_sent") or 0)
+    sent = sum(_int(r, "marked_sent") for r in originals)
     if sent == 0:
         return "none"
-    lost = 1 - int(original.get("marked_received") or 0) / sent
-    control_sent = int(control.get("marked_sent") or 0) or 1
-    control_lost = 1 - int(control.get("marked_received") or 0) / control_sent
+    lost = 1 - sum(_int(r, "marked_received") for r in originals) / sent
+    control_sent = sum(_int(r, "marked_sent") for r in controls) or 1
+    control_lost = 1 - sum(_int(r, "marked_received") for r in controls) / control_sent
     return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
 
 
@@ -102,41 +203,122 @@ LOSSY = 0.10
 """Replays that passed but both lost at least this share: calls connect, badly."""
 
 
-def _delivery(original: Record | None, control: Record | None) -> str:
-    """How both replays were delivered: a steady ``trickle`` (both failed, but a policer let a
+def _steady(records: Sequence[Record]) -> bool:
+    """Something came back in at least half of the intervals in which something was sent."""
+    busy = [row for r in records for row in _rows(r) if int(row.get("tx_packets") or 0) > 0]
+    got = [row for row in busy if int(row.get("rx_packets") or 0) > 0]
+    return bool(busy) and len(got) >= len(busy) / 2
+
+
+def _delivery(originals: Sequence[Record], controls: Sequence[Record]) -> str:
+    """How both kinds were delivered: a steady ``trickle`` (both failed, but a policer let a
     share through in most intervals), ``lossy`` (both passed, both lost >= 10 %), ``full``."""
-    if original is None or control is None:
+    if not originals or not controls:
         return "none"
-
-    def share(r: Record) -> float:
-        sent = int(r.get("sent_packets") or 0)
-        return int(r.get("received_packets") or 0) / sent if sent else 0.0
-
-    def steady(r: Record) -> bool:
-        rows = [row for row in r.get("intervals") or [] if isinstance(row, dict)]
-        busy = [row for row in rows if int(row.get("tx_packets") or 0) > 0]
-        got = [row for row in busy if int(row.get("rx_packets") or 0) > 0]
-        return bool(busy) and len(got) >= len(busy) / 2
-
-    shares = (share(original), share(control))
-    if all(TRICKLE <= x < 1 - LOST for x in shares) and steady(original) and steady(control):
+    shares = (_share(originals), _share(controls))
+    if all(TRICKLE <= x < 1 - LOST for x in shares) and _steady(originals) and _steady(controls):
         return "trickle"
     if all(1 - LOST <= x <= 1 - LOSSY for x in shares):
         return "lossy"
     return "full"
 
 
-def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
-    """The facts of one function's call path, or None when it was not replayed."""
-    by_role: dict[str, Record] = {}
+def _plain(records: Sequence[Record]) -> Plain:
+    """The plain echoes on the call ports, each port ``pass``, ``fail`` or ``policed`` (it failed
+    but a steady trickle got through: a policer, not a drop). Together: ``pass`` or ``fail`` on
+    every port, ``policed`` when none failed and some were policed, ``partial`` when some failed
+    and others did not; ``none`` without plain echoes."""
+    ports: dict[Any, list[Record]] = {}
+    for r in records:
+        ports.setdefault(r.get("port"), []).append(r)
+    states: set[Plain] = set()
+    for group in ports.values():
+        state: Plain = _state(group)
+        if state == "fail" and _share(group) >= TRICKLE and _steady(group):
+            state = "policed"
+        states.add(state)
+    if not states:
+        return "none"
+    if len(states) == 1:
+        return "pass" if states == {"pass"} else "fail" if states == {"fail"} else "policed"
+    return "partial" if "fail" in states else "policed"
+
+
+ECHO_SHORT = 0.10
+"""The helper echoed at least this share less than it received: its own limits, not the path."""
+
+
+def _helper_counts(record: Record) -> Record | None:
+    helper = record.get("helper")
+    if not isinstance(helper, dict) or helper.get("failure") is not None:
+        return None
+    if not isinstance(helper.get("rx_packets"), int) or not isinstance(
+        helper.get("tx_packets"), int
+    ):
+        return None
+    return helper
+
+
+def _echo(records: Sequence[Record]) -> str:
+    """``short`` when the helper received at least half of what the probe sent but sent back
+    less than 90 % of what it received; ``full`` when it echoed; ``none`` without its counts."""
+    counts = [(r, h) for r in records if (h := _helper_counts(r)) is not None]
+    if not counts:
+        return "none"
+    rx = sum(h["rx_packets"] for _, h in counts)
+    tx = sum(h["tx_packets"] for _, h in counts)
+    sent = _sent([r for r, _ in counts])
+    if sent and rx >= sent * (1 - LOST) and tx < rx * (1 - ECHO_SHORT):
+        return "short"
+    return "full"
+
+
+DIRECTION_LOSS = 0.10
+"""Loss on one way counts for the direction from this share on."""
+
+
+def direction(records: Sequence[Record]) -> str | None:
+    """Where the datagrams of ``records`` were lost, by the helper's counts: ``upload`` (they did
+    not reach the helper), ``download`` (the helper echoed them, they did not come back), ``both``;
+    None when neither way lost 10 % or the counts are missing. The echo carries back only what
+    arrived, so ``upload`` does not show that the other way is free."""
+    counts = [(r, h) for r in records if (h := _helper_counts(r)) is not None]
+    if not counts or len(counts) < len(records):
+        return None
+    sent = _sent([r for r, _ in counts])
+    rx = sum(min(h["rx_packets"], _int(r, "sent_packets")) for r, h in counts)
+    tx = sum(h["tx_packets"] for _, h in counts)
+    back = _received([r for r, _ in counts])
+    up = 1 - rx / sent if sent else 0.0
+    down = 1 - min(back, tx) / tx if tx else 0.0
+    if up >= DIRECTION_LOSS and down >= DIRECTION_LOSS:
+        return "both"
+    if up >= DIRECTION_LOSS:
+        return "upload"
+    if down >= DIRECTION_LOSS:
+        return "download"
+    return None
+
+
+def call_records(targets: list[Record], keys: Record) -> dict[str, list[Record]]:
+    """The replay records of one function's targets, by role."""
     replays = {r.get("transaction_id"): r for r in keys.get("msgwatch_replays") or []
                if isinstance(r, dict)}  # fmt: skip
+    by_role: dict[str, list[Record]] = {}
     for target in targets:
         ids = target.get("transaction_ids") or []
         record = replays.get(ids[0]) if isinstance(ids, list) and ids else None
         if record is not None:
-            by_role[str(target.get("role"))] = record
-    if "replay_original" not in by_role or "replay_control" not in by_role:
+            by_role.setdefault(str(target.get("role")), []).append(record)
+    return by_role
+
+
+def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
+    """The facts of one function's call path, or None when it was not replayed."""
+    by_role = call_records(targets, keys)
+    originals = by_role.get("replay_original", [])
+    controls = by_role.get("replay_control", [])
+    if not originals or not controls:
         return None
     stun_targets = [t for t in targets if t.get("role") == "call_path"]
     stun = "none"
@@ -163,40 +345,60 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
              if isinstance(r, dict)}  # fmt: skip
     relays_helper = "none"
+    api: list[bool] = []
     for target in (t for t in targets if t.get("role") == "helper_view"):
         ids = target.get("transaction_ids") or []
         view = views.get(ids[0]) if isinstance(ids, list) and ids else None
         results = [r for r in (view or {}).get("results") or [] if isinstance(r, dict)]
+        if view is not None:
+            api.append(view.get("failure") is None)
         if view is not None and view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
+    abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
+    api += [r["helper"].get("failure") is None for r in abroad if isinstance(r.get("helper"), dict)]
+    comparison, reason = "none", "none"
+    if _state(originals) == _state(controls) == "pass":
+        comparison, reason = compare_rounds(originals, controls)
     facts = {
-        "delivery": _delivery(by_role.get("replay_original"), by_role.get("replay_control")),
+        "delivery": _delivery(originals, controls),
         "relays_helper": relays_helper,
         "fallback": fallback,
-        "markers": _markers(by_role.get("replay_original"), by_role.get("replay_control")),
+        "markers": _markers(originals, controls),
         "relays": relays,
-        "original": _state(by_role.get("replay_original")),
-        "control": _state(by_role.get("replay_control")),
-        "neutral": _state(by_role.get("replay_neutral")),
-        "domestic": _state(by_role.get("replay_domestic")),
+        "original": _state(originals),
+        "control": _state(controls),
+        "plain": _plain(by_role.get("replay_plain", [])),
+        "neutral": _state(by_role.get("replay_neutral", [])),
+        "domestic": _state(by_role.get("replay_domestic", [])),
         "stun": stun,
-        "comparison": "none",
-        "reason": "none",
+        "comparison": comparison,
+        "reason": reason,
+        "echo": _echo([*originals, *controls]),
+        "control_api": ("ok" if any(api) else "failed") if api else "none",
     }
-    if facts["original"] == facts["control"] == "pass":
-        decision = compare_replays(
-            _stats(by_role["replay_original"]), _stats(by_role["replay_control"])
-        )
-        facts["comparison"] = decision.which if decision.verdict == "differentiated" and \
-            decision.which else decision.verdict  # fmt: skip
-        facts["reason"] = decision.reason
+    facts["direction"] = _direction(by_role, facts) or "none"
     return facts
 
 
 FACT_KEYS = (
-    "original", "control", "neutral", "stun", "comparison", "reason", "relays", "relays_helper",
-    "markers", "delivery",
+    "original", "control", "neutral", "plain", "stun", "comparison", "reason", "relays",
+    "relays_helper", "markers", "delivery", "echo", "control_api",
 )  # fmt: skip
+
+
+def _direction(by_role: dict[str, list[Record]], facts: dict[str, str]) -> str | None:
+    """The way the replays that show the loss lost their datagrams (:func:`direction`): the
+    originals when they failed or were policed or lossy, else the plain echoes that failed."""
+    if facts["original"] == "fail" or facts["delivery"] in ("trickle", "lossy"):
+        return direction(by_role.get("replay_original", []))
+    failed = [r for r in by_role.get("replay_plain", []) if _state([r]) == "fail"]
+    return direction(failed) if failed else None
+
+
+def _matches(condition: str | list[str] | None, value: str) -> bool:
+    if condition is None:
+        return True
+    return value in condition if isinstance(condition, list) else value == condition
 
 
 def with_fallback(rule: CallRule, facts: dict[str, str]) -> CallRule:
@@ -214,8 +416,24 @@ def with_fallback(rule: CallRule, facts: dict[str, str]) -> CallRule:
     return rule
 
 
+WAYS = {
+    "upload": "The datagrams were lost on the way to the test helper (it did not receive them).",
+    "download": "The datagrams reached the test helper and were lost on the way back.",
+    "both": "Datagrams were lost on the way to the test helper and on the way back.",
+}
+
+
+def with_direction(rule: CallRule, facts: dict[str, str]) -> CallRule:
+    """A call path that is not ok says which way its datagrams were lost, when the helper's
+    counts tell (``facts["direction"]``)."""
+    way = WAYS.get(facts.get("direction", "none"))
+    if rule.verdict == "ok" or way is None:
+        return rule
+    return rule.model_copy(update={"explain": f"{rule.explain} {way}"})
+
+
 def match_call(facts: dict[str, str]) -> CallRule:
     for rule in load_call_rules().rule:
-        if all(getattr(rule, key) is None or getattr(rule, key) == facts[key] for key in FACT_KEYS):
-            return with_fallback(rule, facts)
+        if all(_matches(getattr(rule, key), facts.get(key, "none")) for key in FACT_KEYS):
+            return with_direction(with_fallback(rule, facts), facts)
     raise LookupError("the call rules have no catch-all")

@@ -1,32 +1,104 @@
-"""Asking the test helper to measure from where it stands (its control API, ``docs/helper.md``).
+"""Asking the test helper to measure, and to say what it received (its control API, docs/helper.md).
 
-``helper_measure`` POSTs a list of steps to ``http://HELPER:PORT/v1/measure`` over a traced TCP
-connection (the exchange is part of the evidence) and returns the helper's answer, parsed and
-bounded. The helper runs the probe's own steps; its trace comes back whole and is kept, under the
-transaction id of the request, in ``msgwatch_helper_views``.
+- ``helper_measure`` POSTs a list of steps to ``http://HELPER:PORT/v1/measure`` over a traced TCP
+  connection (the exchange is part of the evidence) and returns the helper's answer, parsed and
+  bounded. The helper runs the probe's own steps; its trace comes back whole and is kept, under
+  the transaction id of the request, in ``msgwatch_helper_views``.
+- ``helper_flows`` GETs ``/v1/udp/flows`` for several of the probe's UDP flows, one request after
+  the other on one keep-alive connection: the helper's own per-interval counts of what it received
+  from each flow and what it sent back (the probe's replays attach them to their records).
+
+A :class:`HelperLink` is one helper as the run sees it: its address, its control port, and a cap
+on the control connections open at once. The helper closes the connections of a client above
+8 at once (``ControlSettings.max_per_client``), and a probe asks for every call function's view
+and counts at the same time, so the link queues them instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import h11
 
 from msgwatch import __version__
 from msgwatch.probe import failures as F
-from msgwatch.probe.net import tcp_connect
+from msgwatch.probe.net import TCPConn, tcp_connect
 from msgwatch.probe.trace import Trace
 
 CONTROL_PORT = 8765
 MAX_ANSWER = 512 * 1024
+CONNECTIONS = 4
+"""Control connections open at once to one helper (the helper allows 8 per client)."""
+MAX_FLOW_INTERVALS = 600
+"""Intervals kept of each flow's counts (one minute at 100 ms)."""
+
+
+@dataclass
+class HelperLink:
+    """One test helper of the run: where its control API is, and the queue to it."""
+
+    address: str
+    port: int = CONTROL_PORT
+    connections: int = CONNECTIONS
+    _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        if self._slots is None:  # made lazily: a semaphore belongs to the loop that first uses it
+            self._slots = asyncio.Semaphore(self.connections)
+        return self._slots
+
+
+def _link(helper: str | HelperLink, port: int) -> HelperLink:
+    return helper if isinstance(helper, HelperLink) else HelperLink(helper, port)
+
+
+async def _exchange(
+    conn: TCPConn,
+    client: h11.Connection,
+    host: str,
+    method: str,
+    target: str,
+    body: bytes,
+    deadline: float,
+    keep_alive: bool,
+) -> tuple[int | None, bytes]:
+    """One request and its whole response on ``conn`` (status, body)."""
+    headers = [("Host", host), ("User-Agent", f"msgwatch/{__version__}")]
+    if body:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    if not keep_alive:
+        headers.append(("Connection", "close"))
+    data = client.send(h11.Request(method=method, target=target, headers=headers))
+    if body:
+        data += client.send(h11.Data(data=body))
+    await conn.write(data + client.send(h11.EndOfMessage()), deadline)
+    status, answer = None, bytearray()
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(await conn.read(deadline))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            answer += event.data
+            if len(answer) > MAX_ANSWER:
+                raise F.ProbeFailure("helper_answer_too_large")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return status, bytes(answer)
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 async def helper_measure(
     trace: Trace,
     txid: int,
-    helper: str,
+    helper: str | HelperLink,
     steps: list[dict[str, Any]],
     deadline: float,
     *,
@@ -34,36 +106,21 @@ async def helper_measure(
     timeout: float = 5.0,
 ) -> dict[str, Any]:
     """The helper's results for ``steps``; a record (also kept in the trace) that never raises."""
-    record: dict[str, Any] = {"transaction_id": txid, "helper": helper, "steps": steps,
+    link = _link(helper, port)
+    record: dict[str, Any] = {"transaction_id": txid, "helper": link.address, "steps": steps,
                               "results": [], "failure": None, "t0": trace.now()}  # fmt: skip
-    # The helper must answer before our own deadline: its steps get what is left, less a margin.
-    left = deadline - asyncio.get_running_loop().time() - 0.5
-    budget = round(max(0.5, min(timeout, left)), 3)
-    body = json.dumps({"steps": steps, "timeout": budget}).encode()
     conn = None
     try:
-        conn = await tcp_connect(trace, txid, helper, port, deadline)
-        client = h11.Connection(h11.CLIENT)
-        headers = [("Host", f"{helper}:{port}"), ("User-Agent", f"msgwatch/{__version__}"),
-                   ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   ("Connection", "close")]  # fmt: skip
-        request = client.send(h11.Request(method="POST", target="/v1/measure", headers=headers))
-        await conn.write(
-            request + client.send(h11.Data(data=body)) + client.send(h11.EndOfMessage()), deadline
-        )
-        status, answer = None, bytearray()
-        while True:
-            event = client.next_event()
-            if event is h11.NEED_DATA:
-                client.receive_data(await conn.read(deadline))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                answer += event.data
-                if len(answer) > MAX_ANSWER:
-                    raise F.ProbeFailure("helper_answer_too_large")
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
+        async with asyncio.timeout_at(deadline), link.slots:
+            # The helper must answer before our own deadline: its steps get what is left, less a
+            # margin.
+            left = deadline - asyncio.get_running_loop().time() - 0.5
+            budget = round(max(0.5, min(timeout, left)), 3)
+            body = json.dumps({"steps": steps, "timeout": budget}).encode()
+            conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
+            client = h11.Connection(h11.CLIENT)
+            status, answer = await _exchange(conn, client, _hostport(link.address, link.port),
+                                             "POST", "/v1/measure", body, deadline, False)  # fmt: skip
         if status != 200:
             raise F.ProbeFailure(f"helper_status_{status}")
         parsed = json.loads(answer)
@@ -80,3 +137,81 @@ async def helper_measure(
     record["t"] = trace.now()
     trace.helper_view(record)
     return record
+
+
+def _counts(parsed: Any) -> dict[str, Any] | None:
+    """The part of a ``/v1/udp/flows`` answer the probe keeps, checked and bounded."""
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("totals"), dict):
+        return None
+    names = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+    totals = parsed["totals"]
+    if not all(isinstance(totals.get(n), int) and totals[n] >= 0 for n in names):
+        return None
+    intervals = []
+    for row in parsed.get("intervals") or []:
+        if not isinstance(row, dict) or not isinstance(row.get("t"), int | float):
+            return None
+        if not all(isinstance(row.get(n), int) for n in names):
+            return None
+        intervals.append({"t": row["t"], **{n: row[n] for n in names}})
+    interval = parsed.get("interval")
+    return {
+        **{n: totals[n] for n in names},
+        "interval": interval if isinstance(interval, int | float) else None,
+        "intervals": intervals[:MAX_FLOW_INTERVALS],
+        "truncated": bool(parsed.get("truncated")) or len(intervals) > MAX_FLOW_INTERVALS,
+    }
+
+
+async def helper_flows(
+    trace: Trace,
+    txid: int,
+    helper: str | HelperLink,
+    flows: list[tuple[int, int]],
+    deadline: float,
+    *,
+    port: int = CONTROL_PORT,
+) -> tuple[list[dict[str, Any] | None], str | None]:
+    """The helper's counts for each (probe's source port, helper's port) in ``flows``, in order:
+    a dict (``rx_packets``, ``rx_bytes``, ``tx_packets``, ``tx_bytes``, ``interval``,
+    ``intervals``, ``truncated``) or None when the helper has no such flow (it received nothing
+    from it: 404 ``no_such_flow``). Never raises: the second item is the failure that stopped
+    the exchange (the flows not asked yet are None)."""
+    link = _link(helper, port)
+    out: list[dict[str, Any] | None] = [None] * len(flows)
+    if not flows:
+        return out, None
+    failure: str | None = None
+    conn = None
+    try:
+        async with asyncio.timeout_at(deadline), link.slots:
+            conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
+            client = h11.Connection(h11.CLIENT)
+            host = _hostport(link.address, link.port)
+            for i, (client_port, local_port) in enumerate(flows):
+                target = f"/v1/udp/flows?client_port={client_port}&local_port={local_port}"
+                last = i == len(flows) - 1
+                status, answer = await _exchange(conn, client, host, "GET", target, b"",
+                                                 deadline, keep_alive=not last)  # fmt: skip
+                if status == 200:
+                    out[i] = _counts(json.loads(answer))
+                    if out[i] is None:
+                        raise ValueError("not a flow's counts")
+                elif status != 404:
+                    raise F.ProbeFailure(f"helper_status_{status}")
+                if not last:
+                    if client.our_state is h11.MUST_CLOSE or client.their_state is h11.MUST_CLOSE:
+                        # The helper closes after its request limit: a new connection goes on.
+                        conn.close()
+                        conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
+                        client = h11.Connection(h11.CLIENT)
+                    else:
+                        client.start_next_cycle()
+    except (h11.RemoteProtocolError, h11.LocalProtocolError, ValueError):
+        failure = "helper_invalid_response"
+    except Exception as exc:
+        failure = F.classify(exc)
+    finally:
+        if conn is not None:
+            conn.close()
+    return out, failure

@@ -37,6 +37,10 @@ class ReplayResult:
     jitter_ms: float = 0.0
     failure: str | None = None
     intervals: list[dict[str, Any]] = field(default_factory=list)
+    local_port: int | None = None
+    """The probe's source port (the helper names the flow by it); None when no socket opened."""
+    record: dict[str, Any] = field(default_factory=dict)
+    """The replay's entry in ``msgwatch_replays`` (the helper's counts are added to it later)."""
 
     @property
     def loss(self) -> float:
@@ -107,6 +111,7 @@ async def replay(
         result.failure = F.classify(exc)
         sock = None
     if sock is not None:
+        result.local_port = sock.local_port
         start = loop.time()
         last = (packets[-1][0] if packets else 0.0) + GRACE
         stop_at = min(deadline, start + last)
@@ -164,7 +169,7 @@ async def replay(
                 num_bytes=result.sent_bytes)  # fmt: skip
     trace.event("read_from", txid=txid, t0=t0, address=address, proto="udp",
                 num_bytes=result.received_bytes, failure=result.failure)  # fmt: skip
-    trace.replay(
+    result.record = trace.replay(
         {
             **label,
             "address": address,

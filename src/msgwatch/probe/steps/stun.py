@@ -1,6 +1,6 @@
-"""STUN Binding and TURN Allocate (without credentials) over UDP.
+"""STUN Binding and TURN Allocate (without credentials) over UDP, and over a TCP or TLS stream.
 
-Retransmission follows RFC 5389 §7.2.1: the first RTO is 500 ms and doubles; at most ``Rc`` = 7
+Over UDP, retransmission follows RFC 5389 §7.2.1: the first RTO is 500 ms and doubles; at most ``Rc`` = 7
 requests are sent; after the last one the client waits ``Rm`` = 16 × RTO. Everything is cut by the
 deadline. aioice's codec builds and parses the messages (``aioice.stun``); a datagram that does not
 parse, or that answers another transaction, is recorded as an ``invalid`` response and waiting goes on.
@@ -10,6 +10,13 @@ What proves the path:
 - Binding: a success response.
 - Allocate without credentials: a 401 error carrying REALM and NONCE (the relay challenged us: the
   request reached a working TURN server and its answer came back), or a success.
+
+Over TCP or TLS (:func:`stun_stream_exchange`: TURN's fallback on 443) the request is sent once
+(RFC 5389 §7.2.2: the stream is reliable) and no other framing is added: a STUN message delimits
+itself (a 20-byte header whose bytes 2-3 give the length of the attributes; RFC 5766 §2.1 runs
+TURN over TCP and TLS this way). The answer is read up to the deadline; bytes that cannot be a
+STUN header (first two bits not 0, no magic cookie: an HTTP answer, a TLS alert in the clear)
+end the exchange as ``stun_invalid_response``; the stream closing first is ``eof_error``.
 
 A relay that answers with another error proves reachability but not a usable relay:
 ``stun_error_response``; a 401 without the challenge attributes is ``turn_no_challenge``.
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aioice import stun
 
@@ -40,6 +47,21 @@ REQUESTED_TRANSPORT_UDP = 17 << 24
 _REFLEXIVE_ATTRIBUTES = {0x0001, 0x0020, 0x8020}
 
 Kind = Literal["stun", "turn"]
+HEADER = 20
+COOKIE = b"\x21\x12\xa4\x42"
+MAX_STREAM_MESSAGE = 4096
+"""The longest answer read over a stream (a 401 with REALM and NONCE is about 100 bytes)."""
+
+
+class Stream(Protocol):
+    """A TCP connection or a TLS session on one (``net.TCPConn``, ``steps.tls.TLSConn``)."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def write(self, data: bytes, deadline: float) -> None: ...
+
+    async def read(self, deadline: float, max_bytes: int = 16384) -> bytes: ...
 
 
 @dataclass
@@ -230,3 +252,82 @@ async def _transact(
             break
         wait *= 2
     return STUNResult(F.STUN_INVALID if invalid_seen else F.TIMEOUT)
+
+
+def message_length(header: bytes) -> int | None:
+    """The whole length of the STUN message that ``header`` (at least 20 bytes) opens, or None
+    when it cannot open one (first two bits, magic cookie, attribute length a multiple of 4)."""
+    length = int.from_bytes(header[2:4], "big")
+    if header[0] & 0xC0 or header[4:8] != COOKIE or length % 4:
+        return None
+    return HEADER + length
+
+
+async def stun_stream_exchange(
+    trace: Trace,
+    txid: int,
+    kind: Kind,
+    stream: Stream,
+    transport: Literal["tcp", "tls"],
+    deadline: float,
+) -> STUNResult:
+    """One STUN/TURN transaction over an open stream; records a ``msgwatch_udp_exchanges`` entry
+    (``transport`` ``tcp`` or ``tls``). Never raises."""
+    request = build_request(kind)
+    wire = bytes(request)
+    t0 = trace.now()
+    attempts: list[dict[str, Any]] = [{"t0": t0, "num_bytes": len(wire)}]
+    responses: list[dict[str, Any]] = []
+    result = STUNResult(F.TIMEOUT)
+    buffer = bytearray()
+    try:
+        await stream.write(wire, deadline)
+        while True:
+            size = None
+            while size is None or len(buffer) < size:
+                if len(buffer) >= HEADER and size is None:
+                    size = message_length(bytes(buffer[:HEADER]))
+                    if size is None or size > MAX_STREAM_MESSAGE:
+                        raise F.ProbeFailure(F.STUN_INVALID)
+                    continue
+                data = await stream.read(deadline, MAX_STREAM_MESSAGE)
+                if not data:
+                    raise F.ProbeFailure(F.EOF_ERROR)
+                buffer += data
+            data, buffer = bytes(buffer[:size]), buffer[size:]
+            message = _parse(data, request.transaction_id)
+            if len(responses) < MAX_RESPONSES:
+                responses.append(_describe(message, data, trace.now(), trace.limits.max_raw))
+            if message is not None:
+                result = judge_response(kind, message)
+                break
+            if len(responses) >= MAX_RESPONSES:
+                raise F.ProbeFailure(F.STUN_INVALID)
+    except F.ProbeFailure as exc:
+        result = STUNResult(exc.failure)
+    except Exception as exc:
+        result = STUNResult(F.classify(exc))
+    if result.failure == F.STUN_INVALID and buffer and len(responses) < MAX_RESPONSES:
+        # What arrived in place of a STUN message is the evidence.
+        responses.append(_describe(None, bytes(buffer), trace.now(), trace.limits.max_raw))
+    if result.mapped_address:
+        trace.note_probe_address(result.mapped_address)
+    trace.udp_exchange(
+        {
+            "protocol": kind,
+            "address": stream.address,
+            "transport": transport,
+            "request": {
+                "method": "binding" if kind == "stun" else "allocate",
+                "transaction_id": request.transaction_id.hex(),
+                "num_bytes": len(wire),
+            },
+            "attempts": attempts,
+            "responses": responses,
+            "failure": result.failure,
+            "t0": t0,
+            "t": trace.now(),
+            "transaction_id": txid,
+        }
+    )
+    return result
