@@ -5,7 +5,7 @@
 PY ?= python3
 VENV := .venv
 OONI_VENV := .venv-oonidata
-DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps
+DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql
 STAMP := $(VENV)/.installed
 # The safety fence (src/msgwatch/probe/net.py): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
@@ -43,6 +43,8 @@ bench: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/lab_up_down.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/lab_scenarios.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/calls.py
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_raw_writes.py
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_load.py
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info

@@ -5,11 +5,18 @@ every destination outside loopback and the lab's documentation ranges is refused
 created, and the system resolver is refused altogether, so however the suite is run it does not
 reach the Internet. A value already in the environment is kept (to narrow the fence); an empty one,
 which would lower the fence, is replaced.
+
+The probe's state (spool, probe id, lock) goes to a fresh temporary directory for the whole session
+(``MSGWATCH_STATE_DIR``), never to the machine's ``/var/lib/msgwatch`` or the user's home.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +25,8 @@ import pytest
 FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
 if not os.environ.get("MSGWATCH_ALLOWED_NETWORKS", "").strip():
     os.environ["MSGWATCH_ALLOWED_NETWORKS"] = FENCE
+os.environ["MSGWATCH_STATE_DIR"] = tempfile.mkdtemp(prefix="msgwatch-test-state-")
+atexit.register(functools.partial(shutil.rmtree, os.environ["MSGWATCH_STATE_DIR"], True))
 
 from tests.unit.servers import PKI, make_pki  # noqa: E402  (after the fence is up)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from msgwatch.lab.run import run_scenario
-from msgwatch.lab.scenario import list_scenarios, load_scenario
+from msgwatch.lab.run import ScenarioRun, run_scenario
+from msgwatch.lab.scenario import Scenario, list_scenarios, load_scenario
 from tests.format.check import assert_conforms
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
@@ -48,6 +48,29 @@ def test_scenario_matches_ground_truth(
     assert run.rows, "the probe returned no verdicts"
     assert_conforms([m for r in run.runs for m in r.measurements])
     assert run.matched == len(run.rows), _mismatches(run.rows)
+    if scenario.observatory is not None:
+        _check_observatory(scenario, run)
+
+
+def _check_observatory(scenario: Scenario, run: ScenarioRun) -> None:
+    """Submission through blocking and a crash: held while blocked, nothing lost or twice."""
+    assert run.observatory is not None
+    assert run.observatory.exact, run.observatory.summary()
+    assert run.observatory.made == run.observatory.collected > 0
+    blocked = {p.name for p in scenario.phase if any(r.type == "blackhole" for r in p.rule)}
+    assert blocked, "the scenario never blocks the collector"
+    for phase_run in run.runs:
+        assert len(phase_run.submissions) == scenario.observatory.runs
+        for submission in phase_run.submissions:
+            if phase_run.phase in blocked:
+                # The spool holds: nothing acknowledged, everything made so far still pending.
+                assert submission["ok"] is False and submission["stored"] == 0, submission
+                assert submission["spool"]["pending"] > 0
+            else:
+                assert submission["ok"] is True, submission
+                assert submission["remaining"] == 0
+    restarted = [p.name for p in scenario.phase if p.collector == "restart"]
+    assert run.observatory.collector_starts == 1 + len(restarted)
 
 
 def _stun(address: str, port: int = 3478, timeout: float = 1.0) -> bool:

@@ -114,11 +114,21 @@ def lab_run(scenario: str, output: str | None, as_json: bool) -> None:
         keep = ("isp", "service", "function", "expected", "expected_mechanism", "verdict",
                 "mechanism", "match")  # fmt: skip
         public["results"] = [{k: r[k] for k in keep} for r in summary["results"]]
+        if "observatory" in summary:
+            public["observatory"] = summary["observatory"]
         click.echo(json.dumps(public))
         return
     console = Console()
     console.print(results_table(summary["results"], f"lab run {chosen.name}: {chosen.title}"))
     console.print(f"{summary['matched']} of {summary['total']} verdicts match the ground truth.")
+    if "observatory" in summary:
+        o = summary["observatory"]
+        console.print(
+            f"Observatory: {o['made']} measurements made, {o['acknowledged']} acknowledged, "
+            f"{o['pending']} still pending, {o['collected']} at the collector, "
+            f"{len(o['missing'])} missing, {len(o['doubled'])} twice: "
+            + ("[green]exact[/]" if o["exact"] else "[red]NOT exact[/]")
+        )
     console.print(f"Measurements: {escape(summary['output'])}; report: {escape(summary['report'])}")
 
 

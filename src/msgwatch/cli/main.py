@@ -13,10 +13,13 @@ Exit status (all commands):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,10 @@ from msgwatch.catalogue import FUNCTIONS, Catalogue, CatalogueError, load_catalo
 from msgwatch.cli.render import verdict_table
 from msgwatch.probe.chains import ChainConfig
 from msgwatch.probe.runner import RunConfig, ServiceRun, count_chains, run
+from msgwatch.spool.client import URL, Client
+from msgwatch.spool.schedule import Stopper, parse_duration, run_every, run_lock
+from msgwatch.spool.spool import Spool, resolve_state_dir
+from msgwatch.spool.submit import collector_urls, plain_sleep, read_token, submit
 
 EXIT_INTERNAL, EXIT_USAGE, EXIT_CATALOGUE, EXIT_OUTPUT, EXIT_ENVIRONMENT = 1, 2, 3, 4, 5
 
@@ -147,6 +154,12 @@ def cli() -> None:
 @click.option("--replay-seed", type=int, help="Seed of the replays (default: a random one).")
 @click.option("--replay-seconds", type=click.FloatRange(0, 60), default=0.0, show_default=True,
               help="With --helper: seconds of each call-traffic replay (0: no replays).")  # fmt: skip
+@click.option("--replay-rounds", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="With --replay-seconds: original/control pairs, each a slice of the replay.")  # fmt: skip
+@click.option("--neutral-port", type=click.IntRange(1, 65535), default=40000, show_default=True,
+              help="The helper's UDP port that no service uses (the plain-UDP control).")  # fmt: skip
+@click.option("--helper-control-port", type=click.IntRange(1, 65535), default=8765,
+              show_default=True, help="The helper's control API port.")  # fmt: skip
 @click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=20.0, show_default=True,
               help="Megabytes the run may send and receive in all.")  # fmt: skip
 @click.option("--yes", "assume_yes", is_flag=True,
@@ -154,7 +167,26 @@ def cli() -> None:
 @click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
 @click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
 @click.option("--probe-cc", help="The country code (default ZZ).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on stdout (one line per run with --every).")  # fmt: skip
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="The spool, the probe id and run.lock (default: $MSGWATCH_STATE_DIR, else "
+                   "/var/lib/msgwatch for root, ~/.local/state/msgwatch for others).")  # fmt: skip
+@click.option("--collector", "collectors", multiple=True, metavar="URL",
+              help="Submit to this collector (repeatable, tried in order; default: "
+                   "$MSGWATCH_COLLECTORS, comma-separated).")  # fmt: skip
+@click.option("--collector-ca", type=click.Path(exists=True, dir_okay=False),
+              help="Trust only these CAs (PEM) for https:// collectors.")  # fmt: skip
+@click.option("--collector-token-file", type=click.Path(dir_okay=False),
+              help="A file whose first line is the collector's bearer token.")  # fmt: skip
+@click.option("--every", metavar="DURATION",
+              help="Run again and again, this far apart (90s, 30m, 1h); stop with SIGTERM.")  # fmt: skip
+@click.option("--jitter", metavar="DURATION",
+              help="With --every: move each start by up to this much (default: 10% of it).")  # fmt: skip
+@click.option("--count", type=click.IntRange(1), help="With --every: stop after N starts.")
+@click.option("--no-submit", is_flag=True, help="Spool the measurements, submit nothing.")
+@click.option("--submit-timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
+              help="Seconds to connect to a collector (and to wait between its answer's bytes).")  # fmt: skip
 def run_command(
     services: str | None,
     functions: str | None,
@@ -168,14 +200,30 @@ def run_command(
     download_path: str | None,
     replay_seed: int | None,
     replay_seconds: float,
+    replay_rounds: int,
+    neutral_port: int,
+    helper_control_port: int,
     budget_mb: float,
     assume_yes: bool,
     output: str | None,
     probe_asn: str | None,
     probe_cc: str | None,
     as_json: bool,
+    state_dir: str | None,
+    collectors: tuple[str, ...],
+    collector_ca: str | None,
+    collector_token_file: str | None,
+    every: str | None,
+    jitter: str | None,
+    count: int | None,
+    no_submit: bool,
+    submit_timeout: float,
 ) -> None:
-    """Measure every function of the selected services and print the verdicts."""
+    """Measure every function of the selected services and print the verdicts.
+
+    Every measurement is first written to the spool (STATE/spool/pending, fsync'd), then to
+    --output, then submitted to the collectors when there are any; what is not acknowledged stays
+    in the spool for the next run or `msgwatch submit`. See docs/spool.md."""
     catalogue = _load(catalogue_path)
     if helper and not assume_yes:
         _ask_consent()
@@ -192,6 +240,9 @@ def run_command(
         concurrency=concurrency,
         helper=helper,
         replay_seconds=replay_seconds,
+        replay_rounds=replay_rounds,
+        neutral_port=neutral_port,
+        helper_control_port=helper_control_port,
         replay_seed=replay_seed,
         domestic_helper=domestic_helper,
         budget_bytes=int(budget_mb * 1_000_000),
@@ -200,30 +251,209 @@ def run_command(
         probe_cc=probe_cc,
     )
     ids = [s.strip() for s in services.split(",") if s.strip()] if services else None
-    results = execute(catalogue, ids, config, show_progress=not as_json and sys.stderr.isatty())
-    path = Path(output) if output else default_output()
-    try:
-        write_jsonl(path, [r.measurement for r in results])
-    except OSError as exc:
-        raise _err(f"cannot write {path}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
-    verdicts = [v for r in results for v in r.verdicts]
-    moved = {
-        "sent": sum(r.measurement["test_keys"]["msgwatch_bytes"]["sent"] for r in results),
-        "received": sum(r.measurement["test_keys"]["msgwatch_bytes"]["received"] for r in results),
-    }
-    if as_json:
-        public = [
-            {k: v[k] for k in ("service", "function", "verdict", "mechanism", "evidence")}
-            for v in verdicts
-        ]
-        click.echo(json.dumps({"verdicts": public, "output": str(path), "bytes": moved}))
-        return
-    console = Console()
-    console.print(verdict_table(verdicts))
-    console.print(
-        f"Measurements: {escape(str(path))}; moved {moved['sent']:,} bytes out, "
-        f"{moved['received']:,} in (budget {budget_mb:g} MB)"
+    sending = (
+        None
+        if no_submit
+        else _submission(collectors, collector_ca, collector_token_file, submit_timeout)
     )
+    plan = _RunPlan(
+        catalogue=catalogue,
+        services=ids,
+        config=config,
+        output=output,
+        as_json=as_json,
+        budget_mb=budget_mb,
+        spool=Spool(resolve_state_dir(state_dir)),
+        submission=sending,
+    )
+    if every is None:
+        if jitter is not None or count is not None:
+            raise click.UsageError("--jitter and --count need --every")
+        with _locked(plan.spool.state_dir, wait=True):
+            plan.once(None, plain_sleep)
+        return
+    period = _duration(every, "--every")
+    spread = period / 10 if jitter is None else _duration(jitter, "--jitter")
+    if period <= 0 or spread >= period:
+        raise click.BadParameter("--every must be positive and --jitter less than it")
+    stopper = Stopper()
+    with stopper.installed():
+        run_every(
+            lambda index: plan.once(index, stopper.wait),
+            every=period,
+            jitter=spread,
+            lock=lambda: _locked(plan.spool.state_dir, wait=False),
+            wait=stopper.wait,
+            on_skip=plan.skipped,
+            count=count,
+        )
+
+
+def _duration(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+
+
+def _submission(
+    given: tuple[str, ...], ca_file: str | None, token_file: str | None, timeout: float = 10.0
+) -> _Submission | None:
+    """The collectors to submit to (None when there are none), checked before anything runs."""
+    try:
+        urls = collector_urls(given)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector") from exc
+    if not urls:
+        return None
+    try:
+        token = read_token(token_file) if token_file else None
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector-token-file") from exc
+    client = Client(ca_file=ca_file, connect_timeout=timeout, io_timeout=max(timeout, 30.0))
+    return _Submission(urls, client, token)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path, *, wait: bool) -> Iterator[bool]:
+    """``run.lock`` (see msgwatch.spool.schedule); a one-shot run says that it waits, then waits."""
+    with contextlib.ExitStack() as stack:
+        try:
+            acquired = stack.enter_context(run_lock(state_dir, wait=False))
+            if not acquired and wait:
+                Console(stderr=True).print(
+                    f"waiting for another msgwatch run ({escape(str(state_dir))}/run.lock)"
+                )
+                acquired = stack.enter_context(run_lock(state_dir, wait=True))
+        except OSError as exc:
+            raise _err(f"cannot use the state directory {state_dir}: {exc}", EXIT_OUTPUT) from exc
+        yield acquired
+
+
+@dataclass(frozen=True)
+class _Submission:
+    collectors: list[URL]
+    client: Client
+    token: str | None
+
+
+@dataclass(frozen=True)
+class _RunPlan:
+    """What one run of ``msgwatch run`` does, repeated by ``--every``."""
+
+    catalogue: Catalogue
+    services: list[str] | None
+    config: RunConfig
+    output: str | None
+    as_json: bool
+    budget_mb: float
+    spool: Spool
+    submission: _Submission | None
+
+    def once(self, index: int | None, sleep: Callable[[float], bool]) -> None:
+        started = _now()
+        show = not self.as_json and sys.stderr.isatty()
+        results = execute(self.catalogue, self.services, self.config, show_progress=show)
+        measurements = [r.measurement for r in results]
+        spool_error: OSError | None = None
+        try:  # the spool first: nothing else happens to a measurement before it is durable
+            keys = self.spool.add(measurements)
+        except OSError as exc:
+            spool_error, keys = exc, []
+        path = Path(self.output) if self.output else default_output()
+        try:
+            write_jsonl(path, measurements)
+        except OSError as exc:
+            raise _err(f"cannot write {path}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+        if spool_error is not None:
+            raise _err(
+                f"cannot spool the measurements in {self.spool.root}: "
+                f"{spool_error.strerror or spool_error} (they are in {path})",
+                EXIT_OUTPUT,
+            )
+        submitted: dict[str, Any] | None = None
+        if self.submission is not None:
+            try:
+                summary = submit(
+                    self.spool,
+                    self.submission.collectors,
+                    client=self.submission.client,
+                    token=self.submission.token,
+                    sleep=sleep,
+                )
+                submitted = summary.to_json()
+            except OSError as exc:  # reported, never fatal: the spool keeps them
+                submitted = {"ok": False, "error": f"spool: {exc.strerror or exc}"}
+        spooled = {
+            "state_dir": str(self.spool.state_dir),
+            "spooled": len(keys),
+            "pending": self.spool.pending_count(),
+        }
+        run_info: dict[str, Any] = {"started_at": started, "finished_at": _now()}
+        if index is not None:
+            run_info = {"index": index, **run_info}
+        self._report(results, path, spooled, submitted, run_info)
+
+    def skipped(self, index: int) -> None:
+        lock = self.spool.state_dir / "run.lock"
+        if self.as_json:
+            run_info = {"index": index, "skipped": "locked", "at": _now()}
+            click.echo(json.dumps({"run": run_info}))
+        else:
+            Console(stderr=True).print(
+                f"run {index} skipped: another msgwatch run holds {escape(str(lock))}"
+            )
+
+    def _report(
+        self,
+        results: list[ServiceRun],
+        path: Path,
+        spooled: dict[str, Any],
+        submitted: dict[str, Any] | None,
+        run_info: dict[str, Any],
+    ) -> None:
+        verdicts = [v for r in results for v in r.verdicts]
+        moved = {
+            "sent": sum(r.measurement["test_keys"]["msgwatch_bytes"]["sent"] for r in results),
+            "received": sum(
+                r.measurement["test_keys"]["msgwatch_bytes"]["received"] for r in results
+            ),
+        }
+        if self.as_json:
+            public = [
+                {k: v[k] for k in ("service", "function", "verdict", "mechanism", "evidence")}
+                for v in verdicts
+            ]
+            data = {"verdicts": public, "output": str(path), "bytes": moved, "spool": spooled,
+                    "submission": submitted, "run": run_info}  # fmt: skip
+            click.echo(json.dumps(data))
+            return
+        console = Console()
+        console.print(verdict_table(verdicts))
+        console.print(
+            f"Measurements: {escape(str(path))}; moved {moved['sent']:,} bytes out, "
+            f"{moved['received']:,} in (budget {self.budget_mb:g} MB)"
+        )
+        console.print(
+            f"Spooled {spooled['spooled']} in {escape(spooled['state_dir'])} "
+            f"({spooled['pending']} pending)"
+        )
+        if submitted is None:
+            return
+        if submitted.get("ok"):
+            console.print(
+                f"Submitted: {submitted['stored']} stored, {submitted['duplicate']} already "
+                f"there, {submitted['rejected']} rejected"
+            )
+        else:
+            console.print(
+                f"[yellow]Submission incomplete[/] ({escape(str(submitted.get('error')))}); "
+                "the spool keeps the rest for the next run or `msgwatch submit`"
+            )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @cli.command("demo")
@@ -346,3 +576,5 @@ def main() -> None:
 # The lab's commands live in their own module; importing it registers them on `cli`.
 from msgwatch.cli import helper as _helper  # noqa: E402, F401
 from msgwatch.cli import lab as _lab  # noqa: E402, F401
+from msgwatch.cli.collector import collector_group as _collector  # noqa: E402, F401
+from msgwatch.cli.spool import spool_group as _spool  # noqa: E402, F401

@@ -36,6 +36,9 @@ PUBLIC_RESOLVER6 = "2001:db8:3::53"
 HELPERS = {"abroad": "198.18.3.10", "domestic": "198.19.0.10"}
 HELPER6 = "2001:db8:3::10"
 DOMESTIC_PEER = "198.19.0.20"
+COLLECTOR = "198.18.3.20"
+"""The observatory's collector abroad (started only by scenarios with an ``[observatory]``)."""
+COLLECTOR_PORT = 8080
 INFRASTRUCTURE = tuple(
     ipaddress.ip_network(p)
     for p in (
@@ -98,7 +101,7 @@ LINKS = (
 )  # fmt: skip
 
 LOCAL = {
-    "abroad": (f"{PUBLIC_RESOLVER}/32", f"{HELPERS['abroad']}/32",
+    "abroad": (f"{PUBLIC_RESOLVER}/32", f"{HELPERS['abroad']}/32", f"{COLLECTOR}/32",
                f"{PUBLIC_RESOLVER6}/128", f"{HELPER6}/128"),
     "domestic": (f"{HELPERS['domestic']}/32", f"{DOMESTIC_PEER}/32"),
 }  # fmt: skip

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
+from msgwatch.lab.observatory import LabCollector, Reconciliation, collector_url, reconcile
 from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule, resolve_selector
 from msgwatch.lab.servers import BULK_PATH
 
@@ -35,6 +36,10 @@ class PhaseRun:
     verdicts: list[dict[str, Any]]
     measurements: list[dict[str, Any]]
     seconds: float
+    made: int = 0
+    """Measurements the phase's runs made (all of them, with an observatory's several runs)."""
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+    """With an observatory: each scheduled run's submission summary and what its spool held."""
 
 
 @dataclass
@@ -43,6 +48,7 @@ class ScenarioRun:
     rows: list[dict[str, Any]] = field(default_factory=list)
     runs: list[PhaseRun] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    observatory: Reconciliation | None = None
 
     @property
     def matched(self) -> int:
@@ -54,6 +60,7 @@ class ScenarioRun:
             "results": self.rows,
             "matched": self.matched,
             "total": len(self.rows),
+            **({"observatory": self.observatory.summary()} if self.observatory else {}),
         }
 
 
@@ -94,8 +101,32 @@ def compare(
     return rows
 
 
-def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list[str]:
+def _observatory_options(scenario: Scenario, state_dir: Path) -> list[str]:
+    """Scheduled runs that spool and submit to the lab's collector."""
+    from msgwatch.lab.observatory import collector_url
+
+    assert scenario.observatory is not None
+    return [
+        "--state-dir", str(state_dir),
+        "--collector", collector_url(),
+        "--every", f"{scenario.observatory.every:g}s",
+        "--jitter", "0s",
+        "--count", str(scenario.observatory.runs),
+        "--submit-timeout", "1",
+    ]  # fmt: skip
+
+
+def _probe_command(
+    lab: Any, isp: str, scenario: Scenario, output: Path, state_dir: Path
+) -> list[str]:
+    """Each ISP's probe has its own state directory (spool, run.lock): two probes sharing one
+    would wait for each other's lock."""
     services = ",".join(s.id for s in lab.mapping.catalogue.services)
+    scheduled = (
+        _observatory_options(scenario, state_dir)
+        if scenario.observatory
+        else ["--state-dir", str(state_dir), "--no-submit"]
+    )
     return [
         sys.executable, "-m", "msgwatch", "run",
         "--catalogue", str(lab.catalogue_dir),
@@ -111,17 +142,27 @@ def _probe_command(lab: Any, isp: str, scenario: Scenario, output: Path) -> list
         "--timeout", str(scenario.timeout),
         "--output", str(output),
         "--json",
+        *scheduled,
     ]  # fmt: skip
 
 
+def state_dir(workdir: Path, isp: str) -> Path:
+    """Where an ISP's probe keeps its spool in an observatory scenario."""
+    return workdir / f"state-{isp}"
+
+
 def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
-    """Run the probe in every ISP's probe namespace at once; their results in ISP order."""
+    """Run the probe in every ISP's probe namespace at once; their results in ISP order.
+
+    With an observatory, each probe makes ``runs`` scheduled runs (``--every``) that spool and
+    submit; every run's verdicts are compared, so a phase has one set of rows per run."""
     env = dict(os.environ, MSGWATCH_ALLOWED_NETWORKS=FENCE)
     started = time.monotonic()
     procs = {}
+    runs_each = scenario.observatory.runs if scenario.observatory else 1
     for isp in ISPS:
         output = workdir / f"{scenario.name}-{phase}-{isp}.jsonl"
-        command = _probe_command(lab, isp, scenario, output)
+        command = _probe_command(lab, isp, scenario, output, state_dir(workdir, isp))
         procs[isp] = (
             output,
             lab.popen(
@@ -131,15 +172,27 @@ def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[P
         )  # fmt: skip
     runs = []
     for isp, (output, proc) in procs.items():
-        stdout, stderr = proc.communicate(timeout=scenario.timeout * 3 + 60)
+        stdout, stderr = proc.communicate(timeout=(scenario.timeout * 3 + 60) * runs_each)
         if proc.returncode != 0:
             raise RuntimeError(
                 f"the probe failed on {isp} (exit {proc.returncode}): {stderr[-2000:]}"
             )
-        json.loads(stdout)  # the run's --json answer must parse; the full verdicts are below
+        answers = [json.loads(line) for line in stdout.splitlines() if line.strip()]
         measurements = [json.loads(line) for line in output.read_text().splitlines()]
-        verdicts = [v for m in measurements for v in m["test_keys"]["msgwatch_verdicts"]]
-        runs.append(PhaseRun(phase, isp, verdicts, measurements, time.monotonic() - started))
+        submissions: list[dict[str, Any]] = []
+        if scenario.observatory is None:
+            # The run's --json answer must parse; the full verdicts are in the measurements.
+            verdicts = [v for m in measurements for v in m["test_keys"]["msgwatch_verdicts"]]
+            made = len(measurements)
+        else:
+            done = [a for a in answers if "verdicts" in a]
+            if len(done) != runs_each:
+                raise RuntimeError(f"{isp}: {len(done)} of {runs_each} scheduled runs reported")
+            verdicts = [v for a in done for v in a["verdicts"]]
+            made = sum(a["spool"]["spooled"] for a in done)
+            submissions = [{**(a["submission"] or {}), "spool": a["spool"]} for a in done]
+        seconds = time.monotonic() - started
+        runs.append(PhaseRun(phase, isp, verdicts, measurements, seconds, made, submissions))
     return runs
 
 
@@ -206,10 +259,18 @@ def run_scenario(
     with Lab(catalogue=scenario_catalogue(scenario, catalogue)) as lab:
         result.timings["up"] = time.monotonic() - started
         note(f"lab {lab.lab_id} up in {result.timings['up']:.1f} s")
+        collector = None
+        if scenario.observatory is not None:
+            collector = LabCollector(lab, workdir / "collector" / "data")
+            collector.start()
+            note(f"collector up at {collector_url()}")
         for index, phase in enumerate(scenario.phase):
             t0 = time.monotonic()
             apply_phase(lab, scenario, index)
             apply_outages(lab, scenario, index, workdir)
+            if collector is not None and phase.collector == "restart":
+                collector.restart()
+                note("collector killed (SIGKILL) and started again")
             runs = probe_all(lab, scenario, phase.name, workdir)
             result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
             for run in runs:
@@ -218,6 +279,15 @@ def run_scenario(
             note(f"phase {phase.name}: probed both ISPs in {time.monotonic() - t0:.1f} s")
             if after_phase is not None:
                 after_phase(lab, phase.name)
+        if collector is not None:
+            made = sum(run.made for run in result.runs)
+            states = [state_dir(workdir, isp) for isp in ISPS]
+            result.observatory = reconcile(states, collector, made)
+            collector.stop()
+            note(
+                f"observatory: {made} measurements made, {result.observatory.collected} at the "
+                f"collector ({'exact' if result.observatory.exact else 'NOT exact'})"
+            )
         t_down = time.monotonic()
     result.timings["down"] = time.monotonic() - t_down
     result.timings["total"] = time.monotonic() - started

@@ -13,6 +13,7 @@ Rule fields named ``to`` hold **selectors**, resolved against the running lab in
     host:<name>      the lab address of one catalogue host name
     abroad           every service subnet and the abroad infrastructure (198.18.3.0/24)
     domestic         the domestic segment (198.19.0.0/24)
+    collector        the observatory's collector abroad (198.18.3.20/32)
     <prefix>         a literal prefix, which must lie inside the lab's ranges
 """
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from msgwatch.catalogue import FUNCTIONS
 from msgwatch.lab.mapping import LAB_V4, LAB_V6, LabMapping
+from msgwatch.lab.plan import COLLECTOR
 
 ABROAD_INFRA = ("198.18.3.0/24", "2001:db8:3::/64")
 DOMESTIC = ("198.19.0.0/24",)
@@ -74,6 +76,18 @@ class Phase(_Strict):
     description: str = ""
     rule: list[RuleEntry] = []
     outage: list[Outage] = []
+    collector: Literal["up", "restart"] = "up"
+    """With an observatory: ``restart`` kills the collector (SIGKILL) as the phase begins and
+    starts it again, so the phase's submissions meet a collector that crashed."""
+
+
+class Observatory(_Strict):
+    """The probes submit to a collector abroad on a schedule (``msgwatch run --every``)."""
+
+    runs: int = Field(default=2, ge=1, le=20)
+    """Scheduled runs of each probe in each phase."""
+    every: float = Field(default=1.0, gt=0, le=60)
+    """Seconds from one scheduled run to the next."""
 
 
 class Expect(_Strict):
@@ -113,6 +127,9 @@ class Scenario(_Strict):
     source: list[Source] = []
     phase: list[Phase] = Field(min_length=1)
     expect: list[Expect] = []
+    observatory: Observatory | None = None
+    """Probes submit their measurements to a collector abroad; the run checks that the collector
+    ends with exactly the measurements made (none lost, none twice)."""
 
     def expected(self, phase: str, isp: str, service: str, function: str) -> Expect:
         """The ground truth for one (phase, ISP, service, function): listed, or ``ok``."""
@@ -178,6 +195,8 @@ def resolve_selector(selector: str, mapping: LabMapping) -> list[str]:
         return [*ABROAD_INFRA, *dict.fromkeys(subnets)]
     if selector == "domestic":
         return list(DOMESTIC)
+    if selector == "collector":
+        return [f"{COLLECTOR}/32"]
     kind, _, value = selector.partition(":")
     if kind == "service":
         service = mapping.catalogue.service(value)

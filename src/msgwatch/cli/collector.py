@@ -1,0 +1,152 @@
+"""``msgwatch collector serve`` and ``msgwatch export``: the collector from the command line.
+
+Options parse into :class:`msgwatch.collector.settings.Settings`; each also reads an environment
+variable (a secret such as the admin token is better there than in ``ps``). See
+docs/design/002-collector.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from msgwatch.cli.main import EXIT_OUTPUT, EXIT_USAGE, _err, cli
+
+
+@cli.group("collector")
+def collector_group() -> None:
+    """The collector: accepts measurements from probes, stores them durably, serves them."""
+
+
+@collector_group.command("serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_HOST",
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_PORT",
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MSGWATCH_COLLECTOR_DIR",
+    help="Archive and SQLite index [default: /var/lib/msgwatch-collector for root, "
+    "~/.local/share/msgwatch/collector otherwise].",
+)
+@click.option(
+    "--database",
+    metavar="URL",
+    envvar="MSGWATCH_DATABASE",
+    help="postgresql://… for a PostgreSQL index (default: SQLite in the data directory).",
+)
+@click.option(
+    "--probe-tokens",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="MSGWATCH_PROBE_TOKENS",
+    help="File of probe tokens, one per line: submissions then need one.",
+)
+@click.option(
+    "--admin-token",
+    metavar="T",
+    envvar="MSGWATCH_ADMIN_TOKEN",
+    help="Token that /metrics then needs (better given as $MSGWATCH_ADMIN_TOKEN).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    envvar="MSGWATCH_RATE_LIMIT",
+    help="Submissions per second per client, burst twice that (0: no limit).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def serve_command(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    database: str | None,
+    probe_tokens: Path | None,
+    admin_token: str | None,
+    rate_limit: float,
+    log_level: str,
+) -> None:
+    """Serve the collector until SIGTERM or SIGINT."""
+    from msgwatch.collector.auth import TokenFileError, read_tokens
+    from msgwatch.collector.server import configure_logging, serve
+    from msgwatch.collector.settings import Settings, default_data_dir
+
+    if probe_tokens is not None:
+        try:
+            read_tokens(probe_tokens)
+        except TokenFileError as exc:
+            raise _err(str(exc), EXIT_USAGE) from exc
+    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+        raise _err("--database takes a postgresql:// URL", EXIT_USAGE)
+    settings = Settings(
+        data_dir=data_dir or default_data_dir(),
+        database=database or None,
+        host=host,
+        port=port,
+        probe_tokens_file=probe_tokens,
+        admin_token=admin_token or None,
+        rate_limit=rate_limit,
+    )
+    configure_logging(log_level)
+    if not serve(settings, log_level):
+        raise _err("the collector did not start (see the log above)", EXIT_OUTPUT)
+
+
+@cli.command("export")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    required=True,
+    envvar="MSGWATCH_COLLECTOR_DIR",
+    help="The collector's data directory.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "parquet"]), required=True, help="Output format."
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output file."
+)
+@click.option("--since", metavar="D", help="YYYY-MM-DD[ HH:MM:SS], inclusive (measurement time).")
+@click.option("--until", metavar="D", help="YYYY-MM-DD[ HH:MM:SS], exclusive.")
+@click.option(
+    "--database",
+    metavar="URL",
+    envvar="MSGWATCH_DATABASE",
+    help="The collector's postgresql:// index, when it is not SQLite in the data directory.",
+)
+def export_command(
+    data_dir: Path,
+    fmt: str,
+    output: Path,
+    since: str | None,
+    until: str | None,
+    database: str | None,
+) -> None:
+    """Export the collector's measurements as JSON Lines or Parquet (beside a running collector)."""
+    from msgwatch.collector.export import export
+
+    try:
+        count = export(data_dir, fmt, output, since=since, until=until, database=database)
+    except ValueError as exc:
+        raise _err(str(exc), EXIT_USAGE) from exc
+    except OSError as exc:
+        raise _err(f"cannot export: {exc}", EXIT_OUTPUT) from exc
+    click.echo(f"{count} measurements written to {output}", err=True)

@@ -1,0 +1,148 @@
+"""``msgwatch spool status`` and ``msgwatch submit``: the spool seen from the command line.
+
+Exit status, besides the common ones (docs in msgwatch.cli.main):
+
+    0  ``submit``: every pending measurement was acknowledged or rejected
+    2  ``submit``: no collector given (--collector or $MSGWATCH_COLLECTORS)
+    4  the state directory cannot be read or written
+    6  ``submit``: measurements remain pending (no collector took them, or stopped by a signal)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from msgwatch.cli.main import EXIT_OUTPUT, EXIT_USAGE, _err, cli
+from msgwatch.spool.client import Client
+from msgwatch.spool.schedule import Stopper
+from msgwatch.spool.spool import Spool, resolve_state_dir
+from msgwatch.spool.submit import collector_urls, read_token, submit
+
+EXIT_PENDING = 6
+
+_STATE_DIR_HELP = (
+    "State directory (default: $MSGWATCH_STATE_DIR, else /var/lib/msgwatch for root, "
+    "~/.local/state/msgwatch for others)."
+)
+
+
+@click.group("spool")
+def spool_group() -> None:
+    """The on-disk spool of measurements waiting for a collector."""
+
+
+@spool_group.command("status")
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def spool_status(state_dir: str | None, as_json: bool) -> None:
+    """Pending measurements (count, bytes, oldest, attempts, last error), submitted and rejected
+    counts, and the probe id. Reads only."""
+    spool = Spool(resolve_state_dir(state_dir))
+    try:
+        status = spool.status()
+    except OSError as exc:
+        raise _err(f"cannot read {spool.state_dir}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    pending = status["pending"]
+    last_error = pending["last_error"]
+    last = status["last_submission"]
+    rows = [
+        ("state directory", status["state_dir"]),
+        ("probe id", status["probe_id"] or "(none yet)"),
+        ("pending", f"{pending['count']:,} measurements, {pending['bytes']:,} bytes"),
+        ("oldest pending", pending["oldest"] or "-"),
+        ("attempts", f"{pending['attempted']:,} tried, at most {pending['max_attempts']} times"),
+        ("last error", f"{last_error['error']} at {last_error['time']}" if last_error else "-"),
+        ("last submission", _describe(last) if last else "-"),
+        ("submitted", f"{status['submitted']:,}"),
+        ("rejected", f"{status['rejected']:,} (see spool/rejected/)"),
+    ]
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, escape(str(value)))
+    Console().print(table)
+
+
+def _describe(last: dict[str, Any]) -> str:
+    text = (
+        f"{last.get('time')}: {last.get('stored', 0)} stored, {last.get('duplicate', 0)} "
+        f"duplicate, {last.get('rejected', 0)} rejected, {last.get('remaining', 0)} left"
+    )
+    return text + (f" ({last['error']})" if last.get("error") else "")
+
+
+@click.command("submit")
+@click.option("--collector", "collectors", multiple=True, metavar="URL",
+              help="Collector URL (repeatable, tried in order; default: $MSGWATCH_COLLECTORS, "
+                   "comma-separated).")  # fmt: skip
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--collector-ca", type=click.Path(exists=True, dir_okay=False),
+              help="Trust only these CAs (PEM) for https:// collectors.")  # fmt: skip
+@click.option("--collector-token-file", type=click.Path(dir_okay=False),
+              help="A file whose first line is the collector's bearer token.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def submit_command(
+    collectors: tuple[str, ...],
+    state_dir: str | None,
+    collector_ca: str | None,
+    collector_token_file: str | None,
+    as_json: bool,
+) -> None:
+    """Send the spool's pending measurements to the collectors now."""
+    try:
+        urls = collector_urls(collectors)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector") from exc
+    if not urls:
+        raise _err("no collector: pass --collector URL or set MSGWATCH_COLLECTORS", EXIT_USAGE)
+    try:
+        token = read_token(collector_token_file) if collector_token_file else None
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--collector-token-file") from exc
+    spool = Spool(resolve_state_dir(state_dir))
+    stopper = Stopper()
+    try:
+        with stopper.installed():
+            summary = submit(
+                spool, urls, client=Client(ca_file=collector_ca), token=token, sleep=stopper.wait
+            )
+    except OSError as exc:
+        raise _err(f"cannot use {spool.root}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+    data = summary.to_json()
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        console = Console()
+        console.print(
+            f"{data['pending']} pending: {data['stored']} stored, {data['duplicate']} already "
+            f"there, {data['rejected']} rejected, {data['invalid']} unreadable, "
+            f"{data['remaining']} left"
+        )
+        for c in data["collectors"]:
+            error = f", last error {c['last_error']}" if c["last_error"] else ""
+            console.print(
+                f"  {escape(c['url'])}: {c['state']}, {c['requests']} requests, "
+                f"{c['acknowledged']} acknowledged{escape(error)}"
+            )
+    if not summary.ok:
+        raise click.exceptions.Exit(EXIT_PENDING)
+
+
+def _register() -> None:
+    # In a function, not as decorators: main.py imports this module at its end (an import cycle),
+    # and mypy can defer a function body until it knows the type of ``cli``.
+    cli.add_command(spool_group)
+    cli.add_command(submit_command)
+
+
+_register()

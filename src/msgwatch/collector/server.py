@@ -1,0 +1,96 @@
+"""Run the collector: one uvicorn process, uvloop and httptools, graceful stop on SIGTERM/SIGINT.
+
+Choices, each for a reason:
+
+- **One process.** The store's writer gathers concurrent submissions into one group commit; with
+  several worker processes each would hold its own writer on the same archive. One process on
+  uvloop sustains the doc's target; scale up with a faster disk, not workers.
+- **No access log from uvicorn** (``access_log=False``): it prints client addresses. Ours
+  (``accesslog.py``) does not.
+- **No proxy headers** (``proxy_headers=False``): the client address that is scrubbed from bodies
+  and used for rate limits is the socket's peer, never a header a client can write.
+- **Garbage collector tuned** (``tune_gc``): a 30 KB measurement is ~10,000 small objects, and
+  while 50 of them wait for a group commit the default thresholds run full collections over
+  millions of objects — pauses that show up in the p99. Measurements hold no reference cycles
+  (reference counting frees them), so collections are made rarer and the objects of start-up are
+  frozen out of them.
+- **Graceful stop**: uvicorn's own SIGTERM/SIGINT handling stops accepting, lets requests in
+  flight finish (at most ``graceful_seconds``), then runs the lifespan's end, which closes the store,
+  and the process exits 0 (uvicorn would re-raise the signal and die by it: a requested stop is a
+  clean exit). A ``kill -9`` needs no handling here: the store's recovery at the next start deals
+  with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from msgwatch.collector.app import create_app
+from msgwatch.collector.settings import Settings
+
+logger = logging.getLogger("msgwatch.collector")
+
+
+def configure_logging(level: str = "info") -> None:
+    """Plain lines on stderr. The access logger is ``msgwatch.collector.access``."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_seconds) or None,
+        timeout_keep_alive=15,
+    )
+
+
+def tune_gc() -> None:
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM start the graceful stop; unlike uvicorn's, not re-raised afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: Settings, log_level: str = "info") -> bool:
+    """Serve until SIGTERM/SIGINT; ``False`` when the server never started (the store could not be
+    opened, the address could not be bound)."""
+    server = _Server(uvicorn_config(settings, log_level))
+    tune_gc()
+    server.run()
+    return server.started

@@ -1,0 +1,64 @@
+"""The collector's storage: an archive of gzip members (the source of truth) and an index.
+
+``open_store(data_dir, database)`` opens the :class:`Store` the HTTP layer uses: the archive under
+``DATA/archive/`` and the index in SQLite (``DATA/index.sqlite3``, the default) or PostgreSQL
+(``database="postgresql://…"``). Opening locks the data directory and runs recovery; it raises
+:class:`StoreUnavailable` when either cannot be opened.
+
+- :mod:`.base`: the contract (``Submission``, ``Receipt``, ``Query``, ``Page``, errors, ``Store``);
+- :mod:`.writer`: :class:`DurableStore`, group commit, recovery, reads;
+- :mod:`.archive`: segments of gzip members, member scans, cutting a torn member;
+- :mod:`.index`: the index's rows, schema and paging, shared by :mod:`.sqlite` and
+  :mod:`.postgres`.
+
+Design: docs/design/002-collector.md ("Storage").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msgwatch.collector.store.base import (
+    BadCursor,
+    Page,
+    Query,
+    Receipt,
+    Store,
+    StoreUnavailable,
+    Submission,
+)
+from msgwatch.collector.store.index import Index
+from msgwatch.collector.store.writer import DurableStore
+
+INDEX_FILE = "index.sqlite3"
+
+__all__ = [
+    "BadCursor",
+    "DurableStore",
+    "Page",
+    "Query",
+    "Receipt",
+    "Store",
+    "StoreUnavailable",
+    "Submission",
+    "open_index",
+    "open_store",
+]
+
+
+def open_index(data_dir: Path, database: str | None = None, *, readonly: bool = False) -> Index:
+    """The index of ``data_dir`` (not yet connected): SQLite unless ``database`` is a URL."""
+    if database is None or database == "sqlite":
+        from msgwatch.collector.store.sqlite import SQLiteIndex
+
+        return SQLiteIndex(data_dir / INDEX_FILE, readonly=readonly)
+    if database.startswith(("postgresql://", "postgres://")):
+        from msgwatch.collector.store.postgres import PostgresIndex
+
+        return PostgresIndex(database, readonly=readonly)
+    raise ValueError(f"unknown database {database!r}: use 'sqlite' or a postgresql:// URL")
+
+
+async def open_store(data_dir: Path, database: str | None = None) -> Store:
+    """Open (and recover) the store of ``data_dir``; see the module's docstring."""
+    return await DurableStore.open(data_dir, open_index(data_dir, database))

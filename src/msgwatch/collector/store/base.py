@@ -1,0 +1,67 @@
+"""The storage contract shared by the HTTP layer and the back-ends (docs/design/002-collector.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One validated, normalised measurement and the key that makes its retries harmless."""
+
+    idempotency_key: str
+    measurement: dict[str, Any]
+    report_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    measurement_uid: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Query:
+    """Filters of the read API; ``None`` means any. Times compare with ``measurement_start_time``."""
+
+    service: str | None = None
+    function: str | None = None
+    verdict: str | None = None
+    probe_asn: str | None = None
+    probe_cc: str | None = None
+    test_name: str | None = None
+    since: str | None = None  # "YYYY-MM-DD HH:MM:SS", inclusive
+    until: str | None = None  # "YYYY-MM-DD HH:MM:SS", exclusive
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    results: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class StoreUnavailable(Exception):
+    """The archive or the index cannot be written: nothing was acknowledged (HTTP 503)."""
+
+
+class BadCursor(ValueError):
+    """A cursor the store did not issue (HTTP 400 bad_query)."""
+
+
+class Store(Protocol):
+    async def put_many(self, items: Sequence[Submission]) -> list[Receipt]:
+        """Store every item; on return each receipt's measurement is durable (archive fsync'd,
+        index committed). Raises :class:`StoreUnavailable` with nothing acknowledged."""
+        ...
+
+    async def get(self, measurement_uid: str) -> dict[str, Any] | None: ...
+
+    async def query(self, query: Query) -> Page: ...
+
+    async def health(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...

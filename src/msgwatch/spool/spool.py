@@ -1,0 +1,539 @@
+"""The on-disk spool: every measurement is durable on the probe before it is sent anywhere.
+
+Rules (docs/design/002-collector.md, "Spool and scheduled runs"):
+
+1. A measurement is written to ``spool/tmp/``, ``fsync``ed, renamed into ``spool/pending/<key>.json``,
+   and the directory is ``fsync``ed, before anything else happens to it (the ``--output`` file, the
+   submission). A crash leaves either no file in ``pending/`` or a complete one.
+2. Nothing leaves ``pending/`` without a reason: an acknowledgement (a line in ``submitted.jsonl``,
+   appended and ``fsync``ed *before* the unlink) or a rejection (``rejected/<key>.json`` plus
+   ``rejected/<key>.reason.json``). A crash between the ledger line and the unlink is repaired by
+   :meth:`Spool.recover`, which unlinks the pending files that the ledger's tail already names.
+3. Reading a pending file is bounded and never raises for what is in it: a file larger than
+   :data:`MAX_MEASUREMENT_BYTES`, not UTF-8, not JSON, not an object, or with a name that is not a
+   valid key is moved to ``rejected/`` with one of the collector's reason codes.
+4. The probe id (``STATE/probe-id``, 32 random hex digits made once) identifies the installation. It
+   is the prefix of every idempotency key (``<probe-id>.<uuid4 hex>``) and is *never* written into a
+   measurement.
+
+Layout::
+
+    STATE/
+      probe-id                   32 hex digits
+      run.lock                   flock: one run at a time (msgwatch.spool.schedule)
+      spool/
+        pending/<key>.json       one measurement each, as written by the run
+        tmp/                     writes in progress (cleaned by the next run)
+        rejected/<key>.json      refused measurements, and <key>.reason.json beside each
+        submitted.jsonl          ledger: {"key", "uid", "status", "collector", "time"} per line
+        attempts.json            per pending key: attempts, last error (for ``spool status``)
+        submit.lock              flock: one submission at a time
+
+Concurrency: runs hold ``run.lock``; submissions hold ``submit.lock`` (a run's own submission
+included), so a manual ``msgwatch submit`` during a scheduled run waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_ENV = "MSGWATCH_STATE_DIR"
+ROOT_STATE_DIR = Path("/var/lib/msgwatch")
+MAX_MEASUREMENT_BYTES = 4 * 1024 * 1024
+"""The collector's per-measurement limit: a bigger pending file could never be accepted."""
+MAX_LEDGER_LINE = 64 * 1024
+LEDGER_TAIL_BYTES = 512 * 1024
+"""How much of the ledger's end :meth:`Spool.recover` reads (more than one batch of lines)."""
+MAX_STATE_BYTES = 16 * 1024 * 1024
+TMP_MAX_AGE = 3600.0
+KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+PROBE_ID_RE = re.compile(r"[0-9a-f]{32}")
+REASON_SUFFIX = ".reason.json"
+
+
+def default_state_dir(
+    environ: Mapping[str, str] | None = None, euid: int | None = None, home: Path | None = None
+) -> Path:
+    """``$MSGWATCH_STATE_DIR``, else ``/var/lib/msgwatch`` for root, else the XDG state home."""
+    env = os.environ if environ is None else environ
+    if env.get(STATE_ENV):
+        return Path(env[STATE_ENV])
+    if (os.geteuid() if euid is None else euid) == 0:
+        return ROOT_STATE_DIR
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "msgwatch"
+    return (home or Path.home()) / ".local" / "state" / "msgwatch"
+
+
+def resolve_state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--state-dir`` when given, else :func:`default_state_dir`."""
+    return Path(explicit) if explicit else default_state_dir()
+
+
+def utc_now(clock: float | None = None) -> str:
+    moment = dt.datetime.fromtimestamp(time.time() if clock is None else clock, dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    """Temporary file (mode 0600), ``fsync``, rename over ``path``, ``fsync`` of the directory."""
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+def read_bounded(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it is larger than ``limit`` (symlinks are not followed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+@contextlib.contextmanager
+def flocked(path: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created 0600) for the block; yields False, without
+    waiting, when ``wait`` is False and another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class PendingItem:
+    key: str
+    path: Path
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A collector's acknowledgement of one measurement."""
+
+    key: str
+    uid: str
+    status: str
+    """``stored`` or ``duplicate``."""
+    collector: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why a pending file cannot be sent; the file has been moved to ``rejected/``."""
+
+    error: str
+    detail: str
+
+
+def _decode(data: bytes) -> Invalid | None:
+    """Check that ``data`` is one JSON object; the reason codes are the collector's."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Invalid("bad_encoding", f"not UTF-8 at byte {exc.start}")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return Invalid("too_deep", "nested too deeply")
+    except ValueError as exc:
+        return Invalid("malformed_json", str(exc)[:200])
+    if not isinstance(value, dict):
+        return Invalid("not_an_object", f"a JSON {type(value).__name__}, not an object")
+    return None
+
+
+class Spool:
+    """One state directory's spool. Methods raise ``OSError`` only for the disk itself (full,
+    read-only, permissions), never for what a file contains."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.root = state_dir / "spool"
+        self.pending_dir = self.root / "pending"
+        self.tmp_dir = self.root / "tmp"
+        self.rejected_dir = self.root / "rejected"
+        self.ledger_path = self.root / "submitted.jsonl"
+        self.attempts_path = self.root / "attempts.json"
+        self.probe_id_path = state_dir / "probe-id"
+        self.run_lock_path = state_dir / "run.lock"
+        self.submit_lock_path = self.root / "submit.lock"
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def create(self) -> Spool:
+        """Make the directories (0700) when missing; returns self."""
+        for directory in (self.state_dir, self.root, self.pending_dir, self.tmp_dir,
+                          self.rejected_dir):  # fmt: skip
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self
+
+    def exists(self) -> bool:
+        return self.pending_dir.is_dir()
+
+    def probe_id(self) -> str:
+        """The installation's id, made on first use (a damaged file is replaced by a new id)."""
+        current = self.read_probe_id()
+        if current is not None:
+            return current
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = secrets.token_hex(16)
+        tmp = self.state_dir / f".probe-id.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(fresh + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            if self.probe_id_path.exists():  # damaged: replace it
+                os.replace(tmp, self.probe_id_path)
+            else:
+                with contextlib.suppress(FileExistsError):  # two first runs: one id wins
+                    os.link(tmp, self.probe_id_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fsync_dir(self.state_dir)
+        winner = self.read_probe_id()
+        return winner if winner is not None else fresh
+
+    def read_probe_id(self) -> str | None:
+        try:
+            data = read_bounded(self.probe_id_path, 256)
+        except OSError:
+            return None
+        text = (data or b"").decode("ascii", "replace").strip()
+        return text if PROBE_ID_RE.fullmatch(text) else None
+
+    def new_key(self) -> str:
+        return f"{self.probe_id()}.{uuid.uuid4().hex}"
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def add(self, measurements: Iterable[dict[str, Any]]) -> list[str]:
+        """Spool each measurement durably; returns their idempotency keys, in order."""
+        self.create()
+        probe_id = self.probe_id()
+        keys: list[str] = []
+        for measurement in measurements:
+            key = f"{probe_id}.{uuid.uuid4().hex}"
+            data = json.dumps(measurement, ensure_ascii=False, separators=(",", ":"))
+            tmp = self.tmp_dir / f"{key}.json"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data.encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.rename(tmp, self.pending_dir / f"{key}.json")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            keys.append(key)
+        if keys:
+            fsync_dir(self.pending_dir)
+        return keys
+
+    def recover(self, now: float | None = None) -> int:
+        """Finish what a crash interrupted: unlink pending files the ledger's tail already
+        acknowledges, and drop temporary files older than an hour. Returns files unlinked."""
+        self.create()
+        removed = 0
+        for key in self._ledger_tail_keys():
+            with contextlib.suppress(FileNotFoundError):
+                (self.pending_dir / f"{key}.json").unlink()
+                removed += 1
+        if removed:
+            fsync_dir(self.pending_dir)
+        cutoff = (time.time() if now is None else now) - TMP_MAX_AGE
+        for entry in os.scandir(self.tmp_dir):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+        return removed
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def pending(self) -> list[PendingItem]:
+        """The pending measurements, oldest first. Entries that cannot be one (a bad name, not a
+        regular file) are moved to ``rejected/`` on the way."""
+        if not self.pending_dir.is_dir():
+            return []
+        items: list[PendingItem] = []
+        for entry in os.scandir(self.pending_dir):
+            name = entry.name
+            stem = name[: -len(".json")] if name.endswith(".json") else ""
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # acknowledged by a concurrent submission
+            if not entry.is_file(follow_symlinks=False):
+                self.reject_file(Path(entry.path), "not_a_file", "not a regular file")
+            elif not KEY_RE.fullmatch(stem):
+                self.reject_file(Path(entry.path), "bad_idempotency_key",
+                                 "the file name is not <key>.json")  # fmt: skip
+            else:
+                items.append(PendingItem(stem, Path(entry.path), info.st_size, info.st_mtime))
+        items.sort(key=lambda i: (i.mtime, i.key))
+        return items
+
+    def pending_count(self) -> int:
+        """How many ``*.json`` files ``pending/`` holds (cheap: no reading, no moving)."""
+        if not self.pending_dir.is_dir():
+            return 0
+        return sum(1 for e in os.scandir(self.pending_dir) if e.name.endswith(".json"))
+
+    def load(self, item: PendingItem) -> bytes | Invalid | None:
+        """The measurement's JSON bytes, checked to be one JSON object of at most
+        :data:`MAX_MEASUREMENT_BYTES`; :class:`Invalid` (the file moved to ``rejected/``); or None
+        when the file has gone (a concurrent submission acknowledged it)."""
+        try:
+            data = read_bounded(item.path, MAX_MEASUREMENT_BYTES)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            invalid = Invalid("not_a_file", "a symbolic link")
+        else:
+            if data is None:
+                invalid = Invalid("body_too_large", f"more than {MAX_MEASUREMENT_BYTES} bytes")
+            else:
+                found = _decode(data)
+                if found is None:
+                    return data
+                invalid = found
+        self.reject_file(item.path, invalid.error, invalid.detail)
+        return invalid
+
+    # -- outcomes --------------------------------------------------------------------------------
+
+    def acknowledge(self, acks: Iterable[Ack], now: float | None = None) -> int:
+        """Record the acknowledgements in the ledger (``fsync``ed), then unlink the pending
+        files. Returns how many were recorded."""
+        acks = list(acks)
+        if not acks:
+            return 0
+        self.create()
+        when = utc_now(now)
+        lines = "".join(
+            json.dumps(
+                {"key": a.key, "uid": a.uid, "status": a.status, "collector": a.collector,
+                 "time": when},
+                separators=(",", ":"),
+            ) + "\n"
+            for a in acks
+        )  # fmt: skip
+        created = not self.ledger_path.exists()
+        fd = os.open(self.ledger_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":  # a torn last line: start on a fresh one
+                    lines = "\n" + lines
+            handle.write(lines.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        if created:
+            fsync_dir(self.root)
+        for a in acks:
+            with contextlib.suppress(FileNotFoundError):
+                (self.pending_dir / f"{a.key}.json").unlink()
+        fsync_dir(self.pending_dir)
+        return len(acks)
+
+    def reject(
+        self,
+        key: str,
+        error: str,
+        detail: str,
+        collector: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        """Move ``pending/<key>.json`` to ``rejected/`` with its reason; False when it is gone."""
+        return self.reject_file(self.pending_dir / f"{key}.json", error, detail, collector, now)
+
+    def reject_file(
+        self,
+        path: Path,
+        error: str,
+        detail: str,
+        collector: str | None = None,
+        now: float | None = None,
+    ) -> bool:
+        self.create()
+        name = path.name
+        while (self.rejected_dir / name).exists() or (
+            self.rejected_dir / (name + REASON_SUFFIX)
+        ).exists():
+            name = f"{path.name}.{secrets.token_hex(3)}"
+        reason = {"error": error, "detail": detail, "collector": collector,
+                  "time": utc_now(now), "file": path.name}  # fmt: skip
+        reason_path = self.rejected_dir / (name + REASON_SUFFIX)
+        write_durably(reason_path, (json.dumps(reason) + "\n").encode(), self.tmp_dir)
+        try:
+            os.rename(path, self.rejected_dir / name)
+        except FileNotFoundError:
+            reason_path.unlink()
+            return False
+        fsync_dir(self.rejected_dir)
+        fsync_dir(path.parent)
+        return True
+
+    # -- per-item attempts (for ``spool status``) ------------------------------------------------
+
+    def read_attempts(self) -> dict[str, Any]:
+        """``{"items": {key: {"attempts", "last_error", "last_attempt"}}, "last_submission"}``;
+        an unreadable file reads as empty (it is bookkeeping, not data)."""
+        empty: dict[str, Any] = {"items": {}, "last_submission": None}
+        try:
+            data = read_bounded(self.attempts_path, MAX_STATE_BYTES)
+            value = json.loads(data) if data else None
+        except (OSError, ValueError):
+            return empty
+        if not isinstance(value, dict) or not isinstance(value.get("items"), dict):
+            return empty
+        value.setdefault("last_submission", None)
+        return value
+
+    def write_attempts(self, state: dict[str, Any]) -> None:
+        self.create()
+        live = {p.name[: -len(".json")] for p in self.pending_dir.glob("*.json")}
+        items = {k: v for k, v in state.get("items", {}).items() if k in live}
+        data = {"items": items, "last_submission": state.get("last_submission")}
+        write_durably(self.attempts_path, json.dumps(data).encode(), self.tmp_dir)
+
+    # -- ledger ----------------------------------------------------------------------------------
+
+    def _ledger_lines(self) -> Iterator[bytes]:
+        try:
+            handle = self.ledger_path.open("rb")
+        except FileNotFoundError:
+            return
+        with handle:
+            while True:
+                line = handle.readline(MAX_LEDGER_LINE)
+                if not line:
+                    return
+                if not line.endswith(b"\n") and len(line) >= MAX_LEDGER_LINE:
+                    while (rest := handle.readline(MAX_LEDGER_LINE)) and not rest.endswith(b"\n"):
+                        pass  # skip the rest of an oversized line
+                    continue
+                yield line
+
+    def ledger(self) -> Iterator[dict[str, Any]]:
+        """The ledger's records; damaged lines are skipped."""
+        for line in self._ledger_lines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                yield record
+
+    def _ledger_tail_keys(self) -> list[str]:
+        try:
+            with self.ledger_path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, size - LEDGER_TAIL_BYTES))
+                tail = handle.read(LEDGER_TAIL_BYTES)
+        except FileNotFoundError:
+            return []
+        keys = []
+        for line in tail.split(b"\n"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # the first, cut line; a torn last one
+            key = record.get("key") if isinstance(record, dict) else None
+            if isinstance(key, str) and KEY_RE.fullmatch(key):
+                keys.append(key)
+        return keys
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What ``msgwatch spool status`` shows; reads only, creates nothing."""
+        items: list[PendingItem] = []
+        if self.pending_dir.is_dir():
+            for entry in os.scandir(self.pending_dir):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        items.append(PendingItem(entry.name[:-5], Path(entry.path),
+                                                 info.st_size, info.st_mtime))  # fmt: skip
+        state = self.read_attempts()
+        per_item = {i.key: state["items"].get(i.key) or {} for i in items}
+        attempts = [int(v.get("attempts") or 0) for v in per_item.values()]
+        errors = [v for v in per_item.values() if v.get("last_error")]
+        last = max(errors, key=lambda v: str(v.get("last_attempt") or ""), default=None)
+        rejected = 0
+        if self.rejected_dir.is_dir():
+            rejected = sum(
+                1 for p in os.scandir(self.rejected_dir) if not p.name.endswith(REASON_SUFFIX)
+            )
+        oldest = min((i.mtime for i in items), default=None)
+        return {
+            "state_dir": str(self.state_dir),
+            "probe_id": self.read_probe_id(),
+            "pending": {
+                "count": len(items),
+                "bytes": sum(i.size for i in items),
+                "oldest": utc_now(oldest) if oldest is not None else None,
+                "attempted": sum(1 for a in attempts if a),
+                "max_attempts": max(attempts, default=0),
+                "last_error": (
+                    {"error": last.get("last_error"), "time": last.get("last_attempt")}
+                    if last
+                    else None
+                ),
+            },
+            "last_submission": state.get("last_submission"),
+            "submitted": sum(1 for _ in self.ledger()),
+            "rejected": rejected,
+        }
