@@ -116,11 +116,38 @@ def running_postgres() -> Iterator[str]:
             if attempt == 2:
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 raise RuntimeError(f"PostgreSQL did not start: {start.stderr}{tail}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        SERVERS[url] = (data, log, options)
+        try:
+            yield url
+        finally:
+            SERVERS.pop(url, None)
     finally:
         if started or (data / "postmaster.pid").exists():
             _stop(data)
         shutil.rmtree(base, ignore_errors=True)
+
+
+SERVERS: dict[str, tuple[Path, Path, str]] = {}
+"""Running servers by URL: data directory, log, the options they were started with."""
+
+
+def crash(url: str) -> None:
+    """Stop the server of ``url`` as a crash would (``pg_ctl stop -m immediate``: no checkpoint,
+    every client connection cut)."""
+    data, _, _ = SERVERS[url.rsplit("/", 1)[0] + "/postgres"]
+    done = _run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"pg_ctl stop failed: {done.stderr}")
+
+
+def start_again(url: str) -> None:
+    """Start a crashed server again on the same port (it replays its WAL)."""
+    data, log, options = SERVERS[url.rsplit("/", 1)[0] + "/postgres"]
+    argv = [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w"]
+    done = _run([*argv, "-t", str(START_TIMEOUT_S), "start"], START_TIMEOUT_S + 10)
+    if done.returncode != 0:
+        raise RuntimeError(f"PostgreSQL did not start again: {done.stderr}")
 
 
 def _stop(data: Path) -> None:

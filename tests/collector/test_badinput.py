@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from msgwatch.collector import handlers
 from msgwatch.collector.models import MAX_BATCH_BYTES, MAX_MEASUREMENT_BYTES, REASONS
 from tests.collector.liveserver import (
     REPORT_ID,
@@ -227,6 +228,20 @@ def test_client_that_disappears_mid_body(server: ThreadServer) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(head + GOOD[:500])
     # nothing to answer; the collector must simply carry on
+    assert server.client().get("/health").status == 200
+
+
+def test_client_that_trickles_its_body(
+    server: ThreadServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers promptly, then part of the body and silence: 408 once the body's time is up."""
+    monkeypatch.setattr(handlers, "BODY_TIMEOUT", 0.5)
+    head = f"POST {ADD} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(head + GOOD[:500])
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"error":"body_timeout"' in answer
     assert server.client().get("/health").status == 200
 
 

@@ -1,4 +1,4 @@
-"""The archive on a tiny tmpfs: full, then read-only. Each time a submission is answered
+"""The archive on a tiny tmpfs: full, then read-only (with the SQLite and the PostgreSQL index). Each time a submission is answered
 ``503 storage_unavailable`` without a uid, ``/health`` says 503, and once there is room again (or
 the file system is writable again) the same key is stored — it was never stored before.
 
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.collector.liveserver import Client, envelope, make_settings, thread_server
+from tests.collector.pgserver import fresh_database
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -67,9 +68,21 @@ def unavailable(answer: Any) -> None:
     assert answer.headers["retry-after"]
 
 
-def test_full_archive_then_room_again(tiny_archive: Path) -> None:
+def _settings(data: Path, backend: str, request: pytest.FixtureRequest) -> Any:
+    if backend == "sqlite":
+        return make_settings(data)
+    return make_settings(data, database=fresh_database(request.getfixturevalue("postgres_url")))
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+
+
+@BACKENDS
+def test_full_archive_then_room_again(
+    tiny_archive: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(1)
-    with thread_server(make_settings(tiny_archive)) as server:
+    with thread_server(_settings(tiny_archive, backend, request)) as server:
         client: Client = server.client()
         stored: dict[str, str] = {}
         measurements = {}
@@ -120,9 +133,12 @@ def test_full_archive_then_room_again(tiny_archive: Path) -> None:
         assert 'msgwatch_collector_rejected_total{reason="storage_unavailable"} 3\n' in metrics
 
 
-def test_read_only_archive_then_writable_again(tiny_archive: Path) -> None:
+@BACKENDS
+def test_read_only_archive_then_writable_again(
+    tiny_archive: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     archive = tiny_archive / "archive"
-    with thread_server(make_settings(tiny_archive)) as server:
+    with thread_server(_settings(tiny_archive, backend, request)) as server:
         client = server.client()
         first = client.add(envelope(), key="before")
         assert first.status == 200

@@ -17,6 +17,7 @@ about as much as validating a measurement; measured in-process on the demo measu
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -156,16 +157,30 @@ def check_body_headers(headers: Mapping[str, str], limit: int) -> None:
             raise Rejection("bad_encoding", "the body must be UTF-8", status=415)
 
 
-async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it exceeds ``limit``."""
+BODY_TIMEOUT = 30.0
+"""Seconds a client has to send a whole body (uvicorn bounds the headers, not the body): a client
+that trickles its body cannot hold a connection and its buffers for ever."""
+
+
+async def read_limited(
+    chunks: AsyncIterator[bytes], limit: int, timeout: float | None = None
+) -> bytes:
+    """The whole body, refused with 413 as soon as it exceeds ``limit`` and with 408 when it has
+    not all arrived within ``timeout`` seconds (default :data:`BODY_TIMEOUT`)."""
+    timeout = BODY_TIMEOUT if timeout is None else timeout
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise Rejection("body_too_large", f"the body exceeds {limit} bytes")
-            parts.append(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise Rejection("body_too_large", f"the body exceeds {limit} bytes")
+                parts.append(chunk)
+    except TimeoutError:
+        raise Rejection(
+            "body_timeout", f"the body did not arrive within {timeout:g} seconds"
+        ) from None
     except ClientDisconnect:
         raise Rejection(
             "malformed_json", "the client went away before the end of the body"

@@ -65,6 +65,7 @@ have neither; they are stored as AS0/ZZ, OONI's own "unknown"."""
 # The doc's reason codes and the status each is answered with.
 STATUS: Final[dict[str, int]] = {
     "body_too_large": 413,
+    "body_timeout": 408,
     "bad_encoding": 400,
     "malformed_json": 400,
     "too_deep": 400,
