@@ -57,39 +57,12 @@ def test_export(tmp_path: Path) -> None:
         client.close()
     out = tmp_path / "out.jsonl"
     runner = CliRunner()
-    result = runner.invoke(
-        cli, ["export", "--data-dir", str(data), "--format", "jsonl", "--output", str(out)]
-    )
+    export = ["export", "--data-dir", str(data), "--format", "jsonl", "--output", str(out)]
+    result = runner.invoke(cli, export)
     assert result.exit_code == 0, result.output
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(m["measurement_uid"] for m in exported) == sorted(uids)
-    result = runner.invoke(
-        cli,
-        [
-            "export",
-            "--data-dir",
-            str(data),
-            "--format",
-            "jsonl",
-            "--output",
-            str(out),
-            "--since",
-            "2030-01-01",
-        ],
-    )
+    result = runner.invoke(cli, [*export, "--since", "2030-01-01"])
     assert result.exit_code == 0 and out.read_text() == ""
-    result = runner.invoke(
-        cli,
-        [
-            "export",
-            "--data-dir",
-            str(data),
-            "--format",
-            "jsonl",
-            "--output",
-            str(out),
-            "--since",
-            "soon",
-        ],
-    )
+    result = runner.invoke(cli, [*export, "--since", "soon"])
     assert result.exit_code == 2

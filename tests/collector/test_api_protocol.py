@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -16,7 +15,6 @@ from msgwatch.collector.models import REASONS
 from tests.collector.liveserver import (
     REPORT_ID,
     Client,
-    ThreadServer,
     demo_measurements,
     envelope,
     make_settings,
@@ -24,23 +22,6 @@ from tests.collector.liveserver import (
 )
 
 UID = re.compile(r"[0-9]{14}\.[0-9]{6}_[A-Z]{2}_[a-z0-9]+_[0-9a-f]{16}")
-
-
-@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-routes"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ThreadServer]:
-    """The submission routes served by the fast path, and by FastAPI's routes alone: the same."""
-    settings = make_settings(tmp_path_factory.mktemp("protocol") / "data")
-    with thread_server(settings, fast_path=request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: ThreadServer) -> Iterator[Client]:
-    client = server.client()
-    yield client
-    client.close()
 
 
 def test_open_report(client: Client) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,28 +18,9 @@ from tests.collector.liveserver import (
     Client,
     ThreadServer,
     envelope,
-    make_settings,
-    thread_server,
 )
 
 ADD = f"/report/{REPORT_ID}"
-
-
-@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "fastapi-routes"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ThreadServer]:
-    """The submission routes served by the fast path, and by FastAPI's routes alone: the same."""
-    settings = make_settings(tmp_path_factory.mktemp("badinput") / "data")
-    with thread_server(settings, fast_path=request.param) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: ThreadServer) -> Iterator[Client]:
-    client = server.client()
-    yield client
-    client.close()
 
 
 def refused(answer: Answer, reason: str | None = None, status: int | None = None) -> None:

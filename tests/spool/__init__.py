@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.unit.servers import TEST_SERVICE
+
 FIXTURE = Path(__file__).parent.parent / "data" / "minilab-demo.jsonl"
 
 
@@ -31,46 +33,12 @@ def fixture_measurements() -> list[dict[str, Any]]:
     return [json.loads(line) for line in FIXTURE.read_text().splitlines()]
 
 
-SERVICE = """
-schema = 1
-id = "svc"
-name = "Test service"
-[[sources]]
-id = "doc"
-title = "test"
-url = "https://example.org/doc"
-checked = 2026-11-24
-[[networks]]
-prefix = "127.0.0.0/8"
-source = "doc"
-checked = 2026-11-24
-[functions.text]
-mode = "any_of"
-[[functions.text.endpoints]]
-id = "chat"
-address = "127.0.0.1"
-port = {tcp_port}
-protocol = "tcp"
-source = "doc"
-checked = 2026-11-24
-[functions.voice]
-[[functions.voice.endpoints]]
-id = "relay"
-address = "127.0.0.1"
-port = {udp_port}
-transport = "udp"
-protocol = "stun"
-source = "doc"
-checked = 2026-11-24
-"""
-
-
 def small_catalogue(root: Path, udp_port: int | None = None) -> Path:
     """One service on loopback: text on a closed TCP port, voice (STUN) on ``udp_port`` — a
     closed port answers at once, a bound silent one makes the run last until its deadline."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "index.toml").write_text('schema = 1\nversion = "2026.11.24"\n')
-    body = SERVICE.format(tcp_port=closed_port(), udp_port=udp_port or closed_port())
+    body = TEST_SERVICE.format(id="svc", tcp_port=closed_port(), udp_port=udp_port or closed_port())
     (root / "svc.toml").write_text(body)
     return root
 

@@ -513,3 +513,38 @@ def deadline(seconds: float) -> float:
 
 def operations(events: list[dict[str, object]]) -> list[object]:
     return [e["operation"] for e in events]
+
+
+# One catalogue service on loopback: text over TCP, voice (STUN) over UDP (CLI and spool tests).
+TEST_SERVICE = """
+schema = 1
+id = "{id}"
+name = "Test service"
+[[sources]]
+id = "doc"
+title = "test"
+url = "https://example.org/doc"
+checked = 2026-11-24
+[[networks]]
+prefix = "127.0.0.0/8"
+source = "doc"
+checked = 2026-11-24
+[functions.text]
+mode = "any_of"
+[[functions.text.endpoints]]
+id = "chat"
+address = "127.0.0.1"
+port = {tcp_port}
+protocol = "tcp"
+source = "doc"
+checked = 2026-11-24
+[functions.voice]
+[[functions.voice.endpoints]]
+id = "relay"
+address = "127.0.0.1"
+port = {udp_port}
+transport = "udp"
+protocol = "stun"
+source = "doc"
+checked = 2026-11-24
+"""

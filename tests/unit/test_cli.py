@@ -12,39 +12,11 @@ from click.testing import CliRunner
 from msgwatch.catalogue import load_catalogue
 from msgwatch.cli.main import cli
 from tests.format.check import assert_conforms
+from tests.unit.servers import TEST_SERVICE
 
-SERVICE = """
-schema = 1
-id = "{id}"
-name = "Test service"
-[[sources]]
-id = "doc"
-title = "test"
-url = "https://example.org/doc"
-checked = 2026-11-24
-[[networks]]
-prefix = "127.0.0.0/8"
-source = "doc"
-checked = 2026-11-24
-[functions.text]
-mode = "any_of"
-[[functions.text.endpoints]]
-id = "chat"
-address = "127.0.0.1"
-port = {port}
-protocol = "tcp"
-source = "doc"
-checked = 2026-11-24
-[functions.voice]
-[[functions.voice.endpoints]]
-id = "relay"
-address = "127.0.0.1"
-port = {port}
-transport = "udp"
-protocol = "stun"
-source = "doc"
-checked = 2026-11-24
-"""
+
+def _service(name: str, port: int) -> str:
+    return TEST_SERVICE.format(id=name, tcp_port=port, udp_port=port)
 
 
 def _closed_port() -> int:
@@ -57,7 +29,7 @@ def _catalogue(tmp_path: Path, body: str | None = None, name: str = "svc") -> Pa
     root = tmp_path / "cat"
     root.mkdir()
     (root / "index.toml").write_text('schema = 1\nversion = "2026.11.24"\n')
-    (root / f"{name}.toml").write_text(body or SERVICE.format(id=name, port=_closed_port()))
+    (root / f"{name}.toml").write_text(body or _service(name, _closed_port()))
     return root
 
 
@@ -76,7 +48,7 @@ def test_shipped_catalogue_validates() -> None:
 
 
 def test_validate_names_file_entry_and_problem(tmp_path: Path) -> None:
-    broken = SERVICE.format(id="svc", port=70000).replace('protocol = "stun"', 'protocol = "smtp"')
+    broken = _service("svc", 70000).replace('protocol = "stun"', 'protocol = "smtp"')
     root = _catalogue(tmp_path, broken)
     result = CliRunner().invoke(cli, ["catalogue", "validate", str(root)])
     assert result.exit_code == 3
