@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 
+from msgwatch.probe import net
 from msgwatch.probe.steps.replay import ReplayResult, replay
 from msgwatch.probe.trace import Budget, Trace
 from tests.unit.servers import Reply, UDPHandler, closed_udp_port, deadline, silent, udp_server
@@ -109,3 +111,69 @@ def test_marked_datagrams_are_accounted_for_by_stun_transaction_id() -> None:
     record = trace.replays[0]
     assert (record["marked_sent"], record["marked_received"]) == (5, 0)
     assert result.received_packets == 35
+
+
+class _FakeTransport:
+    def __init__(self, port: int) -> None:
+        self.port, self.closed = port, False
+
+    def get_extra_info(self, name: str) -> tuple[str, int]:
+        assert name == "sockname"
+        return ("127.0.0.1", self.port)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _picks(ports: list[int], avoid: set[int], attempts: int = 16) -> tuple[int, list[bool]]:
+    made: list[_FakeTransport] = []
+    queue = iter(ports)
+
+    async def make() -> tuple[asyncio.DatagramTransport, None]:
+        made.append(_FakeTransport(next(queue)))
+        return made[-1], None  # type: ignore[return-value]
+
+    async def scenario() -> int:
+        transport, _ = await net.fresh_local_port(make, avoid, attempts)
+        return int(transport.get_extra_info("sockname")[1])
+
+    port = asyncio.run(scenario())
+    return port, [t.closed for t in made]
+
+
+def test_a_helper_port_is_never_the_source_port() -> None:
+    """The helper answers nothing from its own ports (40000 lies in Linux's ephemeral range):
+    the kernel's pick of such a port is rejected and closed, the next one kept."""
+    assert 40000 in net.REFUSED_LOCAL_PORTS
+    assert _picks([40000, 3478, 51234], {40000, 3478}) == (51234, [True, True, False])
+    assert _picks([51234], {40000}) == (51234, [False])
+    # Bounded: the last attempt is kept whatever its port.
+    assert _picks([40000] * 3, {40000}, attempts=3) == (40000, [True, True, False])
+
+
+def test_udp_open_rejects_a_port_to_avoid() -> None:
+    """Real sockets: the first bound to a port to avoid, the second free; the first is closed."""
+
+    async def scenario() -> tuple[int, bool]:
+        loop = asyncio.get_running_loop()
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        taken = probe.getsockname()[1]
+        probe.close()
+        binds = iter([taken, 0])
+        made: list[asyncio.DatagramTransport] = []
+
+        async def make() -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+            transport, protocol = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", next(binds))
+            )
+            made.append(transport)
+            return transport, protocol
+
+        transport, _ = await net.fresh_local_port(make, {taken})
+        port = int(transport.get_extra_info("sockname")[1])
+        transport.close()
+        return port, made[0].is_closing() and port != taken
+
+    port, first_closed = asyncio.run(scenario())
+    assert first_closed and port > 0

@@ -8,6 +8,7 @@ requests, every client has budgets, and the control API measures only allowed ta
 Modules, from the bytes up:
 
 =============  ===================================================================================
+``ports``      the default ports (shared with the probe, which never sends from one of them)
 ``policy``     which targets a client may have measured (production: global unicast only)
 ``limits``     token buckets: per-client bytes and packets, global bytes, control calls
 ``flows``      per-flow, per-100 ms counters, bounded

@@ -47,12 +47,11 @@ from msgwatch.helper.limits import DEFAULT_BUDGET_BYTES, DEFAULT_RATE_PPS, Limit
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.measure import MeasureConfig
 from msgwatch.helper.policy import Policy
+from msgwatch.helper.ports import CALL_PORTS
 from msgwatch.helper.responders import Kind, Responder
 from msgwatch.helper.tcp import TCPEcho
 from msgwatch.helper.udp import UDPEndpoint, UDPService
 
-CALL_PORTS = (443, 596, 3478, 3479, 3480, 3481, 8801, 10000, 19302, 40000)
-"""Default UDP and TCP ports: the catalogue's call ports and a neutral high port (40000)."""
 CONTROL_PORT = 8765
 STATS_EVERY = 60.0
 

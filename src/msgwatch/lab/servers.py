@@ -44,7 +44,8 @@ from pathlib import Path
 import dns.message
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from msgwatch.helper.server import CALL_PORTS, CONTROL_PORT
+from msgwatch.helper.ports import CALL_PORTS
+from msgwatch.helper.server import CONTROL_PORT
 from msgwatch.lab import netns
 from msgwatch.lab import plan as P
 from msgwatch.lab.mapping import LabMapping

@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
+from msgwatch.helper.ports import NEUTRAL_PORT
 from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainOutcome
 from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_measure
@@ -42,8 +43,6 @@ from msgwatch.probe.trace import Trace
 from msgwatch.verdicts.calls import compare_rounds
 from msgwatch.wire import calltraffic as C
 
-NEUTRAL_PORT = 40000
-"""A port no messenger uses for calls (the helper echoes on it by default)."""
 ROUNDS = 3
 """Original/control pairs per function (research note C2: at least 3 repeats)."""
 PLAIN_SECONDS = 5.0
@@ -184,6 +183,7 @@ async def _one(
     plan: ReplayPlan,
     deadline: float,
     start_at: float | None = None,
+    avoid_ports: frozenset[int] = frozenset(),
 ) -> Done:
     """One replay to the helper as a target of its own, started at ``start_at`` (loop time)."""
     if start_at is not None:
@@ -194,9 +194,8 @@ async def _one(
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
              "role": plan.role, "port": plan.port, "round": plan.round,
              "attempt": plan.attempt}  # fmt: skip
-    result = await replay(
-        trace, txid, helper, plan.port, plan.packets, deadline, label=label, marked=plan.marked
-    )
+    result = await replay(trace, txid, helper, plan.port, plan.packets, deadline, label=label,
+                          marked=plan.marked, avoid_ports=avoid_ports)  # fmt: skip
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
@@ -278,13 +277,15 @@ async def run_replays(
     name = function.function
     loop = asyncio.get_running_loop()
     length = seconds / max(1, rounds)
+    helper_ports = frozenset(p.port for p in chosen)  # never a source port (the helper's own)
 
     def start(plans: list[ReplayPlan]) -> list[asyncio.Task[Done]]:
         t0 = loop.time()
         return [
             asyncio.ensure_future(
                 _one(trace, name, domestic if p.role == "replay_domestic" and domestic else abroad,
-                     service, p, deadline, None if p.slot is None else t0 + p.slot * length)
+                     service, p, deadline, None if p.slot is None else t0 + p.slot * length,
+                     helper_ports)
             )
             for p in plans
         ]  # fmt: skip

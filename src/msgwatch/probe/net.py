@@ -26,7 +26,10 @@ import ipaddress
 import os
 import socket
 from collections import deque
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
+from msgwatch.helper.ports import CALL_PORTS
 from msgwatch.probe.failures import TIMEOUT, ProbeFailure, classify
 from msgwatch.probe.trace import Trace
 
@@ -35,6 +38,7 @@ READ_CHUNK = 16 * 1024
 FENCE_VARIABLE = "MSGWATCH_ALLOWED_NETWORKS"
 LAB_NETWORKS = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
 NOT_ALLOWED = "destination_not_allowed"
+_Protocol = TypeVar("_Protocol")
 
 
 def _fence() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
@@ -249,17 +253,56 @@ class UDPSocket:
         self._transport.close()
 
 
-async def udp_open(trace: Trace, txid: int, ip: str, port: int) -> UDPSocket:
+REFUSED_LOCAL_PORTS = frozenset(CALL_PORTS)
+"""Local ports a UDP socket never keeps: a test helper answers nothing from its own ports
+(:mod:`msgwatch.helper.ports`), so a flow from one of them would look lost."""
+LOCAL_PORT_ATTEMPTS = 16
+
+
+async def udp_open(
+    trace: Trace, txid: int, ip: str, port: int, *, avoid_ports: Collection[int] = ()
+) -> UDPSocket:
+    """A connected UDP socket to ``ip:port`` whose local port is neither ``port`` nor one of
+    :data:`REFUSED_LOCAL_PORTS` nor in ``avoid_ports`` (the kernel's pick is rejected and
+    another taken, the rejected sockets held open meanwhile so that the kernel cannot pick the
+    same port again)."""
     check_destination(ip)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    transport, protocol = await loop.create_datagram_endpoint(
-        _DatagramQueue, remote_addr=(ip, port), family=family
+
+    async def make() -> tuple[asyncio.DatagramTransport, _DatagramQueue]:
+        return await loop.create_datagram_endpoint(
+            _DatagramQueue, remote_addr=(ip, port), family=family
+        )
+
+    transport, protocol = await fresh_local_port(
+        make, REFUSED_LOCAL_PORTS | {port} | set(avoid_ports)
     )
     sockname = transport.get_extra_info("sockname")
     if sockname:
         trace.note_probe_address(str(sockname[0]))
     return UDPSocket(transport, protocol, trace, txid, endpoint(ip, port))
+
+
+async def fresh_local_port(
+    make: Callable[[], Awaitable[tuple[asyncio.DatagramTransport, _Protocol]]],
+    avoid: Collection[int],
+    attempts: int = LOCAL_PORT_ATTEMPTS,
+) -> tuple[asyncio.DatagramTransport, _Protocol]:
+    """``make()`` until the transport's local port is not in ``avoid`` (at most ``attempts``
+    times; the last one is kept whatever its port). Rejected transports stay open until the
+    choice is made, then are closed."""
+    rejected: list[asyncio.DatagramTransport] = []
+    try:
+        while True:
+            transport, protocol = await make()
+            sockname = transport.get_extra_info("sockname")
+            if not sockname or int(sockname[1]) not in avoid or len(rejected) + 1 >= attempts:
+                return transport, protocol
+            rejected.append(transport)
+    finally:
+        for transport in rejected:
+            transport.close()
 
 
 async def system_resolve(host: str, deadline: float) -> list[str]:

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
+from msgwatch.helper.ports import NEUTRAL_PORT
 from msgwatch.measurement.envelope import RunInfo, build_measurement
-from msgwatch.probe.calls import NEUTRAL_PORT, ROUNDS, run_replays
+from msgwatch.probe.calls import ROUNDS, run_replays
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
 from msgwatch.probe.steps.control import CONTROL_PORT, HelperLink
 from msgwatch.probe.trace import Budget, Trace

@@ -89,12 +89,15 @@ async def replay(
     label: dict[str, Any],
     interval: float = 0.1,
     marked: frozenset[int] = frozenset(),
+    avoid_ports: frozenset[int] = frozenset(),
 ) -> ReplayResult:
     """Send ``packets`` on their schedule, collect the echoes; records a replay entry.
 
     ``marked``: indices of datagrams to account for separately (the ones carrying a protocol's
     framing, e.g. STUN): how many of them were sent and how many came back. A censor that drops only
-    those (a handful among thousands of media packets) shows there, not in the overall loss."""
+    those (a handful among thousands of media packets) shows there, not in the overall loss.
+    ``avoid_ports``: the helper's ports this run uses; the replay never sends from one of them
+    (the helper would not answer, :func:`msgwatch.probe.net.udp_open`)."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
     t0 = trace.now()
@@ -106,7 +109,7 @@ async def replay(
     marked_back: set[int] = set()
     pairs: list[tuple[float, float]] = []
     try:
-        sock = await udp_open(trace, txid, ip, port)
+        sock = await udp_open(trace, txid, ip, port, avoid_ports=avoid_ports)
     except Exception as exc:
         result.failure = F.classify(exc)
         sock = None
