@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from msgwatch.helper.flows import FlowTable
+from msgwatch.helper.flows import OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, FlowTable
 from msgwatch.helper.limits import Bucket, CallLimits, Limits
 
 
@@ -88,7 +88,39 @@ def test_flow_intervals_of_100_ms() -> None:
     assert view["first_seen"] == 999.0 and view["last_seen"] == 999.25
     assert view["totals"] == {"rx_packets": 4, "rx_bytes": 360, "tx_packets": 3, "tx_bytes": 300}
     assert view["interval"] == 0.1 and view["truncated"] is False
+    assert view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 0}
     assert table.view(("192.0.2.8", 50000, 3478), 11.0, 1000.0) is None
+
+
+def test_declines_are_counted_per_flow_and_reason_as_totals() -> None:
+    table = FlowTable()
+    other = ("192.0.2.7", 50001, 3478)
+    for i, reason in enumerate([OVER_LIMITS] * 3 + [SEND_BUFFER_FULL] * 2):
+        table.received(KEY, 100, 1.0 + i * 0.05)
+        table.declined(KEY, reason)
+    table.received(KEY, 100, 1.3)
+    table.sent(KEY, 100, 1.3)
+    table.received(other, 10, 1.0)
+    table.declined(other, SOURCE_PORT)
+    view = table.view(KEY, 2.0, 0.0)
+    assert view is not None
+    assert view["declined"] == {"over_limits": 3, "send_buffer_full": 2, "source_port": 0}
+    # Every datagram received is answered or declined: the counts add up.
+    totals = view["totals"]
+    assert totals["rx_packets"] == totals["tx_packets"] + sum(view["declined"].values()) == 6
+    assert all(set(row) == {"t", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes"}
+               for row in view["intervals"])  # totals only: nothing per interval  # fmt: skip
+    other_view = table.view(other, 2.0, 0.0)
+    assert other_view is not None
+    assert other_view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 1}
+    # A decline for a flow the table does not hold makes no flow (and no unbounded growth).
+    table.declined(("192.0.2.9", 1, 3478), OVER_LIMITS)
+    assert len(table) == 2 and table.view(("192.0.2.9", 1, 3478), 2.0, 0.0) is None
+    # A flow that expired starts again from zero declines, like its totals.
+    table.received(KEY, 100, 200.0)
+    view = table.view(KEY, 200.0, 0.0)
+    assert view is not None and view["totals"]["rx_packets"] == 1
+    assert view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 0}
 
 
 def test_flows_expire_and_restart() -> None:

@@ -68,6 +68,18 @@ def test_no_reply_is_ever_larger(data: bytes, stunlike: bool) -> None:
     assert reply is not None and len(reply) <= len(data)
 
 
+NO_DECLINES = {"over_limits": 0, "send_buffer_full": 0, "source_port": 0}
+
+
+def _declined(service: UDPService, port: int, local_port: int = 3478) -> dict[str, int]:
+    view = service.flows.view(("203.0.113.5", port, local_port), 10.0, 0.0)
+    assert view is not None
+    totals = view["totals"]
+    # Whatever happened, each datagram received was answered or declined for one reason.
+    assert totals["rx_packets"] == totals["tx_packets"] + sum(view["declined"].values())
+    return dict(view["declined"])
+
+
 def test_no_answer_to_low_or_own_source_ports() -> None:
     service = UDPService(FlowTable(), Limits(), frozenset({3478, 40000}))
     for port in (7, 19, 53, 123, 1023, 3478, 40000):
@@ -75,6 +87,9 @@ def test_no_answer_to_low_or_own_source_ports() -> None:
     assert service.counters.refused_source_port == 7
     assert service.handle(b"x" * 30, ("203.0.113.5", 1024), 3478, 0.0) == b"x" * 30
     assert service.counters.rx_packets == 8  # refused ones are still counted as received
+    for port in (7, 1023, 3478, 40000):  # ... and declined on their flow, for their source port
+        assert _declined(service, port) == NO_DECLINES | {"source_port": 1}
+    assert _declined(service, 1024) == NO_DECLINES
 
 
 def test_no_answer_while_the_send_buffer_is_full() -> None:
@@ -82,6 +97,27 @@ def test_no_answer_while_the_send_buffer_is_full() -> None:
     assert service.handle(b"x" * 30, ("203.0.113.5", 5000), 3478, 0.0, sendable=False) is None
     assert service.counters.send_buffer_full == 1 and service.counters.rx_packets == 1
     assert service.counters.tx_packets == 0
+    assert _declined(service, 5000) == NO_DECLINES | {"send_buffer_full": 1}
+
+
+def test_declines_per_flow_and_reason() -> None:
+    # 100-byte budget a minute: one 60-byte echo, then the client is over its limits.
+    service = UDPService(FlowTable(), Limits(budget_bytes=100, rate_pps=1000), frozenset({3478}))
+    peer = ("203.0.113.5", 5001)
+    assert service.handle(b"a" * 60, peer, 3478, 0.0) == b"a" * 60
+    for i in range(4):
+        assert service.handle(b"a" * 60, peer, 3478, 0.01 * i) is None
+    assert service.handle(b"a" * 60, peer, 3478, 0.1, sendable=False) is None
+    assert _declined(service, 5001) == {"over_limits": 4, "send_buffer_full": 1, "source_port": 0}
+    # The same client on another flow: its own counts (the budget is the client's, shared).
+    assert service.handle(b"b" * 60, ("203.0.113.5", 5002), 3478, 0.2) is None
+    assert _declined(service, 5002) == NO_DECLINES | {"over_limits": 1}
+    # A refused source port is the reason even while the send buffer is full: it would never
+    # have been answered.
+    assert service.handle(b"c" * 60, ("203.0.113.5", 3478), 3478, 0.3, sendable=False) is None
+    assert _declined(service, 3478) == NO_DECLINES | {"source_port": 1}
+    assert service.counters.refused_source_port == 1 and service.counters.send_buffer_full == 1
+    assert service.counters.over_limits == 5
 
 
 def test_stun_and_echo_over_loopback() -> None:
@@ -124,6 +160,7 @@ def test_flow_counters_and_privacy_between_clients() -> None:
             view = mine.json()
             assert view["totals"] == {"rx_packets": 4, "rx_bytes": 350, "tx_packets": 4,
                                       "tx_bytes": 350}  # fmt: skip
+            assert view["declined"] == NO_DECLINES
             assert len(view["intervals"]) >= 2
             first = view["intervals"][0]
             assert first["t"] == 0.0 and first["rx_packets"] == 3 and first["tx_bytes"] == 300
@@ -156,12 +193,43 @@ def test_flooding_past_the_budget_stops_the_echoes() -> None:
             assert len(client.received) == before
             assert helper.limits.counters.over_bytes >= 79
             assert helper.udp.counters.rx_packets == 101  # all of it was received and counted
+            # The flow's view says what was not echoed, and why: the helper's limits.
+            target, control = helper.bound["udp"][0], helper.bound["control"][0]
+            query = f"/v1/udp/flows?client_port={client.port}&local_port={target[1]}"
+            view = (await http(control, "GET", query, source="127.0.0.4")).json()
+            assert view["totals"]["rx_packets"] == 101
+            assert view["totals"]["tx_packets"] == before
+            assert view["declined"] == {"over_limits": 101 - before, "send_buffer_full": 0,
+                                        "source_port": 0}  # fmt: skip
             # Another client is not affected.
             other = await UDPClient.open(helper.bound["udp"][0], source="127.0.0.5")
             other.send(b"y" * 500)
             assert len(await other.wait_for(1)) == 1
             client.close()
             other.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_source_port_of_the_helpers_own_is_declined_and_says_so() -> None:
+    async def scenario() -> None:
+        async with running() as helper:
+            target, control = helper.bound["udp"][0], helper.bound["control"][0]
+            # From another loopback address, but from the helper's own UDP port number.
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.7", target[1]), remote_addr=target
+            )
+            for _ in range(5):
+                transport.sendto(b"s" * 40)
+            await asyncio.sleep(0.2)
+            transport.close()
+            query = f"/v1/udp/flows?client_port={target[1]}&local_port={target[1]}"
+            reply = await http(control, "GET", query, source="127.0.0.7")
+            assert reply.status == 200, reply.body
+            view = reply.json()
+            assert view["totals"]["rx_packets"] == 5 and view["totals"]["tx_packets"] == 0
+            assert view["declined"] == NO_DECLINES | {"source_port": 5}
 
     asyncio.run(scenario())
 

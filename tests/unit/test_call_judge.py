@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from msgwatch.verdicts.calls import FACT_KEYS, load_call_rules
+from msgwatch.verdicts.calls import FACT_KEYS, _echo, direction, load_call_rules
 from msgwatch.verdicts.judge import judge
 
 
@@ -186,8 +186,124 @@ def test_the_helpers_counts_decide_and_explain() -> None:
     (v,) = judge(m)
     assert (v["verdict"], v["mechanism"]) == ("blocked", "udp.drop_all")
     assert v["explanation"].endswith("reached the test helper and were lost on the way back.")
-    # ...or that it received everything and sent little back: its own limits.
+    # ...or that it received everything, sent little back, and declined the rest: its own limits.
     for r in m["test_keys"]["msgwatch_replays"]:
-        r["helper"]["tx_packets"] = 20
+        r["helper"].update(tx_packets=20, declined=_declined(over_limits=80))
     (v,) = judge(m)
-    assert (v["verdict"], v["mechanism"]) == ("inconclusive", "helper.limited")
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "helper.limited", "call.helper_short",
+    )  # fmt: skip
+
+
+def _declined(**reasons: int) -> dict[str, int]:
+    return {"over_limits": 0, "send_buffer_full": 0, "source_port": 0, **reasons}
+
+
+def _helper(rx: int, tx: int, declined: dict[str, int] | None = None) -> dict[str, Any]:
+    helper: dict[str, Any] = {"transaction_id": 9, "failure": None, "rx_packets": rx,
+                              "tx_packets": tx}  # fmt: skip
+    if declined is not None:
+        helper["declined"] = declined
+    return helper
+
+
+def _with_helper(m: dict[str, Any], *helpers: dict[str, Any]) -> dict[str, Any]:
+    """Give the original, control and neutral replays (in that order) the helper's counts."""
+    for r, helper in zip(m["test_keys"]["msgwatch_replays"], helpers, strict=True):
+        r["helper"] = helper
+    return m
+
+
+BACK = "reached the test helper and were lost on the way back."
+WAYS = ("on the way to the test helper", "on the way back")
+
+
+@pytest.mark.parametrize(
+    ("tx", "declined"),
+    [
+        (20, _declined(over_limits=80)),
+        (85, _declined(send_buffer_full=15)),
+        (80, _declined(over_limits=10, send_buffer_full=10)),
+        (90, _declined(over_limits=10)),  # exactly 10 %
+    ],
+)
+def test_the_helpers_own_declines_make_it_limited(tx: int, declined: dict[str, int]) -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    _with_helper(m, *[_helper(100, tx, declined)] * 3)
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "helper.limited", "call.helper_short",
+    )  # fmt: skip
+
+
+def test_few_declines_leave_the_path_to_decide() -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    _with_helper(m, *[_helper(100, 91, _declined(over_limits=9))] * 3)
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.drop_all",
+                                                            "call.drop_all")  # fmt: skip
+    assert v["explanation"].endswith(BACK)
+
+
+@pytest.mark.parametrize(
+    "declined",
+    [
+        None,  # an older helper: it does not say why
+        _declined(),  # a helper that says it declined nothing: the counts do not add up
+        _declined(over_limits=3),  # declines that explain only a little of the shortfall
+    ],
+)
+def test_fewer_echoes_without_the_helpers_word_are_not_its_limits(
+    declined: dict[str, int] | None,
+) -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    _with_helper(m, *[_helper(100, 20, declined)] * 3)
+    (v,) = judge(m)
+    # Not helper.limited: the path decides, and the unusable counts tell no direction.
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.drop_all",
+                                                            "call.drop_all")  # fmt: skip
+    assert not any(way in v["explanation"] for way in WAYS), v["explanation"]
+    originals_and_controls = m["test_keys"]["msgwatch_replays"][:2]
+    assert _echo(originals_and_controls) == "none"
+    assert direction(originals_and_controls[:1]) is None
+
+
+def test_declines_beyond_what_arrived_are_not_believed() -> None:
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    _with_helper(m, *[_helper(100, 100, _declined(over_limits=50))] * 3)
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.drop_all"
+    assert not any(way in v["explanation"] for way in WAYS)
+
+
+def test_a_flow_declined_for_its_source_port_is_left_out() -> None:
+    # The original came from a port the helper never answers: no echo at all. That is the probe's
+    # doing; it used to read as the helper's limits (rx 200, tx 100 over both flows).
+    m = _measurement((100, 0), (100, 100), (100, 100))
+    _with_helper(m, _helper(100, 0, _declined(source_port=100)), _helper(100, 100, _declined()),
+                 _helper(100, 100, _declined()))  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.dpi_service",
+                                                            "call.dpi_service")  # fmt: skip
+    assert not any(way in v["explanation"] for way in WAYS)
+    assert _echo(m["test_keys"]["msgwatch_replays"][:2]) == "full"  # the control's counts only
+    assert _echo(m["test_keys"]["msgwatch_replays"][:1]) == "none"
+
+
+def test_direction_ignores_unusable_flows() -> None:
+    def record(sent: int, got: int, helper: dict[str, Any]) -> dict[str, Any]:
+        return {"sent_packets": sent, "received_packets": got, "helper": helper}
+
+    echoed = record(100, 0, _helper(100, 100, _declined()))  # lost on the way back
+    assert direction([echoed]) == "download"
+    # A flow that reached the helper in part and got no echo, without the helper saying why
+    # (counted, it would make the loss "both" ways), or refused for its source port.
+    unexplained = record(100, 0, _helper(30, 0))
+    refused = record(100, 0, _helper(30, 0, _declined(source_port=30)))
+    assert direction([echoed, unexplained]) == "download"
+    assert direction([echoed, refused]) == "download"
+    assert direction([unexplained, refused]) is None
+    # Counts missing for a flow (the helper did not answer): no direction, as before.
+    assert direction([echoed, record(100, 0, {"failure": "connection_refused"})]) is None
+    # An older helper that echoed everything is still believed.
+    assert direction([record(100, 0, _helper(100, 100))]) == "download"

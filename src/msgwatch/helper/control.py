@@ -6,7 +6,8 @@ Routes (every response is JSON; see ``docs/helper.md`` for the shapes):
 ``GET /v1/health``          status, version, mode, allowed prefixes, listeners, counters
 ``GET /v1/udp/flows``       ``?client_port=P&local_port=Q``: the helper's counts for the flow from
                             **the requesting connection's address** with source port P to local port
-                            Q (:mod:`msgwatch.helper.flows`) — a client sees only its own flows
+                            Q (:mod:`msgwatch.helper.flows`), and what it declined to answer,
+                            by reason — a client sees only its own flows
 ``POST /v1/measure``        steps run from the helper (:mod:`msgwatch.helper.measure`)
 ==========================  ===========================================================================
 

@@ -6,6 +6,14 @@ directions apart: did the packets not arrive (loss on the way in), or did the ec
 counts datagrams and bytes received and sent in 100 ms intervals, anchored at the flow's first
 datagram, and serves them to that client (``GET /v1/udp/flows``).
 
+It also counts, per flow, the datagrams it received and declined to answer, by reason
+(:data:`DECLINED`): ``over_limits`` (the client's budgets, :mod:`msgwatch.helper.limits`),
+``send_buffer_full`` (the socket's send buffer above its high-water mark), ``source_port`` (a
+source port the helper never answers, :mod:`msgwatch.helper.udp` step 2). Every datagram received
+is either answered (``tx``) or declined for one reason, so a live flow's totals always satisfy
+``rx_packets == tx_packets + sum(declined)``: a shortfall of echoes is the helper's own doing only
+when it says so here, and a judge need not infer it from ``tx < rx``.
+
 Bounds (memory is what an attacker would aim at):
 
 - at most ``max_flows`` flows, least recently active evicted first;
@@ -15,7 +23,8 @@ Bounds (memory is what an attacker would aim at):
 - at most ``max_total_intervals`` intervals over all flows; beyond that the least recently active
   flows are evicted.
 
-Each interval costs 5 machine words (arrays, not objects). Time is passed in (``now``, monotonic
+Each interval costs 5 machine words (arrays, not objects); the declines are totals only (three
+counters a flow, no intervals), so they add nothing per interval. Time is passed in (``now``, monotonic
 seconds); nothing here reads a clock or a socket.
 """
 
@@ -37,6 +46,10 @@ FlowKey = tuple[str, int, int]
 
 RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 
+DECLINED = ("over_limits", "send_buffer_full", "source_port")
+"""Why the helper answered nothing to a datagram it received, in the order of ``Flow.declined``."""
+OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT = range(len(DECLINED))
+
 
 @dataclass
 class Flow:
@@ -50,6 +63,8 @@ class Flow:
     """Since the first datagram, trimmed intervals included."""
     trimmed: int = 0
     """Intervals dropped from the front (``max_intervals``)."""
+    declined: list[int] = field(default_factory=lambda: [0] * len(DECLINED))
+    """Datagrams received and not answered, by reason (:data:`DECLINED`); totals only."""
 
     def add(self, now: float, which: int, num_bytes: int) -> bool:
         """Count one datagram; True when a new interval was started."""
@@ -102,6 +117,14 @@ class FlowTable:
     def sent(self, key: FlowKey, num_bytes: int, now: float) -> None:
         self._count(key, TX_PACKETS, num_bytes, now)
 
+    def declined(self, key: FlowKey, reason: int) -> None:
+        """Count a datagram of ``key`` that was received (:meth:`received` first) and not answered,
+        for ``reason`` (:data:`OVER_LIMITS`, :data:`SEND_BUFFER_FULL`, :data:`SOURCE_PORT`). A flow
+        not in the table (never received, or evicted) is not made for it."""
+        flow = self._flows.get(key)
+        if flow is not None:
+            flow.declined[reason] += 1
+
     def _count(self, key: FlowKey, which: int, num_bytes: int, now: float) -> None:
         flow = self._flows.get(key)
         if flow is None or now - flow.last > self.expire:
@@ -146,7 +169,8 @@ class FlowTable:
         """The flow as the control API returns it, or None when there is no such (live) flow.
 
         ``t`` of an interval is its start in seconds since ``first_seen``; ``first_seen`` and
-        ``last_seen`` are Unix times (``wall_now`` is the Unix time at monotonic ``now``).
+        ``last_seen`` are Unix times (``wall_now`` is the Unix time at monotonic ``now``);
+        ``declined`` counts, like ``totals``, everything since ``first_seen``.
         """
         flow = self._flows.get(key)
         if flow is None or now - flow.last > self.expire:
@@ -174,5 +198,6 @@ class FlowTable:
                 "tx_packets": totals[TX_PACKETS],
                 "tx_bytes": totals[TX_BYTES],
             },
+            "declined": dict(zip(DECLINED, flow.declined, strict=True)),
             "truncated": flow.trimmed > 0,
         }

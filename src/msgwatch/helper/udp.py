@@ -7,7 +7,9 @@ or None out):
    counted whatever happens next.
 2. Datagrams from source ports below 1024 or from one of the helper's own UDP ports get nothing:
    those are where the services that answer any datagram live (echo 7, chargen 19, DNS 53, NTP
-   123, another helper's 3478, ...), and a forged source there would start a packet loop.
+   123, another helper's 3478, ...), and a forged source there would start a packet loop. This is
+   checked before the send buffer (step 4): such a datagram would never be answered, so that is
+   why it was not.
 3. A STUN Binding request (RFC 8489: first two bits 0, magic cookie 0x2112A442, length consistent
    with the datagram, method Binding, class request; parsed with ``aioice.stun``) gets a Binding
    success response with the same transaction id (:func:`binding_response`). Any other datagram is
@@ -15,6 +17,10 @@ or None out):
 4. The reply is sent only if the client's budgets allow it (:mod:`msgwatch.helper.limits`) and
    the socket's send buffer is below its high-water mark; otherwise it is dropped silently and
    counted. What is sent is counted on the flow.
+
+Every datagram that gets no reply is counted on its flow with the reason (``source_port``,
+``send_buffer_full``, ``over_limits``: :data:`msgwatch.helper.flows.DECLINED`), so the flow's view
+says why echoes are missing: the helper's own evidence, not an inference from ``tx < rx``.
 
 **No amplification, STUN included.** A reply is never larger than the datagram it answers. An
 echo is the same bytes. A Binding success with XOR-MAPPED-ADDRESS is 32 bytes for an IPv4 client
@@ -43,7 +49,7 @@ from typing import cast
 
 from aioice import stun
 
-from msgwatch.helper.flows import FlowTable
+from msgwatch.helper.flows import OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, FlowTable
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 
@@ -134,16 +140,19 @@ class UDPService:
         self.counters.rx_packets += 1
         self.counters.rx_bytes += len(data)
         self.flows.received(key, len(data), now)
-        if not sendable:
-            self.counters.send_buffer_full += 1
-            return None
         if peer[1] < 1024 or peer[1] in self.own_ports:
             self.counters.refused_source_port += 1
+            self.flows.declined(key, SOURCE_PORT)
+            return None
+        if not sendable:
+            self.counters.send_buffer_full += 1
+            self.flows.declined(key, SEND_BUFFER_FULL)
             return None
         answer = binding_response(data, (client, peer[1]))
         reply = data if answer is None else answer
         if not self.limits.allow_send(client, len(reply), now):
             self.counters.over_limits += 1
+            self.flows.declined(key, OVER_LIMITS)
             if self.limits.newly_dropping(client):
                 logger.info("udp: %s over its limits: dropping", self.names.name(client))
             return None

@@ -238,7 +238,8 @@ async def attach_helper_counts(
             entry: dict[str, Any] = {"transaction_id": txid, "failure": failure}
             if seen is None and failure is None:  # the helper has no such flow: nothing arrived
                 seen = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
-                        "interval": None, "intervals": [], "truncated": False}  # fmt: skip
+                        "interval": None, "intervals": [], "truncated": False,
+                        "declined": None}  # fmt: skip
             if seen is not None:
                 entry.update(seen)
                 entry["upstream_loss"] = _loss(d.result.sent_packets, seen["rx_packets"])

@@ -15,7 +15,11 @@ of the rounds.
 Where the helper's own counts are in a record (``helper``: what it received from the flow and
 sent back), they tell on which way the datagrams were lost: before the helper (``upload``) or after
 it echoed them (``download``); and an echo the helper did not send (its own limits) is not taken
-for censorship.
+for censorship. That last one rests on the helper's word, not on ``tx < rx``: it counts, per flow,
+the datagrams it declined to answer and why (``declined``, docs/helper.md). A flow is left out of
+both when its counts cannot speak for the path (:func:`_helper_counts`): the helper refused its
+source port (the probe's doing), or it echoed less than it received without saying why (a helper
+older than ``declined``, or counts that do not add up).
 """
 
 from __future__ import annotations
@@ -245,30 +249,63 @@ def _plain(records: Sequence[Record]) -> Plain:
 
 
 ECHO_SHORT = 0.10
-"""The helper echoed at least this share less than it received: its own limits, not the path."""
+"""The helper declined to answer at least this share of what it received, for its own limits: the
+missing echoes are not the path's doing. Also the share of echoes a helper may leave unexplained
+before its counts of a flow are not believed."""
+DECLINED = ("over_limits", "send_buffer_full", "source_port")
+LIMITED = ("over_limits", "send_buffer_full")
+"""The reasons to decline that are the helper's own limits."""
+
+
+def _declined(helper: Record) -> dict[str, int] | None:
+    """The helper's ``declined`` counts of a flow, or None (an older helper, or not well formed)."""
+    declined = helper.get("declined")
+    if not isinstance(declined, dict):
+        return None
+    if not all(isinstance(declined.get(n), int) and declined[n] >= 0 for n in DECLINED):
+        return None
+    return {n: int(declined[n]) for n in DECLINED}
 
 
 def _helper_counts(record: Record) -> Record | None:
+    """The helper's counts of the record's flow, when there are some (whether usable or not)."""
     helper = record.get("helper")
     if not isinstance(helper, dict) or helper.get("failure") is not None:
         return None
-    if not isinstance(helper.get("rx_packets"), int) or not isinstance(
-        helper.get("tx_packets"), int
-    ):
+    names = ("rx_packets", "tx_packets")
+    if not all(isinstance(helper.get(n), int) and helper[n] >= 0 for n in names):
         return None
     return helper
 
 
+def _usable(helper: Record) -> bool:
+    """Whether a flow's counts speak for the path. Not when the helper refused the flow's source
+    port (it answers none from below 1024 or from its own ports: the probe's fault, and its counts
+    say nothing about the network); nor when what it sent back and what it says it declined come
+    to less than 90 % of what it received (a helper that does not say why: the missing echoes
+    cannot be told from the path's doing), or to more than it received (counts that do not add
+    up). The helper answers or declines every datagram, so its own counts always add up."""
+    rx, tx = int(helper["rx_packets"]), int(helper["tx_packets"])
+    declined = _declined(helper)
+    if declined is None:  # an older helper: it says nothing of what it did not answer
+        return tx >= rx * (1 - ECHO_SHORT)
+    if declined["source_port"] > 0:
+        return False
+    accounted = tx + sum(declined.values())
+    return rx * (1 - ECHO_SHORT) <= accounted <= rx
+
+
 def _echo(records: Sequence[Record]) -> str:
-    """``short`` when the helper received at least half of what the probe sent but sent back
-    less than 90 % of what it received; ``full`` when it echoed; ``none`` without its counts."""
-    counts = [(r, h) for r in records if (h := _helper_counts(r)) is not None]
+    """``short`` when the helper received at least half of what the probe sent and says it declined
+    to answer at least 10 % of what it received for its own limits (``over_limits``,
+    ``send_buffer_full``); ``full`` otherwise; ``none`` without usable counts (:func:`_usable`)."""
+    counts = [(r, h) for r in records if (h := _helper_counts(r)) is not None and _usable(h)]
     if not counts:
         return "none"
     rx = sum(h["rx_packets"] for _, h in counts)
-    tx = sum(h["tx_packets"] for _, h in counts)
+    limited = sum((_declined(h) or {}).get(n, 0) for _, h in counts for n in LIMITED)
     sent = _sent([r for r, _ in counts])
-    if sent and rx >= sent * (1 - LOST) and tx < rx * (1 - ECHO_SHORT):
+    if sent and rx >= sent * (1 - LOST) and limited >= rx * ECHO_SHORT:
         return "short"
     return "full"
 
@@ -280,10 +317,14 @@ DIRECTION_LOSS = 0.10
 def direction(records: Sequence[Record]) -> str | None:
     """Where the datagrams of ``records`` were lost, by the helper's counts: ``upload`` (they did
     not reach the helper), ``download`` (the helper echoed them, they did not come back), ``both``;
-    None when neither way lost 10 % or the counts are missing. The echo carries back only what
-    arrived, so ``upload`` does not show that the other way is free."""
-    counts = [(r, h) for r in records if (h := _helper_counts(r)) is not None]
-    if not counts or len(counts) < len(records):
+    None when neither way lost 10 % or the counts are missing. Flows whose counts are not usable
+    (:func:`_usable`) are left out. The echo carries back only what arrived, so ``upload`` does
+    not show that the other way is free."""
+    present = [(r, h) for r in records if (h := _helper_counts(r)) is not None]
+    if len(present) < len(records):
+        return None
+    counts = [(r, h) for r, h in present if _usable(h)]
+    if not counts:
         return None
     sent = _sent([r for r, _ in counts])
     rx = sum(min(h["rx_packets"], _int(r, "sent_packets")) for r, h in counts)

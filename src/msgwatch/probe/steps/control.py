@@ -6,7 +6,8 @@
   the transaction id of the request, in ``msgwatch_helper_views``.
 - ``helper_flows`` GETs ``/v1/udp/flows`` for several of the probe's UDP flows, one request after
   the other on one keep-alive connection: the helper's own per-interval counts of what it received
-  from each flow and what it sent back (the probe's replays attach them to their records).
+  from each flow and what it sent back, and how many datagrams it declined to answer and why (the
+  probe's replays attach them to their records).
 
 A :class:`HelperLink` is one helper as the run sees it: its address, its control port, and a cap
 on the control connections open at once. The helper closes the connections of a client above
@@ -34,6 +35,10 @@ CONNECTIONS = 4
 """Control connections open at once to one helper (the helper allows 8 per client)."""
 MAX_FLOW_INTERVALS = 600
 """Intervals kept of each flow's counts (one minute at 100 ms)."""
+DECLINED = ("over_limits", "send_buffer_full", "source_port")
+"""Why the helper answered nothing to datagrams it received (``declined`` in a flow's counts)."""
+MAX_COUNT = 2**63 - 1
+"""A count larger than this is not a helper's (it counts in 64-bit words)."""
 
 
 @dataclass
@@ -139,9 +144,28 @@ async def helper_measure(
     return record
 
 
+def _count(value: Any) -> bool:
+    """A datagram or byte count: a non-negative int (not a bool), at most :data:`MAX_COUNT`."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _declined(parsed: dict[str, Any]) -> tuple[bool, dict[str, int] | None]:
+    """(valid, the flow's ``declined`` counts). Absent or null (a helper older than the field): valid,
+    None. Otherwise an object with a count for each name of :data:`DECLINED` (others ignored)."""
+    declined = parsed.get("declined")
+    if declined is None:
+        return True, None
+    if not isinstance(declined, dict) or not all(_count(declined.get(n)) for n in DECLINED):
+        return False, None
+    return True, {n: declined[n] for n in DECLINED}
+
+
 def _counts(parsed: Any) -> dict[str, Any] | None:
     """The part of a ``/v1/udp/flows`` answer the probe keeps, checked and bounded."""
     if not isinstance(parsed, dict) or not isinstance(parsed.get("totals"), dict):
+        return None
+    valid, declined = _declined(parsed)
+    if not valid:
         return None
     names = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
     totals = parsed["totals"]
@@ -157,6 +181,7 @@ def _counts(parsed: Any) -> dict[str, Any] | None:
     interval = parsed.get("interval")
     return {
         **{n: totals[n] for n in names},
+        "declined": declined,
         "interval": interval if isinstance(interval, int | float) else None,
         "intervals": intervals[:MAX_FLOW_INTERVALS],
         "truncated": bool(parsed.get("truncated")) or len(intervals) > MAX_FLOW_INTERVALS,
@@ -173,8 +198,9 @@ async def helper_flows(
     port: int = CONTROL_PORT,
 ) -> tuple[list[dict[str, Any] | None], str | None]:
     """The helper's counts for each (probe's source port, helper's port) in ``flows``, in order:
-    a dict (``rx_packets``, ``rx_bytes``, ``tx_packets``, ``tx_bytes``, ``interval``,
-    ``intervals``, ``truncated``) or None when the helper has no such flow (it received nothing
+    a dict (``rx_packets``, ``rx_bytes``, ``tx_packets``, ``tx_bytes``, ``declined`` (the
+    datagrams the helper did not answer, by reason; None from a helper that does not say),
+    ``interval``, ``intervals``, ``truncated``) or None when the helper has no such flow (it received nothing
     from it: 404 ``no_such_flow``). Never raises: the second item is the failure that stopped
     the exchange (the flows not asked yet are None)."""
     link = _link(helper, port)
