@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 
 from msgwatch.cli.main import cli
 from msgwatch.spool.schedule import run_lock
-from msgwatch.spool.spool import Spool
+from msgwatch.spool.spool import Ack, Spool
 from tests.spool import fake_collector, small_catalogue
 
 DOWN = "http://192.0.2.1:9"
@@ -50,7 +51,9 @@ def test_run_spools_then_submits(tmp_path: Path) -> None:
     assert stored == written  # the same measurement went to the file and to the collector
     spool = Spool(tmp_path / "state")
     assert [r["uid"] for r in spool.ledger()] == [v["uid"] for v in fake.stored.values()]
-    assert spool.probe_id() not in json.dumps(written)
+    [key] = fake.stored
+    assert re.fullmatch(r"[0-9a-f]{32}", key)  # random, with no installation id in it
+    assert not (tmp_path / "state" / "probe-id").exists()
 
 
 def test_run_without_collectors_only_spools(tmp_path: Path) -> None:
@@ -139,9 +142,8 @@ def test_spool_status_json_and_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["spool", "status", "--state-dir", str(state), "--json"])
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
-    assert set(status) == {"state_dir", "probe_id", "pending", "last_submission", "submitted",
+    assert set(status) == {"state_dir", "pending", "last_submission", "submitted",
                            "rejected"}  # fmt: skip
-    assert status["probe_id"] == Spool(state).probe_id()
     pending = status["pending"]
     assert set(pending) == {"count", "bytes", "oldest", "attempted", "max_attempts",
                             "last_error"}  # fmt: skip
@@ -151,8 +153,25 @@ def test_spool_status_json_and_text(tmp_path: Path) -> None:
     assert (status["submitted"], status["rejected"]) == (0, 0)
     text = CliRunner().invoke(cli, ["spool", "status", "--state-dir", str(state)])
     assert text.exit_code == 0
-    for word in ("probe id", "pending", "1 measurements", "destination_not_allowed", "submitted"):
+    for word in ("pending", "1 measurements", "destination_not_allowed", "submitted"):
         assert word in text.output
+    assert "probe id" not in text.output
+
+
+def test_spool_status_counts_across_ledger_rotations(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    spool = Spool(state, ledger_max_bytes=1500)
+    keys = spool.add([{"n": i} for i in range(40)])
+    for i, key in enumerate(keys):
+        spool.acknowledge([Ack(key, f"u{i}", "stored", "http://127.0.0.1:1")])
+    assert len(list(spool.root.glob("submitted-*.jsonl"))) == 1  # rotated (more than once)
+    (state / "probe-id").write_text("0123456789abcdef0123456789abcdef\n")  # an older version's
+    runner = CliRunner()
+    status = json.loads(runner.invoke(cli, ["spool", "status", "--json", "--state-dir",
+                                            str(state)]).output)  # fmt: skip
+    assert status["submitted"] == 40 and status["pending"]["count"] == 0
+    text = runner.invoke(cli, ["spool", "status", "--state-dir", str(state)]).output
+    assert re.search(r"submitted\s+40\b", text) and "0123456789abcdef" not in text
 
 
 def test_spool_status_uses_the_environment(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""The spool on disk: layout, durability order, the probe id, corrupt files, the ledger, status."""
+"""The spool on disk: layout, durability order, random keys, corrupt files, the ledger and its
+rotation, status."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from msgwatch.collector.models import check_idempotency_key
 from msgwatch.spool import spool as spool_module
 from msgwatch.spool.spool import (
     MAX_MEASUREMENT_BYTES,
@@ -21,6 +24,8 @@ from msgwatch.spool.spool import (
     resolve_state_dir,
 )
 from tests.spool import fixture_measurements
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
 def test_state_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,33 +48,49 @@ def test_tests_never_use_the_system_state_dir() -> None:
     assert resolve_state_dir(None) != ROOT_STATE_DIR
 
 
-def test_layout_keys_modes_and_no_probe_id_in_measurements(tmp_path: Path) -> None:
+def test_layout_keys_and_modes(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "state")
     measurements = fixture_measurements()
     keys = spool.add(measurements)
-    probe_id = spool.probe_id()
-    assert len(probe_id) == 32 and int(probe_id, 16) >= 0
-    assert (tmp_path / "state" / "probe-id").read_text() == probe_id + "\n"
     assert len(set(keys)) == len(measurements)
     for key, m in zip(keys, measurements, strict=True):
-        prefix, _, rest = key.partition(".")
-        assert prefix == probe_id and len(rest) == 32 and len(key) <= 128
+        assert HEX32.fullmatch(key) and check_idempotency_key(key) == key
         path = spool.pending_dir / f"{key}.json"
         text = path.read_text()
         assert json.loads(text) == m
-        assert probe_id not in text  # it identifies the installation: never in a measurement
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for directory in (spool.state_dir, spool.root, spool.pending_dir, spool.rejected_dir):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert list(spool.tmp_dir.iterdir()) == []
-    assert Spool(tmp_path / "state").probe_id() == probe_id  # made once
+    assert sorted(p.name for p in spool.state_dir.iterdir()) == ["spool"]  # no probe-id any more
 
 
-def test_damaged_probe_id_is_replaced(tmp_path: Path) -> None:
+def _no_common_prefix(keys: list[str]) -> bool:
+    return len({key[:1] for key in keys}) > 1
+
+
+def test_keys_share_no_prefix_across_measurements_or_runs(tmp_path: Path) -> None:
+    """A key says nothing about the installation: no common prefix, within a run, across runs,
+    nor with another state directory's keys."""
+    spool = Spool(tmp_path / "a")
+    runs = [spool.add([{"n": i} for i in range(8)]) for _ in range(4)]
+    keys = [k for run in runs for k in run]
+    assert len(set(keys)) == len(keys)
+    assert _no_common_prefix(keys)  # 32 keys all sharing a first digit by chance: 16**-31
+    assert all(_no_common_prefix(run) for run in runs)
+    other = Spool(tmp_path / "b").add([{"n": i} for i in range(8)])
+    assert _no_common_prefix([*runs[0], *other])
+    assert all("." not in k for k in keys)  # one random part, no <id>.<random>
+
+
+def test_an_old_probe_id_file_is_neither_used_nor_touched(tmp_path: Path) -> None:
+    old_id = "0123456789abcdef0123456789abcdef"
+    (tmp_path / "probe-id").write_text(old_id + "\n")
     spool = Spool(tmp_path)
-    (tmp_path / "probe-id").write_text("not an id\n")
-    fresh = spool.probe_id()
-    assert len(fresh) == 32 and (tmp_path / "probe-id").read_text().strip() == fresh
+    keys = spool.add([{"a": 1}, {"b": 2}])
+    assert not any(k.startswith(old_id[:8]) for k in keys)
+    assert (tmp_path / "probe-id").read_text() == old_id + "\n"
+    assert "probe_id" not in spool.status() and old_id not in json.dumps(spool.status())
 
 
 def _trace_disk(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -104,7 +125,6 @@ def test_write_order_file_fsync_rename_dir_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = Spool(tmp_path).create()
-    spool.probe_id()
     events = _trace_disk(monkeypatch)
     [key] = spool.add([{"test_keys": {}}])
     final = str(spool.pending_dir / f"{key}.json")
@@ -232,7 +252,7 @@ def test_reject_keeps_the_reason_and_the_bytes(tmp_path: Path) -> None:
 def test_status_of_a_missing_state_dir_creates_nothing(tmp_path: Path) -> None:
     state = tmp_path / "none"
     status = Spool(state).status()
-    assert status["probe_id"] is None and status["pending"]["count"] == 0
+    assert "probe_id" not in status and status["pending"]["count"] == 0
     assert status["submitted"] == 0 and status["rejected"] == 0
     assert not state.exists()
 
@@ -260,7 +280,6 @@ def test_status_counts(tmp_path: Path) -> None:
         }
     )
     status = spool.status()
-    assert status["probe_id"] == spool.probe_id()
     pending = status["pending"]
     assert pending["count"] == 3
     assert pending["bytes"] == sum(
@@ -281,8 +300,7 @@ def test_damaged_attempts_file_reads_as_empty(tmp_path: Path) -> None:
 
 
 def test_disk_errors_surface_as_oserror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spool = Spool(tmp_path)
-    spool.probe_id()
+    spool = Spool(tmp_path).create()
 
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
@@ -293,3 +311,182 @@ def test_disk_errors_surface_as_oserror(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.undo()
     assert spool.pending() == []  # nothing half-written in pending/
     assert list(spool.tmp_dir.iterdir()) == []
+
+
+# -- the ledger's rotation -------------------------------------------------------------------------
+
+SMALL = 1000
+"""A ledger threshold of a few lines (a line is about 150 bytes)."""
+
+
+def _acknowledge(spool: Spool, n: int) -> list[str]:
+    """Spool ``n`` measurements and acknowledge them one by one (one ledger line each)."""
+    keys = spool.add([{"n": i} for i in range(n)])
+    for i, key in enumerate(keys):
+        spool.acknowledge([Ack(key, f"uid{i}", "stored", "http://127.0.0.1:1")])
+    return keys
+
+
+def _acknowledge_until_rotated(spool: Spool) -> list[str]:
+    """Acknowledge measurements one by one until ``submitted.jsonl`` is rotated away."""
+    keys: list[str] = []
+    while spool.ledger_path.exists() or not keys:
+        keys += _acknowledge(spool, 1)
+        assert len(keys) < 100, "never rotated"
+    return keys
+
+
+def _generations(spool: Spool) -> list[str]:
+    return sorted(p.name for p in spool.root.glob("submitted-*.jsonl"))
+
+
+def _line(key: str) -> str:
+    return json.dumps({"key": key, "uid": "u", "status": "stored", "collector": "c", "time": "t"})
+
+
+def test_the_ledger_rotates_at_the_threshold_and_keeps_one_generation(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, ledger_max_bytes=SMALL)
+    keys: list[str] = []
+    sizes: list[int] = []
+    seen: set[str] = set()
+    for _ in range(60):
+        keys += _acknowledge(spool, 1)
+        size = spool.ledger_path.stat().st_size if spool.ledger_path.exists() else 0
+        assert size < SMALL  # rotated as soon as it reached the threshold
+        sizes.append(size)
+        assert len(_generations(spool)) <= 1
+        seen.update(_generations(spool))
+        assert spool.status()["submitted"] == len(keys)
+    assert 0 in sizes  # it really rotated (submitted.jsonl renamed away) ...
+    assert len(seen) >= 5  # ... several times
+    [name] = _generations(spool)
+    total = int(name[len("submitted-") : -len(".jsonl")])
+    # On disk: the previous generation (its records are the ones just before submitted.jsonl's;
+    # T counts them and all before them), then submitted.jsonl.
+    on_record = [r["key"] for r in spool.ledger()]
+    in_current = len(keys) - total
+    assert on_record == keys[len(keys) - len(on_record) :] and len(on_record) > in_current
+    on_disk = sum(p.stat().st_size for p in spool.root.glob("submitted*.jsonl"))
+    assert on_disk < 2 * SMALL + 200
+
+
+def test_no_rotation_below_the_threshold(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)  # the default: 1 MiB
+    _acknowledge(spool, 30)
+    assert spool.recover() == 0 and not spool.rotate_ledger()
+    assert _generations(spool) == [] and spool.status()["submitted"] == 30
+
+
+def test_rotation_renames_then_fsyncs_then_drops_the_older_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, ledger_max_bytes=SMALL)
+    _acknowledge_until_rotated(spool)
+    [older] = _generations(spool)
+    [key] = spool.add([{"last": 1}])
+    spool.ledger_path.write_text("".join(_line(f"k{i}") + "\n" for i in range(7)))
+    spool.ledger_max_bytes = spool.ledger_path.stat().st_size + 1  # the next line reaches it
+    events = _trace_disk(monkeypatch)
+    spool.acknowledge([Ack(key, "u", "stored", "c")])
+    root = str(spool.root)
+    [name] = _generations(spool)
+    assert name == f"submitted-{int(older[10:-6]) + 8}.jsonl"
+    assert events == [
+        ("fsync", str(spool.ledger_path)),  # the line first ...
+        ("unlink", str(spool.pending_dir / f"{key}.json")),  # ... then the pending file ...
+        ("fsync", str(spool.pending_dir)),
+        ("rename", str(spool.root / name)),  # ... then, a safe point, the rotation
+        ("fsync", root),
+        ("unlink", str(spool.root / older)),
+        ("fsync", root),
+    ]
+
+
+def test_a_crash_in_the_middle_of_a_rotation(tmp_path: Path) -> None:
+    """Renamed, but the older generation not yet deleted: the larger T includes the smaller."""
+    spool = Spool(tmp_path, ledger_max_bytes=SMALL).create()
+    (spool.root / "submitted-5.jsonl").write_text("".join(_line(f"a{i}") + "\n" for i in range(5)))
+    (spool.root / "submitted-12.jsonl").write_text("".join(_line(f"b{i}") + "\n" for i in range(7)))
+    spool.ledger_path.write_text("".join(_line(f"c{i}") + "\n" for i in range(3)))
+    assert spool.status()["submitted"] == 15
+    assert [r["key"] for r in spool.ledger()] == [f"b{i}" for i in range(7)] + ["c0", "c1", "c2"]
+    spool.recover()
+    assert _generations(spool) == ["submitted-12.jsonl"] and spool.status()["submitted"] == 15
+
+
+def test_the_repair_still_works_across_a_rotation(tmp_path: Path) -> None:
+    """A crash after the ledger line, before the unlink; then a rotation by a caller that did not
+    recover first: the line is in the previous generation, and the repair still finds it."""
+    spool = Spool(tmp_path, ledger_max_bytes=SMALL)
+    crashed, other = spool.add([{"crashed": 1}, {"other": 2}])
+    spool.ledger_path.write_text(_line(crashed) + "\n")  # the fsync'd line; the unlink never came
+    keys = _acknowledge_until_rotated(spool)  # the crashed key's line leaves submitted.jsonl
+    assert len(_generations(spool)) == 1
+    assert (spool.pending_dir / f"{crashed}.json").exists()
+    assert spool.recover() == 1
+    assert [i.key for i in spool.pending()] == [other]
+    assert spool.status()["submitted"] == len(keys) + 1
+
+
+def test_recover_repairs_before_it_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = Spool(tmp_path, ledger_max_bytes=SMALL)
+    [crashed] = spool.add([{"crashed": 1}])
+    spool.ledger_path.write_text("".join(_line(f"k{i}") + "\n" for i in range(9)) + _line(crashed))
+    spool.ledger_max_bytes = spool.ledger_path.stat().st_size  # at the threshold: rotated
+    events = _trace_disk(monkeypatch)
+    assert spool.recover() == 1
+    crashed_path = str(spool.pending_dir / f"{crashed}.json")
+    kinds = [e for e in events if e == ("unlink", crashed_path) or e[0] == "rename"]
+    assert kinds == [
+        ("unlink", str(spool.pending_dir / f"{crashed}.json")),
+        ("rename", str(spool.root / "submitted-10.jsonl")),
+    ]
+    assert spool.pending() == [] and spool.status()["submitted"] == 10
+
+
+def test_a_large_ledger_from_an_older_version_is_counted_once_and_rotated(tmp_path: Path) -> None:
+    spool = Spool(tmp_path).create()
+    lines = [_line(f"old{i}") for i in range(20_000)]  # about 2.2 MiB, never rotated
+    spool.ledger_path.write_text("\n".join(lines) + "\n")
+    assert spool.status()["submitted"] == 20_000
+    spool.recover()
+    assert _generations(spool) == ["submitted-20000.jsonl"] and not spool.ledger_path.exists()
+    [key] = spool.add([{"new": 1}])
+    spool.acknowledge([Ack(key, "u", "stored", "c")])
+    assert spool.status()["submitted"] == 20_001
+
+
+def test_damaged_ledger_lines_are_skipped_and_never_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, ledger_max_bytes=4000).create()
+    good = [_line(f"g{i}") for i in range(3)]
+    damaged = [
+        "{not json",
+        "[1, 2]",
+        json.dumps({"uid": "no key"}),
+        json.dumps({"key": "a/b"}),  # not a valid key: never used as a file name
+        json.dumps({"key": 7}),
+        "[" * 100_000,
+        '{"key": "x' + "x" * (spool_module.MAX_LEDGER_LINE * 3) + '"}',  # longer than allowed
+    ]
+    text = "\n".join([good[0], *damaged, good[1]]).encode()
+    text += b'\n{"key": "\xff\xfe"}\n' + good[2].encode() + b'\n{"key": "torn'
+    spool.ledger_path.write_bytes(text)
+    assert [r["key"] for r in spool.ledger()] == ["g0", "g1", "g2"]
+    assert spool.status()["submitted"] == 3
+    spool.recover()  # larger than 4,000 bytes: rotated, with only the good lines counted
+    assert _generations(spool) == ["submitted-3.jsonl"] and spool.status()["submitted"] == 3
+
+
+def test_odd_ledger_files_never_crash(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, ledger_max_bytes=10).create()
+    os.mkfifo(spool.ledger_path)  # would block a plain open() for ever
+    assert spool.status()["submitted"] == 0 and list(spool.ledger()) == []
+    assert spool.recover() == 0 and spool.ledger_path.exists()  # not rotated: not a file
+    spool.ledger_path.unlink()
+    spool.ledger_path.symlink_to("/dev/zero")
+    assert spool.status()["submitted"] == 0 and spool.recover() == 0
+    spool.ledger_path.unlink()
+    (spool.root / "submitted-99x.jsonl").write_text(_line("a") + "\n")  # not a generation's name
+    (spool.root / "submitted-1234567890123456789012.jsonl").write_text("")  # T too long
+    (spool.root / "submitted-4.jsonl").mkdir()  # not a file
+    assert spool.status()["submitted"] == 0 and list(spool.ledger()) == []

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from msgwatch.spool.client import Client
-from msgwatch.spool.spool import Spool
+from msgwatch.spool.spool import Ack, Spool
 from msgwatch.spool.submit import Backoff, collector_urls, read_token, retry_after, submit
 from tests.spool import closed_port, fake_collector, fixture_measurements
 
@@ -55,11 +56,12 @@ def test_stored_measurements_go_to_the_ledger(tmp_path: Path) -> None:
     assert all(r["collector"] == fake.url and r["status"] == "stored" for r in spool.ledger())
     assert spool.pending() == [] and spool.read_attempts()["items"] == {}
     assert fake.requests[0]["path"] == "/api/v1/submit"
-    # What the collector got is what was measured, byte for byte, and nothing identifies the probe.
+    # What the collector got is what was measured, byte for byte, and nothing identifies the probe:
+    # each key is 32 random hex digits, with no prefix shared by the measurements.
     for key, stored in fake.stored.items():
         assert stored["measurement"] in fixture_measurements()
-        assert spool.probe_id() not in json.dumps(stored["measurement"])
-        assert key.startswith(spool.probe_id() + ".")
+        assert re.fullmatch(r"[0-9a-f]{32}", key)
+    assert len({key[:8] for key in fake.stored}) == 3  # not even 8 digits in common
     last = spool.read_attempts()["last_submission"]
     assert last["ok"] and last["stored"] == 3
 
@@ -295,3 +297,64 @@ def test_client_is_shared_and_fenced(tmp_path: Path, monkeypatch: pytest.MonkeyP
     summary = submit(spool, ["http://192.0.2.10"], client=Client(), sleep=sleeps)
     assert summary.collectors[0].last_error == "destination_not_allowed"
     assert sleeps.waits == [] and summary.remaining == 1  # the fence is not retried
+
+
+def test_pending_files_of_an_older_version_are_sent_with_their_keys(tmp_path: Path) -> None:
+    """``<probe-id>.<uuid4 hex>.json``, as spooled before keys became random: sent unchanged."""
+    spool, new_keys = _spool(tmp_path, n=2)
+    old_key = "0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210"
+    body = b'{"report_id":"old","test_keys":{"x":[1,2]}}'
+    (spool.pending_dir / f"{old_key}.json").write_bytes(body)
+    with fake_collector() as fake:
+        summary = submit(spool, [fake.url], sleep=Sleeps())
+    assert summary.ok and summary.stored == 3 and summary.invalid == 0
+    assert fake.stored[old_key]["measurement"] == json.loads(body)
+    assert sorted(fake.stored) == sorted([old_key, *new_keys])
+    assert sorted(_ledger_keys(spool)) == sorted([old_key, *new_keys])
+    assert spool.pending() == []
+
+
+def _line(key: str) -> str:
+    return json.dumps({"key": key, "uid": "u", "status": "stored", "collector": "c", "time": "t"})
+
+
+def test_the_ledger_rotates_during_submissions_and_status_counts_every_one(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "state", ledger_max_bytes=2000)
+    base = fixture_measurements()
+    sent: list[str] = []
+    with fake_collector() as fake:
+        for run in range(4):
+            sent += spool.add([dict(base[0], report_id=f"{run}-{i}") for i in range(25)])
+            summary = submit(spool, [fake.url], sleep=Sleeps(), batch_items=7)
+            assert summary.ok and summary.stored == 25
+            assert spool.status()["submitted"] == len(sent)
+            assert len(list(spool.root.glob("submitted-*.jsonl"))) == 1
+            current = spool.ledger_path.stat().st_size if spool.ledger_path.exists() else 0
+            assert current < 2000  # rotated after the batch that reached the threshold
+    assert len(fake.stored) == 100 and set(fake.store_count.values()) == {1}
+    on_record = _ledger_keys(spool)
+    assert on_record == sent[len(sent) - len(on_record) :]  # the latest ones, in order
+
+
+def test_a_crash_after_the_ledger_line_is_repaired_across_a_rotation(tmp_path: Path) -> None:
+    """Two crashes between a ledger line and its unlink: one whose line has since been rotated
+    into the previous generation (by a caller that acknowledged without recovering first), one
+    whose line is in a submitted.jsonl due for rotation. The next submission repairs both before
+    it rotates, sends neither again, and counts each once."""
+    spool = Spool(tmp_path / "state", ledger_max_bytes=1500)
+    rotated_away, in_current, fresh, filler = spool.add([{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}])
+    spool.ledger_path.write_text("".join(_line(f"w{i}") + "\n" for i in range(20)))
+    spool.ledger_path.write_text(spool.ledger_path.read_text() + _line(rotated_away) + "\n")
+    spool.acknowledge([Ack(filler, "u", "stored", "c")])  # over the threshold: rotated
+    [previous] = spool.root.glob("submitted-*.jsonl")
+    assert previous.name == "submitted-22.jsonl" and not spool.ledger_path.exists()
+    spool.ledger_path.write_text("".join(_line(f"x{i}") + "\n" for i in range(20)))
+    spool.ledger_path.write_text(spool.ledger_path.read_text() + _line(in_current) + "\n")
+    assert spool.ledger_path.stat().st_size >= spool.ledger_max_bytes
+    assert spool.status()["submitted"] == 43
+    with fake_collector() as fake:
+        summary = submit(spool, [fake.url], sleep=Sleeps())
+    assert [r["keys"] for r in fake.requests] == [[fresh]]  # the two repaired: not sent again
+    assert summary.ok and (summary.pending, summary.stored) == (1, 1)
+    assert [p.name for p in spool.root.glob("submitted-*.jsonl")] == ["submitted-43.jsonl"]
+    assert spool.status()["submitted"] == 44 and _ledger_keys(spool)[-1] == fresh

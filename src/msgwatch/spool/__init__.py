@@ -1,7 +1,7 @@
 """The probe's side of submission: an on-disk spool, a collector client, scheduled runs.
 
-- :mod:`msgwatch.spool.spool`: the state directory, the probe id, ``pending/``, the ledger,
-  ``rejected/``; every write durable before it is relied on.
+- :mod:`msgwatch.spool.spool`: the state directory, random idempotency keys, ``pending/``, the
+  bounded ledger, ``rejected/``; every write durable before it is relied on.
 - :mod:`msgwatch.spool.client`: HTTP/1.1 (h11) over one blocking socket, behind the network fence.
 - :mod:`msgwatch.spool.submit`: batches to ``POST /api/v1/submit``, collectors in order, backoff.
 - :mod:`msgwatch.spool.schedule`: ``--every`` with jitter, ``run.lock``, a clean stop on signals.

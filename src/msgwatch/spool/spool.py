@@ -1,6 +1,6 @@
 """The on-disk spool: every measurement is durable on the probe before it is sent anywhere.
 
-Rules (docs/design/002-collector.md, "Spool and scheduled runs"):
+Rules (docs/design/002-collector.md, "Spool and scheduled runs"; operator's guide docs/spool.md):
 
 1. A measurement is written to ``spool/tmp/``, ``fsync``ed, renamed into ``spool/pending/<key>.json``,
    and the directory is ``fsync``ed, before anything else happens to it (the ``--output`` file, the
@@ -8,29 +8,48 @@ Rules (docs/design/002-collector.md, "Spool and scheduled runs"):
 2. Nothing leaves ``pending/`` without a reason: an acknowledgement (a line in ``submitted.jsonl``,
    appended and ``fsync``ed *before* the unlink) or a rejection (``rejected/<key>.json`` plus
    ``rejected/<key>.reason.json``). A crash between the ledger line and the unlink is repaired by
-   :meth:`Spool.recover`, which unlinks the pending files that the ledger's tail already names.
+   :meth:`Spool.recover`, which unlinks the pending files that the ledger's tail already names (the
+   tail of ``submitted.jsonl`` and of the previous generation).
 3. Reading a pending file is bounded and never raises for what is in it: a file larger than
    :data:`MAX_MEASUREMENT_BYTES`, not UTF-8, not JSON, not an object, or with a name that is not a
-   valid key is moved to ``rejected/`` with one of the collector's reason codes.
-4. The probe id (``STATE/probe-id``, 32 random hex digits made once) identifies the installation. It
-   is the prefix of every idempotency key (``<probe-id>.<uuid4 hex>``) and is *never* written into a
-   measurement.
+   valid key is moved to ``rejected/`` with one of the collector's reason codes. The ledger is read
+   line by line (a line longer than :data:`MAX_LEDGER_LINE`, or damaged, is skipped).
+4. An idempotency key is 32 random hex digits, drawn afresh for each measurement
+   (:meth:`Spool.new_key`). It carries no installation id: the collector archives the key, and a
+   shared prefix would let its operator group one probe's measurements across every network the
+   probe is carried to. (Versions before this one used ``<probe-id>.<uuid4 hex>`` with a persistent
+   ``STATE/probe-id``; their pending files keep their names and are sent as they are. ``probe-id``
+   is neither made nor read any more, and is left where it is.)
+5. The ledger is bounded: at a *safe point* — right after :meth:`Spool.recover`'s repair, and at the
+   end of :meth:`Spool.acknowledge`, after the acknowledged pending files are unlinked and the
+   directory ``fsync``ed — a ``submitted.jsonl`` of :attr:`Spool.ledger_max_bytes` or more is renamed
+   to ``submitted-<T>.jsonl``, the previous generation, where ``T`` is how many acknowledgements
+   that file and every generation before it held. At a safe point no pending file's key is only in
+   the ledger, so the rename loses nothing the repair needs (and the repair reads the previous
+   generation's tail too, for a caller that acknowledged without recovering first). The rename is
+   the one commit point: ``T`` travels in the name, so no second file has to agree with it. Older
+   generations are then unlinked; a crash before that leaves two, and the larger ``T`` wins.
+   ``spool status`` adds ``T`` to the records of ``submitted.jsonl``: it never reads more than that
+   one file, which is below the threshold plus one batch (an older version's unrotated ledger
+   excepted, until the next submission rotates it).
 
 Layout::
 
     STATE/
-      probe-id                   32 hex digits
       run.lock                   flock: one run at a time (msgwatch.spool.schedule)
       spool/
         pending/<key>.json       one measurement each, as written by the run
         tmp/                     writes in progress (cleaned by the next run)
         rejected/<key>.json      refused measurements, and <key>.reason.json beside each
         submitted.jsonl          ledger: {"key", "uid", "status", "collector", "time"} per line
+        submitted-<T>.jsonl      the previous ledger generation (at most one); T: acknowledgements
+                                 in it and in all the generations before it
         attempts.json            per pending key: attempts, last error (for ``spool status``)
         submit.lock              flock: one submission at a time
 
 Concurrency: runs hold ``run.lock``; submissions hold ``submit.lock`` (a run's own submission
-included), so a manual ``msgwatch submit`` during a scheduled run waits for it.
+included), so a manual ``msgwatch submit`` during a scheduled run waits for it. The ledger is
+written and rotated only by submissions.
 """
 
 from __future__ import annotations
@@ -43,12 +62,12 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 STATE_ENV = "MSGWATCH_STATE_DIR"
 ROOT_STATE_DIR = Path("/var/lib/msgwatch")
@@ -56,11 +75,16 @@ MAX_MEASUREMENT_BYTES = 4 * 1024 * 1024
 """The collector's per-measurement limit: a bigger pending file could never be accepted."""
 MAX_LEDGER_LINE = 64 * 1024
 LEDGER_TAIL_BYTES = 512 * 1024
-"""How much of the ledger's end :meth:`Spool.recover` reads (more than one batch of lines)."""
+"""How much of each ledger generation's end :meth:`Spool.recover` reads (more than one batch of
+lines: a batch is at most 500)."""
+LEDGER_MAX_BYTES = 1024 * 1024
+"""``submitted.jsonl`` is rotated at a safe point once it is this large (about 7,000 lines)."""
+MAX_LEDGER_TOTAL = 10**18 - 1
 MAX_STATE_BYTES = 16 * 1024 * 1024
 TMP_MAX_AGE = 3600.0
 KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-PROBE_ID_RE = re.compile(r"[0-9a-f]{32}")
+"""The collector's rule for an idempotency key (``check_idempotency_key``)."""
+GENERATION_RE = re.compile(r"submitted-([0-9]{1,18})\.jsonl")
 REASON_SUFFIX = ".reason.json"
 
 
@@ -119,6 +143,32 @@ def read_bounded(path: Path, limit: int) -> bytes | None:
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(limit + 1)
     return None if len(data) > limit else data
+
+
+def open_regular(path: Path) -> IO[bytes] | None:
+    """``path`` open for reading when it is a regular file; None when it is missing, a symbolic
+    link or anything else (a FIFO cannot block: it is opened non-blocking and refused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
+            return None
+        raise
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        return None
+    return handle
+
+
+def _ledger_record(line: bytes) -> dict[str, Any] | None:
+    """One ledger line as a record with a valid ``key``; None for a damaged line."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    key = record.get("key") if isinstance(record, dict) else None
+    return record if isinstance(key, str) and KEY_RE.fullmatch(key) else None
 
 
 @contextlib.contextmanager
@@ -190,15 +240,16 @@ class Spool:
     """One state directory's spool. Methods raise ``OSError`` only for the disk itself (full,
     read-only, permissions), never for what a file contains."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, ledger_max_bytes: int = LEDGER_MAX_BYTES) -> None:
         self.state_dir = state_dir
+        self.ledger_max_bytes = ledger_max_bytes
+        """``submitted.jsonl`` is rotated at the next safe point once it is this large."""
         self.root = state_dir / "spool"
         self.pending_dir = self.root / "pending"
         self.tmp_dir = self.root / "tmp"
         self.rejected_dir = self.root / "rejected"
         self.ledger_path = self.root / "submitted.jsonl"
         self.attempts_path = self.root / "attempts.json"
-        self.probe_id_path = state_dir / "probe-id"
         self.run_lock_path = state_dir / "run.lock"
         self.submit_lock_path = self.root / "submit.lock"
 
@@ -214,52 +265,19 @@ class Spool:
     def exists(self) -> bool:
         return self.pending_dir.is_dir()
 
-    def probe_id(self) -> str:
-        """The installation's id, made on first use (a damaged file is replaced by a new id)."""
-        current = self.read_probe_id()
-        if current is not None:
-            return current
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fresh = secrets.token_hex(16)
-        tmp = self.state_dir / f".probe-id.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(fresh + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            if self.probe_id_path.exists():  # damaged: replace it
-                os.replace(tmp, self.probe_id_path)
-            else:
-                with contextlib.suppress(FileExistsError):  # two first runs: one id wins
-                    os.link(tmp, self.probe_id_path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        fsync_dir(self.state_dir)
-        winner = self.read_probe_id()
-        return winner if winner is not None else fresh
-
-    def read_probe_id(self) -> str | None:
-        try:
-            data = read_bounded(self.probe_id_path, 256)
-        except OSError:
-            return None
-        text = (data or b"").decode("ascii", "replace").strip()
-        return text if PROBE_ID_RE.fullmatch(text) else None
-
-    def new_key(self) -> str:
-        return f"{self.probe_id()}.{uuid.uuid4().hex}"
+    @staticmethod
+    def new_key() -> str:
+        """A fresh idempotency key: 32 random hex digits, shared with no other measurement."""
+        return secrets.token_hex(16)
 
     # -- writing ---------------------------------------------------------------------------------
 
     def add(self, measurements: Iterable[dict[str, Any]]) -> list[str]:
         """Spool each measurement durably; returns their idempotency keys, in order."""
         self.create()
-        probe_id = self.probe_id()
         keys: list[str] = []
         for measurement in measurements:
-            key = f"{probe_id}.{uuid.uuid4().hex}"
+            key = self.new_key()
             data = json.dumps(measurement, ensure_ascii=False, separators=(",", ":"))
             tmp = self.tmp_dir / f"{key}.json"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -279,16 +297,13 @@ class Spool:
         return keys
 
     def recover(self, now: float | None = None) -> int:
-        """Finish what a crash interrupted: unlink pending files the ledger's tail already
-        acknowledges, and drop temporary files older than an hour. Returns files unlinked."""
+        """Finish what a crash interrupted: unlink pending files the ledger's tail (of
+        ``submitted.jsonl`` and of the previous generation) already acknowledges, rotate the
+        ledger when it is due (this is a safe point), and drop temporary files older than an
+        hour. Returns the pending files unlinked. Call it under ``submit.lock``."""
         self.create()
-        removed = 0
-        for key in self._ledger_tail_keys():
-            with contextlib.suppress(FileNotFoundError):
-                (self.pending_dir / f"{key}.json").unlink()
-                removed += 1
-        if removed:
-            fsync_dir(self.pending_dir)
+        removed = self._unlink_acknowledged()
+        self.rotate_ledger()
         cutoff = (time.time() if now is None else now) - TMP_MAX_AGE
         for entry in os.scandir(self.tmp_dir):
             with contextlib.suppress(OSError):
@@ -385,6 +400,7 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 (self.pending_dir / f"{a.key}.json").unlink()
         fsync_dir(self.pending_dir)
+        self.rotate_ledger()  # a safe point: no pending file relies on these lines any more
         return len(acks)
 
     def reject(
@@ -450,10 +466,31 @@ class Spool:
 
     # -- ledger ----------------------------------------------------------------------------------
 
-    def _ledger_lines(self) -> Iterator[bytes]:
-        try:
-            handle = self.ledger_path.open("rb")
-        except FileNotFoundError:
+    def _generations(self) -> list[tuple[int, Path]]:
+        """The previous generations ``submitted-<T>.jsonl`` (regular files), smallest ``T`` first;
+        more than one only after a crash in the middle of a rotation."""
+        found: list[tuple[int, Path]] = []
+        if not self.root.is_dir():
+            return found
+        for entry in os.scandir(self.root):
+            match = GENERATION_RE.fullmatch(entry.name)
+            with contextlib.suppress(OSError):
+                if match and entry.is_file(follow_symlinks=False):
+                    found.append((int(match.group(1)), Path(entry.path)))
+        found.sort()
+        return found
+
+    def _previous(self) -> tuple[int, Path | None]:
+        """``(T, path)`` of the newest previous generation; ``(0, None)`` before any rotation."""
+        generations = self._generations()
+        return generations[-1] if generations else (0, None)
+
+    @staticmethod
+    def _lines(path: Path) -> Iterator[bytes]:
+        """The lines of one ledger file, each at most :data:`MAX_LEDGER_LINE` bytes (a longer
+        one is skipped whole); nothing when the file is missing or not a regular file."""
+        handle = open_regular(path)
+        if handle is None:
             return
         with handle:
             while True:
@@ -466,34 +503,86 @@ class Spool:
                     continue
                 yield line
 
-    def ledger(self) -> Iterator[dict[str, Any]]:
-        """The ledger's records; damaged lines are skipped."""
-        for line in self._ledger_lines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("key"), str):
+    def _records(self, path: Path) -> Iterator[dict[str, Any]]:
+        for line in self._lines(path):
+            record = _ledger_record(line)
+            if record is not None:
                 yield record
 
-    def _ledger_tail_keys(self) -> list[str]:
-        try:
-            with self.ledger_path.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - LEDGER_TAIL_BYTES))
-                tail = handle.read(LEDGER_TAIL_BYTES)
-        except FileNotFoundError:
+    def ledger(self) -> Iterator[dict[str, Any]]:
+        """The records still on disk: the previous generation's, then ``submitted.jsonl``'s;
+        damaged lines are skipped."""
+        _, previous = self._previous()
+        if previous is not None:
+            yield from self._records(previous)
+        yield from self._records(self.ledger_path)
+
+    def submitted_count(self) -> int:
+        """Acknowledgements ever recorded: the previous generation's ``T`` plus the records of
+        ``submitted.jsonl`` (which rotation keeps near :attr:`ledger_max_bytes`)."""
+        total, _ = self._previous()
+        return total + sum(1 for _ in self._records(self.ledger_path))
+
+    @staticmethod
+    def _tail_keys(path: Path) -> list[str]:
+        """The keys in the last :data:`LEDGER_TAIL_BYTES` of one ledger file."""
+        handle = open_regular(path)
+        if handle is None:
             return []
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - LEDGER_TAIL_BYTES))
+            tail = handle.read(LEDGER_TAIL_BYTES)
         keys = []
         for line in tail.split(b"\n"):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # the first, cut line; a torn last one
-            key = record.get("key") if isinstance(record, dict) else None
-            if isinstance(key, str) and KEY_RE.fullmatch(key):
-                keys.append(key)
+            record = _ledger_record(line)  # None for the first, cut line and a torn last one
+            if record is not None:
+                keys.append(record["key"])
         return keys
+
+    def _unlink_acknowledged(self) -> int:
+        """Unlink the pending files whose keys the ledger's tails name (a crash came between the
+        ledger line and the unlink); returns how many there were."""
+        _, previous = self._previous()
+        keys = self._tail_keys(self.ledger_path)
+        if previous is not None:
+            keys += self._tail_keys(previous)
+        removed = 0
+        for key in dict.fromkeys(keys):
+            with contextlib.suppress(FileNotFoundError):
+                (self.pending_dir / f"{key}.json").unlink()
+                removed += 1
+        if removed:
+            fsync_dir(self.pending_dir)
+        return removed
+
+    def rotate_ledger(self) -> bool:
+        """At a safe point (see the module's rule 5): rename a ``submitted.jsonl`` of
+        :attr:`ledger_max_bytes` or more to ``submitted-<T>.jsonl``, ``fsync`` the directory, then
+        unlink older generations. Returns True when it rotated. Only under ``submit.lock``."""
+        generations = self._generations()
+        rotated = False
+        try:
+            info = os.lstat(self.ledger_path)
+            due = stat.S_ISREG(info.st_mode) and info.st_size >= self.ledger_max_bytes
+        except FileNotFoundError:
+            due = False
+        if due:
+            before = generations[-1][0] if generations else 0
+            count = sum(1 for _ in self._records(self.ledger_path))
+            total = min(before + count, MAX_LEDGER_TOTAL)
+            target = self.root / f"submitted-{total}.jsonl"
+            os.rename(self.ledger_path, target)  # the commit point
+            fsync_dir(self.root)
+            generations = [g for g in generations if g[1] != target] + [(total, target)]
+            rotated = True
+        stale = [path for _, path in generations[:-1]]
+        for path in stale:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if stale:
+            fsync_dir(self.root)
+        return rotated
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -520,7 +609,6 @@ class Spool:
         oldest = min((i.mtime for i in items), default=None)
         return {
             "state_dir": str(self.state_dir),
-            "probe_id": self.read_probe_id(),
             "pending": {
                 "count": len(items),
                 "bytes": sum(i.size for i in items),
@@ -534,6 +622,6 @@ class Spool:
                 ),
             },
             "last_submission": state.get("last_submission"),
-            "submitted": sum(1 for _ in self.ledger()),
+            "submitted": self.submitted_count(),
             "rejected": rejected,
         }

@@ -2,8 +2,8 @@
 
 How it works:
 
-1. Under ``submit.lock``, :meth:`Spool.recover` finishes any interrupted acknowledgement, then the
-   pending files are taken oldest first, read (bounded; a corrupt one goes to ``rejected/``) and put
+1. Under ``submit.lock``, :meth:`Spool.recover` finishes any interrupted acknowledgement (and
+   rotates the ledger when it is due: docs/spool.md, "The ledger"), then the pending files are taken oldest first, read (bounded; a corrupt one goes to ``rejected/``) and put
    in batches of at most ``batch_items`` measurements and ``batch_bytes`` bytes for
    ``POST /api/v1/submit``, each item with its idempotency key (the file's name).
 2. A batch goes to the first collector that is not down. A connection failure, a timeout, a 5xx or
