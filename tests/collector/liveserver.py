@@ -228,6 +228,19 @@ class ProcessServer:
         return Client(self.port, **options)
 
 
+def every_summary(client: Client) -> list[dict[str, Any]]:
+    """Every summary of the read API, page after page."""
+    results: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        path = "/api/v1/measurements?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(path).json()
+        results += page["results"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return results
+
+
 def make_settings(data_dir: Path, **changes: Any) -> Settings:
     return Settings(data_dir=data_dir, host="127.0.0.1", port=free_port(), **changes)
 

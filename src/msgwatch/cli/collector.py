@@ -69,6 +69,15 @@ def collector_group() -> None:
     help="Submissions per second per client, burst twice that (0: no limit).",
 )
 @click.option(
+    "--graceful-seconds",
+    type=click.FloatRange(min=0),
+    default=10,
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_GRACEFUL_SECONDS",
+    help="On SIGTERM/SIGINT, how long requests in flight may take to finish (whole seconds, "
+    "rounded up); those still running then are answered 503.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -82,6 +91,7 @@ def serve_command(
     probe_tokens: Path | None,
     admin_token: str | None,
     rate_limit: float,
+    graceful_seconds: float,
     log_level: str,
 ) -> None:
     """Serve the collector until SIGTERM or SIGINT."""
@@ -104,6 +114,7 @@ def serve_command(
         probe_tokens_file=probe_tokens,
         admin_token=admin_token or None,
         rate_limit=rate_limit,
+        graceful_seconds=graceful_seconds,
     )
     configure_logging(log_level)
     if not serve(settings, log_level):

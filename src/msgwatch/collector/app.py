@@ -12,12 +12,14 @@ Routes are thin: read the raw body (bounded), validate with ``models``, call the
   ``storage_unavailable`` when the store cannot write (nothing is acknowledged). Anything else that
   escapes is a bug: logged, answered 500 ``internal_error`` as JSON.
 - **Layers**, outermost first: the access log (``accesslog.py``: log line, latency, security
-  headers), the fast path (``fast_path=False`` leaves it out: the tests run both ways), then
-  FastAPI with its middleware, router and exception handlers.
+  headers), :class:`CutShort` (a request cancelled by the end of a graceful stop answers 503),
+  the fast path (``fast_path=False`` leaves it out: the tests run both ways), then FastAPI with
+  its middleware, router and exception handlers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -38,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msgwatch import __version__
 from msgwatch.collector import models
-from msgwatch.collector.accesslog import AccessLog, Receive, Scope, Send
+from msgwatch.collector.accesslog import AccessLog, Message, Receive, Scope, Send
 from msgwatch.collector.handlers import (
     ADD_ROUTE,
     BATCH_ROUTE,
@@ -54,6 +56,7 @@ from msgwatch.collector.handlers import (
     submit_batch,
 )
 from msgwatch.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from msgwatch.collector.metrics import Metrics
 from msgwatch.collector.models import Rejection
 from msgwatch.collector.settings import Settings
 from msgwatch.collector.store.base import BadCursor, Query, Store, StoreUnavailable
@@ -132,6 +135,54 @@ class CollectorApp(FastAPI):
     async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself (its middleware, router, exception handlers)."""
         await super().__call__(scope, receive, send)
+
+
+class CutShort:
+    """A request cancelled before its answer began gets 503 ``storage_unavailable`` in JSON.
+
+    uvicorn cancels the requests still running when a graceful stop reaches its bound (server.py:
+    a body still trickling in, a group commit not yet done). Nothing of such a request was
+    acknowledged, and a retry under the same key stores it once: what a 503 says. Left to uvicorn,
+    the answer would be a plain-text 500 and a traceback in the log, for a stop that went as
+    designed. The cancellation is absorbed here: it was aimed at this request's task, which is
+    uvicorn's and has nothing left to do after it. Once the answer has begun it cannot be changed:
+    the cancellation goes on, and uvicorn closes the connection.
+    """
+
+    def __init__(self, app: ASGICallable, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if started or task is None:
+                raise
+            task.uncancel()
+            logger.warning("a request was still running at the end of the stop: answered 503")
+            self.metrics.reject("storage_unavailable")
+            answer = json_response(
+                {
+                    "error": "storage_unavailable",
+                    "detail": "the collector stopped before this request was done: nothing was "
+                    "acknowledged, retry later",
+                },
+                503,
+                {"Retry-After": "5", "Connection": "close"},
+            )
+            await answer(scope, receive, send)
 
 
 def create_app(
@@ -409,5 +460,5 @@ def create_app(
     inner: ASGICallable = (
         FastSubmissions(app.behind, collector, app.routes) if fast_path else app.behind
     )
-    app.entry = AccessLog(inner, metrics)
+    app.entry = AccessLog(CutShort(inner, metrics), metrics)
     return app
