@@ -6,7 +6,7 @@ created, and the system resolver is refused altogether, so however the suite is 
 reach the Internet. A value already in the environment is kept (to narrow the fence); an empty one,
 which would lower the fence, is replaced.
 
-The probe's state (spool, lock) goes to a fresh temporary directory for the whole session
+The probe's state (spool, probe id, lock) goes to a fresh temporary directory for the whole session
 (``MSGWATCH_STATE_DIR``), never to the machine's ``/var/lib/msgwatch`` or the user's home.
 """
 

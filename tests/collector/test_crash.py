@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.collector.liveserver import Client, ProcessServer, demo_measurements
+from tests.collector.liveserver import Client, ProcessServer, demo_measurements, every_summary
 from tests.collector.pgserver import fresh_database
 
 THREADS = 4
@@ -71,18 +71,6 @@ class Load:
                     self.unexpected.append((key, answer.status, answer.body[:200]))
                 break
         client.close()
-
-
-def every_summary(client: Client) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        path = "/api/v1/measurements?limit=1000" + (f"&cursor={cursor}" if cursor else "")
-        page = client.get(path).json()
-        results += page["results"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return results
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

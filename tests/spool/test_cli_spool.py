@@ -52,8 +52,10 @@ def test_run_spools_then_submits(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "state")
     assert [r["uid"] for r in spool.ledger()] == [v["uid"] for v in fake.stored.values()]
     [key] = fake.stored
-    assert re.fullmatch(r"[0-9a-f]{32}", key)  # random, with no installation id in it
-    assert not (tmp_path / "state" / "probe-id").exists()
+    # <network tag>.<random>; the probe id itself is never sent
+    assert re.fullmatch(r"[0-9a-f]{16}\.[0-9a-f]{32}", key)
+    probe_id = spool.read_probe_id()
+    assert probe_id is not None and probe_id[:8] not in key
 
 
 def test_run_without_collectors_only_spools(tmp_path: Path) -> None:
@@ -143,7 +145,8 @@ def test_spool_status_json_and_text(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
     assert set(status) == {"state_dir", "pending", "last_submission", "submitted",
-                           "rejected"}  # fmt: skip
+                           "rejected", "probe_id"}  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{32}", status["probe_id"])
     pending = status["pending"]
     assert set(pending) == {"count", "bytes", "oldest", "attempted", "max_attempts",
                             "last_error"}  # fmt: skip
@@ -155,7 +158,7 @@ def test_spool_status_json_and_text(tmp_path: Path) -> None:
     assert text.exit_code == 0
     for word in ("pending", "1 measurements", "destination_not_allowed", "submitted"):
         assert word in text.output
-    assert "probe id" not in text.output
+    assert re.search(rf"probe id\s+{status['probe_id']}", text.output)
 
 
 def test_spool_status_counts_across_ledger_rotations(tmp_path: Path) -> None:
@@ -165,13 +168,13 @@ def test_spool_status_counts_across_ledger_rotations(tmp_path: Path) -> None:
     for i, key in enumerate(keys):
         spool.acknowledge([Ack(key, f"u{i}", "stored", "http://127.0.0.1:1")])
     assert len(list(spool.root.glob("submitted-*.jsonl"))) == 1  # rotated (more than once)
-    (state / "probe-id").write_text("0123456789abcdef0123456789abcdef\n")  # an older version's
     runner = CliRunner()
     status = json.loads(runner.invoke(cli, ["spool", "status", "--json", "--state-dir",
                                             str(state)]).output)  # fmt: skip
     assert status["submitted"] == 40 and status["pending"]["count"] == 0
     text = runner.invoke(cli, ["spool", "status", "--state-dir", str(state)]).output
-    assert re.search(r"submitted\s+40\b", text) and "0123456789abcdef" not in text
+    assert re.search(r"submitted\s+40\b", text)
+    assert re.search(rf"probe id\s+{spool.read_probe_id()}", text)
 
 
 def test_spool_status_uses_the_environment(tmp_path: Path) -> None:

@@ -159,8 +159,9 @@ def test_run_submits_to_the_real_collector(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "m.jsonl").read_text())
     assert stored["report_id"] == written["report_id"]
     assert stored["test_keys"]["msgwatch_verdicts"] == written["test_keys"]["msgwatch_verdicts"]
-    assert re.fullmatch(r"[0-9a-f]{32}", record["key"])  # random: no installation id in it
-    assert not (tmp_path / "state" / "probe-id").exists()
+    assert re.fullmatch(r"[0-9a-f]{16}\.[0-9a-f]{32}", record["key"])  # <network tag>.<random>
+    probe_id = Spool(tmp_path / "state").read_probe_id()
+    assert probe_id is not None and probe_id[:8] not in record["key"]
 
 
 def test_a_lost_acknowledgement_is_retried_without_a_duplicate(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ rotation, status."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -54,7 +56,7 @@ def test_layout_keys_and_modes(tmp_path: Path) -> None:
     keys = spool.add(measurements)
     assert len(set(keys)) == len(measurements)
     for key, m in zip(keys, measurements, strict=True):
-        assert HEX32.fullmatch(key) and check_idempotency_key(key) == key
+        assert KEY.fullmatch(key) and check_idempotency_key(key) == key
         path = spool.pending_dir / f"{key}.json"
         text = path.read_text()
         assert json.loads(text) == m
@@ -62,35 +64,61 @@ def test_layout_keys_and_modes(tmp_path: Path) -> None:
     for directory in (spool.state_dir, spool.root, spool.pending_dir, spool.rejected_dir):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert list(spool.tmp_dir.iterdir()) == []
-    assert sorted(p.name for p in spool.state_dir.iterdir()) == ["spool"]  # no probe-id any more
+    assert sorted(p.name for p in spool.state_dir.iterdir()) == ["probe-id", "spool"]
+    assert stat.S_IMODE(spool.probe_id_path.stat().st_mode) == 0o600
+    assert HEX32.fullmatch(spool.probe_id_path.read_text().strip())
 
 
-def _no_common_prefix(keys: list[str]) -> bool:
-    return len({key[:1] for key in keys}) > 1
+KEY = re.compile(r"[0-9a-f]{16}\.[0-9a-f]{32}")
+ZZ = {"probe_cc": "ZZ", "probe_asn": "AS0"}
 
 
-def test_keys_share_no_prefix_across_measurements_or_runs(tmp_path: Path) -> None:
-    """A key says nothing about the installation: no common prefix, within a run, across runs,
-    nor with another state directory's keys."""
+def _tags(keys: list[str]) -> set[str]:
+    return {key.split(".")[0] for key in keys}
+
+
+def test_the_probe_id_is_made_once_and_never_sent(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "a")
-    runs = [spool.add([{"n": i} for i in range(8)]) for _ in range(4)]
-    keys = [k for run in runs for k in run]
-    assert len(set(keys)) == len(keys)
-    assert _no_common_prefix(keys)  # 32 keys all sharing a first digit by chance: 16**-31
-    assert all(_no_common_prefix(run) for run in runs)
-    other = Spool(tmp_path / "b").add([{"n": i} for i in range(8)])
-    assert _no_common_prefix([*runs[0], *other])
-    assert all("." not in k for k in keys)  # one random part, no <id>.<random>
+    keys = [k for _ in range(3) for k in spool.add([{**ZZ, "n": i} for i in range(4)])]
+    probe_id = spool.read_probe_id()
+    assert probe_id is not None and HEX32.fullmatch(probe_id)
+    assert Spool(tmp_path / "a").probe_id() == probe_id  # persistent
+    assert Spool(tmp_path / "b").probe_id() != probe_id  # random, per state directory
+    assert not any(probe_id[:8] in k for k in keys)
+    for key in keys:
+        assert probe_id not in (spool.pending_dir / f"{key}.json").read_text()
+    assert spool.status()["probe_id"] == probe_id
 
 
-def test_an_old_probe_id_file_is_neither_used_nor_touched(tmp_path: Path) -> None:
-    old_id = "0123456789abcdef0123456789abcdef"
-    (tmp_path / "probe-id").write_text(old_id + "\n")
+def test_a_key_links_measurements_on_one_network_only(tmp_path: Path) -> None:
+    """The tag is one per (installation, network): the same for every measurement on a network,
+    different on another network and for another installation; the random part never repeats."""
+    spool = Spool(tmp_path / "a")
+    home = [{"probe_cc": "AZ", "probe_asn": "AS29049", "n": i} for i in range(8)]
+    away = [{"probe_cc": "AZ", "probe_asn": "AS28787", "n": i} for i in range(8)]
+    first, second = spool.add(home), spool.add(home)
+    elsewhere = spool.add(away)
+    assert len(_tags(first + second)) == 1
+    assert len(_tags(elsewhere)) == 1 and _tags(elsewhere) != _tags(first)
+    assert len({k.split(".")[1] for k in first + second + elsewhere}) == 24
+    other = Spool(tmp_path / "b").add(home)
+    assert _tags(other) != _tags(first)
+    # The tag is HMAC-SHA256(probe id, "<cc>/<asn>"): not computable without the probe id.
+    probe_id = bytes.fromhex(spool.probe_id())
+    expected = hmac.new(probe_id, b"AZ/AS29049", hashlib.sha256).hexdigest()[:16]
+    assert _tags(first) == {expected}
+    # A measurement without (valid) network fields is tagged as ZZ/AS0, never refused.
+    assert _tags(spool.add([{"n": 1}, {"probe_cc": 5, "probe_asn": None}])) == _tags(
+        spool.add([ZZ])
+    )
+
+
+def test_a_damaged_probe_id_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "probe-id").write_text("not an id\n")
     spool = Spool(tmp_path)
-    keys = spool.add([{"a": 1}, {"b": 2}])
-    assert not any(k.startswith(old_id[:8]) for k in keys)
-    assert (tmp_path / "probe-id").read_text() == old_id + "\n"
-    assert "probe_id" not in spool.status() and old_id not in json.dumps(spool.status())
+    assert spool.read_probe_id() is None and spool.status()["probe_id"] is None
+    spool.add([ZZ])
+    assert spool.read_probe_id() is not None and HEX32.fullmatch(spool.read_probe_id() or "")
 
 
 def _trace_disk(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
@@ -125,6 +153,7 @@ def test_write_order_file_fsync_rename_dir_fsync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = Spool(tmp_path).create()
+    spool.probe_id()  # made on first use, with its own fsyncs
     events = _trace_disk(monkeypatch)
     [key] = spool.add([{"test_keys": {}}])
     final = str(spool.pending_dir / f"{key}.json")
@@ -252,7 +281,7 @@ def test_reject_keeps_the_reason_and_the_bytes(tmp_path: Path) -> None:
 def test_status_of_a_missing_state_dir_creates_nothing(tmp_path: Path) -> None:
     state = tmp_path / "none"
     status = Spool(state).status()
-    assert "probe_id" not in status and status["pending"]["count"] == 0
+    assert status["probe_id"] is None and status["pending"]["count"] == 0
     assert status["submitted"] == 0 and status["rejected"] == 0
     assert not state.exists()
 

@@ -56,12 +56,14 @@ def test_stored_measurements_go_to_the_ledger(tmp_path: Path) -> None:
     assert all(r["collector"] == fake.url and r["status"] == "stored" for r in spool.ledger())
     assert spool.pending() == [] and spool.read_attempts()["items"] == {}
     assert fake.requests[0]["path"] == "/api/v1/submit"
-    # What the collector got is what was measured, byte for byte, and nothing identifies the probe:
-    # each key is 32 random hex digits, with no prefix shared by the measurements.
+    # What the collector got is what was measured, byte for byte; each key is the network's tag
+    # (one network here) and a random part, and the probe id is in none of them.
+    probe_id = spool.read_probe_id()
+    assert probe_id is not None
     for key, stored in fake.stored.items():
         assert stored["measurement"] in fixture_measurements()
-        assert re.fullmatch(r"[0-9a-f]{32}", key)
-    assert len({key[:8] for key in fake.stored}) == 3  # not even 8 digits in common
+        assert re.fullmatch(r"[0-9a-f]{16}\.[0-9a-f]{32}", key) and probe_id[:8] not in key
+    assert len({key.split(".")[1] for key in fake.stored}) == 3
     last = spool.read_attempts()["last_submission"]
     assert last["ok"] and last["stored"] == 3
 

@@ -170,7 +170,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout (one line per run with --every).")  # fmt: skip
 @click.option("--state-dir", type=click.Path(file_okay=False),
-              help="The spool and run.lock (default: $MSGWATCH_STATE_DIR, else "
+              help="The spool, the probe id and run.lock (default: $MSGWATCH_STATE_DIR, else "
                    "/var/lib/msgwatch for root, ~/.local/state/msgwatch for others).")  # fmt: skip
 @click.option("--collector", "collectors", multiple=True, metavar="URL",
               help="Submit to this collector (repeatable, tried in order; default: "

@@ -42,7 +42,7 @@ def spool_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def spool_status(state_dir: str | None, as_json: bool) -> None:
     """Pending measurements (count, bytes, oldest, attempts, last error), the last submission,
-    submitted and rejected counts. Reads only."""
+    submitted and rejected counts, and the probe id. Reads only."""
     spool = Spool(resolve_state_dir(state_dir))
     try:
         status = spool.status()
@@ -56,6 +56,7 @@ def spool_status(state_dir: str | None, as_json: bool) -> None:
     last = status["last_submission"]
     rows = [
         ("state directory", status["state_dir"]),
+        ("probe id", status["probe_id"] or "(none yet)"),
         ("pending", f"{pending['count']:,} measurements, {pending['bytes']:,} bytes"),
         ("oldest pending", pending["oldest"] or "-"),
         ("attempts", f"{pending['attempted']:,} tried, at most {pending['max_attempts']} times"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msgwatch.lab import plan as P
+from msgwatch.spool import Spool
 
 READY_TIMEOUT = 20.0
 MAX_RESPONSE = 64 * 1024 * 1024
@@ -166,13 +167,8 @@ class Reconciliation:
 def spool_contents(state_dir: Path) -> tuple[dict[str, str], int, int]:
     """(acknowledged key → uid, pending count, rejected count) of one probe's spool."""
     spool = state_dir / "spool"
-    acknowledged: dict[str, str] = {}
-    ledger = spool / "submitted.jsonl"
-    if ledger.exists():
-        for line in ledger.read_text().splitlines():
-            if line.strip():
-                entry = json.loads(line)
-                acknowledged[entry["key"]] = entry["uid"]
+    # The spool's own reader: the previous generation's records too, should the ledger rotate.
+    acknowledged = {entry["key"]: entry["uid"] for entry in Spool(state_dir).ledger()}
     pending = len(list((spool / "pending").glob("*.json"))) if (spool / "pending").exists() else 0
     rejected_dir = spool / "rejected"
     rejected = len(list(rejected_dir.glob("*.json"))) if rejected_dir.exists() else 0

@@ -14,12 +14,15 @@ Rules (docs/design/002-collector.md, "Spool and scheduled runs"; operator's guid
    :data:`MAX_MEASUREMENT_BYTES`, not UTF-8, not JSON, not an object, or with a name that is not a
    valid key is moved to ``rejected/`` with one of the collector's reason codes. The ledger is read
    line by line (a line longer than :data:`MAX_LEDGER_LINE`, or damaged, is skipped).
-4. An idempotency key is 32 random hex digits, drawn afresh for each measurement
-   (:meth:`Spool.new_key`). It carries no installation id: the collector archives the key, and a
-   shared prefix would let its operator group one probe's measurements across every network the
-   probe is carried to. (Versions before this one used ``<probe-id>.<uuid4 hex>`` with a persistent
-   ``STATE/probe-id``; their pending files keep their names and are sent as they are. ``probe-id``
-   is neither made nor read any more, and is left where it is.)
+4. The probe id (``STATE/probe-id``) is 32 random hex digits made once, derived from nothing about
+   the person or the machine; it is never sent and never written into a measurement. An
+   idempotency key is ``<network tag>.<32 random hex>`` (:meth:`Spool.new_key`): the tag is the
+   first 16 hex digits of HMAC-SHA256(probe id, ``"<probe_cc>/<probe_asn>"``) of the measurement,
+   the same for every measurement this installation makes on one network and unrelated across
+   networks. So a collector can tell one busy probe on a network from many probes there, but
+   cannot link an installation across the networks it is carried to, nor recover the probe id.
+   (Versions before this one sent ``<probe-id>.<uuid4 hex>``, linkable everywhere; their pending
+   files keep their names and are sent as they are.)
 5. The ledger is bounded: at a *safe point* — right after :meth:`Spool.recover`'s repair, and at the
    end of :meth:`Spool.acknowledge`, after the acknowledged pending files are unlinked and the
    directory ``fsync``ed — a ``submitted.jsonl`` of :attr:`Spool.ledger_max_bytes` or more is renamed
@@ -36,6 +39,7 @@ Rules (docs/design/002-collector.md, "Spool and scheduled runs"; operator's guid
 Layout::
 
     STATE/
+      probe-id                   32 random hex digits, made once, never sent (rule 4)
       run.lock                   flock: one run at a time (msgwatch.spool.schedule)
       spool/
         pending/<key>.json       one measurement each, as written by the run
@@ -58,6 +62,8 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -83,6 +89,7 @@ MAX_LEDGER_TOTAL = 10**18 - 1
 MAX_STATE_BYTES = 16 * 1024 * 1024
 TMP_MAX_AGE = 3600.0
 KEY_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+PROBE_ID_RE = re.compile(r"[0-9a-f]{32}")
 """The collector's rule for an idempotency key (``check_idempotency_key``)."""
 GENERATION_RE = re.compile(r"submitted-([0-9]{1,18})\.jsonl")
 REASON_SUFFIX = ".reason.json"
@@ -250,6 +257,7 @@ class Spool:
         self.rejected_dir = self.root / "rejected"
         self.ledger_path = self.root / "submitted.jsonl"
         self.attempts_path = self.root / "attempts.json"
+        self.probe_id_path = state_dir / "probe-id"
         self.run_lock_path = state_dir / "run.lock"
         self.submit_lock_path = self.root / "submit.lock"
 
@@ -265,10 +273,50 @@ class Spool:
     def exists(self) -> bool:
         return self.pending_dir.is_dir()
 
-    @staticmethod
-    def new_key() -> str:
-        """A fresh idempotency key: 32 random hex digits, shared with no other measurement."""
-        return secrets.token_hex(16)
+    def probe_id(self) -> str:
+        """The installation's id, made on first use (a damaged file is replaced by a new id)."""
+        current = self.read_probe_id()
+        if current is not None:
+            return current
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = secrets.token_hex(16)
+        tmp = self.state_dir / f".probe-id.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(fresh + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            if self.probe_id_path.exists():  # damaged: replace it
+                os.replace(tmp, self.probe_id_path)
+            else:
+                with contextlib.suppress(FileExistsError):  # two first runs: one id wins
+                    os.link(tmp, self.probe_id_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        fsync_dir(self.state_dir)
+        winner = self.read_probe_id()
+        return winner if winner is not None else fresh
+
+    def read_probe_id(self) -> str | None:
+        try:
+            data = read_bounded(self.probe_id_path, 256)
+        except OSError:
+            return None
+        text = (data or b"").decode("ascii", "replace").strip()
+        return text if PROBE_ID_RE.fullmatch(text) else None
+
+    def network_tag(self, measurement: Mapping[str, Any]) -> str:
+        """16 hex digits naming (this installation, the measurement's network), rule 4."""
+        cc, asn = measurement.get("probe_cc"), measurement.get("probe_asn")
+        network = f"{cc if isinstance(cc, str) else 'ZZ'}/{asn if isinstance(asn, str) else 'AS0'}"
+        mac = hmac.new(bytes.fromhex(self.probe_id()), network.encode("utf-8"), hashlib.sha256)
+        return mac.hexdigest()[:16]
+
+    def new_key(self, measurement: Mapping[str, Any]) -> str:
+        """A fresh idempotency key: the network tag, then 32 random hex digits."""
+        return f"{self.network_tag(measurement)}.{secrets.token_hex(16)}"
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -277,7 +325,7 @@ class Spool:
         self.create()
         keys: list[str] = []
         for measurement in measurements:
-            key = self.new_key()
+            key = self.new_key(measurement)
             data = json.dumps(measurement, ensure_ascii=False, separators=(",", ":"))
             tmp = self.tmp_dir / f"{key}.json"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -624,4 +672,5 @@ class Spool:
             "last_submission": state.get("last_submission"),
             "submitted": self.submitted_count(),
             "rejected": rejected,
+            "probe_id": self.read_probe_id(),
         }
