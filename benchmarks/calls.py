@@ -74,7 +74,9 @@ def main() -> None:
     kinds: dict[str, int] = {}
     for r in replays:
         kind = r["role"].removeprefix("replay_")
-        kinds[kind] = kinds.get(kind, 0) + r["sent_bytes"] + r["received_bytes"]
+        # A downstream replay's sent_bytes are the helper's: the probe only received them.
+        own = 0 if r.get("direction") == "down" else r["sent_bytes"]
+        kinds[kind] = kinds.get(kind, 0) + own + r["received_bytes"]
     moved = data["bytes"]
     other = moved["sent"] + moved["received"] - sum(kinds.values())
     print(f"bytes: {moved['sent']:,} sent, {moved['received']:,} received "

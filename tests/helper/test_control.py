@@ -92,7 +92,7 @@ def test_health() -> None:
             assert reply.headers["content-type"] == "application/json"
             assert body["mode"] == "lab" and body["allowed"] == ["127.0.0.0/8", "::1/128"]
             assert body["listen"]["udp"] == [f"127.0.0.1:{helper.bound['udp'][0][1]}"]
-            assert set(body["counters"]) == {"udp", "tcp", "limits", "control", "flows"}
+            assert set(body["counters"]) == {"udp", "tcp", "limits", "control", "flows", "sending"}
 
     asyncio.run(scenario())
 

@@ -136,6 +136,25 @@ def test_keyword_rules_compile_to_string_matches_in_the_censors_own_chain() -> N
     assert "limit rate over 16250 bytes/second" in compiled.nft
 
 
+def test_one_direction_only_police_and_signatures() -> None:
+    compiled = compile_rules(rules(
+        {"type": "police", "rate_kbit": 20, "to": ["198.18.16.0/24"], "ports": [3478],
+         "direction": "down"},
+        {"type": "drop_call_signature", "signature": "whatsapp_relay", "to": ["198.18.16.0/24"],
+         "direction": "down"},
+        {"type": "drop_call_signature", "signature": "stun_binding", "direction": "up"},
+    ), CTX)  # fmt: skip
+    policed = [line for line in compiled.nft.splitlines() if "limit rate over" in line]
+    assert len(policed) == 1 and "ip saddr { 198.18.16.0/24 }" in policed[0]
+    assert "th sport { 3478 }" in policed[0] and "_down4" in policed[0]
+    signature = [line for line in compiled.nft.splitlines() if "0x0800-0x0802" in line]
+    assert len(signature) == 1 and "ip saddr { 198.18.16.0/24 }" in signature[0]
+    assert "ct direction original @th,64,16 0x0001" in compiled.nft
+    both = compile_rules(rules({"type": "police", "rate_kbit": 20, "ports": [3478]}), CTX)
+    policers = sum("limit rate over" in line for line in both.nft.splitlines())
+    assert policers == 4  # 2 ways × 2 families
+
+
 def test_tcp_signatures_match_the_payload_after_the_tcp_header() -> None:
     compiled = compile_rules(rules(
         {"type": "tcp_signature", "signature": "mtproto_intermediate"},

@@ -307,3 +307,103 @@ def test_direction_ignores_unusable_flows() -> None:
     assert direction([echoed, record(100, 0, {"failure": "connection_refused"})]) is None
     # An older helper that echoed everything is still believed.
     assert direction([record(100, 0, _helper(100, 100))]) == "download"
+
+
+def _with_downstream(
+    m: dict[str, Any], original: tuple[int, int], control: tuple[int, int], *,
+    sent: int | None = None, marked: tuple[int, int] = (0, 0),
+) -> dict[str, Any]:  # fmt: skip
+    """Add the downstream pair: (announced, received) each; the helper says it sent ``sent`` of
+    each (default: all it announced)."""
+    keys = m["test_keys"]
+    for txid, role, (announced, got), mark in (
+        (20, "replay_down_original", original, marked),
+        (21, "replay_down_control", control, (marked[0], marked[0])),
+    ):
+        record = _replay(txid, role, announced, got, marked=mark) | {"direction": "down"}
+        tx = announced if sent is None else sent
+        record["helper"] = _helper(3, tx + 3, _declined()) | {
+            "originated": {"tx_packets": tx, "tx_bytes": tx * 100, "over_limits": announced - tx,
+                           "send_buffer_full": 0, "not_echoed": 0},
+        }  # fmt: skip
+        keys["msgwatch_replays"].append(record)
+        keys["msgwatch_targets"].append(
+            {"function": "voice", "role": role, "transport": "udp", "transaction_ids": [txid]}
+        )
+    return m
+
+
+SERVER_TO_CLIENT = "on its way from the server to the client"
+DOWN = "(download)."
+
+
+def test_downstream_recognition_when_the_echoes_show_nothing() -> None:
+    m = _with_downstream(_measurement((100, 100), (100, 100), (100, 100)), (100, 3), (100, 100))
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.dpi_service",
+                                                            "call.download_service")  # fmt: skip
+    assert SERVER_TO_CLIENT in v["explanation"] and v["explanation"].endswith(DOWN)
+    assert {20, 21} <= set(v["evidence"])
+    # Without a STUN exchange to say that plain STUN passes: call traffic in general.
+    m["test_keys"]["msgwatch_targets"] = [t for t in m["test_keys"]["msgwatch_targets"]
+                                          if t["role"] != "call_path"]  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.dpi_call",
+                                                            "call.download_call")  # fmt: skip
+
+
+def test_downstream_markers_and_loss_comparison() -> None:
+    # Only the original's STUN-framed datagrams died on the way down.
+    m = _with_downstream(_measurement((100, 100), (100, 100), (100, 100)), (100, 96), (100, 100),
+                         marked=(4, 0))  # fmt: skip
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.download_service"
+    # The original lost significantly more than a control that lost little.
+    m = _with_downstream(_measurement((100, 100), (100, 100), (100, 100)), (100, 70), (100, 98))
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.download_service"
+    assert v["explanation"].endswith(DOWN)
+
+
+@pytest.mark.parametrize(
+    ("original", "control", "sent"),
+    [
+        ((100, 3), (100, 100), 60),  # the helper withheld part of it (its limits): not the path
+        ((100, 40), (100, 40), None),  # both lost alike on the way down: nothing recognised
+        ((0, 0), (0, 0), None),  # the helper never sent (no flow, refused)
+    ],
+)
+def test_downstream_that_does_not_decide(
+    original: tuple[int, int], control: tuple[int, int], sent: int | None
+) -> None:
+    m = _with_downstream(_measurement((100, 100), (100, 100), (100, 100)), original, control,
+                         sent=sent)  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("ok", "call.ok")
+
+
+def test_downstream_evidence_says_download() -> None:
+    # A policed path: the echoes tell nothing of the way (no counts); the downstream pair,
+    # sent in full by the helper and policed alike, says "download".
+    policed = _with_downstream(_measurement((100, 12), (100, 12), (100, 100)), (100, 20), (100, 20))
+    _steady(policed, 1)
+    (v,) = judge(policed)
+    assert (v["verdict"], v["rule_id"]) == ("throttled", "call.policed")
+    assert v["explanation"].endswith("the path is policed far below what the call needs. "
+                                     + DOWN_SENTENCE.replace(" too (", " ("))  # fmt: skip
+    # The echoes lost on the way up: with the downstream's own loss, both ways.
+    for r, rx in zip(policed["test_keys"]["msgwatch_replays"][:3], (12, 12, 100), strict=True):
+        r["helper"] = _helper(rx, rx, _declined())
+    (v,) = judge(policed)
+    assert "on the way to the test helper and on the way back." in v["explanation"]
+    assert v["explanation"].endswith(DOWN)
+    # Under 10 % lost on the way down: the downstream pair says nothing of the way.
+    quiet = _with_downstream(_measurement((100, 12), (100, 12), (100, 100)), (100, 95), (100, 95))
+    _steady(quiet, 1)
+    (v,) = judge(quiet)
+    assert not any(way in v["explanation"] for way in WAYS) and DOWN not in v["explanation"]
+
+
+DOWN_SENTENCE = (
+    "Call traffic that the test helper sent towards the probe was lost on the way too (download)."
+)

@@ -106,11 +106,20 @@ def test_rounds_plain_echoes_and_the_helpers_counts() -> None:
     replays = keys["msgwatch_replays"]
     roles = sorted((r["role"], r["round"]) for r in replays)
     assert roles == [("replay_control", 1), ("replay_control", 2), ("replay_control", 3),
+                     ("replay_down_control", None), ("replay_down_original", None),
                      ("replay_neutral", None), ("replay_original", 1), ("replay_original", 2),
                      ("replay_original", 3), ("replay_plain", None), ("replay_plain", None)]  # fmt: skip
     ports = keys["msgwatch_functions"][0]["call_ports"]
     assert sorted(r["port"] for r in replays if r["role"] == "replay_plain") == sorted(ports)
-    for r in replays:
+    down = [r for r in replays if r.get("direction") == "down"]
+    for r in down:  # the helper sent one round's schedule; all of it arrived, nothing else
+        helper = r["helper"]
+        assert r["send"]["packets"] == r["sent_packets"] == r["received_packets"] > 0
+        assert helper["originated"]["tx_packets"] == r["sent_packets"]
+        assert helper["originated"]["over_limits"] == helper["originated"]["not_echoed"] == 0
+        assert (helper["upstream_loss"], helper["downstream_loss"]) == (None, 0.0)
+        assert r["port"] == ports[0] and r["loss"] == 0.0
+    for r in (r for r in replays if r.get("direction") != "down"):
         helper = r["helper"]
         assert helper["failure"] is None
         # Nothing lost: the helper received every datagram and sent every answer back.

@@ -117,6 +117,13 @@ def helper_group() -> None:
     help="/v1/measure calls a minute per client.",
 )
 @click.option(
+    "--send-per-minute",
+    type=click.IntRange(1, 10_000),
+    default=60,
+    show_default=True,
+    help="/v1/udp/send calls (downstream replays) a minute per client.",
+)
+@click.option(
     "--resolver",
     metavar="HOST:PORT",
     help="DNS server for the measure steps (default: the system's).",
@@ -137,7 +144,7 @@ def serve_command(
     udp_listen: tuple[str, ...], tcp_listen: tuple[str, ...], mtproto_listen: tuple[str, ...],
     whatsapp_listen: tuple[str, ...], lab: bool, allow: tuple[str, ...],
     budget_bytes: int, global_budget_bytes: int | None, rate_pps: int, measure_per_minute: int,
-    resolver: str | None, ca_bundle: str | None, log_level: str,
+    send_per_minute: int, resolver: str | None, ca_bundle: str | None, log_level: str,
 ) -> None:  # fmt: skip
     """Run the test helper until SIGTERM or Ctrl-C.
 
@@ -153,7 +160,8 @@ def serve_command(
         addresses = [parse_address(a) for a in listen] if listen else ["0.0.0.0", "::"]
     except (PolicyError, ValueError) as exc:
         raise _err(str(exc), EXIT_USAGE) from exc
-    calls = ControlSettings().calls_per_minute | {"measure": measure_per_minute}
+    calls = ControlSettings().calls_per_minute | {"measure": measure_per_minute,
+                                                  "send": send_per_minute}  # fmt: skip
     config = HelperConfig(
         listen=addresses,
         udp_ports=parse_ports(udp_ports),

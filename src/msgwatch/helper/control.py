@@ -9,9 +9,12 @@ Routes (every response is JSON; see ``docs/helper.md`` for the shapes):
                             Q (:mod:`msgwatch.helper.flows`), and what it declined to answer,
                             by reason — a client sees only its own flows
 ``POST /v1/measure``        steps run from the helper (:mod:`msgwatch.helper.measure`)
+``POST /v1/udp/send``       a downstream replay: call-shaped traffic sent by the helper to the
+                            requesting connection's address, on a flow it opened
+                            (:mod:`msgwatch.helper.downstream`); 202 once scheduled
 ==========================  ===========================================================================
 
-Why h11 and not a web framework: the API is three routes, h11 is already a dependency (the probe's
+Why h11 and not a web framework: the API is four routes, h11 is already a dependency (the probe's
 HTTP step), and a sans-I/O parser with explicit limits is easy to bound — no new dependency, a
 start in well under a second, and nothing between the socket and the limits below.
 
@@ -48,6 +51,7 @@ from pydantic import ValidationError
 
 from msgwatch import __version__
 from msgwatch.helper.conns import Slots, client_of, close
+from msgwatch.helper.downstream import Downstream, SendRefused, SendRequest
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import CallLimits
 from msgwatch.helper.logs import ClientNames, logger
@@ -68,7 +72,7 @@ class ControlSettings:
     max_per_client: int = 8
     max_measures: int = 8
     calls_per_minute: dict[str, int] = field(
-        default_factory=lambda: {"measure": 10, "flows": 600, "health": 120}
+        default_factory=lambda: {"measure": 10, "flows": 600, "health": 120, "send": 60}
     )
 
 
@@ -104,6 +108,8 @@ class ControlAPI:
     wall: Callable[[], float] = time.time
     calls: CallLimits = field(init=False)
     counters: Counter[str] = field(default_factory=Counter)
+    downstream: Downstream | None = None
+    """Downstream sends (``POST /v1/udp/send``); None: the route is not served."""
     _slots: Slots = field(default_factory=Slots)
     _measures: int = 0
 
@@ -119,8 +125,10 @@ class ControlAPI:
             self.counters["refused_connections"] += 1
             writer.close()
             return
+        sockname = writer.get_extra_info("sockname")
+        local = str(sockname[0]) if sockname else None
         try:
-            await self._serve(client, reader, writer)
+            await self._serve(client, reader, writer, local)
         except OSError:
             pass  # the client reset the connection
         except Exception:
@@ -130,8 +138,9 @@ class ControlAPI:
             await close(writer)
 
     async def _serve(
-        self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+        self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+        local: str | None = None,
+    ) -> None:  # fmt: skip
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
         for number in range(self.settings.max_requests):
             try:
@@ -153,7 +162,7 @@ class ControlAPI:
             request, body = got
             self.counters["requests"] += 1
             try:
-                response = await self.dispatch(client, request, body)
+                response = await self.dispatch(client, request, body, local)
             except Exception:
                 logger.exception("control: internal error")
                 response = error(500, "internal_error", close=True)
@@ -234,12 +243,17 @@ class ControlAPI:
 
     # -- routes -------------------------------------------------------------------------------
 
-    async def dispatch(self, client: str, request: h11.Request, body: bytes) -> Response:
+    async def dispatch(
+        self, client: str, request: h11.Request, body: bytes, local: str | None = None
+    ) -> Response:
+        """The response to one request from ``client``, which reached the helper at ``local``."""
         target = request.target.decode("ascii", errors="replace")
         path, _, query = target.partition("?")
         method = request.method.decode("ascii", errors="replace")
         routes = {"/v1/health": ("GET", "health"), "/v1/udp/flows": ("GET", "flows"),
                   "/v1/measure": ("POST", "measure")}  # fmt: skip
+        if self.downstream is not None:
+            routes["/v1/udp/send"] = ("POST", "send")
         if path not in routes:
             return error(404, "not_found")
         allowed, kind = routes[path]
@@ -253,6 +267,8 @@ class ControlAPI:
             return Response(200, self.health())
         if kind == "flows":
             return self._flows(client, query)
+        if kind == "send":
+            return self._udp_send(client, body, local)
         return await self._measure(client, request, body)
 
     def _flows(self, client: str, query: str) -> Response:
@@ -272,6 +288,22 @@ class ControlAPI:
             return error(404, "no_such_flow", "no datagram from you with that port lately")
         return Response(200, view)
 
+    def _udp_send(self, client: str, body: bytes, local: str | None) -> Response:
+        assert self.downstream is not None
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return error(400, "bad_json", "the body is not JSON")
+        try:
+            request = SendRequest.model_validate(data)
+        except ValidationError as exc:
+            return error(400, "bad_request", _problems(exc))
+        try:
+            return Response(202, self.downstream.start(client, local, request))
+        except SendRefused as exc:
+            headers = [("Retry-After", "5")] if exc.status in (409, 429, 503) else []
+            return error(exc.status, exc.reason, exc.detail, headers=headers)
+
     async def _measure(self, client: str, request: h11.Request, body: bytes) -> Response:
         try:
             data = json.loads(body)
@@ -280,11 +312,7 @@ class ControlAPI:
         try:
             parsed = parse_request(data)
         except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors(include_url=False, include_input=False)[:5]
-            ]
-            return error(400, "bad_request", "; ".join(problems))
+            return error(400, "bad_request", _problems(exc))
         except (ValueError, RecursionError):
             return error(400, "bad_request", "not a measure request")
         if self._measures >= self.settings.max_measures:
@@ -300,6 +328,13 @@ class ControlAPI:
         logger.info("measure: %s, %d steps (%s), %.2f s", self.names.name(client),
                     len(parsed.steps), kinds, self.clock() - started)  # fmt: skip
         return Response(200, out)
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)[:5]
+    )
 
 
 def _header(request: h11.Request, name: bytes) -> bytes | None:

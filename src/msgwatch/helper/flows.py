@@ -14,6 +14,13 @@ is either answered (``tx``) or declined for one reason, so a live flow's totals 
 ``rx_packets == tx_packets + sum(declined)``: a shortfall of echoes is the helper's own doing only
 when it says so here, and a judge need not infer it from ``tx < rx``.
 
+A flow on which the helper sent call traffic of its own (a downstream send, ``POST /v1/udp/send``)
+also counts that (:data:`ORIGINATED`: sent, also in ``tx``; withheld for the limits or a full
+send buffer; received while sending and not echoed, also in ``rx``); for such a flow
+``rx_packets == (tx_packets - originated.tx_packets) + sum(declined) + originated.not_echoed``.
+A downstream send needs a recent datagram *from* the flow, so the time of the last one received
+is kept apart from the last activity (``Flow.last_rx``).
+
 Bounds (memory is what an attacker would aim at):
 
 - at most ``max_flows`` flows, least recently active evicted first;
@@ -50,6 +57,12 @@ DECLINED = ("over_limits", "send_buffer_full", "source_port")
 """Why the helper answered nothing to a datagram it received, in the order of ``Flow.declined``."""
 OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT = range(len(DECLINED))
 
+ORIGINATED = ("tx_packets", "tx_bytes", "over_limits", "send_buffer_full", "not_echoed")
+"""A downstream send's counts on its flow (``POST /v1/udp/send``, :mod:`msgwatch.helper.downstream`):
+datagrams and bytes the helper originated (also in ``tx``), the scheduled datagrams it withheld
+for its limits or a full send buffer, and the datagrams it received on the flow while sending and
+did not echo (also in ``rx``)."""
+
 
 @dataclass
 class Flow:
@@ -65,6 +78,10 @@ class Flow:
     """Intervals dropped from the front (``max_intervals``)."""
     declined: list[int] = field(default_factory=lambda: [0] * len(DECLINED))
     """Datagrams received and not answered, by reason (:data:`DECLINED`); totals only."""
+    last_rx: float | None = None
+    """Monotonic time of the last datagram received (a downstream send needs a fresh one)."""
+    originated: list[int] | None = None
+    """A downstream send's counts (:data:`ORIGINATED`); None: the helper never sent one here."""
 
     def add(self, now: float, which: int, num_bytes: int) -> bool:
         """Count one datagram; True when a new interval was started."""
@@ -113,6 +130,41 @@ class FlowTable:
 
     def received(self, key: FlowKey, num_bytes: int, now: float) -> None:
         self._count(key, RX_PACKETS, num_bytes, now)
+        self._flows[key].last_rx = now
+
+    def last_received(self, key: FlowKey, now: float) -> float | None:
+        """When the helper last received a datagram of ``key`` (None: never, or the flow expired)."""
+        flow = self._flows.get(key)
+        if flow is None or now - flow.last > self.expire:
+            return None
+        return flow.last_rx
+
+    def originating(self, key: FlowKey) -> bool:
+        """Mark ``key`` as carrying a downstream send (its view gets ``originated``); False when
+        the flow is not in the table."""
+        flow = self._flows.get(key)
+        if flow is None:
+            return False
+        if flow.originated is None:
+            flow.originated = [0] * len(ORIGINATED)
+        return True
+
+    def originated(self, key: FlowKey, num_bytes: int, now: float) -> None:
+        """Count a datagram the helper originated on ``key`` (a downstream send): in ``tx`` and in
+        ``originated``."""
+        self._count(key, TX_PACKETS, num_bytes, now)
+        flow = self._flows[key]
+        if flow.originated is None:
+            flow.originated = [0] * len(ORIGINATED)
+        flow.originated[0] += 1
+        flow.originated[1] += num_bytes
+
+    def withheld(self, key: FlowKey, what: str) -> None:
+        """Count, on a flow carrying a downstream send, a scheduled datagram not sent
+        (``over_limits``, ``send_buffer_full``) or a received one not echoed (``not_echoed``)."""
+        flow = self._flows.get(key)
+        if flow is not None and flow.originated is not None:
+            flow.originated[ORIGINATED.index(what)] += 1
 
     def sent(self, key: FlowKey, num_bytes: int, now: float) -> None:
         self._count(key, TX_PACKETS, num_bytes, now)
@@ -187,6 +239,9 @@ class FlowTable:
             for i, number in enumerate(flow.index)
         ]
         totals = flow.totals
+        extra: dict[str, Any] = {}
+        if flow.originated is not None:
+            extra["originated"] = dict(zip(ORIGINATED, flow.originated, strict=True))
         return {
             "interval": INTERVAL,
             "first_seen": round(wall_now - (now - flow.origin), 6),
@@ -200,4 +255,5 @@ class FlowTable:
             },
             "declined": dict(zip(DECLINED, flow.declined, strict=True)),
             "truncated": flow.trimmed > 0,
+            **extra,
         }

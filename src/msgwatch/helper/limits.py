@@ -138,6 +138,13 @@ class Limits:
             return True
         return False
 
+    def available(self, client: str, now: float) -> float:
+        """The bytes ``client`` may be sent now: the smaller of its own budget and the global one
+        (nothing is taken)."""
+        state = self._client(client, now)
+        assert self._global is not None
+        return min(state.bytes.refill(now), self._global.refill(now))
+
     def newly_dropping(self, client: str) -> bool:
         """True the first time it is asked after ``client`` went over a limit (for logging once)."""
         state = self._clients.get(client)

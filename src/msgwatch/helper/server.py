@@ -42,6 +42,7 @@ from typing import Any
 
 from msgwatch import __version__
 from msgwatch.helper.control import ControlAPI, ControlSettings
+from msgwatch.helper.downstream import Downstream
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import DEFAULT_BUDGET_BYTES, DEFAULT_RATE_PPS, Limits
 from msgwatch.helper.logs import ClientNames, logger
@@ -185,7 +186,9 @@ class Helper:
             if config.responder_endpoints(kind)
         }
         measure = MeasureConfig(config.policy, config.resolver, config.ca_bundle)
-        self.control = ControlAPI(self.flows, measure, self.health, self.names, config.control)
+        self.downstream = Downstream(self.udp)
+        self.control = ControlAPI(self.flows, measure, self.health, self.names, config.control,
+                                  downstream=self.downstream)  # fmt: skip
         self.bound: dict[str, list[Endpoint]] = {"udp": [], "tcp": [], "control": []}
         self.bound |= {kind: [] for kind in self.responders}
         self._transports: list[asyncio.BaseTransport] = []
@@ -226,6 +229,7 @@ class Helper:
         return self
 
     async def close(self) -> None:
+        await self.downstream.close()
         for task in self._tasks:
             task.cancel()
         for transport in self._transports:
@@ -264,6 +268,7 @@ class Helper:
                 "limits": self.limits.counters.as_dict() | self.control.calls.counters.as_dict(),
                 "control": dict(self.control.counters),
                 "flows": len(self.flows),
+                "sending": self.downstream.running,
             }
             | {kind: r.counters.as_dict() for kind, r in self.responders.items()},
         }

@@ -18,6 +18,11 @@ or None out):
    the socket's send buffer is below its high-water mark; otherwise it is dropped silently and
    counted. What is sent is counted on the flow.
 
+While the helper sends call traffic of its own on a flow (a downstream replay,
+:mod:`msgwatch.helper.downstream`), what arrives on that flow is counted and not echoed
+(``originated.not_echoed`` in the flow's view): the probe's pinhole datagrams must not add to what
+the helper sends it.
+
 Every datagram that gets no reply is counted on its flow with the reason (``source_port``,
 ``send_buffer_full``, ``over_limits``: :data:`msgwatch.helper.flows.DECLINED`), so the flow's view
 says why echoes are missing: the helper's own evidence, not an inference from ``tx < rx``.
@@ -49,7 +54,7 @@ from typing import cast
 
 from aioice import stun
 
-from msgwatch.helper.flows import OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, FlowTable
+from msgwatch.helper.flows import OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, FlowKey, FlowTable
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 
@@ -115,6 +120,9 @@ class UDPCounters:
     refused_source_port: int = 0
     over_limits: int = 0
     send_buffer_full: int = 0
+    originated_packets: int = 0
+    originated_bytes: int = 0
+    not_echoed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -129,6 +137,10 @@ class UDPService:
     own_ports: frozenset[int]
     names: ClientNames = field(default_factory=lambda: ClientNames(reveal=False))
     counters: UDPCounters = field(default_factory=UDPCounters)
+    sending: set[FlowKey] = field(default_factory=set)
+    """Flows carrying a downstream send now: what arrives on them is not echoed."""
+    endpoints: dict[tuple[str, int], UDPEndpoint] = field(default_factory=dict)
+    """The bound sockets by (address, port), for downstream sends (filled as they are made)."""
 
     def handle(
         self, data: bytes, peer: tuple[str, int], local_port: int, now: float, sendable: bool = True
@@ -143,6 +155,10 @@ class UDPService:
         if peer[1] < 1024 or peer[1] in self.own_ports:
             self.counters.refused_source_port += 1
             self.flows.declined(key, SOURCE_PORT)
+            return None
+        if key in self.sending:
+            self.counters.not_echoed += 1
+            self.flows.withheld(key, "not_echoed")
             return None
         if not sendable:
             self.counters.send_buffer_full += 1
@@ -179,6 +195,14 @@ class UDPEndpoint(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (Python 3.11's selector datagram transport does not subclass DatagramTransport.)
         self.transport = cast(asyncio.DatagramTransport, transport)
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self.service.endpoints[(normalize_ip(str(sockname[0])), int(sockname[1]))] = self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for key, endpoint in list(self.service.endpoints.items()):
+            if endpoint is self:
+                del self.service.endpoints[key]
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self.transport is None:

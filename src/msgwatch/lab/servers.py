@@ -57,7 +57,7 @@ HELPER_PORTS = (7, *CALL_PORTS)
 """Ports of the test helper (TCP and UDP): its defaults (the call ports and a neutral high port),
 the echo port, and every service's call ports besides."""
 HELPER_LIMITS = ("--budget-bytes", "1000000000", "--rate-pps", "50000",
-                 "--measure-per-minute", "1000")  # fmt: skip
+                 "--measure-per-minute", "1000", "--send-per-minute", "1000")  # fmt: skip
 """The lab's helpers serve a whole run's replays (every service at once) from one probe address,
 and the scenario tests' many runs: limits well above the production defaults."""
 BLOCKPAGE_CERT = "blocked.lab.invalid"

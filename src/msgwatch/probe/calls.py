@@ -16,10 +16,16 @@ helper's echo:
 - at the same time, **plain** echoes of random bytes over the voice profile's sizes and timing,
   as long as one round's replay (at most :data:`PLAIN_SECONDS`), on **each** of the service's
   call ports, and one of the function's full length on a **neutral** port (:data:`NEUTRAL_PORT`);
-- at the same time, the original to the **domestic** helper, when there is one.
+- at the same time, the original to the **domestic** helper, when there is one;
+- at the same time, one **downstream** pair on the first call port: the helper sends the
+  original and the control of one round towards the probe (``POST /v1/udp/send``,
+  :mod:`msgwatch.probe.steps.downstream`), one after the other in an order drawn from the seed,
+  from the start (the second once the first is done: within the first two rounds). An echo carries back only what survived the way up; these measure the
+  way down with a full-rate call of its own.
 
 Each replay becomes a target of its own (roles ``replay_original``, ``replay_control``,
-``replay_plain``, ``replay_neutral``, ``replay_domestic``) whose record is in
+``replay_plain``, ``replay_neutral``, ``replay_domestic``, ``replay_down_original``,
+``replay_down_control``) whose record is in
 ``msgwatch_replays``. When they are done, the probe asks each helper what it received from each
 of these flows (``GET /v1/udp/flows``) and adds the helper's counts to the records: loss on the
 way up (the helper's count against the probe's) and on the way down (the probe's echoes against
@@ -34,10 +40,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
+from msgwatch.helper.downstream import MAX_SECONDS as DOWN_MAX_SECONDS
+from msgwatch.helper.downstream import schedule
 from msgwatch.helper.ports import NEUTRAL_PORT
 from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainOutcome
 from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_measure
+from msgwatch.probe.steps.downstream import downstream
 from msgwatch.probe.steps.replay import GRACE, ReplayResult, replay
 from msgwatch.probe.trace import Trace
 from msgwatch.verdicts.calls import compare_rounds
@@ -75,6 +84,36 @@ class ReplayPlan:
     slot: int | None = None
     """Where the replay starts, in units of one round's replay length (None: at once)."""
     attempt: int = 1
+    seconds: float = 0.0
+    """A downstream replay's length (the helper builds its schedule from it and the seed)."""
+    seed: int = 0
+
+
+DOWN_ROLES = ("replay_down_original", "replay_down_control")
+
+
+def downstream_plans(
+    service: Service, function: FunctionTargets, seconds: float, seed: int, *, rounds: int = ROUNDS
+) -> list[ReplayPlan]:
+    """The downstream pair of one function: the helper sends one round's original and control
+    (each ``seconds / rounds`` long, at most the helper's 10 s) on the first call port, in slots 0
+    and 1 in an order drawn from the seed (the second starts once the first's last datagrams were
+    awaited: one send of a function at a time). Nothing when the function has no call ports."""
+    if function.function not in ("voice", "video") or not function.call_ports or seconds <= 0:
+        return []
+    marker = MARKERS.get(service.id)
+    profile = function.function
+    port = function.call_ports[0]
+    length = min(seconds / max(1, rounds), DOWN_MAX_SECONDS)
+    pair = []
+    for role, variant in zip(DOWN_ROLES, ("original", "control"), strict=True):
+        packets = schedule(profile, variant, length, seed, marker)
+        pair.append(ReplayPlan(role, variant, profile, port, packets, marker,
+                               stun_framed(packets if variant == "original" else C.control(packets)),
+                               seconds=length, seed=seed))  # fmt: skip
+    if random.Random(f"msgwatch-down-order-{seed}-{service.id}-{profile}").random() < 0.5:
+        pair.reverse()
+    return [replace(p, slot=i) for i, p in enumerate(pair)]
 
 
 def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
@@ -194,8 +233,15 @@ async def _one(
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
              "role": plan.role, "port": plan.port, "round": plan.round,
              "attempt": plan.attempt}  # fmt: skip
-    result = await replay(trace, txid, helper, plan.port, plan.packets, deadline, label=label,
-                          marked=plan.marked, avoid_ports=avoid_ports)  # fmt: skip
+    if plan.role in DOWN_ROLES:
+        request = {"profile": plan.profile, "variant": plan.variant, "seconds": plan.seconds,
+                   "seed": plan.seed}  # fmt: skip
+        result = await downstream(trace, txid, link, plan.port, request, deadline, label=label,
+                                  marker=MARKERS.get(service.id), marked=plan.marked,
+                                  avoid_ports=avoid_ports)  # fmt: skip
+    else:
+        result = await replay(trace, txid, helper, plan.port, plan.packets, deadline,
+                              label=label, marked=plan.marked, avoid_ports=avoid_ports)  # fmt: skip
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
@@ -240,7 +286,13 @@ async def attach_helper_counts(
                 seen = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
                         "interval": None, "intervals": [], "truncated": False,
                         "declined": None}  # fmt: skip
-            if seen is not None:
+            if seen is not None and d.plan.role in DOWN_ROLES:
+                # The helper originated the datagrams: only the way down has a loss.
+                entry.update(seen)
+                sent = (seen.get("originated") or {}).get("tx_packets", seen["tx_packets"])
+                entry["upstream_loss"] = None
+                entry["downstream_loss"] = _loss(sent, d.result.received_packets)
+            elif seen is not None:
                 entry.update(seen)
                 entry["upstream_loss"] = _loss(d.result.sent_packets, seen["rx_packets"])
                 entry["downstream_loss"] = _loss(seen["tx_packets"], d.result.received_packets)
@@ -275,6 +327,7 @@ async def run_replays(
                    rounds=rounds, neutral_port=neutral_port)  # fmt: skip
     if not chosen:
         return []
+    chosen += downstream_plans(service, function, seconds, seed, rounds=rounds)
     name = function.function
     loop = asyncio.get_running_loop()
     length = seconds / max(1, rounds)
@@ -291,8 +344,21 @@ async def run_replays(
             for p in plans
         ]  # fmt: skip
 
+    async def down_pair(pair: list[ReplayPlan], t0: float) -> list[Done]:
+        # One after the other: the second starts when the first's last datagrams were awaited,
+        # so that a function never has two sends running at the helper (it limits them a client).
+        out = []
+        for p in pair:
+            at = t0 + (p.slot or 0) * length
+            out.append(await _one(trace, name, abroad, service, p, deadline, at, helper_ports))
+        return out
+
     view = asyncio.ensure_future(_helper_view(trace, service, function, abroad, deadline))
-    done = list(await asyncio.gather(*start(chosen)))
+    echoes = [p for p in chosen if p.role not in DOWN_ROLES]
+    downs = asyncio.ensure_future(
+        down_pair([p for p in chosen if p.role in DOWN_ROLES], loop.time())
+    )
+    done = list(await asyncio.gather(*start(echoes))) + await downs
     room = deadline - loop.time() > 2 * seconds + GRACE + 0.5
     records = {role: [d.result.record for d in done if d.plan.role == role]
                for role in ("replay_original", "replay_control")}  # fmt: skip

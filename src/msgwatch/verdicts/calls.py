@@ -20,6 +20,16 @@ the datagrams it declined to answer and why (``declined``, docs/helper.md). A fl
 both when its counts cannot speak for the path (:func:`_helper_counts`): the helper refused its
 source port (the probe's doing), or it echoed less than it received without saying why (a helper
 older than ``declined``, or counts that do not add up).
+
+The **downstream** replays (roles ``replay_down_original``, ``replay_down_control``) are sent by the
+helper itself towards the probe (``POST /v1/udp/send``): the way down measured with a call of its
+own, not with what survived the way up. They count only when the helper says it sent every datagram
+it announced (``helper.originated``, :func:`_sent_all`). Their original and control are compared
+like the echo pairs (:func:`compare_rounds`, and the STUN-framed datagrams, :func:`_markers`):
+``downstream`` is ``original_lost`` when the original failed and the control passed, when the
+original's STUN-framed datagrams died and the control's did not, or when the original lost
+significantly more than a control that lost under 10 %. And a downstream original that lost 10 %
+or more says "download" in the direction of the loss, whatever the echoes say (:func:`_direction`).
 """
 
 from __future__ import annotations
@@ -54,13 +64,20 @@ class CallRule(BaseModel):
     neutral: State | list[State] | None = None
     plain: Plain | list[Plain] | None = None
     stun: Literal["ok", "failed", "none"] | None = None
-    comparison: str | None = None
+    comparison: str | list[str] | None = None
     reason: str | None = None
     relays: Literal["ok", "failed", "none"] | None = None
     relays_helper: Literal["ok", "failed", "none"] | None = None
-    markers: Literal["lost", "passed", "none"] | None = None
+    markers: Literal["lost", "passed", "none"] | list[Literal["lost", "passed", "none"]] | None = (
+        None
+    )
     delivery: Literal["trickle", "lossy", "full", "none"] | None = None
     echo: Literal["short", "full", "none"] | None = None
+    downstream: (
+        Literal["original_lost", "same", "none"]
+        | list[Literal["original_lost", "same", "none"]]
+        | None
+    ) = None
     control_api: Literal["ok", "failed", "none"] | None = None
     verdict: Verdict
     mechanism: str | None = None
@@ -417,23 +434,79 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         "echo": _echo([*originals, *controls]),
         "control_api": ("ok" if any(api) else "failed") if api else "none",
     }
+    facts["downstream"] = _downstream(by_role)
     facts["direction"] = _direction(by_role, facts) or "none"
     return facts
 
 
 FACT_KEYS = (
     "original", "control", "neutral", "plain", "stun", "comparison", "reason", "relays",
-    "relays_helper", "markers", "delivery", "echo", "control_api",
+    "relays_helper", "markers", "delivery", "echo", "control_api", "downstream",
 )  # fmt: skip
+DOWN_ROLES = ("replay_down_original", "replay_down_control")
+
+
+def _sent_all(record: Record) -> bool:
+    """Whether the helper says it sent every datagram of a downstream replay that it announced
+    (``helper.originated.tx_packets`` against ``sent_packets``): only then is what did not arrive
+    the path's doing."""
+    helper = _helper_counts(record)
+    originated = helper.get("originated") if helper is not None else None
+    if not isinstance(originated, dict):
+        return False
+    tx = originated.get("tx_packets")
+    sent = _int(record, "sent_packets")
+    return isinstance(tx, int) and sent > 0 and tx >= sent
+
+
+def downstream_records(by_role: dict[str, list[Record]]) -> tuple[list[Record], list[Record]]:
+    """(originals, controls) of the downstream replays that the helper sent in full."""
+    originals, controls = ([r for r in by_role.get(role, []) if _sent_all(r)]
+                           for role in DOWN_ROLES)  # fmt: skip
+    return originals, controls
+
+
+def _downstream(by_role: dict[str, list[Record]]) -> str:
+    """``original_lost``, ``same`` or ``none`` (module notes)."""
+    originals, controls = downstream_records(by_role)
+    if not originals or not controls:
+        return "none"
+    if _state(originals) == "fail" and _state(controls) == "pass":
+        return "original_lost"
+    if _markers(originals, controls) == "lost":
+        return "original_lost"
+    comparison, reason = compare_rounds(originals, controls)
+    lossy = ("loss", "throughput_and_loss", "original_silent")
+    if comparison == "original_worse" and reason in lossy and 1 - _share(controls) < LOSSY:
+        return "original_lost"
+    return "same"
+
+
+def downstream_loss(by_role: dict[str, list[Record]]) -> float | None:
+    """The share of the downstream originals' datagrams that did not arrive, when the helper sent
+    them all; None otherwise."""
+    originals, _ = downstream_records(by_role)
+    sent = _sent(originals)
+    return 1 - _received(originals) / sent if sent else None
 
 
 def _direction(by_role: dict[str, list[Record]], facts: dict[str, str]) -> str | None:
     """The way the replays that show the loss lost their datagrams (:func:`direction`): the
-    originals when they failed or were policed or lossy, else the plain echoes that failed."""
+    originals when they failed or were policed or lossy, else the plain echoes that failed.
+    A downstream original that the helper sent in full and that lost 10 % or more adds
+    ``download`` (``both`` with an ``upload``), on its own evidence (``download_evidence``: ``yes``
+    beside the echoes' direction, ``only`` when the echoes told none)."""
     if facts["original"] == "fail" or facts["delivery"] in ("trickle", "lossy"):
-        return direction(by_role.get("replay_original", []))
-    failed = [r for r in by_role.get("replay_plain", []) if _state([r]) == "fail"]
-    return direction(failed) if failed else None
+        way = direction(by_role.get("replay_original", []))
+    else:
+        failed = [r for r in by_role.get("replay_plain", []) if _state([r]) == "fail"]
+        way = direction(failed) if failed else None
+    down = downstream_loss(by_role)
+    facts["download_evidence"] = "no"
+    if down is not None and down >= DIRECTION_LOSS:
+        facts["download_evidence"] = "yes" if way is not None else "only"
+        return "both" if way in ("upload", "both") else "download"
+    return way
 
 
 def _matches(condition: str | list[str] | None, value: str) -> bool:
@@ -464,10 +537,20 @@ WAYS = {
 }
 
 
+DOWN_WAY = (
+    " Call traffic that the test helper sent towards the probe was lost on the way too (download)."
+)
+
+
 def with_direction(rule: CallRule, facts: dict[str, str]) -> CallRule:
     """A call path that is not ok says which way its datagrams were lost, when the helper's
-    counts tell (``facts["direction"]``)."""
+    counts tell (``facts["direction"]``); and when the downstream replays showed it, says so."""
     way = WAYS.get(facts.get("direction", "none"))
+    evidence = facts.get("download_evidence")
+    if way is not None and evidence == "yes":
+        way += DOWN_WAY
+    elif way is not None and evidence == "only":  # the echoes did not tell: the downstream did
+        way = DOWN_WAY.strip().replace(" too (", " (")
     if rule.verdict == "ok" or way is None:
         return rule
     return rule.model_copy(update={"explain": f"{rule.explain} {way}"})

@@ -164,6 +164,9 @@ class DropCallSignature(Rule):
     """A custom signature: every pattern must match (instead of a named ``signature``)."""
     to: tuple[Prefix, ...] = ()
     ports: tuple[Port, ...] = ()
+    direction: Literal["both", "up", "down"] = "both"
+    """``up``: only datagrams towards ``to``/``ports``; ``down``: only those coming back from them
+    (with neither ``to`` nor ``ports``: the conntrack reply direction); ``both``."""
 
     @model_validator(mode="after")
     def _one_signature(self) -> DropCallSignature:
@@ -177,9 +180,15 @@ class DropCallSignature(Rule):
     def emit(self, out: Emitter) -> None:
         patterns = SIGNATURES[self.signature][0] if self.signature else tuple(self.patterns)
         match = " ".join(p.nft() for p in patterns)
+        narrowed = bool(self.to or self.ports)
         for towards, back in flow_matches(self.to, self.ports, "udp"):
-            out.nft(f"{towards} {match} drop")
-            if self.to or self.ports:
+            if not narrowed and self.direction != "both":  # one match for both ways: conntrack's
+                way = "original" if self.direction == "up" else "reply"
+                out.nft(f"{towards} ct direction {way} {match} drop")
+                continue
+            if self.direction in ("both", "up"):
+                out.nft(f"{towards} {match} drop")
+            if narrowed and self.direction in ("both", "down"):
                 out.nft(f"{back} {match} drop")
 
 

@@ -42,6 +42,9 @@ class Police(Rule):
     """Each flow gets the rate (TSPU-like); False: all matching flows share it."""
     burst_bytes: int | None = Field(default=None, ge=1500, le=100_000_000)
     """Token bucket depth; default: a quarter second at the rate, at least 4 full packets."""
+    direction: Literal["both", "up", "down"] = "both"
+    """Which way to police: ``up`` (towards ``to``/``ports``: the flow's original direction with
+    keywords), ``down`` (the packets coming back: the reply direction), ``both``."""
 
     @model_validator(mode="after")
     def _something(self) -> Police:
@@ -73,6 +76,8 @@ class Police(Rule):
                 towards, back = family_match(fam, nets, self.ports, None)
                 towards, back = f"{nfproto} {towards}", f"{nfproto} {back}"
             for direction, match in (("up", towards), ("down", back)):
+                if self.direction not in ("both", direction):
+                    continue
                 if self.per_flow:
                     meter = f"{out.name}_{direction}{fam.removeprefix('ip') or '4'}"
                     key = f"{fam} saddr . {fam} daddr . meta l4proto . th sport . th dport"

@@ -9,6 +9,9 @@
   from each flow and what it sent back, and how many datagrams it declined to answer and why (the
   probe's replays attach them to their records).
 
+- ``helper_send`` POSTs ``/v1/udp/send``: the helper sends call-shaped traffic of its own to the
+  probe on a flow the probe opened (a downstream replay, :mod:`msgwatch.probe.steps.downstream`).
+
 A :class:`HelperLink` is one helper as the run sees it: its address, its control port, and a cap
 on the control connections open at once. The helper closes the connections of a client above
 8 at once (``ControlSettings.max_per_client``), and a probe asks for every call function's view
@@ -33,6 +36,9 @@ CONTROL_PORT = 8765
 MAX_ANSWER = 512 * 1024
 CONNECTIONS = 4
 """Control connections open at once to one helper (the helper allows 8 per client)."""
+SEND_CONNECTIONS = 3
+"""Connections for ``/v1/udp/send`` besides those (short requests that must not wait behind a
+``/v1/measure``: a downstream replay is scheduled; 4 + 3 stay under the helper's 8)."""
 MAX_FLOW_INTERVALS = 600
 """Intervals kept of each flow's counts (one minute at 100 ms)."""
 DECLINED = ("over_limits", "send_buffer_full", "source_port")
@@ -48,13 +54,21 @@ class HelperLink:
     address: str
     port: int = CONTROL_PORT
     connections: int = CONNECTIONS
+    send_connections: int = SEND_CONNECTIONS
     _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+    _send_slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     @property
     def slots(self) -> asyncio.Semaphore:
         if self._slots is None:  # made lazily: a semaphore belongs to the loop that first uses it
             self._slots = asyncio.Semaphore(self.connections)
         return self._slots
+
+    @property
+    def send_slots(self) -> asyncio.Semaphore:
+        if self._send_slots is None:
+            self._send_slots = asyncio.Semaphore(self.send_connections)
+        return self._send_slots
 
 
 def _link(helper: str | HelperLink, port: int) -> HelperLink:
@@ -179,7 +193,15 @@ def _counts(parsed: Any) -> dict[str, Any] | None:
             return None
         intervals.append({"t": row["t"], **{n: row[n] for n in names}})
     interval = parsed.get("interval")
+    originated = parsed.get("originated")
+    kept: dict[str, Any] = {}
+    if isinstance(originated, dict):
+        names_o = ("tx_packets", "tx_bytes", "over_limits", "send_buffer_full", "not_echoed")
+        if not all(_count(originated.get(n)) for n in names_o):
+            return None
+        kept["originated"] = {n: originated[n] for n in names_o}
     return {
+        **kept,
         **{n: totals[n] for n in names},
         "declined": declined,
         "interval": interval if isinstance(interval, int | float) else None,
@@ -241,3 +263,43 @@ async def helper_flows(
         if conn is not None:
             conn.close()
     return out, failure
+
+
+SEND_FIELDS = {"client_port", "local_port", "packets", "bytes", "seconds"}
+
+
+async def helper_send(
+    trace: Trace,
+    txid: int,
+    helper: str | HelperLink,
+    request: dict[str, Any],
+    deadline: float,
+    *,
+    port: int = CONTROL_PORT,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Ask the helper to send a downstream replay (``POST /v1/udp/send``, body ``request``).
+    Never raises: (the helper's 202 answer: ``packets``, ``bytes``, ``seconds``; or None, the
+    failure: ``helper_status_404``, ``helper_invalid_response``, a network failure)."""
+    link = _link(helper, port)
+    conn = None
+    try:
+        async with asyncio.timeout_at(deadline), link.send_slots:
+            conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
+            client = h11.Connection(h11.CLIENT)
+            body = json.dumps(request).encode()
+            status, answer = await _exchange(conn, client, _hostport(link.address, link.port),
+                                             "POST", "/v1/udp/send", body, deadline, False)  # fmt: skip
+        if status != 202:
+            return None, f"helper_status_{status}"
+        parsed = json.loads(answer)
+        if not isinstance(parsed, dict) or not all(_count(parsed.get(n)) for n in
+                                                   ("packets", "bytes")):  # fmt: skip
+            raise ValueError("not a send's answer")
+        return {k: v for k, v in parsed.items() if k in SEND_FIELDS}, None
+    except (h11.RemoteProtocolError, h11.LocalProtocolError, ValueError):
+        return None, "helper_invalid_response"
+    except Exception as exc:
+        return None, F.classify(exc)
+    finally:
+        if conn is not None:
+            conn.close()

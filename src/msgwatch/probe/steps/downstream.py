@@ -1,0 +1,167 @@
+"""A downstream replay: the test helper sends call-shaped traffic to the probe, which counts it.
+
+Every other replay is an echo (:mod:`msgwatch.probe.steps.replay`): the way back carries only what
+survived the way up. Here the helper originates the schedule (``POST /v1/udp/send``,
+:mod:`msgwatch.helper.downstream`), so the download direction is measured with a full call of its
+own. The procedure:
+
+1. open a UDP socket to the helper's port (:func:`msgwatch.probe.net.udp_open`, never from one of
+   the helper's ports);
+2. send :data:`PINHOLES` small datagrams, :data:`PINHOLE_SPACING` apart: they open the NAT
+   mapping and the firewall's state, and show the helper the flow (it sends only on a flow it
+   received from in the last 10 s, from the control connection's address);
+3. ask the helper over its control API to send the schedule (the probe builds the same one with
+   :func:`msgwatch.helper.downstream.schedule`, so it knows every payload); the helper answers
+   once the send is scheduled, with the datagrams and bytes it will send;
+4. receive until the schedule's last offset plus :data:`~msgwatch.probe.steps.replay.GRACE`,
+   counting the datagrams that belong to the schedule (matched by content: pinhole echoes and
+   anything else are not counted) per 100 ms interval, with RFC 3550 jitter against the schedule.
+
+The record has the shape of an echo replay's (``msgwatch_replays``): ``sent_packets`` and
+``sent_bytes`` are what the helper said it would send, ``received_*`` what arrived, ``intervals``
+the schedule's ``tx`` and the arrivals' ``rx``; plus ``direction: "down"`` and ``send``, the
+helper's answer or why there was none (``send_failure``). The helper's own counts of the flow
+(what it did send, what it withheld for its limits) are added later, as for the echoes.
+Received bytes count against the run's byte budget (:meth:`msgwatch.probe.trace.Trace.received`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from msgwatch.helper.downstream import schedule
+from msgwatch.probe import failures as F
+from msgwatch.probe.net import endpoint, udp_open
+from msgwatch.probe.steps.control import HelperLink, helper_send
+from msgwatch.probe.steps.replay import GRACE, ReplayResult, _intervals, _jitter
+from msgwatch.probe.trace import BUDGET_EXCEEDED, Trace
+from msgwatch.wire import calltraffic as C
+
+PINHOLES = 3
+PINHOLE_SPACING = 0.01
+PINHOLE = b"msgwatch-pinhole"
+"""The pinhole datagrams' prefix (then one byte: their number)."""
+
+
+async def downstream(
+    trace: Trace,
+    txid: int,
+    link: HelperLink,
+    port: int,
+    request: dict[str, Any],
+    deadline: float,
+    *,
+    label: dict[str, Any],
+    marker: C.Marker | None = None,
+    interval: float = 0.1,
+    marked: frozenset[int] = frozenset(),
+    avoid_ports: frozenset[int] = frozenset(),
+) -> ReplayResult:
+    """One downstream replay (module notes). ``request``: ``profile``, ``variant``, ``seconds``,
+    ``seed`` (the ports and ``marker`` are added here); ``marked``: indices of the schedule's
+    STUN-framed datagrams, counted apart (``marked_sent``/``marked_received``)."""
+    loop = asyncio.get_running_loop()
+    result = ReplayResult()
+    t0 = trace.now()
+    ip = link.address
+    address = endpoint(ip, port)
+    packets: Sequence[C.Packet] = schedule(request["profile"], request["variant"],
+                                           request["seconds"], request["seed"], marker)  # fmt: skip
+    expected = {p.payload: (i, p.offset) for i, p in reversed(list(enumerate(packets)))}
+    arrivals: list[tuple[float, int]] = []
+    pairs: list[tuple[float, float]] = []
+    got: set[int] = set()
+    answer: dict[str, Any] | None = None
+    send_failure: str | None = None
+    try:
+        sock = await udp_open(trace, txid, ip, port, avoid_ports=avoid_ports)
+    except Exception as exc:
+        result.failure = F.classify(exc)
+        sock = None
+    size = sum(len(p.payload) for p in packets)
+    budget = trace.budget
+    limit = budget.limit
+    if sock is not None and limit is not None and budget.sent + budget.received + size > limit:
+        result.failure = BUDGET_EXCEEDED  # what would arrive does not fit: not even asked
+    if sock is not None:
+        result.local_port = sock.local_port
+        start = loop.time()
+
+        async def receive() -> None:
+            while True:
+                try:
+                    data = await sock.recv(deadline, quiet=True)
+                except TimeoutError:
+                    return
+                except Exception as exc:  # ICMP port unreachable and the like: keep the first
+                    result.failure = result.failure or F.classify(exc)
+                    continue
+                found = expected.get(data)
+                if found is None or found[0] in got:
+                    continue  # a pinhole's echo, or a duplicate
+                now = loop.time() - start
+                got.add(found[0])
+                arrivals.append((now, len(data)))
+                pairs.append((found[1], now))
+
+        receiver = asyncio.create_task(receive())
+        try:
+            for number in range(PINHOLES if result.failure is None else 0):
+                try:
+                    sock.send(PINHOLE + bytes([number]), quiet=True)
+                except F.ProbeFailure as exc:
+                    result.failure = exc.failure
+                    break
+                await asyncio.sleep(PINHOLE_SPACING)
+            if result.failure is None:
+                body = {**request, "client_port": result.local_port, "local_port": port,
+                        "marker": marker}  # fmt: skip
+                start = loop.time()  # the helper starts as it accepts: about now
+                answer, send_failure = await helper_send(trace, txid, link, body, deadline)
+            if answer is not None:
+                last = packets[-1].offset if packets else 0.0
+                await asyncio.sleep(max(0.0, min(deadline, start + last + GRACE) - loop.time()))
+            else:
+                result.failure = result.failure or send_failure
+        finally:
+            receiver.cancel()
+            sock.close()
+    if answer is not None:
+        result.sent_packets = int(answer["packets"])
+        result.sent_bytes = int(answer["bytes"])
+    result.received_packets = min(len(arrivals), result.sent_packets)
+    result.received_bytes = sum(s for _, s in arrivals)
+    result.jitter_ms = round(_jitter(pairs) * 1000, 3)
+    sends = [(p.offset, len(p.payload)) for p in packets] if answer is not None else []
+    result.intervals = _intervals(sends, arrivals, interval)
+    if result.failure is None and result.sent_packets and not result.received_packets:
+        result.failure = F.TIMEOUT
+    if answer is not None:  # something was to be read (a refused send is in the record only)
+        trace.event("read_from", txid=txid, t0=t0, address=address, proto="udp",
+                    num_bytes=result.received_bytes, failure=result.failure)  # fmt: skip
+    result.record = trace.replay(
+        {
+            **label,
+            "direction": "down",
+            "address": address,
+            "transport": "udp",
+            "sent_packets": result.sent_packets,
+            "sent_bytes": result.sent_bytes,
+            "received_packets": result.received_packets,
+            "received_bytes": result.received_bytes,
+            "loss": round(result.loss, 4),
+            "jitter_ms": result.jitter_ms,
+            "marked_sent": len(marked) if answer is not None else 0,
+            "marked_received": len(marked & got),
+            "intervals": result.intervals[:600],
+            "send": answer,
+            "send_failure": send_failure,
+            "failure": result.failure,
+            "t0": t0,
+            "t": trace.now(),
+            "transaction_id": txid,
+        }
+    )
+    return result
