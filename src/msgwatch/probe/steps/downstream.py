@@ -35,7 +35,13 @@ from msgwatch.helper.downstream import schedule
 from msgwatch.probe import failures as F
 from msgwatch.probe.net import endpoint, udp_open
 from msgwatch.probe.steps.control import HelperLink, helper_send
-from msgwatch.probe.steps.replay import GRACE, ReplayResult, _intervals, _jitter
+from msgwatch.probe.steps.replay import (
+    GRACE,
+    ReplayResult,
+    interarrival_jitter,
+    interval_rows,
+    receive_until,
+)
 from msgwatch.probe.trace import BUDGET_EXCEEDED, Trace
 from msgwatch.wire import calltraffic as C
 
@@ -89,24 +95,16 @@ async def downstream(
         result.local_port = sock.local_port
         start = loop.time()
 
-        async def receive() -> None:
-            while True:
-                try:
-                    data = await sock.recv(deadline, quiet=True)
-                except TimeoutError:
-                    return
-                except Exception as exc:  # ICMP port unreachable and the like: keep the first
-                    result.failure = result.failure or F.classify(exc)
-                    continue
-                found = expected.get(data)
-                if found is None or found[0] in got:
-                    continue  # a pinhole's echo, or a duplicate
-                now = loop.time() - start
-                got.add(found[0])
-                arrivals.append((now, len(data)))
-                pairs.append((found[1], now))
+        def arrived(data: bytes) -> None:
+            found = expected.get(data)
+            if found is None or found[0] in got:
+                return  # a pinhole's echo, or a duplicate
+            now = loop.time() - start
+            got.add(found[0])
+            arrivals.append((now, len(data)))
+            pairs.append((found[1], now))
 
-        receiver = asyncio.create_task(receive())
+        receiver = asyncio.create_task(receive_until(sock, deadline, result, arrived))
         try:
             for number in range(PINHOLES if result.failure is None else 0):
                 try:
@@ -133,9 +131,9 @@ async def downstream(
         result.sent_bytes = int(answer["bytes"])
     result.received_packets = min(len(arrivals), result.sent_packets)
     result.received_bytes = sum(s for _, s in arrivals)
-    result.jitter_ms = round(_jitter(pairs) * 1000, 3)
+    result.jitter_ms = round(interarrival_jitter(pairs) * 1000, 3)
     sends = [(p.offset, len(p.payload)) for p in packets] if answer is not None else []
-    result.intervals = _intervals(sends, arrivals, interval)
+    result.intervals = interval_rows(sends, arrivals, interval)
     if result.failure is None and result.sent_packets and not result.received_packets:
         result.failure = F.TIMEOUT
     if answer is not None:  # something was to be read (a refused send is in the record only)

@@ -15,12 +15,12 @@ reordered echoes count for the datagram they belong to.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from msgwatch.probe import failures as F
-from msgwatch.probe.net import endpoint, udp_open
+from msgwatch.probe.net import UDPSocket, endpoint, udp_open
 from msgwatch.probe.trace import Trace
 
 Packet = tuple[float, bytes]
@@ -47,7 +47,7 @@ class ReplayResult:
         return 1.0 - self.received_packets / self.sent_packets if self.sent_packets else 1.0
 
 
-def _intervals(
+def interval_rows(
     sends: list[tuple[float, int]], echoes: list[tuple[float, int]], width: float
 ) -> list[dict[str, Any]]:
     end = max([t for t, _ in sends] + [t for t, _ in echoes] + [0.0])
@@ -67,7 +67,7 @@ def _intervals(
     return rows
 
 
-def _jitter(pairs: Sequence[tuple[float, float]]) -> float:
+def interarrival_jitter(pairs: Sequence[tuple[float, float]]) -> float:
     """RFC 3550 §6.4.1 interarrival jitter (seconds) over (sent, received) time pairs."""
     jitter, previous = 0.0, None
     for sent, received in sorted(pairs):
@@ -76,6 +76,23 @@ def _jitter(pairs: Sequence[tuple[float, float]]) -> float:
             jitter += (abs(transit - previous) - jitter) / 16
         previous = transit
     return jitter
+
+
+async def receive_until(
+    sock: UDPSocket, until: float, result: ReplayResult, handle: Callable[[bytes], None]
+) -> None:
+    """``handle`` every datagram that arrives on ``sock`` until ``until`` (loop time). A receive
+    error (an ICMP port unreachable and the like) is kept in ``result.failure`` if it is the
+    first failure, and receiving goes on."""
+    while True:
+        try:
+            data = await sock.recv(until, quiet=True)
+        except TimeoutError:
+            return
+        except Exception as exc:
+            result.failure = result.failure or F.classify(exc)
+            continue
+        handle(data)
 
 
 async def replay(
@@ -119,27 +136,19 @@ async def replay(
         last = (packets[-1][0] if packets else 0.0) + GRACE
         stop_at = min(deadline, start + last)
 
-        async def receive() -> None:
-            while True:
-                try:
-                    data = await sock.recv(stop_at, quiet=True)
-                except TimeoutError:
-                    return
-                except Exception as exc:  # ICMP port unreachable and the like: keep the first
-                    result.failure = result.failure or F.classify(exc)
-                    continue
-                now = loop.time() - start
-                echoes.append((now, len(data)))
-                sent_at = pending.pop(data, None)
-                if sent_at is not None:
-                    pairs.append((sent_at, now))
-                # A marked (STUN-framed) datagram came back if it was echoed, or if the helper
-                # answered it as STUN: either way its transaction id returns.
-                index = marked_payloads.get(data[8:20]) if len(data) >= 20 else None
-                if index is not None:
-                    marked_back.add(index)
+        def echoed(data: bytes) -> None:
+            now = loop.time() - start
+            echoes.append((now, len(data)))
+            sent_at = pending.pop(data, None)
+            if sent_at is not None:
+                pairs.append((sent_at, now))
+            # A marked (STUN-framed) datagram came back if it was echoed, or if the helper
+            # answered it as STUN: either way its transaction id returns.
+            index = marked_payloads.get(data[8:20]) if len(data) >= 20 else None
+            if index is not None:
+                marked_back.add(index)
 
-        receiver = asyncio.create_task(receive())
+        receiver = asyncio.create_task(receive_until(sock, stop_at, result, echoed))
         try:
             for index, (offset, payload) in enumerate(packets):
                 delay = start + offset - loop.time()
@@ -164,8 +173,8 @@ async def replay(
     result.sent_packets, result.sent_bytes = len(sends), sum(s for _, s in sends)
     result.received_packets = min(len(echoes), len(sends))
     result.received_bytes = sum(s for _, s in echoes)
-    result.jitter_ms = round(_jitter(pairs) * 1000, 3)
-    result.intervals = _intervals(sends, echoes, interval)
+    result.jitter_ms = round(interarrival_jitter(pairs) * 1000, 3)
+    result.intervals = interval_rows(sends, echoes, interval)
     if result.failure is None and result.sent_packets and not result.received_packets:
         result.failure = F.TIMEOUT
     trace.event("write_to", txid=txid, t0=t0, address=address, proto="udp",
