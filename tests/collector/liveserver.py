@@ -15,13 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from msgwatch.collector.app import create_app
+from msgwatch.collector.server import uvicorn_config
 from msgwatch.collector.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,18 +127,8 @@ class ThreadServer:
     def __init__(self, settings: Settings, **app_options: Any) -> None:
         self.settings = settings
         self.app = create_app(settings, **app_options)
-        config = uvicorn.Config(
-            self.app,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            timeout_graceful_shutdown=2,
-        )
+        # The production configuration, with a short graceful stop for the tests' teardown.
+        config = uvicorn_config(replace(settings, graceful_seconds=2), app=self.app)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

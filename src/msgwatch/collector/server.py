@@ -49,6 +49,7 @@ import math
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -67,9 +68,11 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def uvicorn_config(settings: Settings, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(settings: Settings, log_level: str = "info", app: Any = None) -> uvicorn.Config:
+    """The server's configuration (the module's notes); ``app``: an already made
+    ``create_app(settings, ...)`` (the tests' in-process servers), else one is made."""
     return uvicorn.Config(
-        create_app(settings),
+        app if app is not None else create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

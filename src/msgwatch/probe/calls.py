@@ -20,8 +20,9 @@ helper's echo:
 - at the same time, one **downstream** pair on the first call port: the helper sends the
   original and the control of one round towards the probe (``POST /v1/udp/send``,
   :mod:`msgwatch.probe.steps.downstream`), one after the other in an order drawn from the seed,
-  from the start (the second once the first is done: within the first two rounds). An echo carries back only what survived the way up; these measure the
-  way down with a full-rate call of its own.
+  from the start (the second once the first is done: within the first two rounds). An echo
+  carries back only what survived the way up; these measure the way down with a full-rate call
+  of its own.
 
 Each replay becomes a target of its own (roles ``replay_original``, ``replay_control``,
 ``replay_plain``, ``replay_neutral``, ``replay_domestic``, ``replay_down_original``,
