@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml scripts/install-system.sh
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/msgwatch demo
+	$(VENV)/bin/msgwatch demo --output out/   # measurements and report in out/ (git-ignored)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -45,6 +45,7 @@ bench: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/calls.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_raw_writes.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_load.py
+	$(VENV)/bin/python benchmarks/cli_startup.py
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info

@@ -29,6 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replay", type=float, default=3.0, help="seconds of each replay")
     parser.add_argument("--step-timeout", type=float, default=2.0)
+    parser.add_argument("--budget-mb", type=float, default=None,
+                        help="the run's byte budget (default: the probe's own default)")  # fmt: skip
     parser.add_argument("--deadline-factor", type=float, default=2.0,
                         help="the probe's deadline is this times the bound")  # fmt: skip
     args = parser.parse_args()
@@ -46,6 +48,8 @@ def main() -> None:
             "--replay-seconds", str(args.replay), "--timeout", str(deadline), "--yes", "--json",
             "--output", str(output),
         ]  # fmt: skip
+        if args.budget_mb is not None:
+            command += ["--budget-mb", str(args.budget_mb)]
         started = time.monotonic()
         done = lab.exec("probe1", command, env=dict(os.environ, MSGWATCH_ALLOWED_NETWORKS=FENCE),
                         capture_output=True, text=True, timeout=deadline + 60)  # fmt: skip
@@ -78,11 +82,28 @@ def main() -> None:
         own = 0 if r.get("direction") == "down" else r["sent_bytes"]
         kinds[kind] = kinds.get(kind, 0) + own + r["received_bytes"]
     moved = data["bytes"]
+    budget = args.budget_mb if args.budget_mb is not None else data.get("budget_mb", 20.0)
     other = moved["sent"] + moved["received"] - sum(kinds.values())
     print(f"bytes: {moved['sent']:,} sent, {moved['received']:,} received "
-          f"({(moved['sent'] + moved['received']) / 1e6:.1f} MB; budget 20 MB)")  # fmt: skip
+          f"({(moved['sent'] + moved['received']) / 1e6:.1f} MB; budget {budget:g} MB)")  # fmt: skip
     print("  " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sorted(kinds.items()))
           + f", everything else (steps, the helpers' control API) {other / 1e6:.2f} MB")  # fmt: skip
+    why: dict[str, int] = {}
+    for r in cut:
+        key = f"{r['role'].removeprefix('replay_')}: {r['failure'] or 'nothing sent'}"
+        why[key] = why.get(key, 0) + 1
+    if why:
+        print("  cut short: " + ", ".join(f"{k} x{v}" for k, v in sorted(why.items())))
+    confirmed = {
+        (m["input"] or m["test_keys"].get("service", "?"), r.get("function", "?"))
+        for m in measurements
+        for r in m["test_keys"].get("msgwatch_replays", [])
+        if r.get("attempt") == 2
+    }
+    print(
+        f"confirmation runs: {len(confirmed)} of {len(verdicts)} functions"
+        + (f" ({', '.join(sorted(f'{s}/{f}' for s, f in confirmed))})" if confirmed else "")
+    )
     print(f"verdicts: {counts}")
 
 

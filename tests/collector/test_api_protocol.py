@@ -83,11 +83,19 @@ def test_add_without_key_uses_the_content(client: Client) -> None:
     # the key is sha256 of the canonical JSON: a batch item without a key meets the same one
     canonical = orjson.dumps(measurement, option=orjson.OPT_SORT_KEYS)
     key = "sha256:" + hashlib.sha256(canonical).hexdigest()
-    batch = client.post(
-        "/api/v1/submit", {"measurements": [{"idempotency_key": key, "measurement": measurement}]}
-    )
+    batch = client.post("/api/v1/submit", {"measurements": [{"measurement": measurement}]})
     assert batch.json()["results"][0]["status"] == "duplicate"
+    assert batch.json()["results"][0]["idempotency_key"] == key
     assert batch.json()["results"][0]["measurement_uid"] == first.json()["measurement_uid"]
+    # ... and that namespace is the collector's: a client may not take a key in it (issue 9)
+    other = envelope(input="https://example.org/not-yet-sent")
+    taken = "sha256:" + hashlib.sha256(orjson.dumps(other, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    refused = client.post(
+        "/api/v1/submit", {"measurements": [{"idempotency_key": taken, "measurement": envelope()}]}
+    )
+    assert refused.json()["results"][0]["error"] == "bad_idempotency_key"
+    assert client.add(envelope(input="x"), key=taken).json()["error"] == "bad_idempotency_key"
+    assert client.add(other).json()["status"] == "stored"  # not pre-empted
 
 
 def test_probe_ip_and_cc_are_normalised(client: Client) -> None:

@@ -8,6 +8,7 @@ Needs root (``mount -t tmpfs``); the mount is undone in the fixture's teardown.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import random
 import subprocess
@@ -138,7 +139,8 @@ def test_read_only_archive_then_writable_again(
     tiny_archive: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     archive = tiny_archive / "archive"
-    with thread_server(_settings(tiny_archive, backend, request)) as server:
+    settings = dataclasses.replace(_settings(tiny_archive, backend, request), admin_token="adm")
+    with thread_server(settings) as server:
         client = server.client()
         first = client.add(envelope(), key="before")
         assert first.status == 200
@@ -147,7 +149,10 @@ def test_read_only_archive_then_writable_again(
             unavailable(client.add(envelope(input="during"), key="during"))
             health = client.get("/health")
             assert health.status == 503
-            assert "read-only" in health.json()["detail"]
+            assert "read-only" not in health.body.decode()  # the public sees only the status
+            health = client.get("/health", headers={"Authorization": "Bearer adm"})
+            assert health.status == 503
+            assert "read-only" in health.json()["detail"]  # the operator sees the cause
             # reads still work
             uid = first.json()["measurement_uid"]
             assert client.get(f"/api/v1/measurements/{uid}").status == 200

@@ -187,3 +187,54 @@ def test_input_keeps_its_json_type() -> None:
     assert input_json("https://web.whatsapp.com/") == '"https://web.whatsapp.com/"'
     assert orjson.loads(input_json(["a", "b"]) or "") == ["a", "b"]
     assert input_json(2**70) == '"1180591620717411303424"'  # beyond orjson: kept as text
+
+
+# --- issue 9, item 5: what one measurement may carry into the index -------------------------------
+
+
+def _entry(n: int, **changes: Any) -> dict[str, Any]:
+    entry = {"service": "whatsapp", "function": "voice", "verdict": "blocked", "mechanism": "x"}
+    entry["mechanism"] = f"udp.timeout.{n}"
+    entry.update(changes)
+    return entry
+
+
+def test_the_verdict_rows_of_one_measurement_are_bounded() -> None:
+    from msgwatch.collector.summary import MAX_VERDICTS
+
+    entries = [_entry(n) for n in range(100_000)]
+    rows = verdicts_of(
+        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_verdicts": entries}}
+    )
+    assert len(rows) == MAX_VERDICTS
+    assert [r.mechanism for r in rows] == [f"udp.timeout.{n}" for n in range(MAX_VERDICTS)]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"verdict": "blokced"},
+        {"verdict": "BLOCKED"},
+        {"function": "voyce"},
+        {"service": "What's App"},
+        {"service": "w" * 64},
+        {"service": ""},
+    ],
+)
+def test_verdict_rows_outside_the_vocabulary_are_not_indexed(changes: dict[str, Any]) -> None:
+    entries = [_entry(0, **changes), _entry(1)]
+    rows = verdicts_of(
+        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_verdicts": entries}}
+    )
+    assert [r.mechanism for r in rows] == ["udp.timeout.1"]
+
+
+def test_the_vocabulary_is_the_probes() -> None:
+    import typing
+
+    from msgwatch.catalogue.schema import FUNCTIONS
+    from msgwatch.collector.summary import INDEXED_FUNCTIONS, INDEXED_VERDICTS
+    from msgwatch.verdicts.rules import Verdict
+
+    assert set(INDEXED_VERDICTS) == set(typing.get_args(Verdict))
+    assert set(INDEXED_FUNCTIONS) == set(FUNCTIONS)

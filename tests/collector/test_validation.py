@@ -274,7 +274,7 @@ def test_open_report_refuses_other_formats() -> None:
     assert info.value.reason == "missing_key"
 
 
-@pytest.mark.parametrize("key", ["a", "probe.0123:abc-DEF_9", "k" * 128, "sha256:" + "0" * 64])
+@pytest.mark.parametrize("key", ["a", "probe.0123:abc-DEF_9", "k" * 128, "SHA256:" + "0" * 64])
 def test_good_idempotency_keys(key: str) -> None:
     assert models.check_idempotency_key(key) == key
 
@@ -544,3 +544,145 @@ def test_random_batches_never_raise_anything_but_a_rejection(raw: bytes) -> None
         return
     for item in items:
         assert isinstance(item, models.BatchItem | models.BatchRefusal)
+
+
+# --- issue 9: escaped addresses, keys left alone, the reserved key namespace, exact patterns -------
+
+
+def _escaped(text: str, chars: str) -> str:
+    """``text`` as JSON string content with each character of ``chars`` written as ``\\uXXXX``."""
+    return "".join(f"\\u{ord(c):04x}" if c in chars else c for c in text)
+
+
+@pytest.mark.parametrize(
+    ("client", "written"),
+    [
+        ("203.0.113.7", _escaped("203.0.113.7", ".")),
+        ("203.0.113.7", _escaped("203.0.113.7", "0123456789.")),
+        ("203.0.113.7", _escaped("203.0.113.7", ".").upper().replace("\\U", "\\u")),
+        ("2001:db8::7", _escaped("2001:db8::7", ":")),
+        ("2001:db8::7", _escaped("2001:DB8::7", "DB")),
+    ],
+)
+def test_json_escaped_client_address_is_scrubbed(client: str, written: str) -> None:
+    raw = (
+        b'{"test_name": "t", "measurement_start_time": "2024-01-02 03:04:05", "test_keys": '
+        b'{"body": "you are ' + written.encode() + b'", "' + written.encode() + b'": 1}, '
+        b'"software_name": "s", "software_version": "1"}'
+    )
+    assert client.encode() not in raw  # the escapes hide it from a byte-level search
+    clean = models.parse_measurement(raw, client=client)
+    text = json.dumps(clean).lower()
+    assert client.lower() not in text
+    assert clean["test_keys"] == {"body": "you are 127.0.0.1", "127.0.0.1": 1}
+
+
+def test_escapes_of_other_characters_keep_the_fast_path_exact() -> None:
+    raw = orjson.dumps(envelope(test_keys={"html": "<p>203.0.113.70</p>"})).replace(
+        b"<", b"\\u003c"
+    )
+    clean = models.parse_measurement(raw, client="203.0.113.7")
+    assert clean["test_keys"] == {"html": "<p>203.0.113.70</p>"}
+
+
+def test_batch_idempotency_keys_are_never_rewritten_by_the_scrub() -> None:
+    client = "10.1.2.3"
+    raw = orjson.dumps(
+        {
+            "measurements": [
+                {"idempotency_key": "10.1.2.3:a", "measurement": envelope(input="10.1.2.3")},
+                {"idempotency_key": "127.0.0.1:a", "measurement": envelope(input="x")},
+                {"idempotency_key": "10.1.2.3:b", "measurement": envelope(probe_asn="bad")},
+            ]
+        }
+    )
+    items = models.parse_batch(raw, client=client)
+    assert [item.idempotency_key for item in items] == ["10.1.2.3:a", "127.0.0.1:a", "10.1.2.3:b"]
+    assert isinstance(items[0], models.BatchItem) and items[0].measurement["input"] == "127.0.0.1"
+    assert isinstance(items[2], models.BatchRefusal)
+
+
+@pytest.mark.parametrize("key", ["sha256:" + "0" * 64, "sha256:x", "sha256:"])
+def test_the_content_key_namespace_is_reserved(key: str) -> None:
+    with pytest.raises(Rejection) as info:
+        models.check_idempotency_key(key)
+    assert info.value.reason == "bad_idempotency_key"
+    raw = orjson.dumps({"measurements": [{"idempotency_key": key, "measurement": envelope()}]})
+    (item,) = models.parse_batch(raw)
+    assert isinstance(item, models.BatchRefusal)
+    assert item.rejection.reason == "bad_idempotency_key" and item.idempotency_key == key
+    # other keys that merely look alike are the client's own
+    for own in ("SHA256:abc", "sha256x", "my.sha256:abc"):
+        assert models.check_idempotency_key(own) == own
+
+
+def _calendar_ok(text: str) -> bool:
+    try:
+        models.check_time(text)
+    except Rejection:
+        return False
+    return True
+
+
+@given(
+    st.tuples(
+        st.integers(0, 10000),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 60),
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_the_documented_time_pattern_is_the_validation(parts: tuple[int, ...]) -> None:
+    year, month, day, hour, minute, second = parts
+    text = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+    if year > 9999:
+        text = text[1:]
+    assert bool(models.TIME_PATTERN.fullmatch(text)) == _calendar_ok(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-02-29 00:00:00", "2000-02-29 00:00:00", "1900-02-28 23:59:59", "0004-02-29 00:00:00"],
+)
+def test_leap_days_match_the_pattern(text: str) -> None:
+    assert models.TIME_PATTERN.fullmatch(text) and _calendar_ok(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2023-02-29 00:00:00", "1900-02-29 00:00:00", "0000-01-01 00:00:00", "2026-68-01 00:00:00"],
+)
+def test_impossible_dates_match_neither(text: str) -> None:
+    assert not models.TIME_PATTERN.fullmatch(text) and not _calendar_ok(text)
+
+
+@given(st.integers(0, 10**10 + 5) | st.sampled_from([4294967295, 4294967296, 4294967299]))
+def test_the_documented_asn_pattern_is_the_validation(number: int) -> None:
+    for text in (f"AS{number}", f"AS0{number}"):
+        try:
+            models.check_asn(text)
+            valid = True
+        except Rejection:
+            valid = False
+        assert bool(models.ASN_PATTERN.fullmatch(text)) == valid
+
+
+@pytest.mark.parametrize("key", ["test_version", "data_format_version"])
+@pytest.mark.parametrize("value", [{}, [], 3, True])
+def test_open_report_optional_fields_have_their_documented_type(key: str, value: Any) -> None:
+    body = {
+        "probe_asn": "AS1",
+        "probe_cc": "IT",
+        "software_name": "s",
+        "software_version": "1",
+        "test_name": "t",
+        key: value,
+    }
+    with pytest.raises(Rejection) as info:
+        models.parse_open_report(orjson.dumps(body))
+    assert info.value.reason == "bad_type"
+    body[key] = None
+    models.parse_open_report(orjson.dumps(body))

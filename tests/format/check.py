@@ -107,7 +107,9 @@ def problems(m: dict[str, Any], *, msgwatch: bool = True) -> list[str]:
     functions = {f["function"] for f in keys.get("msgwatch_functions", [])}
     for i, v in enumerate(keys["msgwatch_verdicts"]):
         where = f"test_keys.msgwatch_verdicts[{i}]"
-        if v.get("verdict") not in ("ok", "blocked", "inconclusive", "throttled", "degraded"):
+        if v.get("verdict") not in (
+            "ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured",
+        ):  # fmt: skip
             out.append(f"{where}: verdict {v.get('verdict')!r}")
         if v.get("verdict") == "ok" and v.get("mechanism") is not None:
             out.append(f"{where}: an ok verdict has a mechanism")

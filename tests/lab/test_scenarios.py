@@ -43,7 +43,11 @@ def test_scenario_matches_ground_truth(
 ) -> None:
     scenario = load_scenario(name)
     if scenario.probe_gap:
-        request.applymarker(pytest.mark.xfail(reason=scenario.probe_gap, strict=True))
+        # A scenario whose censor tosses coins (random_drop) can match its ground truth by
+        # chance (issue 9: each failed chain is retried once, so an intermittent path reads
+        # degraded when the coins differ): its expected failure cannot be strict.
+        tossed = any(r.type == "random_drop" for p in scenario.phase for r in p.rule)
+        request.applymarker(pytest.mark.xfail(reason=scenario.probe_gap, strict=not tossed))
     run = run_scenario(scenario, tmp_path)
     assert run.rows, "the probe returned no verdicts"
     assert_conforms([m for r in run.runs for m in r.measurements])

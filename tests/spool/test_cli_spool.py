@@ -22,7 +22,9 @@ from tests.spool import fake_collector, small_catalogue
 DOWN = "http://192.0.2.1:9"
 """Outside the fence (tests/conftest.py): refused at once, and never retried, so no backoff waits
 (the CLI sleeps for real; tests/spool/test_submit.py injects the sleep)."""
-RUN_KEYS = {"verdicts", "output", "bytes", "spool", "submission", "run"}
+ENVELOPE = {"command", "status", "error"}
+"""Every --json answer's common keys (msgwatch.cli.envelope)."""
+RUN_KEYS = ENVELOPE | {"verdicts", "output", "bytes", "spool", "submission", "run"}
 
 
 def _run(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> Any:
@@ -40,7 +42,7 @@ def test_run_spools_then_submits(tmp_path: Path) -> None:
         result = _run(tmp_path, "--collector", fake.url)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert set(data) == RUN_KEYS
+    assert set(data) >= RUN_KEYS  # other keys may join (e.g. "network")
     assert data["spool"] == {"state_dir": str(tmp_path / "state"), "spooled": 1, "pending": 0}
     submission = data["submission"]
     assert submission["ok"] and submission["stored"] == 1 and submission["remaining"] == 0
@@ -120,7 +122,7 @@ def test_run_every_prints_one_json_line_per_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [line["run"]["index"] for line in lines] == [0, 1, 2]
-    assert all(set(line) == RUN_KEYS for line in lines)
+    assert all(set(line) >= RUN_KEYS for line in lines)
     assert lines[-1]["spool"]["pending"] == 3
 
 
@@ -144,8 +146,9 @@ def test_spool_status_json_and_text(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["spool", "status", "--state-dir", str(state), "--json"])
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
-    assert set(status) == {"state_dir", "pending", "last_submission", "submitted",
-                           "rejected", "probe_id"}  # fmt: skip
+    assert set(status) == ENVELOPE | {"state_dir", "pending", "last_submission", "submitted",
+                                      "rejected", "probe_id"}  # fmt: skip
+    assert (status["command"], status["status"], status["error"]) == ("spool status", 0, None)
     assert re.fullmatch(r"[0-9a-f]{32}", status["probe_id"])
     pending = status["pending"]
     assert set(pending) == {"count", "bytes", "oldest", "attempted", "max_attempts",
@@ -178,8 +181,15 @@ def test_spool_status_counts_across_ledger_rotations(tmp_path: Path) -> None:
 
 
 def test_spool_status_uses_the_environment(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["spool", "status", "--json"],
-                                env={"MSGWATCH_STATE_DIR": str(tmp_path / "env")})  # fmt: skip
+    env = {"MSGWATCH_STATE_DIR": str(tmp_path / "env")}
+    missing = CliRunner().invoke(cli, ["spool", "status", "--json"], env=env)
+    assert missing.exit_code == 4
+    assert (
+        f"no state directory at {tmp_path / 'env'}"
+        in json.loads(missing.stdout)["error"]["message"]
+    )
+    (tmp_path / "env").mkdir()
+    result = CliRunner().invoke(cli, ["spool", "status", "--json"], env=env)
     assert json.loads(result.output)["state_dir"] == str(tmp_path / "env")
 
 
@@ -198,6 +208,7 @@ def test_submit_command(tmp_path: Path) -> None:
     )
     assert failed.exit_code == 6
     assert json.loads(failed.output)["remaining"] == 2
+    assert json.loads(failed.output)["status"] == 6
     with fake_collector() as fake:
         done = runner.invoke(cli, ["submit", "--state-dir", str(state), "--json",
                                    "--collector", down, "--collector", fake.url])  # fmt: skip

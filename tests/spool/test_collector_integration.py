@@ -216,6 +216,7 @@ def test_tokens(tmp_path: Path) -> None:
     tokens.write_text("probe-token-1\n")
     token_file = tmp_path / "mine"
     token_file.write_text("probe-token-1\n")
+    token_file.chmod(0o600)  # a token file anyone may read is refused
     state = tmp_path / "state"
     _spool_fixture(Spool(state), 2)
     runner = CliRunner()

@@ -286,6 +286,13 @@ def test_collector_urls_from_options_or_environment() -> None:
 def test_read_token(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("abc123\n")
+    path.chmod(0o600)
+    assert read_token(path) == "abc123"
+    for mode in (0o644, 0o640, 0o604, 0o620):  # like ssh: any access but the owner's is refused
+        path.chmod(mode)
+        with pytest.raises(ValueError, match=rf"mode 0{mode:o}.*chmod 600 {path}"):
+            read_token(path)
+    path.chmod(0o400)
     assert read_token(path) == "abc123"
     path.write_text("\n")
     with pytest.raises(ValueError):

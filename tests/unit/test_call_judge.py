@@ -311,16 +311,21 @@ def test_direction_ignores_unusable_flows() -> None:
 
 def _with_downstream(
     m: dict[str, Any], original: tuple[int, int], control: tuple[int, int], *,
-    sent: int | None = None, marked: tuple[int, int] = (0, 0),
+    sent: int | None = None, marked: tuple[int, int] = (0, 0), rounds: int = 2,
 ) -> dict[str, Any]:  # fmt: skip
-    """Add the downstream pair: (announced, received) each; the helper says it sent ``sent`` of
-    each (default: all it announced)."""
+    """Add the downstream pairs, ``rounds`` of them alike: (announced, received) each; the helper
+    says it sent ``sent`` of each (default: all it announced)."""
     keys = m["test_keys"]
-    for txid, role, (announced, got), mark in (
-        (20, "replay_down_original", original, marked),
-        (21, "replay_down_control", control, (marked[0], marked[0])),
-    ):
-        record = _replay(txid, role, announced, got, marked=mark) | {"direction": "down"}
+    for txid, role, (announced, got), mark, number in (
+        (20 + 2 * k + i, role, counts, mark, k + 1)
+        for k in range(rounds)
+        for i, (role, counts, mark) in enumerate((
+            ("replay_down_original", original, marked),
+            ("replay_down_control", control, (marked[0], marked[0])),
+        ))
+    ):  # fmt: skip
+        record = _replay(txid, role, announced, got, marked=mark) | {"direction": "down",
+                                                                    "round": number}  # fmt: skip
         tx = announced if sent is None else sent
         record["helper"] = _helper(3, tx + 3, _declined()) | {
             "originated": {"tx_packets": tx, "tx_bytes": tx * 100, "over_limits": announced - tx,

@@ -124,13 +124,13 @@ def test_a_clear_comparison_is_not_replayed_again(rounds: int) -> None:
     done = asyncio.run(scenario())
     roles = sorted(role for role, _ in done)
     assert roles == sorted(["replay_original", "replay_control"] * rounds
-                           + ["replay_plain", "replay_neutral", "replay_down_original",
-                              "replay_down_control"])  # fmt: skip
+                           + ["replay_plain", "replay_neutral"]
+                           + ["replay_down_original", "replay_down_control"] * 2)  # fmt: skip
     assert {r["attempt"] for r in trace.replays} == {1}
     # No control API on this echo server: the counts are missing, and say why.
     assert all(r["helper"]["failure"] == "connection_refused" for r in trace.replays
                if r.get("direction") != "down")  # fmt: skip
     # Nor can it send downstream: those fail before anything is counted.
     down = [r for r in trace.replays if r.get("direction") == "down"]
-    assert [r["send_failure"] for r in down] == ["connection_refused"] * 2
+    assert [r["send_failure"] for r in down] == ["connection_refused"] * 4
     assert all(r["sent_packets"] == 0 and "helper" not in r for r in down)

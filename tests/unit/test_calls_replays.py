@@ -106,7 +106,8 @@ def test_rounds_plain_echoes_and_the_helpers_counts() -> None:
     replays = keys["msgwatch_replays"]
     roles = sorted((r["role"], r["round"]) for r in replays)
     assert roles == [("replay_control", 1), ("replay_control", 2), ("replay_control", 3),
-                     ("replay_down_control", None), ("replay_down_original", None),
+                     ("replay_down_control", 1), ("replay_down_control", 2),
+                     ("replay_down_original", 1), ("replay_down_original", 2),
                      ("replay_neutral", None), ("replay_original", 1), ("replay_original", 2),
                      ("replay_original", 3), ("replay_plain", None), ("replay_plain", None)]  # fmt: skip
     ports = keys["msgwatch_functions"][0]["call_ports"]

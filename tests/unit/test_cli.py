@@ -36,7 +36,9 @@ def _catalogue(tmp_path: Path, body: str | None = None, name: str = "svc") -> Pa
 def test_catalogue_list_json_lists_every_shipped_service() -> None:
     result = CliRunner().invoke(cli, ["catalogue", "list", "--json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)
+    data = json.loads(result.output)
+    assert (data["command"], data["status"], data["error"]) == ("catalogue list", 0, None)
+    rows = data["services"]
     assert [r["service"] for r in rows] == [s.id for s in load_catalogue().services]
     assert all(set(r) == {"service", "functions"} and r["functions"] for r in rows)
 

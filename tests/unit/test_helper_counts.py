@@ -89,8 +89,8 @@ def test_helper_flows_brings_the_helpers_declines() -> None:
         async with running(config(budget_bytes=2_000)) as helper:
             target, control = helper.bound["udp"][0], helper.bound["control"][0]
             client = await UDPClient.open(target, source="127.0.0.1")
-            for _ in range(20):
-                client.send(b"d" * 500)
+            for i in range(20):  # distinct: the helper declines a third copy as an echo's
+                client.send(bytes([i]) + b"d" * 499)
                 await asyncio.sleep(0)
             await client.wait_for(20, timeout=0.3)
             trace = Trace()

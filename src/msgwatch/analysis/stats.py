@@ -185,6 +185,15 @@ def two_proportion_z(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float]:
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
+def loses_more(lost_a: int, sent_a: int, lost_b: int, sent_b: int) -> tuple[bool, float]:
+    """Whether ``a`` lost significantly more than ``b``, by the loss rule of
+    :func:`compare_replays` (pooled two-proportion z test at p < :data:`LOSS_ALPHA`, and at least
+    :data:`LOSS_MIN_DIFFERENCE` apart): (answer, two-sided p). Every comparison of two kinds of
+    replay goes through a test like this one, never through two thresholds alone."""
+    _, p = two_proportion_z(lost_a, sent_a, lost_b, sent_b)
+    return p < LOSS_ALPHA and lost_a / sent_a - lost_b / sent_b >= LOSS_MIN_DIFFERENCE, p
+
+
 def jitter(arrivals: Sequence[tuple[float, float]]) -> float:
     """RFC 3550 interarrival jitter (§6.4.1, A.8), in seconds.
 

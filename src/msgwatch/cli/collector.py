@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from msgwatch.cli.main import EXIT_OUTPUT, EXIT_USAGE, _err, cli
+from msgwatch.cli.main import EXIT_OUTPUT, EXIT_SERVICE, EXIT_USAGE, _err, cli
 
 
 @cli.group("collector")
@@ -78,6 +78,39 @@ def collector_group() -> None:
     "rounded up); those still running then are answered 503.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_MAX_CONNECTIONS",
+    help="Client connections held at once; when full, the one waiting longest for a request "
+    "head is closed to make room.",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_MAX_CONNECTIONS_PER_CLIENT",
+    help="Client connections held at once per address (IPv6: per /64); proxies of "
+    "--forwarded-allow-ips are exempt.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10,
+    show_default=True,
+    envvar="MSGWATCH_COLLECTOR_HEADER_TIMEOUT",
+    help="Seconds a request head may take to arrive; a slower connection is closed.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    metavar="ADDRS",
+    envvar="MSGWATCH_FORWARDED_ALLOW_IPS",
+    help="Reverse-proxy addresses or networks (comma-separated) whose X-Forwarded-For names the "
+    "client (scrubbed from bodies, rate-limited); from anyone else it is ignored [default: none].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -92,12 +125,18 @@ def serve_command(
     admin_token: str | None,
     rate_limit: float,
     graceful_seconds: float,
+    max_connections: int,
+    max_connections_per_client: int,
+    header_timeout: float,
+    forwarded_allow_ips: str | None,
     log_level: str,
 ) -> None:
     """Serve the collector until SIGTERM or SIGINT."""
     from msgwatch.collector.auth import TokenFileError, read_tokens
     from msgwatch.collector.server import configure_logging, serve
     from msgwatch.collector.settings import Settings, default_data_dir
+    from msgwatch.collector.startup import StartupError, preflight
+    from msgwatch.collector.transport import parse_networks
 
     if probe_tokens is not None:
         try:
@@ -106,6 +145,11 @@ def serve_command(
             raise _err(str(exc), EXIT_USAGE) from exc
     if database is not None and not database.startswith(("postgresql://", "postgres://")):
         raise _err("--database takes a postgresql:// URL", EXIT_USAGE)
+    proxies = tuple((forwarded_allow_ips or "").replace(",", " ").split())
+    try:
+        parse_networks(proxies)
+    except ValueError as exc:
+        raise _err(f"--forwarded-allow-ips: {exc}", EXIT_USAGE) from exc
     settings = Settings(
         data_dir=data_dir or default_data_dir(),
         database=database or None,
@@ -115,10 +159,23 @@ def serve_command(
         admin_token=admin_token or None,
         rate_limit=rate_limit,
         graceful_seconds=graceful_seconds,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+        header_timeout=header_timeout,
+        forwarded_allow_ips=proxies,
     )
+    try:  # the causes an operator can fix, in one line, before anything starts (startup.py)
+        preflight(settings.host, settings.port, settings.data_dir, settings.database)
+    except StartupError as exc:
+        click.echo(f"msgwatch: {exc}", err=True)  # one line at any terminal width
+        raise click.exceptions.Exit(EXIT_SERVICE) from exc
     configure_logging(log_level)
-    if not serve(settings, log_level):
-        raise _err("the collector did not start (see the log above)", EXIT_OUTPUT)
+    try:
+        started = serve(settings, log_level)
+    except SystemExit:  # uvicorn's exit on a failed start; the cause is logged, in one line
+        started = False
+    if not started:
+        raise _err("the collector did not start (the cause is logged above)", EXIT_SERVICE)
 
 
 @cli.command("export")

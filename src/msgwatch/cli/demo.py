@@ -8,26 +8,27 @@ mini-Internet. The fence is set to loopback: nothing the demo does can leave the
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from msgwatch.catalogue import load_catalogue
+from msgwatch.cli.envelope import emit
 from msgwatch.cli.main import (
     EXIT_ENVIRONMENT,
+    EXIT_MISMATCH,
+    EXIT_OUTPUT,
     _err,
-    default_output,
     execute,
+    output_path,
     parse_hostport,
     write_jsonl,
 )
-from msgwatch.cli.render import verdict_cell
+from msgwatch.cli.output import explain
+from msgwatch.cli.render import comparison_table
 from msgwatch.probe.chains import ChainConfig
 from msgwatch.probe.net import FENCE_VARIABLE
 from msgwatch.probe.runner import RunConfig
@@ -55,7 +56,7 @@ def compare(expected: list[Any], verdicts: list[dict[str, Any]]) -> list[dict[st
     return rows
 
 
-def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
+def run_demo(timeout: float, output: str | None, as_json: bool) -> None:
     # Loopback only, unless a caller already fenced the process (the tests fence it to the lab).
     os.environ.setdefault(FENCE_VARIABLE, "127.0.0.0/8")
     try:
@@ -65,14 +66,15 @@ def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
     console = Console(stderr=as_json)
     try:
         with MiniInternet() as net:
+            catalogue = load_catalogue(net.catalogue_dir)
             if not as_json:
                 console.print(
                     "A mini-Internet is up on loopback: dnsmasq (DNS), nginx (HTTPS with its own "
-                    "CA) and coturn (STUN/TURN), serving a catalogue of six services. Some of it "
-                    "is broken on purpose, the way censors break things. The probe below is the "
-                    "one `msgwatch run` uses; only its catalogue, resolver and CA point here."
+                    f"CA) and coturn (STUN/TURN), serving a catalogue of {len(catalogue.services)} "
+                    "services. Some of it is broken on purpose, the way censors break things. The "
+                    "probe below is the one `msgwatch run` uses; only its catalogue, resolver and "
+                    "CA point here."
                 )
-            catalogue = load_catalogue(net.catalogue_dir)
             config = RunConfig(
                 chain=ChainConfig(
                     resolver=parse_hostport(net.resolver), ca_bundle=str(net.ca_bundle)
@@ -83,30 +85,24 @@ def run_demo(timeout: float, output: Path | None, as_json: bool) -> None:
             expected = list(net.expected)
     except (RuntimeError, OSError) as exc:
         raise _err(str(exc), EXIT_ENVIRONMENT) from exc
-    path = output or default_output()
-    write_jsonl(path, [r.measurement for r in results])
+    path = output_path(output, prefix="msgwatch-demo")  # the --output rule: msgwatch.cli.output
+    try:
+        write_jsonl(path, [r.measurement for r in results])
+    except OSError as exc:
+        where = explain(exc, "choose another --output")
+        raise _err(f"cannot write {path}: {where}", EXIT_OUTPUT) from exc
     rows = compare(expected, [v for r in results for v in r.verdicts])
     matched = sum(1 for r in rows if r["match"])
+    status = 0 if matched == len(rows) else EXIT_MISMATCH
     if as_json:
-        click.echo(json.dumps({"results": rows, "matched": matched, "total": len(rows),
-                               "output": str(path)}))  # fmt: skip
-        return
-    table = Table(title="msgwatch demo: verdicts against the ground truth", title_justify="left")
-    for column in ("service", "function", "expected", "measured", "mechanism", "match"):
-        table.add_column(column, no_wrap=True)
-    for r in rows:
-        table.add_row(
-            escape(r["service"]),
-            escape(r["function"]),
-            verdict_cell(r["expected"]),
-            verdict_cell(r["verdict"]),
-            escape(str(r["mechanism"] or "")),
-            "[green]yes[/]" if r["match"] else "[bold red]NO[/]",
-        )
-    console.print(table)
+        emit({"results": rows, "matched": matched, "total": len(rows), "output": str(path)},
+             status=status)  # fmt: skip
+        raise click.exceptions.Exit(status)
+    console.print(comparison_table(rows, "msgwatch demo: verdicts against the ground truth"))
     console.print("What was broken on purpose, and what the probe had to see:")
     for r in rows:
         if r["expected"] != "ok":
             console.print(f"  {escape(r['service'])}/{escape(r['function'])}: {escape(r['why'])}")
     console.print(f"{matched} of {len(rows)} verdicts match the ground truth.")
     console.print(f"Measurements (OONI format, one per service): {escape(str(path))}")
+    raise click.exceptions.Exit(status)

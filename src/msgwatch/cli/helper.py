@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 
 import click
 
 from msgwatch.cli.main import EXIT_ENVIRONMENT, EXIT_USAGE, _err, cli, parse_hostport
 
-DEFAULT_PORTS = "443,596,3478-3481,8801,10000,19302,40000"
+DEFAULT_PORTS = "443,596,3478-3481,4244,5242-5243,7985,7987,8801,10000,19302,40000,50001"
 
 
 def parse_ports(text: str) -> list[int]:
@@ -119,7 +117,7 @@ def helper_group() -> None:
 @click.option(
     "--send-per-minute",
     type=click.IntRange(1, 10_000),
-    default=60,
+    default=120,
     show_default=True,
     help="/v1/udp/send calls (downstream replays) a minute per client.",
 )
@@ -182,6 +180,9 @@ def serve_command(
     if not (config.udp_endpoints() or config.tcp_endpoints() or config.control_endpoints()
             or config.mtproto_listen or config.whatsapp_listen):  # fmt: skip
         raise _err("nothing to serve: give ports or --udp-listen/--tcp-listen", EXIT_USAGE)
+    import asyncio
+    import logging
+
     logging.basicConfig(
         stream=sys.stderr,
         level=log_level.upper(),

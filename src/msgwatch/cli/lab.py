@@ -6,72 +6,95 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from msgwatch.cli.main import EXIT_ENVIRONMENT, EXIT_USAGE, _err, cli
-from msgwatch.cli.render import verdict_cell
-from msgwatch.lab.scenario import Scenario, ScenarioError, list_scenarios, load_scenario
-from msgwatch.probe.net import FENCE_VARIABLE
+from msgwatch.cli.envelope import emit
+from msgwatch.cli.main import (
+    EXIT_ENVIRONMENT,
+    EXIT_MISMATCH,
+    EXIT_OUTPUT,
+    EXIT_USAGE,
+    OUTPUT_HELP,
+    _err,
+    cli,
+)
+from msgwatch.cli.names import complete_scenarios, did_you_mean, scenario_names
+from msgwatch.cli.render import comparison_table
+from msgwatch.report.tables import Column, FitTable
+
+if TYPE_CHECKING:  # the lab is imported by the commands that use it (`msgwatch --help` stays fast)
+    from msgwatch.lab.scenario import Scenario
 
 LAB_FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
 
 
 def _scenario(name: str) -> Scenario:
+    from msgwatch.lab.scenario import ScenarioError, load_scenario
+
     try:
         return load_scenario(name)
     except ScenarioError as exc:
-        raise _err(str(exc), EXIT_USAGE) from exc
+        hint = "" if Path(name).suffix else did_you_mean([name], scenario_names())
+        raise _err(f"{exc}{hint}", EXIT_USAGE) from exc
 
 
 def _need_root() -> None:
     if os.geteuid() != 0:
-        raise _err("the lab makes network namespaces: run it as root", EXIT_ENVIRONMENT)
+        raise _err(
+            "the lab makes network namespaces: run it as root (sudo msgwatch ...)",
+            EXIT_ENVIRONMENT,
+        )
 
 
-def results_table(rows: list[dict[str, Any]], title: str) -> Table:
-    phased = len({r["phase"] for r in rows}) > 1
-    table = Table(title=title, title_justify="left")
-    columns = ("isp", "service", "function", "expected", "measured", "mechanism", "match")
-    for column in ("phase", *columns) if phased else columns:
-        table.add_column(column, no_wrap=True)
-    for r in rows:
-        cells = [
-            r["isp"],
-            escape(r["service"]),
-            escape(r["function"]),
-            verdict_cell(r["expected"]),
-            verdict_cell(r["verdict"]),
-            escape(str(r["mechanism"] or "")),
-            "[green]yes[/]" if r["match"] else "[bold red]NO[/]",
-        ]
-        table.add_row(*([escape(r["phase"])] if phased else []), *cells)
-    return table
+def results_table(rows: list[dict[str, Any]], title: str) -> FitTable:
+    return comparison_table(rows, title)
 
 
-def run_and_report(scenario: Scenario, output: Path | None, as_json: bool) -> dict[str, Any]:
-    """``lab run``: the scenario end to end; measurements and an HTML report in ``output``."""
+def run_and_report(
+    scenario: Scenario, output: str | None, as_json: bool, work_dir: str | None = None
+) -> dict[str, Any]:
+    """``lab run``: the scenario end to end. What one would publish goes where ``--output`` says
+    (msgwatch.cli.output: the measurements of every phase and ISP in one JSONL file, the HTML
+    report beside it); the run's internals (each lab probe's state and spool, the rulesets, an
+    observatory's collector: msgwatch.lab.run's ``internal/``) go to ``work_dir``, else to a
+    private temporary directory that is removed when the run succeeds and kept, and named, when
+    it fails."""
+    import shutil
+
+    from msgwatch.cli.main import output_path
+    from msgwatch.cli.output import explain, report_path, write_jsonl, write_private
     from msgwatch.lab.run import run_scenario
     from msgwatch.lab.topology import LabError
+    from msgwatch.probe.net import FENCE_VARIABLE
     from msgwatch.report.html import scenario_report
 
     _need_root()
     os.environ.setdefault(FENCE_VARIABLE, LAB_FENCE)
-    workdir = output or Path(tempfile.mkdtemp(prefix=f"msgwatch-{scenario.name}-"))
+    measurements = output_path(output, prefix=f"msgwatch-{scenario.name}")
+    report = report_path(measurements)
+    keep = work_dir is not None
+    workdir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="msgwatch-lab-"))
     console = Console(stderr=True)
     say = None if as_json else (lambda text: console.print(f"[dim]{escape(text)}[/]"))
     try:
         run = run_scenario(scenario, workdir, say=say)
     except (LabError, RuntimeError, OSError) as exc:
-        raise _err(str(exc), EXIT_ENVIRONMENT) from exc
-    report = workdir / f"{scenario.name}-report.html"
-    report.write_text(scenario_report(run), encoding="utf-8")
+        raise _err(f"{exc} (the run's internals are in {workdir})", EXIT_ENVIRONMENT) from exc
+    try:
+        write_jsonl(measurements, [m for r in run.runs for m in r.measurements])
+        write_private(report, [scenario_report(run).encode("utf-8")])
+    except OSError as exc:
+        where = explain(exc, "choose another --output")
+        raise _err(f"cannot write {exc.filename or measurements}: {where}", EXIT_OUTPUT) from exc
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     summary = run.summary()
-    summary.update(output=str(workdir), report=str(report), timings=run.timings)
+    summary.update(output=str(measurements), report=str(report), timings=run.timings)
+    summary["internal"] = str(workdir / "internal") if keep else None
     return summary
 
 
@@ -84,6 +107,8 @@ def lab_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def lab_list(as_json: bool) -> None:
     """The shipped scenarios."""
+    from msgwatch.lab.scenario import list_scenarios
+
     scenarios = list_scenarios()
     if as_json:
         rows = [
@@ -91,33 +116,43 @@ def lab_list(as_json: bool) -> None:
              "phases": [p.name for p in s.phase], "probe_gap": s.probe_gap or None}
             for s in scenarios
         ]  # fmt: skip
-        click.echo(json.dumps(rows))
+        emit({"scenarios": rows})
         return
-    table = Table(title="Scenarios", title_justify="left")
-    for column in ("scenario", "title", "phases"):
-        table.add_column(column)
+    table = FitTable(
+        Column("scenario", key=True),
+        Column("title"),
+        Column("phases", justify="right"),
+        title="Scenarios",
+    )
     for s in scenarios:
         table.add_row(s.name, escape(s.title), str(len(s.phase)))
     Console().print(table)
 
 
 @lab_group.command("run")
-@click.argument("scenario")
-@click.option("--output", type=click.Path(file_okay=False), help="Keep measurements (JSONL) here.")
-@click.option("--json", "as_json", is_flag=True)
-def lab_run(scenario: str, output: str | None, as_json: bool) -> None:
-    """Up, probe from every ISP, compare with the ground truth, down."""
+@click.argument("scenario", shell_complete=complete_scenarios)
+@click.option("--output", type=click.Path(), help=OUTPUT_HELP)
+@click.option("--work-dir", type=click.Path(file_okay=False),
+              help="Keep the run's internals (probe state, spools, rulesets, an observatory's "
+                   "collector) here, under internal/ (default: a temporary directory, removed "
+                   "after a successful run).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def lab_run(scenario: str, output: str | None, work_dir: str | None, as_json: bool) -> None:
+    """Up, probe from every ISP, compare with the ground truth, down. Exit status 7 when some
+    verdict differs from the ground truth."""
     chosen = _scenario(scenario)
-    summary = run_and_report(chosen, Path(output) if output else None, as_json)
+    summary = run_and_report(chosen, output, as_json, work_dir)
+    status = 0 if summary["matched"] == summary["total"] else EXIT_MISMATCH
     if as_json:
-        public = {k: summary[k] for k in ("scenario", "results", "matched", "total")}
-        keep = ("isp", "service", "function", "expected", "expected_mechanism", "verdict",
-                "mechanism", "match")  # fmt: skip
+        public = {k: summary[k] for k in ("scenario", "results", "matched", "total", "output",
+                                          "report", "internal")}  # fmt: skip
+        keep = ("phase", "isp", "service", "function", "expected", "expected_mechanism",
+                "verdict", "mechanism", "match")  # fmt: skip
         public["results"] = [{k: r[k] for k in keep} for r in summary["results"]]
         if "observatory" in summary:
             public["observatory"] = summary["observatory"]
-        click.echo(json.dumps(public))
-        return
+        emit(public, status=status)
+        raise click.exceptions.Exit(status)
     console = Console()
     console.print(results_table(summary["results"], f"lab run {chosen.name}: {chosen.title}"))
     console.print(f"{summary['matched']} of {summary['total']} verdicts match the ground truth.")
@@ -130,6 +165,9 @@ def lab_run(scenario: str, output: str | None, as_json: bool) -> None:
             + ("[green]exact[/]" if o["exact"] else "[red]NOT exact[/]")
         )
     console.print(f"Measurements: {escape(summary['output'])}; report: {escape(summary['report'])}")
+    if summary["internal"]:
+        console.print(f"Internals (not for publishing): {escape(summary['internal'])}")
+    raise click.exceptions.Exit(status)
 
 
 @lab_group.command("gc")
@@ -142,52 +180,44 @@ def lab_gc() -> None:
     click.echo("\n".join(removed) if removed else "nothing to remove")
 
 
-DEMO_TEXT = """\
-In May 2017, WhatsApp and Skype calls from Azerbaijan to other countries stopped working while text
-kept working, and no tool could show it. This demo rebuilds that in the lab: two ISPs, a censoring
-router on each, and an "abroad" with the services' servers, real relays and a test helper. ISP 1
-drops UDP to the services' relays abroad and STUN to anywhere abroad; ISP 2 censors nothing. The
-probe - the same `msgwatch run` a user runs - measures every function from both ISPs, and each
-verdict is compared with what the scenario really did."""
+DEMO_TEXT = (
+    "In May 2017, WhatsApp and Skype calls from Azerbaijan to other countries stopped working "
+    "while text kept working, and no tool could show it. This demo rebuilds that in the lab: two "
+    'ISPs, a censoring router on each, and an "abroad" with the services\' servers, real relays '
+    "and a test helper. The probe - the same `msgwatch run` a user runs - measures every function "
+    "from both ISPs, and each verdict is compared with what the scenario really did."
+)
 
 
-def lab_demo(output: Path | None, as_json: bool) -> None:
+def lab_demo(output: str | None, as_json: bool) -> None:
     """``msgwatch demo``: ``lab run az-2017`` with an explanation and an HTML report."""
     scenario = _scenario("az-2017")
     console = Console(stderr=as_json)
     if not as_json:
-        console.print(DEMO_TEXT + "\n")
+        from msgwatch.report.explain import censor_rules
+
+        console.print(escape(f"{DEMO_TEXT} {censor_rules(scenario)}\n"))
     summary = run_and_report(scenario, output, as_json)
+    status = 0 if summary["matched"] == summary["total"] else EXIT_MISMATCH
     if as_json:
-        click.echo(json.dumps({k: summary[k] for k in ("scenario", "results", "matched", "total",
-                                                       "output", "report")}))  # fmt: skip
-        return
+        emit({k: summary[k] for k in ("scenario", "results", "matched", "total", "output",
+                                      "report")}, status=status)  # fmt: skip
+        raise click.exceptions.Exit(status)
     console.print(
         results_table(summary["results"], "Verdicts on both ISPs, against the ground truth")
     )
-    blocked = [r for r in summary["results"] if r["verdict"] != "ok"]
-    console.print("What the probe found, and how it knows:")
-    for r in blocked:
-        console.print(
-            f"  {r['isp']}: {escape(r['service'])} {escape(r['function'])} {r['verdict']} "
-            f"({escape(str(r['mechanism']))}) - {escape(r['why'])}"
-        )
-    scopes = {r.get("scope") for r in blocked if r["function"] in ("voice", "video")}
-    if scopes == {"abroad"}:
-        console.print(
-            "  The same call-shaped traffic to the helper inside the country got through: calls "
-            "abroad are blocked, domestic calls work."
-        )
-    console.print(
-        "  Everything else works on both ISPs: text, media and web of every service, and calls on ISP 2."
-    )
+    from msgwatch.report.explain import explanation
+
+    for line in explanation(summary["results"]):
+        console.print(escape(line))
     console.print(f"\n{summary['matched']} of {summary['total']} verdicts match the ground truth.")
     console.print(f"Report: {escape(summary['report'])}")
     console.print(f"Measurements (OONI format): {escape(summary['output'])}")
+    raise click.exceptions.Exit(status)
 
 
 @lab_group.command("up")
-@click.argument("scenario")
+@click.argument("scenario", shell_complete=complete_scenarios)
 @click.option("--phase", default=0, show_default=True, help="Index of the phase to apply.")
 def lab_up(scenario: str, phase: int) -> None:
     """Bring a lab up with a scenario's rules and leave it running (``lab down`` ends it).
@@ -229,7 +259,8 @@ def lab_up(scenario: str, phase: int) -> None:
     console.print(
         "Run the probe inside: ip netns exec "
         f"{info['probes']['isp1']} msgwatch run --catalogue {info['catalogue']} "
-        f"--resolver {info['resolvers']['isp1']} --ca-bundle {info['ca']} --helper {info['helper']}"
+        f"--resolver {info['resolvers']['isp1']} --ca-bundle {info['ca']} --helper {info['helper']} "
+        f"--geoip-db {info['geoip']}"
     )
     console.print("End it with: msgwatch lab down")
 
@@ -243,7 +274,7 @@ def lab_hold(scenario: str, phase: int, ready_file: str) -> None:
     import signal
     import threading
 
-    from msgwatch.lab.run import apply_phase, scenario_catalogue
+    from msgwatch.lab.run import apply_phase, scenario_catalogue, write_geoip
     from msgwatch.lab.topology import Lab
 
     chosen = _scenario(scenario)
@@ -259,6 +290,7 @@ def lab_hold(scenario: str, phase: int, ready_file: str) -> None:
             "catalogue": str(lab.catalogue_dir),
             "ca": str(lab.ca_bundle),
             "helper": lab.helper_address("abroad"),
+            "geoip": str(write_geoip(lab, chosen)),
         }
         tmp = Path(ready_file + ".tmp")
         tmp.write_text(json.dumps(info))
@@ -304,7 +336,7 @@ def lab_status(as_json: bool) -> None:
         for lid in runtime.known_ids()
     ]  # fmt: skip
     if as_json:
-        click.echo(json.dumps(rows))
+        emit({"labs": rows})
         return
     if not rows:
         click.echo("no lab on this machine")

@@ -8,45 +8,70 @@ Exit status (all commands):
     3  the catalogue is invalid or a named service is not in it
     4  the measurements could not be written
     5  the environment lacks something the command needs (root, a Debian package)
+    6  ``submit``: measurements remain pending (msgwatch.cli.spool)
+    7  ``lab run``, ``demo``: some verdict differs from the ground truth
+    8  a server could not start (``collector serve``: its port is in use, its data directory
+       cannot be made or is another collector's, its index database cannot be reached)
+
+With ``--json``, every command prints one JSON envelope per line, failures included
+(msgwatch.cli.envelope); ``--output`` follows one rule everywhere (msgwatch.cli.output).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
-import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from msgwatch import __version__
-from msgwatch.catalogue import FUNCTIONS, Catalogue, CatalogueError, load_catalogue
-from msgwatch.cli.render import verdict_table
-from msgwatch.probe.chains import ChainConfig
-from msgwatch.probe.runner import RunConfig, ServiceRun, count_chains, run
-from msgwatch.spool.client import URL, Client
-from msgwatch.spool.schedule import Stopper, parse_duration, run_every, run_lock
-from msgwatch.spool.spool import Spool, resolve_state_dir
-from msgwatch.spool.submit import collector_urls, plain_sleep, read_token, submit
+from msgwatch.cli.config import load_config
+from msgwatch.cli.envelope import JsonGroup, emit
+from msgwatch.cli.names import complete_services, did_you_mean
+
+# Start-up (issue 9, item 19): `msgwatch --help` must not pay for the probe, the catalogue's
+# pydantic models, asyncio or the spool; each command imports what it runs, inside its function
+# (tests/unit/test_cli_startup.py checks which modules `--help` loads).
+if TYPE_CHECKING:
+    from msgwatch.catalogue import Catalogue
+    from msgwatch.probe.runner import RunConfig, ServiceRun
+    from msgwatch.spool.client import URL, Client
+    from msgwatch.spool.spool import Spool
+
+FUNCTIONS_HELP = "text, voice, video, media, web, registration"
+"""``msgwatch.catalogue.FUNCTIONS`` for the help text, without importing the catalogue (a test
+checks that they agree)."""
 
 EXIT_INTERNAL, EXIT_USAGE, EXIT_CATALOGUE, EXIT_OUTPUT, EXIT_ENVIRONMENT = 1, 2, 3, 4, 5
+EXIT_MISMATCH = 7
+EXIT_SERVICE = 8  # a server could not start (collector serve: port, data directory, index)
+"""``lab run``, ``demo``: the run completed and some verdict differs from the ground truth."""
+OUTPUT_HELP = (
+    "The measurements file (JSONL, mode 0600); an existing directory or a path ending in / "
+    "gets the default name inside it. A report goes beside it (.html)."
+)
 
 
 def _err(message: str, code: int) -> click.exceptions.Exit:
-    Console(stderr=True).print(f"[bold red]msgwatch:[/] {escape(message)}")
+    """The error on stderr as one unbroken line (and as the JSON envelope on stdout when the
+    command was given --json: msgwatch.cli.envelope); raise what it returns."""
+    from msgwatch.cli.envelope import emit_error
+
+    emit_error(message, code)
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]msgwatch:[/] {escape(message)}")
     return click.exceptions.Exit(code)
 
 
 def _load(path: str | None) -> Catalogue:
+    from msgwatch.catalogue import CatalogueError, load_catalogue
+
     try:
         return load_catalogue(path)
     except CatalogueError as exc:
@@ -69,16 +94,10 @@ def parse_hostport(value: str, default_port: int = 53) -> tuple[str, int]:
 
 
 def write_jsonl(path: Path, measurements: list[dict[str, Any]]) -> None:
-    """Write atomically: a temporary file, flushed and synced, then renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for measurement in measurements:
-            handle.write(json.dumps(measurement, ensure_ascii=False, separators=(",", ":")))
-            handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    """Atomically, mode 0600, no temporary file left on failure (msgwatch.cli.output)."""
+    from msgwatch.cli.output import write_jsonl as write
+
+    write(path, measurements)
 
 
 def _ask_consent() -> None:
@@ -98,8 +117,16 @@ def _ask_consent() -> None:
     record_consent()
 
 
-def default_output() -> Path:
-    return Path(f"msgwatch-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+def default_output(prefix: str = "msgwatch") -> Path:
+    return Path(f"{prefix}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl")
+
+
+def output_path(given: str | None, prefix: str = "msgwatch") -> Path:
+    """``--output`` by the rule of every command (msgwatch.cli.output): the measurements file, or
+    the default name inside a directory."""
+    from msgwatch.cli.output import resolve_output
+
+    return resolve_output(given, default_output(prefix).name)
 
 
 def execute(
@@ -109,10 +136,21 @@ def execute(
     show_progress: bool,
 ) -> list[ServiceRun]:
     """Run the probe, with a Rich progress bar on stderr when asked."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from msgwatch.probe.runner import count_chains, run
+
     try:
         selected = catalogue.select(services)
     except KeyError as exc:
-        raise _err(f"unknown service(s): {exc.args[0]}", EXIT_CATALOGUE) from exc
+        unknown = str(exc.args[0])
+        hint = did_you_mean(unknown.split(", "), (s.id for s in catalogue.services))
+        raise _err(
+            f"unknown service(s): {unknown}{hint}; `msgwatch catalogue list` names them all",
+            EXIT_CATALOGUE,
+        ) from exc
     total = count_chains(selected, config.functions, config.helper)
     if not show_progress:
         return asyncio.run(run(catalogue, selected, config))
@@ -130,7 +168,7 @@ def execute(
         )
 
 
-@click.group()
+@click.group(cls=JsonGroup)
 @click.version_option(__version__, prog_name="msgwatch")
 def cli() -> None:
     """msgwatch: does each messenger function (text, calls, media, web, registration) work here,
@@ -138,16 +176,22 @@ def cli() -> None:
 
 
 @cli.command("run")
-@click.option("--services", help="Comma-separated service ids (default: all).")
-@click.option("--functions", help=f"Comma-separated functions ({', '.join(FUNCTIONS)}).")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=load_config, help="A TOML file of these options (keys: their long names; "
+              "the command line wins). See docs/spool.md.")  # fmt: skip
+@click.option("--services", help="Comma-separated service ids (default: all).",
+              shell_complete=complete_services)  # fmt: skip
+@click.option("--functions", help=f"Comma-separated functions ({FUNCTIONS_HELP}).")
 @click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
 @click.option("--resolver", help="DNS server HOST:PORT to query over UDP (default: system).")
 @click.option(
     "--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="Trusted CAs (PEM)."
 )
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=10.0, show_default=True,
-              help="Seconds: the whole run's deadline.")  # fmt: skip
-@click.option("--concurrency", type=click.IntRange(1, 4096), default=256, show_default=True)
+              help="Seconds each measurement chain has, from its start; the run takes about "
+                   "this long, twice when failed chains are retried.")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(1, 4096),
+              help="Chains at once (default: from the file-descriptor limit).")  # fmt: skip
 @click.option("--helper", help="Test helper address: adds the call path (STUN on call ports).")
 @click.option("--domestic-helper", help="A test helper inside the country (domestic calls).")
 @click.option("--download-path", help="Path of a large object for media throughput tests.")
@@ -160,13 +204,21 @@ def cli() -> None:
               help="The helper's UDP port that no service uses (the plain-UDP control).")  # fmt: skip
 @click.option("--helper-control-port", type=click.IntRange(1, 65535), default=8765,
               show_default=True, help="The helper's control API port.")  # fmt: skip
-@click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=20.0, show_default=True,
+@click.option("--budget-mb", type=click.FloatRange(0.1, 10_000), default=40.0, show_default=True,
               help="Megabytes the run may send and receive in all.")  # fmt: skip
 @click.option("--yes", "assume_yes", is_flag=True,
               help="Unattended: consent to call tests without asking.")  # fmt: skip
-@click.option("--output", type=click.Path(dir_okay=False), help="Measurements file (JSONL).")
-@click.option("--probe-asn", help="The network's ASN (recorded as AS<n>; default AS0).")
-@click.option("--probe-cc", help="The country code (default ZZ).")
+@click.option("--output", type=click.Path(), help=OUTPUT_HELP)
+@click.option("--probe-asn",
+              help="The network's ASN (recorded as AS<n>; default: from --geoip-db, else AS0).")  # fmt: skip
+@click.option("--probe-cc", help="The country code (default: from --geoip-db, else ZZ).")
+@click.option("--geoip-db", "geoip_dbs", multiple=True, type=click.Path(dir_okay=False),
+              help="A MaxMind-format database (GeoLite2-ASN/-Country, DB-IP, OONI's) giving the "
+                   "network of the probe's own address (repeatable; default: $MSGWATCH_GEOIP_DB, "
+                   "':'-separated). The address itself is never recorded.")  # fmt: skip
+@click.option("--probe-ip", "probe_ips", multiple=True, metavar="ADDRESS",
+              help="The probe's public address, if known: looked up in --geoip-db before those "
+                   "the run learns (STUN), and scrubbed like them.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout (one line per run with --every).")  # fmt: skip
 @click.option("--state-dir", type=click.Path(file_okay=False),
@@ -194,7 +246,7 @@ def run_command(
     resolver: str | None,
     ca_bundle: str | None,
     timeout: float,
-    concurrency: int,
+    concurrency: int | None,
     helper: str | None,
     domestic_helper: str | None,
     download_path: str | None,
@@ -208,6 +260,8 @@ def run_command(
     output: str | None,
     probe_asn: str | None,
     probe_cc: str | None,
+    geoip_dbs: tuple[str, ...],
+    probe_ips: tuple[str, ...],
     as_json: bool,
     state_dir: str | None,
     collectors: tuple[str, ...],
@@ -224,12 +278,27 @@ def run_command(
     Every measurement is first written to the spool (STATE/spool/pending, fsync'd), then to
     --output, then submitted to the collectors when there are any; what is not acknowledged stays
     in the spool for the next run or `msgwatch submit`. See docs/spool.md."""
+    from msgwatch.catalogue import FUNCTIONS
+    from msgwatch.probe.chains import ChainConfig
+    from msgwatch.probe.runner import RunConfig
+    from msgwatch.spool.schedule import Stopper, run_every
+    from msgwatch.spool.spool import Spool, resolve_state_dir
+    from msgwatch.spool.submit import plain_sleep
+
     catalogue = _load(catalogue_path)
+    from msgwatch.probe.net import FenceError, check_fence
+
+    try:  # a malformed fence stops the run here, before anything is sent or spooled
+        check_fence()
+    except FenceError as exc:
+        raise _err(str(exc), EXIT_USAGE) from exc
     if helper and not assume_yes:
         _ask_consent()
     wanted = tuple(f.strip() for f in functions.split(",")) if functions else None
     if wanted and (bad := [f for f in wanted if f not in FUNCTIONS]):
-        raise click.BadParameter(f"unknown function(s): {', '.join(bad)}", param_hint="--functions")
+        hint = did_you_mean(bad, FUNCTIONS)
+        message = f"unknown function(s): {', '.join(bad)}{hint}"
+        raise click.BadParameter(message, param_hint="--functions")
     config = RunConfig(
         chain=ChainConfig(
             resolver=parse_hostport(resolver) if resolver else None,
@@ -249,6 +318,8 @@ def run_command(
         functions=wanted,
         probe_asn=probe_asn,
         probe_cc=probe_cc,
+        geoip_databases=_geoip_databases(geoip_dbs, probe_asn, probe_cc),
+        probe_addresses=_addresses(probe_ips),
     )
     ids = [s.strip() for s in services.split(",") if s.strip()] if services else None
     sending = (
@@ -289,7 +360,32 @@ def run_command(
         )
 
 
+def _geoip_databases(given: tuple[str, ...], asn: str | None, cc: str | None) -> tuple[str, ...]:
+    """The GeoIP databases to use (none when both values are given), each checked now."""
+    from msgwatch.probe.network import GeoipError, check_databases, database_paths
+
+    if asn is not None and cc is not None:
+        return ()
+    paths = database_paths(given)
+    try:
+        check_databases(paths)
+    except GeoipError as exc:
+        raise click.BadParameter(str(exc), param_hint="--geoip-db") from exc
+    return tuple(paths)
+
+
+def _addresses(given: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress
+
+    try:
+        return tuple(str(ipaddress.ip_address(a.strip())) for a in given)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--probe-ip") from exc
+
+
 def _duration(text: str, option: str) -> float:
+    from msgwatch.spool.schedule import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -300,6 +396,9 @@ def _submission(
     given: tuple[str, ...], ca_file: str | None, token_file: str | None, timeout: float = 10.0
 ) -> _Submission | None:
     """The collectors to submit to (None when there are none), checked before anything runs."""
+    from msgwatch.spool.client import Client
+    from msgwatch.spool.submit import collector_urls, read_token
+
     try:
         urls = collector_urls(given)
     except ValueError as exc:
@@ -317,6 +416,8 @@ def _submission(
 @contextlib.contextmanager
 def _locked(state_dir: Path, *, wait: bool) -> Iterator[bool]:
     """``run.lock`` (see msgwatch.spool.schedule); a one-shot run says that it waits, then waits."""
+    from msgwatch.spool.schedule import run_lock
+
     with contextlib.ExitStack() as stack:
         try:
             acquired = stack.enter_context(run_lock(state_dir, wait=False))
@@ -326,7 +427,11 @@ def _locked(state_dir: Path, *, wait: bool) -> Iterator[bool]:
                 )
                 acquired = stack.enter_context(run_lock(state_dir, wait=True))
         except OSError as exc:
-            raise _err(f"cannot use the state directory {state_dir}: {exc}", EXIT_OUTPUT) from exc
+            from msgwatch.cli.output import explain
+
+            problem = explain(exc, "pass --state-dir with a directory of your own")
+            message = f"cannot use the state directory {state_dir}: {problem}"
+            raise _err(message, EXIT_OUTPUT) from exc
         yield acquired
 
 
@@ -351,26 +456,35 @@ class _RunPlan:
     submission: _Submission | None
 
     def once(self, index: int | None, sleep: Callable[[float], bool]) -> None:
+        from msgwatch.spool.submit import submit
+
         started = _now()
         show = not self.as_json and sys.stderr.isatty()
         results = execute(self.catalogue, self.services, self.config, show_progress=show)
         measurements = [r.measurement for r in results]
+        # A service whose destinations the fence refused is shown and written, never spooled.
+        spoolable = [r.measurement for r in results if r.measured]
+        from msgwatch.cli.output import storage_failure
+
         spool_error: OSError | None = None
+        output_error: OSError | None = None
+        keys: list[str] = []
         try:  # the spool first: nothing else happens to a measurement before it is durable
-            keys = self.spool.add(measurements)
+            self.spool.add(spoolable, written=keys)
         except OSError as exc:
-            spool_error, keys = exc, []
-        path = Path(self.output) if self.output else default_output()
+            spool_error = exc
+        path = output_path(self.output)
         try:
             write_jsonl(path, measurements)
         except OSError as exc:
-            raise _err(f"cannot write {path}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
-        if spool_error is not None:
-            raise _err(
-                f"cannot spool the measurements in {self.spool.root}: "
-                f"{spool_error.strerror or spool_error} (they are in {path})",
-                EXIT_OUTPUT,
-            )
+            output_error = exc
+        failure = storage_failure(
+            spool_root=self.spool.root, pending_dir=self.spool.pending_dir, output=path,
+            total=len(spoolable), spooled=len(keys),
+            spool_error=spool_error, output_error=output_error,
+        )  # fmt: skip
+        if failure is not None:
+            raise _err(failure, EXIT_OUTPUT)
         submitted: dict[str, Any] | None = None
         if self.submission is not None:
             try:
@@ -398,7 +512,7 @@ class _RunPlan:
         lock = self.spool.state_dir / "run.lock"
         if self.as_json:
             run_info = {"index": index, "skipped": "locked", "at": _now()}
-            click.echo(json.dumps({"run": run_info}))
+            emit({"run": run_info})
         else:
             Console(stderr=True).print(
                 f"run {index} skipped: another msgwatch run holds {escape(str(lock))}"
@@ -412,7 +526,11 @@ class _RunPlan:
         submitted: dict[str, Any] | None,
         run_info: dict[str, Any],
     ) -> None:
+        from msgwatch.cli.render import verdict_table
+        from msgwatch.probe.network import Network, from_measurement
+
         verdicts = [v for r in results for v in r.verdicts]
+        network = from_measurement(results[0].measurement) if results else Network()
         moved = {
             "sent": sum(r.measurement["test_keys"]["msgwatch_bytes"]["sent"] for r in results),
             "received": sum(
@@ -424,12 +542,18 @@ class _RunPlan:
                 {k: v[k] for k in ("service", "function", "verdict", "mechanism", "evidence")}
                 for v in verdicts
             ]
-            data = {"verdicts": public, "output": str(path), "bytes": moved, "spool": spooled,
-                    "submission": submitted, "run": run_info}  # fmt: skip
-            click.echo(json.dumps(data))
+            data = {"verdicts": public, "output": str(path), "bytes": moved,
+                    "budget_mb": self.budget_mb, "spool": spooled,
+                    "submission": submitted, "run": run_info,
+                    "network": {"probe_asn": network.asn, "probe_cc": network.cc,
+                                "asn_source": network.asn_source,
+                                "cc_source": network.cc_source}}  # fmt: skip
+            emit(data)
             return
         console = Console()
-        console.print(verdict_table(verdicts))
+        where = f"{network.asn}, {network.cc}" if network.known else "network unknown"
+        console.print(verdict_table(verdicts, title=f"Verdicts ({where})"))
+        console.print(escape(network.describe()))
         console.print(
             f"Measurements: {escape(str(path))}; moved {moved['sent']:,} bytes out, "
             f"{moved['received']:,} in (budget {self.budget_mb:g} MB)"
@@ -460,7 +584,7 @@ def _now() -> str:
 @click.option("--mini", is_flag=True, help="The loopback mini-Internet instead of the lab.")
 @click.option("--timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
               help="With --mini: the probe's deadline.")  # fmt: skip
-@click.option("--output", type=click.Path(), help="Where measurements (and the report) go.")
+@click.option("--output", type=click.Path(), help=OUTPUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def demo_command(mini: bool, timeout: float, output: str | None, as_json: bool) -> None:
     """The censorship lab's az-2017 scenario: calls abroad blocked, text working; every verdict
@@ -468,11 +592,11 @@ def demo_command(mini: bool, timeout: float, output: str | None, as_json: bool) 
     if mini:
         from msgwatch.cli.demo import run_demo
 
-        run_demo(timeout=timeout, output=Path(output) if output else None, as_json=as_json)
+        run_demo(timeout=timeout, output=output, as_json=as_json)
         return
     from msgwatch.cli.lab import lab_demo
 
-    lab_demo(Path(output) if output else None, as_json)
+    lab_demo(output, as_json)
 
 
 @cli.group("catalogue")
@@ -491,26 +615,15 @@ def catalogue_list(catalogue_path: str | None, as_json: bool) -> None:
         for s in catalogue.services
     ]
     if as_json:
-        click.echo(json.dumps(rows))
+        emit({"services": rows})
         return
-    from rich.table import Table
+    from msgwatch.cli.render import catalogue_table
 
-    table = Table(title=f"Catalogue {catalogue.version}", title_justify="left")
-    for column in ("service", "name", "functions", "endpoints", "note"):
-        table.add_column(column)
-    for s in catalogue.services:
-        table.add_row(
-            s.id,
-            escape(s.name),
-            ", ".join(f.function for f in s.functions),
-            str(sum(len(f.endpoints) for f in s.functions)),
-            escape(f"retired {s.retired}, see {s.successor}" if s.retired else ""),
-        )
-    Console().print(table)
+    Console().print(catalogue_table(catalogue))
 
 
 @catalogue_group.command("show")
-@click.argument("service")
+@click.argument("service", shell_complete=complete_services)
 @click.option("--catalogue", "catalogue_path", type=click.Path(), help="Catalogue directory.")
 @click.option("--json", "as_json", is_flag=True)
 def catalogue_show(service: str, catalogue_path: str | None, as_json: bool) -> None:
@@ -518,7 +631,11 @@ def catalogue_show(service: str, catalogue_path: str | None, as_json: bool) -> N
     catalogue = _load(catalogue_path)
     found = catalogue.service(service)
     if found is None:
-        raise _err(f"unknown service: {service}", EXIT_CATALOGUE)
+        hint = did_you_mean([service], (s.id for s in catalogue.services))
+        raise _err(
+            f"unknown service: {service}{hint}; `msgwatch catalogue list` names them all",
+            EXIT_CATALOGUE,
+        )
     data = {
         "service": found.id,
         "name": found.name,
@@ -538,19 +655,14 @@ def catalogue_show(service: str, catalogue_path: str | None, as_json: bool) -> N
         ],
     }
     if as_json:
-        click.echo(json.dumps(data))
+        emit(data)
         return
-    from rich.table import Table
+    from msgwatch.cli.render import endpoints_table
 
     console = Console()
     console.print(f"[bold]{escape(found.name)}[/] ({found.id}) — {escape(found.note)}")
     for f in found.functions:
-        table = Table(title=f"{f.function} ({f.mode})", title_justify="left")
-        for column in ("endpoint", "target", "transport", "source", "checked"):
-            table.add_column(column)
-        for e in f.endpoints:
-            table.add_row(escape(e.id), escape(e.label), e.transport, e.source, str(e.checked))
-        console.print(table)
+        console.print(endpoints_table(f))
 
 
 @catalogue_group.command("validate")

@@ -4,13 +4,12 @@ Exit status, besides the common ones (docs in msgwatch.cli.main):
 
     0  ``submit``: every pending measurement was acknowledged or rejected
     2  ``submit``: no collector given (--collector or $MSGWATCH_COLLECTORS)
-    4  the state directory cannot be read or written
+    4  the state directory cannot be read or written (``spool status``: it does not exist)
     6  ``submit``: measurements remain pending (no collector took them, or stopped by a signal)
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -18,11 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from msgwatch.cli.envelope import emit
 from msgwatch.cli.main import EXIT_OUTPUT, EXIT_USAGE, _err, cli
-from msgwatch.spool.client import Client
-from msgwatch.spool.schedule import Stopper
-from msgwatch.spool.spool import Spool, resolve_state_dir
-from msgwatch.spool.submit import collector_urls, read_token, submit
+from msgwatch.cli.output import explain
 
 EXIT_PENDING = 6
 
@@ -43,13 +40,22 @@ def spool_group() -> None:
 def spool_status(state_dir: str | None, as_json: bool) -> None:
     """Pending measurements (count, bytes, oldest, attempts, last error), the last submission,
     submitted and rejected counts, and the probe id. Reads only."""
+    from msgwatch.spool.spool import Spool, resolve_state_dir
+
     spool = Spool(resolve_state_dir(state_dir))
+    if not spool.state_dir.exists():
+        raise _err(
+            f"no state directory at {spool.state_dir}: nothing was ever spooled there (a run "
+            "makes it; name the probe's own with --state-dir or $MSGWATCH_STATE_DIR)",
+            EXIT_OUTPUT,
+        )
     try:
         status = spool.status()
     except OSError as exc:
-        raise _err(f"cannot read {spool.state_dir}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+        problem = explain(exc, "name another with --state-dir")
+        raise _err(f"cannot read {spool.state_dir}: {problem}", EXIT_OUTPUT) from exc
     if as_json:
-        click.echo(json.dumps(status))
+        emit(status)
         return
     pending = status["pending"]
     last_error = pending["last_error"]
@@ -99,6 +105,11 @@ def submit_command(
     as_json: bool,
 ) -> None:
     """Send the spool's pending measurements to the collectors now."""
+    from msgwatch.spool.client import Client
+    from msgwatch.spool.schedule import Stopper
+    from msgwatch.spool.spool import Spool, resolve_state_dir
+    from msgwatch.spool.submit import collector_urls, read_token, submit
+
     try:
         urls = collector_urls(collectors)
     except ValueError as exc:
@@ -117,10 +128,11 @@ def submit_command(
                 spool, urls, client=Client(ca_file=collector_ca), token=token, sleep=stopper.wait
             )
     except OSError as exc:
-        raise _err(f"cannot use {spool.root}: {exc.strerror or exc}", EXIT_OUTPUT) from exc
+        problem = explain(exc, "name another with --state-dir")
+        raise _err(f"cannot use {spool.root}: {problem}", EXIT_OUTPUT) from exc
     data = summary.to_json()
     if as_json:
-        click.echo(json.dumps(data))
+        emit(data, status=0 if summary.ok else EXIT_PENDING)
     else:
         console = Console()
         console.print(

@@ -59,7 +59,9 @@ from msgwatch.collector.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from msgwatch.collector.metrics import Metrics
 from msgwatch.collector.models import Rejection
 from msgwatch.collector.settings import Settings
+from msgwatch.collector.startup import describe
 from msgwatch.collector.store.base import BadCursor, Query, Store, StoreUnavailable
+from msgwatch.collector.summary import FunctionName, VerdictName
 
 logger = logging.getLogger("msgwatch.collector")
 
@@ -98,6 +100,15 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": models.ErrorBody} for s in statuses}
 
 
+ReportId = Annotated[
+    str,
+    PathParam(
+        description="OONI's form; checked by the route (400 bad_report_id), not by FastAPI",
+        json_schema_extra={"pattern": models.REPORT_ID_SCHEMA},
+    ),
+]
+
+
 _REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     models.OpenReportRequest,
     models.AddMeasurementRequest,
@@ -115,6 +126,18 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    # FastAPI documents 422 for its parameter validation; the collector answers it 400 bad_query
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None and "400" not in responses:
+                responses["400"] = {
+                    "description": "Bad Request",
+                    "content": {JSON: {"schema": error}},
+                }
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
     return document
 
 
@@ -125,12 +148,28 @@ class CollectorApp(FastAPI):
     """FastAPI with the access log and the fast path in front of its whole middleware stack."""
 
     entry: ASGICallable | None = None
+    startup_failure: str | None = None
+    """Set by the lifespan when the store cannot be opened (one line, already logged)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            send = self._quiet_startup_failure(send)
         if self.entry is None:
             await super().__call__(scope, receive, send)
         else:
             await self.entry(scope, receive, send)
+
+    def _quiet_startup_failure(self, send: Send) -> Send:
+        """A start-up failure whose cause the lifespan logged in one line reaches uvicorn without
+        Starlette's traceback (which uvicorn would log: 30 lines for "another collector is
+        using DATA")."""
+
+        async def quiet(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_failure is not None:
+                message = {**message, "message": ""}
+            await send(message)
+
+        return quiet
 
     async def behind(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself (its middleware, router, exception handlers)."""
@@ -207,14 +246,20 @@ def create_app(
         # uvicorn's access log prints client addresses: off, whatever handlers are attached to it
         # (server.py configures uvicorn without it; this also holds when embedded elsewhere)
         logging.getLogger("uvicorn.access").disabled = True
-        collector.opened = await opener(settings.data_dir, settings.database)
+        try:
+            collector.opened = await opener(settings.data_dir, settings.database)
+        except StoreUnavailable as exc:
+            assert isinstance(app, CollectorApp)
+            app.startup_failure = describe(exc)
+            logger.error("the collector cannot start: %s", app.startup_failure)
+            raise
         try:
             yield
         finally:
             store, collector.opened = collector.opened, None
             await store.close()
 
-    app = CollectorApp(
+    app: CollectorApp = CollectorApp(
         title="msgwatch collector",
         version=__version__,
         description="Accepts measurements in OONI's format, stores them durably, serves them. "
@@ -311,12 +356,12 @@ def create_app(
                     "name": "Idempotency-Key",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                    "schema": models.KEY_SCHEMA,
                 }
             ],
         },
     )
-    async def add_route(request: Request, report_id: str) -> Response:
+    async def add_route(request: Request, report_id: ReportId) -> Response:
         answer = await add_measurement(
             collector, report_id, request.headers, reader(request), client_of(request)
         )
@@ -328,7 +373,7 @@ def create_app(
         response_model=None,
         responses={200: {"content": {JSON: {"example": {}}}}, **_errors(400, 401)},
     )
-    async def close_report(request: Request, report_id: str) -> Response:
+    async def close_report(request: Request, report_id: ReportId) -> Response:
         collector.admit(request.headers.get("authorization"), client_of(request), counts=False)
         models.check_report_id(report_id)
         return json_response({})
@@ -349,38 +394,63 @@ def create_app(
     @app.get(
         "/api/v1/measurements",
         summary="Summaries of stored measurements, newest first",
+        description="Every parameter is checked: an unknown or repeated parameter, or a value "
+        "not of its documented form, is 400 `bad_query` (a typo never widens the answer). A "
+        "page holds at most `limit` summaries and at most 1 MiB of JSON; when more follow, "
+        "`next_cursor` is set.",
         response_model=None,
         responses={200: {"model": models.MeasurementsPage}, **_errors(400, 503)},
     )
     async def list_measurements(
-        service: str | None = None,
-        function: str | None = None,
-        verdict: str | None = None,
-        probe_asn: Annotated[str | None, QueryParam(description="AS<n> or <n>")] = None,
-        probe_cc: str | None = None,
-        test_name: str | None = None,
+        request: Request,
+        service: Annotated[
+            str | None, QueryParam(pattern=models.SERVICE_QUERY, description="a catalogue id")
+        ] = None,
+        function: FunctionName | None = None,
+        verdict: VerdictName | None = None,
+        probe_asn: Annotated[
+            str | None, QueryParam(pattern=models.ASN_QUERY, description="AS<n> or <n>")
+        ] = None,
+        probe_cc: Annotated[
+            str | None, QueryParam(pattern=models.CC_QUERY, description="two letters, any case")
+        ] = None,
+        test_name: Annotated[
+            str | None, QueryParam(min_length=1, max_length=models.QUERY_TEXT_LIMIT)
+        ] = None,
         since: Annotated[
             str | None,
             QueryParam(
-                description="on measurement_start_time, inclusive; ISO 8601 or "
-                "YYYY-MM-DD[ HH:MM:SS]"
+                pattern=models.TIME_QUERY,
+                description="on measurement_start_time, inclusive: YYYY-MM-DD or "
+                "YYYY-MM-DD[T ]HH:MM[:SS[.f]][Z|±hh:mm] (UTC without an offset)",
             ),
         ] = None,
-        until: Annotated[str | None, QueryParam(description="exclusive; as since")] = None,
+        until: Annotated[
+            str | None,
+            QueryParam(pattern=models.TIME_QUERY, description="exclusive; as since"),
+        ] = None,
         limit: Annotated[int, QueryParam(ge=1, le=1000)] = 100,
-        cursor: Annotated[str | None, QueryParam(description="next_cursor of a page")] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParam(
+                pattern=models.CURSOR_QUERY,
+                description="next_cursor of a page: <YYYYMMDDhhmmss>~<measurement_uid>, the "
+                "position after which the page starts",
+            ),
+        ] = None,
     ) -> Response:
+        models.check_query_parameters([name for name, _ in request.query_params.multi_items()])
         query = Query(
             service=models.query_text(service, "service"),
-            function=models.query_text(function, "function"),
-            verdict=models.query_text(verdict, "verdict"),
+            function=function,
+            verdict=verdict,
             probe_asn=models.query_asn(probe_asn),
             probe_cc=models.query_cc(probe_cc),
             test_name=models.query_text(test_name, "test_name"),
             since=models.query_time(since, "since"),
             until=models.query_time(until, "until"),
             limit=limit,
-            cursor=models.query_text(cursor, "cursor"),
+            cursor=cursor,
         )
         try:
             page = await collector.store.query(query)
@@ -417,10 +487,14 @@ def create_app(
     @app.get(
         "/health",
         summary="200 when the archive and the index can be written, else 503",
+        description="To the public only the status (and on 503 a fixed reason): free space, "
+        "counters and the last storage error are for the operator, with "
+        "`Authorization: Bearer <admin token>` when one is configured (also in /metrics "
+        "and in the log).",
         response_model=None,
         responses={200: {"model": models.Health}, 503: {"model": models.Health}},
     )
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         try:
             report = dict(await collector.store.health())
         except Rejection:
@@ -428,7 +502,10 @@ def create_app(
         except Exception as exc:
             logger.warning("health check failed: %s", exc)
             report = {"status": "unavailable", "detail": "the store cannot report its health"}
-        if report.get("status") == "ok":
+        ok = report.get("status") == "ok"
+        if not collector.guard.is_admin(request.headers.get("authorization")):
+            report = {"status": "ok"} if ok else {"status": "unavailable"}
+        if ok:
             return json_response(report)
         report["status"] = "unavailable"
         report.setdefault("detail", "the archive or the index cannot be written")
@@ -449,7 +526,11 @@ def create_app(
                 store_numbers = dict(await collector.opened.health())
             except Exception:
                 store_numbers = {}
-        return Response(metrics.render(store_numbers), media_type=METRICS_CONTENT_TYPE)
+        text = metrics.render(store_numbers)
+        transport = getattr(app.state, "transport", None)  # server.py: connections, heads
+        if transport is not None:
+            text += transport.render()
+        return Response(text, media_type=METRICS_CONTENT_TYPE)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

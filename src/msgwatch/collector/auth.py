@@ -89,6 +89,11 @@ class Guard:
             raise Rejection("unauthorized", "submissions need Authorization: Bearer <probe token>")
         return identity
 
+    def is_admin(self, authorization: str | None) -> bool:
+        """Whether ``authorization`` carries the admin token (``False`` when none is configured:
+        then nobody gets the operator's view of ``/health``)."""
+        return self.admin is not None and self.admin.identify(bearer(authorization)) is not None
+
     def check_admin(self, authorization: str | None) -> None:
         if self.admin is None:
             return

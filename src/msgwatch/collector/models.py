@@ -9,20 +9,26 @@ Rules, in the order they are applied to a body:
 1. **Size** — at most 4 MiB for one measurement, 32 MiB for a batch (``body_too_large``).
 2. **Encoding** — UTF-8 only; a NUL byte (UTF-16 without a byte-order mark) or an invalid UTF-8
    sequence (Latin-1, UTF-16 with one) is ``bad_encoding``.
-3. **Client address** — the submitter's own address is replaced by ``127.0.0.1`` wherever it appears,
-   on the raw bytes before parsing: an IP address cannot occur outside a string in valid JSON, and
-   it never needs escaping inside one, so a byte-level substitution with boundary checks is exact and
-   costs one ``memchr``-speed search when the address is absent (the usual case).
-4. **Parse** with orjson. orjson refuses documents nested deeper than 1,024 levels while parsing
+3. **Parse** with orjson. orjson refuses documents nested deeper than 1,024 levels while parsing
    (``depth limit exceeded``): a 100,000-level body never becomes 100,000 Python objects. That
    error is reported as ``too_deep``; any other parse failure is ``malformed_json``.
-5. **Depth** — the doc's limit, 64 levels counted from the measurement object (level 1), is then
+4. **Depth** — the doc's limit, 64 levels counted from the measurement object (level 1), is then
    checked by a walk over the containers of the (at most 1,024-deep) parsed value that stops at
    the limit. It costs about as much as the parse (~50 µs for 18 KB); the byte-level scans tried
    instead (strings stripped by regex or split, brackets counted by translate) cost more.
+5. **Client address** — the submitter's own address is replaced by ``127.0.0.1`` wherever it
+   appears in a *measurement* (strings and object keys; never in a batch item's idempotency key,
+   which is the client's name for its submission and must come back as sent). First one search of
+   the raw body: the address itself, or a ``\\uXXXX`` escape of a character an address is written
+   with (a digit, ``.``, ``:``, a hex letter) — JSON lets a client escape any character, so the
+   address need not appear in the bytes as such. Only when either is found (rare: a probe scrubs
+   its own address) is the measurement re-encoded with orjson, which writes those characters
+   unescaped, and the address replaced in that canonical text with boundary checks, then parsed
+   again: exact whatever the client's escaping, at no cost in the usual case.
 6. **Envelope** — only the top-level keys are examined; ``test_keys`` stays opaque (it must be an
    object or null, nothing more); a missing ``probe_asn``/``probe_cc`` is ``AS0``/``ZZ``. ``probe_asn`` is ``AS<n>``, ``measurement_start_time`` is
-   ``YYYY-MM-DD HH:MM:SS`` (a real calendar time), a ``probe_cc`` that is not two ASCII letters
+   ``YYYY-MM-DD HH:MM:SS`` (a real calendar time: :data:`TIME_PATTERN`, the one in
+   ``/openapi.json``), a ``probe_cc`` that is not two ASCII letters
    becomes ``ZZ`` (letters are upper-cased), a present ``probe_ip`` becomes ``127.0.0.1``.
 
 A :class:`Rejection` carries one of the stable reason codes of the doc and the HTTP status that goes
@@ -39,10 +45,10 @@ import secrets
 import string
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 MAX_MEASUREMENT_BYTES: Final = 4 * 1024 * 1024
 MAX_BATCH_BYTES: Final = 32 * 1024 * 1024
@@ -139,14 +145,12 @@ class OpenReport:
 # --- bytes -> JSON value -------------------------------------------------------------------------
 
 
-def parse_json(raw: bytes, limit: int, client: str | None = None) -> Any:
-    """Size, encoding, client-address scrub, parse; the JSON value or a :class:`Rejection`."""
+def parse_json(raw: bytes, limit: int) -> Any:
+    """Size, encoding, parse; the JSON value or a :class:`Rejection`."""
     if len(raw) > limit:
         raise Rejection("body_too_large", f"the body is {len(raw)} bytes, at most {limit} allowed")
     if raw[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark: harmless, dropped (RFC 8259 §8.1)
         raw = raw[3:]
-    if client is not None:
-        raw = scrub_address(raw, client)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -207,8 +211,13 @@ def _address_pattern(address: str) -> tuple[bytes, re.Pattern[bytes]] | None:
     return b"", re.compile(pattern, re.IGNORECASE)
 
 
+# ``\uXXXX`` escapes of the characters addresses are written with: digits, ".", ":", A-F, a-f.
+_ADDRESS_ESCAPE = re.compile(rb"\\u00(?:3[0-9Aa]|2[Ee]|4[1-6]|6[1-6])")
+
+
 def scrub_address(raw: bytes, client: str) -> bytes:
-    """``raw`` with every occurrence of the address ``client`` replaced by ``127.0.0.1``."""
+    """``raw`` (JSON text without escapes of address characters, as orjson writes it) with every
+    occurrence of the address ``client`` replaced by ``127.0.0.1``."""
     compiled = _address_pattern(client)
     if compiled is None:
         return raw
@@ -218,10 +227,48 @@ def scrub_address(raw: bytes, client: str) -> bytes:
     return pattern.sub(SCRUBBED_IP.encode(), raw)
 
 
+def may_hold_address(raw: bytes, client: str | None) -> bool:
+    """Whether the body ``raw`` may hold the address ``client``, written plainly or escaped."""
+    if client is None:
+        return False
+    compiled = _address_pattern(client)
+    if compiled is None:
+        return False
+    needle, pattern = compiled
+    if _ADDRESS_ESCAPE.search(raw) is not None:
+        return True
+    return (needle in raw) if needle else pattern.search(raw) is not None
+
+
+def scrub_value(value: Any, client: str) -> Any:
+    """``value`` (parsed JSON, at most :data:`MAX_DEPTH` deep) with the address ``client``
+    replaced in every string and key: re-encoded canonically, scrubbed, parsed again."""
+    encoded = orjson.dumps(value)
+    scrubbed = scrub_address(encoded, client)
+    return value if scrubbed is encoded or scrubbed == encoded else orjson.loads(scrubbed)
+
+
 # --- the measurement envelope --------------------------------------------------------------------
 
-_ASN = re.compile(r"AS(0|[1-9][0-9]{0,9})")
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_ASN_NUMBER = (  # 0 .. 4294967295, without leading zeros
+    r"(?:0|[1-9][0-9]{0,8}|[1-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}"
+    r"|4294[0-8][0-9]{5}|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}"
+    r"|42949672[0-8][0-9]|429496729[0-5])"
+)
+ASN_PATTERN: Final = re.compile(f"AS{_ASN_NUMBER}")
+"""``probe_asn``: ``AS`` and a 32-bit AS number (as in ``/openapi.json``)."""
+
+_YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (
+    rf"(?:{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    rf"|{_YEAR}-(?:0[13-9]|1[0-2])-(?:29|30)"
+    rf"|{_YEAR}-(?:0[13578]|1[02])-31"
+    rf"|{_LEAP_YEAR}-02-29)"
+)
+TIME_PATTERN: Final = re.compile(rf"{_DATE} (?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]")
+"""``YYYY-MM-DD HH:MM:SS`` that is a real (proleptic Gregorian) date and time: exactly what
+``datetime`` accepts, written as a pattern so that ``/openapi.json`` states the very rule."""
 _LETTERS = frozenset(string.ascii_letters)
 
 
@@ -235,8 +282,7 @@ def normalise_cc(value: Any) -> str:
 def check_asn(value: Any) -> str:
     if type(value) is not str:
         raise Rejection("bad_type", f"probe_asn must be a string, not {_kind(value)}")
-    match = _ASN.fullmatch(value)
-    if match is None or int(match.group(1)) > 0xFFFFFFFF:
+    if ASN_PATTERN.fullmatch(value) is None:
         raise Rejection("bad_asn", "probe_asn must be AS<n> with n an AS number (AS0 if unknown)")
     return value
 
@@ -244,32 +290,28 @@ def check_asn(value: Any) -> str:
 def check_time(value: Any, key: str = "measurement_start_time") -> str:
     if type(value) is not str:
         raise Rejection("bad_type", f"{key} must be a string, not {_kind(value)}")
-    if _TIME.fullmatch(value) is None:
-        raise Rejection("bad_time", f"{key} must be YYYY-MM-DD HH:MM:SS (UTC)")
-    try:  # the constructor checks the calendar, ~10x cheaper than strptime
-        dt.datetime(
-            int(value[0:4]),
-            int(value[5:7]),
-            int(value[8:10]),
-            int(value[11:13]),
-            int(value[14:16]),
-            int(value[17:19]),
+    if TIME_PATTERN.fullmatch(value) is None:
+        raise Rejection(
+            "bad_time", f"{key} must be a real date and time, YYYY-MM-DD HH:MM:SS (UTC)"
         )
-    except ValueError:
-        raise Rejection("bad_time", f"{key} is not a real date and time") from None
     return value
 
 
-def normalise_measurement(value: Any, depth_limit: int = MAX_DEPTH) -> dict[str, Any]:
-    """The envelope checks of the doc on a parsed value; returns the same dict, normalised."""
+def normalise_measurement(
+    value: Any, depth_limit: int = MAX_DEPTH, client: str | None = None
+) -> dict[str, Any]:
+    """The envelope checks of the doc on a parsed value; returns it normalised (with the address
+    ``client`` scrubbed when given: pass it only when :func:`may_hold_address` said so)."""
     if type(value) is not dict:
         raise Rejection("not_an_object", f"a measurement must be a JSON object, not {_kind(value)}")
     for key in REQUIRED_KEYS:
         if key not in value:
             raise Rejection("missing_key", f"the measurement has no {key!r}")
+    check_depth(value, depth_limit)
+    if client is not None:
+        value = scrub_value(value, client)  # a dict in, a dict out
     for key, unknown in DEFAULTED_KEYS.items():
         value.setdefault(key, unknown)
-    check_depth(value, depth_limit)
     for key in _STRING_KEYS:
         if type(value[key]) is not str:
             raise Rejection("bad_type", f"{key} must be a string, not {_kind(value[key])}")
@@ -281,23 +323,26 @@ def normalise_measurement(value: Any, depth_limit: int = MAX_DEPTH) -> dict[str,
     value["probe_cc"] = normalise_cc(value["probe_cc"])
     if "probe_ip" in value:
         value["probe_ip"] = SCRUBBED_IP
-    return value
+    clean: dict[str, Any] = value
+    return clean
 
 
 def parse_measurement(raw: bytes, client: str | None = None) -> dict[str, Any]:
     """A bare measurement body (at most 4 MiB)."""
-    return normalise_measurement(parse_json(raw, MAX_MEASUREMENT_BYTES, client))
+    value = parse_json(raw, MAX_MEASUREMENT_BYTES)
+    return normalise_measurement(value, client=client if may_hold_address(raw, client) else None)
 
 
 def parse_report_content(raw: bytes, client: str | None = None) -> dict[str, Any]:
     """``POST /report/{id}``: ``{"format": "json", "content": <measurement>}``."""
-    body = parse_json(raw, MAX_MEASUREMENT_BYTES, client)
+    body = parse_json(raw, MAX_MEASUREMENT_BYTES)
     if type(body) is not dict:
         raise Rejection("not_an_object", f"the body must be a JSON object, not {_kind(body)}")
     check_format(body.get("format", "json"))
     if "content" not in body:
         raise Rejection("missing_key", "the body has no 'content'")
-    return normalise_measurement(body["content"])
+    scrub = client if may_hold_address(raw, client) else None
+    return normalise_measurement(body["content"], client=scrub)
 
 
 def check_format(value: Any) -> None:
@@ -314,7 +359,7 @@ def parse_batch(raw: bytes, client: str | None = None) -> list[BatchItem | Batch
     The body as a whole can still be refused (too large, not JSON, not ``{"measurements": [...]}``,
     more than 500 items): then nothing of it is stored.
     """
-    body = parse_json(raw, MAX_BATCH_BYTES, client)
+    body = parse_json(raw, MAX_BATCH_BYTES)
     if type(body) is not dict:
         raise Rejection("not_an_object", f"the body must be a JSON object, not {_kind(body)}")
     if "measurements" not in body:
@@ -327,10 +372,11 @@ def parse_batch(raw: bytes, client: str | None = None) -> list[BatchItem | Batch
             "batch_too_large", f"{len(items)} measurements, at most {MAX_BATCH_ITEMS} per batch"
         )
     sized = len(raw) > MAX_MEASUREMENT_BYTES  # only then can one item exceed the per-item limit
-    return [_batch_item(item, sized) for item in items]
+    scrub = client if may_hold_address(raw, client) else None
+    return [_batch_item(item, sized, scrub) for item in items]
 
 
-def _batch_item(item: Any, sized: bool) -> BatchItem | BatchRefusal:
+def _batch_item(item: Any, sized: bool, client: str | None) -> BatchItem | BatchRefusal:
     given = item.get("idempotency_key") if type(item) is dict else None
     key: str | None = given if type(given) is str else None
     try:
@@ -347,7 +393,7 @@ def _batch_item(item: Any, sized: bool) -> BatchItem | BatchRefusal:
                 raise Rejection(
                     "body_too_large", f"the measurement is {size} bytes, at most 4 MiB allowed"
                 )
-        clean = normalise_measurement(measurement)
+        clean = normalise_measurement(measurement, client=client)
         return BatchItem(key if key is not None else content_key(clean), clean)
     except Rejection as rejection:
         return BatchRefusal(key if key is not None and len(key) <= 256 else None, rejection)
@@ -356,12 +402,22 @@ def _batch_item(item: Any, sized: bool) -> BatchItem | BatchRefusal:
 # --- keys and report ids -------------------------------------------------------------------------
 
 _KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+KEY_PATTERN: Final = "^[A-Za-z0-9._:-]{1,128}$"
+CONTENT_KEY_PREFIX: Final = "sha256:"
+"""The namespace of the keys the collector derives for submissions without one
+(:func:`content_key`): a client's own key may not start with it, or it could take the key of a
+measurement an OONI probe has yet to send, which would then be answered ``duplicate`` and lost."""
 
 
 def check_idempotency_key(value: Any) -> str:
     if type(value) is not str or _KEY.fullmatch(value) is None:
         raise Rejection(
             "bad_idempotency_key", "an idempotency key is 1-128 characters of [A-Za-z0-9._:-]"
+        )
+    if value.startswith(CONTENT_KEY_PREFIX):
+        raise Rejection(
+            "bad_idempotency_key",
+            f"keys starting with {CONTENT_KEY_PREFIX!r} are the collector's own (sent without a key)",
         )
     return value
 
@@ -370,7 +426,7 @@ def content_key(measurement: dict[str, Any]) -> str:
     """The key of a measurement sent without one (OONI probes): ``sha256:`` of its canonical JSON
     (keys sorted at every level, no whitespace, UTF-8), computed on the normalised measurement."""
     canonical = orjson.dumps(measurement, option=orjson.OPT_SORT_KEYS)
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+    return CONTENT_KEY_PREFIX + hashlib.sha256(canonical).hexdigest()
 
 
 # <YYYYMMDDThhmmssZ>_<test>_<CC>_<asn digits>_n1_<16 random>
@@ -399,6 +455,9 @@ def parse_open_report(raw: bytes) -> OpenReport:
     for key in ("test_name", "software_name", "software_version"):
         if type(body[key]) is not str:
             raise Rejection("bad_type", f"{key} must be a string, not {_kind(body[key])}")
+    for key in ("test_version", "data_format_version"):  # not used, but typed as documented
+        if body.get(key) is not None and type(body[key]) is not str:
+            raise Rejection("bad_type", f"{key} must be a string or null, not {_kind(body[key])}")
     check_format(body.get("format", "json"))
     return OpenReport(
         test_name=body["test_name"],
@@ -432,51 +491,94 @@ def _kind(value: Any) -> str:
 
 
 # --- the read API's query -------------------------------------------------------------------------
+# Each parameter has a pattern (or an enumeration) in /openapi.json, checked by FastAPI before the
+# route runs (400 bad_query); any value of that form is answered. The functions below normalise.
 
 QUERY_TEXT_LIMIT: Final = 256
+QUERY_PARAMETERS: Final = frozenset(
+    (
+        "service",
+        "function",
+        "verdict",
+        "probe_asn",
+        "probe_cc",
+        "test_name",
+        "since",
+        "until",
+        "limit",
+        "cursor",
+    )
+)
+SERVICE_QUERY: Final = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+ASN_QUERY: Final = f"^(?:[Aa][Ss])?{_ASN_NUMBER}$"
+CC_QUERY: Final = r"^[A-Za-z]{2}$"
+_QUERY_CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_QUERY_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+TIME_QUERY: Final = rf"^{_DATE}(?:[T ]{_QUERY_CLOCK}{_QUERY_OFFSET}?)?$"
+"""``since``/``until``: a date, or a date and a time (minutes, seconds and fractions optional),
+``T`` or a space between them, an optional ``Z`` or ``±hh:mm`` offset (UTC without one)."""
+CURSOR_QUERY: Final = r"^[0-9]{14}~[A-Za-z0-9._-]{1,256}$"
+"""A position in the order of the list: ``<YYYYMMDDhhmmss>~<measurement_uid>``, the page resumes
+after it (``next_cursor`` is the position of a page's last summary)."""
+
+_TIME_QUERY = re.compile(TIME_QUERY)
+_EARLIEST, _LATEST = "0001-01-01 00:00:00", "9999-12-31 23:59:59"
+
+
+def check_query_parameters(names: list[str]) -> None:
+    """Every parameter known, none given twice (a typo must not silently widen the answer)."""
+    unknown = sorted({name for name in names if name not in QUERY_PARAMETERS})
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:3])
+        raise Rejection(
+            "bad_query",
+            f"unknown parameter {shown}; known: {', '.join(sorted(QUERY_PARAMETERS))}",
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise Rejection("bad_query", f"{repeated[0]} is given more than once")
 
 
 def query_text(value: str | None, name: str) -> str | None:
-    if value is not None and len(value) > QUERY_TEXT_LIMIT:
-        raise Rejection("bad_query", f"{name} is longer than {QUERY_TEXT_LIMIT} characters")
+    if value is not None and not 0 < len(value) <= QUERY_TEXT_LIMIT:
+        raise Rejection("bad_query", f"{name} must be 1-{QUERY_TEXT_LIMIT} characters")
     return value
 
 
 def query_time(value: str | None, name: str) -> str | None:
-    """ISO 8601 (any offset, converted to UTC) or ``YYYY-MM-DD[ HH:MM:SS]`` →
-    ``YYYY-MM-DD HH:MM:SS``, the form ``measurement_start_time`` is compared in."""
+    """:data:`TIME_QUERY` (any offset, converted to UTC) → ``YYYY-MM-DD HH:MM:SS``, the form
+    ``measurement_start_time`` is compared in; an offset taking it past year 1 or 9999 is
+    clamped."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            moment = dt.datetime.strptime(text, "%Y-%m-%d")
-        else:
-            moment = dt.datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
+    if _TIME_QUERY.fullmatch(value) is None:
         raise Rejection(
-            "bad_query", f"{name} must be ISO 8601 or YYYY-MM-DD[ HH:MM:SS], not {value[:40]!r}"
-        ) from None
+            "bad_query",
+            f"{name} must be YYYY-MM-DD or YYYY-MM-DD[T ]HH:MM[:SS][Z|+hh:mm], not {value[:40]!r}",
+        )
+    moment = dt.datetime.fromisoformat(value.replace("z", "Z"))
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            return _EARLIEST if value[:4] == "0001" else _LATEST
+    return moment.isoformat(sep=" ", timespec="seconds")  # strftime drops zeros of year 5
 
 
 def query_asn(value: str | None) -> str | None:
-    """``AS<n>`` or ``<n>`` → ``AS<n>``."""
+    """``AS<n>`` or ``<n>`` (any case) → ``AS<n>``."""
     if value is None:
         return None
-    text = value.strip().upper()
-    try:
-        return check_asn(text if text.startswith("AS") else "AS" + text)
-    except Rejection:
-        raise Rejection("bad_query", "probe_asn must be AS<n> or <n>") from None
+    if re.fullmatch(ASN_QUERY, value) is None:
+        raise Rejection("bad_query", "probe_asn must be AS<n> or <n>, n a 32-bit AS number")
+    text = value.upper()
+    return text if text.startswith("AS") else "AS" + text
 
 
 def query_cc(value: str | None) -> str | None:
     if value is None:
         return None
-    if len(value) != 2 or not value.isascii() or not value.isalpha():
+    if re.fullmatch(CC_QUERY, value) is None:
         raise Rejection("bad_query", "probe_cc must be two letters")
     return value.upper()
 
@@ -487,6 +589,7 @@ def query_cc(value: str | None) -> str | None:
 
 ReasonCode = Literal[
     "body_too_large",
+    "body_timeout",
     "bad_encoding",
     "malformed_json",
     "too_deep",
@@ -515,26 +618,52 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+_ASN_SCHEMA: Final = f"^{ASN_PATTERN.pattern}$"
+_TIME_SCHEMA: Final = f"^{TIME_PATTERN.pattern}$"
+REPORT_ID_SCHEMA: Final = (
+    "^[0-9]{8}T[0-9]{6}Z_[A-Za-z0-9]{1,64}_[A-Z]{2}_[0-9]{1,10}_n1_[A-Za-z0-9]{16}$"
+)
+KEY_SCHEMA: Final[dict[str, Any]] = {
+    "type": "string",
+    "pattern": KEY_PATTERN,
+    "not": {"pattern": f"^{CONTENT_KEY_PREFIX}"},
+    "description": f"1-128 characters of [A-Za-z0-9._:-], not starting with "
+    f"{CONTENT_KEY_PREFIX!r} (the collector's keys for submissions without one)",
+}
+
+
 class Measurement(BaseModel):
-    """A measurement in OONI's format (df-000); only the envelope is checked, the rest is kept."""
+    """A measurement in OONI's format (df-000); only the envelope is checked, the rest is kept.
+
+    Lenient where OONI's collector is: ``probe_asn`` and ``probe_cc`` may be missing (``AS0`` and
+    ``ZZ``), ``probe_cc`` may be any value (not two letters: ``ZZ``), ``probe_ip`` any value
+    (replaced by ``127.0.0.1``), ``test_keys`` ``null`` (a test that failed before it had keys).
+    Not in the schema: at most 4 MiB and 64 levels of nesting."""
 
     model_config = ConfigDict(extra="allow")
-    probe_asn: str = Field(pattern=r"^AS[0-9]+$", examples=["AS30722"])
-    probe_cc: str = Field(description="two letters; anything else is stored as ZZ")
+    probe_asn: str = Field(
+        default="AS0", pattern=_ASN_SCHEMA, examples=["AS30722"], description="AS0 when missing"
+    )
+    probe_cc: Any = Field(
+        default="ZZ", description="two ASCII letters (upper-cased); anything else is stored as ZZ"
+    )
     test_name: str
     measurement_start_time: str = Field(
-        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+        pattern=_TIME_SCHEMA,
         examples=["2026-11-24 10:32:25"],
+        description="UTC, YYYY-MM-DD HH:MM:SS, a real calendar date and time",
     )
-    test_keys: dict[str, Any]
+    test_keys: dict[str, Any] | None
     software_name: str
     software_version: str
-    probe_ip: str | None = Field(default=None, description="stored as 127.0.0.1")
+    probe_ip: Any = Field(default=None, description="any value; stored as 127.0.0.1")
 
 
 class OpenReportRequest(BaseModel):
-    probe_asn: str = Field(pattern=r"^AS[0-9]+$")
-    probe_cc: str
+    """What a report id is made of; other fields are ignored."""
+
+    probe_asn: str = Field(pattern=_ASN_SCHEMA)
+    probe_cc: Any = Field(description="two ASCII letters; anything else is ZZ in the report id")
     software_name: str
     software_version: str
     test_name: str
@@ -544,7 +673,9 @@ class OpenReportRequest(BaseModel):
 
 
 class OpenReportResponse(BaseModel):
-    report_id: str = Field(examples=["20261124T103225Z_msgwatch_ZZ_0_n1_wufdnDubOTspuPtQ"])
+    report_id: str = Field(
+        pattern=REPORT_ID_SCHEMA, examples=["20261124T103225Z_msgwatch_ZZ_0_n1_wufdnDubOTspuPtQ"]
+    )
     backend_version: str
     supported_formats: list[Literal["json"]]
 
@@ -560,16 +691,25 @@ class AddMeasurementResponse(BaseModel):
 
 
 class BatchItemRequest(BaseModel):
-    idempotency_key: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
-        description="absent: sha256:<hex> of the measurement's canonical JSON",
-    )
+    """The form of a batch item. Each item is judged on its own: one that is not of this form is
+    refused in its result (``status: rejected``), never the whole request."""
+
+    idempotency_key: (
+        Annotated[
+            str,
+            WithJsonSchema(KEY_SCHEMA),
+        ]
+        | None
+    ) = Field(default=None, description="absent: sha256:<hex> of the canonical JSON")
     measurement: Measurement
 
 
 class BatchRequest(BaseModel):
-    measurements: list[BatchItemRequest] = Field(max_length=MAX_BATCH_ITEMS)
+    """Up to 500 items (more: 413 ``batch_too_large``, nothing stored). The items are any values:
+    each is judged on its own against ``BatchItemRequest`` and answered in its result, so a bad
+    item never refuses the others (as the document's ``anyOf`` says: the form, or anything)."""
+
+    measurements: list[BatchItemRequest | Any] = Field(max_length=MAX_BATCH_ITEMS)
 
 
 class BatchStored(BaseModel):

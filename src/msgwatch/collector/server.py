@@ -7,8 +7,16 @@ Choices, each for a reason:
   uvloop sustains the doc's target; scale up with a faster disk, not workers.
 - **No access log from uvicorn** (``access_log=False``): it prints client addresses. Ours
   (``accesslog.py``) does not.
-- **No proxy headers** (``proxy_headers=False``): the client address that is scrubbed from bodies
-  and used for rate limits is the socket's peer, never a header a client can write.
+- **Hostile clients** (``transport.py``): uvicorn's httptools protocol with bounds on the request
+  head (64 KiB, 100 fields, ``--header-timeout``), on connections (``--max-connections``, in all
+  and per client), and a lingering close after an early answer (a 413 reaches its client). No
+  WebSocket upgrade (``ws="none"``): the collector has no WebSocket route, and an upgraded
+  connection would leave the protocol that holds these bounds.
+- **No uvicorn proxy headers** (``proxy_headers=False``): the client address that is scrubbed from
+  bodies and used for rate limits is the socket's peer, or, only when the peer is one of
+  ``--forwarded-allow-ips``, the client its ``X-Forwarded-For`` names (``transport.ForwardedFor``:
+  uvicorn's own middleware would trust 127.0.0.1 by default and takes malformed entries as
+  addresses).
 - **Garbage collector tuned** (``tune_gc``): a 30 KB measurement is ~10,000 small objects, and
   while 50 of them wait for a group commit the default thresholds run full collections over
   millions of objects — pauses that show up in the p99. Measurements hold no reference cycles
@@ -55,6 +63,15 @@ import uvicorn
 
 from msgwatch.collector.app import create_app
 from msgwatch.collector.settings import Settings
+from msgwatch.collector.transport import (
+    Admission,
+    ForwardedFor,
+    Limits,
+    Proxies,
+    fit_file_limit,
+    parse_networks,
+    protocol_class,
+)
 
 logger = logging.getLogger("msgwatch.collector")
 
@@ -68,15 +85,31 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
-def uvicorn_config(settings: Settings, log_level: str = "info", app: Any = None) -> uvicorn.Config:
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_connections=settings.max_connections,
+        max_per_client=settings.max_connections_per_client,
+        header_timeout=settings.header_timeout,
+    )
+
+
+def uvicorn_config(
+    settings: Settings, log_level: str = "info", app: Any = None, limits: Limits | None = None
+) -> uvicorn.Config:
     """The server's configuration (the module's notes); ``app``: an already made
-    ``create_app(settings, ...)`` (the tests' in-process servers), else one is made."""
+    ``create_app(settings, ...)`` (the tests' in-process servers), else one is made. Its
+    ``/metrics`` gets the transport's counters (``app.state.transport``)."""
+    app = app if app is not None else create_app(settings)
+    proxies = Proxies(parse_networks(settings.forwarded_allow_ips))
+    admission = Admission(limits or limits_of(settings), proxies)
+    app.state.transport = admission
     return uvicorn.Config(
-        app if app is not None else create_app(settings),
+        ForwardedFor(app, proxies, admission),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(admission),
+        ws="none",
         lifespan="on",
         access_log=False,
         log_config=None,
@@ -119,7 +152,19 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings, log_level: str = "info") -> bool:
     """Serve until SIGTERM/SIGINT; ``False`` when the server never started (the store could not be
     opened, the address could not be bound)."""
-    server = _Server(uvicorn_config(settings, log_level))
+    limits = fit_file_limit(limits_of(settings))
+    server = _Server(uvicorn_config(settings, log_level, limits=limits))
+    logger.info(
+        "at most %d connections, %d per client; request heads within %g s, %d bytes, %d fields%s",
+        limits.max_connections,
+        limits.max_per_client,
+        limits.header_timeout,
+        limits.max_head_bytes,
+        limits.max_headers,
+        f"; X-Forwarded-For read from {', '.join(settings.forwarded_allow_ips)}"
+        if settings.forwarded_allow_ips
+        else "",
+    )
     tune_gc()
     server.run()
     return server.started

@@ -45,3 +45,12 @@ class Settings:
     """Answered by ``POST /report``; the package version when empty."""
     graceful_seconds: float = 10.0
     """On SIGTERM/SIGINT, how long requests in flight may take to finish."""
+    max_connections: int = 1024
+    """Client connections held at once (``transport.py``: a full table closes the one waiting
+    longest for a request head)."""
+    max_connections_per_client: int = 64
+    """Client connections held at once per address (an IPv6 /64); trusted proxies are exempt."""
+    header_timeout: float = 10.0
+    """Seconds a request head may take to arrive."""
+    forwarded_allow_ips: tuple[str, ...] = ()
+    """Proxy addresses or networks whose ``X-Forwarded-For`` names the client; none by default."""

@@ -8,7 +8,10 @@ never raises on odd input, because recovery also runs it over whatever the archi
 Verdicts:
 
 - msgwatch's measurements carry their own: ``test_keys.msgwatch_verdicts``, a list of
-  ``{"service", "function", "verdict", "mechanism", ...}``; only those four keys are indexed.
+  ``{"service", "function", "verdict", "mechanism", ...}``; only those four keys are indexed, and
+  only for an entry in msgwatch's vocabulary: ``verdict`` one of :data:`INDEXED_VERDICTS` (the
+  probe's ``Verdict``), ``function`` one of :data:`INDEXED_FUNCTIONS` (the catalogue's), ``service``
+  a catalogue id (:data:`SERVICE_PATTERN`). Other entries stay in the archive, unindexed.
 - OONI's messenger tests are derived from OONI's own keys, with the service named as msgwatch names
   it (``whatsapp``, ``telegram``, ``signal``, ``facebook_messenger``). A status ``"ok"`` is ``ok``,
   ``"blocked"`` is ``blocked``; a boolean ``*_blocking`` is ``blocked`` when true and ``ok`` when
@@ -30,6 +33,12 @@ Verdicts:
 
 - Any other measurement has no verdicts.
 
+**Bounded** (issue 9: ten 3.8 MB measurements of nothing but verdict entries grew the index to
+147 MB): at most :data:`MAX_VERDICTS` rows per measurement, the first ones, each of at most
+~300 bytes of text. A probe writes one verdict per function of one service (six functions), so the
+bound never cuts a real measurement; the archive keeps the measurement whole, and
+``GET /api/v1/measurements/{uid}`` serves it as stored.
+
 Text that goes into the index is made safe for both back-ends: NUL characters and unpaired
 surrogates are replaced (PostgreSQL refuses the first, UTF-8 cannot encode the second) and long
 values are cut (an index entry has a size limit), so no measurement can make an index transaction
@@ -38,9 +47,10 @@ fail. ``input`` keeps its JSON type (a string, a list, ``null``) and is stored a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 import orjson
 
@@ -49,6 +59,19 @@ SHORT_TEXT = 128
 LONG_TEXT = 2048
 
 MESSENGER_TESTS = ("whatsapp", "telegram", "signal", "facebook_messenger")
+MAX_VERDICTS: Final = 32
+"""Verdict rows indexed per measurement, at most (the first ones)."""
+VerdictName = Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
+"""``msgwatch.verdicts.rules.Verdict`` (a test checks they agree; not imported, so the collector
+does not load the probe's rule engine)."""
+FunctionName = Literal["text", "voice", "video", "media", "web", "registration"]
+"""``msgwatch.catalogue.FUNCTIONS`` (a test checks they agree)."""
+INDEXED_VERDICTS: Final = get_args(VerdictName)
+INDEXED_FUNCTIONS: Final = get_args(FunctionName)
+SERVICE_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+"""A catalogue id (``msgwatch.catalogue.schema.Slug``)."""
+_VERDICTS = frozenset(INDEXED_VERDICTS)
+_FUNCTIONS = frozenset(INDEXED_FUNCTIONS)
 
 
 @dataclass(frozen=True)
@@ -154,19 +177,24 @@ def verdicts_of(measurement: Mapping[str, Any]) -> list[VerdictRow]:
 def _msgwatch_verdicts(entries: list[Any]) -> list[VerdictRow]:
     rows: list[VerdictRow] = []
     for entry in entries:
+        if len(rows) == MAX_VERDICTS:
+            break
         if not isinstance(entry, Mapping):
             continue
         service, function, verdict = (entry.get(k) for k in ("service", "function", "verdict"))
         if not (
-            isinstance(service, str) and isinstance(function, str) and isinstance(verdict, str)
+            verdict in _VERDICTS
+            and function in _FUNCTIONS
+            and isinstance(service, str)
+            and SERVICE_PATTERN.fullmatch(service) is not None
         ):
             continue
         mechanism = entry.get("mechanism")
         rows.append(
             VerdictRow(
-                clean_text(service),
-                clean_text(function),
-                clean_text(verdict),
+                service,
+                str(function),
+                str(verdict),
                 clean_text(mechanism) if isinstance(mechanism, str) else None,
             )
         )

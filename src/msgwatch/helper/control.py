@@ -72,7 +72,7 @@ class ControlSettings:
     max_per_client: int = 8
     max_measures: int = 8
     calls_per_minute: dict[str, int] = field(
-        default_factory=lambda: {"measure": 10, "flows": 600, "health": 120, "send": 60}
+        default_factory=lambda: {"measure": 10, "flows": 600, "health": 120, "send": 120}
     )
 
 

@@ -9,8 +9,10 @@ datagram, and serves them to that client (``GET /v1/udp/flows``).
 It also counts, per flow, the datagrams it received and declined to answer, by reason
 (:data:`DECLINED`): ``over_limits`` (the client's budgets, :mod:`msgwatch.helper.limits`),
 ``send_buffer_full`` (the socket's send buffer above its high-water mark), ``source_port`` (a
-source port the helper never answers, :mod:`msgwatch.helper.udp` step 2). Every datagram received
-is either answered (``tx``) or declined for one reason, so a live flow's totals always satisfy
+source port the helper never answers, :mod:`msgwatch.helper.udp` step 2), ``own_reply`` (what
+the helper itself sent to the flow coming back: a loop, :mod:`msgwatch.helper.loops`). Every
+datagram received is either answered (``tx``) or declined for one reason, so a live flow's totals
+always satisfy
 ``rx_packets == tx_packets + sum(declined)``: a shortfall of echoes is the helper's own doing only
 when it says so here, and a judge need not infer it from ``tx < rx``.
 
@@ -30,7 +32,7 @@ Bounds (memory is what an attacker would aim at):
 - at most ``max_total_intervals`` intervals over all flows; beyond that the least recently active
   flows are evicted.
 
-Each interval costs 5 machine words (arrays, not objects); the declines are totals only (three
+Each interval costs 5 machine words (arrays, not objects); the declines are totals only (four
 counters a flow, no intervals), so they add nothing per interval. Time is passed in (``now``, monotonic
 seconds); nothing here reads a clock or a socket.
 """
@@ -53,9 +55,10 @@ FlowKey = tuple[str, int, int]
 
 RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 
-DECLINED = ("over_limits", "send_buffer_full", "source_port")
-"""Why the helper answered nothing to a datagram it received, in the order of ``Flow.declined``."""
-OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT = range(len(DECLINED))
+DECLINED = ("over_limits", "send_buffer_full", "source_port", "own_reply")
+"""Why the helper answered nothing to a datagram it received, in the order of ``Flow.declined``
+(``own_reply``: the helper's own reply coming back, a loop: :mod:`msgwatch.helper.loops`)."""
+OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, OWN_REPLY = range(len(DECLINED))
 
 ORIGINATED = ("tx_packets", "tx_bytes", "over_limits", "send_buffer_full", "not_echoed")
 """A downstream send's counts on its flow (``POST /v1/udp/send``, :mod:`msgwatch.helper.downstream`):
@@ -171,8 +174,9 @@ class FlowTable:
 
     def declined(self, key: FlowKey, reason: int) -> None:
         """Count a datagram of ``key`` that was received (:meth:`received` first) and not answered,
-        for ``reason`` (:data:`OVER_LIMITS`, :data:`SEND_BUFFER_FULL`, :data:`SOURCE_PORT`). A flow
-        not in the table (never received, or evicted) is not made for it."""
+        for ``reason`` (:data:`OVER_LIMITS`, :data:`SEND_BUFFER_FULL`, :data:`SOURCE_PORT`,
+        :data:`OWN_REPLY`). A flow not in the table (never received, or evicted) is not made for
+        it."""
         flow = self._flows.get(key)
         if flow is not None:
             flow.declined[reason] += 1

@@ -34,6 +34,11 @@ fails with ``destination_not_allowed`` and its ``reason`` (``loopback``, ``priva
 nothing of it reaches the network. ``msgwatch.probe.net``'s environment fence
 (``MSGWATCH_ALLOWED_NETWORKS``) still applies underneath: this check does not replace it, nor
 rely on it. The helper's own resolver is the operator's choice and is not checked.
+
+**Answers are checked before anything is returned** (:mod:`msgwatch.helper.redact`): a DNS answer
+the policy would refuse as a target (production: a private, loopback, ... address of the
+helper's own network) is returned as ``[redacted]``, in the results and in the trace, with the
+count (``redacted``).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from msgwatch.helper.policy import NOT_ALLOWED, Policy
+from msgwatch.helper.redact import redact
 from msgwatch.probe import failures as F
 from msgwatch.probe.net import TCPConn, endpoint, tcp_connect
 from msgwatch.probe.steps.dns import resolve
@@ -163,7 +169,7 @@ async def measure(request: MeasureRequest, config: MeasureConfig) -> dict[str, A
     deadline = loop.time() + request.timeout
     runs = [_run_step(trace, step, config, deadline) for step in request.steps]
     results = await asyncio.gather(*runs)
-    return {"trace": trace.test_keys(), "results": list(results)}
+    return redact({"trace": trace.test_keys(), "results": list(results)}, config.policy)
 
 
 async def _run_step(

@@ -9,5 +9,6 @@ therefore refuses these as local ports. No imports: the probe reads this without
 
 NEUTRAL_PORT = 40000
 """A port no messenger uses for calls (the helper echoes on it by default)."""
-CALL_PORTS = (443, 596, 3478, 3479, 3480, 3481, 8801, 10000, 19302, NEUTRAL_PORT)
+CALL_PORTS = (443, 596, 3478, 3479, 3480, 3481, 4244, 5242, 5243, 7985, 7987, 8801, 10000, 19302,
+              NEUTRAL_PORT, 50001)  # fmt: skip
 """Default UDP and TCP ports: the catalogue's call ports and the neutral high port."""

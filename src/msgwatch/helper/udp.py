@@ -11,12 +11,19 @@ or None out):
    checked before the send buffer (step 4): such a datagram would never be answered, so that is
    why it was not.
 3. A STUN Binding request (RFC 8489: first two bits 0, magic cookie 0x2112A442, length consistent
-   with the datagram, method Binding, class request; parsed with ``aioice.stun``) gets a Binding
-   success response with the same transaction id (:func:`binding_response`). Any other datagram is
-   echoed **unchanged**.
+   with the datagram, attributes that walk exactly to its end, method Binding, class request;
+   parsed with ``aioice.stun``) gets a Binding success response with the same transaction id
+   (:func:`binding_response`). Any other datagram is echoed **unchanged**.
 4. The reply is sent only if the client's budgets allow it (:mod:`msgwatch.helper.limits`) and
    the socket's send buffer is below its high-water mark; otherwise it is dropped silently and
    counted. What is sent is counted on the flow.
+
+**No loops.** Step 2 knows only where echoes usually live. A datagram that is the helper's own
+reply to that flow coming back (it sent the same bytes to the same flow
+:data:`~msgwatch.helper.loops.MAX_REPEATS` times in the last seconds) is not answered either: the
+peer is an echo, and answering would bounce one forged datagram forever between the helper and it
+(:mod:`msgwatch.helper.loops` says why this mechanism, and what it costs). Every reply sent,
+downstream datagrams included, is remembered for it.
 
 While the helper sends call traffic of its own on a flow (a downstream replay,
 :mod:`msgwatch.helper.downstream`), what arrives on that flow is counted and not echoed
@@ -24,7 +31,8 @@ While the helper sends call traffic of its own on a flow (a downstream replay,
 the helper sends it.
 
 Every datagram that gets no reply is counted on its flow with the reason (``source_port``,
-``send_buffer_full``, ``over_limits``: :data:`msgwatch.helper.flows.DECLINED`), so the flow's view
+``own_reply``, ``send_buffer_full``, ``over_limits``: :data:`msgwatch.helper.flows.DECLINED`), so
+the flow's view
 says why echoes are missing: the helper's own evidence, not an inference from ``tx < rx``.
 
 **No amplification, STUN included.** A reply is never larger than the datagram it answers. An
@@ -54,9 +62,18 @@ from typing import cast
 
 from aioice import stun
 
-from msgwatch.helper.flows import OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, FlowKey, FlowTable
+from msgwatch.helper.flows import (
+    OVER_LIMITS,
+    OWN_REPLY,
+    SEND_BUFFER_FULL,
+    SOURCE_PORT,
+    FlowKey,
+    FlowTable,
+)
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
+from msgwatch.helper.loops import MAX_REPEATS, RecentReplies
+from msgwatch.probe.steps.stun import well_formed
 
 MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 HEADER = 20
@@ -87,7 +104,7 @@ def is_binding_request(data: bytes) -> bool:
 def binding_response(request: bytes, peer: tuple[str, int]) -> bytes | None:
     """The Binding success response to ``request``, never larger than it; None if it is not a
     valid Binding request (then it is echoed like any datagram)."""
-    if not is_binding_request(request):
+    if not is_binding_request(request) or not well_formed(request):
         return None
     try:
         message = stun.parse_message(request)  # checks FINGERPRINT when present
@@ -123,6 +140,8 @@ class UDPCounters:
     originated_packets: int = 0
     originated_bytes: int = 0
     not_echoed: int = 0
+    own_reply: int = 0
+    """Datagrams not answered because they were the helper's own reply coming back (a loop)."""
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -141,6 +160,8 @@ class UDPService:
     """Flows carrying a downstream send now: what arrives on them is not echoed."""
     endpoints: dict[tuple[str, int], UDPEndpoint] = field(default_factory=dict)
     """The bound sockets by (address, port), for downstream sends (filled as they are made)."""
+    replies: RecentReplies = field(default_factory=RecentReplies)
+    """What was sent recently, by flow: the loop guard (:mod:`msgwatch.helper.loops`)."""
 
     def handle(
         self, data: bytes, peer: tuple[str, int], local_port: int, now: float, sendable: bool = True
@@ -160,6 +181,14 @@ class UDPService:
             self.counters.not_echoed += 1
             self.flows.withheld(key, "not_echoed")
             return None
+        digest = self.replies.digest(key, data)
+        if self.replies.times_sent(digest, now) >= MAX_REPEATS:
+            self.counters.own_reply += 1
+            self.flows.declined(key, OWN_REPLY)
+            if self.counters.own_reply & (self.counters.own_reply - 1) == 0:  # 1, 2, 4, 8...
+                logger.info("udp: %s sends back what the helper sent it (an echo): not answered "
+                            "(%d so far)", self.names.name(client), self.counters.own_reply)  # fmt: skip
+            return None
         if not sendable:
             self.counters.send_buffer_full += 1
             self.flows.declined(key, SEND_BUFFER_FULL)
@@ -174,10 +203,16 @@ class UDPService:
             return None
         if answer is not None:
             self.counters.stun_answers += 1
+            digest = self.replies.digest(key, reply)
+        self.replies.sent(digest, now)
         self.counters.tx_packets += 1
         self.counters.tx_bytes += len(reply)
         self.flows.sent(key, len(reply), now)
         return reply
+
+    def originated(self, key: FlowKey, payload: bytes, now: float) -> None:
+        """Remember a datagram of a downstream send, so that an echo of it is not answered."""
+        self.replies.sent(self.replies.digest(key, payload), now)
 
 
 class UDPEndpoint(asyncio.DatagramProtocol):

@@ -52,6 +52,17 @@ INFRASTRUCTURE = tuple(
 """Prefixes of the lab's own infrastructure: no service address may fall in them."""
 
 
+ISP_NETWORKS = {"isp1": (64500, "XA", "Lab ISP 1"), "isp2": (64501, "XA", "Lab ISP 2")}
+"""Each ISP's network (AS number, country, name) unless its scenario names one: documentation AS
+numbers (RFC 5398) and the ISO 3166 user-assigned code XA, so nothing is taken for a real network.
+The lab writes them into a GeoIP database for the ISPs' prefixes (``msgwatch.lab.geoip``)."""
+
+
+def isp_prefixes(isp: str) -> list[str]:
+    """The addresses an ISP gives its subscribers (its LAN, IPv4 and IPv6)."""
+    return [p for p in (lan_prefix(isp), lan_prefix6(isp)) if p]
+
+
 def isp_number(isp: str) -> int:
     if isp not in ISPS:
         raise ValueError(f"unknown ISP {isp!r} (the lab has {', '.join(ISPS)})")

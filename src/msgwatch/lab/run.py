@@ -26,6 +26,7 @@ from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule, resolve_selector
 from msgwatch.lab.servers import BULK_PATH
 
 FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
+INTERNAL = "internal"
 Say = Callable[[str], None]
 
 
@@ -96,6 +97,7 @@ def compare(
                 "why": e.why,
                 "evidence": v.get("evidence", []),
                 "scope": v.get("scope"),
+                "explanation": v.get("explanation"),
             }
         )
     return rows
@@ -141,14 +143,41 @@ def _probe_command(
         *(["--replay-seed", str(scenario.replay_seed)] if scenario.replay_seed is not None else []),
         "--timeout", str(scenario.timeout),
         "--output", str(output),
+        "--geoip-db", str(geoip_path(lab)),
         "--json",
         *scheduled,
     ]  # fmt: skip
 
 
+def geoip_path(lab: Any) -> Path:
+    """The lab's GeoIP database (each ISP's network), with the lab's other files."""
+    return Path(lab.run_dir) / "geoip.mmdb"
+
+
+def write_geoip(lab: Any, scenario: Scenario) -> Path:
+    """Each ISP's prefixes → its network (the scenario's ``[networks]``, else the plan's)."""
+    from msgwatch.lab import geoip
+    from msgwatch.lab.plan import ISP_NETWORKS, isp_prefixes
+
+    named: dict[str, Any] = {str(k): v for k, v in scenario.networks.items()}
+    networks = {
+        isp: geoip.IspNetwork(n.asn, n.cc, n.name or f"Lab {isp}")
+        if (n := named.get(isp))
+        else geoip.IspNetwork(*ISP_NETWORKS[isp])
+        for isp in ISPS
+    }
+    prefixes = {isp: isp_prefixes(isp) for isp in ISPS}
+    return geoip.lab_database(geoip_path(lab), prefixes, networks)
+
+
+def internal_dir(workdir: Path) -> Path:
+    """What a lab run needs but nobody publishes (see :func:`run_scenario`'s layout)."""
+    return workdir / INTERNAL
+
+
 def state_dir(workdir: Path, isp: str) -> Path:
-    """Where an ISP's probe keeps its spool in an observatory scenario."""
-    return workdir / f"state-{isp}"
+    """An ISP's probe state: its probe id, ``run.lock`` and spool (internal)."""
+    return internal_dir(workdir) / f"state-{isp}"
 
 
 def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
@@ -218,7 +247,8 @@ def apply_outages(lab: Any, scenario: Scenario, phase_index: int, workdir: Path)
     prefixes = [
         (p, o.proto) for o in phase.outage for t in o.to for p in resolve_selector(t, lab.mapping)
     ]
-    ruleset = workdir / f"{scenario.name}-outage.nft"
+    internal_dir(workdir).mkdir(mode=0o700, parents=True, exist_ok=True)
+    ruleset = internal_dir(workdir) / f"{scenario.name}-outage.nft"
     ruleset.write_text(outage_ruleset(prefixes))
     lab.exec("abroad", ["nft", "-f", str(ruleset)], check=True, capture_output=True)
 
@@ -245,8 +275,17 @@ def run_scenario(
     say: Say | None = None,
     after_phase: Callable[[Any, str], None] | None = None,
 ) -> ScenarioRun:
-    """Up, every phase (apply, probe, compare), down. ``workdir`` keeps the measurements.
-    ``after_phase(lab, phase_name)`` runs while the phase's rules are in force (packet checks)."""
+    """Up, every phase (apply, probe, compare), down. ``after_phase(lab, phase_name)`` runs
+    while the phase's rules are in force (packet checks).
+
+    ``workdir``'s layout keeps what one would publish apart from the run's internals::
+
+        <scenario>-<phase>-<isp>.jsonl   each ISP's measurements in each phase
+        internal/                        never to be published (mode 0700):
+          state-<isp>/                   each lab probe's probe id, run.lock and spool
+          <scenario>-outage.nft          the outage ruleset applied abroad
+          collector/                     an observatory's collector: data/, collector.log
+    """
     from msgwatch.lab.topology import Lab
 
     def note(text: str) -> None:
@@ -255,13 +294,15 @@ def run_scenario(
 
     result = ScenarioRun(scenario)
     workdir.mkdir(parents=True, exist_ok=True)
+    internal_dir(workdir).mkdir(mode=0o700, exist_ok=True)
     started = time.monotonic()
     with Lab(catalogue=scenario_catalogue(scenario, catalogue)) as lab:
         result.timings["up"] = time.monotonic() - started
         note(f"lab {lab.lab_id} up in {result.timings['up']:.1f} s")
+        write_geoip(lab, scenario)
         collector = None
         if scenario.observatory is not None:
-            collector = LabCollector(lab, workdir / "collector" / "data")
+            collector = LabCollector(lab, internal_dir(workdir) / "collector" / "data")
             collector.start()
             note(f"collector up at {collector_url()}")
         for index, phase in enumerate(scenario.phase):

@@ -90,6 +90,15 @@ class Observatory(_Strict):
     """Seconds from one scheduled run to the next."""
 
 
+class IspNetwork(_Strict):
+    """The network an ISP's probes are in (default: ``msgwatch.lab.plan.ISP_NETWORKS``)."""
+
+    asn: int = Field(ge=1, le=4294967295)
+    """Use documentation (64496-64511) or private-use (64512-65534) AS numbers."""
+    cc: str = Field(pattern=r"^[A-Z]{2}$")
+    name: str = Field(default="", max_length=200)
+
+
 class Expect(_Strict):
     isp: Literal["isp1", "isp2", "all"]
     service: str
@@ -127,6 +136,9 @@ class Scenario(_Strict):
     source: list[Source] = []
     phase: list[Phase] = Field(min_length=1)
     expect: list[Expect] = []
+    networks: dict[Literal["isp1", "isp2"], IspNetwork] = {}
+    """Each ISP's AS number and country (``[networks.isp1]``): what its probe finds in the lab's
+    GeoIP database and records as ``probe_asn``/``probe_cc``."""
     observatory: Observatory | None = None
     """Probes submit their measurements to a collector abroad; the run checks that the collector
     ends with exactly the measurements made (none lost, none twice)."""

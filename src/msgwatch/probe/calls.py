@@ -17,12 +17,16 @@ helper's echo:
   as long as one round's replay (at most :data:`PLAIN_SECONDS`), on **each** of the service's
   call ports, and one of the function's full length on a **neutral** port (:data:`NEUTRAL_PORT`);
 - at the same time, the original to the **domestic** helper, when there is one;
-- at the same time, one **downstream** pair on the first call port: the helper sends the
-  original and the control of one round towards the probe (``POST /v1/udp/send``,
-  :mod:`msgwatch.probe.steps.downstream`), one after the other in an order drawn from the seed,
-  from the start (the second once the first is done: within the first two rounds). An echo
-  carries back only what survived the way up; these measure the way down with a full-rate call
-  of its own.
+- at the same time, :data:`DOWN_ROUNDS` **downstream** pairs on the first call port: the helper
+  sends the original and the control of one round towards the probe (``POST /v1/udp/send``,
+  :mod:`msgwatch.probe.steps.downstream`), one after the other, each round's order drawn from
+  the seed, from the start (each once the helper counted the previous one sent; one that would
+  not end before the deadline is not asked for). An echo carries back only what survived the way
+  up; these measure the way down with a full-rate call of its own.
+
+The event loop's lag is measured meanwhile (:mod:`msgwatch.probe.lag`) and each replay records
+the probe's own lag and drops (``probe``); a round the probe's lag spoiled is measured again
+when the deadline leaves room, like an unclear comparison (:func:`unclear`).
 
 Each replay becomes a target of its own (roles ``replay_original``, ``replay_control``,
 ``replay_plain``, ``replay_neutral``, ``replay_domestic``, ``replay_down_original``,
@@ -45,12 +49,13 @@ from msgwatch.helper.downstream import MAX_SECONDS as DOWN_MAX_SECONDS
 from msgwatch.helper.downstream import schedule
 from msgwatch.helper.ports import NEUTRAL_PORT
 from msgwatch.probe import failures as F
+from msgwatch.probe import lag
 from msgwatch.probe.chains import ChainOutcome
 from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_measure
 from msgwatch.probe.steps.downstream import downstream
 from msgwatch.probe.steps.replay import GRACE, ReplayResult, replay
 from msgwatch.probe.trace import Trace
-from msgwatch.verdicts.calls import compare_rounds
+from msgwatch.verdicts.calls import compare_rounds, probe_trouble
 from msgwatch.wire import calltraffic as C
 
 ROUNDS = 3
@@ -64,6 +69,9 @@ MARKERS: dict[str, C.Marker] = {
     "zoom": "zoom",
     "telegram": "telegram",
     "discord": "discord",
+    "viber": "viber",
+    "facebook_messenger": "messenger",
+    "signal": "signal",
 }
 COOKIE = bytes.fromhex("2112a442")
 LOST = 0.5
@@ -80,6 +88,8 @@ class ReplayPlan:
     marker: str | None
     marked: frozenset[int] = frozenset()
     """Indices of the original's STUN-framed datagrams (the same positions in its control)."""
+    signed: frozenset[int] = frozenset()
+    """Indices of the original's datagrams in the service's own non-STUN framing (likewise)."""
     round: int | None = None
     """1, 2, ...: the round of an original/control pair; None for the others."""
     slot: int | None = None
@@ -91,15 +101,21 @@ class ReplayPlan:
 
 
 DOWN_ROLES = ("replay_down_original", "replay_down_control")
+DOWN_ROUNDS = 2
+DOWN_MARGIN = 0.3
+"""Seconds beyond a downstream replay's length and grace that the deadline must leave for it."""
+"""Downstream pairs per function: repeated like the echoes' rounds (one pair may be the probe's bad
+moment), two rather than three because the helper allows a client 60 sends a minute."""
 
 
 def downstream_plans(
     service: Service, function: FunctionTargets, seconds: float, seed: int, *, rounds: int = ROUNDS
 ) -> list[ReplayPlan]:
-    """The downstream pair of one function: the helper sends one round's original and control
-    (each ``seconds / rounds`` long, at most the helper's 10 s) on the first call port, in slots 0
-    and 1 in an order drawn from the seed (the second starts once the first's last datagrams were
-    awaited: one send of a function at a time). Nothing when the function has no call ports."""
+    """The downstream pairs of one function, :data:`DOWN_ROUNDS` rounds of them: the helper sends
+    one round's original and control (each ``seconds / rounds`` long, at most the helper's 10 s)
+    on the first call port, each round's order drawn from the seed, in slots 0, 1, 2, ... (each
+    starts once the helper counted the previous one sent: one send of a function at a time).
+    Nothing when the function has no call ports."""
     if function.function not in ("voice", "video") or not function.call_ports or seconds <= 0:
         return []
     marker = MARKERS.get(service.id)
@@ -109,12 +125,16 @@ def downstream_plans(
     pair = []
     for role, variant in zip(DOWN_ROLES, ("original", "control"), strict=True):
         packets = schedule(profile, variant, length, seed, marker)
-        pair.append(ReplayPlan(role, variant, profile, port, packets, marker,
-                               stun_framed(packets if variant == "original" else C.control(packets)),
+        original = packets if variant == "original" else C.control(packets)
+        pair.append(ReplayPlan(role, variant, profile, port, packets, marker, stun_framed(original),
+                               signed=C.framings(original, marker)["signature"],
                                seconds=length, seed=seed))  # fmt: skip
-    if random.Random(f"msgwatch-down-order-{seed}-{service.id}-{profile}").random() < 0.5:
-        pair.reverse()
-    return [replace(p, slot=i) for i, p in enumerate(pair)]
+    rng = random.Random(f"msgwatch-down-order-{seed}-{service.id}-{profile}")
+    out: list[ReplayPlan] = []
+    for number in range(1, DOWN_ROUNDS + 1):
+        ordered = pair[::-1] if rng.random() < 0.5 else pair
+        out += [replace(p, round=number, slot=len(out) + i) for i, p in enumerate(ordered)]
+    return out
 
 
 def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
@@ -126,7 +146,7 @@ def stun_framed(packets: list[C.Packet]) -> frozenset[int]:
 
 def round_pairs(
     original: list[C.Packet], marker: str | None, marked: frozenset[int], profile: str, port: int,
-    rounds: int, order_seed: str, attempt: int = 1,
+    rounds: int, order_seed: str, attempt: int = 1, signed: frozenset[int] = frozenset(),
 ) -> list[ReplayPlan]:  # fmt: skip
     """``rounds`` original/control pairs of the same schedule, each round's order drawn at random
     (a coin flip per round from ``order_seed``, as Wehe's ``runTest``), in slots 0, 1, 2, ..."""
@@ -135,8 +155,10 @@ def round_pairs(
     out: list[ReplayPlan] = []
     for number in range(1, rounds + 1):
         pair = [
-            ReplayPlan("replay_original", "original", profile, port, original, marker, marked),
-            ReplayPlan("replay_control", "control", profile, port, control, marker, marked),
+            ReplayPlan(
+                "replay_original", "original", profile, port, original, marker, marked, signed
+            ),
+            ReplayPlan("replay_control", "control", profile, port, control, marker, marked, signed),
         ]
         if rng.random() < 0.5:
             pair.reverse()
@@ -167,7 +189,8 @@ def plans(
     port = function.call_ports[0]
     one_round = make(seconds / rounds, seed, marker)
     order = f"msgwatch-order-{seed}-{service.id}-{profile}"
-    out = round_pairs(one_round, marker, stun_framed(one_round), profile, port, rounds, order)
+    out = round_pairs(one_round, marker, stun_framed(one_round), profile, port, rounds, order,
+                      signed=C.framings(one_round, marker)["signature"])  # fmt: skip
     full = make(seconds, seed, marker)
     # As long as one round's replay, so that a policer or a classifier that acts per flow treats
     # the plain echoes as it treats the rounds' flows.
@@ -183,11 +206,9 @@ def plans(
                    None)
     )  # fmt: skip
     if domestic:  # the same call to a helper inside the country: "calls abroad blocked" or not
-        out.append(
-            ReplayPlan(
-                "replay_domestic", "original", profile, port, full, marker, stun_framed(full)
-            )
-        )
+        signed = C.framings(full, marker)["signature"]
+        out.append(ReplayPlan("replay_domestic", "original", profile, port, full, marker,
+                              stun_framed(full), signed))  # fmt: skip
     return out
 
 
@@ -224,8 +245,10 @@ async def _one(
     deadline: float,
     start_at: float | None = None,
     avoid_ports: frozenset[int] = frozenset(),
+    sent: asyncio.Event | None = None,
 ) -> Done:
-    """One replay to the helper as a target of its own, started at ``start_at`` (loop time)."""
+    """One replay to the helper as a target of its own, started at ``start_at`` (loop time).
+    ``sent`` (downstream only): set once the helper is done sending."""
     if start_at is not None:
         await asyncio.sleep(max(0.0, start_at - asyncio.get_running_loop().time()))
     txid = trace.new_transaction()
@@ -239,10 +262,12 @@ async def _one(
                    "seed": plan.seed}  # fmt: skip
         result = await downstream(trace, txid, link, plan.port, request, deadline, label=label,
                                   marker=MARKERS.get(service.id), marked=plan.marked,
+                                  signed=plan.signed, sent=sent,
                                   avoid_ports=avoid_ports)  # fmt: skip
     else:
         result = await replay(trace, txid, helper, plan.port, plan.packets, deadline,
-                              label=label, marked=plan.marked, avoid_ports=avoid_ports)  # fmt: skip
+                              label=label, marked=plan.marked, avoid_ports=avoid_ports,
+                              signed=plan.signed)  # fmt: skip
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
@@ -256,8 +281,11 @@ def unclear(originals: list[dict[str, Any]], controls: list[dict[str, Any]]) -> 
     that most rounds do not show: :func:`msgwatch.verdicts.calls.compare_rounds`)."""
     if not originals or not controls:
         return False
+    if any(probe_trouble(r) for r in (*originals, *controls)):
+        return True  # the probe's own lag spoiled a round: measure again
     _, reason = compare_rounds(originals, controls)
-    return reason in ("area_only", "conflict", "rounds_disagree", "noisy_controls")
+    return reason in ("area_only", "conflict", "rounds_disagree", "noisy_controls",
+                      "probe_overloaded")  # fmt: skip
 
 
 def _loss(sent: int, got: int) -> float | None:
@@ -317,6 +345,28 @@ async def run_replays(
     rounds: int = ROUNDS,
     neutral_port: int = NEUTRAL_PORT,
 ) -> list[tuple[str, ChainOutcome]]:
+    """Every replay of one function (module notes), then the helpers' counts of them; the
+    event loop's lag is measured meanwhile (:mod:`msgwatch.probe.lag`, the run's monitor when
+    one runs) and each replay's record says what the probe's own lag and drops were."""
+    async with lag.running():
+        return await _run_replays(trace, service, function, helper, seconds, seed, deadline,
+                                  domestic_helper, rounds=rounds,
+                                  neutral_port=neutral_port)  # fmt: skip
+
+
+async def _run_replays(
+    trace: Trace,
+    service: Service,
+    function: FunctionTargets,
+    helper: str | HelperLink,
+    seconds: float,
+    seed: int,
+    deadline: float,
+    domestic_helper: str | HelperLink | None = None,
+    *,
+    rounds: int = ROUNDS,
+    neutral_port: int = NEUTRAL_PORT,
+) -> list[tuple[str, ChainOutcome]]:
     """Every replay of one function (module notes), then the helpers' counts of them."""
     abroad = helper if isinstance(helper, HelperLink) else HelperLink(helper)
     domestic = (
@@ -345,20 +395,27 @@ async def run_replays(
             for p in plans
         ]  # fmt: skip
 
-    async def down_pair(pair: list[ReplayPlan], t0: float) -> list[Done]:
-        # One after the other: the second starts when the first's last datagrams were awaited,
-        # so that a function never has two sends running at the helper (it limits them a client).
-        out = []
-        for p in pair:
-            at = t0 + (p.slot or 0) * length
-            out.append(await _one(trace, name, abroad, service, p, deadline, at, helper_ports))
-        return out
+    async def down_rounds(downs: list[ReplayPlan]) -> list[Done]:
+        # One after the other: each starts when the helper counted the previous one sent (its
+        # grace runs on meanwhile), so that a function never has two sends running at the helper
+        # (it limits them a client); one that would not end before the deadline is not asked.
+        tasks = []
+        for p in sorted(downs, key=lambda p: p.slot or 0):
+            if deadline - loop.time() < p.seconds + GRACE + DOWN_MARGIN:
+                break
+            sent = asyncio.Event()
+            task = asyncio.ensure_future(
+                _one(trace, name, abroad, service, p, deadline, None, helper_ports, sent)
+            )
+            tasks.append(task)
+            waiter = asyncio.ensure_future(sent.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        return list(await asyncio.gather(*tasks))
 
     view = asyncio.ensure_future(_helper_view(trace, service, function, abroad, deadline))
     echoes = [p for p in chosen if p.role not in DOWN_ROLES]
-    downs = asyncio.ensure_future(
-        down_pair([p for p in chosen if p.role in DOWN_ROLES], loop.time())
-    )
+    downs = asyncio.ensure_future(down_rounds([p for p in chosen if p.role in DOWN_ROLES]))
     done = list(await asyncio.gather(*start(echoes))) + await downs
     room = deadline - loop.time() > 2 * seconds + GRACE + 0.5
     records = {role: [d.result.record for d in done if d.plan.role == role]
@@ -367,7 +424,7 @@ async def run_replays(
         first = next(p for p in chosen if p.role == "replay_original")
         again = round_pairs(
             first.packets, first.marker, first.marked, first.profile, first.port, rounds,
-            f"msgwatch-order-{seed}-{service.id}-{name}-confirm", attempt=2,
+            f"msgwatch-order-{seed}-{service.id}-{name}-confirm", attempt=2, signed=first.signed,
         )  # fmt: skip
         done += await asyncio.gather(*start(again))
     for d, txid in await attach_helper_counts(trace, done, deadline):

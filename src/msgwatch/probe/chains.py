@@ -16,7 +16,8 @@ One chain per endpoint, chosen by its protocol:
                                     step ``app_handshake``, like the other protocols' first exchange)
 
 An endpoint with an ``address`` is not resolved. Addresses from DNS are tried in order, at most
-``max_addresses`` of them, until one connects. Every chain shares the run's single ``deadline``.
+``max_addresses`` of them, until one connects. Every step of a chain shares the chain's
+``deadline`` (the runner gives each chain its own, from when it gets a slot).
 A chain never raises: its outcome says which step failed and how.
 """
 
@@ -77,6 +78,12 @@ class ChainOutcome:
     control_failure: str | None = None
     control_ran: bool = False
     http: HTTPResult | None = None
+    attempt: int = 1
+    """1 for the first attempt, 2 for the retry of a failed chain (:mod:`msgwatch.probe.runner`)."""
+    not_measured: str | None = None
+    """Why the chain measured nothing, when it did not: ``fence`` (the destination is outside
+    ``MSGWATCH_ALLOWED_NETWORKS``) or ``no_time`` (it could not get its time before the run's
+    deadline). Never a failure: ``failure`` is then None."""
 
     @property
     def ok(self) -> bool:
@@ -91,7 +98,11 @@ async def _addresses(
         return [endpoint.address]
     assert endpoint.host is not None  # the schema guarantees a host or an address
     txid = outcome.transaction_ids[0]
-    result = await resolve(trace, txid, endpoint.host, config.resolver, deadline, config.dns_linger)
+    # A ``dns`` endpoint's transport is the DNS transport to measure; any other endpoint's is its
+    # own, and its name is resolved over UDP.
+    over = endpoint.transport if endpoint.protocol == "dns" else "udp"
+    result = await resolve(trace, txid, endpoint.host, config.resolver, deadline,
+                           config.dns_linger, transport=over)  # fmt: skip
     outcome.dns = result
     if result.failure is not None or not result.addresses:
         outcome.failure = result.failure or F.DNS_NO_ANSWER

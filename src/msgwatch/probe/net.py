@@ -16,6 +16,10 @@ A safety fence: when the environment variable ``MSGWATCH_ALLOWED_NETWORKS`` hold
 list of prefixes (the tests, the demo and the benchmarks set it to loopback and the lab's ranges),
 every destination outside them is refused with ``destination_not_allowed`` before any packet leaves,
 and the system resolver (which would send queries to whatever server the host uses) is refused too.
+A refusal is the run's configuration, not the network's behaviour: the runner records such a target
+as not measured (never a failure, never submitted). A value that does not parse, or one that is set
+but empty, raises :class:`FenceError`; the runner checks it before anything else, so such a run
+stops at its start instead of recording every destination as failed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
@@ -34,6 +39,10 @@ from msgwatch.probe.failures import TIMEOUT, ProbeFailure, classify
 from msgwatch.probe.trace import Trace
 
 MAX_QUEUED_DATAGRAMS = 64
+SO_MEMINFO = 55
+"""Linux's ``SO_MEMINFO`` (include/uapi/asm-generic/socket.h): the socket's ``sk_meminfo``."""
+SK_MEMINFO_VARS = 9
+"""``sk_meminfo``'s length; ``RMEM_ALLOC`` is its first value and ``DROPS`` its last."""
 READ_CHUNK = 16 * 1024
 FENCE_VARIABLE = "MSGWATCH_ALLOWED_NETWORKS"
 LAB_NETWORKS = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
@@ -41,11 +50,53 @@ NOT_ALLOWED = "destination_not_allowed"
 _Protocol = TypeVar("_Protocol")
 
 
-def _fence() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
-    value = os.environ.get(FENCE_VARIABLE)
-    if not value:
+MAX_FENCE_CHARS = 64 * 1024
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FenceError(ValueError):
+    """``MSGWATCH_ALLOWED_NETWORKS`` is set but is not a list of prefixes: the run must not start
+    (a fence that does not parse must neither be lowered nor turn every destination into a
+    measured failure)."""
+
+
+def fence_from(value: str | None) -> list[Network] | None:
+    """The fence that ``value`` (the variable's text) describes; None when it is unset.
+
+    Raises :class:`FenceError` when it is empty (only blanks and commas: "no fence" is said by
+    unsetting the variable, never by emptying it), too long, or holds something that is not an
+    address or a prefix."""
+    if value is None:
         return None
-    return [ipaddress.ip_network(p.strip(), strict=False) for p in value.split(",") if p.strip()]
+    if len(value) > MAX_FENCE_CHARS:
+        raise FenceError(f"{FENCE_VARIABLE} is too long ({len(value):,} characters)")
+    parts = [p.strip() for p in value.split(",")]
+    if not any(parts):
+        raise FenceError(
+            f"{FENCE_VARIABLE} is set but empty: list the prefixes the probe may reach "
+            "(e.g. 127.0.0.0/8,::1/128), or unset it to measure without a fence"
+        )
+    networks: list[Network] = []
+    for part in (p for p in parts if p):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            shown = part if len(part) <= 60 else part[:60] + "..."
+            raise FenceError(
+                f"{FENCE_VARIABLE}: {shown!r} is not an address or a prefix "
+                "(expected a comma-separated list such as 127.0.0.0/8,::1/128)"
+            ) from exc
+    return networks
+
+
+def check_fence() -> list[Network] | None:
+    """The fence from the environment (None when unset); raises :class:`FenceError` when it is
+    malformed. The runner calls it before anything else."""
+    return fence_from(os.environ.get(FENCE_VARIABLE))
+
+
+def _fence() -> list[Network] | None:
+    return check_fence()
 
 
 def check_destination(ip: str) -> None:
@@ -159,8 +210,13 @@ class _DatagramQueue(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.items: deque[bytes | Exception] = deque(maxlen=MAX_QUEUED_DATAGRAMS)
         self.ready = asyncio.Event()
+        self.overflowed = 0
+        """Datagrams read from the socket and pushed out of the full queue unread (the probe's
+        own drops, not the network's)."""
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(self.items) == self.items.maxlen:
+            self.overflowed += 1
         self.items.append(data)
         self.ready.set()
 
@@ -242,6 +298,37 @@ class UDPSocket:
                     "read_from", txid=self.txid, t0=t0, address=self.address, proto="udp",
                     num_bytes=size, failure=failure,
                 )  # fmt: skip
+
+    @property
+    def queue_drops(self) -> int:
+        """Datagrams this socket received that its full queue discarded unread."""
+        return self._protocol.overflowed
+
+    @property
+    def queued(self) -> int:
+        """Datagrams (and errors) read from the kernel and not yet taken by :meth:`recv`."""
+        return len(self._protocol.items)
+
+    def set_receive_buffer(self, size: int) -> None:
+        """Ask for a kernel receive buffer of ``size`` bytes (capped by the system; best effort):
+        a replay's echoes must wait there while the probe's event loop is late."""
+        sock = self._transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+    def kernel_counters(self) -> tuple[int, int] | None:
+        """(bytes waiting in the kernel's receive buffer, datagrams the kernel dropped for this
+        socket, e.g. a full receive buffer) from ``SO_MEMINFO`` (Linux 4.12+: ``sk_meminfo``'s
+        ``RMEM_ALLOC`` and ``DROPS``); None where the system does not say."""
+        sock = self._transport.get_extra_info("socket")
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * SK_MEMINFO_VARS)
+        except (OSError, AttributeError, TypeError):
+            return None
+        if not isinstance(raw, bytes) or len(raw) < 4 * SK_MEMINFO_VARS:
+            return None
+        values = struct.unpack(f"={SK_MEMINFO_VARS}I", raw[: 4 * SK_MEMINFO_VARS])
+        return values[0], values[SK_MEMINFO_VARS - 1]
 
     @property
     def local_port(self) -> int | None:

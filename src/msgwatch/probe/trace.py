@@ -10,7 +10,8 @@ Rules:
 - Recording never raises and never grows without bound: each list is capped; records beyond the cap
   are counted in ``dropped`` and discarded. Byte payloads are cut to a size given at construction.
 - The trace knows the probe's own non-loopback addresses it has seen (local socket addresses, STUN
-  mapped addresses), for scrubbing before the measurement is written.
+  mapped addresses), for scrubbing before the measurement is written. The traces of one run share
+  one set (the runner passes it to each): an address learned by one service is scrubbed from all.
 
 The trace is not thread-safe; it is used from one asyncio loop.
 """

@@ -77,22 +77,39 @@ class URL:
         return self.origin + self.base_path
 
 
+def redact_url(text: str) -> str:
+    """``text`` with whatever stands before an ``@`` (a user name, a password) replaced by
+    ``***``: how every URL a user gave is shown in a message. Deliberately coarse: a password
+    may hold ``/`` or ``:`` unencoded, so everything up to the last ``@`` goes."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    if "@" not in rest:
+        return text
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+
+
 def parse_url(text: str) -> URL:
-    """``http[s]://host[:port][/base]``; raises ``ValueError`` with a reason otherwise."""
+    """``http[s]://host[:port][/base]``; raises ``ValueError`` with a reason otherwise (the URL
+    in the reason with its credentials redacted: :func:`redact_url`)."""
+    shown = repr(redact_url(text))
     parts = urllib.parse.urlsplit(text.strip())
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"{text!r}: the scheme must be http or https")
-    if parts.username or parts.password:
-        raise ValueError(f"{text!r}: credentials in the URL are not supported")
+        raise ValueError(f"{shown}: the scheme must be http or https")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{shown}: credentials in the URL are not supported (a token goes in a file: "
+            "--collector-token-file)"
+        )
     if parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: no query or fragment allowed")
+        raise ValueError(f"{shown}: no query or fragment allowed")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: bad port") from exc
+    except ValueError:
+        raise ValueError(f"{shown}: bad port") from None
     host = parts.hostname
     if not host:
-        raise ValueError(f"{text!r}: no host")
+        raise ValueError(f"{shown}: no host")
     default = 443 if parts.scheme == "https" else 80
     return URL(parts.scheme, host, port or default, parts.path.rstrip("/"))
 

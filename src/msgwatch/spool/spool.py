@@ -282,10 +282,15 @@ class Spool:
         fresh = secrets.token_hex(16)
         tmp = self.state_dir / f".probe-id.{secrets.token_hex(4)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(fresh + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:  # the temporary file goes on every path (a full disk fails the write or the fsync)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(fresh + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         try:
             if self.probe_id_path.exists():  # damaged: replace it
                 os.replace(tmp, self.probe_id_path)
@@ -320,29 +325,44 @@ class Spool:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def add(self, measurements: Iterable[dict[str, Any]]) -> list[str]:
-        """Spool each measurement durably; returns their idempotency keys, in order."""
+    def add(
+        self, measurements: Iterable[dict[str, Any]], written: list[str] | None = None
+    ) -> list[str]:
+        """Spool each measurement durably; returns their idempotency keys, in order.
+
+        On ``OSError`` (a full disk) the measurements before the failing one are spooled and
+        their keys are in ``written`` when the caller passed a list; nothing of the failing one is
+        left behind (its temporary file is removed)."""
         self.create()
-        keys: list[str] = []
-        for measurement in measurements:
-            key = self.new_key(measurement)
-            data = json.dumps(measurement, ensure_ascii=False, separators=(",", ":"))
-            tmp = self.tmp_dir / f"{key}.json"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data.encode("utf-8"))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.rename(tmp, self.pending_dir / f"{key}.json")
-            except BaseException:
+        keys: list[str] = [] if written is None else written
+        try:
+            for measurement in measurements:
+                keys.append(self._add_one(measurement))
+        except BaseException:
+            if keys:  # those are renamed into pending/: make the renames durable too
                 with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            keys.append(key)
+                    fsync_dir(self.pending_dir)
+            raise
         if keys:
             fsync_dir(self.pending_dir)
         return keys
+
+    def _add_one(self, measurement: dict[str, Any]) -> str:
+        key = self.new_key(measurement)
+        data = json.dumps(measurement, ensure_ascii=False, separators=(",", ":"))
+        tmp = self.tmp_dir / f"{key}.json"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(tmp, self.pending_dir / f"{key}.json")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return key
 
     def recover(self, now: float | None = None) -> int:
         """Finish what a crash interrupted: unlink pending files the ledger's tail (of

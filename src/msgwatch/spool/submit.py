@@ -31,6 +31,7 @@ import email.utils
 import json
 import os
 import random
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -75,8 +76,22 @@ def collector_urls(given: Sequence[str], environ: Mapping[str, str] | None = Non
 
 
 def read_token(path: str | os.PathLike[str]) -> str:
-    """A bearer token from a file (its first line); raises ``ValueError`` or ``OSError``."""
-    with open(path, "rb") as handle:
+    """A bearer token from a file (its first line); raises ``ValueError`` with the reason.
+
+    Like ssh with a private key, a file that anyone but its owner may read or write is refused
+    (mode ``& 0o077``): the token would already be everyone's. systemd's ``LoadCredential=``
+    gives the service an owner-only copy."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:
+            raise ValueError(
+                f"{path} is accessible to others (mode {stat.S_IMODE(mode):04o}): a bearer "
+                f"token must be private; run chmod 600 {path}"
+            )
         data = handle.read(MAX_TOKEN_BYTES + 1)
     if len(data) > MAX_TOKEN_BYTES:
         raise ValueError(f"{path}: larger than a token")

@@ -10,7 +10,17 @@ per-interval throughput samples of all rounds in one sample), and so are the con
 statistics compare the two (:func:`msgwatch.analysis.stats.compare_replays`). Two checks over the
 rounds one by one can then only take a difference back (:func:`compare_rounds`): the controls must
 agree among themselves (Glasnost's noise rule), and the original must have fared worse in a majority
-of the rounds.
+of the rounds, by a margin that matters (:data:`ROUND_MARGIN`). "The original fails, the control
+passes" is a comparison too: it decides only when the loss test says so and most rounds show it
+(:func:`split`).
+
+The probe's own lag is the probe's, never the network's (the record's ``probe``, written by
+:mod:`msgwatch.probe.steps.replay`): a datagram the probe dropped itself (its kernel receive
+buffer, its queue) arrived and counts as received (:func:`_credit`); a round whose listening the
+deadline cut is left out (:func:`clean`); and a difference in throughput alone is not decided
+when the probe's timing is in the throughput (:func:`probe_stalled`). What is left out makes the
+fact ``probe`` ``overloaded``, and the rules say ``inconclusive``, ``probe.overloaded`` where
+nothing else decides.
 
 Where the helper's own counts are in a record (``helper``: what it received from the flow and
 sent back), they tell on which way the datagrams were lost: before the helper (``upload``) or after
@@ -28,7 +38,8 @@ it announced (``helper.originated``, :func:`_sent_all`). Their original and cont
 like the echo pairs (:func:`compare_rounds`, and the STUN-framed datagrams, :func:`_markers`):
 ``downstream`` is ``original_lost`` when the original failed and the control passed, when the
 original's STUN-framed datagrams died and the control's did not, or when the original lost
-significantly more than a control that lost under 10 %. And a downstream original that lost 10 %
+significantly more than a control that lost under 10 %, each seen in :data:`DOWN_MIN_ROUNDS`
+rounds (``unclear`` with fewer). And a downstream original that lost 10 %
 or more says "download" in the direction of the loss, whatever the echoes say (:func:`_direction`).
 """
 
@@ -42,7 +53,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent
+from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent, loses_more
 from msgwatch.verdicts.rules import Verdict
 
 Record = dict[str, Any]
@@ -63,7 +74,7 @@ class CallRule(BaseModel):
     control: State | list[State] | None = None
     neutral: State | list[State] | None = None
     plain: Plain | list[Plain] | None = None
-    stun: Literal["ok", "failed", "none"] | None = None
+    stun: Literal["ok", "failed", "none"] | list[Literal["ok", "failed", "none"]] | None = None
     comparison: str | list[str] | None = None
     reason: str | None = None
     relays: Literal["ok", "failed", "none"] | None = None
@@ -74,11 +85,13 @@ class CallRule(BaseModel):
     delivery: Literal["trickle", "lossy", "full", "none"] | None = None
     echo: Literal["short", "full", "none"] | None = None
     downstream: (
-        Literal["original_lost", "same", "none"]
-        | list[Literal["original_lost", "same", "none"]]
+        Literal["original_lost", "same", "unclear", "none"]
+        | list[Literal["original_lost", "same", "unclear", "none"]]
         | None
     ) = None
     control_api: Literal["ok", "failed", "none"] | None = None
+    split: Literal["significant", "unclear", "none"] | None = None
+    probe: Literal["ok", "overloaded"] | None = None
     verdict: Verdict
     mechanism: str | None = None
     confidence: float = Field(ge=0, le=1)
@@ -106,6 +119,81 @@ def _int(record: Record, key: str) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
+def _credit(record: Record) -> int:
+    """Datagrams that reached the probe and that the probe itself dropped (the kernel's receive
+    buffer, its own queue: ``probe.socket_drops``, ``probe.queue_drops``): not the path's loss."""
+    probe = record.get("probe")
+    if not isinstance(probe, dict):
+        return 0
+    return sum(
+        v
+        for k in ("socket_drops", "queue_drops")
+        if isinstance(v := probe.get(k), int) and not isinstance(v, bool) and v > 0
+    )
+
+
+LATE_SHARE = 0.10
+"""A replay of which at least this share of datagrams left late (``probe.late_sends``)..."""
+LATE_LIMIT = 0.25
+"""...or one of them this many seconds late, was not sent as scheduled: the probe's doing."""
+STALL_LIMIT = 0.2
+"""A stall of the probe's loop this long (two counting intervals) during a replay..."""
+STALL_SHARE = 0.10
+"""...or stalls adding up to this share of its span put the probe's timing into its per-interval
+throughput."""
+
+
+def _probe(record: Record) -> Record:
+    probe = record.get("probe")
+    return probe if isinstance(probe, dict) else {}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def probe_trouble(record: Record) -> str | None:
+    """Why a replay's counts are the probe's own: ``cut`` (the deadline ended the listening
+    before the grace after its last datagram, which the probe's lag sent late); None when they
+    are the path's. The counts survive a late loop otherwise: what arrived waits in the kernel,
+    and what the kernel dropped is counted (:func:`_credit`)."""
+    return "cut" if _probe(record).get("cut") is True else None
+
+
+def probe_stalled(record: Record) -> bool:
+    """Whether the probe's timing is in the replay's per-interval throughput: its loop stalled
+    during the replay (echoes read in a burst after the stall), its datagrams left late
+    (bunched: at least 10 % more than 50 ms late, or one 250 ms late), or it dropped some
+    itself (they count as arrived, but in no interval)."""
+    probe = _probe(record)
+    span = max(0.0, _number(record.get("t")) - _number(record.get("t0")))
+    stalled = _number(probe.get("stalled"))
+    sent = _int(record, "sent_packets")
+    late = _number(probe.get("late_sends"))
+    return (
+        _credit(record) > 0
+        or _number(probe.get("loop_lag")) >= STALL_LIMIT
+        or (span > 0 and stalled >= STALL_SHARE * span)
+        or (sent > 0 and late >= LATE_SHARE * sent)
+        or _number(probe.get("send_lag")) >= LATE_LIMIT
+    )
+
+
+def clean(
+    originals: Sequence[Record], controls: Sequence[Record]
+) -> tuple[list[Record], list[Record], int]:
+    """The originals and controls without the rounds that the probe's lag spoiled
+    (:func:`probe_trouble` of either replay of the round), and how many records were left out."""
+    spoiled: set[int] = set()
+    for o, c in _rounds(originals, controls):
+        if probe_trouble(o) or probe_trouble(c):
+            spoiled |= {id(o), id(c)}
+    spoiled |= {id(r) for r in (*originals, *controls) if probe_trouble(r)}
+    keep_o = [r for r in originals if id(r) not in spoiled]
+    keep_c = [r for r in controls if id(r) not in spoiled]
+    return keep_o, keep_c, len(originals) + len(controls) - len(keep_o) - len(keep_c)
+
+
 def _rows(record: Record) -> list[Record]:
     return [r for r in record.get("intervals") or [] if isinstance(r, dict)]
 
@@ -124,7 +212,10 @@ def _sent(records: Sequence[Record]) -> int:
 
 
 def _received(records: Sequence[Record]) -> int:
-    return sum(min(_int(r, "received_packets"), _int(r, "sent_packets")) for r in records)
+    """Datagrams that arrived at the probe: those it counted and those it dropped itself."""
+    return sum(
+        min(_int(r, "received_packets") + _credit(r), _int(r, "sent_packets")) for r in records
+    )
 
 
 def _share(records: Sequence[Record]) -> float:
@@ -158,45 +249,79 @@ def _rounds(originals: Sequence[Record], controls: Sequence[Record]) -> list[tup
     return [(o, mine[k]) for i, o in enumerate(originals) if (k := key(o, i)) in mine]
 
 
+ROUND_MARGIN = 0.10
+"""A round counts for a side that fared worse by at least this much: 10 points of delivered share
+(the loss test's minimum difference), or a tenth of the mean throughput."""
+
+
 def compare_rounds(originals: Sequence[Record], controls: Sequence[Record]) -> tuple[str, str]:
     """(comparison, reason) of the originals against the controls, every round counted.
 
     ``comparison`` is ``same``, ``original_worse``, ``control_worse`` or ``inconclusive``;
     ``reason`` is :func:`compare_replays`'s, or ``noisy_controls`` (the controls' delivered shares
     or mean throughputs spread more than Glasnost's 20 % over the rounds) or ``rounds_disagree``
-    (the pooled sample says one side fared worse, but that side was not worse in a majority of the
-    rounds). With one round (or rounds that do not pair) only the pooled comparison counts."""
+    (the pooled sample says one side fared worse, but that side was not worse, by
+    :data:`ROUND_MARGIN`, in a majority of the rounds), or ``probe_overloaded`` (a difference in throughput alone, while the probe's loop
+    stalled during one of the replays: :func:`probe_stalled`; a difference in throughput and
+    loss then counts as one in ``loss``). With one round (or rounds that do not pair) only the
+    pooled comparison counts."""
     stats_o, stats_c = pooled(originals), pooled(controls)
     if not stats_o.sent or not stats_c.sent:
         return "none", "none"
     decision = compare_replays(stats_o, stats_c)
-    if decision.verdict != "differentiated" or decision.which is None:
-        return decision.verdict, decision.reason
+    which, reason = decision.which, decision.reason
+    if decision.verdict != "differentiated" or which is None:
+        return decision.verdict, reason
+    stalled = any(probe_stalled(r) for r in (*originals, *controls))
+    if stalled and reason == "throughput":
+        return "inconclusive", "probe_overloaded"
+    if stalled and reason == "throughput_and_loss":
+        reason = "loss"  # the counts stand; the per-interval throughput is the probe's timing
     pairs = _rounds(originals, controls)
     if len(pairs) < 2:
-        return decision.which, decision.reason
+        return which, reason
     shares = [_share([c]) for _, c in pairs]
     means = [_mean(_throughput(c)) for _, c in pairs]
-    if not (glasnost_consistent(shares) and glasnost_consistent(means)):
+    if not (glasnost_consistent(shares) and (stalled or glasnost_consistent(means))):
         return "inconclusive", "noisy_controls"
-    by_loss = decision.reason in ("loss", "throughput_and_loss", "original_silent")
+    by_loss = reason in ("loss", "throughput_and_loss", "original_silent")
 
     def worse(first: Record, second: Record) -> bool:
+        # By a margin that matters (the loss test's 10 points; a tenth of the throughput): a
+        # round in which the two fared alike does not count for either side.
         if by_loss:
-            return _share([first]) < _share([second])
-        return _mean(_throughput(first)) < _mean(_throughput(second))
+            return _share([first]) <= _share([second]) - ROUND_MARGIN
+        return _mean(_throughput(first)) <= _mean(_throughput(second)) * (1 - ROUND_MARGIN)
 
-    if decision.which == "original_worse":
+    if which == "original_worse":
         agree = sum(1 for o, c in pairs if worse(o, c))
     else:
         agree = sum(1 for o, c in pairs if worse(c, o))
     if agree * 2 <= len(pairs):
         return "inconclusive", "rounds_disagree"
-    return decision.which, decision.reason
+    return which, reason
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def split(originals: Sequence[Record], controls: Sequence[Record]) -> str:
+    """Whether the originals lost more than the controls in a way that counts: ``significant``
+    when the loss test says so (:func:`msgwatch.analysis.stats.loses_more`, over all rounds, the
+    probe's own drops counted as arrived) and the original fared worse in more than half of the
+    rounds that pair; ``unclear`` otherwise; ``none`` without both. "Original fails, control
+    passes" decides only when it is ``significant``: 45 % against 51 % delivered is not."""
+    sent_o, sent_c = _sent(originals), _sent(controls)
+    if not sent_o or not sent_c:
+        return "none"
+    worse, _ = loses_more(sent_o - _received(originals), sent_o,
+                          sent_c - _received(controls), sent_c)  # fmt: skip
+    pairs = _rounds(originals, controls)
+    agree = sum(1 for o, c in pairs if _share([o]) <= _share([c]) - ROUND_MARGIN)
+    if len(pairs) >= 2 and agree * 2 <= len(pairs):
+        return "unclear"
+    return "significant" if worse else "unclear"
 
 
 MARKERS_LOST = 0.5
@@ -205,16 +330,34 @@ MARKERS_CONTROL_OK = 0.2
 """...while at most a fifth of the control's datagrams at the same positions were."""
 
 
+FRAMINGS = (("marked_sent", "marked_received"), ("signature_sent", "signature_received"))
+"""The original's datagrams counted apart: STUN-framed (matched by transaction id), and those in
+the service's own non-STUN framing (Telegram's reflector header, Viber's, Discord's: by content)."""
+
+
 def _markers(originals: Sequence[Record], controls: Sequence[Record]) -> str:
-    """Whether the STUN-framed datagrams of the original, and only they, were dropped."""
+    """Whether the original's STUN-framed datagrams, or those in the service's own framing, and
+    only they, were dropped: ``lost`` when either kind was; ``none`` when the original has
+    neither."""
     if not originals or not controls:
         return "none"
-    sent = sum(_int(r, "marked_sent") for r in originals)
+    states = [_framing_lost(originals, controls, sent, got) for sent, got in FRAMINGS]
+    if "lost" in states:
+        return "lost"
+    return "passed" if "passed" in states else "none"
+
+
+def _framing_lost(
+    originals: Sequence[Record], controls: Sequence[Record], sent_key: str, got_key: str
+) -> str:
+    sent = sum(_int(r, sent_key) for r in originals)
     if sent == 0:
         return "none"
-    lost = 1 - sum(_int(r, "marked_received") for r in originals) / sent
-    control_sent = sum(_int(r, "marked_sent") for r in controls) or 1
-    control_lost = 1 - sum(_int(r, "marked_received") for r in controls) / control_sent
+    # A datagram the probe dropped itself may have been a marked one: those count as arrived.
+    got = sum(_int(r, got_key) for r in originals) + sum(map(_credit, originals))
+    lost = max(0.0, 1 - got / sent)
+    control_sent = sum(_int(r, sent_key) for r in controls) or 1
+    control_lost = 1 - sum(_int(r, got_key) for r in controls) / control_sent
     return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
 
 
@@ -371,16 +514,31 @@ def call_records(targets: list[Record], keys: Record) -> dict[str, list[Record]]
     return by_role
 
 
+def _without_stun(originals: Sequence[Record]) -> bool:
+    """Whether the service's own call traffic carries no STUN (Discord's voice, Telegram's
+    reflectors): the originals carried the service's own framing and not one STUN-framed
+    datagram. A STUN check that fails then says nothing about its calls (the ``stun`` fact is
+    ``none``). Records without ``signature_sent`` (older probes) keep the STUN check."""
+    return (
+        sum(_int(r, "marked_sent") for r in originals) == 0
+        and sum(_int(r, "signature_sent") for r in originals) > 0
+    )
+
+
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     """The facts of one function's call path, or None when it was not replayed."""
     by_role = call_records(targets, keys)
-    originals = by_role.get("replay_original", [])
-    controls = by_role.get("replay_control", [])
-    if not originals or not controls:
+    if not by_role.get("replay_original") or not by_role.get("replay_control"):
         return None
+    # The rounds and replays the probe's own lag spoiled are left out (probe_trouble).
+    originals, controls, spoiled = clean(by_role["replay_original"], by_role["replay_control"])
+    for role in ("replay_plain", "replay_neutral", "replay_domestic"):
+        kept = [r for r in by_role.get(role, []) if not probe_trouble(r)]
+        spoiled += len(by_role.get(role, [])) - len(kept)
+        by_role[role] = kept
     stun_targets = [t for t in targets if t.get("role") == "call_path"]
     stun = "none"
-    if stun_targets:
+    if stun_targets and not _without_stun(by_role["replay_original"]):
         stun = "ok" if any(t.get("failure") is None for t in stun_targets) else "failed"
     relay_targets = [
         t
@@ -417,6 +575,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     comparison, reason = "none", "none"
     if _state(originals) == _state(controls) == "pass":
         comparison, reason = compare_rounds(originals, controls)
+    overloaded = spoiled > 0 or reason == "probe_overloaded"
     facts = {
         "delivery": _delivery(originals, controls),
         "relays_helper": relays_helper,
@@ -433,15 +592,21 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         "reason": reason,
         "echo": _echo([*originals, *controls]),
         "control_api": ("ok" if any(api) else "failed") if api else "none",
+        "split": split(originals, controls)
+        if _state(originals) == "fail" and _state(controls) == "pass"
+        else "none",
+        "probe": "overloaded" if overloaded else "ok",
     }
     facts["downstream"] = _downstream(by_role)
+    if facts["downstream"] == "overloaded":
+        facts["downstream"], facts["probe"] = "none", "overloaded"
     facts["direction"] = _direction(by_role, facts) or "none"
     return facts
 
 
 FACT_KEYS = (
     "original", "control", "neutral", "plain", "stun", "comparison", "reason", "relays",
-    "relays_helper", "markers", "delivery", "echo", "control_api", "downstream",
+    "relays_helper", "markers", "delivery", "echo", "control_api", "downstream", "split", "probe",
 )  # fmt: skip
 DOWN_ROLES = ("replay_down_original", "replay_down_control")
 
@@ -460,26 +625,44 @@ def _sent_all(record: Record) -> bool:
 
 
 def downstream_records(by_role: dict[str, list[Record]]) -> tuple[list[Record], list[Record]]:
-    """(originals, controls) of the downstream replays that the helper sent in full."""
+    """(originals, controls) of the downstream replays that the helper sent in full, without the
+    rounds the probe's lag spoiled (:func:`clean`)."""
     originals, controls = ([r for r in by_role.get(role, []) if _sent_all(r)]
                            for role in DOWN_ROLES)  # fmt: skip
-    return originals, controls
+    kept_o, kept_c, _ = clean(originals, controls)
+    return kept_o, kept_c
+
+
+DOWN_MIN_ROUNDS = 2
+"""Downstream rounds that must show the original's loss before it counts (one may be the
+probe's bad moment: its start-up, another program's burst)."""
 
 
 def _downstream(by_role: dict[str, list[Record]]) -> str:
-    """``original_lost``, ``same`` or ``none`` (module notes)."""
-    originals, controls = downstream_records(by_role)
+    """``original_lost``, ``same``, ``unclear`` (a loss that is not significant, or seen in fewer
+    than :data:`DOWN_MIN_ROUNDS` rounds), ``overloaded`` (no round left once the probe's spoiled
+    ones are out) or ``none`` (module notes). The original lost when it failed while the control
+    passed and :func:`split` says it is ``significant``; when its STUN-framed datagrams died and
+    the control's did not, in most rounds; or when it lost significantly more than a control
+    that lost under 10 % (:func:`compare_rounds`)."""
+    raw = [[r for r in by_role.get(role, []) if _sent_all(r)] for role in DOWN_ROLES]
+    originals, controls, spoiled = clean(raw[0], raw[1])
     if not originals or not controls:
-        return "none"
+        return "overloaded" if spoiled else "none"
+    pairs = _rounds(originals, controls)
     if _state(originals) == "fail" and _state(controls) == "pass":
-        return "original_lost"
-    if _markers(originals, controls) == "lost":
-        return "original_lost"
-    comparison, reason = compare_rounds(originals, controls)
-    lossy = ("loss", "throughput_and_loss", "original_silent")
-    if comparison == "original_worse" and reason in lossy and 1 - _share(controls) < LOSSY:
-        return "original_lost"
-    return "same"
+        lost = split(originals, controls) == "significant"
+        if not lost:
+            return "unclear"
+    elif _markers(originals, controls) == "lost":
+        lost = sum(1 for o, c in pairs if _markers([o], [c]) == "lost") * 2 > len(pairs)
+    else:
+        comparison, reason = compare_rounds(originals, controls)
+        lossy = ("loss", "throughput_and_loss", "original_silent")
+        lost = comparison == "original_worse" and reason in lossy and 1 - _share(controls) < LOSSY
+    if not lost:
+        return "same"
+    return "original_lost" if len(pairs) >= DOWN_MIN_ROUNDS else "unclear"
 
 
 def downstream_loss(by_role: dict[str, list[Record]]) -> float | None:

@@ -10,6 +10,23 @@ rules; per function it combines the endpoints by the function's mode:
 - ``all_of`` (each required): ``ok`` if all are ok; otherwise ``blocked`` if any is blocked, else
   ``inconclusive``.
 
+Attempts and partial failure (the combined rules at the end of ``rules.toml``):
+
+- The runner tries a failed chain once more, later in the run; the targets of one endpoint carry
+  ``attempt`` 1 and 2 and are judged together (:func:`judge_endpoint`). Failed every time: the
+  failure's rule. Failed with a sign of interference once and worked once: ``degraded``
+  ``intermittent``, in a pool as in a required set. A single timeout never decides alone.
+- A pool some of whose endpoints work is ``degraded`` ``pool.partial`` when others failed every
+  attempt with a sign of interference while the test helper reached them (``helper_view`` or
+  ``pool_view`` records), unless they are only another way to a server that worked (the same
+  host name: Signal's name failing while its fixed fallback addresses answer is the pool doing
+  its job); the count is in the verdict's ``endpoints`` and its explanation.
+  Without the helper's word a failing pool member may be down for everyone: the pool stays ``ok``.
+- A target the run did not measure (``not_measured``: ``fence``, ``no_time``) never decides: a pool
+  with an ok endpoint is still ok, and one that would be blocked or ok only by the endpoints that
+  were measured is ``not_measured`` (an endpoint not measured might have said otherwise); a
+  required endpoint that is blocked still makes the function blocked.
+
 The call path (STUN to the test helper on the service's call ports, role ``call_path``) is a pool of
 its own, required in addition to the endpoints: calls need both their set-up and their media path,
 so the function's verdict is the more severe of the two.
@@ -22,10 +39,13 @@ from __future__ import annotations
 import base64
 import ipaddress
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from msgwatch.verdicts.calls import CallRule, call_facts, match_call
-from msgwatch.verdicts.rules import Facts, Rule, load_rules, match, match_blockpage
+from msgwatch.verdicts.overload import OVERLOADED, overloaded
+from msgwatch.verdicts.rules import Facts, Rule, RuleSet, load_rules, match, match_blockpage
 
 Record = dict[str, Any]
 
@@ -157,27 +177,186 @@ def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
 
 def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
     facts, fingerprint = facts_for(target, keys)
+    if overloaded(target, keys):  # the probe's own stall, not the network (verdicts.overload)
+        return OVERLOADED, fingerprint
     return match(facts), fingerprint
 
 
-_SEVERITY = {"ok": 0, "inconclusive": 1, "degraded": 2, "throttled": 3, "blocked": 4}
+_SEVERITY = {
+    "ok": 0.0, "not_measured": 0.5, "inconclusive": 1.0, "degraded": 2.0, "throttled": 3.0,
+    "blocked": 4.0,
+}  # fmt: skip
+INTERFERENCE = ("blocked", "throttled", "degraded")
+"""Endpoint verdicts that say something interfered (as opposed to ``inconclusive``)."""
 
 
-def _combine(mode: str, judged: list[tuple[Record, Rule]]) -> tuple[str, str | None, list[Record]]:
-    """One verdict for a group of endpoints (``none`` when the group is empty)."""
+@dataclass
+class Judged:
+    """One endpoint as judged: all its attempts, the rule that decides it, and its state
+    (``ok``, ``failed``, ``intermittent`` or ``not_measured``)."""
+
+    targets: list[Record]
+    rule: Rule
+    state: str
+    reason: str | None = None
+    """For ``not_measured``: ``fence`` or ``no_time``."""
+
+    @property
+    def txids(self) -> list[int]:
+        return [i for t in self.targets for i in _txids(t)]
+
+
+def _attempt_groups(targets: Iterable[Record]) -> list[list[Record]]:
+    """The attempts of each endpoint together: targets that carry ``attempt`` are grouped by role
+    and endpoint id; every other target (replays, measurements made before retries) is one."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    out: list[list[Record]] = []
+    for target in targets:
+        if not isinstance(target.get("attempt"), int):
+            out.append([target])
+            continue
+        key = (str(target.get("role", "endpoint")), str(target.get("endpoint_id")))
+        if key not in groups:
+            groups[key] = []
+            out.append(groups[key])
+        groups[key].append(target)
+    return out
+
+
+def judge_endpoint(attempts: list[Record], keys: Record, rules: RuleSet) -> Judged:
+    """One endpoint from its attempts: all ok is ok; all failed is the most severe failure's rule;
+    a failure that interferes and a success is ``intermittent``; an attempt that was not measured
+    (the fence, no time) never decides, unless its DNS evidence already shows a forged answer."""
+    measured: list[tuple[Record, Rule]] = []
+    reasons: list[str] = []
+    for target in attempts:
+        rule, _ = judge_target(target, keys)
+        reason = target.get("not_measured")
+        if isinstance(reason, str) and rule.id != "dns.forged":
+            reasons.append(reason)
+            continue
+        measured.append((target, rule))
+    if not measured:
+        reason = reasons[0] if reasons else "fence"
+        fallback = "not_measured.no_time" if reason == "no_time" else "not_measured.fence"
+        return Judged(attempts, rules.combined_rule(fallback), "not_measured", reason)
+    oks = [r for _, r in measured if r.verdict == "ok"]
+    failed = [r for _, r in measured if r.verdict != "ok"]
+    if not failed:
+        return Judged(attempts, oks[0], "ok")
+    worst = max(failed, key=lambda r: _SEVERITY.get(r.verdict, 1.0))
+    if not oks:
+        return Judged(attempts, worst, "failed")
+    if worst.verdict in INTERFERENCE:
+        return Judged(attempts, rules.combined_rule("intermittent"), "intermittent")
+    return Judged(attempts, oks[0], "ok")  # a failure that proves nothing, then a success
+
+
+def _view_results(targets: list[Record], keys: Record) -> list[tuple[Record, bool]]:
+    """(step, reached) for every step of the test helper's views of this function's endpoints."""
+    views = {r.get("transaction_id"): r for r in _records(keys, "msgwatch_helper_views")}
+    out: list[tuple[Record, bool]] = []
+    for target in targets:
+        if target.get("role") not in ("helper_view", "pool_view"):
+            continue
+        view = views.get(next(iter(_txids(target)), None))
+        if view is None or view.get("failure") is not None:
+            continue
+        steps = _list(view.get("steps"))
+        results = _list(view.get("results"))
+        for step, result in zip(steps, results, strict=False):
+            if isinstance(step, dict) and isinstance(result, dict):
+                out.append((step, result.get("failure") is None))
+    return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _role(judged: Judged) -> str:
+    return str(judged.targets[0].get("role", "endpoint"))
+
+
+def _server(target: Record) -> str:
+    return str(target.get("host") or target.get("address") or target.get("endpoint_id"))
+
+
+def _helper_reached(target: Record, views: list[tuple[Record, bool]]) -> bool | None:
+    """Whether the test helper reached this endpoint at the time (None: it was not asked)."""
+    seen = [
+        reached
+        for step, reached in views
+        if step.get("port") == target.get("port")
+        and (
+            (step.get("address") is not None and step.get("address") == target.get("address"))
+            or (step.get("host") is not None and step.get("host") == target.get("host"))
+        )
+    ]
+    return any(seen) if seen else None
+
+
+Combined = tuple[str, str | None, list[Record], Rule | None, dict[str, Any]]
+
+
+def _worst(group: list[Judged]) -> Combined:
+    """The most severe verdict of ``group``, the mechanism most of those endpoints show."""
+    worst = max(_SEVERITY.get(j.rule.verdict, 1.0) for j in group)
+    verdict = next(j.rule.verdict for j in group if _SEVERITY.get(j.rule.verdict, 1.0) == worst)
+    same = [j for j in group if j.rule.verdict == verdict]
+    mechanism = Counter(j.rule.mechanism for j in same).most_common(1)[0][0]
+    deciding = [j for j in same if j.rule.mechanism == mechanism]
+    return verdict, mechanism, [t for j in deciding for t in j.targets], deciding[0].rule, {}
+
+
+def _combine(
+    mode: str, judged: list[Judged], keys: Record, targets: list[Record], rules: RuleSet
+) -> Combined:
+    """One verdict for a group of endpoints (``none`` when the group is empty).
+
+    Endpoints that were not measured never decide: a pool with an ok endpoint is ok (or degraded)
+    whatever else was not measured; a pool whose measured endpoints all failed, or a required set
+    whose measured endpoints were all ok, is ``not_measured``, since the rest might say otherwise."""
     if not judged:
-        return "none", None, []
-    oks = [t for t, r in judged if r.verdict == "ok"]
-    if (mode == "any_of" and oks) or (mode == "all_of" and len(oks) == len(judged)):
-        return "ok", None, oks
-    # Otherwise the most severe verdict among the endpoints that are not ok, with the mechanism
-    # most of those endpoints show.
-    failed = [(t, r) for t, r in judged if r.verdict != "ok"]
-    worst = max(_SEVERITY.get(r.verdict, 1) for _, r in failed)
-    verdict = next(r.verdict for _, r in failed if _SEVERITY.get(r.verdict, 1) == worst)
-    group = [(t, r) for t, r in failed if r.verdict == verdict]
-    mechanism = Counter(r.mechanism for _, r in group).most_common(1)[0][0]
-    return verdict, mechanism, [t for t, r in group if r.mechanism == mechanism]
+        return "none", None, [], None, {}
+    measured = [j for j in judged if j.state != "not_measured"]
+    unmeasured = [j for j in judged if j.state == "not_measured"]
+    oks = [j for j in measured if j.state == "ok"]
+    intermittent = [j for j in measured if j.state == "intermittent"]
+    failed = [j for j in measured if j.state in ("failed", "intermittent")]
+
+    def not_measured() -> Combined:
+        reason = Counter(j.reason for j in unmeasured).most_common(1)[0][0]
+        rule = next(j.rule for j in unmeasured if j.reason == reason)
+        return rule.verdict, rule.mechanism, [], rule, {}
+
+    if mode == "any_of":
+        if intermittent:  # it worked at least once: degraded, whatever else failed
+            return _worst(intermittent)
+        if oks:
+            views = _view_results(targets, keys)
+            # An endpoint that is another way to a server that worked (a name whose fixed
+            # fallback address answered) is the pool doing its job, not a part of it lost.
+            served = {_server(j.targets[0]) for j in oks}
+            partial = [j for j in failed if j.rule.verdict in INTERFERENCE
+                       and _server(j.targets[0]) not in served
+                       and _helper_reached(j.targets[0], views)]  # fmt: skip
+            if partial:
+                rule = rules.combined_rule("pool.partial")
+                counts = {"failed": len(partial), "total": len(judged)}
+                deciding = [t for j in partial for t in j.targets]
+                return rule.verdict, rule.mechanism, deciding, rule, counts
+            return "ok", None, [t for j in oks for t in j.targets], oks[0].rule, {}
+        if unmeasured:
+            return not_measured()
+        return _worst(failed)
+    if failed:
+        verdict, *rest = _worst(failed)
+        if verdict != "inconclusive" or not unmeasured:
+            return (verdict, *rest)  # type: ignore[return-value]
+    if unmeasured:
+        return not_measured()
+    return "ok", None, [t for j in oks for t in j.targets], oks[0].rule, {}
 
 
 def _scope(verdict: str, facts: dict[str, str] | None) -> str | None:
@@ -200,36 +379,46 @@ def judge(measurement: Record) -> list[Record]:
             continue
         name = function.get("function")
         mine = [t for t in targets if t.get("function") == name]
-        judged = [(t, judge_target(t, keys)[0]) for t in mine]
+        judged = [
+            judge_endpoint(group, keys, rules)
+            for group in _attempt_groups(t for t in mine if t.get("role") != "pool_view")
+        ]
         if not judged:
             continue
         mode = str(function.get("mode", "any_of"))
-        endpoints = _combine(
-            mode, [(t, r) for t, r in judged if t.get("role", "endpoint") == "endpoint"]
-        )
+        endpoints = _combine(mode, [j for j in judged if _role(j) == "endpoint"], keys, mine, rules)
         facts = call_facts(mine, keys)
         call_rule: CallRule | None = None
+        groups: list[Combined]
         if facts is not None:
             # Replays decide the call path; the endpoints' own verdict still counts when worse.
             call_rule = match_call(facts)
             replayed = [t for t in mine if str(t.get("role", "")).startswith(("replay_", "call_"))]
-            call = (call_rule.verdict, call_rule.mechanism, replayed)
-            groups = [call, endpoints]
+            groups = [(call_rule.verdict, call_rule.mechanism, replayed, None, {}), endpoints]
         else:
-            groups = [
-                endpoints,
-                _combine("any_of", [(t, r) for t, r in judged if t.get("role") == "call_path"]),
-            ]
-        verdict, mechanism, deciding = max(
+            calls = [j for j in judged if _role(j) == "call_path"]
+            groups = [endpoints, _combine("any_of", calls, keys, mine, rules)]
+        verdict, mechanism, deciding, rule, counts = max(
             (g for g in groups if g[0] != "none"), key=lambda g: _SEVERITY[g[0]]
         )
-        rule = next(r for t, r in judged if t is deciding[0]) if deciding else judged[0][1]
+        if rule is None:
+            first = next((j for j in judged if any(t is deciding[0] for t in j.targets)), None)
+            rule = first.rule if first is not None and deciding else judged[0].rule
         rule_id, confidence, explanation = rule.id, rule.confidence, rule.explain
+        if counts:
+            explanation = explanation.format(reason="", **counts)
         if call_rule is not None and facts is not None and verdict == call_rule.verdict:
             rule_id, confidence = call_rule.id, call_rule.confidence
             explanation = call_rule.explain
         evidence = sorted({i for t in deciding for i in _txids(t)})
-        ok_count = sum(1 for _, r in judged if r.verdict == "ok")
+        tally = Counter(j.state for j in judged)
+        endpoint_counts = {
+            "total": len(judged),
+            "ok": tally["ok"],
+            "failed": tally["failed"] + tally["intermittent"],
+        }
+        if tally["not_measured"]:
+            endpoint_counts["not_measured"] = tally["not_measured"]
         out.append(
             {
                 "service": service,
@@ -244,11 +433,7 @@ def judge(measurement: Record) -> list[Record]:
                 "rule_id": rule_id,
                 "rules_version": rules.rules_version,
                 "evidence": evidence,
-                "endpoints": {
-                    "total": len(judged),
-                    "ok": ok_count,
-                    "failed": len(judged) - ok_count,
-                },
+                "endpoints": endpoint_counts,
                 "explanation": explanation,
             }
         )

@@ -17,7 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Verdict = Literal["ok", "blocked", "inconclusive", "throttled", "degraded"]
+Verdict = Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
+"""``not_measured``: the run did not measure it (the fence refused the destination, or the chain
+got no time): a fact about the run's configuration or load, never about the network."""
 
 
 class Rule(BaseModel):
@@ -52,6 +54,11 @@ class RuleSet(BaseModel):
 
     rules_version: str
     rule: list[Rule] = Field(min_length=1)
+    combined: list[Rule] = []
+    """Rules the judge applies to attempts and pools (by id), not matched against facts."""
+
+    def combined_rule(self, rule_id: str) -> Rule:
+        return next(r for r in self.combined if r.id == rule_id)
 
 
 class FingerprintSet(BaseModel):

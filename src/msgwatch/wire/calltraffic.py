@@ -71,6 +71,32 @@ Markers (``marker=``): what a DPI engine keys on for one service, from public so
     type 120 (0x78) and the discovery SSRC (Discord voice docs; DiscordPHP/JDA constants). An
     8-byte keep-alive ``13 37 ca fe`` + counter every 5 s (nDPI ``discord.c``). Unverified: the
     keep-alive interval, the video payload type (96 kept).
+``"viber"``
+    Opening: the generic ICE check (nDPI ``stun.c`` names Viber calls by a STUN REALM containing
+    "viber": Viber's calls use STUN/TURN), then Viber's own UDP framing as nDPI ``viber.c``
+    recognises it: bytes 2-3 ``09 00`` in a 20-byte packet, ``19 00`` and ``1b 00`` in 34-byte
+    packets; a 12-byte ``03 00`` keep-alive every second (the 12-byte length is from peafowl's
+    port of the same dissector). Bytes 0-1 (a counter here) and the rest (random) are unknown;
+    media is the generic RTP. Unverified: every field's meaning, the keep-alive interval, whether
+    media carries a Viber header.
+``"messenger"``
+    Facebook Messenger (WebRTC): the ICE check as libwebrtc sends it, USERNAME of two 16-character
+    ufrags, then 0xC057 (NETWORK-COST: network id, cost), PRIORITY, ICE-CONTROLLING, MESSAGE-
+    INTEGRITY, FINGERPRINT: a Binding request of length 100, which nDPI ``stun.c`` classifies as
+    Messenger (attribute 0xC057 in a Binding request of length 100 or 104). Media: the generic RTP.
+    Unverified: the ufrag lengths Messenger uses (chosen to give nDPI's length), the cost value.
+``"signal"``
+    Signal's calls through its TURN relays: an authenticated TURN Allocate (REQUESTED-TRANSPORT
+    UDP, REALM ``signal.org``, USERNAME, NONCE, MESSAGE-INTEGRITY, FINGERPRINT; RFC 8656 §7.2:
+    the second Allocate, after the relay's 401) opens the flow, then the generic ICE check and RTP.
+    nDPI ``stun.c`` names a STUN flow whose REALM contains "signal.org" or "whispersystems.org"
+    Signal's. Unverified: the realm Signal's relays announce (nDPI's substring is used), the
+    credentials' lengths.
+
+Framing (:func:`framings`): each datagram of an original is ``stun`` (STUN's cookie where STUN
+puts it), ``signature`` (the service's own non-STUN framing: Telegram's reflector header, Viber's
+packets, Discord's IP discovery and keep-alive, Zoom's opening) or ``media``. The replays count
+the first two apart, so that a censor that kills only those handful of datagrams shows.
 """
 
 from __future__ import annotations
@@ -85,8 +111,17 @@ from typing import Literal, NamedTuple
 
 from msgwatch.wire import packets as P
 
-Marker = Literal["whatsapp", "teams", "zoom", "telegram", "discord"]
-MARKERS: tuple[Marker, ...] = ("whatsapp", "teams", "zoom", "telegram", "discord")
+Marker = Literal["whatsapp", "teams", "zoom", "telegram", "discord", "viber", "messenger", "signal"]
+MARKERS: tuple[Marker, ...] = (
+    "whatsapp", "teams", "zoom", "telegram", "discord", "viber", "messenger", "signal",
+)  # fmt: skip
+Framing = Literal["stun", "signature", "media"]
+STUN_COOKIE = bytes.fromhex("2112a442")
+TG_FILLER = b"\xff" * 12
+"""libtgvoip's reflector header: the peer tag (16 bytes), then twelve 0xFF."""
+VIBER_TYPES = {12: (b"\x03\x00",), 20: (b"\x09\x00",), 34: (b"\x19\x00", b"\x1b\x00")}
+"""Viber's UDP packets by length: bytes 2-3 (nDPI ``viber.c``)."""
+VIBER_KEEPALIVE = 1.0
 
 MAX_DURATION = 600.0
 MEDIA_START = 0.05
@@ -262,7 +297,11 @@ class _Flow:
             "whatsapp": self._whatsapp_opening,
             "telegram": lambda: [self._tg_ping(), self._tg_self_info(0)],
             "discord": lambda: [self._discovery(1), self._discovery(2)],
-        }
+            "viber": lambda: [self._ice_check(), self._viber(20, 0), self._viber(34, 0),
+                              self._viber(34, 1)],
+            "messenger": lambda: [self._messenger_check()],
+            "signal": lambda: [self._signal_allocate(), self._ice_check()],
+        }  # fmt: skip
         return [
             Packet(round(i * OPENING_SPACING, 6), payload)
             for i, payload in enumerate(builders[self.marker]())
@@ -280,6 +319,34 @@ class _Flow:
         return P.stun_message(
             P.BINDING_REQUEST, rng.randbytes(12), attributes, integrity_key=_token(rng, 22)
         )
+
+    def _messenger_check(self) -> bytes:
+        rng = self.rng
+        attributes = [
+            (0x0006, _token(rng, 16) + b":" + _token(rng, 16)),  # USERNAME: 33 bytes, padded 36
+            (0xC057, struct.pack("!HH", 1, 10)),  # NETWORK-COST: network id, cost
+            (0x0024, struct.pack("!I", (110 << 24) | rng.getrandbits(24))),  # PRIORITY
+            (0x802A, rng.randbytes(8)),  # ICE-CONTROLLING
+        ]
+        return P.stun_message(
+            P.BINDING_REQUEST, rng.randbytes(12), attributes, integrity_key=_token(rng, 22)
+        )
+
+    def _signal_allocate(self) -> bytes:
+        rng = self.rng
+        attributes = [
+            (0x0019, bytes([17, 0, 0, 0])),  # REQUESTED-TRANSPORT: UDP
+            (0x0014, b"signal.org"),  # REALM
+            (0x0006, _token(rng, 24)),  # USERNAME (the relay credentials' user)
+            (0x0015, _token(rng, 16)),  # NONCE (from the relay's 401)
+        ]
+        return P.stun_message(
+            P.ALLOCATE_REQUEST, rng.randbytes(12), attributes, integrity_key=rng.randbytes(20)
+        )
+
+    def _viber(self, size: int, variant: int) -> bytes:
+        kind = VIBER_TYPES[size][variant]
+        return struct.pack("<H", self.rng.getrandbits(16)) + kind + self.rng.randbytes(size - 4)
 
     def _whatsapp_opening(self) -> list[bytes]:
         rng = self.rng
@@ -374,6 +441,9 @@ class _Flow:
             for k in range(1, int(duration_s - 0.05) + 1):
                 out.append((float(k), partial(self._wa_keepalive, 0x0801)))
                 out.append((k + 0.05, partial(self._wa_keepalive, 0x0802)))
+        if self.marker == "viber":
+            for k in range(1, int((duration_s - 0.05) / VIBER_KEEPALIVE) + 1):
+                out.append((round(k * VIBER_KEEPALIVE + 0.03, 6), partial(self._viber, 12, 0)))
         for k in range(1, int((duration_s - 0.05) / RTCP_INTERVAL) + 1):
             t = k * RTCP_INTERVAL
             if self.marker == "telegram":
@@ -411,3 +481,33 @@ def _discord_keepalive(counter: int) -> bytes:
 def _token(rng: random.Random, length: int) -> bytes:
     alphabet = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
     return bytes(alphabet[rng.randrange(len(alphabet))] for _ in range(length))
+
+
+def framing(payload: bytes, marker: Marker | None) -> Framing:
+    """What a datagram of ``marker``'s original carries: STUN, the service's own (non-STUN)
+    framing, or media (the module's notes)."""
+    if len(payload) >= 20 and payload[4:8] == STUN_COOKIE:
+        return "stun"
+    if marker == "telegram" and len(payload) >= 32 and payload[16:28] == TG_FILLER:
+        return "signature"
+    if marker == "viber" and payload[2:4] in VIBER_TYPES.get(len(payload), ()):
+        return "signature"
+    if marker == "discord" and (
+        (len(payload) == 74 and payload[:4] in (b"\x00\x01\x00\x46", b"\x00\x02\x00\x46"))
+        or (len(payload) == 8 and payload[:4] == b"\x13\x37\xca\xfe")
+    ):
+        return "signature"
+    if marker == "zoom" and payload[:3] == b"\x01\x00\x03":
+        return "signature"
+    return "media"
+
+
+def framings(packets: Sequence[Packet], marker: Marker | None) -> dict[Framing, frozenset[int]]:
+    """Indices of an original's datagrams by :func:`framing` (``stun`` and ``signature``; the
+    same positions in its bit-inverted control)."""
+    kinds: dict[Framing, set[int]] = {"stun": set(), "signature": set()}
+    for index, packet in enumerate(packets):
+        kind = framing(packet.payload, marker)
+        if kind != "media":
+            kinds[kind].add(index)
+    return {kind: frozenset(indices) for kind, indices in kinds.items()}

@@ -41,6 +41,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "Submission",
+    "check_store",
     "open_index",
     "open_store",
 ]
@@ -57,6 +58,24 @@ def open_index(data_dir: Path, database: str | None = None, *, readonly: bool = 
 
         return PostgresIndex(database, readonly=readonly)
     raise ValueError(f"unknown database {database!r}: use 'sqlite' or a postgresql:// URL")
+
+
+def check_store(data_dir: Path, database: str | None = None) -> None:
+    """Before a server starts: what opening the store would meet first, without opening it —
+    the data directory (made, not another collector's) and a PostgreSQL index (reachable).
+    Raises :class:`StoreUnavailable` whose ``fix`` says what to do."""
+    from msgwatch.collector.store.writer import check_data_dir
+
+    check_data_dir(data_dir)
+    if database is not None and database != "sqlite":
+        from msgwatch.collector.store.postgres import PostgresIndex
+
+        index = open_index(data_dir, database)
+        assert isinstance(index, PostgresIndex)
+        try:
+            index.check()
+        finally:
+            index.close()
 
 
 async def open_store(data_dir: Path, database: str | None = None) -> Store:

@@ -45,7 +45,14 @@ class Page:
 
 
 class StoreUnavailable(Exception):
-    """The archive or the index cannot be written: nothing was acknowledged (HTTP 503)."""
+    """The archive or the index cannot be written: nothing was acknowledged (HTTP 503).
+
+    ``fix``, when the cause is known, says what an operator does about it (``collector serve``
+    prints it when the store cannot be opened)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class BadCursor(ValueError):

@@ -17,8 +17,13 @@ Tables (docs/design/002-collector.md, "Index"):
   that are not ours (two collectors sharing one PostgreSQL database need one database each).
 
 Paging: newest first by ``(measurement_start_time, uid)``, keyset (``WHERE (t, uid) < (?, ?)``) so
-a page costs the same at any depth. The cursor is opaque to clients: ``v1.`` and the base64url of
-``[measurement_start_time, uid]`` of the last row; anything else is :class:`BadCursor`.
+a page costs the same at any depth. A page holds at most ``limit`` summaries **and** at most
+:data:`MAX_PAGE_BYTES` of JSON: the summaries that would take it past that are left to the next page
+(its cursor is then set; a page always holds at least one summary, and one summary is bounded by
+what :mod:`msgwatch.collector.summary` indexes: at most ~50 KB). The cursor is the position of a page's last row, ``<YYYYMMDDhhmmss>~<uid>``
+(its ``measurement_start_time``'s digits and its uid): any value of that form is a position in the
+order, so every cursor the document's pattern allows is answered; anything else is
+:class:`BadCursor`.
 
 Every method of an :class:`Index` blocks and raises :class:`StoreUnavailable` for any database
 error. Writer methods run on the store's one writer thread; read methods on any thread (each
@@ -27,8 +32,7 @@ back-end keeps one connection per thread).
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,7 +43,12 @@ from msgwatch.collector.store.base import BadCursor, Page, Query
 from msgwatch.collector.summary import SummaryRow, VerdictRow
 
 MAX_LIMIT = 1000
-_CURSOR_PREFIX = "v1."
+MAX_PAGE_BYTES = 1024 * 1024
+"""The most one page of the read API answers, in bytes of JSON (with its envelope)."""
+_PAGE_ENVELOPE = 1024  # {"results": [...], "next_cursor": "v1...."}: the cursor is at most 512
+_CURSOR = re.compile(
+    r"([0-9]{4})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})([0-9]{2})~([A-Za-z0-9._-]{1,256})"
+)
 
 
 @dataclass(frozen=True)
@@ -211,28 +220,16 @@ def schema(dialect: str) -> list[str]:
 
 
 def encode_cursor(start_time: str, uid: str) -> str:
-    raw = orjson.dumps([start_time, uid])
-    return _CURSOR_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """``start_time`` is ``YYYY-MM-DD HH:MM:SS`` (validated at intake), ``uid`` made by the store."""
+    return "".join(c for c in start_time if c.isdigit()) + "~" + uid
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
-    if not cursor.startswith(_CURSOR_PREFIX) or len(cursor) > 512:
-        raise BadCursor("not a cursor of this collector")
-    body = cursor[len(_CURSOR_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        value = orjson.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise BadCursor("not a cursor of this collector") from exc
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, str) for v in value)
-        or len(value[0]) > 64
-        or not 0 < len(value[1]) <= 256
-    ):
-        raise BadCursor("not a cursor of this collector")
-    return value[0], value[1]
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise BadCursor("a cursor is <YYYYMMDDhhmmss>~<measurement_uid>, as next_cursor gives it")
+    year, month, day, hour, minute, second, uid = match.groups()
+    return f"{year}-{month}-{day} {hour}:{minute}:{second}", uid
 
 
 def clamp_limit(limit: int) -> int:
@@ -298,8 +295,10 @@ def build_page(
             found.append(
                 VerdictRow(service, function, verdict, mechanism).as_dict(),
             )
-    results = [
-        {
+    results: list[dict[str, Any]] = []
+    budget = MAX_PAGE_BYTES - _PAGE_ENVELOPE
+    for r in rows:
+        summary = {
             "measurement_uid": r[0],
             "report_id": r[1],
             "measurement_start_time": r[2],
@@ -311,9 +310,17 @@ def build_page(
             "input": None if r[8] is None else orjson.loads(r[8]),
             "verdicts": by_uid[str(r[0])],
         }
-        for r in rows
-    ]
-    next_cursor = encode_cursor(rows[-1][2], rows[-1][0]) if more and rows else None
+        budget -= len(orjson.dumps(summary)) + 1  # and its comma
+        if budget < 0 and results:
+            more = True  # the rest is the next page's
+            break
+        results.append(summary)
+    last = results[-1] if results else None
+    next_cursor = (
+        encode_cursor(last["measurement_start_time"], last["measurement_uid"])
+        if more and last is not None
+        else None
+    )
     return Page(results=results, next_cursor=next_cursor)
 
 

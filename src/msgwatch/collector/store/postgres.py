@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -83,11 +84,18 @@ class PostgresIndex:
             if self.readonly:
                 conn.execute("SET default_transaction_read_only = on")
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to the index database: {_short(exc)}") from exc
+            raise StoreUnavailable(
+                f"cannot connect to the index database: {_redact(_short(exc), self.url)}",
+                fix="start PostgreSQL, or correct --database (postgresql://USER@HOST/DB)",
+            ) from exc
         with self._lock:
             self._all = [c for c in self._all if not c.closed]
             self._all.append(conn)
         return conn
+
+    def check(self) -> None:
+        """Connect once and close (:class:`StoreUnavailable` naming the fix if it fails)."""
+        self._connect().close()
 
     def _write_conn(self) -> psycopg.Connection[Any]:
         conn = self._writer
@@ -233,6 +241,15 @@ class PostgresIndex:
 
 def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _redact(text: str, url: str) -> str:
+    """``text`` without the URL's password (libpq may quote the connection string)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return "(an error about the --database URL)"
+    return text.replace(password, "***") if password else text
 
 
 def _foreign(theirs: str, ours: str) -> str:

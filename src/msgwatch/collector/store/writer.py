@@ -243,13 +243,14 @@ class DurableStore:
         return store
 
     def _open_sync(self) -> None:
+        make_data_dir(self.data_dir)
+        self._lock_fd = _lock(self.data_dir / LOCK_FILE)
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = _lock(self.data_dir / LOCK_FILE)
             store_id = _store_id(self.data_dir / STORE_ID_FILE)
         except OSError as exc:
             raise StoreUnavailable(
-                f"cannot open the data directory {self.data_dir}: {exc}"
+                f"cannot write in the data directory {self.data_dir}: {exc.strerror or exc}",
+                fix=WRITABLE_FIX,
             ) from exc
         self.index.open_writer(store_id)
         started = time.monotonic()
@@ -630,19 +631,50 @@ def _copy(exc: BaseException) -> BaseException:
     return fresh
 
 
+WRITABLE_FIX = "choose a --data-dir that this user can create and write"
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """``data_dir``, created when missing (:class:`StoreUnavailable` naming the fix if not)."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the data directory {data_dir}: {exc.strerror or exc}",
+            fix=WRITABLE_FIX,
+        ) from exc
+
+
 def _lock(path: Path) -> int:
+    """The data directory's lock, held (:class:`StoreUnavailable` naming the fix if not)."""
     # read-only: flock needs no write access, and no file under DATA stays open for writing
     # between groups (the file system can be remounted read-only under a running store)
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot write in the data directory {path.parent}: {exc.strerror or exc}",
+            fix=WRITABLE_FIX,
+        ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         os.close(fd)
-        raise StoreUnavailable(f"another collector is using {path.parent}") from exc
-    except OSError:
+        raise StoreUnavailable(
+            f"another collector is using {path.parent}",
+            fix="stop it, or give this collector its own --data-dir",
+        ) from exc
+    except OSError as exc:
         os.close(fd)
-        raise
+        raise StoreUnavailable(f"cannot lock {path}: {exc.strerror or exc}") from exc
     return fd
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """What opening the store would meet first: the data directory can be made and is not
+    another collector's (its lock is taken and released at once)."""
+    make_data_dir(data_dir)
+    os.close(_lock(data_dir / LOCK_FILE))
 
 
 def _store_id(path: Path) -> str:

@@ -109,10 +109,11 @@ Hex = Annotated[str, AfterValidator(_hex)]
 
 class Pattern(BaseModel):
     """``value`` (hex; ``value_max``: an inclusive range) at byte ``offset`` of the payload (UDP,
-    or one TCP segment's)."""
+    or one TCP segment's). A negative offset reaches back into the UDP header: -4 is its length
+    field (the payload's length + 8), so that a signature can name a datagram's size."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    offset: int = Field(ge=0, le=1400)
+    offset: int = Field(ge=-8, le=1400)
     value: Hex
     value_max: Hex | None = None
 
@@ -136,30 +137,84 @@ class Pattern(BaseModel):
         return f"{bits} 0x{self.value}" + (f"-0x{self.value_max}" if self.value_max else "")
 
 
-SIGNATURES: dict[str, tuple[tuple[Pattern, ...], str]] = {
+def _p(offset: int, value: str, value_max: str | None = None) -> Pattern:
+    return Pattern(offset=offset, value=value, value_max=value_max)
+
+
+Alternatives = tuple[tuple[Pattern, ...], ...]
+"""A signature: several pattern sets, any one of which matches (each set: all its patterns)."""
+
+SIGNATURES: dict[str, tuple[Alternatives, str]] = {
     "whatsapp_relay": (
-        (Pattern(offset=0, value="0800", value_max="0802"),),
+        ((_p(0, "0800", "0802"),),),
         "WhatsApp's relay messages: STUN-framed with the non-standard message types 0x0800-0x0802 "
         "(payload bytes 0-1) that WhatsApp's calls send to its relays",
     ),
     "stun_binding": (
-        (Pattern(offset=0, value="0001"), Pattern(offset=4, value="2112a442")),
+        ((_p(0, "0001"), _p(4, "2112a442")),),
         "a STUN Binding request (type 0x0001 and the magic cookie): ICE connectivity checks",
     ),
     "rtp_dynamic": (
-        (Pattern(offset=0, value="80"), Pattern(offset=1, value="60", value_max="7f")),
+        ((_p(0, "80"), _p(1, "60", "7f")),),
         "RTP version 2 without padding, extension or CSRCs, dynamic payload type 96-127, marker "
         "bit clear: the media packets of WebRTC-style voice and video (Opus, VP8, H.264)",
     ),
+    "teams_media": (
+        ((_p(0, "90"), _p(12, "bede")),),
+        "Teams' media (and Skype's, the same stack): RTP with the extension bit and an RFC 8285 "
+        "one-byte extension header, profile 0xBEDE at bytes 12-13 (Wehe's 2024 Teams trace)",
+    ),
+    "zoom_media": (
+        ((_p(0, "05"), _p(8, "0f", "10")), (_p(0, "05"), _p(8, "21")), (_p(0, "010003"),)),
+        "Zoom's encapsulation (nDPI zoom.c): SFU type 5 with media type 15/16 (audio/video) or "
+        "33 (RTCP) at byte 8, and the opening packet 01 00 03",
+    ),
+    "telegram_reflector": (
+        ((_p(16, "ff" * 12),),),
+        "libtgvoip's reflector header: twelve 0xFF after the 16-byte peer tag (nDPI telegram.c); "
+        "the pings and the reflector's self-info, not the media",
+    ),
+    "viber_udp": (
+        tuple(
+            (_p(-4, f"{size + 8:04x}"), _p(2, kind))
+            for size, kind in ((12, "0300"), (20, "0900"), (34, "1900"), (34, "1b00"))
+        ),
+        "Viber's UDP packets (nDPI viber.c): bytes 2-3 09 00 in 20-byte, 19 00 or 1b 00 in "
+        "34-byte datagrams, and 03 00 (here only in 12-byte ones, as peafowl's port of nDPI has it)",
+    ),
+    "discord_voice": (
+        ((_p(0, "00010046"),), (_p(0, "00020046"),), (_p(0, "1337cafe"),)),
+        "Discord's voice UDP: the 74-byte IP discovery request and response (type 1/2, length 70) "
+        "and the 13 37 ca fe keep-alive (Discord's voice docs, nDPI discord.c); not the media",
+    ),
+    "messenger_ice": (
+        ((_p(0, "000100642112a442"), _p(60, "c0570004")),),
+        "Messenger's ICE checks (nDPI stun.c): a Binding request of length 100 carrying 0xC057 "
+        "(NETWORK-COST), here at the offset the probe's Messenger profile puts it",
+    ),
+    "signal_turn": (
+        ((_p(0, "0003"), _p(4, "2112a442"), _p(28, "0014000a"), _p(32, "7369676e616c2e6f7267")),),
+        "Signal's TURN Allocate (nDPI stun.c: a REALM containing signal.org), the REALM at the "
+        "offset the probe's Signal profile puts it",
+    ),
 }
-"""Named call-traffic signatures: the patterns (all must match) and what they recognise."""
+"""Named call-traffic signatures: the alternatives (any one; each: all its patterns must match)
+and what they recognise. The service-specific ones match the probe's profiles of
+:mod:`msgwatch.wire.calltraffic` at fixed offsets, as an nft payload match must: a real DPI engine
+parses the framing instead."""
 
 
 class DropCallSignature(Rule):
     """Drop UDP whose payload matches a call-traffic signature (DPI of the call protocol)."""
 
     type: Literal["drop_call_signature"] = "drop_call_signature"
-    signature: Literal["whatsapp_relay", "stun_binding", "rtp_dynamic"] | None = None
+    signature: (
+        Literal[
+            "whatsapp_relay", "stun_binding", "rtp_dynamic", "teams_media", "zoom_media",
+            "telegram_reflector", "viber_udp", "discord_voice", "messenger_ice", "signal_turn",
+        ]
+        | None
+    ) = None  # fmt: skip
     patterns: tuple[Pattern, ...] = ()
     """A custom signature: every pattern must match (instead of a named ``signature``)."""
     to: tuple[Prefix, ...] = ()
@@ -178,18 +233,19 @@ class DropCallSignature(Rule):
         return self
 
     def emit(self, out: Emitter) -> None:
-        patterns = SIGNATURES[self.signature][0] if self.signature else tuple(self.patterns)
-        match = " ".join(p.nft() for p in patterns)
+        alternatives = SIGNATURES[self.signature][0] if self.signature else (self.patterns,)
         narrowed = bool(self.to or self.ports)
-        for towards, back in flow_matches(self.to, self.ports, "udp"):
-            if not narrowed and self.direction != "both":  # one match for both ways: conntrack's
-                way = "original" if self.direction == "up" else "reply"
-                out.nft(f"{towards} ct direction {way} {match} drop")
-                continue
-            if self.direction in ("both", "up"):
-                out.nft(f"{towards} {match} drop")
-            if narrowed and self.direction in ("both", "down"):
-                out.nft(f"{back} {match} drop")
+        for patterns in alternatives:  # one rule per alternative: any of them drops
+            match = " ".join(p.nft() for p in patterns)
+            for towards, back in flow_matches(self.to, self.ports, "udp"):
+                if not narrowed and self.direction != "both":  # one match, conntrack's way
+                    way = "original" if self.direction == "up" else "reply"
+                    out.nft(f"{towards} ct direction {way} {match} drop")
+                    continue
+                if self.direction in ("both", "up"):
+                    out.nft(f"{towards} {match} drop")
+                if narrowed and self.direction in ("both", "down"):
+                    out.nft(f"{back} {match} drop")
 
 
 TCP_SIGNATURES: dict[str, tuple[tuple[Pattern, ...], str]] = {
@@ -229,6 +285,8 @@ class TcpSignature(Rule):
 
     @model_validator(mode="after")
     def _one_signature(self) -> TcpSignature:
+        if any(p.offset < 0 for p in self.patterns):
+            raise ValueError("a TCP pattern's offset counts into the payload: 0 or more")
         if (self.signature is None) == (not self.patterns):
             raise ValueError(
                 "tcp_signature needs exactly one of `signature` "
@@ -288,8 +346,8 @@ class RandomDrop(Rule):
 
 def describe_signatures() -> str:
     """The named signatures, one per line (for docs and error messages)."""
-    udp = [f"{name}: {nft_set([p.nft() for p in pats])} — {text}"
-           for name, (pats, text) in SIGNATURES.items()]  # fmt: skip
+    udp = [f"{name}: {' or '.join(nft_set([p.nft() for p in pats]) for pats in alts)} — {text}"
+           for name, (alts, text) in SIGNATURES.items()]  # fmt: skip
     tcp = [f"{name}: {nft_set([p.nft_tcp() for p in pats])} — {text}"
            for name, (pats, text) in TCP_SIGNATURES.items()]  # fmt: skip
     return "\n".join(udp + tcp)

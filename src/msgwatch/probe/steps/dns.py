@@ -6,6 +6,18 @@ arrives first and the real resolver's answer after it, and both are evidence. Da
 parse, or that answer another query, are recorded with ``dns_invalid_response`` /
 ``dns_reply_with_wrong_query_id`` and listening goes on (dnspython's ``ignore_unexpected``).
 
+A UDP answer with the TC bit set (truncated: the server had more than fits) is recorded with the
+tag ``truncated`` and ``answers`` null (its records, partial by definition, stay in
+``raw_response``: beside the full answer they would read as a second, different answer), and the
+query is asked again over TCP under the same transaction id once the linger is over, as dnspython's
+``udp_with_fallback`` does: the TCP answer (or its failure) is the result, and both are recorded.
+Only the first valid UDP answer decides; a truncated late one is recorded and nothing more.
+
+:func:`resolve` uses UDP, or TCP when asked (``transport="tcp"``: a catalogue endpoint of
+protocol ``dns`` declared over TCP); over TCP without a configured resolver it asks the first
+``nameserver`` of ``/etc/resolv.conf`` (:func:`system_nameserver`), since getaddrinfo cannot be
+told to use TCP.
+
 dnspython is used as a codec only (``dns.message``); the sockets come from :mod:`msgwatch.probe.net`.
 """
 
@@ -150,6 +162,9 @@ async def query_udp(
     loop = asyncio.get_running_loop()
     stop_at = deadline
     first_failure: str | None = None
+    answered = False  # a valid answer arrived: the first one decides, the others are late
+    truncated_first = False
+    valid = 0
     try:
         try:
             sock.send(query.to_wire())
@@ -162,32 +177,49 @@ async def query_udp(
             try:
                 wire = await sock.recv(stop_at)
             except Exception as exc:
-                if not result.answers_seen:
+                if not answered:
                     result.failure = first_failure or F.classify(exc)
                     if first_failure is None:
                         _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
                                 resolver=resolver, failure=result.failure)  # fmt: skip
                 break
             parsed = _parse(query, wire)
-            late = ["late"] if result.answers_seen else None
+            late = ["late"] if answered else []
             if isinstance(parsed, str):
                 first_failure = first_failure or parsed
                 _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
                         resolver=resolver, failure=parsed, raw=wire, tags=late)  # fmt: skip
                 continue
             answers, addresses = _answers(parsed)
-            failure = _rcode_failure(parsed, addresses)
-            _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                    resolver=resolver, failure=failure, answers=answers,
-                    rcode=parsed.rcode(), raw=wire, tags=late)  # fmt: skip
-            if not result.answers_seen:
-                result.addresses, result.failure = addresses, failure
+            if parsed.flags & dns.flags.TC:
+                # Partial by definition: kept as raw bytes only (module notes), asked over TCP.
+                failure = (
+                    None if parsed.rcode() == dns.rcode.NOERROR else _rcode_failure(parsed, [])
+                )
+                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                        resolver=resolver, failure=failure, rcode=parsed.rcode(), raw=wire,
+                        tags=[*late, "truncated"])  # fmt: skip
+                truncated_first = truncated_first or not answered
+            else:
+                failure = _rcode_failure(parsed, addresses)
+                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
+                        resolver=resolver, failure=failure, answers=answers,
+                        rcode=parsed.rcode(), raw=wire, tags=late)  # fmt: skip
+                if not answered:
+                    result.addresses, result.failure = addresses, failure
+                result.answers_seen.append(addresses)
+            if not answered:
+                answered = True
                 stop_at = min(deadline, loop.time() + linger)
-            result.answers_seen.append(addresses)
-            if len(result.answers_seen) >= 8:
+            valid += 1
+            if valid >= 8:
                 break
     finally:
         sock.close()
+    if truncated_first:
+        retried = await query_tcp(trace, txid, host, qtype, server, deadline)
+        retried.answers_seen += result.answers_seen  # late UDP answers, if any
+        return retried
     return result
 
 
@@ -265,14 +297,29 @@ async def resolve(
     server: tuple[str, int] | None,
     deadline: float,
     linger: float = 0.3,
+    transport: str = "udp",
 ) -> DNSResult:
-    """A and AAAA from ``server`` over UDP (or getaddrinfo when None), IPv4 addresses first."""
-    if server is None:
+    """A and AAAA from ``server`` over UDP (or getaddrinfo when None), IPv4 addresses first.
+    ``transport="tcp"``: over TCP, from ``server`` or else the system's first name server."""
+    if transport == "tcp":
+        server = server or system_nameserver()
+        if server is None:
+            why = F.unknown("no nameserver in /etc/resolv.conf for DNS over TCP")
+            _record(trace, txid=txid, t0=trace.now(), host=host, qtype="A", engine="tcp",
+                    resolver="", failure=why)  # fmt: skip
+            return DNSResult(failure=why)
+    elif server is None:
         return await getaddrinfo(trace, txid, host, deadline)
-    a, aaaa = await asyncio.gather(
-        query_udp(trace, txid, host, "A", server, deadline, linger),
-        query_udp(trace, txid, host, "AAAA", server, deadline, linger),
-    )
+    if transport == "tcp":
+        a, aaaa = await asyncio.gather(
+            query_tcp(trace, txid, host, "A", server, deadline),
+            query_tcp(trace, txid, host, "AAAA", server, deadline),
+        )
+    else:
+        a, aaaa = await asyncio.gather(
+            query_udp(trace, txid, host, "A", server, deadline, linger),
+            query_udp(trace, txid, host, "AAAA", server, deadline, linger),
+        )
     combined = DNSResult(
         addresses=a.addresses + [x for x in aaaa.addresses if x not in a.addresses],
         answers_seen=a.answers_seen + aaaa.answers_seen,
@@ -282,3 +329,20 @@ async def resolve(
         failure = a.failure if a.failure != F.DNS_NO_ANSWER else aaaa.failure
         combined.failure = failure or F.DNS_NO_ANSWER
     return combined
+
+
+def system_nameserver(path: str = "/etc/resolv.conf") -> tuple[str, int] | None:
+    """The first ``nameserver`` of ``path`` as (address, 53), or None (no such line, no file)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as conf:
+            lines = conf.read(65536).splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                return str(ipaddress.ip_address(fields[1].split("%", 1)[0])), 53
+            except ValueError:
+                continue
+    return None

@@ -13,9 +13,15 @@ own. The procedure:
 3. ask the helper over its control API to send the schedule (the probe builds the same one with
    :func:`msgwatch.helper.downstream.schedule`, so it knows every payload); the helper answers
    once the send is scheduled, with the datagrams and bytes it will send;
-4. receive until the schedule's last offset plus :data:`~msgwatch.probe.steps.replay.GRACE`,
-   counting the datagrams that belong to the schedule (matched by content: pinhole echoes and
-   anything else are not counted) per 100 ms interval, with RFC 3550 jitter against the schedule.
+4. receive until the helper's own count says it sent the whole schedule (``GET /v1/udp/flows``:
+   ``originated``, its datagrams sent and withheld, asked from the schedule's end on, at most
+   :data:`SENT_POLLS` times :data:`SENT_POLL_SPACING` apart: a helper or a probe whose loop ran
+   late starts and ends late), plus :data:`~msgwatch.probe.steps.replay.GRACE` extended by the
+   probe's own stalls, then read what already arrived
+   (:func:`~msgwatch.probe.steps.replay.listen_out`), counting the datagrams that belong to the
+   schedule (matched by content: pinhole echoes and anything else are not counted) per 100 ms
+   interval, with RFC 3550 jitter against the schedule. The record's ``probe`` has the probe's
+   lag and drops as for an echo, and ``sent_confirmed``: whether the helper's count said so.
 
 The record has the shape of an echo replay's (``msgwatch_replays``): ``sent_packets`` and
 ``sent_bytes`` are what the helper said it would send, ``received_*`` what arrived, ``intervals``
@@ -34,12 +40,17 @@ from typing import Any
 from msgwatch.helper.downstream import schedule
 from msgwatch.probe import failures as F
 from msgwatch.probe.net import endpoint, udp_open
-from msgwatch.probe.steps.control import HelperLink, helper_send
+from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_send
 from msgwatch.probe.steps.replay import (
     GRACE,
+    RECEIVE_BUFFER,
+    Listening,
     ReplayResult,
     interarrival_jitter,
     interval_rows,
+    kernel_drops,
+    listen_out,
+    probe_record,
     receive_until,
 )
 from msgwatch.probe.trace import BUDGET_EXCEEDED, Trace
@@ -49,6 +60,29 @@ PINHOLES = 3
 PINHOLE_SPACING = 0.01
 PINHOLE = b"msgwatch-pinhole"
 """The pinhole datagrams' prefix (then one byte: their number)."""
+SENT_POLLS = 8
+SENT_POLL_SPACING = 0.15
+
+
+async def helper_done(
+    trace: Trace, txid: int, link: HelperLink, flow: tuple[int, int], announced: int,
+    deadline: float,
+) -> bool:  # fmt: skip
+    """Wait until the helper's count of ``flow`` says every announced datagram was sent or
+    withheld (``originated``); False when it never said so (polls spent, or no answer)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(SENT_POLLS):
+        if loop.time() >= deadline:
+            return False
+        counts, _ = await helper_flows(trace, txid, link, [flow], deadline)
+        originated = (counts[0] or {}).get("originated") if counts else None
+        if isinstance(originated, dict):
+            done = sum(int(originated.get(n) or 0)
+                       for n in ("tx_packets", "over_limits", "send_buffer_full"))  # fmt: skip
+            if done >= announced:
+                return True
+        await asyncio.sleep(min(SENT_POLL_SPACING, max(0.0, deadline - loop.time())))
+    return False
 
 
 async def downstream(
@@ -64,10 +98,14 @@ async def downstream(
     interval: float = 0.1,
     marked: frozenset[int] = frozenset(),
     avoid_ports: frozenset[int] = frozenset(),
+    signed: frozenset[int] = frozenset(),
+    sent: asyncio.Event | None = None,
 ) -> ReplayResult:
     """One downstream replay (module notes). ``request``: ``profile``, ``variant``, ``seconds``,
     ``seed`` (the ports and ``marker`` are added here); ``marked``: indices of the schedule's
-    STUN-framed datagrams, counted apart (``marked_sent``/``marked_received``)."""
+    STUN-framed datagrams, counted apart (``marked_sent``/``marked_received``); ``signed``: those
+    carrying the service's own non-STUN framing (``signature_sent``/``signature_received``);
+    ``sent``: set once the helper is done sending (or will not send), before the grace."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
     t0 = trace.now()
@@ -91,9 +129,15 @@ async def downstream(
     limit = budget.limit
     if sock is not None and limit is not None and budget.sent + budget.received + size > limit:
         result.failure = BUDGET_EXCEEDED  # what would arrive does not fit: not even asked
+    start_drops: int | None = None
+    probe: dict[str, Any] = {}
+    confirmed = False
     if sock is not None:
         result.local_port = sock.local_port
+        sock.set_receive_buffer(RECEIVE_BUFFER)
+        start_drops = kernel_drops(sock)
         start = loop.time()
+        listening = Listening(start)
 
         def arrived(data: bytes) -> None:
             found = expected.get(data)
@@ -120,12 +164,24 @@ async def downstream(
                 answer, send_failure = await helper_send(trace, txid, link, body, deadline)
             if answer is not None:
                 last = packets[-1].offset if packets else 0.0
-                await asyncio.sleep(max(0.0, min(deadline, start + last + GRACE) - loop.time()))
+                listening.started = start
+                await asyncio.sleep(max(0.0, min(deadline, start + last) - loop.time()))
+                flow = (result.local_port or 0, port)
+                confirmed = await helper_done(trace, txid, link, flow, int(answer["packets"]),
+                                              deadline)  # fmt: skip
+                if sent is not None:
+                    sent.set()
+                listening.last_sent = max(start + last, loop.time() if confirmed else 0.0)
+                await listen_out(sock, result, arrived, receiver, listening,
+                                 listening.last_sent + GRACE, deadline)  # fmt: skip
             else:
                 result.failure = result.failure or send_failure
         finally:
             receiver.cancel()
+            probe = probe_record(sock, listening, start_drops)
             sock.close()
+    if sent is not None:
+        sent.set()
     if answer is not None:
         result.sent_packets = int(answer["packets"])
         result.sent_bytes = int(answer["bytes"])
@@ -153,9 +209,12 @@ async def downstream(
             "jitter_ms": result.jitter_ms,
             "marked_sent": len(marked) if answer is not None else 0,
             "marked_received": len(marked & got),
+            "signature_sent": len(signed) if answer is not None else 0,
+            "signature_received": len(signed & got),
             "intervals": result.intervals[:600],
             "send": answer,
             "send_failure": send_failure,
+            "probe": {**probe, "sent_confirmed": confirmed} if probe else {},
             "failure": result.failure,
             "t0": t0,
             "t": trace.now(),

@@ -1,10 +1,14 @@
 """HTTP/1.1 GET over an established TCP or TLS stream, with h11 as the protocol engine.
 
-Bounds: headers are limited by h11's ``max_incomplete_event_size`` (16 KiB); the body is kept up to
-``max_body`` bytes and reading stops there (``body_is_truncated``: an endless body costs no more than
-that); a slow drip ends at the deadline with ``generic_timeout_error`` and what arrived so far is kept
-in the record. Bytes that are not HTTP/1.1 give ``http_invalid_response``; a close before the first
-byte of the response, or in the middle of it, gives ``eof_error``. Header names are kept as sent.
+Bounds: whatever h11 has not yet made into an event — the status line and headers, a chunk-size
+line, the trailers — is limited to :data:`MAX_INCOMPLETE` bytes (h11's ``max_incomplete_event_size``):
+beyond that the response is ``http_invalid_response``, so an endless chunk-size line costs at most
+that much; the body is kept up to ``max_body`` bytes and reading stops there (``body_is_truncated``:
+an endless body costs no more than that); a slow drip ends at the deadline with
+``generic_timeout_error`` and what arrived so far is kept in the record. Bytes that are not HTTP/1.1
+— before the status line or after it (a bad chunk-size line, a line over the bound) — give
+``http_invalid_response``; a close before the first byte of the response, or in the middle of it
+(what arrived so far was valid), gives ``eof_error``. Header names are kept as sent.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from msgwatch.probe import failures as F
 from msgwatch.probe.trace import Trace, encode_bytes
 
 USER_AGENT = f"msgwatch/{__version__}"
+MAX_INCOMPLETE = 16 * 1024
+"""Bytes h11 may hold without making an event of them (a header block, a chunk-size line)."""
 
 
 class Stream(Protocol):
@@ -72,9 +78,10 @@ async def http_get(
     ]
     result = HTTPResult()
     t0 = trace.now()
-    conn = h11.Connection(h11.CLIENT)
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_INCOMPLETE)
     body = bytearray()
     received = 0
+    closed = False
     try:
         data = conn.send(h11.Request(method="GET", target=path, headers=request_headers))
         data += conn.send(h11.EndOfMessage())
@@ -84,6 +91,7 @@ async def http_get(
             if event is h11.NEED_DATA:
                 chunk = await stream.read(deadline)
                 received += len(chunk)
+                closed = not chunk
                 conn.receive_data(chunk)
                 continue
             if isinstance(event, h11.Response):
@@ -100,8 +108,10 @@ async def http_get(
                 break
             # InformationalResponse (1xx) events are skipped.
     except h11.RemoteProtocolError:
-        # A close before any byte (a censor's FIN after the request) is an EOF, not bad HTTP.
-        invalid = result.status is None and received > 0
+        # A close before any byte (a censor's FIN after the request), or part way through a
+        # response that was valid so far, is an EOF; bytes h11 refused (not HTTP, a bad or
+        # over-long chunk-size line) are an invalid response, whether or not a close followed.
+        invalid = received > 0 if result.status is None else not closed
         result.failure = F.HTTP_INVALID if invalid else F.EOF_ERROR
     except Exception as exc:
         result.failure = F.classify(exc)

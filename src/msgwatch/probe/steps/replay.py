@@ -10,6 +10,22 @@ replay is over a thousand of them): the replay's record summarises them, and the
 
 An echo is matched to its datagram by content (the payloads of a profile are distinct), so late or
 reordered echoes count for the datagram they belong to.
+
+The probe's own lag is measured and kept apart from the network's (``probe`` in the record, from
+:mod:`msgwatch.probe.lag` and the socket's counters): a late event loop sends late and reads late,
+and a datagram the kernel dropped from a full receive buffer arrived, so none of it is loss on the
+path. Hence (:func:`listen_out`):
+
+- the socket asks for a large receive buffer (:data:`RECEIVE_BUFFER`, capped by the system), so
+  that echoes wait in the kernel while the loop is late;
+- datagrams are sent on their schedule even when late (until the deadline), and their lateness is
+  recorded (``late_sends`` above :data:`LATE_SEND`, ``send_lag`` the worst);
+- listening ends :data:`GRACE` after the last datagram actually left (not after its schedule),
+  never past the deadline (``cut`` when the deadline ended it first); then whatever already
+  arrived is read, the queue and the kernel's buffer (:func:`drain`): a datagram that arrived
+  while the loop was stalled waits there, so the stall costs no echo, only time;
+- the kernel's drops for the socket (``socket_drops``, ``SO_MEMINFO``) and the probe's own queue's
+  (``queue_drops``) are counted: those datagrams arrived.
 """
 
 from __future__ import annotations
@@ -20,12 +36,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msgwatch.probe import failures as F
+from msgwatch.probe import lag
 from msgwatch.probe.net import UDPSocket, endpoint, udp_open
 from msgwatch.probe.trace import Trace
 
 Packet = tuple[float, bytes]
 GRACE = 0.5
-"""Seconds to wait for echoes after the last datagram was sent."""
+"""Seconds to wait for echoes after the last datagram was sent (of a responsive event loop)."""
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""Bytes of kernel receive buffer a replay socket asks for (the system may give less)."""
+LATE_SEND = 0.05
+"""A datagram sent more than this after its schedule is a late send (the probe's lag)."""
+MAX_DRAIN = 100_000
+"""At most this many datagrams are read after listening ended."""
 
 
 @dataclass
@@ -95,6 +118,102 @@ async def receive_until(
         handle(data)
 
 
+async def drain(sock: UDPSocket, result: ReplayResult, handle: Callable[[bytes], None]) -> None:
+    """Read what already arrived: the socket's queue, then the kernel's receive buffer (each
+    turn of the event loop reads one more datagram from it), until both are empty."""
+    loop = asyncio.get_running_loop()
+    idle = 0
+    for _ in range(MAX_DRAIN):
+        try:
+            data = await sock.recv(loop.time(), quiet=True)
+        except TimeoutError:
+            counters = sock.kernel_counters()
+            idle = 0 if counters is not None and counters[0] > 0 else idle + 1
+            if idle >= 3:
+                return
+            continue
+        except Exception as exc:
+            result.failure = result.failure or F.classify(exc)
+            continue
+        idle = 0
+        handle(data)
+
+
+@dataclass
+class Listening:
+    """How a replay's listening ended (the record's ``probe``)."""
+
+    started: float
+    """Loop time the replay started."""
+    last_sent: float | None = None
+    """Loop time the last datagram left."""
+    ended: float = 0.0
+    cut: bool = False
+    late_sends: int = 0
+    send_lag: float = 0.0
+
+    def sent(self, now: float, due: float) -> None:
+        self.last_sent = now
+        late = now - due
+        self.send_lag = max(self.send_lag, late)
+        if late > LATE_SEND:
+            self.late_sends += 1
+
+
+async def listen_out(
+    sock: UDPSocket,
+    result: ReplayResult,
+    handle: Callable[[bytes], None],
+    receiver: asyncio.Task[None],
+    listening: Listening,
+    end: float,
+    deadline: float,
+) -> None:
+    """Let ``receiver`` run until ``end`` (loop time), never past ``deadline``; then stop it and
+    :func:`drain` the socket. Sets ``listening.ended`` and ``listening.cut`` (the deadline came
+    first). The end is wall-clock time: what arrived meanwhile waits in the kernel, read by the
+    drain however late the loop came back."""
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(max(0.0, min(end, deadline) - loop.time()))
+    finally:
+        receiver.cancel()
+    listening.cut = end > deadline
+    await drain(sock, result, handle)
+    listening.ended = loop.time()
+
+
+def probe_record(
+    sock: UDPSocket | None, listening: Listening | None, start_drops: int | None
+) -> dict[str, Any]:
+    """The record's ``probe``: the probe's own lag and drops during the replay (module notes)."""
+    if sock is None or listening is None:
+        return {}
+    monitor = lag.current()
+    counters = sock.kernel_counters()
+    end = listening.ended or listening.started
+    return {
+        "monitored": monitor is not None,
+        "loop_lag": round(monitor.worst(listening.started, end), 6) if monitor else None,
+        "stalled": round(monitor.stalled(listening.started, end), 6) if monitor else None,
+        "late_sends": listening.late_sends,
+        "send_lag": round(max(0.0, listening.send_lag), 6),
+        "socket_drops": (
+            counters[1] - (start_drops or 0)
+            if counters is not None and start_drops is not None
+            else None
+        ),
+        "queue_drops": sock.queue_drops,
+        "listened": round(end - (listening.last_sent or listening.started), 6),
+        "cut": listening.cut,
+    }
+
+
+def kernel_drops(sock: UDPSocket) -> int | None:
+    counters = sock.kernel_counters()
+    return counters[1] if counters is not None else None
+
+
 async def replay(
     trace: Trace,
     txid: int,
@@ -107,14 +226,20 @@ async def replay(
     interval: float = 0.1,
     marked: frozenset[int] = frozenset(),
     avoid_ports: frozenset[int] = frozenset(),
+    receive_buffer: int = RECEIVE_BUFFER,
+    signed: frozenset[int] = frozenset(),
 ) -> ReplayResult:
     """Send ``packets`` on their schedule, collect the echoes; records a replay entry.
 
     ``marked``: indices of datagrams to account for separately (the ones carrying a protocol's
     framing, e.g. STUN): how many of them were sent and how many came back. A censor that drops only
     those (a handful among thousands of media packets) shows there, not in the overall loss.
+    ``signed``: likewise, the datagrams carrying the service's own non-STUN framing (Telegram's
+    reflector header, Viber's, Discord's: :func:`msgwatch.wire.calltraffic.framings`), matched by
+    content (the helper echoes them unchanged): ``signature_sent``/``signature_received``.
     ``avoid_ports``: the helper's ports this run uses; the replay never sends from one of them
-    (the helper would not answer, :func:`msgwatch.probe.net.udp_open`)."""
+    (the helper would not answer, :func:`msgwatch.probe.net.udp_open`). ``receive_buffer``: the
+    kernel receive buffer to ask for (module notes)."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
     t0 = trace.now()
@@ -124,17 +249,22 @@ async def replay(
     pending: dict[bytes, float] = {}
     marked_payloads: dict[bytes, int] = {}  # STUN transaction id → index
     marked_back: set[int] = set()
+    signed_payloads: dict[bytes, int] = {}  # the service's own framing: payload → index
+    signed_back: set[int] = set()
     pairs: list[tuple[float, float]] = []
     try:
         sock = await udp_open(trace, txid, ip, port, avoid_ports=avoid_ports)
     except Exception as exc:
         result.failure = F.classify(exc)
         sock = None
+    start_drops: int | None = None
+    probe: dict[str, Any] = {}
     if sock is not None:
         result.local_port = sock.local_port
+        sock.set_receive_buffer(receive_buffer)
+        start_drops = kernel_drops(sock)
         start = loop.time()
-        last = (packets[-1][0] if packets else 0.0) + GRACE
-        stop_at = min(deadline, start + last)
+        listening = Listening(start)
 
         def echoed(data: bytes) -> None:
             now = loop.time() - start
@@ -147,28 +277,36 @@ async def replay(
             index = marked_payloads.get(data[8:20]) if len(data) >= 20 else None
             if index is not None:
                 marked_back.add(index)
+            if data in signed_payloads:
+                signed_back.add(signed_payloads[data])
 
-        receiver = asyncio.create_task(receive_until(sock, stop_at, result, echoed))
+        receiver = asyncio.create_task(receive_until(sock, deadline, result, echoed))
         try:
             for index, (offset, payload) in enumerate(packets):
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if loop.time() >= stop_at:
+                if loop.time() >= deadline:
                     break
                 try:
                     sock.send(payload, quiet=True)
                 except F.ProbeFailure as exc:  # the run's byte budget
                     result.failure = exc.failure
                     break
+                listening.sent(loop.time(), start + offset)
                 now = loop.time() - start
                 sends.append((now, len(payload)))
                 pending.setdefault(payload, now)
                 if index in marked and len(payload) >= 20:
                     marked_payloads.setdefault(payload[8:20], index)
-            await receiver
+                if index in signed:
+                    signed_payloads.setdefault(payload, index)
+            scheduled = start + (packets[-1][0] if packets else 0.0)
+            end = max(scheduled, listening.last_sent or scheduled) + GRACE
+            await listen_out(sock, result, echoed, receiver, listening, end, deadline)
         finally:
             receiver.cancel()
+            probe = probe_record(sock, listening, start_drops)
             sock.close()
     result.sent_packets, result.sent_bytes = len(sends), sum(s for _, s in sends)
     result.received_packets = min(len(echoes), len(sends))
@@ -194,7 +332,10 @@ async def replay(
             "jitter_ms": result.jitter_ms,
             "marked_sent": len(marked_payloads),
             "marked_received": len(marked_back),
+            "signature_sent": len(signed_payloads),
+            "signature_received": len(signed_back),
             "intervals": result.intervals[:600],
+            "probe": probe,
             "failure": result.failure,
             "t0": t0,
             "t": trace.now(),

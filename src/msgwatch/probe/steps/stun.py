@@ -5,6 +5,13 @@ requests are sent; after the last one the client waits ``Rm`` = 16 × RTO. Every
 deadline. aioice's codec builds and parses the messages (``aioice.stun``); a datagram that does not
 parse, or that answers another transaction, is recorded as an ``invalid`` response and waiting goes on.
 
+aioice's parser is lenient: it checks neither the first two bits nor the magic cookie, and it
+slices an attribute whose length runs past the end of the message (and skips unknown ones), so an
+answer whose attribute lengths lie would parse as a success. So :func:`well_formed` checks the
+layout first (RFC 8489 §5, §14: first two bits zero, the cookie, a length that matches the datagram
+and is a multiple of 4, and attributes — each a 4-byte header, its value and the padding to a
+multiple of 4 — that end exactly where the message does); an answer that fails it is ``invalid``.
+
 What proves the path:
 
 - Binding: a success response.
@@ -148,7 +155,23 @@ def _describe(message: stun.Message | None, data: bytes, t: float, limit: int) -
     return entry
 
 
+def well_formed(data: bytes) -> bool:
+    """Whether ``data`` has the layout of a STUN message (see the module's notes): header and
+    every attribute's length consistent with the datagram, walked to its exact end."""
+    if len(data) < HEADER or message_length(data[:HEADER]) != len(data):
+        return False
+    offset = HEADER
+    while offset < len(data):
+        if offset + 4 > len(data):
+            return False
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        offset += 4 + length + (-length % 4)
+    return offset == len(data)
+
+
 def _parse(data: bytes, transaction_id: bytes) -> stun.Message | None:
+    if not well_formed(data):
+        return None
     try:
         message = stun.parse_message(data)
     except Exception:  # aioice raises ValueError, struct.error, UnicodeDecodeError...
