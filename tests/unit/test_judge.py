@@ -199,3 +199,42 @@ def test_a_pool_of_throttled_endpoints_is_throttled() -> None:
         "throttle.sni",
         [1, 2],
     )
+
+
+def _throttled_downloads(stalls: list[list[float]]) -> dict[str, Any]:
+    """One media endpoint whose real-name download ran 1/100 of the benign one's speed, both over
+    [1.0, 2.5] s, with the probe's loop stalls given (``msgwatch_probe_lag``)."""
+    return _keys(
+        [_target(1)],
+        msgwatch_throughput=[
+            {
+                "transaction_id": 1,
+                "control": False,
+                "kbit_s": 150,
+                "bytes": 30_000,
+                "t0": 1.0,
+                "t": 2.5,
+            },
+            {
+                "transaction_id": 1,
+                "control": True,
+                "kbit_s": 15_000,
+                "bytes": 524_288,
+                "t0": 1.0,
+                "t": 2.5,
+            },
+        ],
+        msgwatch_probe_lag={"stalls": stalls},
+    )
+
+
+def test_a_throttle_reading_while_the_probe_stalled_is_the_probes() -> None:
+    # Seen on an uncensored ISP under CPU load (issue 9, item 10): the two downloads' bytes are
+    # what a stalled probe found time to read, so their ratio is not evidence of a policer.
+    (v,) = judge(_throttled_downloads([[1.1, 0.4], [1.8, 0.3]]))
+    assert (v["verdict"], v["mechanism"]) == ("inconclusive", "probe.overloaded")
+    # Stalls elsewhere in the run, or short ones, leave the network's throttle standing.
+    (v,) = judge(_throttled_downloads([[5.0, 2.0], [1.2, 0.05]]))
+    assert (v["verdict"], v["mechanism"]) == ("throttled", "throttle")
+    (v,) = judge(_throttled_downloads([]))
+    assert (v["verdict"], v["mechanism"]) == ("throttled", "throttle")

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msgwatch.verdicts.calls import CallRule, call_facts, match_call
-from msgwatch.verdicts.overload import OVERLOADED, overloaded
+from msgwatch.verdicts.overload import OVERLOADED, overloaded, throughput_overloaded
 from msgwatch.verdicts.rules import Facts, Rule, RuleSet, load_rules, match, match_blockpage
 
 Record = dict[str, Any]
@@ -133,6 +133,12 @@ def throttled(records: list[Record]) -> bool:
     return moved and float(best.get("kbit_s") or 0) >= THROTTLE_RATIO * max(rate, 1e-9)
 
 
+def _throughput(target: Record, keys: Record) -> list[Record]:
+    """The target's throughput downloads (real and benign name)."""
+    txids = set(_txids(target))
+    return [r for r in _records(keys, "msgwatch_throughput") if r.get("transaction_id") in txids]
+
+
 def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
     """The facts of one endpoint, and the id of the block page fingerprint it matched."""
     txids = set(_txids(target))
@@ -168,9 +174,7 @@ def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
         verified=verified,
         blockpage=blockpage is not None,
         control=control_state,
-        throttled=throttled(
-            [r for r in _records(keys, "msgwatch_throughput") if r.get("transaction_id") in txids]
-        ),
+        throttled=throttled(_throughput(target, keys)),
     )
     return facts, blockpage
 
@@ -179,6 +183,8 @@ def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
     facts, fingerprint = facts_for(target, keys)
     if overloaded(target, keys):  # the probe's own stall, not the network (verdicts.overload)
         return OVERLOADED, fingerprint
+    if facts.throttled and throughput_overloaded(_throughput(target, keys), keys):
+        return OVERLOADED, fingerprint  # a ratio of what a stalled probe found time to read
     return match(facts), fingerprint
 
 

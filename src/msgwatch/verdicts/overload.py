@@ -9,7 +9,9 @@ blocking. The probe measures its loop's lag for the whole run (:mod:`msgwatch.pr
 judge reads a timed-out endpoint as ``inconclusive``, mechanism ``probe.overloaded``, when the loop
 stalled for at least :data:`OVERLOAD_SHARE` of the endpoint's chain (from its first event to its
 last) and at least :data:`OVERLOAD_MIN` seconds: the probe was not listening for a large part of
-the time it waited. A timeout while the loop ran on time stays the network's.
+the time it waited. A timeout while the loop ran on time stays the network's. The same holds for a throughput
+comparison (rule ``throttle.sni``): a "throttled" reading whose downloads overlapped such stalls is
+``probe.overloaded`` (:func:`throughput_overloaded`).
 """
 
 from __future__ import annotations
@@ -78,3 +80,17 @@ def overloaded(target: Record, keys: Record) -> bool:
         return False
     lost = stalled(keys, *window)
     return lost >= OVERLOAD_MIN and lost >= OVERLOAD_SHARE * (window[1] - window[0])
+
+
+def throughput_overloaded(records: list[Record], keys: Record) -> bool:
+    """Whether the probe's loop stalled for a large part of a throughput comparison (the real-name
+    and benign-name downloads, run at once): the bytes each download got were what the probe found
+    time to read, so a ratio between them says nothing about the network. Same share and minimum
+    as :func:`overloaded`, over the downloads' window (first ``t0`` to last ``t``)."""
+    starts = [t for r in records if (t := _number(r.get("t0"))) is not None]
+    ends = [t for r in records if (t := _number(r.get("t"))) is not None]
+    if not starts or not ends:
+        return False
+    start, end = min(starts), max(ends)
+    lost = stalled(keys, start, end)
+    return lost >= OVERLOAD_MIN and lost >= OVERLOAD_SHARE * max(0.0, end - start)
