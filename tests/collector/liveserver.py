@@ -162,6 +162,12 @@ def thread_server(settings: Settings, **app_options: Any) -> Iterator[ThreadServ
         server.stop()
 
 
+def serve_command(data_dir: Path, port: int, *options: str) -> list[str]:
+    """``msgwatch collector serve`` on 127.0.0.1:``port`` with ``data_dir``."""
+    return [sys.executable, "-m", "msgwatch", "collector", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--data-dir", str(data_dir), *options]  # fmt: skip
+
+
 class ProcessServer:
     """``msgwatch collector serve …`` as a child process; its output goes to ``log``."""
 
@@ -173,20 +179,7 @@ class ProcessServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> ProcessServer:
-        command = [
-            sys.executable,
-            "-m",
-            "msgwatch",
-            "collector",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--data-dir",
-            str(self.data_dir),
-            *self.options,
-        ]
+        command = serve_command(self.data_dir, self.port, *self.options)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ)

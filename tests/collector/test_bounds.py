@@ -103,13 +103,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
         yield running
 
 
-@pytest.fixture
-def client(server: ThreadServer) -> Iterator[Client]:
-    client = server.client()
-    yield client
-    client.close()
-
-
 def test_one_read_returns_a_bounded_number_of_bytes(client: Client) -> None:
     seen: list[str] = []
     cursor = None

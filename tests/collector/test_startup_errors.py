@@ -6,31 +6,17 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from msgwatch.cli.main import EXIT_SERVICE
-from tests.collector.liveserver import ROOT, ProcessServer, free_port
+from tests.collector.liveserver import ROOT, ProcessServer, free_port, serve_command
 
 
 def serve(data_dir: Path, *options: str, port: int | None = None) -> tuple[int, list[str]]:
-    command = [
-        sys.executable,
-        "-m",
-        "msgwatch",
-        "collector",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port or free_port()),
-        "--data-dir",
-        str(data_dir),
-        *options,
-    ]
+    command = serve_command(data_dir, port or free_port(), *options)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MSGWATCH_DATABASE")}
     done = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
