@@ -7,7 +7,7 @@ VENV := .venv
 OONI_VENV := .venv-oonidata
 DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql
 STAMP := $(VENV)/.installed
-# The safety fence (src/msgwatch/probe/net.py): tests and benchmarks reach only loopback and the lab.
+# The safety fence (src/msgwatch/steps/net.py): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
 
 .PHONY: install demo test lint typecheck unit bench clean

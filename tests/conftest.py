@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
-if not os.environ.get("MSGWATCH_ALLOWED_NETWORKS", "").strip():
-    os.environ["MSGWATCH_ALLOWED_NETWORKS"] = FENCE
+from msgwatch.fence import FENCE_VARIABLE, LAB_NETWORKS
+
+if not os.environ.get(FENCE_VARIABLE, "").strip():
+    os.environ[FENCE_VARIABLE] = LAB_NETWORKS
 os.environ["MSGWATCH_STATE_DIR"] = tempfile.mkdtemp(prefix="msgwatch-test-state-")
 atexit.register(functools.partial(shutil.rmtree, os.environ["MSGWATCH_STATE_DIR"], True))
 

@@ -232,9 +232,9 @@ def test_verdict_rows_outside_the_vocabulary_are_not_indexed(changes: dict[str, 
 def test_the_vocabulary_is_the_probes() -> None:
     import typing
 
+    from msgwatch.analysis.verdicts.rules import Verdict
     from msgwatch.catalogue.schema import FUNCTIONS
     from msgwatch.collector.summary import INDEXED_FUNCTIONS, INDEXED_VERDICTS
-    from msgwatch.verdicts.rules import Verdict
 
     assert set(INDEXED_VERDICTS) == set(typing.get_args(Verdict))
     assert set(INDEXED_FUNCTIONS) == set(FUNCTIONS)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from msgwatch.collector.transport import Proxies, client_key, parse_networks
-from msgwatch.servers.proc import Server, which
+from msgwatch.lab.procs.proc import Server, which
 from tests.collector.liveserver import REPORT_ID, Client, ProcessServer, envelope, free_port
 
 PER_CLIENT = 4

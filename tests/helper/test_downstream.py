@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from msgwatch.helper.downstream import SendRequest, SendSettings, schedule
+from msgwatch.helper.downstream import SendRequest, SendSettings
 from msgwatch.helper.server import Helper
 from msgwatch.wire import calltraffic as C
+from msgwatch.wire.helper_api import schedule
 from tests.helper.util import UDPClient, config, http, running
 from tests.helper.util import settings as control_settings
 

@@ -26,16 +26,16 @@ from typing import Any
 import pytest
 
 from msgwatch.catalogue import load_catalogue
-from msgwatch.helper.downstream import schedule
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.loops import MAX_REPEATS, WINDOW, RecentReplies
 from msgwatch.helper.server import Helper
 from msgwatch.helper.udp import UDPEndpoint, UDPService
 from msgwatch.probe.calls import downstream_plans, plans
-from msgwatch.probe.steps.downstream import PINHOLE, PINHOLES
-from msgwatch.probe.steps.stun import build_request
+from msgwatch.steps.downstream import PINHOLE, PINHOLES
+from msgwatch.steps.stun import build_request
 from msgwatch.wire import calltraffic as C
+from msgwatch.wire.helper_api import schedule
 from tests.helper.util import config, running
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))

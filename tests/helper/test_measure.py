@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from msgwatch.failures import ProbeFailure
 from msgwatch.helper import measure as M
 from msgwatch.helper.policy import Policy
-from msgwatch.probe.failures import ProbeFailure
 from tests.helper.util import config, http, running
 from tests.unit.servers import (
     PKI,

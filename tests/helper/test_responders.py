@@ -1,6 +1,6 @@
 """The protocol responders: the lab's Telegram data centres and WhatsApp chat endpoints.
 
-The probe's own steps (``msgwatch.probe.steps.app``) are the client: what the lab serves must be
+The probe's own steps (``msgwatch.steps.app``) are the client: what the lab serves must be
 what the probe accepts as the service's answer. Raw sockets check the rest: anything that is not
 the protocol's first message is closed unanswered, and the limits hold.
 """
@@ -14,9 +14,9 @@ from typing import Any
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.responders import FINGERPRINTS, PQ, Responder, answer_mtproto
 from msgwatch.helper.server import HelperConfig
-from msgwatch.probe import net
-from msgwatch.probe.steps.app import AppResult, mtproto_handshake, whatsapp_hello
-from msgwatch.probe.trace import Trace
+from msgwatch.steps import net
+from msgwatch.steps.app import AppResult, mtproto_handshake, whatsapp_hello
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import mtproto as M
 from msgwatch.wire import whatsapp as W
 from tests.helper.util import config, running

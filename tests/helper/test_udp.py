@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.udp import UDPService, binding_response
-from msgwatch.probe.steps.stun import build_request
+from msgwatch.steps.stun import build_request
 from tests.helper.util import UDPClient, config, http, running
 
 

@@ -19,7 +19,7 @@ import pytest
 from msgwatch.catalogue import Catalogue, load_catalogue
 from msgwatch.lab.topology import Lab
 from msgwatch.probe.chains import ChainConfig, run_chain
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.trace import Trace
 from tests.lab.conftest import lab_unavailable
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]

@@ -18,8 +18,8 @@ import pytest
 
 from msgwatch.lab import netns, runtime
 from msgwatch.lab import servers as lab_servers
+from msgwatch.lab.procs.proc import Server
 from msgwatch.lab.topology import Lab, LabError
-from msgwatch.servers.proc import Server
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("needs_lab")]
 

@@ -31,10 +31,10 @@ from msgwatch.lab import netns
 from msgwatch.lab import plan as P
 from msgwatch.lab.catalogue_files import scrub_addresses, write_catalogue
 from msgwatch.lab.mapping import map_catalogue
+from msgwatch.lab.procs.proc import bound
 from msgwatch.lab.servers import plan_services
 from msgwatch.lab.topology import Lab, LabError
-from msgwatch.probe.steps.stun import build_request
-from msgwatch.servers.proc import bound
+from msgwatch.steps.stun import build_request
 from msgwatch.wire import mtproto, whatsapp
 
 LAB = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from msgwatch.cli.main import cli
-from msgwatch.minilab import unavailable
+from msgwatch.lab.loopback import unavailable
 from tests.format.check import assert_conforms
 
 pytestmark = pytest.mark.servers

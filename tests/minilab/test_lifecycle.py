@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from msgwatch.minilab import MiniInternet, MiniInternetError, gc, unavailable
-from msgwatch.minilab import topology as T
-from msgwatch.minilab.runtime import live_entries
+from msgwatch.lab.loopback import MiniInternet, MiniInternetError, gc, unavailable
+from msgwatch.lab.loopback import topology as T
+from msgwatch.lab.loopback.runtime import live_entries
 
 pytestmark = [
     pytest.mark.servers,
@@ -20,7 +20,7 @@ pytestmark = [
 
 CHILD = """
 import sys, time
-from msgwatch.minilab import MiniInternet
+from msgwatch.lab.loopback import MiniInternet
 net = MiniInternet().start()
 print(net.entry, *[s.proc.pid for s in net.servers], flush=True)
 time.sleep(30)

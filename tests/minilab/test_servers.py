@@ -10,9 +10,9 @@ import dns.rcode
 import pytest
 from aioice import stun
 
-from msgwatch.minilab import MiniInternet, unavailable
-from msgwatch.minilab import topology as T
-from msgwatch.minilab.servers import foreign_binds
+from msgwatch.lab.loopback import MiniInternet, unavailable
+from msgwatch.lab.loopback import topology as T
+from msgwatch.lab.loopback.servers import foreign_binds
 
 pytestmark = [
     pytest.mark.servers,

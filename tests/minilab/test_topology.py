@@ -4,9 +4,9 @@ import ipaddress
 from pathlib import Path
 
 from msgwatch.catalogue import load_catalogue
-from msgwatch.minilab import topology as T
-from msgwatch.minilab import unavailable
-from msgwatch.minilab.catalogue import write_catalogue
+from msgwatch.lab.loopback import topology as T
+from msgwatch.lab.loopback import unavailable
+from msgwatch.lab.loopback.catalogue import write_catalogue
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from msgwatch.cli.main import cli
-from msgwatch.spool.schedule import run_lock
+from msgwatch.session.schedule import run_lock
 from msgwatch.spool.spool import Ack, Spool
 from tests.spool import fake_collector, small_catalogue
 

@@ -235,7 +235,7 @@ def test_tokens(tmp_path: Path) -> None:
 @pytest.mark.servers
 def test_minilab_run_to_collector(tmp_path: Path) -> None:
     """Real measurements of the loopback mini-Internet, spooled, submitted, read back."""
-    from msgwatch.minilab import MiniInternet, unavailable
+    from msgwatch.lab.loopback import MiniInternet, unavailable
 
     if reason := unavailable():
         pytest.skip(reason)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from msgwatch.spool.schedule import Stopper, parse_duration, run_every, run_lock
+from msgwatch.session.schedule import Stopper, parse_duration, run_every, run_lock
 from tests.spool import small_catalogue
 
 
@@ -137,7 +137,7 @@ def test_run_lock_excludes_a_second_holder(tmp_path: Path) -> None:
 def test_run_lock_is_released_when_its_holder_dies(tmp_path: Path) -> None:
     state = tmp_path / "state"
     code = (
-        "import os, sys; from pathlib import Path; from msgwatch.spool.schedule import run_lock\n"
+        "import os, sys; from pathlib import Path; from msgwatch.session.schedule import run_lock\n"
         f"with run_lock(Path({str(state)!r}), wait=False) as got:\n"
         "    print(got, flush=True); os._exit(0)\n"
     )

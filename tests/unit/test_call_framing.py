@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from aioice import stun
 
+from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.catalogue import load_catalogue
 from msgwatch.lab.censor.addresses import SIGNATURES, Pattern
 from msgwatch.probe.calls import MARKERS, downstream_plans, plans
-from msgwatch.probe.steps.replay import ReplayResult, replay
-from msgwatch.probe.trace import Trace
-from msgwatch.verdicts.judge import judge
+from msgwatch.steps.replay import ReplayResult, replay
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from msgwatch.wire import packets as P
 from tests.unit.servers import Reply, deadline, udp_server
@@ -239,7 +239,7 @@ def test_the_matrix_scopes_telegrams_signature_to_its_ports() -> None:
 def test_the_helpers_default_ports_cover_every_call_port_of_the_catalogue() -> None:
     """A production helper must echo on every port the probe replays on (else: false loss)."""
     from msgwatch.cli.helper import DEFAULT_PORTS, parse_ports
-    from msgwatch.helper.ports import CALL_PORTS
+    from msgwatch.wire.helper_api import CALL_PORTS
 
     wanted = {p for s in _call_services().values() for f in s.functions for p in f.call_ports}
     assert wanted <= set(CALL_PORTS)

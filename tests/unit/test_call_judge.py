@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from msgwatch.verdicts.calls import FACT_KEYS, _echo, direction, load_call_rules
-from msgwatch.verdicts.judge import judge
+from msgwatch.analysis.verdicts.calls import FACT_KEYS, _echo, direction, load_call_rules
+from msgwatch.analysis.verdicts.judge import judge
 
 
 def _replay(txid: int, role: str, sent: int, got: int, *, marked: tuple[int, int] = (0, 0),

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from msgwatch.analysis.verdicts.calls import compare_rounds
 from msgwatch.catalogue.loader import FunctionTargets, Service
 from msgwatch.catalogue.schema import Source
 from msgwatch.probe.calls import plans, run_replays, unclear
-from msgwatch.probe.trace import Trace
-from msgwatch.verdicts.calls import compare_rounds
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from tests.unit.servers import Reply, deadline, udp_server
 

@@ -14,8 +14,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import pytest
 
-from msgwatch.verdicts.calls import FACT_KEYS, CallRule, load_call_rules, match_call
-from msgwatch.verdicts.judge import judge
+from msgwatch.analysis.verdicts.calls import FACT_KEYS, CallRule, load_call_rules, match_call
+from msgwatch.analysis.verdicts.judge import judge
 
 
 def _replay(txid: int, role: str, sent: int, got: int, *, number: int | None = None,

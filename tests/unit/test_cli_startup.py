@@ -24,10 +24,10 @@ HEAVY = (
     "msgwatch.collector",
     "msgwatch.helper",
     "msgwatch.lab",
-    "msgwatch.minilab",
+    "msgwatch.lab.loopback",
     "msgwatch.probe",
     "msgwatch.spool",
-    "msgwatch.verdicts",
+    "msgwatch.analysis.verdicts",
     "msgwatch.wire",
     "rich.progress",
 )

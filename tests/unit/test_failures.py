@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from msgwatch.probe.failures import ProbeFailure, classify, scrub_addresses, unknown
+from msgwatch.failures import ProbeFailure, classify, scrub_addresses, unknown
 
 
 def _verify_error(code: int) -> ssl.SSLCertVerificationError:

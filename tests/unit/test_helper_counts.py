@@ -1,4 +1,4 @@
-"""The helper's counts of a flow as the probe keeps them (``probe.steps.control``): checked, bounded,
+"""The helper's counts of a flow as the probe keeps them (``steps.control``): checked, bounded,
 ``declined`` included when the helper says it, accepted without it from an older helper."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from msgwatch.probe.steps.control import MAX_FLOW_INTERVALS, _counts, helper_flows
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.control import MAX_FLOW_INTERVALS, _counts, helper_flows
+from msgwatch.steps.trace import Trace
 from tests.helper.util import UDPClient, config, running
 
 ROW = {"t": 0.0, "rx_packets": 10, "rx_bytes": 1000, "tx_packets": 7, "tx_bytes": 700}

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from msgwatch.verdicts.judge import dns_forged, judge
-from msgwatch.verdicts.rules import Facts, load_rules, match, match_blockpage
+from msgwatch.analysis.verdicts.judge import dns_forged, judge
+from msgwatch.analysis.verdicts.rules import Facts, load_rules, match, match_blockpage
 
 
 def _keys(targets: list[dict[str, Any]], mode: str = "any_of", **extra: Any) -> dict[str, Any]:
@@ -171,7 +171,7 @@ def test_call_path_is_required_in_addition_to_the_pool() -> None:
 
 
 def test_throttled_needs_a_fast_control_that_moved_enough() -> None:
-    from msgwatch.verdicts.judge import throttled
+    from msgwatch.analysis.verdicts.judge import throttled
 
     def rec(control: bool, kbit_s: float, moved: int) -> dict[str, Any]:
         return {"control": control, "kbit_s": kbit_s, "bytes": moved}

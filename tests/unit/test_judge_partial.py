@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from msgwatch.verdicts.judge import judge
+from msgwatch.analysis.verdicts.judge import judge
 
 
 def _target(txid: int, endpoint: str, step: str | None = None, failure: str | None = None,

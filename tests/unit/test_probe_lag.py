@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from msgwatch.probe import lag
-from msgwatch.probe.steps.replay import replay
-from msgwatch.probe.trace import Trace
+from msgwatch.steps import lag
+from msgwatch.steps.replay import replay
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from tests.unit.servers import deadline
 
@@ -133,9 +133,9 @@ def test_a_downstream_replay_listens_until_the_helper_has_sent_it_all() -> None:
     began: the helper sends the rest of its schedule late. Listening ends when the helper's own
     count says the schedule was sent, plus the grace; before, it ended at the schedule's end plus
     the grace by the probe's clock, before the late datagrams even left."""
-    from msgwatch.helper.downstream import schedule
-    from msgwatch.probe.steps.control import HelperLink
-    from msgwatch.probe.steps.downstream import downstream
+    from msgwatch.steps.control import HelperLink
+    from msgwatch.steps.downstream import downstream
+    from msgwatch.wire.helper_api import schedule
     from tests.helper.util import running
 
     request = {"profile": "voice", "variant": "original", "seconds": 0.4, "seed": 3}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from msgwatch.verdicts.judge import judge
+from msgwatch.analysis.verdicts.judge import judge
 from tests.format.check import assert_conforms
 
 FIXTURE = Path(__file__).parents[1] / "data" / "minilab-demo.jsonl"

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from msgwatch.catalogue.loader import Catalogue, FunctionTargets, Service
 from msgwatch.catalogue.schema import Endpoint, Source
 from msgwatch.cli.main import cli
+from msgwatch.fence import FENCE_VARIABLE, FenceError, fence_from
 from msgwatch.probe.chains import ChainConfig
-from msgwatch.probe.net import FENCE_VARIABLE, FenceError, fence_from
 from msgwatch.probe.runner import RunConfig, ServiceRun, run, slots_for
 from tests.unit.servers import (
     TEST_SERVICE,

@@ -8,7 +8,7 @@ import json
 
 from msgwatch.measurement.envelope import RunInfo, build_measurement, normalise_asn, normalise_cc
 from msgwatch.measurement.scrub import scrub
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.trace import Trace
 
 PROBE = "198.18.7.7"
 PROBE6 = "2001:db8:7::7"

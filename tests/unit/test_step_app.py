@@ -19,16 +19,16 @@ import pytest
 
 from msgwatch.catalogue import Endpoint
 from msgwatch.helper.responders import answer_mtproto, answer_whatsapp
-from msgwatch.probe import net
 from msgwatch.probe.chains import ChainConfig, run_chain
-from msgwatch.probe.steps.app import (
+from msgwatch.steps import net
+from msgwatch.steps.app import (
     KEPT_BYTES,
     MAX_RESPONSE,
     AppResult,
     mtproto_handshake,
     whatsapp_hello,
 )
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import mtproto as M
 from msgwatch.wire import whatsapp as W
 from tests.unit.servers import (

@@ -8,8 +8,8 @@ import base64
 import dns.message
 import dns.rcode
 
-from msgwatch.probe.steps.dns import DNSResult, query_tcp, query_udp, resolve
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.dns import DNSResult, query_tcp, query_udp, resolve
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     UDPHandler,
     UDPServer,

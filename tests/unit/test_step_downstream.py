@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from msgwatch.helper.downstream import schedule
 from msgwatch.helper.server import Helper
 from msgwatch.probe.calls import stun_framed
-from msgwatch.probe.steps.control import HelperLink
-from msgwatch.probe.steps.downstream import downstream
-from msgwatch.probe.steps.replay import ReplayResult
-from msgwatch.probe.trace import Budget, Trace
+from msgwatch.steps.control import HelperLink
+from msgwatch.steps.downstream import downstream
+from msgwatch.steps.replay import ReplayResult
+from msgwatch.steps.trace import Budget, Trace
+from msgwatch.wire.helper_api import schedule
 from tests.helper.util import running
 from tests.unit.servers import deadline
 

@@ -7,10 +7,10 @@ import base64
 import ssl
 from typing import Any
 
-from msgwatch.probe import net
-from msgwatch.probe.steps.http import USER_AGENT, HTTPResult, http_get
-from msgwatch.probe.steps.tls import tls_handshake
-from msgwatch.probe.trace import Trace, TraceLimits
+from msgwatch.steps import net
+from msgwatch.steps.http import USER_AGENT, HTTPResult, http_get
+from msgwatch.steps.tls import tls_handshake
+from msgwatch.steps.trace import Trace, TraceLimits
 from tests.unit.servers import (
     PKI,
     StreamHandler,

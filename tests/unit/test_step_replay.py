@@ -6,9 +6,9 @@ import asyncio
 import itertools
 import socket
 
-from msgwatch.probe import net
-from msgwatch.probe.steps.replay import ReplayResult, replay
-from msgwatch.probe.trace import Budget, Trace
+from msgwatch.steps import net
+from msgwatch.steps.replay import ReplayResult, replay
+from msgwatch.steps.trace import Budget, Trace
 from tests.unit.servers import Reply, UDPHandler, closed_udp_port, deadline, silent, udp_server
 
 # 40 distinct datagrams at 100 per second: 0.39 s of traffic.

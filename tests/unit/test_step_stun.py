@@ -11,8 +11,8 @@ import json
 import pytest
 from aioice import stun
 
-from msgwatch.probe.steps.stun import RC, RM, Kind, STUNResult, redact_mapped, stun_exchange
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.stun import RC, RM, Kind, STUNResult, redact_mapped, stun_exchange
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     Reply,
     UDPHandler,

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import pytest
 
+from msgwatch.analysis.verdicts.judge import judge_target
 from msgwatch.catalogue import Endpoint
-from msgwatch.probe import net
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
-from msgwatch.probe.steps.stun import Kind, STUNResult, message_length, stun_stream_exchange
-from msgwatch.probe.trace import Trace
-from msgwatch.verdicts.judge import judge_target
+from msgwatch.steps import net
+from msgwatch.steps.stun import Kind, STUNResult, message_length, stun_stream_exchange
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     PKI,
     StreamHandler,

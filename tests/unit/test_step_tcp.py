@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from msgwatch.probe import net
-from msgwatch.probe.failures import ProbeFailure
-from msgwatch.probe.trace import Trace
+from msgwatch import fence
+from msgwatch.failures import ProbeFailure
+from msgwatch.steps import net
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     close_on_accept,
     closed_tcp_port,
@@ -167,7 +168,7 @@ class _SocketSpy:
 
 
 def test_fence_refuses_before_any_socket_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert net._fence() is not None, "the suite must run with MSGWATCH_ALLOWED_NETWORKS set"
+    assert fence.check_fence() is not None, "the suite must run with MSGWATCH_ALLOWED_NETWORKS set"
     trace = Trace()
 
     async def scenario() -> list[tuple[Any, ...]]:
@@ -229,9 +230,9 @@ def test_fence_refuses_udp_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_fence_ranges(ip: str, allowed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # Exactly the suite's fence (another test may have narrowed the process's, e.g. the demo's).
-    monkeypatch.setenv(net.FENCE_VARIABLE, net.LAB_NETWORKS)
+    monkeypatch.setenv(fence.FENCE_VARIABLE, fence.LAB_NETWORKS)
     if allowed:
-        net.check_destination(ip)
+        fence.check_destination(ip)
     else:
         with pytest.raises(ProbeFailure):
-            net.check_destination(ip)
+            fence.check_destination(ip)

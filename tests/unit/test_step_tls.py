@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from msgwatch.probe import net
-from msgwatch.probe.steps.tls import TLSConn, tls_context, tls_handshake
-from msgwatch.probe.trace import Trace
+from msgwatch.steps import net
+from msgwatch.steps.tls import TLSConn, tls_context, tls_handshake
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     PKI,
     TLS_ALERT_HANDSHAKE_FAILURE,

@@ -17,14 +17,14 @@ import dns.message
 import pytest
 from aioice import stun
 
+from msgwatch import failures as F
 from msgwatch.catalogue import Endpoint
-from msgwatch.probe import failures as F
 from msgwatch.probe.chains import ChainConfig, run_chain
-from msgwatch.probe.net import tcp_connect
-from msgwatch.probe.steps.dns import query_udp, resolve, system_nameserver
-from msgwatch.probe.steps.http import http_get
-from msgwatch.probe.steps.stun import stun_exchange, well_formed
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.dns import query_udp, resolve, system_nameserver
+from msgwatch.steps.http import http_get
+from msgwatch.steps.net import tcp_connect
+from msgwatch.steps.stun import stun_exchange, well_formed
+from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
     Reply,
     StreamHandler,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from msgwatch.probe.trace import Trace, TraceLimits, b64, encode_bytes
+from msgwatch.steps.trace import Trace, TraceLimits, b64, encode_bytes
 
 
 class FakeClock:
@@ -137,8 +137,8 @@ def test_bodies_are_text_or_base64() -> None:
 
 
 def test_budget_refuses_to_send_past_the_limit_and_counts_both_ways() -> None:
-    from msgwatch.probe.failures import ProbeFailure
-    from msgwatch.probe.trace import Budget
+    from msgwatch.failures import ProbeFailure
+    from msgwatch.steps.trace import Budget
 
     budget = Budget(limit=100)
     first, second = Trace(budget=budget), Trace(budget=budget)

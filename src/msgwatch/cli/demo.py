@@ -1,6 +1,6 @@
 """``msgwatch demo``: the probe against the loopback mini-Internet, verdicts against ground truth.
 
-Until the namespace lab lands (step 2), the demo's Internet is :mod:`msgwatch.minilab`: real
+Until the namespace lab lands (step 2), the demo's Internet is :mod:`msgwatch.lab.loopback`: real
 dnsmasq, nginx and coturn on 127.x addresses, some endpoints broken on purpose. The probe is the
 same one ``msgwatch run`` uses; only its configuration (catalogue, resolver, CA) points at the
 mini-Internet. The fence is set to loopback: nothing the demo does can leave the machine.
@@ -29,8 +29,8 @@ from msgwatch.cli.main import (
 )
 from msgwatch.cli.output import explain
 from msgwatch.cli.render import comparison_table
+from msgwatch.fence import FENCE_VARIABLE
 from msgwatch.probe.chains import ChainConfig
-from msgwatch.probe.net import FENCE_VARIABLE
 from msgwatch.probe.runner import RunConfig
 
 
@@ -60,7 +60,7 @@ def run_demo(timeout: float, output: str | None, as_json: bool) -> None:
     # Loopback only, unless a caller already fenced the process (the tests fence it to the lab).
     os.environ.setdefault(FENCE_VARIABLE, "127.0.0.0/8")
     try:
-        from msgwatch.minilab import MiniInternet
+        from msgwatch.lab.loopback import MiniInternet
     except ImportError as exc:  # pragma: no cover - the package ships it
         raise _err(f"the mini-Internet is not available: {exc}", EXIT_ENVIRONMENT) from exc
     console = Console(stderr=as_json)

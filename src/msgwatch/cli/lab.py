@@ -67,9 +67,9 @@ def run_and_report(
 
     from msgwatch.cli.main import output_path
     from msgwatch.cli.output import explain, report_path, write_jsonl, write_private
+    from msgwatch.fence import FENCE_VARIABLE
     from msgwatch.lab.run import run_scenario
     from msgwatch.lab.topology import LabError
-    from msgwatch.probe.net import FENCE_VARIABLE
     from msgwatch.report.html import scenario_report
 
     _need_root()

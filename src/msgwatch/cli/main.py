@@ -101,8 +101,8 @@ def write_jsonl(path: Path, measurements: list[dict[str, Any]]) -> None:
 
 
 def _ask_consent() -> None:
-    """Call tests need consent once (see msgwatch.consent); unattended runs pass --yes."""
-    from msgwatch.consent import EXPLANATION, has_consent, record_consent
+    """Call tests need consent once (see msgwatch.session.consent); unattended runs pass --yes."""
+    from msgwatch.session.consent import EXPLANATION, has_consent, record_consent
 
     if has_consent():
         return
@@ -281,12 +281,12 @@ def run_command(
     from msgwatch.catalogue import FUNCTIONS
     from msgwatch.probe.chains import ChainConfig
     from msgwatch.probe.runner import RunConfig
-    from msgwatch.spool.schedule import Stopper, run_every
+    from msgwatch.session.schedule import Stopper, run_every
     from msgwatch.spool.spool import Spool, resolve_state_dir
     from msgwatch.spool.submit import plain_sleep
 
     catalogue = _load(catalogue_path)
-    from msgwatch.probe.net import FenceError, check_fence
+    from msgwatch.fence import FenceError, check_fence
 
     try:  # a malformed fence stops the run here, before anything is sent or spooled
         check_fence()
@@ -384,7 +384,7 @@ def _addresses(given: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _duration(text: str, option: str) -> float:
-    from msgwatch.spool.schedule import parse_duration
+    from msgwatch.session.schedule import parse_duration
 
     try:
         return parse_duration(text)
@@ -415,8 +415,8 @@ def _submission(
 
 @contextlib.contextmanager
 def _locked(state_dir: Path, *, wait: bool) -> Iterator[bool]:
-    """``run.lock`` (see msgwatch.spool.schedule); a one-shot run says that it waits, then waits."""
-    from msgwatch.spool.schedule import run_lock
+    """``run.lock`` (see msgwatch.session.schedule); a one-shot run says that it waits, then waits."""
+    from msgwatch.session.schedule import run_lock
 
     with contextlib.ExitStack() as stack:
         try:

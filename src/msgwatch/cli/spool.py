@@ -105,8 +105,8 @@ def submit_command(
     as_json: bool,
 ) -> None:
     """Send the spool's pending measurements to the collectors now."""
+    from msgwatch.session.schedule import Stopper
     from msgwatch.spool.client import Client
-    from msgwatch.spool.schedule import Stopper
     from msgwatch.spool.spool import Spool, resolve_state_dir
     from msgwatch.spool.submit import collector_urls, read_token, submit
 

@@ -62,7 +62,7 @@ MESSENGER_TESTS = ("whatsapp", "telegram", "signal", "facebook_messenger")
 MAX_VERDICTS: Final = 32
 """Verdict rows indexed per measurement, at most (the first ones)."""
 VerdictName = Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
-"""``msgwatch.verdicts.rules.Verdict`` (a test checks they agree; not imported, so the collector
+"""``msgwatch.analysis.verdicts.rules.Verdict`` (a test checks they agree; not imported, so the collector
 does not load the probe's rule engine)."""
 FunctionName = Literal["text", "voice", "video", "media", "web", "registration"]
 """``msgwatch.catalogue.FUNCTIONS`` (a test checks they agree)."""

@@ -14,7 +14,7 @@ Modules, from the bytes up:
 ``flows``      per-flow, per-100 ms counters, bounded
 ``udp``        the decision for each datagram (STUN answer or echo, never larger) + its protocol
 ``tcp``        the TCP echo / replay sink
-``measure``    ``/v1/measure``: steps run with ``msgwatch.probe.steps``
+``measure``    ``/v1/measure``: steps run with ``msgwatch.steps``
 ``control``    the HTTP/1.1 + JSON API (h11)
 ``server``     binds the sockets (the only module here that does) and runs it all
 =============  ===================================================================================

@@ -49,8 +49,7 @@ from msgwatch.helper.flows import FlowKey
 from msgwatch.helper.logs import logger
 from msgwatch.helper.udp import UDPEndpoint, UDPService, normalize_ip
 from msgwatch.wire import calltraffic as C
-
-MAX_SECONDS = 10.0
+from msgwatch.wire.helper_api import MAX_SECONDS, schedule
 
 
 class SendRequest(BaseModel):
@@ -69,19 +68,6 @@ class SendRequest(BaseModel):
     seconds: float = Field(gt=0, le=MAX_SECONDS)
     seed: int = Field(ge=0, le=2**32 - 1)
     marker: C.Marker | None = None
-
-
-def schedule(
-    profile: str, variant: str, seconds: float, seed: int, marker: C.Marker | None
-) -> list[C.Packet]:
-    """The datagrams of a downstream send, as the probe's replays build the same kind."""
-    make = C.voice_profile if profile == "voice" else C.video_profile
-    packets = make(seconds, seed, None if variant == "plain" else marker)
-    if variant == "control":
-        return C.control(packets)
-    if variant == "plain":
-        return C.random_payload(packets, seed)
-    return packets
 
 
 class SendRefused(Exception):

@@ -1,8 +1,8 @@
 """``POST /v1/measure``: a client's steps, run from where the helper stands, with the probe's code.
 
 The helper is the probe's control: the same steps, from outside the censored network, at the same
-time. So it runs **msgwatch's own probe steps** (``msgwatch.probe.steps.*`` over
-``msgwatch.probe.net``, recorded in a ``msgwatch.probe.trace.Trace``) and returns the trace in the
+time. So it runs **msgwatch's own probe steps** (``msgwatch.steps.*`` over
+``msgwatch.steps.net``, recorded in a ``msgwatch.steps.trace.Trace``) and returns the trace in the
 measurement format (``trace.test_keys()``) plus one short result per step.
 
 A request::
@@ -31,7 +31,7 @@ bodies and records in the trace are capped (:data:`TRACE_LIMITS`).
 **Targets are checked before anything is sent** (:mod:`msgwatch.helper.policy`): an address given by
 the client, a resolver given by the client, and every address a name resolved to. A refused step
 fails with ``destination_not_allowed`` and its ``reason`` (``loopback``, ``private``, ...), and
-nothing of it reaches the network. ``msgwatch.probe.net``'s environment fence
+nothing of it reaches the network. ``msgwatch.steps.net``'s environment fence
 (``MSGWATCH_ALLOWED_NETWORKS``) still applies underneath: this check does not replace it, nor
 rely on it. The helper's own resolver is the operator's choice and is not checked.
 
@@ -51,15 +51,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from msgwatch import failures as F
 from msgwatch.helper.policy import NOT_ALLOWED, Policy
 from msgwatch.helper.redact import redact
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import TCPConn, endpoint, tcp_connect
-from msgwatch.probe.steps.dns import resolve
-from msgwatch.probe.steps.http import http_get
-from msgwatch.probe.steps.stun import stun_exchange
-from msgwatch.probe.steps.tls import tls_handshake
-from msgwatch.probe.trace import Trace, TraceLimits
+from msgwatch.steps.dns import resolve
+from msgwatch.steps.http import http_get
+from msgwatch.steps.net import TCPConn, endpoint, tcp_connect
+from msgwatch.steps.stun import stun_exchange
+from msgwatch.steps.tls import tls_handshake
+from msgwatch.steps.trace import Trace, TraceLimits
 
 MAX_STEPS = 32
 MAX_TIMEOUT = 15.0

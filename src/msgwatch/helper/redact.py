@@ -21,7 +21,7 @@ becomes :data:`REDACTED`, wherever the answer shows:
   internal resolver).
 
 Nothing else in the answer can hold one: the steps connect only to allowed addresses (checked
-before anything is sent), and failure texts are scrubbed of addresses (:mod:`msgwatch.probe.failures`).
+before anything is sent), and failure texts are scrubbed of addresses (:mod:`msgwatch.failures`).
 Pure: the measure's answer in, the same answer (changed in place) out.
 """
 

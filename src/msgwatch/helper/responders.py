@@ -1,6 +1,6 @@
 """Protocol responders: a messenger's server at the first step of its protocol, for the lab.
 
-The probe's application handshakes (:mod:`msgwatch.probe.steps.app`) send a service's first
+The probe's application handshakes (:mod:`msgwatch.steps.app`) send a service's first
 unauthenticated message and expect the service's answer. In the lab, the helper stands in for
 those servers on the endpoints it is given (``--mtproto-listen``, ``--whatsapp-listen``):
 

@@ -48,12 +48,11 @@ from msgwatch.helper.limits import DEFAULT_BUDGET_BYTES, DEFAULT_RATE_PPS, Limit
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.measure import MeasureConfig
 from msgwatch.helper.policy import Policy
-from msgwatch.helper.ports import CALL_PORTS
 from msgwatch.helper.responders import Kind, Responder
 from msgwatch.helper.tcp import TCPEcho
 from msgwatch.helper.udp import UDPEndpoint, UDPService
+from msgwatch.wire.helper_api import CALL_PORTS, CONTROL_PORT
 
-CONTROL_PORT = 8765
 STATS_EVERY = 60.0
 
 Endpoint = tuple[str, int]

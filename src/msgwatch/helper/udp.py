@@ -73,7 +73,7 @@ from msgwatch.helper.flows import (
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.loops import MAX_REPEATS, RecentReplies
-from msgwatch.probe.steps.stun import well_formed
+from msgwatch.steps.stun import well_formed
 
 MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 HEADER = 20

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from msgwatch.servers.proc import SEARCH, missing, which
+from msgwatch.lab.procs.proc import SEARCH, missing, which
 
 T = TypeVar("T")
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
+from msgwatch.fence import FENCE_VARIABLE, LAB_NETWORKS
 from msgwatch.lab.observatory import LabCollector, Reconciliation, collector_url, reconcile
 from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule, resolve_selector
 from msgwatch.lab.servers import BULK_PATH
 
-FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
 INTERNAL = "internal"
 Say = Callable[[str], None]
 
@@ -185,7 +185,7 @@ def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[P
 
     With an observatory, each probe makes ``runs`` scheduled runs (``--every``) that spool and
     submit; every run's verdicts are compared, so a phase has one set of rows per run."""
-    env = dict(os.environ, MSGWATCH_ALLOWED_NETWORKS=FENCE)
+    env = dict(os.environ, **{FENCE_VARIABLE: LAB_NETWORKS})
     started = time.monotonic()
     procs = {}
     runs_each = scenario.observatory.runs if scenario.observatory else 1

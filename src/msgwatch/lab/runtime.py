@@ -29,8 +29,8 @@ from pathlib import Path
 from msgwatch.lab import netns
 from msgwatch.lab.netns import LabError
 from msgwatch.lab.plan import ROLES
-from msgwatch.servers.proc import Server, end_groups, stop_all
-from msgwatch.servers.registry import alive, record
+from msgwatch.lab.procs.proc import Server, end_groups, stop_all
+from msgwatch.lab.procs.registry import alive, record
 
 RUN_ROOT = Path("/run/msgwatch-lab")
 _ID = re.compile(r"^[0-9a-f]{6}$")

@@ -25,7 +25,7 @@ domestic   the test helper on 198.19.0.10 (echo, STUN, control API).
 
 Every server binds only the addresses it is given (checked at start: a socket outside the lab's
 networks fails it), runs as ``ip netns exec <ns> <server>`` in its own session, and keeps its config,
-pid file and logs as ``<name>.*`` in the run directory. :mod:`msgwatch.servers.proc` starts, checks
+pid file and logs as ``<name>.*`` in the run directory. :mod:`msgwatch.lab.procs.proc` starts, checks
 and stops them.
 """
 
@@ -44,14 +44,13 @@ from pathlib import Path
 import dns.message
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from msgwatch.helper.ports import CALL_PORTS
-from msgwatch.helper.server import CONTROL_PORT
 from msgwatch.lab import netns
 from msgwatch.lab import plan as P
 from msgwatch.lab.mapping import LabMapping
 from msgwatch.lab.netns import LabError
-from msgwatch.servers.certs import Authority
-from msgwatch.servers.proc import Server, which
+from msgwatch.lab.procs.certs import Authority
+from msgwatch.lab.procs.proc import Server, which
+from msgwatch.wire.helper_api import CALL_PORTS, CONTROL_PORT
 
 HELPER_PORTS = (7, *CALL_PORTS)
 """Ports of the test helper (TCP and UDP): its defaults (the call ports and a neutral high port),

@@ -46,9 +46,9 @@ from msgwatch.lab.catalogue_files import write_catalogue
 from msgwatch.lab.mapping import LabMapping, map_catalogue
 from msgwatch.lab.netns import LabError
 from msgwatch.lab.plan import Topology
-from msgwatch.servers.certs import Authority
-from msgwatch.servers.proc import Server, ServerError, stop_all, wait_all_ready
-from msgwatch.servers.registry import record
+from msgwatch.lab.procs.certs import Authority
+from msgwatch.lab.procs.proc import Server, ServerError, stop_all, wait_all_ready
+from msgwatch.lab.procs.registry import record
 
 if TYPE_CHECKING:
     from msgwatch.lab.censor.context import CensorContext

@@ -19,12 +19,12 @@ helper's echo:
 - at the same time, the original to the **domestic** helper, when there is one;
 - at the same time, :data:`DOWN_ROUNDS` **downstream** pairs on the first call port: the helper
   sends the original and the control of one round towards the probe (``POST /v1/udp/send``,
-  :mod:`msgwatch.probe.steps.downstream`), one after the other, each round's order drawn from
+  :mod:`msgwatch.steps.downstream`), one after the other, each round's order drawn from
   the seed, from the start (each once the helper counted the previous one sent; one that would
   not end before the deadline is not asked for). An echo carries back only what survived the way
   up; these measure the way down with a full-rate call of its own.
 
-The event loop's lag is measured meanwhile (:mod:`msgwatch.probe.lag`) and each replay records
+The event loop's lag is measured meanwhile (:mod:`msgwatch.steps.lag`) and each replay records
 the probe's own lag and drops (``probe``); a round the probe's lag spoiled is measured again
 when the deadline leaves room, like an unclear comparison (:func:`unclear`).
 
@@ -34,7 +34,7 @@ Each replay becomes a target of its own (roles ``replay_original``, ``replay_con
 ``msgwatch_replays``. When they are done, the probe asks each helper what it received from each
 of these flows (``GET /v1/udp/flows``) and adds the helper's counts to the records: loss on the
 way up (the helper's count against the probe's) and on the way down (the probe's echoes against
-what the helper sent). The judge compares them (``msgwatch.verdicts.calls``).
+what the helper sent). The judge compares them (``msgwatch.analysis.verdicts.calls``).
 """
 
 from __future__ import annotations
@@ -44,19 +44,18 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
+from msgwatch import failures as F
+from msgwatch.analysis.verdicts.calls import compare_rounds, probe_trouble
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
-from msgwatch.helper.downstream import MAX_SECONDS as DOWN_MAX_SECONDS
-from msgwatch.helper.downstream import schedule
-from msgwatch.helper.ports import NEUTRAL_PORT
-from msgwatch.probe import failures as F
-from msgwatch.probe import lag
 from msgwatch.probe.chains import ChainOutcome
-from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_measure
-from msgwatch.probe.steps.downstream import downstream
-from msgwatch.probe.steps.replay import GRACE, ReplayResult, replay
-from msgwatch.probe.trace import Trace
-from msgwatch.verdicts.calls import compare_rounds, probe_trouble
+from msgwatch.steps import lag
+from msgwatch.steps.control import HelperLink, helper_flows, helper_measure
+from msgwatch.steps.downstream import downstream
+from msgwatch.steps.replay import GRACE, ReplayResult, replay
+from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
+from msgwatch.wire.helper_api import MAX_SECONDS as DOWN_MAX_SECONDS
+from msgwatch.wire.helper_api import NEUTRAL_PORT, schedule
 
 ROUNDS = 3
 """Original/control pairs per function (research note C2: at least 3 repeats)."""
@@ -278,7 +277,7 @@ def unclear(originals: list[dict[str, Any]], controls: list[dict[str, Any]]) -> 
     """Whether the comparison of the originals' records with the controls', over all rounds, is
     unclear enough to run the rounds again (a confirmation, as Wehe does): the statistics disagree
     (area without KS, loss against throughput), or the rounds do (noisy controls, a difference
-    that most rounds do not show: :func:`msgwatch.verdicts.calls.compare_rounds`)."""
+    that most rounds do not show: :func:`msgwatch.analysis.verdicts.calls.compare_rounds`)."""
     if not originals or not controls:
         return False
     if any(probe_trouble(r) for r in (*originals, *controls)):
@@ -346,7 +345,7 @@ async def run_replays(
     neutral_port: int = NEUTRAL_PORT,
 ) -> list[tuple[str, ChainOutcome]]:
     """Every replay of one function (module notes), then the helpers' counts of them; the
-    event loop's lag is measured meanwhile (:mod:`msgwatch.probe.lag`, the run's monitor when
+    event loop's lag is measured meanwhile (:mod:`msgwatch.steps.lag`, the run's monitor when
     one runs) and each replay's record says what the probe's own lag and drops were."""
     async with lag.running():
         return await _run_replays(trace, service, function, helper, seconds, seed, deadline,

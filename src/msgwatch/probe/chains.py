@@ -29,15 +29,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from msgwatch import failures as F
 from msgwatch.catalogue import Endpoint
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import TCPConn, tcp_connect
-from msgwatch.probe.steps.app import mtproto_handshake, whatsapp_hello
-from msgwatch.probe.steps.dns import DNSResult, resolve
-from msgwatch.probe.steps.http import HTTPResult, http_get
-from msgwatch.probe.steps.stun import Kind, stun_exchange, stun_stream_exchange
-from msgwatch.probe.steps.tls import tls_handshake
-from msgwatch.probe.trace import Trace
+from msgwatch.steps.app import mtproto_handshake, whatsapp_hello
+from msgwatch.steps.dns import DNSResult, resolve
+from msgwatch.steps.http import HTTPResult, http_get
+from msgwatch.steps.net import TCPConn, tcp_connect
+from msgwatch.steps.stun import Kind, stun_exchange, stun_stream_exchange
+from msgwatch.steps.tls import tls_handshake
+from msgwatch.steps.trace import Trace
 
 
 @dataclass(frozen=True)

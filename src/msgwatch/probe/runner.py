@@ -3,7 +3,7 @@
 How a run works:
 
 1. The fence (``MSGWATCH_ALLOWED_NETWORKS``) is checked first: a malformed or empty value raises
-   :class:`~msgwatch.probe.net.FenceError` before anything is sent.
+   :class:`~msgwatch.fence.FenceError` before anything is sent.
 2. Chains run concurrently in ``concurrency`` slots. By default the slots are sized from the
    file-descriptor limit (:func:`slots_for`; the soft limit is raised towards the hard one first),
    since a slot costs a few descriptors and nothing else worth bounding. Starts are paced
@@ -26,11 +26,11 @@ How a run works:
 5. A destination the fence refused is not a measurement of the network: its target is recorded
    as ``not_measured: "fence"`` and the service's measurement is marked not to be spooled or
    submitted (:attr:`ServiceRun.measured`).
-6. Each service has its own :class:`~msgwatch.probe.trace.Trace`, so each becomes one measurement;
+6. Each service has its own :class:`~msgwatch.steps.trace.Trace`, so each becomes one measurement;
    the traces share one set of the probe's own addresses. Only when **every** chain of every
    service is done are the measurements built and scrubbed — with every address the run learned
    anywhere (a STUN answer in one service scrubs a block page's echo in another) and those given
-   in ``probe_addresses`` — and judged by :func:`msgwatch.verdicts.judge.judge`, from the
+   in ``probe_addresses`` — and judged by :func:`msgwatch.analysis.verdicts.judge.judge`, from the
    measurement alone, as the analysis would.
 
 ``sequential=True`` runs the same chains one at a time (one slot): the baseline that
@@ -48,18 +48,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.catalogue import Catalogue, Endpoint, FunctionTargets, Service
-from msgwatch.helper.ports import NEUTRAL_PORT
+from msgwatch.failures import classify
+from msgwatch.fence import NOT_ALLOWED, check_fence
 from msgwatch.measurement.envelope import RunInfo, build_measurement
-from msgwatch.probe import lag
 from msgwatch.probe.calls import ROUNDS, run_replays
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
-from msgwatch.probe.failures import classify
-from msgwatch.probe.net import NOT_ALLOWED, check_fence
 from msgwatch.probe.network import for_run
-from msgwatch.probe.steps.control import CONTROL_PORT, HelperLink, helper_measure
-from msgwatch.probe.trace import BUDGET_EXCEEDED, Budget, Trace
-from msgwatch.verdicts.judge import judge
+from msgwatch.steps import lag
+from msgwatch.steps.control import HelperLink, helper_measure
+from msgwatch.steps.trace import BUDGET_EXCEEDED, Budget, Trace
+from msgwatch.wire.helper_api import CONTROL_PORT, NEUTRAL_PORT
 
 Progress = Callable[[str, ChainOutcome], None]
 
@@ -289,7 +289,7 @@ async def run(
 ) -> list[ServiceRun]:
     """Measure ``services``; one :class:`ServiceRun` per service, in the given order.
 
-    Raises :class:`~msgwatch.probe.net.FenceError` before anything is sent when the fence is
+    Raises :class:`~msgwatch.fence.FenceError` before anything is sent when the fence is
     malformed."""
     check_fence()
     loop = asyncio.get_running_loop()

@@ -4,7 +4,7 @@
   bounded ledger, ``rejected/``; every write durable before it is relied on.
 - :mod:`msgwatch.spool.client`: HTTP/1.1 (h11) over one blocking socket, behind the network fence.
 - :mod:`msgwatch.spool.submit`: batches to ``POST /api/v1/submit``, collectors in order, backoff.
-- :mod:`msgwatch.spool.schedule`: ``--every`` with jitter, ``run.lock``, a clean stop on signals.
+- :mod:`msgwatch.session.schedule`: ``--every`` with jitter, ``run.lock``, a clean stop on signals.
 
 Contract: docs/design/002-collector.md ("Wire protocol", "Spool and scheduled runs"); operator's
 guide: docs/spool.md.

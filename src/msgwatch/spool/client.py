@@ -6,7 +6,7 @@ interruptible by a signal, which a plain blocking call with a timeout gives for 
 
 Rules:
 
-- Every address passes :func:`msgwatch.probe.net.check_destination` before a socket is created (the
+- Every address passes :func:`msgwatch.fence.check_destination` before a socket is created (the
   ``MSGWATCH_ALLOWED_NETWORKS`` fence). A host name is resolved with the system resolver only when
   the fence is down; under the fence only address literals (and ``localhost``) can be used.
 - One deadline per request, computed at the top; each socket operation waits at most
@@ -40,8 +40,8 @@ from typing import Any
 import h11
 
 from msgwatch import __version__
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import FENCE_VARIABLE, NOT_ALLOWED, check_destination
+from msgwatch import failures as F
+from msgwatch.fence import FENCE_VARIABLE, NOT_ALLOWED, check_destination
 
 USER_AGENT = f"msgwatch/{__version__}"
 MAX_RESPONSE = 8 * 1024 * 1024
@@ -137,7 +137,7 @@ def resolve(host: str, port: int) -> list[str]:
         pass
     if host.lower().rstrip(".") == "localhost":
         return ["127.0.0.1", "::1"]
-    if os.environ.get(FENCE_VARIABLE):  # the same test as msgwatch.probe.net
+    if os.environ.get(FENCE_VARIABLE):  # the same test as msgwatch.steps.net
         raise ClientError(NOT_ALLOWED, "the system resolver is outside the fence")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)

@@ -40,7 +40,7 @@ Layout::
 
     STATE/
       probe-id                   32 random hex digits, made once, never sent (rule 4)
-      run.lock                   flock: one run at a time (msgwatch.spool.schedule)
+      run.lock                   flock: one run at a time (msgwatch.session.schedule)
       spool/
         pending/<key>.json       one measurement each, as written by the run
         tmp/                     writes in progress (cleaned by the next run)

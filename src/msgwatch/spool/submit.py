@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from msgwatch.probe.net import NOT_ALLOWED
+from msgwatch.fence import NOT_ALLOWED
 from msgwatch.spool.client import DNS_LOOKUP_ERROR, URL, Client, ClientError, parse_url
 from msgwatch.spool.spool import Ack, Invalid, PendingItem, Spool, flocked, utc_now
 

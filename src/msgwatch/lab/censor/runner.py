@@ -4,7 +4,7 @@ Everything the censor installs is findable without the compiled object, so that 
 cleans up after a crashed run: one nft table (``inet msgwatch_censor``), one iptables chain name
 (``MSGWATCH_CENSOR``, in the ``filter`` and ``raw`` tables of iptables and ip6tables, jumped to from
 FORWARD and PREROUTING), root qdiscs with the handle ``6d77:`` on the censor's two interfaces, and
-helper processes recorded as ``censor-*.lab`` (``<pid> <start time>``, :mod:`msgwatch.servers.registry`:
+helper processes recorded as ``censor-*.lab`` (``<pid> <start time>``, :mod:`msgwatch.lab.procs.registry`:
 a pid reused by another process is not ours) in the run directory.
 
 Re-applying replaces: the nft table atomically (see :mod:`.compiler`), the iptables chains by
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from msgwatch.lab.censor.context import CHAIN, TABLE, TC_HANDLE, CensorContext, Compiled
-from msgwatch.servers.proc import end_group
-from msgwatch.servers.registry import alive, record
+from msgwatch.lab.procs.proc import end_group
+from msgwatch.lab.procs.registry import alive, record
 
 HOOKS = {"filter": "FORWARD", "raw": "PREROUTING"}
 """iptables tables the censor uses, and the built-in chain that jumps to its own chain."""

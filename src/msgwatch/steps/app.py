@@ -3,7 +3,7 @@
 A TCP connect that succeeds does not show that the service works: deep packet inspection may let
 the handshake through and kill the connection once the protocol's first bytes go by (MTProto's
 ``ee ee ee ee`` prologue, WhatsApp's ``WA`` prologue). These steps send that first message over an
-established :class:`~msgwatch.probe.net.TCPConn` and read the server's first answer:
+established :class:`~msgwatch.steps.net.TCPConn` and read the server's first answer:
 
     mtproto    req_pq_multi (intermediate transport, 48 bytes)  →  resPQ with our nonce
     whatsapp   WA prologue + framed ClientHello (43 bytes)      →  a length-framed first frame
@@ -34,9 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import TCPConn
-from msgwatch.probe.trace import b64
+from msgwatch import failures as F
+from msgwatch.steps.net import TCPConn
+from msgwatch.steps.trace import b64
 from msgwatch.wire import mtproto, whatsapp
 
 MAX_RESPONSE = 4096

@@ -17,8 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
-from msgwatch.minilab.servers import end_group
-from msgwatch.servers.registry import alive, record
+from msgwatch.lab.loopback.servers import end_group
+from msgwatch.lab.procs.registry import alive, record
 
 __all__ = ["RUNTIME_DIR", "alive", "create_entry", "gc", "live_entries", "record", "tidy"]
 

@@ -10,7 +10,7 @@
   probe's replays attach them to their records).
 
 - ``helper_send`` POSTs ``/v1/udp/send``: the helper sends call-shaped traffic of its own to the
-  probe on a flow the probe opened (a downstream replay, :mod:`msgwatch.probe.steps.downstream`).
+  probe on a flow the probe opened (a downstream replay, :mod:`msgwatch.steps.downstream`).
 
 A :class:`HelperLink` is one helper as the run sees it: its address, its control port, and a cap
 on the control connections open at once. The helper closes the connections of a client above
@@ -28,11 +28,11 @@ from typing import Any
 import h11
 
 from msgwatch import __version__
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import TCPConn, tcp_connect
-from msgwatch.probe.trace import Trace
+from msgwatch import failures as F
+from msgwatch.steps.net import TCPConn, tcp_connect
+from msgwatch.steps.trace import Trace
+from msgwatch.wire.helper_api import CONTROL_PORT
 
-CONTROL_PORT = 8765
 MAX_ANSWER = 512 * 1024
 CONNECTIONS = 4
 """Control connections open at once to one helper (the helper allows 8 per client)."""

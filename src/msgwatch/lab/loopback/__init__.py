@@ -10,10 +10,10 @@ Design:
 
 - **Loopback only.** Every server binds specific 127.x.y.z addresses (never a wildcard); every
   address in the catalogue is 127.x.y.z; each service owns a /24 that stands for its real networks
-  (see :mod:`~msgwatch.minilab.topology`, the address plan and ground truth as data). Servers that
-  bind anything else are stopped at start (:func:`~msgwatch.minilab.servers.foreign_binds`).
+  (see :mod:`~msgwatch.lab.loopback.topology`, the address plan and ground truth as data). Servers that
+  bind anything else are stopped at start (:func:`~msgwatch.lab.loopback.servers.foreign_binds`).
 - **Real behaviour, no mocks.** dnsmasq answers the names, NXDOMAIN and a forged answer; nginx
-  serves HTTPS with a per-name certificate from a CA made at start (:mod:`~msgwatch.servers.certs`),
+  serves HTTPS with a per-name certificate from a CA made at start (:mod:`~msgwatch.lab.procs.certs`),
   a certificate for another name, and block pages; coturn answers STUN Binding and challenges TURN
   Allocate with 401. Sockets held open by this process and never served give the timeouts: the kernel
   completes the TCP handshake into the backlog of a listener that never accepts (``tls.timeout``); a
@@ -21,7 +21,7 @@ Design:
 - **Nothing left behind.** :meth:`MiniInternet.stop` is idempotent and also runs on SIGINT/SIGTERM
   (then the previous handler runs) and at interpreter exit; each server is the leader of its own
   process group, stopped with SIGTERM then SIGKILL and checked gone. Pid files under
-  ``/run/msgwatch-minilab/<id>/`` (:mod:`~msgwatch.minilab.runtime`) let :func:`gc` stop what a
+  ``/run/msgwatch-minilab/<id>/`` (:mod:`~msgwatch.lab.loopback.runtime`) let :func:`gc` stop what a
   ``kill -9``'d run left; :meth:`MiniInternet.start` calls it first. A failed start keeps only the
   logs its error message names, until the next :func:`gc`.
 - **One at a time.** The address plan is fixed, so :meth:`MiniInternet.start` refuses while another
@@ -43,12 +43,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from msgwatch.minilab import runtime, servers, topology
-from msgwatch.minilab.catalogue import write_catalogue
-from msgwatch.minilab.runtime import gc
-from msgwatch.minilab.servers import MiniInternetError, unavailable
-from msgwatch.minilab.topology import Expectation
-from msgwatch.servers.certs import Authority
+from msgwatch.lab.loopback import runtime, servers, topology
+from msgwatch.lab.loopback.catalogue import write_catalogue
+from msgwatch.lab.loopback.runtime import gc
+from msgwatch.lab.loopback.servers import MiniInternetError, unavailable
+from msgwatch.lab.loopback.topology import Expectation
+from msgwatch.lab.procs.certs import Authority
 
 __all__ = ["Expectation", "MiniInternet", "MiniInternetError", "gc", "unavailable"]
 

@@ -4,7 +4,7 @@ A step times out when no answer was *read* before its deadline. When the probe's
 late (the machine is busy with other work, or the probe with its own), an answer that arrived in
 time waits unread, and the deadline's timer fires in the same turn of the loop as the read would
 have: the step records ``generic_timeout_error`` for a path that answered. That is not evidence of
-blocking. The probe measures its loop's lag for the whole run (:mod:`msgwatch.probe.lag`,
+blocking. The probe measures its loop's lag for the whole run (:mod:`msgwatch.steps.lag`,
 ``msgwatch_probe_lag``: the stalls as ``[start, seconds]`` since the measurement's start), and the
 judge reads a timed-out endpoint as ``inconclusive``, mechanism ``probe.overloaded``, when the loop
 stalled for at least :data:`OVERLOAD_SHARE` of the endpoint's chain (from its first event to its
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from msgwatch.verdicts.rules import Rule
+from msgwatch.analysis.verdicts.rules import Rule
 
 Record = dict[str, Any]
 TIMEOUT = "generic_timeout_error"

@@ -18,7 +18,7 @@ protocol ``dns`` declared over TCP); over TCP without a configured resolver it a
 ``nameserver`` of ``/etc/resolv.conf`` (:func:`system_nameserver`), since getaddrinfo cannot be
 told to use TCP.
 
-dnspython is used as a codec only (``dns.message``); the sockets come from :mod:`msgwatch.probe.net`.
+dnspython is used as a codec only (``dns.message``); the sockets come from :mod:`msgwatch.steps.net`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import endpoint, system_resolve, tcp_connect, udp_open
-from msgwatch.probe.trace import Trace, b64
+from msgwatch import failures as F
+from msgwatch.steps.net import endpoint, system_resolve, tcp_connect, udp_open
+from msgwatch.steps.trace import Trace, b64
 
 MAX_DNS_MESSAGE = 65535
 

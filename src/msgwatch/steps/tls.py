@@ -1,7 +1,7 @@
 """TLS handshake over a traced TCP connection.
 
 OpenSSL runs on memory buffers (``ssl.MemoryBIO``): the step moves bytes between OpenSSL and the
-:class:`~msgwatch.probe.net.TCPConn` itself, so every read and write of the handshake is in the trace
+:class:`~msgwatch.steps.net.TCPConn` itself, so every read and write of the handshake is in the trace
 as it happens, and a reset, a silence or garbage after the ClientHello is seen for what it is. The
 chain the server presented is kept even when verification fails (OpenSSL still holds it), since a
 certificate for the wrong name is the evidence of interception.
@@ -17,9 +17,9 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import TCPConn
-from msgwatch.probe.trace import b64
+from msgwatch import failures as F
+from msgwatch.steps.net import TCPConn
+from msgwatch.steps.trace import b64
 
 _CONTEXTS: dict[tuple[str | None, str | None, bool, tuple[str, ...]], ssl.SSLContext] = {}
 

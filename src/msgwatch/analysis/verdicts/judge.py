@@ -2,7 +2,7 @@
 
 The judge reads only the measurement's ``test_keys`` (the recorded trace and ``msgwatch_targets``),
 never sockets or the probe's objects, so a verdict can be recomputed from a stored measurement when
-the rules change. Per endpoint it derives :class:`~msgwatch.verdicts.rules.Facts` and matches the
+the rules change. Per endpoint it derives :class:`~msgwatch.analysis.verdicts.rules.Facts` and matches the
 rules; per function it combines the endpoints by the function's mode:
 
 - ``any_of`` (a redundant pool): ``ok`` if any endpoint is ok; otherwise ``blocked`` if any endpoint
@@ -43,9 +43,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from msgwatch.verdicts.calls import CallRule, call_facts, match_call
-from msgwatch.verdicts.overload import OVERLOADED, overloaded, throughput_overloaded
-from msgwatch.verdicts.rules import Facts, Rule, RuleSet, load_rules, match, match_blockpage
+from msgwatch.analysis.verdicts.calls import CallRule, call_facts, match_call
+from msgwatch.analysis.verdicts.overload import OVERLOADED, overloaded, throughput_overloaded
+from msgwatch.analysis.verdicts.rules import (
+    Facts,
+    Rule,
+    RuleSet,
+    load_rules,
+    match,
+    match_blockpage,
+)
 
 Record = dict[str, Any]
 

@@ -1,24 +1,24 @@
 """A downstream replay: the test helper sends call-shaped traffic to the probe, which counts it.
 
-Every other replay is an echo (:mod:`msgwatch.probe.steps.replay`): the way back carries only what
+Every other replay is an echo (:mod:`msgwatch.steps.replay`): the way back carries only what
 survived the way up. Here the helper originates the schedule (``POST /v1/udp/send``,
 :mod:`msgwatch.helper.downstream`), so the download direction is measured with a full call of its
 own. The procedure:
 
-1. open a UDP socket to the helper's port (:func:`msgwatch.probe.net.udp_open`, never from one of
+1. open a UDP socket to the helper's port (:func:`msgwatch.steps.net.udp_open`, never from one of
    the helper's ports);
 2. send :data:`PINHOLES` small datagrams, :data:`PINHOLE_SPACING` apart: they open the NAT
    mapping and the firewall's state, and show the helper the flow (it sends only on a flow it
    received from in the last 10 s, from the control connection's address);
 3. ask the helper over its control API to send the schedule (the probe builds the same one with
-   :func:`msgwatch.helper.downstream.schedule`, so it knows every payload); the helper answers
+   :func:`msgwatch.wire.helper_api.schedule`, so it knows every payload); the helper answers
    once the send is scheduled, with the datagrams and bytes it will send;
 4. receive until the helper's own count says it sent the whole schedule (``GET /v1/udp/flows``:
    ``originated``, its datagrams sent and withheld, asked from the schedule's end on, at most
    :data:`SENT_POLLS` times :data:`SENT_POLL_SPACING` apart: a helper or a probe whose loop ran
-   late starts and ends late), plus :data:`~msgwatch.probe.steps.replay.GRACE` extended by the
+   late starts and ends late), plus :data:`~msgwatch.steps.replay.GRACE` extended by the
    probe's own stalls, then read what already arrived
-   (:func:`~msgwatch.probe.steps.replay.listen_out`), counting the datagrams that belong to the
+   (:func:`~msgwatch.steps.replay.listen_out`), counting the datagrams that belong to the
    schedule (matched by content: pinhole echoes and anything else are not counted) per 100 ms
    interval, with RFC 3550 jitter against the schedule. The record's ``probe`` has the probe's
    lag and drops as for an echo, and ``sent_confirmed``: whether the helper's count said so.
@@ -28,7 +28,7 @@ The record has the shape of an echo replay's (``msgwatch_replays``): ``sent_pack
 the schedule's ``tx`` and the arrivals' ``rx``; plus ``direction: "down"`` and ``send``, the
 helper's answer or why there was none (``send_failure``). The helper's own counts of the flow
 (what it did send, what it withheld for its limits) are added later, as for the echoes.
-Received bytes count against the run's byte budget (:meth:`msgwatch.probe.trace.Trace.received`).
+Received bytes count against the run's byte budget (:meth:`msgwatch.steps.trace.Trace.received`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from msgwatch.helper.downstream import schedule
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import endpoint, udp_open
-from msgwatch.probe.steps.control import HelperLink, helper_flows, helper_send
-from msgwatch.probe.steps.replay import (
+from msgwatch import failures as F
+from msgwatch.steps.control import HelperLink, helper_flows, helper_send
+from msgwatch.steps.net import endpoint, udp_open
+from msgwatch.steps.replay import (
     GRACE,
     RECEIVE_BUFFER,
     Listening,
@@ -53,8 +52,9 @@ from msgwatch.probe.steps.replay import (
     probe_record,
     receive_until,
 )
-from msgwatch.probe.trace import BUDGET_EXCEEDED, Trace
+from msgwatch.steps.trace import BUDGET_EXCEEDED, Trace
 from msgwatch.wire import calltraffic as C
+from msgwatch.wire.helper_api import schedule
 
 PINHOLES = 3
 PINHOLE_SPACING = 0.01

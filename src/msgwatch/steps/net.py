@@ -12,31 +12,24 @@ asyncio transports itself, so tests and the benchmark see the same code paths as
 
 All waits are bounded by an absolute ``deadline`` in the event loop's clock (``loop.time()``).
 
-A safety fence: when the environment variable ``MSGWATCH_ALLOWED_NETWORKS`` holds a comma-separated
-list of prefixes (the tests, the demo and the benchmarks set it to loopback and the lab's ranges),
-every destination outside them is refused with ``destination_not_allowed`` before any packet leaves,
-and the system resolver (which would send queries to whatever server the host uses) is refused too.
-A refusal is the run's configuration, not the network's behaviour: the runner records such a target
-as not measured (never a failure, never submitted). A value that does not parse, or one that is set
-but empty, raises :class:`FenceError`; the runner checks it before anything else, so such a run
-stops at its start instead of recording every destination as failed.
+The safety fence (:mod:`msgwatch.fence`) is checked before every socket and before the system
+resolver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import os
 import socket
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
-from msgwatch.helper.ports import CALL_PORTS
-from msgwatch.probe.failures import TIMEOUT, ProbeFailure, classify
-from msgwatch.probe.trace import Trace
+from msgwatch.failures import TIMEOUT, ProbeFailure, classify
+from msgwatch.fence import NOT_ALLOWED, check_destination, check_fence
+from msgwatch.steps.trace import Trace
+from msgwatch.wire.helper_api import CALL_PORTS
 
 MAX_QUEUED_DATAGRAMS = 64
 SO_MEMINFO = 55
@@ -44,72 +37,7 @@ SO_MEMINFO = 55
 SK_MEMINFO_VARS = 9
 """``sk_meminfo``'s length; ``RMEM_ALLOC`` is its first value and ``DROPS`` its last."""
 READ_CHUNK = 16 * 1024
-FENCE_VARIABLE = "MSGWATCH_ALLOWED_NETWORKS"
-LAB_NETWORKS = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
-NOT_ALLOWED = "destination_not_allowed"
 _Protocol = TypeVar("_Protocol")
-
-
-MAX_FENCE_CHARS = 64 * 1024
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class FenceError(ValueError):
-    """``MSGWATCH_ALLOWED_NETWORKS`` is set but is not a list of prefixes: the run must not start
-    (a fence that does not parse must neither be lowered nor turn every destination into a
-    measured failure)."""
-
-
-def fence_from(value: str | None) -> list[Network] | None:
-    """The fence that ``value`` (the variable's text) describes; None when it is unset.
-
-    Raises :class:`FenceError` when it is empty (only blanks and commas: "no fence" is said by
-    unsetting the variable, never by emptying it), too long, or holds something that is not an
-    address or a prefix."""
-    if value is None:
-        return None
-    if len(value) > MAX_FENCE_CHARS:
-        raise FenceError(f"{FENCE_VARIABLE} is too long ({len(value):,} characters)")
-    parts = [p.strip() for p in value.split(",")]
-    if not any(parts):
-        raise FenceError(
-            f"{FENCE_VARIABLE} is set but empty: list the prefixes the probe may reach "
-            "(e.g. 127.0.0.0/8,::1/128), or unset it to measure without a fence"
-        )
-    networks: list[Network] = []
-    for part in (p for p in parts if p):
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError as exc:
-            shown = part if len(part) <= 60 else part[:60] + "..."
-            raise FenceError(
-                f"{FENCE_VARIABLE}: {shown!r} is not an address or a prefix "
-                "(expected a comma-separated list such as 127.0.0.0/8,::1/128)"
-            ) from exc
-    return networks
-
-
-def check_fence() -> list[Network] | None:
-    """The fence from the environment (None when unset); raises :class:`FenceError` when it is
-    malformed. The runner calls it before anything else."""
-    return fence_from(os.environ.get(FENCE_VARIABLE))
-
-
-def _fence() -> list[Network] | None:
-    return check_fence()
-
-
-def check_destination(ip: str) -> None:
-    """Raise ``ProbeFailure(destination_not_allowed)`` when the fence is up and ``ip`` is outside."""
-    fence = _fence()
-    if fence is None:
-        return
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError as exc:
-        raise ProbeFailure(NOT_ALLOWED, f"not an address: {ip!r}") from exc
-    if not any(address in network for network in fence):
-        raise ProbeFailure(NOT_ALLOWED)
 
 
 def endpoint(ip: str, port: int) -> str:
@@ -342,7 +270,7 @@ class UDPSocket:
 
 REFUSED_LOCAL_PORTS = frozenset(CALL_PORTS)
 """Local ports a UDP socket never keeps: a test helper answers nothing from its own ports
-(:mod:`msgwatch.helper.ports`), so a flow from one of them would look lost."""
+(:mod:`msgwatch.wire.helper_api`), so a flow from one of them would look lost."""
 LOCAL_PORT_ATTEMPTS = 16
 
 
@@ -394,7 +322,7 @@ async def fresh_local_port(
 
 async def system_resolve(host: str, deadline: float) -> list[str]:
     """getaddrinfo through the event loop's executor, bounded by the deadline."""
-    if _fence() is not None:
+    if check_fence() is not None:
         raise ProbeFailure(NOT_ALLOWED, "the system resolver is outside the fence")
     loop = asyncio.get_running_loop()
     async with asyncio.timeout_at(deadline):

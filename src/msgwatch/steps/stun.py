@@ -41,9 +41,9 @@ from typing import Any, Literal, Protocol
 
 from aioice import stun
 
-from msgwatch.probe import failures as F
-from msgwatch.probe.net import udp_open
-from msgwatch.probe.trace import Trace, b64
+from msgwatch import failures as F
+from msgwatch.steps.net import udp_open
+from msgwatch.steps.trace import Trace, b64
 
 RTO = 0.5
 RC = 7

@@ -37,6 +37,9 @@ HTTP_INVALID = "http_invalid_response"
 STUN_INVALID = "stun_invalid_response"
 STUN_ERROR = "stun_error_response"
 TURN_NO_CHALLENGE = "turn_no_challenge"
+NOT_ALLOWED = "destination_not_allowed"
+"""The safety fence (:mod:`msgwatch.fence`) refused the destination: the run's configuration, not
+the network's behaviour."""
 
 _ERRNO = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import h11
 
 from msgwatch import __version__
-from msgwatch.probe import failures as F
-from msgwatch.probe.trace import Trace, encode_bytes
+from msgwatch import failures as F
+from msgwatch.steps.trace import Trace, encode_bytes
 
 USER_AGENT = f"msgwatch/{__version__}"
 MAX_INCOMPLETE = 16 * 1024

@@ -42,7 +42,7 @@ class Budget:
     received: int = 0
 
     def spend(self, num_bytes: int) -> None:
-        from msgwatch.probe.failures import ProbeFailure
+        from msgwatch.failures import ProbeFailure
 
         if self.limit is not None and self.sent + self.received + num_bytes > self.limit:
             raise ProbeFailure(BUDGET_EXCEEDED)

@@ -1,6 +1,6 @@
 """The mini-Internet's real servers: dnsmasq, nginx and coturn, configured from the topology.
 
-How a server process is started, found ready and stopped is :mod:`msgwatch.servers.proc` (shared
+How a server process is started, found ready and stopped is :mod:`msgwatch.lab.procs.proc` (shared
 with the namespace lab); this module writes the three configurations. Ready means the process holds
 its sockets and answers (a DNS query, a STUN Binding request); every socket it holds must be bound
 on 127.0.0.0/8, or the start fails.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import dns.message
 
-from msgwatch.minilab import topology as T
-from msgwatch.servers import proc
-from msgwatch.servers.proc import LOOPBACK, SEARCH, Server, ServerError, end_group, which
+from msgwatch.lab.loopback import topology as T
+from msgwatch.lab.procs import proc
+from msgwatch.lab.procs.proc import LOOPBACK, SEARCH, Server, ServerError, end_group, which
 
 __all__ = ["PACKAGES", "MiniInternetError", "Server", "build", "end_group", "foreign_binds",
            "unavailable"]  # fmt: skip

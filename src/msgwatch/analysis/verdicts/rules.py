@@ -82,7 +82,7 @@ class Facts:
 
 
 def _read(name: str) -> str:
-    return (resources.files("msgwatch.verdicts") / name).read_text(encoding="utf-8")
+    return (resources.files("msgwatch.analysis.verdicts") / name).read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=1)

@@ -12,7 +12,7 @@ An echo is matched to its datagram by content (the payloads of a profile are dis
 reordered echoes count for the datagram they belong to.
 
 The probe's own lag is measured and kept apart from the network's (``probe`` in the record, from
-:mod:`msgwatch.probe.lag` and the socket's counters): a late event loop sends late and reads late,
+:mod:`msgwatch.steps.lag` and the socket's counters): a late event loop sends late and reads late,
 and a datagram the kernel dropped from a full receive buffer arrived, so none of it is loss on the
 path. Hence (:func:`listen_out`):
 
@@ -35,10 +35,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from msgwatch.probe import failures as F
-from msgwatch.probe import lag
-from msgwatch.probe.net import UDPSocket, endpoint, udp_open
-from msgwatch.probe.trace import Trace
+from msgwatch import failures as F
+from msgwatch.steps import lag
+from msgwatch.steps.net import UDPSocket, endpoint, udp_open
+from msgwatch.steps.trace import Trace
 
 Packet = tuple[float, bytes]
 GRACE = 0.5
@@ -238,7 +238,7 @@ async def replay(
     reflector header, Viber's, Discord's: :func:`msgwatch.wire.calltraffic.framings`), matched by
     content (the helper echoes them unchanged): ``signature_sent``/``signature_received``.
     ``avoid_ports``: the helper's ports this run uses; the replay never sends from one of them
-    (the helper would not answer, :func:`msgwatch.probe.net.udp_open`). ``receive_buffer``: the
+    (the helper would not answer, :func:`msgwatch.steps.net.udp_open`). ``receive_buffer``: the
     kernel receive buffer to ask for (module notes)."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()

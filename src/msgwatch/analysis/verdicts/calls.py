@@ -15,7 +15,7 @@ passes" is a comparison too: it decides only when the loss test says so and most
 (:func:`split`).
 
 The probe's own lag is the probe's, never the network's (the record's ``probe``, written by
-:mod:`msgwatch.probe.steps.replay`): a datagram the probe dropped itself (its kernel receive
+:mod:`msgwatch.steps.replay`): a datagram the probe dropped itself (its kernel receive
 buffer, its queue) arrived and counts as received (:func:`_credit`); a round whose listening the
 deadline cut is left out (:func:`clean`); and a difference in throughput alone is not decided
 when the probe's timing is in the throughput (:func:`probe_stalled`). What is left out makes the
@@ -54,7 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent, loses_more
-from msgwatch.verdicts.rules import Verdict
+from msgwatch.analysis.verdicts.rules import Verdict
 
 Record = dict[str, Any]
 LOST = 0.5
@@ -107,7 +107,9 @@ class CallRules(BaseModel):
 
 @lru_cache(maxsize=1)
 def load_call_rules() -> CallRules:
-    text = (resources.files("msgwatch.verdicts") / "calls.toml").read_text(encoding="utf-8")
+    text = (resources.files("msgwatch.analysis.verdicts") / "calls.toml").read_text(
+        encoding="utf-8"
+    )
     return CallRules.model_validate(tomllib.loads(text))
 
 
