@@ -1,21 +1,27 @@
 # The two commands of the README: `make demo` and `make test`. Both first run `install`, which is
-# idempotent: Debian packages (the lab's real servers and tools), then a virtual environment with the
-# project and its test tools, then a separate environment for OONI's `oonidata` (its pinned, old
-# dependencies must not leak into ours; the format tests call it as a subprocess).
+# idempotent: `install-system` (Debian packages: the lab's real servers and tools; needs root when
+# one is missing), then `install-python` (a virtual environment with the project and its test tools,
+# and a separate environment for OONI's `oonidata`: its pinned, old dependencies must not leak into
+# ours; the format tests call it as a subprocess). `make lint` and `make typecheck` need only
+# `install-python`, so they run without root.
 PY ?= python3
 VENV := .venv
 OONI_VENV := .venv-oonidata
 DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql
 STAMP := $(VENV)/.installed
-# The safety fence (src/msgwatch/steps/net.py): tests and benchmarks reach only loopback and the lab.
+# The fence (msgwatch.fence.LAB_NETWORKS): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install install-system install-python demo test lint typecheck unit bench clean
 
-install: $(STAMP)
+install: install-system install-python
 
-$(STAMP): pyproject.toml scripts/install-system.sh
+install-system:
 	bash scripts/install-system.sh $(DEB_PACKAGES)
+
+install-python: $(STAMP)
+
+$(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
@@ -26,17 +32,18 @@ $(STAMP): pyproject.toml scripts/install-system.sh
 demo: install
 	$(VENV)/bin/msgwatch demo --output out/   # measurements and report in out/ (git-ignored)
 
-lint: install
+lint: install-python
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache   # the layering: [tool.importlinter] in pyproject.toml
 
-typecheck: install
+typecheck: install-python
 	$(VENV)/bin/mypy
 
 unit: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q
 
-test: lint typecheck unit
+test: install lint typecheck unit
 
 bench: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/run_blocked_catalogue.py

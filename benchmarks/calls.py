@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from msgwatch.lab.run import FENCE
+from msgwatch.fence import LAB_NETWORKS as FENCE
 from msgwatch.lab.servers import BULK_PATH
 from msgwatch.lab.topology import Lab
 

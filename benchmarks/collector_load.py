@@ -254,7 +254,7 @@ def backend(name: str) -> Iterator[str | None]:
 def raw_write_rate(data_dir: Path, database: str | None, seconds: float, clients: int) -> float:
     """Measurements/s of the plain durable write (benchmarks/collector_raw_writes.py)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from collector_raw_writes import raw_write_rate as measure_raw  # type: ignore[import-not-found]
+    from collector_raw_writes import raw_write_rate as measure_raw
 
     return float(measure_raw(data_dir, database, seconds, clients))
 

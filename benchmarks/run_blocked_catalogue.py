@@ -30,7 +30,6 @@ into false timeouts).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import resource
@@ -138,8 +137,9 @@ def inner(timeout: float, sequential: bool, scale: int, nofile: int | None, retr
 
     from msgwatch.catalogue import load_catalogue
     from msgwatch.lab.mapping import map_catalogue
-    from msgwatch.probe.chains import ChainConfig
-    from msgwatch.probe.runner import RunConfig, count_chains, default_slots, run
+    from msgwatch.probe.chain import ChainConfig
+    from msgwatch.probe.runner import RunConfig, count_chains, default_slots
+    from msgwatch.session.run import judged, measure
 
     if nofile is not None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -156,10 +156,10 @@ def inner(timeout: float, sequential: bool, scale: int, nofile: int | None, retr
     )  # fmt: skip
     slots = 1 if sequential else default_slots()
     start = time.monotonic()
-    results = asyncio.run(run(mapped, services, config))
+    results = measure(mapped, services, config)
     false = [f for r in results for f in false_failures(r.measurement, timeout)]
     elapsed = time.monotonic() - start
-    verdicts = [v for r in results for v in r.verdicts]
+    verdicts = judged(r.measurement for r in results)  # the reader side's, as `run` shows
     targets = [t for r in results for t in r.measurement["test_keys"]["msgwatch_targets"]]
     print(
         json.dumps(

@@ -40,6 +40,21 @@ TURN_NO_CHALLENGE = "turn_no_challenge"
 NOT_ALLOWED = "destination_not_allowed"
 """The safety fence (:mod:`msgwatch.fence`) refused the destination: the run's configuration, not
 the network's behaviour."""
+BUDGET_EXCEEDED = "budget_exceeded"
+"""Sending would exceed the run's byte budget; nothing was sent."""
+DNS_WRONG_QUERY_ID = "dns_reply_with_wrong_query_id"
+DNS_SERVER_FAILURE_PREFIX = "dns_server_failure_"
+"""Followed by any other non-zero rcode's name, lower-cased (``dns_server_failure_notimp``)."""
+HELPER_ANSWER_TOO_LARGE = "helper_answer_too_large"
+HELPER_INVALID_RESPONSE = "helper_invalid_response"
+HELPER_STATUS_PREFIX = "helper_status_"
+"""Followed by the HTTP status the test helper's control API answered instead of 200."""
+UNKNOWN_PREFIX = "unknown_failure"
+"""``unknown_failure <text>``: anything else (:func:`unknown`)."""
+
+# The collector client's own failures (the spool's submission log; never in a measurement).
+RESPONSE_TOO_LARGE = "response_too_large"
+DNS_LOOKUP_ERROR = "dns_lookup_error"
 
 _ERRNO = {
     errno.ECONNREFUSED: CONNECTION_REFUSED,
@@ -75,7 +90,7 @@ def scrub_addresses(text: str) -> str:
 
 def unknown(text: str) -> str:
     cleaned = " ".join(scrub_addresses(text).split())[:200]
-    return f"unknown_failure {cleaned}".rstrip()
+    return f"{UNKNOWN_PREFIX} {cleaned}".rstrip()
 
 
 def _ssl_failure(exc: ssl.SSLError) -> str:
@@ -89,6 +104,16 @@ def _ssl_failure(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return EOF_ERROR
     return SSL_FAILED_HANDSHAKE
+
+
+def helper_status(status: int | None) -> str:
+    """The failure for an answer of the helper's control API with ``status`` instead of 200."""
+    return f"{HELPER_STATUS_PREFIX}{status}"
+
+
+def dns_server_failure(rcode_name: str) -> str:
+    """The failure for a DNS answer with a non-zero rcode that has no df-007 name."""
+    return f"{DNS_SERVER_FAILURE_PREFIX}{rcode_name.lower()}"
 
 
 def classify(exc: BaseException) -> str:

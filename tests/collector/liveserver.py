@@ -76,6 +76,9 @@ class Client:
             self._conn.close()
             self._conn = None
 
+    def __del__(self) -> None:
+        self.close()  # a kept-alive socket left to the collector is a ResourceWarning (an error)
+
     def request(
         self,
         method: str,

@@ -210,7 +210,6 @@ def test_openapi_document(client: Client) -> None:
     assert names == {
         "service",
         "function",
-        "verdict",
         "probe_asn",
         "probe_cc",
         "test_name",

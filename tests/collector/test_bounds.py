@@ -19,26 +19,26 @@ import pytest
 from msgwatch.collector import models
 from msgwatch.collector.store import Query, Submission, open_store
 from msgwatch.collector.store.index import MAX_PAGE_BYTES
-from msgwatch.collector.summary import MAX_VERDICTS
 from tests.collector.liveserver import Client, ThreadServer, envelope, make_settings, thread_server
 
 ADMIN = "admin-token-for-the-tests"
 
 
-def verdict_bomb(size: int, start: str = "2026-01-01 00:00:00") -> dict[str, Any]:
-    """A valid measurement of about ``size`` bytes that is nothing but verdict entries."""
-    entry = {
-        "service": "whatsapp",
-        "function": "voice",
-        "verdict": "blocked",
-        "mechanism": "m" * 40,
-    }
-    count = size // len(orjson.dumps(entry))
+def function_bomb(size: int, start: str = "2026-01-01 00:00:00") -> dict[str, Any]:
+    """A valid measurement of about ``size`` bytes that is nothing but function entries (and
+    verdicts for them, which the index never reads)."""
+    entry = {"function": "voice", "mode": "m" * 40}
+    verdict = {"service": "whatsapp", "function": "voice", "verdict": "blocked", "mechanism": "m"}
+    count = size // (len(orjson.dumps(entry)) + len(orjson.dumps(verdict)))
     return envelope(
         software_name="msgwatch",
         test_name="msgwatch_service",
         measurement_start_time=start,
-        test_keys={"msgwatch_verdicts": [entry] * count},
+        test_keys={
+            "msgwatch_service": "whatsapp",
+            "msgwatch_functions": [entry] * count,
+            "msgwatch_verdicts": [verdict] * count,
+        },
     )
 
 
@@ -46,9 +46,9 @@ def index_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in data_dir.glob("index.sqlite3*"))
 
 
-def test_big_verdict_lists_do_not_amplify_into_the_index(tmp_path: Path) -> None:
+def test_big_function_lists_do_not_amplify_into_the_index(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    bomb = verdict_bomb(3_800_000)
+    bomb = function_bomb(3_800_000)
     assert 3_700_000 < len(orjson.dumps(bomb)) <= models.MAX_MEASUREMENT_BYTES
 
     async def main() -> int:
@@ -57,7 +57,8 @@ def test_big_verdict_lists_do_not_amplify_into_the_index(tmp_path: Path) -> None
             for n in range(5):
                 await store.put_many([Submission(f"bomb-{n}", bomb)])
             page = await store.query(Query(limit=100))
-            assert all(len(r["verdicts"]) == MAX_VERDICTS for r in page.results)
+            assert all(r["functions"] == ["voice"] for r in page.results)
+            assert all("verdicts" not in r for r in page.results)
             return len(page.results)
         finally:
             await store.close()
@@ -71,22 +72,19 @@ def test_big_verdict_lists_do_not_amplify_into_the_index(tmp_path: Path) -> None
 
 
 def wide(n: int) -> dict[str, Any]:
-    """A measurement whose summary is as large as the index lets one be (~12 KB)."""
-    verdicts = [
-        {
-            "service": f"service{k:02d}",
-            "function": "voice",
-            "verdict": "degraded",
-            "mechanism": ("z" * 200),
-        }
-        for k in range(MAX_VERDICTS)
-    ]
+    """A measurement whose summary is as large as the index lets one be (~12 KB: an input cut to
+    2048 characters, each written ``\\u0001`` in JSON)."""
     return envelope(
         software_name="msgwatch",
         test_name="msgwatch_service",
         measurement_start_time=f"2026-02-01 00:{n // 60:02d}:{n % 60:02d}",
-        input="i" * 5000,
-        test_keys={"msgwatch_verdicts": verdicts},
+        input="\x01" * 5000,
+        test_keys={
+            "msgwatch_service": f"service{n % 7:02d}",
+            "msgwatch_functions": [
+                {"function": f} for f in ("voice", "text", "web", "media", "video", "registration")
+            ],
+        },
     )
 
 
@@ -127,12 +125,11 @@ def test_one_read_returns_a_bounded_number_of_bytes(client: Client) -> None:
 @pytest.mark.parametrize(
     "query",
     [
-        "verdict=blokced",
+        "verdict=blocked",  # verdicts are the analysis's, not the index's
         "function=voyce",
-        "verdict=BLOCKED",
         "servce=whatsapp",
         "limit=10&limit=20",
-        "verdict=ok&verdict=blocked",
+        "function=voice&function=text",
         "service=What%27s%20App",
         "service=",
         "probe_cc=",
@@ -153,8 +150,8 @@ def test_unknown_parameters_and_values_are_400(client: Client, query: str) -> No
 @pytest.mark.parametrize(
     "query",
     [
-        "verdict=degraded",
-        "function=voice&verdict=degraded&service=service01",
+        "function=voice",
+        "function=voice&service=service01",
         "probe_asn=30722",
         "probe_asn=as30722",
         "probe_cc=it",

@@ -118,7 +118,8 @@ def test_kill_9_under_load(backend: str, tmp_path: Path, request: pytest.Fixture
                 "measurement_uid": load.acknowledged[key],
                 "status": "duplicate",
             }
-        print(
+        client.close()
+        print(  # noqa: T201 (the run's figures, shown with pytest -s)
             f"{backend}: {len(load.acknowledged)} acknowledged, {load.retries} retries, "
             f"{KILLS + 1} kills (seed {seed})"
         )

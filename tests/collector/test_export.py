@@ -32,7 +32,7 @@ async def store_with_an_orphan(
     """Store ``measurements`` (keys ``k0``…); ``k0`` is first written as an orphan (its index
     commit failed twice) and then stored again by its retry. ``{uid: key}`` of what is stored."""
     flaky = FlakyIndex(open_index(data_dir, database))
-    store = await DurableStore.open(data_dir, flaky)  # type: ignore[arg-type]
+    store = await DurableStore.open(data_dir, flaky)
     try:
         flaky.fail = 2
         for _ in range(2):
@@ -62,12 +62,13 @@ def test_jsonl_has_every_stored_measurement_once(
         n = int(stored[m.pop("measurement_uid")][1:])
         assert m == measurements[n]
     # ranges on measurement_start_time: dates, datetimes, text; until is exclusive
-    for since, until, expected in [
+    ranges: list[tuple[str | dt.date | None, str | dt.date | None, int]] = [
         (dt.date(2026, 11, 3), dt.date(2026, 11, 6), 3),
         ("2026-11-03 12:00:01", None, 7),
         (None, dt.datetime(2026, 11, 2, 12, 0, 0), 1),
         ("2030-01-01", None, 0),
-    ]:
+    ]
+    for since, until, expected in ranges:
         assert export(data_dir, "jsonl", out, since, until, database=index_database) == expected
         assert len(out.read_text().splitlines()) == expected
 
@@ -86,18 +87,17 @@ def test_parquet_has_flat_summaries_and_the_raw_measurement(
             (name, kind.replace("function", '"function"')) for name, kind in PARQUET_COLUMNS.items()
         ]
         rows = db.execute(
-            f"SELECT measurement_uid, probe_cc, test_name, input, verdicts, measurement "
+            f"SELECT measurement_uid, probe_cc, test_name, input, service, functions, measurement "
             f"FROM '{out}' ORDER BY measurement_uid"
         ).fetchall()
     assert sorted(r[0] for r in rows) == sorted(stored)
-    for uid, cc, test_name, input_, verdicts, raw in rows:
+    for uid, cc, test_name, input_, service, functions, raw in rows:
         m = measurements[int(stored[uid][1:])]
         assert json.loads(raw) == m
         assert (cc, test_name, input_) == (m["probe_cc"], m["test_name"], m["input"])
-        assert verdicts == [
-            {k: v[k] for k in ("service", "function", "verdict", "mechanism")}
-            for v in m["test_keys"]["msgwatch_verdicts"]
-        ]
+        keys = m["test_keys"]
+        assert service == keys["msgwatch_service"]
+        assert functions == [f["function"] for f in keys["msgwatch_functions"]]
     assert export(data_dir, "parquet", out, since="2031-01-01", database=index_database) == 0
     with duckdb.connect() as db:
         assert db.execute(f"SELECT count(*) FROM '{out}'").fetchone() == (0,)

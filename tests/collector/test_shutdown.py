@@ -174,7 +174,7 @@ def test_stop_under_load(
         assert len(after) == len(set(after)), "duplicate rows"
         assert len(after) == len(load.acknowledged) + len(load.failed)
         assert len(before) == len(load.acknowledged) + stored_unacknowledged
-        print(
+        print(  # noqa: T201 (the run's figures, shown with pytest -s)
             f"{backend} {stop.name}: exit 0 after {took:.2f} s, {len(load.acknowledged)} "
             f"acknowledged ({load.answered_after_signal} after the signal), failures "
             f"{sorted(load.failed.values())}, {stored_unacknowledged} stored unacknowledged"
@@ -292,7 +292,7 @@ def test_trickled_body_is_cut_at_the_bound(tmp_path: Path) -> None:
         took = time.monotonic() - signalled_at
         assert code == 0, log.read_text()[-3000:]
         assert GRACE - 0.2 < took < GRACE + MARGIN, f"the stop took {took:.1f} s"
-        print(f"trickled body: exit 0 after {took:.2f} s (graceful bound {GRACE} s)")
+        print(f"trickled body: exit 0 after {took:.2f} s (graceful bound {GRACE} s)")  # noqa: T201
 
         server.start()
         client = server.client()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from msgwatch.cli.main import EXIT_SERVICE
+from msgwatch.cli.common import EXIT_SERVICE
 from tests.collector.liveserver import ROOT, ProcessServer, free_port, serve_command
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from msgwatch.collector.store import archive as archive_module
 from msgwatch.collector.store.archive import Archive, compress_member, lines_of
 
 DAY = "2026-11-24"
@@ -104,7 +103,7 @@ def test_a_failed_write_is_truncated_away(tmp_path: Path, monkeypatch: pytest.Mo
             return real_pwrite(fd, bytes(data[: len(data) // 2]), offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(archive_module.os, "pwrite", half_then_full)
+    monkeypatch.setattr(os, "pwrite", half_then_full)
     with pytest.raises(OSError) as failure:
         archive.append(DAY, member(b'{"n":2}' * 50))
     assert failure.value.errno == errno.ENOSPC
@@ -130,8 +129,8 @@ def test_when_even_the_truncation_fails_a_new_segment_is_started(
     def no_truncate(fd: int, length: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(archive_module.os, "pwrite", half_then_eio)
-    monkeypatch.setattr(archive_module.os, "ftruncate", no_truncate)
+    monkeypatch.setattr(os, "pwrite", half_then_eio)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
     with pytest.raises(OSError):
         archive.append(DAY, member(b'{"n":2}' * 50))
     monkeypatch.undo()

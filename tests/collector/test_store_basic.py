@@ -14,6 +14,7 @@ from msgwatch.collector.store import (
     BadCursor,
     DurableStore,
     Query,
+    Store,
     StoreUnavailable,
     Submission,
     open_store,
@@ -38,12 +39,12 @@ def varied(minilab: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return out
 
 
-async def put_all(store: DurableStore, measurements: list[dict[str, Any]]) -> list[str]:
+async def put_all(store: Store, measurements: list[dict[str, Any]]) -> list[str]:
     receipts = await store.put_many([Submission(f"key-{n}", m) for n, m in enumerate(measurements)])
     return [r.measurement_uid for r in receipts]
 
 
-async def every_page(store: DurableStore, **filters: Any) -> list[dict[str, Any]]:
+async def every_page(store: Store, **filters: Any) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -89,7 +90,8 @@ def test_put_get_and_duplicates(
                 "test_name",
                 "software_name",
                 "input",
-                "verdicts",
+                "service",
+                "functions",
             }
             health = await store.health()
             assert health["status"] == "ok" and health["stored"] == 3 and health["duplicates"] == 2
@@ -175,44 +177,25 @@ def test_query_order_filters_and_paging(
             assert await got(since="2026-11-03 10:00:00", until="2026-11-05") == expect(
                 lambda m: "2026-11-03 10:00:00" <= m["measurement_start_time"] < "2026-11-05"
             )
-            assert await got(service="signal", function="text", verdict="blocked") == expect(
-                lambda m: m["test_name"] == "signal"
-            )
 
-            def has(m: dict[str, Any], service: str, function: str, verdict: str) -> bool:
-                return any(
-                    (v["service"], v["function"], v["verdict"]) == (service, function, verdict)
-                    for v in m["test_keys"].get("msgwatch_verdicts", [])
-                )
+            def subject(m: dict[str, Any]) -> tuple[str, list[str]]:
+                """What ``m`` measured: its service and functions (a signal test: OONI's)."""
+                if m["test_name"] == "signal":
+                    return "signal", ["text"]
+                keys = m["test_keys"]
+                return keys["msgwatch_service"], [f["function"] for f in keys["msgwatch_functions"]]
 
-            assert await got(service="whatsapp", function="voice", verdict="blocked") == expect(
-                lambda m: has(m, "whatsapp", "voice", "blocked")
-            )
-            assert await got(service="whatsapp", function="voice", verdict="ok") == expect(
-                lambda m: has(m, "whatsapp", "voice", "ok")
-            )
-            assert await got(verdict="blocked", probe_cc="IT") == expect(
-                lambda m: (
-                    m["probe_cc"] == "IT"
-                    and (
-                        m["test_name"] == "signal"
-                        or any(
-                            v["verdict"] == "blocked" for v in m["test_keys"]["msgwatch_verdicts"]
-                        )
-                    )
+            for service, function in (("signal", "text"), ("whatsapp", "voice"), ("zoom", "web")):
+                assert await got(service=service, function=function) == expect(
+                    lambda m, s=service, f=function: subject(m)[0] == s and f in subject(m)[1]
                 )
+            assert await got(service="whatsapp") == expect(lambda m: subject(m)[0] == "whatsapp")
+            assert await got(function="web", probe_cc="IT") == expect(
+                lambda m: m["probe_cc"] == "IT" and "web" in subject(m)[1]
             )
-            first = await store.query(Query(limit=1))
-            assert (
-                first.results[0]["verdicts"]
-                == [
-                    {k: v[k] for k in ("service", "function", "verdict", "mechanism")}
-                    for v in by_uid[first.results[0]["measurement_uid"]]["test_keys"].get(
-                        "msgwatch_verdicts", []
-                    )
-                ]
-                or first.results[0]["test_name"] == "signal"
-            )
+            first = (await store.query(Query(limit=1))).results[0]
+            service, functions = subject(by_uid[first["measurement_uid"]])
+            assert (first["service"], first["functions"]) == (service, functions)
             last = await store.query(Query(limit=1000))
             assert len(last.results) == 30 and last.next_cursor is None
             assert len((await store.query(Query(limit=10_000))).results) == 30  # clamped

@@ -29,7 +29,8 @@ import orjson
 
 from msgwatch.collector.store import Query, Submission, open_store
 from msgwatch.collector.store.archive import Archive, lines_of
-from msgwatch.collector.store.writer import DurableStore, parse_record
+from msgwatch.collector.store.records import parse_record
+from msgwatch.collector.store.writer import DurableStore
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tests" / "data" / "minilab-demo.jsonl"
@@ -72,7 +73,9 @@ class Worker:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         self.reader.join(10)
-        return dict(line.split() for line in self.lines)  # type: ignore[misc]
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return dict(line.split() for line in self.lines)
 
 
 def crash_repeatedly(data_dir: Path, database: str | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 
 from msgwatch.collector.store import DurableStore, StoreUnavailable, Submission, open_store
 from msgwatch.collector.store.archive import Archive, lines_of
-from msgwatch.collector.store.writer import parse_record
+from msgwatch.collector.store.records import parse_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -261,4 +261,4 @@ async def _permission_worker(data_dir: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_permission_worker(Path(sys.argv[1])))))
+    print(json.dumps(asyncio.run(_permission_worker(Path(sys.argv[1])))))  # noqa: T201 (a subprocess)

@@ -14,7 +14,7 @@ import pytest
 from msgwatch.collector.store import DurableStore, Query, StoreUnavailable, Submission, open_index
 from msgwatch.collector.store.archive import Archive, compress_member, lines_of
 from msgwatch.collector.store.index import Index
-from msgwatch.collector.store.writer import parse_record
+from msgwatch.collector.store.records import parse_record
 
 
 class FlakyIndex:
@@ -65,7 +65,7 @@ async def index_uids(store: DurableStore) -> set[str]:
 
 async def open_flaky(data_dir: Path, database: str | None) -> tuple[DurableStore, FlakyIndex]:
     flaky = FlakyIndex(open_index(data_dir, database))
-    return await DurableStore.open(data_dir, flaky), flaky  # type: ignore[arg-type]
+    return await DurableStore.open(data_dir, flaky), flaky
 
 
 def test_a_failed_commit_is_completed_by_the_next_group(
@@ -218,7 +218,7 @@ def test_a_killed_postgresql_connection_fails_one_group_then_reconnects(
 def test_the_index_row_of_a_recovered_record_is_the_writers(
     tmp_path: Path, minilab: list[dict[str, Any]]
 ) -> None:
-    """Recovery builds the same summary and verdicts the writer built."""
+    """Recovery builds the same summary (service and functions too) the writer built."""
 
     async def main() -> list[dict[str, Any]]:
         store = await DurableStore.open(tmp_path, open_index(tmp_path))
@@ -246,3 +246,4 @@ def test_the_index_row_of_a_recovered_record_is_the_writers(
 
     assert asyncio.run(reread()) == before
     assert all(r["report_id"].endswith("rrrr") for r in before)
+    assert all(r["service"] and r["functions"] for r in before)

@@ -1,23 +1,25 @@
-"""The index row of a measurement: summary columns and verdicts (msgwatch's own and OONI's)."""
+"""The index row of a measurement: its envelope (summary columns, service, functions), never a
+verdict: the probe's own and OONI's stay in the archive (verdicts are the analysis's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from msgwatch.analysis import ooni
 from msgwatch.collector.summary import (
     LONG_TEXT,
-    MESSENGER_TESTS,
-    VerdictRow,
+    SummaryRow,
     clean_text,
+    functions_of,
     input_json,
+    service_of,
     summarise,
-    verdicts_of,
 )
 
 OONI = Path("/work/shared/ooni-samples/real.jsonl")
@@ -29,14 +31,37 @@ def ooni_samples() -> list[dict[str, Any]]:
     return [json.loads(line) for line in OONI.read_text().splitlines() if line.strip()]
 
 
-def test_msgwatch_verdicts_are_taken_as_the_probe_wrote_them(minilab: list[dict[str, Any]]) -> None:
+def test_a_msgwatch_measurement_is_indexed_by_what_it_measured(
+    minilab: list[dict[str, Any]],
+) -> None:
     for measurement in minilab:
-        own = measurement["test_keys"]["msgwatch_verdicts"]
-        rows = verdicts_of(measurement)
-        assert [r.as_dict() for r in rows] == [
-            {k: v[k] for k in ("service", "function", "verdict", "mechanism")} for v in own
-        ]
-        assert rows, "every demo measurement has verdicts"
+        keys = measurement["test_keys"]
+        row = summarise(measurement)
+        assert row.service == keys["msgwatch_service"] == measurement["input"]
+        assert row.functions == tuple(f["function"] for f in keys["msgwatch_functions"])
+        assert row.functions, "every demo measurement measured some function"
+
+
+def test_the_probes_verdicts_are_not_trusted(minilab: list[dict[str, Any]]) -> None:
+    """The index holds no verdict: whatever the probe wrote in ``msgwatch_verdicts`` (or left
+    out), the row is the same."""
+    assert "verdicts" not in {f.name for f in dataclasses.fields(SummaryRow)}
+    for measurement in minilab:
+        keys = measurement["test_keys"]
+        row = summarise(measurement)
+        keys.pop("msgwatch_verdicts", None)
+        assert summarise(measurement) == row
+        keys["msgwatch_verdicts"] = [
+            {"service": "zoom", "function": "voice", "verdict": "blocked", "mechanism": "x"}
+        ] * 50  # another service, another function: the index takes none of it
+        assert summarise(measurement) == row
+
+
+def test_service_from_input_when_the_keys_do_not_name_it() -> None:
+    m = {"test_name": "msgwatch_service", "input": "signal", "test_keys": {}}
+    assert service_of(m) == "signal"
+    assert service_of({**m, "test_keys": {"msgwatch_service": "telegram"}}) == "telegram"
+    assert service_of({**m, "test_name": "web_connectivity"}) is None  # another test's input
 
 
 def test_summary_columns_of_a_msgwatch_measurement(minilab: list[dict[str, Any]]) -> None:
@@ -54,106 +79,18 @@ def test_summary_columns_of_a_msgwatch_measurement(minilab: list[dict[str, Any]]
     assert summarise(m, "20261124T000000Z_x_ZZ_0_n1_abcdefabcdefabcd").report_id.endswith("abcd")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(
-    ("test_name", "test_keys", "expected"),
-    [
-        (
-            "whatsapp",
-            {
-                "whatsapp_endpoints_status": "ok",
-                "whatsapp_web_status": "blocked",
-                "whatsapp_web_failure": "ssl_invalid_hostname",
-                "registration_server_status": "blocked",
-                "registration_server_failure": None,
-            },
-            [
-                ("whatsapp", "text", "ok", None),
-                ("whatsapp", "web", "blocked", "ssl_invalid_hostname"),
-                ("whatsapp", "registration", "blocked", None),
-            ],
-        ),
-        (
-            "telegram",
-            {
-                "telegram_tcp_blocking": False,
-                "telegram_http_blocking": True,
-                "telegram_web_status": "ok",
-            },
-            [
-                ("telegram", "text", "blocked", "telegram_http_blocking"),
-                ("telegram", "web", "ok", None),
-            ],
-        ),
-        ("telegram", {}, []),
-        (
-            "signal",
-            {"signal_backend_status": "blocked", "signal_backend_failure": "dns_nxdomain_error"},
-            [("signal", "text", "blocked", "dns_nxdomain_error")],
-        ),
-        (
-            "facebook_messenger",
-            {"facebook_tcp_blocking": False, "facebook_dns_blocking": True},
-            [("facebook_messenger", "text", "blocked", "facebook_dns_blocking")],
-        ),
-        (
-            "facebook_messenger",
-            {"facebook_tcp_blocking": None, "facebook_dns_blocking": None},
-            [],
-        ),
-        ("web_connectivity", {"blocking": "dns", "accessible": False}, []),
-        ("signal", {"signal_backend_status": None}, []),
-    ],
-)
-def test_ooni_messenger_verdicts(
-    test_name: str, test_keys: dict[str, Any], expected: list[tuple[Any, ...]]
-) -> None:
-    rows = verdicts_of({"test_name": test_name, "test_keys": test_keys})
-    assert rows == [VerdictRow(*e) for e in expected]
+def test_an_ooni_messenger_test_is_indexed_by_service_and_functions_not_by_its_verdicts() -> None:
+    keys = {"telegram_tcp_blocking": True, "telegram_web_status": "blocked"}
+    for test_keys in (keys, {}, None):
+        row = summarise({"test_name": "telegram", "test_keys": test_keys})
+        assert (row.service, row.functions) == ("telegram", ("text", "web"))
 
 
 def test_real_ooni_measurements() -> None:
-    samples = ooni_samples()
-    seen: Counter[tuple[str, str, str]] = Counter()
-    for m in samples:
+    for m in ooni_samples():
         row = summarise(m)  # never raises, whatever real data lacks
-        if m.get("test_name") not in MESSENGER_TESTS:
-            assert row.verdicts == ()
-            continue
-        for v in row.verdicts:
-            assert v.service == m["test_name"]
-            assert v.verdict in ("ok", "blocked")
-            seen[(v.service, v.function, v.verdict)] += 1
-    # what the samples hold (see /work/shared/ooni-samples/README.md), function by function
-    assert seen[("whatsapp", "text", "ok")] == 6
-    assert seen[("whatsapp", "web", "blocked")] == 2
-    assert seen[("whatsapp", "registration", "blocked")] == 1
-    assert seen[("telegram", "web", "blocked")] == 2
-    assert seen[("telegram", "text", "ok")] == 7  # one sample has empty test_keys
-    assert seen[("signal", "text", "blocked")] == 4
-    assert seen[("signal", "text", "ok")] == 5
-    assert seen[("facebook_messenger", "text", "blocked")] == 1
-    assert seen[("facebook_messenger", "text", "ok")] == 2
-
-
-def test_the_japanese_whatsapp_sample_in_detail() -> None:
-    (m,) = [
-        m for m in ooni_samples() if m.get("test_name") == "whatsapp" and m.get("probe_cc") == "JP"
-    ]
-    assert [v.as_dict() for v in summarise(m).verdicts] == [
-        {"service": "whatsapp", "function": "text", "verdict": "ok", "mechanism": None},
-        {
-            "service": "whatsapp",
-            "function": "web",
-            "verdict": "blocked",
-            "mechanism": "ssl_invalid_hostname",
-        },
-        {
-            "service": "whatsapp",
-            "function": "registration",
-            "verdict": "blocked",
-            "mechanism": "ssl_invalid_hostname",
-        },
-    ]
+        assert row.service == (m["test_name"] if m.get("test_name") in ooni.TESTS else None)
+        assert row.functions == ooni.functions(m.get("test_name"))
 
 
 @pytest.mark.parametrize(
@@ -161,14 +98,17 @@ def test_the_japanese_whatsapp_sample_in_detail() -> None:
     [
         {},
         {"test_keys": None},
-        {"test_keys": {"msgwatch_verdicts": [None, 3, {"service": "x"}, {"service": 1}]}},
+        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_functions": [None, 3, {}]}},
+        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_service": 1}, "input": [1]},
         {"test_name": "whatsapp", "test_keys": ["not", "an", "object"]},
         {"probe_cc": None, "probe_asn": 17, "input": {"a": [1, 2]}},
     ],
 )
 def test_odd_measurements_never_raise(measurement: dict[str, Any]) -> None:
     row = summarise(measurement)
-    assert row.verdicts == ()
+    test_name = measurement.get("test_name")
+    assert row.service == (test_name if test_name == "whatsapp" else None)
+    assert row.functions == ooni.functions(test_name)
     assert row.probe_cc == "ZZ"
 
 
@@ -192,49 +132,32 @@ def test_input_keeps_its_json_type() -> None:
 # --- issue 9, item 5: what one measurement may carry into the index -------------------------------
 
 
-def _entry(n: int, **changes: Any) -> dict[str, Any]:
-    entry = {"service": "whatsapp", "function": "voice", "verdict": "blocked", "mechanism": "x"}
-    entry["mechanism"] = f"udp.timeout.{n}"
-    entry.update(changes)
-    return entry
-
-
-def test_the_verdict_rows_of_one_measurement_are_bounded() -> None:
-    from msgwatch.collector.summary import MAX_VERDICTS
-
-    entries = [_entry(n) for n in range(100_000)]
-    rows = verdicts_of(
-        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_verdicts": entries}}
-    )
-    assert len(rows) == MAX_VERDICTS
-    assert [r.mechanism for r in rows] == [f"udp.timeout.{n}" for n in range(MAX_VERDICTS)]
+def test_the_functions_of_one_measurement_are_bounded() -> None:
+    names = ["voice", "text", "voice", "web", "media", "video", "registration", "text"]
+    entries = [{"function": names[n % len(names)], "n": n} for n in range(100_000)]
+    m = {"test_name": "msgwatch_service", "test_keys": {"msgwatch_functions": entries}}
+    assert functions_of(m) == ("voice", "text", "web", "media", "video", "registration")
 
 
 @pytest.mark.parametrize(
-    "changes",
+    ("keys", "service", "functions"),
     [
-        {"verdict": "blokced"},
-        {"verdict": "BLOCKED"},
-        {"function": "voyce"},
-        {"service": "What's App"},
-        {"service": "w" * 64},
-        {"service": ""},
+        ({"msgwatch_service": "What's App"}, None, ()),
+        ({"msgwatch_service": "w" * 64}, None, ()),
+        ({"msgwatch_service": ""}, None, ()),
+        ({"msgwatch_functions": [{"function": "voyce"}, {"function": "VOICE"}]}, None, ()),
+        ({"msgwatch_functions": [{"function": "voyce"}, {"function": "text"}]}, None, ("text",)),
     ],
 )
-def test_verdict_rows_outside_the_vocabulary_are_not_indexed(changes: dict[str, Any]) -> None:
-    entries = [_entry(0, **changes), _entry(1)]
-    rows = verdicts_of(
-        {"test_name": "msgwatch_service", "test_keys": {"msgwatch_verdicts": entries}}
-    )
-    assert [r.mechanism for r in rows] == ["udp.timeout.1"]
+def test_what_is_outside_the_vocabulary_is_not_indexed(
+    keys: dict[str, Any], service: str | None, functions: tuple[str, ...]
+) -> None:
+    m = {"test_name": "msgwatch_service", "test_keys": keys}
+    assert (service_of(m), functions_of(m)) == (service, functions)
 
 
-def test_the_vocabulary_is_the_probes() -> None:
-    import typing
-
-    from msgwatch.analysis.verdicts.rules import Verdict
+def test_the_vocabulary_is_the_catalogues() -> None:
     from msgwatch.catalogue.schema import FUNCTIONS
-    from msgwatch.collector.summary import INDEXED_FUNCTIONS, INDEXED_VERDICTS
+    from msgwatch.collector.summary import INDEXED_FUNCTIONS
 
-    assert set(INDEXED_VERDICTS) == set(typing.get_args(Verdict))
     assert set(INDEXED_FUNCTIONS) == set(FUNCTIONS)

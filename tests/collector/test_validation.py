@@ -414,7 +414,7 @@ ccs = (
 
 @st.composite
 def envelopes(draw: st.DrawFn) -> dict[str, Any]:
-    measurement = {
+    measurement: dict[str, Any] = {
         "probe_asn": f"AS{draw(st.integers(0, 2**32 - 1))}",
         "probe_cc": draw(ccs),
         "test_name": draw(st.text(max_size=30)),

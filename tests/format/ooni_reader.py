@@ -18,7 +18,7 @@ def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             raw = json.loads(line)
-            report = {"line": number, "ok": False}
+            report: dict[str, object] = {"line": number, "ok": False}
             try:
                 base = load_measurement(msmt=raw)
                 report["model"] = type(base).__name__
@@ -41,7 +41,7 @@ def main() -> None:
                 report["ok"] = True
             except Exception as exc:  # reported, not raised: the test says which line failed
                 report["error"] = f"{type(exc).__name__}: {exc}"
-            print(json.dumps(report))
+            print(json.dumps(report))  # noqa: T201 (the subprocess's output)
 
 
 if __name__ == "__main__":

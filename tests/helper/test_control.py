@@ -168,7 +168,11 @@ def test_measurements_at_once_are_limited(concurrent: int) -> None:
             statuses = sorted(r.status or 0 for r in replies)
             assert statuses == [200, 503, 503]
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        while _SILENT:
+            _SILENT.pop().close()
 
 
 def _silent_port() -> int:

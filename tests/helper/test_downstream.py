@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from msgwatch.helper.downstream import SendRequest, SendSettings
+from msgwatch.helper.downstream import SendModel, SendSettings
 from msgwatch.helper.server import Helper
 from msgwatch.wire import calltraffic as C
 from msgwatch.wire.helper_api import schedule
@@ -197,5 +197,5 @@ def test_send_calls_are_rate_limited() -> None:
 
 def test_request_model_bounds() -> None:
     with pytest.raises(ValueError):
-        SendRequest.model_validate({"client_port": 0, "local_port": 1, "profile": "voice",
+        SendModel.model_validate({"client_port": 0, "local_port": 1, "profile": "voice",
                                     "variant": "original", "seconds": 1, "seed": 1})  # fmt: skip

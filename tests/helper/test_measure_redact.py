@@ -50,7 +50,7 @@ def _raw_addresses(record: dict[str, Any]) -> set[str]:
 
 
 def test_production_redacts_private_answers_everywhere() -> None:
-    steps = [{"kind": "dns", "host": "intranet.example.test"},
+    steps: list[dict[str, Any]] = [{"kind": "dns", "host": "intranet.example.test"},
              {"kind": "tcp", "host": "intranet.example.test", "port": 80}]  # fmt: skip
     # The tcp step's name resolves to private addresses only: refused, and not revealed either.
     out = _measure(Policy.production(), (PUBLIC, *PRIVATE), steps[:1])

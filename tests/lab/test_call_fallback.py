@@ -63,7 +63,7 @@ def _chains(lab: Lab) -> list[tuple[str, str | None, str | None, list[dict[str, 
 
     def run() -> list[tuple[str, str | None, str | None, list[dict[str, Any]]]]:
         async def all_of() -> list[tuple[str, str | None, str | None, list[dict[str, Any]]]]:
-            out = []
+            out: list[tuple[str, str | None, str | None, list[dict[str, Any]]]] = []
             for e in wanted:
                 trace = Trace()
                 config = ChainConfig(ca_bundle=str(lab.ca_bundle))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.lab.run import run_scenario
 from msgwatch.lab.scenario import load_scenario
 from tests.lab.conftest import lab_unavailable
@@ -50,7 +51,7 @@ def test_downstream_pair_and_the_download_direction(tmp_path: Path) -> None:
                 originals = [r for r in down if r["role"] == "replay_down_original"]
                 lost = sum(r["sent_packets"] - r["received_packets"] for r in originals)
                 assert lost >= 0.1 * sum(r["sent_packets"] for r in originals)
-            (verdict,) = [v for v in keys["msgwatch_verdicts"] if v["function"] == function]
+            (verdict,) = [v for v in judge(whatsapp) if v["function"] == function]
             if phase.isp == "isp1":
                 assert verdict["explanation"].endswith("(download).")
                 assert "on the way to the test helper" not in verdict["explanation"]

@@ -74,8 +74,12 @@ def _child(mode: str = "wait") -> tuple[subprocess.Popen[str], str, list[int]]:
     argv = [sys.executable, "-c", CHILD, mode]
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
-    lab_id, *pids = child.stdout.readline().split()
-    assert lab_id, "the child's lab did not come up"
+    with child.stdout:  # the child prints one line
+        line = child.stdout.readline()
+    if not line:
+        child.wait(timeout=15)
+        pytest.fail("the child's lab did not come up (its error is on stderr)")
+    lab_id, *pids = line.split()
     return child, lab_id, [int(p) for p in pids]
 
 

@@ -63,6 +63,7 @@ def _check_observatory(scenario: Scenario, run: ScenarioRun) -> None:
     assert run.observatory.made == run.observatory.collected > 0
     blocked = {p.name for p in scenario.phase if any(r.type == "blackhole" for r in p.rule)}
     assert blocked, "the scenario never blocks the collector"
+    assert scenario.observatory is not None
     for phase_run in run.runs:
         assert len(phase_run.submissions) == scenario.observatory.runs
         for submission in phase_run.submissions:
@@ -105,8 +106,8 @@ def test_az_2017_leaves_domestic_calls_alone(tmp_path: Path, lab_available: None
 
     run = run_scenario(load_scenario("az-2017"), tmp_path, after_phase=check)
     assert seen == {"isp1-domestic": True, "isp1-abroad": False, "isp2-abroad": True}
-    # The probe itself tells "calls abroad blocked" from "calls blocked": the same call-shaped
-    # replay to the domestic helper passed.
+    # The verdicts tell "calls abroad blocked" from "calls blocked": the same call-shaped replay
+    # to the domestic helper passed.
     isp1 = next(r for r in run.runs if r.isp == "isp1")
     calls = [
         v for v in isp1.verdicts if v["function"] in ("voice", "video") and v["verdict"] != "ok"

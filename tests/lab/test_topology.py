@@ -249,8 +249,8 @@ def test_ipv6_on_the_isp1_path(lab: Lab) -> None:
     mtproto6 = _endpoint(lab, "mtproto", v6=True)  # the helper answers as a data centre does
     nonce = os.urandom(16)
     request = mtproto.req_pq_multi(nonce, mtproto.message_id(time.time()))
-    answer = lab.run_in("probe1", _echo, _address(lab, mtproto6), mtproto6.port, request)
-    assert isinstance(mtproto.parse_res_pq(answer, nonce), mtproto.ResPQ)
+    reply = lab.run_in("probe1", _echo, _address(lab, mtproto6), mtproto6.port, request)
+    assert isinstance(mtproto.parse_res_pq(reply, nonce), mtproto.ResPQ)
 
 
 @pytest.mark.netns

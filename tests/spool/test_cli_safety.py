@@ -40,8 +40,9 @@ def test_output_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     out = tmp_path / "m.jsonl"
     out.write_text("an older, world-readable file\n")
     out.chmod(0o644)
-    (tmp_path / "m.jsonl.tmp").write_text("a crash's leftover")
-    (tmp_path / "m.jsonl.tmp").chmod(0o666)
+    leftover = tmp_path / "m.jsonl.tmp"  # an older version's temporary name
+    leftover.write_text("a crash's leftover")
+    leftover.chmod(0o666)
     old = os.umask(0o002)
     try:
         result = _run(tmp_path, "--output", str(out), "--no-submit", "--json")
@@ -50,7 +51,9 @@ def test_output_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert json.loads(out.read_text())["test_name"] == "msgwatch_service"
-    assert not (tmp_path / "m.jsonl.tmp").exists()
+    # each write has a fresh temporary name (msgwatch.durable): no leftover is written through
+    assert leftover.read_text() == "a crash's leftover"
+    assert not list(tmp_path.glob(".m.jsonl.*.tmp"))
 
 
 def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:

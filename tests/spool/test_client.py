@@ -15,7 +15,7 @@ from msgwatch.spool.client import Client, ClientError, parse_url
 from tests.spool import closed_port, fake_collector
 from tests.unit.servers import PKI, server_tls
 
-Handler = Callable[[socket.socket], None]
+Handler = Callable[[socket.socket], object]
 
 
 @contextmanager

@@ -334,7 +334,7 @@ def test_disk_errors_surface_as_oserror(tmp_path: Path, monkeypatch: pytest.Monk
     def full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spool_module.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError):
         spool.add([{"a": 1}])
     monkeypatch.undo()

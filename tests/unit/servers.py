@@ -515,6 +515,18 @@ def operations(events: list[dict[str, object]]) -> list[object]:
     return [e["operation"] for e in events]
 
 
+HANDSHAKE_EVENTS = [
+    "connect",
+    "tls_handshake_start",
+    "write",
+    "read",
+    "write",
+    "tls_handshake_done",
+]
+"""A completed TLS 1.3 handshake's events: the ClientHello, the server's whole flight in one
+read, the client's Finished."""
+
+
 # One catalogue service on loopback: text over TCP, voice (STUN) over UDP (CLI and spool tests).
 TEST_SERVICE = """
 schema = 1

@@ -14,7 +14,7 @@ from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.catalogue import load_catalogue
 from msgwatch.lab.censor.addresses import SIGNATURES, Pattern
 from msgwatch.probe.calls import MARKERS, downstream_plans, plans
-from msgwatch.steps.replay import ReplayResult, replay
+from msgwatch.steps.replay import ReplayOptions, ReplayResult, replay
 from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from msgwatch.wire import packets as P
@@ -143,7 +143,7 @@ def test_a_replay_counts_the_services_own_framing_by_content() -> None:
     async def scenario() -> ReplayResult:
         async with udp_server(drop_reflector_header) as server:
             return await replay(trace, 2, server.ip, server.port, packets, deadline(4.0),
-                                label={}, signed=signed)  # fmt: skip
+                                ReplayOptions(signed=signed))  # fmt: skip
 
     result = asyncio.run(scenario())
     record = trace.replays[0]
@@ -238,9 +238,9 @@ def test_the_matrix_scopes_telegrams_signature_to_its_ports() -> None:
 
 def test_the_helpers_default_ports_cover_every_call_port_of_the_catalogue() -> None:
     """A production helper must echo on every port the probe replays on (else: false loss)."""
-    from msgwatch.cli.helper import DEFAULT_PORTS, parse_ports
+    from msgwatch.cli.helper import default_ports, parse_ports
     from msgwatch.wire.helper_api import CALL_PORTS
 
     wanted = {p for s in _call_services().values() for f in s.functions for p in f.call_ports}
     assert wanted <= set(CALL_PORTS)
-    assert set(parse_ports(DEFAULT_PORTS)) == set(CALL_PORTS)
+    assert set(parse_ports(default_ports())) == set(CALL_PORTS)

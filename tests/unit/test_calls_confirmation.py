@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from msgwatch.analysis.verdicts.calls import compare_rounds
+from msgwatch.analysis.rounds import compare_rounds
 from msgwatch.catalogue.loader import FunctionTargets, Service
 from msgwatch.catalogue.schema import Source
 from msgwatch.probe.calls import plans, run_replays, unclear

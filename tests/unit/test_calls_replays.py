@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.catalogue.loader import Catalogue, FunctionTargets, Service
 from msgwatch.catalogue.schema import Source
 from msgwatch.helper.server import Helper
@@ -95,7 +96,7 @@ def _measure(
 
 
 def _verdict(done: ServiceRun) -> tuple[str, str | None, str]:
-    (v,) = done.verdicts
+    (v,) = judge(done.measurement)
     return v["verdict"], v["mechanism"], v["rule_id"]
 
 
@@ -154,13 +155,13 @@ def test_the_plain_echo_tells_ports_from_protocols(
     name: str, censor: Callable[[Helper, list[int]], None], expected: tuple[str, str, str]
 ) -> None:
     done, _ = _measure(censor)
-    assert _verdict(done) == expected, done.verdicts
+    assert _verdict(done) == expected, judge(done.measurement)
 
 
 def test_the_helpers_counts_say_which_way_the_datagrams_were_lost() -> None:
     up, _ = _measure(lambda h, p: _censor(h, up=_is_call))
     assert _verdict(up) == ("blocked", "udp.dpi_call", "call.dpi_call")
-    (v,) = up.verdicts
+    (v,) = judge(up.measurement)
     assert "lost on the way to the test helper" in v["explanation"]
     original = [r for r in up.measurement["test_keys"]["msgwatch_replays"]
                 if r["role"] == "replay_original"]  # fmt: skip
@@ -168,7 +169,7 @@ def test_the_helpers_counts_say_which_way_the_datagrams_were_lost() -> None:
 
     down, _ = _measure(lambda h, p: _censor(h, down=_is_call))
     assert _verdict(down) == ("blocked", "udp.dpi_call", "call.dpi_call")
-    (v,) = down.verdicts
+    (v,) = judge(down.measurement)
     assert "reached the test helper and were lost on the way back" in v["explanation"]
     original = [r for r in down.measurement["test_keys"]["msgwatch_replays"]
                 if r["role"] == "replay_original"]  # fmt: skip

@@ -88,9 +88,8 @@ def test_run_exit_statuses(tmp_path: Path) -> None:
     assert runner.invoke(cli, ["run", "--resolver", "x:y", "--json"]).exit_code == 2
     assert runner.invoke(cli, ["run", "--functions", "fax", "--json"]).exit_code == 2
     root = _catalogue(tmp_path)
-    target = tmp_path / "dir-not-file"
-    target.mkdir()
-    (target / "m.jsonl.tmp").mkdir()  # the atomic write cannot create its temporary file
+    target = tmp_path / "file-not-dir"
+    target.write_text("a file where the output's directory should be")
     args = ["run", "--catalogue", str(root), "--timeout", "0.5", "--json",
             "--output", str(target / "m.jsonl")]  # fmt: skip
     assert runner.invoke(cli, args).exit_code == 4

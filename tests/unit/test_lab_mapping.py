@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from msgwatch.catalogue import load_catalogue
-from msgwatch.lab.mapping import LAB_V4, LAB_V6, map_catalogue
+from msgwatch.lab.mapping import map_catalogue
+from msgwatch.lab.plan import LAB_V4, LAB_V6
 
 
 def _in_lab(address: str) -> bool:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from msgwatch.steps import lag
-from msgwatch.steps.replay import replay
+from msgwatch.steps.replay import ReplayOptions, replay
 from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from tests.unit.servers import deadline
@@ -96,8 +96,9 @@ def _stalled_replay(
         async with lag.running():
             loop.call_later(stall_at, time.sleep, stall)
             with thread_echo() as (ip, port):
+                options = ReplayOptions(label={"role": "replay_original"}, **kwargs)
                 await replay(trace, 1, ip, port, [(p.offset, p.payload) for p in packets],
-                             deadline(6.0), label={"role": "replay_original"}, **kwargs)  # fmt: skip
+                             deadline(6.0), options)  # fmt: skip
 
     asyncio.run(scenario())
     (record,) = trace.replays
@@ -135,10 +136,10 @@ def test_a_downstream_replay_listens_until_the_helper_has_sent_it_all() -> None:
     the grace by the probe's clock, before the late datagrams even left."""
     from msgwatch.steps.control import HelperLink
     from msgwatch.steps.downstream import downstream
-    from msgwatch.wire.helper_api import schedule
+    from msgwatch.wire.helper_api import Schedule, schedule
     from tests.helper.util import running
 
-    request = {"profile": "voice", "variant": "original", "seconds": 0.4, "seed": 3}
+    plan = Schedule("voice", "original", 0.4, 3)
     trace = Trace()
 
     async def scenario() -> None:
@@ -147,8 +148,8 @@ def test_a_downstream_replay_listens_until_the_helper_has_sent_it_all() -> None:
             port = helper.bound["udp"][0][1]
             link = HelperLink("127.0.0.1", helper.bound["control"][0][1])
             loop.call_later(0.25, time.sleep, 1.0)
-            await downstream(trace, 5, link, port, request, deadline(5.0),
-                             label={"role": "replay_down_original"})  # fmt: skip
+            options = ReplayOptions(label={"role": "replay_down_original"})
+            await downstream(trace, 5, link, port, plan, deadline(5.0), options)
 
     asyncio.run(scenario())
     (record,) = trace.replays

@@ -29,5 +29,16 @@ def test_judging_a_stored_measurement_gives_the_recorded_verdicts() -> None:
         assert judge(m) == recorded, m["input"]
 
 
+def test_every_verdict_carries_the_rules_version() -> None:
+    from msgwatch.analysis import verdicts
+    from msgwatch.analysis.verdicts.calls import load_call_rules
+
+    assert verdicts.judge is judge
+    assert load_call_rules().rules_version == verdicts.RULES_VERSION  # one version for all rules
+    for m in _load():
+        found = verdicts.judge(m)
+        assert found and all(v["rules_version"] == verdicts.RULES_VERSION for v in found)
+
+
 def test_committed_measurements_conform() -> None:
     assert_conforms(_load())

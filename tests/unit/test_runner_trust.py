@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.catalogue.loader import Catalogue, FunctionTargets, Service
-from msgwatch.catalogue.schema import Endpoint, Source
+from msgwatch.catalogue.schema import Endpoint, Protocol, Source, Transport
 from msgwatch.cli.main import cli
 from msgwatch.fence import FENCE_VARIABLE, FenceError, fence_from
 from msgwatch.probe.chains import ChainConfig
@@ -37,7 +38,7 @@ PUBLIC = "203.0.113.77"
 """The probe's public address as a NAT's STUN answer gives it (a string only: never contacted)."""
 
 
-def _endpoint(name: str, port: int, protocol: str = "http", transport: str = "tcp",
+def _endpoint(name: str, port: int, protocol: Protocol = "http", transport: Transport = "tcp",
               address: str = "127.0.0.1", host: str | None = None) -> Endpoint:  # fmt: skip
     return Endpoint(id=name, host=host, address=None if host else address, port=port,
                     transport=transport, protocol=protocol, path="/", source="doc",
@@ -76,7 +77,9 @@ def test_address_learned_by_stun_in_one_service_is_scrubbed_in_another() -> None
             return await run(Catalogue("1", "x", tuple(services)), services, RunConfig(timeout=3))
 
     web, calls = asyncio.run(scenario())
-    assert calls.verdicts[0]["verdict"] == "ok"  # the STUN answer arrived: the address was learned
+    assert (
+        judge(calls.measurement)[0]["verdict"] == "ok"
+    )  # the STUN answer arrived: the address was learned
     response = web.measurement["test_keys"]["requests"][0]["response"]
     assert "[scrubbed]" in response["body"]
     assert ["X-Client-IP", "[scrubbed]"] in [list(h) for h in response["headers_list"]]
@@ -155,7 +158,7 @@ def test_a_destination_outside_the_fence_is_not_measured_and_not_submitted(
     config = RunConfig(timeout=1, chain=ChainConfig(resolver=("192.0.2.53", 53)))
     results = _run([outside, resolver], config)
     for done in results:
-        (v,) = done.verdicts
+        (v,) = judge(done.measurement)
         assert (v["verdict"], v["mechanism"]) == ("not_measured", "fence"), v
         assert done.measured is False
         (target,) = done.measurement["test_keys"]["msgwatch_targets"]
@@ -230,7 +233,7 @@ def test_a_chain_that_cannot_get_its_time_is_not_run() -> None:
     assert all(t["failed_step"] is None for t in rest)
     ran = {e["transaction_id"] for e in keys["network_events"]}
     assert not ran & {i for t in rest for i in t["transaction_ids"]}
-    (v,) = done.verdicts
+    (v,) = judge(done.measurement)
     assert (v["verdict"], v["mechanism"]) == ("not_measured", "no_time")
 
 
@@ -265,7 +268,7 @@ def test_a_failed_chain_is_retried_once_later_in_the_run(
             return await run(Catalogue("1", "x", (svc,)), [svc], RunConfig(timeout=2))
 
     (done,) = asyncio.run(scenario())
-    (v,) = done.verdicts
+    (v,) = judge(done.measurement)
     assert (v["verdict"], v["mechanism"]) == (verdict, mechanism), v
     targets = done.measurement["test_keys"]["msgwatch_targets"]
     assert [t["attempt"] for t in targets] == ([1] if failures == 0 else [1, 2])
@@ -278,5 +281,5 @@ def test_a_refused_chain_is_not_retried_into_a_verdict_change() -> None:
     """Nothing listens: inconclusive both times, never degraded or blocked."""
     svc = _service("svc", "text", _endpoint("chat", closed_tcp_port(), "tcp"))
     (done,) = _run([svc], RunConfig(timeout=1))
-    (v,) = done.verdicts
+    (v,) = judge(done.measurement)
     assert (v["verdict"], v["mechanism"]) == ("inconclusive", "tcp.refused")

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from msgwatch.helper.server import Helper
 from msgwatch.probe.calls import stun_framed
 from msgwatch.steps.control import HelperLink
 from msgwatch.steps.downstream import downstream
-from msgwatch.steps.replay import ReplayResult
+from msgwatch.steps.replay import ReplayOptions, ReplayResult
 from msgwatch.steps.trace import Budget, Trace
-from msgwatch.wire.helper_api import schedule
+from msgwatch.wire.calltraffic import Marker
+from msgwatch.wire.helper_api import FlowView, Schedule, schedule
+from msgwatch.wire.packets import STUN_COOKIE_BYTES
 from tests.helper.util import running
 from tests.unit.servers import deadline
 
 SECONDS = 0.4
-REQUEST = {"profile": "voice", "variant": "original", "seconds": SECONDS, "seed": 3}
 
 
 class _Lossy:
@@ -38,11 +39,11 @@ def _run(
     censor: Callable[[Helper], None] | None = None,
     trace: Trace | None = None,
     control: bool = True,
-    marker: str | None = "whatsapp",
-) -> tuple[Trace, ReplayResult, dict[str, Any] | None]:
+    marker: Marker | None = "whatsapp",
+) -> tuple[Trace, ReplayResult, FlowView | None]:
     trace = trace or Trace()
 
-    async def scenario() -> tuple[ReplayResult, dict[str, Any] | None]:
+    async def scenario() -> tuple[ReplayResult, FlowView | None]:
         async with running() as helper:
             if censor is not None:
                 censor(helper)
@@ -50,9 +51,9 @@ def _run(
             control_port = helper.bound["control"][0][1] if control else 9
             link = HelperLink("127.0.0.1", control_port)
             marked = stun_framed(schedule("voice", "original", SECONDS, 3, "whatsapp"))
-            result = await downstream(trace, 5, link, port, REQUEST, deadline(3.0),
-                                      label={"role": "replay_down_original"}, marker=marker,
-                                      marked=marked)  # fmt: skip
+            plan = Schedule("voice", "original", SECONDS, 3, marker)
+            options = ReplayOptions(label={"role": "replay_down_original"}, marked=marked)
+            result = await downstream(trace, 5, link, port, plan, deadline(3.0), options)
             flow = helper.flows.view(("127.0.0.1", result.local_port or 0, port), 0, 0)
             return result, flow
 
@@ -83,7 +84,8 @@ def test_the_helpers_schedule_arrives_and_is_counted() -> None:
 def test_what_is_lost_on_the_way_down() -> None:
     def censor(helper: Helper) -> None:
         for endpoint in helper.udp.endpoints.values():
-            endpoint.transport = _Lossy(endpoint.transport, lambda d: d[4:8] == b"\x21\x12\xa4\x42")
+            lossy = _Lossy(endpoint.transport, lambda d: d[4:8] == STUN_COOKIE_BYTES)
+            endpoint.transport = cast(asyncio.DatagramTransport, lossy)
 
     _, result, flow = _run(censor)
     record = result.record

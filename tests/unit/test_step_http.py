@@ -8,10 +8,11 @@ import ssl
 from typing import Any
 
 from msgwatch.steps import net
-from msgwatch.steps.http import USER_AGENT, HTTPResult, http_get
+from msgwatch.steps.http import USER_AGENT, Get, HTTPResult, http_get
 from msgwatch.steps.tls import tls_handshake
 from msgwatch.steps.trace import Trace, TraceLimits
 from tests.unit.servers import (
+    HANDSHAKE_EVENTS,
     PKI,
     StreamHandler,
     close_after_first_read,
@@ -55,11 +56,9 @@ def _get(
                         conn, HOST, deadline(2.0), ca_bundle=str(tls[1].ca)
                     )
                 scheme = "https" if tls else "http"
-                return await http_get(
-                    stream, trace, 1, url=f"{scheme}://{HOST}/", host=HOST, path="/",
-                    deadline=deadline(seconds), alpn=getattr(stream, "alpn", None),
-                    max_body=max_body, keep_body=keep_body,
-                )  # fmt: skip
+                get = Get(HOST, "/", scheme, max_body, keep_body)
+                alpn = getattr(stream, "alpn", None)
+                return await http_get(stream, trace, 1, get, deadline(seconds), alpn=alpn)
             finally:
                 conn.close()
 
@@ -111,17 +110,7 @@ def test_200_over_tls(pki: PKI) -> None:
     assert record["alpn"] == "http/1.1"
     assert record["request"]["url"] == f"https://{HOST}/"
     assert record["response"]["body"] == "hello"
-    assert operations(trace.network_events) == [
-        "connect",
-        "tls_handshake_start",
-        "write",
-        "read",
-        "write",
-        "tls_handshake_done",
-        "write",
-        "read",
-        "close",
-    ]
+    assert operations(trace.network_events) == [*HANDSHAKE_EVENTS, "write", "read", "close"]
 
 
 def test_block_page_is_recorded_verbatim() -> None:

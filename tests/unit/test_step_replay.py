@@ -7,7 +7,7 @@ import itertools
 import socket
 
 from msgwatch.steps import net
-from msgwatch.steps.replay import ReplayResult, replay
+from msgwatch.steps.replay import ReplayOptions, ReplayResult, replay
 from msgwatch.steps.trace import Budget, Trace
 from tests.unit.servers import Reply, UDPHandler, closed_udp_port, deadline, silent, udp_server
 
@@ -24,10 +24,8 @@ def _replay(handler: UDPHandler, trace: Trace | None = None) -> tuple[Trace, Rep
 
     async def scenario() -> ReplayResult:
         async with udp_server(handler) as server:
-            return await replay(
-                trace, 7, server.ip, server.port, PACKETS, deadline(3.0),
-                label={"profile": "test", "variant": "original"},
-            )  # fmt: skip
+            options = ReplayOptions(label={"profile": "test", "variant": "original"})
+            return await replay(trace, 7, server.ip, server.port, PACKETS, deadline(3.0), options)
 
     return trace, asyncio.run(scenario())
 
@@ -74,8 +72,7 @@ def test_port_unreachable() -> None:
     trace = Trace()
 
     async def scenario() -> ReplayResult:
-        return await replay(trace, 1, "127.0.0.1", closed_udp_port(), PACKETS, deadline(2.0),
-                            label={})  # fmt: skip
+        return await replay(trace, 1, "127.0.0.1", closed_udp_port(), PACKETS, deadline(2.0))
 
     result = asyncio.run(scenario())
     assert result.failure == "connection_refused"
@@ -102,10 +99,8 @@ def test_marked_datagrams_are_accounted_for_by_stun_transaction_id() -> None:
 
     async def scenario() -> ReplayResult:
         async with udp_server(drop_stun) as server:
-            return await replay(
-                trace, 2, server.ip, server.port, packets, deadline(3.0), label={},
-                marked=frozenset(range(5)),
-            )  # fmt: skip
+            options = ReplayOptions(marked=frozenset(range(5)))
+            return await replay(trace, 2, server.ip, server.port, packets, deadline(3.0), options)
 
     result = asyncio.run(scenario())
     record = trace.replays[0]
@@ -177,3 +172,28 @@ def test_udp_open_rejects_a_port_to_avoid() -> None:
 
     port, first_closed = asyncio.run(scenario())
     assert first_closed and port > 0
+
+
+def test_settle_and_record_make_one_shape_for_both_directions() -> None:
+    """An echo replay counts what it sent; a downstream one takes the helper's word for it."""
+    from msgwatch.steps.replay import Tally, record_replay, settle
+
+    echo = Tally(0.0, sends=[(0.0, 100), (0.05, 100)], arrivals=[(0.02, 100)],
+                 pairs=[(0.0, 0.02)], marked=(1, 0))  # fmt: skip
+    result = ReplayResult()
+    settle(result, echo, 0.1)
+    assert (result.sent_packets, result.sent_bytes, result.received_packets) == (2, 200, 1)
+    assert result.loss == 0.5 and result.failure is None
+    assert [r["tx_packets"] for r in result.intervals] == [2]
+    down = Tally(0.0, sends=[(0.0, 100)], sent=(3, 300))
+    silent_down = ReplayResult()
+    settle(silent_down, down, 0.1)
+    assert (silent_down.sent_packets, silent_down.failure) == (3, "generic_timeout_error")
+    trace = Trace()
+    record_replay(trace, 4, result, echo, {"role": "r", "address": "a"}, {"probe": {}})
+    record_replay(trace, 5, silent_down, down, {"direction": "down"}, {"send": None})
+    up, down_record = trace.replays
+    assert list(up)[:2] == ["role", "address"] and up["marked_sent"] == 1
+    assert down_record["send"] is None and down_record["transaction_id"] == 5
+    common = set(up) - {"role", "address", "probe"}
+    assert common <= set(down_record)

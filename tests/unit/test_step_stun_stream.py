@@ -11,6 +11,7 @@ import pytest
 
 from msgwatch.analysis.verdicts.judge import judge_target
 from msgwatch.catalogue import Endpoint
+from msgwatch.catalogue.schema import Transport
 from msgwatch.probe.chains import ChainConfig, ChainOutcome, run_chain
 from msgwatch.steps import net
 from msgwatch.steps.stun import Kind, STUNResult, message_length, stun_stream_exchange
@@ -141,14 +142,14 @@ def test_message_length() -> None:
     assert message_length(bytes.fromhex("01130006") + bytes.fromhex("2112a442") + bytes(12)) is None
 
 
-def _endpoint(port: int, transport: str) -> Endpoint:
+def _endpoint(port: int, transport: Transport) -> Endpoint:
     return Endpoint(id="relay-turn-tcp443", host=NAME, address="127.0.0.1", port=port,
                     transport=transport, protocol="turn", path="/", source="s",
                     checked=dt.date(2026, 11, 24))  # fmt: skip
 
 
 def _chain(
-    handler: StreamHandler, transport: str, pki: PKI | None = None
+    handler: StreamHandler, transport: Transport, pki: PKI | None = None
 ) -> tuple[Trace, ChainOutcome]:
     trace = Trace()
     tls = server_tls(pki.chat, alpn=("stun.turn",)) if pki is not None else None

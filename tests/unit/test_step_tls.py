@@ -13,6 +13,7 @@ from msgwatch.steps import net
 from msgwatch.steps.tls import TLSConn, tls_context, tls_handshake
 from msgwatch.steps.trace import Trace
 from tests.unit.servers import (
+    HANDSHAKE_EVENTS,
     PKI,
     TLS_ALERT_HANDSHAKE_FAILURE,
     StreamHandler,
@@ -78,16 +79,7 @@ def test_valid_handshake(pki: PKI) -> None:
     assert record["peer_certificates"][0]["format"] == "base64"
     assert record["transaction_id"] == 1
     assert "tags" not in record
-    # ClientHello; the server's whole flight in one read; the client's Finished.
-    assert operations(trace.network_events) == [
-        "connect",
-        "tls_handshake_start",
-        "write",
-        "read",
-        "write",
-        "tls_handshake_done",
-        "close",
-    ]
+    assert operations(trace.network_events) == [*HANDSHAKE_EVENTS, "close"]
     assert all(e["failure"] is None for e in trace.network_events)
 
 

@@ -21,7 +21,7 @@ from msgwatch import failures as F
 from msgwatch.catalogue import Endpoint
 from msgwatch.probe.chains import ChainConfig, run_chain
 from msgwatch.steps.dns import query_udp, resolve, system_nameserver
-from msgwatch.steps.http import http_get
+from msgwatch.steps.http import Get, http_get
 from msgwatch.steps.net import tcp_connect
 from msgwatch.steps.stun import stun_exchange, well_formed
 from msgwatch.steps.trace import Trace
@@ -46,10 +46,17 @@ HOST = "chat.example.test"
 async def dns_server(udp_answer: Any, tcp_handler: StreamHandler) -> AsyncIterator[tuple[str, int]]:
     """A name server on one loopback port over UDP and TCP (as a real one listens)."""
     loop = asyncio.get_running_loop()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await tcp_handler(reader, writer)
+        finally:
+            writer.close()  # asyncio leaves a finished handler's connection open
+
     for _ in range(20):
         async with udp_server(udp_answer) as udp:
             try:
-                server = await asyncio.start_server(tcp_handler, udp.ip, udp.port)
+                server = await asyncio.start_server(serve, udp.ip, udp.port)
             except OSError:  # the TCP port of that number is taken: another one
                 continue
             try:
@@ -236,8 +243,7 @@ def test_an_endless_chunk_size_line_is_an_invalid_response(close: bool) -> None:
             end = deadline(3.0)
             conn = await tcp_connect(trace, 1, ip, port, end)
             try:
-                return await http_get(conn, trace, 1, url=f"http://{ip}/", host=ip, path="/",
-                                      deadline=end)  # fmt: skip
+                return await http_get(conn, trace, 1, Get(ip), end)
             finally:
                 conn.close()
 
@@ -264,8 +270,7 @@ def test_a_close_in_the_middle_of_a_chunk_is_still_an_eof() -> None:
             end = deadline(2.0)
             conn = await tcp_connect(trace, 1, ip, port, end)
             try:
-                return await http_get(conn, trace, 1, url=f"http://{ip}/", host=ip, path="/",
-                                      deadline=end)  # fmt: skip
+                return await http_get(conn, trace, 1, Get(ip), end)
             finally:
                 conn.close()
 

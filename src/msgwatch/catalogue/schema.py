@@ -27,9 +27,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-FUNCTIONS: tuple[str, ...] = ("text", "voice", "video", "media", "web", "registration")
-Function = Literal["text", "voice", "video", "media", "web", "registration"]
+from msgwatch.measurement.vocab import FUNCTIONS as FUNCTIONS
+from msgwatch.measurement.vocab import Function as Function
+
 Transport = Literal["tcp", "udp", "tls"]
+# A protocol named here has a chain in the probe (msgwatch.probe.protocols.CHAINS), a server in
+# the lab (msgwatch.lab.servers.SERVERS) and its transports below; tests/probe/test_protocols.py
+# checks that the four agree.
 Protocol = Literal[
     "dns",  # the name is resolved; nothing is connected
     "tcp",  # TCP connect

@@ -11,27 +11,32 @@ from pathlib import Path
 
 import click
 
-from msgwatch.cli.main import EXIT_OUTPUT, EXIT_SERVICE, EXIT_USAGE, _err, cli
+from msgwatch.cli.common import (
+    EXIT_OUTPUT,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    _err,
+    log_level_option,
+    setting,
+)
 
 
-@cli.group("collector")
+@click.group("collector")
 def collector_group() -> None:
     """The collector: accepts measurements from probes, stores them durably, serves them."""
 
 
 @collector_group.command("serve")
-@click.option(
+@setting(
     "--host",
     default="127.0.0.1",
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_HOST",
     help="Address to listen on.",
 )
-@click.option(
+@setting(
     "--port",
     type=click.IntRange(1, 65535),
     default=8080,
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_PORT",
     help="TCP port to listen on.",
 )
@@ -60,46 +65,41 @@ def collector_group() -> None:
     envvar="MSGWATCH_ADMIN_TOKEN",
     help="Token that /metrics then needs (better given as $MSGWATCH_ADMIN_TOKEN).",
 )
-@click.option(
+@setting(
     "--rate-limit",
     type=click.FloatRange(min=0),
     default=0,
-    show_default=True,
     envvar="MSGWATCH_RATE_LIMIT",
     help="Submissions per second per client, burst twice that (0: no limit).",
 )
-@click.option(
+@setting(
     "--graceful-seconds",
     type=click.FloatRange(min=0),
     default=10,
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_GRACEFUL_SECONDS",
     help="On SIGTERM/SIGINT, how long requests in flight may take to finish (whole seconds, "
     "rounded up); those still running then are answered 503.",
 )
-@click.option(
+@setting(
     "--max-connections",
     type=click.IntRange(min=1),
     default=1024,
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_MAX_CONNECTIONS",
     help="Client connections held at once; when full, the one waiting longest for a request "
     "head is closed to make room.",
 )
-@click.option(
+@setting(
     "--max-connections-per-client",
     type=click.IntRange(min=1),
     default=64,
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_MAX_CONNECTIONS_PER_CLIENT",
     help="Client connections held at once per address (IPv6: per /64); proxies of "
     "--forwarded-allow-ips are exempt.",
 )
-@click.option(
+@setting(
     "--header-timeout",
     type=click.FloatRange(min=0.1),
     default=10,
-    show_default=True,
     envvar="MSGWATCH_COLLECTOR_HEADER_TIMEOUT",
     help="Seconds a request head may take to arrive; a slower connection is closed.",
 )
@@ -110,12 +110,7 @@ def collector_group() -> None:
     help="Reverse-proxy addresses or networks (comma-separated) whose X-Forwarded-For names the "
     "client (scrubbed from bodies, rate-limited); from anyone else it is ignored [default: none].",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@log_level_option("debug", "info", "warning", "error")
 def serve_command(
     host: str,
     port: int,
@@ -178,7 +173,7 @@ def serve_command(
         raise _err("the collector did not start (the cause is logged above)", EXIT_SERVICE)
 
 
-@cli.command("export")
+@click.command("export")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, exists=True, path_type=Path),

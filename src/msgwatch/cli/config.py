@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from msgwatch.cli.names import did_you_mean
+from msgwatch.session.errors import did_you_mean
 
 MAX_CONFIG_BYTES = 1024 * 1024
 LIST_OPTIONS = frozenset({"services", "functions"})

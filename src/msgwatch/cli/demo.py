@@ -1,23 +1,24 @@
-"""``msgwatch demo``: the probe against the loopback mini-Internet, verdicts against ground truth.
+"""``msgwatch demo --mini``: the probe against the loopback mini-Internet, against ground truth.
 
-Until the namespace lab lands (step 2), the demo's Internet is :mod:`msgwatch.lab.loopback`: real
-dnsmasq, nginx and coturn on 127.x addresses, some endpoints broken on purpose. The probe is the
-same one ``msgwatch run`` uses; only its configuration (catalogue, resolver, CA) points at the
-mini-Internet. The fence is set to loopback: nothing the demo does can leave the machine.
+``msgwatch demo`` runs the namespace lab's az-2017 scenario (:func:`msgwatch.cli.lab.lab_demo`);
+``--mini`` runs the lab's back-end without namespaces, :mod:`msgwatch.lab.loopback`: real dnsmasq,
+nginx and coturn on 127.x addresses, some endpoints broken on purpose. The probe is the same one
+``msgwatch run`` uses; only its configuration (catalogue, resolver, CA) points at the mini-Internet.
+The analysis judges its measurements and :mod:`msgwatch.lab.truth` compares the verdicts with the
+ground truth, as ``lab run`` does. The fence is set to loopback: nothing the demo does can leave
+the machine.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
 from msgwatch.catalogue import load_catalogue
-from msgwatch.cli.envelope import emit
-from msgwatch.cli.main import (
+from msgwatch.cli.common import (
     EXIT_ENVIRONMENT,
     EXIT_MISMATCH,
     EXIT_OUTPUT,
@@ -27,33 +28,13 @@ from msgwatch.cli.main import (
     parse_hostport,
     write_jsonl,
 )
-from msgwatch.cli.output import explain
+from msgwatch.cli.envelope import emit
 from msgwatch.cli.render import comparison_table
 from msgwatch.fence import FENCE_VARIABLE
+from msgwatch.lab import truth
 from msgwatch.probe.chains import ChainConfig
 from msgwatch.probe.runner import RunConfig
-
-
-def compare(expected: list[Any], verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per expectation: what the ground truth says and what the probe found."""
-    found = {(v["service"], v["function"]): v for v in verdicts}
-    rows = []
-    for e in expected:
-        v = found.get((e.service, e.function), {})
-        rows.append(
-            {
-                "service": e.service,
-                "function": e.function,
-                "expected": e.verdict,
-                "expected_mechanism": e.mechanism,
-                "verdict": v.get("verdict"),
-                "mechanism": v.get("mechanism"),
-                "evidence": v.get("evidence", []),
-                "match": v.get("verdict") == e.verdict and v.get("mechanism") == e.mechanism,
-                "why": e.why,
-            }
-        )
-    return rows
+from msgwatch.session.output import explain
 
 
 def run_demo(timeout: float, output: str | None, as_json: bool) -> None:
@@ -85,14 +66,14 @@ def run_demo(timeout: float, output: str | None, as_json: bool) -> None:
             expected = list(net.expected)
     except (RuntimeError, OSError) as exc:
         raise _err(str(exc), EXIT_ENVIRONMENT) from exc
-    path = output_path(output, prefix="msgwatch-demo")  # the --output rule: msgwatch.cli.output
+    path = output_path(output, prefix="msgwatch-demo")  # the --output rule: msgwatch.session.output
     try:
         write_jsonl(path, [r.measurement for r in results])
     except OSError as exc:
         where = explain(exc, "choose another --output")
         raise _err(f"cannot write {path}: {where}", EXIT_OUTPUT) from exc
-    rows = compare(expected, [v for r in results for v in r.verdicts])
-    matched = sum(1 for r in rows if r["match"])
+    rows = truth.against(expected, truth.judged(r.measurement for r in results))
+    matched = truth.matched(rows)
     status = 0 if matched == len(rows) else EXIT_MISMATCH
     if as_json:
         emit({"results": rows, "matched": matched, "total": len(rows), "output": str(path)},

@@ -9,7 +9,7 @@
 - The command's own keys follow at the top level (lists under a plural name: ``services``,
   ``scenarios``, ``labs``), so that a reader of an older version's keys keeps working.
 
-A failure prints the envelope too: ``_err`` (msgwatch.cli.main) calls :func:`emit_error` for the
+A failure prints the envelope too: ``_err`` (msgwatch.cli.common) calls :func:`emit_error` for the
 command in progress, and :class:`JsonGroup` does the same for usage errors (status 2) of a command
 given ``--json``. A scheduled ``run --every`` prints one envelope per run.
 """

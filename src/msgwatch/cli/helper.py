@@ -6,9 +6,35 @@ import sys
 
 import click
 
-from msgwatch.cli.main import EXIT_ENVIRONMENT, EXIT_USAGE, _err, cli, parse_hostport
+from msgwatch.cli.common import (
+    EXIT_ENVIRONMENT,
+    EXIT_USAGE,
+    LazyDefault,
+    _err,
+    log_level_option,
+    parse_hostport,
+    setting,
+)
 
-DEFAULT_PORTS = "443,596,3478-3481,4244,5242-5243,7985,7987,8801,10000,19302,40000,50001"
+
+def default_ports() -> str:
+    """The helper's default ports (:data:`msgwatch.wire.helper_api.CALL_PORTS`) as the options
+    write them: ``443,596,3478-3481,…``."""
+    from msgwatch.wire.helper_api import CALL_PORTS
+
+    runs: list[list[int]] = []
+    for port in sorted(set(CALL_PORTS)):
+        if runs and port == runs[-1][-1] + 1:
+            runs[-1].append(port)
+        else:
+            runs.append([port])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def default_control_port() -> int:
+    from msgwatch.wire.helper_api import CONTROL_PORT
+
+    return CONTROL_PORT
 
 
 def parse_ports(text: str) -> list[int]:
@@ -36,7 +62,7 @@ def _endpoints(values: tuple[str, ...], option: str) -> list[tuple[str, int]]:
         raise click.BadParameter(str(exc), param_hint=option) from exc
 
 
-@cli.group("helper")
+@click.group("helper")
 def helper_group() -> None:
     """The test helper: STUN, UDP/TCP echo with counters, and the control API."""
 
@@ -48,23 +74,23 @@ def helper_group() -> None:
     metavar="ADDR",
     help="Address to bind (repeat; default 0.0.0.0 and ::).",
 )
-@click.option(
+@setting(
     "--control-port",
+    cls=LazyDefault,
     type=click.IntRange(0, 65535),
-    default=8765,
-    show_default=True,
+    default=default_control_port,
     help="Control API port on every --listen address (0: none).",
 )
-@click.option(
+@setting(
     "--udp-ports",
-    default=DEFAULT_PORTS,
-    show_default=True,
+    cls=LazyDefault,
+    default=default_ports,
     help="UDP echo/STUN ports on every --listen address (commas, ranges).",
 )
-@click.option(
+@setting(
     "--tcp-ports",
-    default=DEFAULT_PORTS,
-    show_default=True,
+    cls=LazyDefault,
+    default=default_ports,
     help="TCP echo ports on every --listen address (commas, ranges).",
 )
 @click.option("--udp-listen", multiple=True, metavar="ADDR:PORT", help="One more UDP socket.")
@@ -88,11 +114,10 @@ def helper_group() -> None:
     metavar="PREFIX",
     help="Lab mode: measure only these prefixes (repeat).",
 )
-@click.option(
+@setting(
     "--budget-bytes",
     type=click.IntRange(1000),
     default=50_000_000,
-    show_default=True,
     help="Bytes a minute echoed to one client (UDP and TCP).",
 )
 @click.option(
@@ -100,25 +125,22 @@ def helper_group() -> None:
     type=click.IntRange(1000),
     help="Bytes a minute echoed to everyone (default 20 × --budget-bytes).",
 )
-@click.option(
+@setting(
     "--rate-pps",
     type=click.IntRange(1),
     default=2000,
-    show_default=True,
     help="UDP datagrams a second answered to one client.",
 )
-@click.option(
+@setting(
     "--measure-per-minute",
     type=click.IntRange(1, 10_000),
     default=10,
-    show_default=True,
     help="/v1/measure calls a minute per client.",
 )
-@click.option(
+@setting(
     "--send-per-minute",
     type=click.IntRange(1, 10_000),
     default=120,
-    show_default=True,
     help="/v1/udp/send calls (downstream replays) a minute per client.",
 )
 @click.option(
@@ -131,12 +153,7 @@ def helper_group() -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="CAs the tls/https steps trust (default: the system's).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning"]),
-    default="info",
-    show_default=True,
-)
+@log_level_option("debug", "info", "warning")
 def serve_command(
     listen: tuple[str, ...], control_port: int, udp_ports: str, tcp_ports: str,
     udp_listen: tuple[str, ...], tcp_listen: tuple[str, ...], mtproto_listen: tuple[str, ...],

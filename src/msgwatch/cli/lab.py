@@ -1,4 +1,7 @@
-"""``msgwatch lab ...`` and ``msgwatch demo``: the censorship lab from the command line."""
+"""``msgwatch lab ...`` and ``msgwatch demo``: the censorship lab from the command line.
+
+``demo`` runs the lab's az-2017 scenario (:func:`lab_demo`), or with ``--mini`` the loopback
+mini-Internet (:mod:`msgwatch.cli.demo`)."""
 
 from __future__ import annotations
 
@@ -12,19 +15,20 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from msgwatch.cli.envelope import emit
-from msgwatch.cli.main import (
+from msgwatch.cli.common import (
     EXIT_ENVIRONMENT,
     EXIT_MISMATCH,
     EXIT_OUTPUT,
     EXIT_USAGE,
     OUTPUT_HELP,
     _err,
-    cli,
+    json_option,
 )
-from msgwatch.cli.names import complete_scenarios, did_you_mean, scenario_names
+from msgwatch.cli.envelope import emit
+from msgwatch.cli.names import complete_scenarios, scenario_names
 from msgwatch.cli.render import comparison_table
 from msgwatch.report.tables import Column, FitTable
+from msgwatch.session.errors import did_you_mean
 
 if TYPE_CHECKING:  # the lab is imported by the commands that use it (`msgwatch --help` stays fast)
     from msgwatch.lab.scenario import Scenario
@@ -58,19 +62,24 @@ def run_and_report(
     scenario: Scenario, output: str | None, as_json: bool, work_dir: str | None = None
 ) -> dict[str, Any]:
     """``lab run``: the scenario end to end. What one would publish goes where ``--output`` says
-    (msgwatch.cli.output: the measurements of every phase and ISP in one JSONL file, the HTML
+    (msgwatch.session.output: the measurements of every phase and ISP in one JSONL file, the HTML
     report beside it); the run's internals (each lab probe's state and spool, the rulesets, an
     observatory's collector: msgwatch.lab.run's ``internal/``) go to ``work_dir``, else to a
     private temporary directory that is removed when the run succeeds and kept, and named, when
     it fails."""
     import shutil
 
-    from msgwatch.cli.main import output_path
-    from msgwatch.cli.output import explain, report_path, write_jsonl, write_private
     from msgwatch.fence import FENCE_VARIABLE
     from msgwatch.lab.run import run_scenario
     from msgwatch.lab.topology import LabError
     from msgwatch.report.html import scenario_report
+    from msgwatch.session.output import (
+        explain,
+        output_path,
+        report_path,
+        write_jsonl,
+        write_private,
+    )
 
     _need_root()
     os.environ.setdefault(FENCE_VARIABLE, LAB_FENCE)
@@ -98,7 +107,24 @@ def run_and_report(
     return summary
 
 
-@cli.group("lab")
+@click.command("demo")
+@click.option("--mini", is_flag=True, help="The loopback mini-Internet instead of the lab.")
+@click.option("--timeout", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
+              help="With --mini: the probe's deadline.")  # fmt: skip
+@click.option("--output", type=click.Path(), help=OUTPUT_HELP)
+@json_option()
+def demo_command(mini: bool, timeout: float, output: str | None, as_json: bool) -> None:
+    """The censorship lab's az-2017 scenario: calls abroad blocked, text working; every verdict
+    against the ground truth, and an HTML report. ``--mini``: a loopback Internet, no namespaces."""
+    if mini:
+        from msgwatch.cli.demo import run_demo
+
+        run_demo(timeout=timeout, output=output, as_json=as_json)
+        return
+    lab_demo(output, as_json)
+
+
+@click.group("lab")
 def lab_group() -> None:
     """The censorship lab: an emulated Internet of network namespaces with known censorship."""
 

@@ -1,4 +1,5 @@
-"""Service and scenario names on the command line: "did you mean" and shell completion.
+"""Service and scenario names on the command line: shell completion ("did you mean" is
+:func:`msgwatch.session.errors.did_you_mean`).
 
 Completion is click's (``shell_complete``): enable it with
 ``eval "$(_MSGWATCH_COMPLETE=bash_source msgwatch)"`` (``zsh_source``, ``fish_source``). It
@@ -12,23 +13,8 @@ only inside the functions that need them (``msgwatch --help`` stays fast).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import click
 from click.shell_completion import CompletionItem
-
-
-def did_you_mean(wrong: Iterable[str], known: Iterable[str]) -> str:
-    """`` (did you mean whatsapp?)`` for the closest known names, or ``""``."""
-    import difflib
-
-    choices = sorted(set(known))
-    guesses: list[str] = []
-    for name in wrong:
-        for guess in difflib.get_close_matches(name, choices, n=1, cutoff=0.6):
-            if guess not in guesses:
-                guesses.append(guess)
-    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 def service_ids(catalogue_path: str | None = None) -> list[str]:

@@ -1,6 +1,6 @@
 """``msgwatch spool status`` and ``msgwatch submit``: the spool seen from the command line.
 
-Exit status, besides the common ones (docs in msgwatch.cli.main):
+Exit status, besides the common ones (docs in msgwatch.cli.main, numbers in msgwatch.cli.common):
 
     0  ``submit``: every pending measurement was acknowledged or rejected
     2  ``submit``: no collector given (--collector or $MSGWATCH_COLLECTORS)
@@ -17,16 +17,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from msgwatch.cli.envelope import emit
-from msgwatch.cli.main import EXIT_OUTPUT, EXIT_USAGE, _err, cli
-from msgwatch.cli.output import explain
-
-EXIT_PENDING = 6
-
-_STATE_DIR_HELP = (
-    "State directory (default: $MSGWATCH_STATE_DIR, else /var/lib/msgwatch for root, "
-    "~/.local/state/msgwatch for others)."
+from msgwatch.cli.common import (
+    EXIT_OUTPUT,
+    EXIT_PENDING,
+    EXIT_USAGE,
+    _err,
+    collector_option,
+    collector_trust_options,
+    fail,
+    json_option,
+    state_dir_option,
 )
+from msgwatch.cli.envelope import emit
+from msgwatch.session.output import explain
 
 
 @click.group("spool")
@@ -35,8 +38,8 @@ def spool_group() -> None:
 
 
 @spool_group.command("status")
-@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@state_dir_option()
+@json_option()
 def spool_status(state_dir: str | None, as_json: bool) -> None:
     """Pending measurements (count, bytes, oldest, attempts, last error), the last submission,
     submitted and rejected counts, and the probe id. Reads only."""
@@ -88,15 +91,12 @@ def _describe(last: dict[str, Any]) -> str:
 
 
 @click.command("submit")
-@click.option("--collector", "collectors", multiple=True, metavar="URL",
-              help="Collector URL (repeatable, tried in order; default: $MSGWATCH_COLLECTORS, "
-                   "comma-separated).")  # fmt: skip
-@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
-@click.option("--collector-ca", type=click.Path(exists=True, dir_okay=False),
-              help="Trust only these CAs (PEM) for https:// collectors.")  # fmt: skip
-@click.option("--collector-token-file", type=click.Path(dir_okay=False),
-              help="A file whose first line is the collector's bearer token.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@collector_option(
+    "Collector URL (repeatable, tried in order; default: $MSGWATCH_COLLECTORS, comma-separated)."
+)
+@state_dir_option()
+@collector_trust_options
+@json_option()
 def submit_command(
     collectors: tuple[str, ...],
     state_dir: str | None,
@@ -105,27 +105,24 @@ def submit_command(
     as_json: bool,
 ) -> None:
     """Send the spool's pending measurements to the collectors now."""
+    from msgwatch.session.errors import SessionError
+    from msgwatch.session.run import submission_to
     from msgwatch.session.schedule import Stopper
-    from msgwatch.spool.client import Client
     from msgwatch.spool.spool import Spool, resolve_state_dir
-    from msgwatch.spool.submit import collector_urls, read_token, submit
+    from msgwatch.spool.submit import submit
 
     try:
-        urls = collector_urls(collectors)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--collector") from exc
-    if not urls:
+        to = submission_to(collectors, collector_ca, collector_token_file)
+    except SessionError as exc:
+        raise fail(exc) from exc
+    if to is None:
         raise _err("no collector: pass --collector URL or set MSGWATCH_COLLECTORS", EXIT_USAGE)
-    try:
-        token = read_token(collector_token_file) if collector_token_file else None
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--collector-token-file") from exc
     spool = Spool(resolve_state_dir(state_dir))
     stopper = Stopper()
     try:
         with stopper.installed():
             summary = submit(
-                spool, urls, client=Client(ca_file=collector_ca), token=token, sleep=stopper.wait
+                spool, to.collectors, client=to.client, token=to.token, sleep=stopper.wait
             )
     except OSError as exc:
         problem = explain(exc, "name another with --state-dir")
@@ -148,13 +145,3 @@ def submit_command(
             )
     if not summary.ok:
         raise click.exceptions.Exit(EXIT_PENDING)
-
-
-def _register() -> None:
-    # In a function, not as decorators: main.py imports this module at its end (an import cycle),
-    # and mypy can defer a function body until it knows the type of ``cli``.
-    cli.add_command(spool_group)
-    cli.add_command(submit_command)
-
-
-_register()

@@ -1,6 +1,6 @@
 """The submissions: what the routes share, the two submission handlers, and the fast path.
 
-Both ways into a submission — FastAPI's routes (``app.py``) and :class:`FastSubmissions` — call
+Both ways into a submission — FastAPI's routes (``routes/``) and :class:`FastSubmissions` — call
 :func:`add_measurement` and :func:`submit_batch` with the request's headers, a body reader and the
 client's address, so they cannot answer differently.
 
@@ -281,7 +281,7 @@ class FastSubmissions:
     ) -> None:
         self.app = app
         self.collector = collector
-        self.all_routes = routes  # the application's (complete once it serves)
+        self.all_routes = routes  # the routers' (complete once the application serves)
         self.routes: dict[str, BaseRoute] = {}
 
     def _route(self, template: str) -> BaseRoute | None:

@@ -2,7 +2,7 @@
 
 Everything here is pure: bytes (and the submitting client's address, and ``now`` where a time is
 needed) in, a clean value or a :class:`Rejection` out. No I/O, no clock, no framework. The HTTP layer
-(``app.py``) reads the body, calls one of the ``parse_*`` functions and hands the result to the store.
+(``routes/``) reads the body, calls one of the ``parse_*`` functions and hands the result to the store.
 
 Rules, in the order they are applied to a body:
 
@@ -30,6 +30,8 @@ Rules, in the order they are applied to a body:
    ``YYYY-MM-DD HH:MM:SS`` (a real calendar time: :data:`TIME_PATTERN`, the one in
    ``/openapi.json``), a ``probe_cc`` that is not two ASCII letters
    becomes ``ZZ`` (letters are upper-cased), a present ``probe_ip`` becomes ``127.0.0.1``.
+7. **Format** — a measurement of one of msgwatch's own tests (``msgwatch_service``, ...) must
+   pass ``msgwatch.measurement.validate`` (``invalid_measurement``); OONI's tests are not checked.
 
 A :class:`Rejection` carries one of the stable reason codes of the doc and the HTTP status that goes
 with it; the rejection counter is labelled with the code.
@@ -49,6 +51,9 @@ from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from msgwatch.measurement.registry import spec_for
+from msgwatch.measurement.validate import validate
 
 MAX_MEASUREMENT_BYTES: Final = 4 * 1024 * 1024
 MAX_BATCH_BYTES: Final = 32 * 1024 * 1024
@@ -80,6 +85,7 @@ STATUS: Final[dict[str, int]] = {
     "bad_type": 400,
     "bad_asn": 400,
     "bad_time": 400,
+    "invalid_measurement": 400,
     "bad_report_id": 400,
     "unsupported_format": 400,
     "bad_idempotency_key": 400,
@@ -323,8 +329,24 @@ def normalise_measurement(
     value["probe_cc"] = normalise_cc(value["probe_cc"])
     if "probe_ip" in value:
         value["probe_ip"] = SCRUBBED_IP
+    check_own_format(value)
     clean: dict[str, Any] = value
     return clean
+
+
+def check_own_format(value: dict[str, Any]) -> None:
+    """msgwatch's own tests (``msgwatch_*``, in the measurement registry) must follow their format
+    (``msgwatch.measurement.validate``); OONI's tests are OONI's to define and are not checked."""
+    spec = spec_for(value["test_name"])
+    if spec is None or spec.test_version is None:
+        return
+    problems = validate(value)
+    if problems:
+        shown = "; ".join(problems[:3])
+        raise Rejection(
+            "invalid_measurement",
+            f"{len(problems)} problem(s) with the {spec.test_name} format: {shown}",
+        )
 
 
 def parse_measurement(raw: bytes, client: str | None = None) -> dict[str, Any]:
@@ -499,7 +521,6 @@ QUERY_PARAMETERS: Final = frozenset(
     (
         "service",
         "function",
-        "verdict",
         "probe_asn",
         "probe_cc",
         "test_name",
@@ -598,6 +619,7 @@ ReasonCode = Literal[
     "bad_type",
     "bad_asn",
     "bad_time",
+    "invalid_measurement",
     "bad_report_id",
     "unsupported_format",
     "bad_idempotency_key",
@@ -729,13 +751,6 @@ class BatchResponse(BaseModel):
     results: list[BatchStored | BatchRejected]
 
 
-class Verdict(BaseModel):
-    service: str
-    function: str
-    verdict: str
-    mechanism: str | None = None
-
-
 class Summary(BaseModel):
     measurement_uid: str
     report_id: str | None
@@ -746,7 +761,8 @@ class Summary(BaseModel):
     test_name: str
     software_name: str
     input: Any = None
-    verdicts: list[Verdict]
+    service: str | None
+    functions: list[str]
 
 
 class MeasurementsPage(BaseModel):

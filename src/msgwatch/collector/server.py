@@ -33,7 +33,7 @@ Choices, each for a reason:
      (``--graceful-seconds``, default 10; uvicorn takes whole seconds, so it is rounded up, and 0
      waits for nothing). A client that trickles its body would otherwise hold the process for the
      body timeout (30 s, ``handlers.py``): the bound wins;
-  3. at the bound uvicorn cancels what still runs; ``app.CutShort`` answers each such request
+  3. at the bound uvicorn cancels what still runs; ``cutshort.CutShort`` answers each such request
      503 ``storage_unavailable`` in JSON (nothing acknowledged; a retry with the same key stores
      it once — a cancelled waiter whose group was already being written is stored, unacknowledged,
      and its retry answers ``duplicate``);

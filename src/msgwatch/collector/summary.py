@@ -1,43 +1,25 @@
-"""What the index keeps of a measurement: its summary columns and its verdict rows.
+"""What the index keeps of a measurement: its envelope, as summary columns and what it measured.
 
 The read API lists measurements as summaries (docs/design/002-collector.md, "Summary"); the index
 holds exactly what a summary needs, so a page of results never touches the archive. This module is
-pure: a measurement (already validated and normalised by ``collector/models.py``) in, rows out. It
+pure: a measurement (already validated and normalised by ``collector/models.py``) in, a row out. It
 never raises on odd input, because recovery also runs it over whatever the archive holds.
 
-Verdicts:
+The index keeps the envelope and never a verdict: verdicts are recomputed by the analysis
+(:mod:`msgwatch.analysis`), not trusted from the probe, so ``test_keys.msgwatch_verdicts`` is not
+read here, and OONI's own judgement (:mod:`msgwatch.analysis.ooni`) is not indexed either. What a
+measurement measured is part of its envelope:
 
-- msgwatch's measurements carry their own: ``test_keys.msgwatch_verdicts``, a list of
-  ``{"service", "function", "verdict", "mechanism", ...}``; only those four keys are indexed, and
-  only for an entry in msgwatch's vocabulary: ``verdict`` one of :data:`INDEXED_VERDICTS` (the
-  probe's ``Verdict``), ``function`` one of :data:`INDEXED_FUNCTIONS` (the catalogue's), ``service``
-  a catalogue id (:data:`SERVICE_PATTERN`). Other entries stay in the archive, unindexed.
-- OONI's messenger tests are derived from OONI's own keys, with the service named as msgwatch names
-  it (``whatsapp``, ``telegram``, ``signal``, ``facebook_messenger``). A status ``"ok"`` is ``ok``,
-  ``"blocked"`` is ``blocked``; a boolean ``*_blocking`` is ``blocked`` when true and ``ok`` when
-  false; anything else (``null``, a key missing: the test could not tell) gives no verdict. The
-  mechanism is OONI's failure string for the function when it has one (``ssl_invalid_hostname``),
-  else the name of OONI's key that said "blocked" (``telegram_tcp_blocking``), else ``None``:
-
-  ======================  ============  ==============================================================
-  test                    function      OONI keys
-  ======================  ============  ==============================================================
-  ``whatsapp``            text          ``whatsapp_endpoints_status``
-  ``whatsapp``            web           ``whatsapp_web_status``, ``whatsapp_web_failure``
-  ``whatsapp``            registration  ``registration_server_status``, ``registration_server_failure``
-  ``telegram``            text          ``telegram_tcp_blocking``, ``telegram_http_blocking``
-  ``telegram``            web           ``telegram_web_status``, ``telegram_web_failure``
-  ``signal``              text          ``signal_backend_status``, ``signal_backend_failure``
-  ``facebook_messenger``  text          ``facebook_tcp_blocking``, ``facebook_dns_blocking``
-  ======================  ============  ==============================================================
-
-- Any other measurement has no verdicts.
-
-**Bounded** (issue 9: ten 3.8 MB measurements of nothing but verdict entries grew the index to
-147 MB): at most :data:`MAX_VERDICTS` rows per measurement, the first ones, each of at most
-~300 bytes of text. A probe writes one verdict per function of one service (six functions), so the
-bound never cuts a real measurement; the archive keeps the measurement whole, and
-``GET /api/v1/measurements/{uid}`` serves it as stored.
+- ``service``: a catalogue id (:data:`SERVICE_PATTERN`). For msgwatch's test (``test_name``
+  ``msgwatch_service``), ``test_keys.msgwatch_service``, else its ``input``; for OONI's messenger
+  tests, the test's name (``whatsapp``, ``telegram``, ``signal``, ``facebook_messenger``:
+  :data:`msgwatch.analysis.ooni.TESTS`); ``None`` for any other measurement.
+- ``functions``: the functions it measured, each once, in its order, only those of msgwatch's
+  vocabulary (:data:`INDEXED_FUNCTIONS`): the ``function`` of each entry of
+  ``test_keys.msgwatch_functions``; for an OONI messenger test, the functions that test covers
+  (:func:`msgwatch.analysis.ooni.functions`). So at most six, however long the measurement's list
+  (issue 9: ten 3.8 MB measurements of repeated entries once grew the index to 147 MB). The archive
+  keeps the measurement whole, and ``GET /api/v1/measurements/{uid}`` serves it as stored.
 
 Text that goes into the index is made safe for both back-ends: NUL characters and unpaired
 surrogates are replaced (PostgreSQL refuses the first, UTF-8 cannot encode the second) and long
@@ -50,44 +32,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final
 
 import orjson
+
+from msgwatch.analysis import ooni
+from msgwatch.measurement import vocab
+from msgwatch.measurement.envelope import TEST_NAME
 
 #: Cuts of indexed text, in characters.
 SHORT_TEXT = 128
 LONG_TEXT = 2048
 
-MESSENGER_TESTS = ("whatsapp", "telegram", "signal", "facebook_messenger")
-MAX_VERDICTS: Final = 32
-"""Verdict rows indexed per measurement, at most (the first ones)."""
-VerdictName = Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
-"""``msgwatch.analysis.verdicts.rules.Verdict`` (a test checks they agree; not imported, so the collector
-does not load the probe's rule engine)."""
-FunctionName = Literal["text", "voice", "video", "media", "web", "registration"]
-"""``msgwatch.catalogue.FUNCTIONS`` (a test checks they agree)."""
-INDEXED_VERDICTS: Final = get_args(VerdictName)
-INDEXED_FUNCTIONS: Final = get_args(FunctionName)
+FunctionName = vocab.Function
+"""The catalogue's functions, as the format names them (a test checks they agree)."""
+INDEXED_FUNCTIONS: Final = vocab.FUNCTIONS
 SERVICE_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 """A catalogue id (``msgwatch.catalogue.schema.Slug``)."""
-_VERDICTS = frozenset(INDEXED_VERDICTS)
 _FUNCTIONS = frozenset(INDEXED_FUNCTIONS)
-
-
-@dataclass(frozen=True)
-class VerdictRow:
-    service: str
-    function: str
-    verdict: str
-    mechanism: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "function": self.function,
-            "verdict": self.verdict,
-            "mechanism": self.mechanism,
-        }
 
 
 @dataclass(frozen=True)
@@ -102,7 +64,10 @@ class SummaryRow:
     software_name: str
     input_json: str | None
     """``input`` as JSON text (``None`` when the measurement has none)."""
-    verdicts: tuple[VerdictRow, ...]
+    service: str | None = None
+    """The catalogue id of the service it measured (``None``: none that the index knows)."""
+    functions: tuple[str, ...] = ()
+    """The functions it measured, each once, in its order."""
 
 
 def clean_text(value: object, limit: int = SHORT_TEXT) -> str:
@@ -150,108 +115,38 @@ def summarise(measurement: Mapping[str, Any], report_id: str | None = None) -> S
         test_name=clean_text(measurement.get("test_name")),
         software_name=clean_text(measurement.get("software_name")),
         input_json=input_json(measurement.get("input")),
-        verdicts=tuple(verdicts_of(measurement)),
+        service=service_of(measurement),
+        functions=functions_of(measurement),
     )
 
 
-def verdicts_of(measurement: Mapping[str, Any]) -> list[VerdictRow]:
-    """The verdict rows of a measurement (see the module's docstring); ``[]`` when it has none."""
-    test_keys = measurement.get("test_keys")
-    if not isinstance(test_keys, Mapping):
-        return []
-    own = test_keys.get("msgwatch_verdicts")
-    if isinstance(own, list):
-        return _msgwatch_verdicts(own)
+def service_of(measurement: Mapping[str, Any]) -> str | None:
+    """The catalogue id of the service ``measurement`` measured (see the module's docstring)."""
     test_name = measurement.get("test_name")
-    if test_name == "whatsapp":
-        return _whatsapp(test_keys)
-    if test_name == "telegram":
-        return _telegram(test_keys)
-    if test_name == "signal":
-        return _signal(test_keys)
-    if test_name == "facebook_messenger":
-        return _facebook_messenger(test_keys)
-    return []
+    if isinstance(test_name, str) and test_name in ooni.TESTS:
+        return test_name
+    if test_name != TEST_NAME:
+        return None
+    keys = measurement.get("test_keys")
+    named = keys.get(vocab.SERVICE) if isinstance(keys, Mapping) else None
+    for candidate in (named, measurement.get("input")):
+        if isinstance(candidate, str) and SERVICE_PATTERN.fullmatch(candidate) is not None:
+            return candidate
+    return None
 
 
-def _msgwatch_verdicts(entries: list[Any]) -> list[VerdictRow]:
-    rows: list[VerdictRow] = []
-    for entry in entries:
-        if len(rows) == MAX_VERDICTS:
-            break
-        if not isinstance(entry, Mapping):
-            continue
-        service, function, verdict = (entry.get(k) for k in ("service", "function", "verdict"))
-        if not (
-            verdict in _VERDICTS
-            and function in _FUNCTIONS
-            and isinstance(service, str)
-            and SERVICE_PATTERN.fullmatch(service) is not None
-        ):
-            continue
-        mechanism = entry.get("mechanism")
-        rows.append(
-            VerdictRow(
-                service,
-                str(function),
-                str(verdict),
-                clean_text(mechanism) if isinstance(mechanism, str) else None,
-            )
-        )
-    return rows
-
-
-def _from_status(
-    service: str, function: str, keys: Mapping[str, Any], status_key: str, failure_key: str | None
-) -> list[VerdictRow]:
-    status = keys.get(status_key)
-    if status == "ok":
-        return [VerdictRow(service, function, "ok", None)]
-    if status == "blocked":
-        failure = keys.get(failure_key) if failure_key else None
-        mechanism = clean_text(failure) if isinstance(failure, str) and failure else None
-        return [VerdictRow(service, function, "blocked", mechanism)]
-    return []
-
-
-def _from_flags(
-    service: str, function: str, keys: Mapping[str, Any], flag_keys: tuple[str, ...]
-) -> list[VerdictRow]:
-    flags = [(name, keys.get(name)) for name in flag_keys]
-    for name, value in flags:
-        if value is True:
-            return [VerdictRow(service, function, "blocked", name)]
-    if any(value is False for _, value in flags):
-        return [VerdictRow(service, function, "ok", None)]
-    return []
-
-
-def _whatsapp(keys: Mapping[str, Any]) -> list[VerdictRow]:
-    return [
-        *_from_status("whatsapp", "text", keys, "whatsapp_endpoints_status", None),
-        *_from_status("whatsapp", "web", keys, "whatsapp_web_status", "whatsapp_web_failure"),
-        *_from_status(
-            "whatsapp",
-            "registration",
-            keys,
-            "registration_server_status",
-            "registration_server_failure",
-        ),
-    ]
-
-
-def _telegram(keys: Mapping[str, Any]) -> list[VerdictRow]:
-    return [
-        *_from_flags("telegram", "text", keys, ("telegram_tcp_blocking", "telegram_http_blocking")),
-        *_from_status("telegram", "web", keys, "telegram_web_status", "telegram_web_failure"),
-    ]
-
-
-def _signal(keys: Mapping[str, Any]) -> list[VerdictRow]:
-    return _from_status("signal", "text", keys, "signal_backend_status", "signal_backend_failure")
-
-
-def _facebook_messenger(keys: Mapping[str, Any]) -> list[VerdictRow]:
-    return _from_flags(
-        "facebook_messenger", "text", keys, ("facebook_tcp_blocking", "facebook_dns_blocking")
-    )
+def functions_of(measurement: Mapping[str, Any]) -> tuple[str, ...]:
+    """The functions ``measurement`` measured, each once, in its order (at most six)."""
+    test_name = measurement.get("test_name")
+    if isinstance(test_name, str) and test_name in ooni.TESTS:
+        return ooni.functions(test_name)
+    keys = measurement.get("test_keys")
+    entries = keys.get(vocab.FUNCTIONS_KEY) if isinstance(keys, Mapping) else None
+    found: dict[str, None] = {}
+    for entry in entries if isinstance(entries, list) else ():
+        name = entry.get("function") if isinstance(entry, Mapping) else None
+        if isinstance(name, str) and name in _FUNCTIONS:
+            found[name] = None
+            if len(found) == len(_FUNCTIONS):
+                break
+    return tuple(found)

@@ -1,6 +1,7 @@
 """The control API: HTTP/1.1 + JSON on the control port, with h11 as the protocol engine.
 
-Routes (every response is JSON; see ``docs/helper.md`` for the shapes):
+Routes (every response is JSON; the shapes are the wire contract's,
+:mod:`msgwatch.wire.helper_api`, and ``docs/helper.md`` shows them):
 
 ==========================  ===========================================================================
 ``GET /v1/health``          status, version, mode, allowed prefixes, listeners, counters
@@ -42,7 +43,7 @@ import json
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,11 +52,12 @@ from pydantic import ValidationError
 
 from msgwatch import __version__
 from msgwatch.helper.conns import Slots, client_of, close
-from msgwatch.helper.downstream import Downstream, SendRefused, SendRequest
+from msgwatch.helper.downstream import Downstream, SendModel, SendRefused
 from msgwatch.helper.flows import FlowTable
 from msgwatch.helper.limits import CallLimits
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.measure import MeasureConfig, measure, parse_request
+from msgwatch.wire import helper_api as api
 
 MAX_HEADERS = 16 * 1024
 MAX_BODY = 64 * 1024
@@ -79,7 +81,7 @@ class ControlSettings:
 @dataclass
 class Response:
     status: int
-    body: dict[str, Any]
+    body: Mapping[str, Any]
     headers: list[tuple[str, str]] = field(default_factory=list)
     close: bool = False
 
@@ -250,10 +252,10 @@ class ControlAPI:
         target = request.target.decode("ascii", errors="replace")
         path, _, query = target.partition("?")
         method = request.method.decode("ascii", errors="replace")
-        routes = {"/v1/health": ("GET", "health"), "/v1/udp/flows": ("GET", "flows"),
-                  "/v1/measure": ("POST", "measure")}  # fmt: skip
+        routes = {api.HEALTH_PATH: ("GET", "health"), api.FLOWS_PATH: ("GET", "flows"),
+                  api.MEASURE_PATH: ("POST", "measure")}  # fmt: skip
         if self.downstream is not None:
-            routes["/v1/udp/send"] = ("POST", "send")
+            routes[api.SEND_PATH] = ("POST", "send")
         if path not in routes:
             return error(404, "not_found")
         allowed, kind = routes[path]
@@ -276,13 +278,14 @@ class ControlAPI:
             fields = urllib.parse.parse_qs(query, strict_parsing=True, max_num_fields=8)
         except ValueError:
             return error(400, "bad_query", "expected client_port=P&local_port=Q")
-        ports: dict[str, int] = {}
-        for name in ("client_port", "local_port"):
+        ports: list[int] = []
+        for name in api.FLOW_QUERY:
             values = fields.get(name, [])
-            if len(values) != 1 or not values[0].isdigit() or not 0 < int(values[0]) < 65536:
-                return error(400, "bad_query", f"{name} must be one port number (1-65535)")
-            ports[name] = int(values[0])
-        key = (client, ports["client_port"], ports["local_port"])
+            if len(values) != 1 or not values[0].isdigit() or not _port(int(values[0])):
+                detail = f"{name} must be one port number ({api.MIN_PORT}-{api.MAX_PORT})"
+                return error(400, "bad_query", detail)
+            ports.append(int(values[0]))
+        key = (client, ports[0], ports[1])
         view = self.flows.view(key, self.clock(), self.wall())
         if view is None:
             return error(404, "no_such_flow", "no datagram from you with that port lately")
@@ -295,7 +298,7 @@ class ControlAPI:
         except (ValueError, RecursionError):
             return error(400, "bad_json", "the body is not JSON")
         try:
-            request = SendRequest.model_validate(data)
+            request = SendModel.model_validate(data).request()
         except ValidationError as exc:
             return error(400, "bad_request", _problems(exc))
         try:
@@ -335,6 +338,10 @@ def _problems(exc: ValidationError) -> str:
         f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
         for e in exc.errors(include_url=False, include_input=False)[:5]
     )
+
+
+def _port(number: int) -> bool:
+    return api.MIN_PORT <= number <= api.MAX_PORT
 
 
 def _header(request: h11.Request, name: bytes) -> bytes | None:

@@ -3,9 +3,11 @@
 Every other UDP flow to the helper is an echo, so the way back only ever carries what survived the
 way up: a classifier or a policer that acts on server→client call traffic alone is never tested
 with a full-rate call coming down. ``POST /v1/udp/send`` (:mod:`msgwatch.helper.control`) asks the
-helper to play one schedule of :mod:`msgwatch.wire.calltraffic` (:func:`schedule`: the same
-profiles, markers, controls and random payloads as the probe's replays) to the client, which
-knows therefore exactly what to expect, and counts what arrives.
+helper to play one schedule of :mod:`msgwatch.wire.calltraffic`
+(:class:`~msgwatch.wire.helper_api.Schedule`: the same profiles, markers, controls and random
+payloads as the probe's replays) to the client, which knows therefore exactly what to expect, and
+counts what arrives. The request and its answer are the wire contract's
+(:class:`~msgwatch.wire.helper_api.SendRequest`, :class:`~msgwatch.wire.helper_api.SendAnswer`).
 
 A small request makes many bytes, so the helper would be an amplifier if it sent where it is told.
 It sends only:
@@ -31,7 +33,7 @@ scheduled (202, with the datagrams and bytes it will send): the first datagram l
 
 While a flow carries a send, what the helper receives on it is counted and not echoed
 (:mod:`msgwatch.helper.udp`), so the probe's pinholes never add to the count. The flow's view
-(``GET /v1/udp/flows``) then has an ``originated`` block (:data:`msgwatch.helper.flows.ORIGINATED`).
+(``GET /v1/udp/flows``) then has an ``originated`` block (:data:`msgwatch.wire.helper_api.ORIGINATED`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,25 +51,28 @@ from msgwatch.helper.flows import FlowKey
 from msgwatch.helper.logs import logger
 from msgwatch.helper.udp import UDPEndpoint, UDPService, normalize_ip
 from msgwatch.wire import calltraffic as C
-from msgwatch.wire.helper_api import MAX_SECONDS, schedule
+from msgwatch.wire import helper_api as api
+from msgwatch.wire.helper_api import MAX_SECONDS, SendAnswer, SendRequest
+
+Port = Annotated[int, Field(ge=api.MIN_PORT, le=api.MAX_PORT)]
 
 
-class SendRequest(BaseModel):
-    """The body of ``POST /v1/udp/send``."""
+class SendModel(BaseModel):
+    """The validation of a ``POST /v1/udp/send`` body: the contract's
+    :class:`~msgwatch.wire.helper_api.SendRequest`, its fields and bounds (unknown fields refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    client_port: int = Field(ge=1, le=65535)
-    """The probe's UDP port: the flow's source port, where the datagrams go."""
-    local_port: int = Field(ge=1, le=65535)
-    """The helper's UDP port the flow reached, where the datagrams come from."""
-    profile: Literal["voice", "video"]
-    variant: Literal["original", "control", "plain"]
-    """``original``: the profile with the marker; ``control``: every bit inverted;
-    ``plain``: random bytes of the same sizes and times."""
+    client_port: Port
+    local_port: Port
+    profile: api.Profile
+    variant: api.Variant
     seconds: float = Field(gt=0, le=MAX_SECONDS)
-    seed: int = Field(ge=0, le=2**32 - 1)
+    seed: int = Field(ge=0, le=api.MAX_SEED)
     marker: C.Marker | None = None
+
+    def request(self) -> SendRequest:
+        return SendRequest.from_dict(self.model_dump())
 
 
 class SendRefused(Exception):
@@ -111,12 +116,13 @@ class Downstream:
             return endpoints.get((local, port)) or endpoints.get((wildcard, port))
         return None
 
-    def start(self, client: str, local: str | None, request: SendRequest) -> dict[str, Any]:
+    def start(self, client: str, local: str | None, request: SendRequest) -> SendAnswer:
         """Schedule a send to ``client`` (the control connection's address) as the control
         connection reached the helper at ``local``; the 202 body, or :class:`SendRefused`."""
         now = self.clock()
         key = (client, request.client_port, request.local_port)
-        if request.seconds > self.settings.max_seconds:
+        plan = request.schedule
+        if plan.seconds > self.settings.max_seconds:
             raise SendRefused(400, "bad_request", f"seconds: at most {self.settings.max_seconds}")
         if request.client_port < 1024 or request.client_port in self.udp.own_ports:
             raise SendRefused(403, "source_port", "the helper never sends to that port")
@@ -133,8 +139,7 @@ class Downstream:
                               f"or {self.settings.per_client} are")  # fmt: skip
         if self.running >= self.settings.total:
             raise SendRefused(503, "busy", "too many sends at once")
-        packets = schedule(request.profile, request.variant, request.seconds, request.seed,
-                           request.marker)  # fmt: skip
+        packets = plan.packets()
         size = sum(len(p.payload) for p in packets)
         if self.udp.limits.available(client, now) < size:
             raise SendRefused(429, "over_budget", f"{size} bytes do not fit in your budget now")
@@ -145,10 +150,14 @@ class Downstream:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         logger.info("send: %s, %s %s, %d datagrams", self.udp.names.name(client),
-                    request.variant, request.profile, len(packets))  # fmt: skip
-        return {"client_port": request.client_port, "local_port": request.local_port,
-                "packets": len(packets), "bytes": size,
-                "seconds": round(packets[-1].offset if packets else 0.0, 3)}  # fmt: skip
+                    plan.variant, plan.profile, len(packets))  # fmt: skip
+        return SendAnswer(
+            client_port=request.client_port,
+            local_port=request.local_port,
+            packets=len(packets),
+            bytes=size,
+            seconds=round(packets[-1].offset if packets else 0.0, 3),
+        )
 
     async def _play(self, key: FlowKey, endpoint: UDPEndpoint, packets: list[C.Packet]) -> None:
         client, port, _ = key

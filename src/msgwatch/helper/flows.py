@@ -42,7 +42,8 @@ from __future__ import annotations
 from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+
+from msgwatch.wire.helper_api import DECLINED, ORIGINATED, FlowInterval, FlowView
 
 INTERVAL = 0.1
 EXPIRE = 120.0
@@ -55,16 +56,15 @@ FlowKey = tuple[str, int, int]
 
 RX_PACKETS, RX_BYTES, TX_PACKETS, TX_BYTES = range(4)
 
-DECLINED = ("over_limits", "send_buffer_full", "source_port", "own_reply")
-"""Why the helper answered nothing to a datagram it received, in the order of ``Flow.declined``
-(``own_reply``: the helper's own reply coming back, a loop: :mod:`msgwatch.helper.loops`)."""
-OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, OWN_REPLY = range(len(DECLINED))
-
-ORIGINATED = ("tx_packets", "tx_bytes", "over_limits", "send_buffer_full", "not_echoed")
-"""A downstream send's counts on its flow (``POST /v1/udp/send``, :mod:`msgwatch.helper.downstream`):
-datagrams and bytes the helper originated (also in ``tx``), the scheduled datagrams it withheld
-for its limits or a full send buffer, and the datagrams it received on the flow while sending and
-did not echo (also in ``rx``)."""
+OVER_LIMITS, SEND_BUFFER_FULL, SOURCE_PORT, OWN_REPLY = (
+    DECLINED.index(n) for n in ("over_limits", "send_buffer_full", "source_port", "own_reply")
+)
+"""Indices into ``Flow.declined`` (the reasons are the wire contract's :data:`DECLINED`;
+``own_reply``: the helper's own reply coming back, a loop: :mod:`msgwatch.helper.loops`).
+A downstream send's counts (``Flow.originated``) are in the order of :data:`ORIGINATED`
+(``POST /v1/udp/send``, :mod:`msgwatch.helper.downstream`): datagrams and bytes the helper
+originated (also in ``tx``), the scheduled datagrams it withheld for its limits or a full send
+buffer, and the datagrams it received on the flow while sending and did not echo (also in ``rx``)."""
 
 
 @dataclass
@@ -221,7 +221,7 @@ class FlowTable:
             gone += 1
         return gone
 
-    def view(self, key: FlowKey, now: float, wall_now: float) -> dict[str, Any] | None:
+    def view(self, key: FlowKey, now: float, wall_now: float) -> FlowView | None:
         """The flow as the control API returns it, or None when there is no such (live) flow.
 
         ``t`` of an interval is its start in seconds since ``first_seen``; ``first_seen`` and
@@ -233,31 +233,30 @@ class FlowTable:
             return None
         counts = flow.counts
         intervals = [
-            {
-                "t": round(number * INTERVAL, 3),
-                "rx_packets": counts[4 * i + RX_PACKETS],
-                "rx_bytes": counts[4 * i + RX_BYTES],
-                "tx_packets": counts[4 * i + TX_PACKETS],
-                "tx_bytes": counts[4 * i + TX_BYTES],
-            }
+            FlowInterval(
+                t=round(number * INTERVAL, 3),
+                rx_packets=counts[4 * i + RX_PACKETS],
+                rx_bytes=counts[4 * i + RX_BYTES],
+                tx_packets=counts[4 * i + TX_PACKETS],
+                tx_bytes=counts[4 * i + TX_BYTES],
+            )
             for i, number in enumerate(flow.index)
         ]
         totals = flow.totals
-        extra: dict[str, Any] = {}
-        if flow.originated is not None:
-            extra["originated"] = dict(zip(ORIGINATED, flow.originated, strict=True))
-        return {
-            "interval": INTERVAL,
-            "first_seen": round(wall_now - (now - flow.origin), 6),
-            "last_seen": round(wall_now - (now - flow.last), 6),
-            "intervals": intervals,
-            "totals": {
+        view = FlowView(
+            interval=INTERVAL,
+            first_seen=round(wall_now - (now - flow.origin), 6),
+            last_seen=round(wall_now - (now - flow.last), 6),
+            intervals=intervals,
+            totals={
                 "rx_packets": totals[RX_PACKETS],
                 "rx_bytes": totals[RX_BYTES],
                 "tx_packets": totals[TX_PACKETS],
                 "tx_bytes": totals[TX_BYTES],
             },
-            "declined": dict(zip(DECLINED, flow.declined, strict=True)),
-            "truncated": flow.trimmed > 0,
-            **extra,
-        }
+            declined=dict(zip(DECLINED, flow.declined, strict=True)),
+            truncated=flow.trimmed > 0,
+        )
+        if flow.originated is not None:
+            view["originated"] = dict(zip(ORIGINATED, flow.originated, strict=True))
+        return view

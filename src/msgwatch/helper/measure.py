@@ -55,15 +55,19 @@ from msgwatch import failures as F
 from msgwatch.helper.policy import NOT_ALLOWED, Policy
 from msgwatch.helper.redact import redact
 from msgwatch.steps.dns import resolve
-from msgwatch.steps.http import http_get
+from msgwatch.steps.http import Get, http_get
 from msgwatch.steps.net import TCPConn, endpoint, tcp_connect
 from msgwatch.steps.stun import stun_exchange
 from msgwatch.steps.tls import tls_handshake
 from msgwatch.steps.trace import Trace, TraceLimits
+from msgwatch.wire import helper_api as api
+from msgwatch.wire.helper_api import (
+    DEFAULT_MEASURE_TIMEOUT,
+    MAX_MEASURE_TIMEOUT,
+    MAX_STEPS,
+    MeasureAnswer,
+)
 
-MAX_STEPS = 32
-MAX_TIMEOUT = 15.0
-DEFAULT_TIMEOUT = 10.0
 MAX_ADDRESSES = 2
 """Addresses of a name tried, in order, until one connects (as the probe's chains do)."""
 TRACE_LIMITS = TraceLimits(max_records=1000, max_body=16 * 1024, max_raw=1024, max_certs=4)
@@ -73,21 +77,20 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0
                        r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$")  # fmt: skip
 _PATH = re.compile(r"^/[\x21-\x7e]{0,1023}$")
 
-Kind = Literal["dns", "tcp", "tls", "http", "stun", "turn"]
-
 
 class Step(BaseModel):
-    """One step of a ``/v1/measure`` request (unknown fields are refused)."""
+    """One step of a ``/v1/measure`` request (unknown fields are refused): the validation of the
+    contract's :class:`~msgwatch.wire.helper_api.MeasureStep`, field for field."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Kind
+    kind: api.StepKind
     host: str | None = None
     address: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     server_name: str | None = None
     path: str = "/"
-    scheme: Literal["http", "https"] = "http"
+    scheme: api.Scheme = "http"
     verify: bool = True
 
     @field_validator("host", "server_name")
@@ -133,10 +136,12 @@ class Step(BaseModel):
 
 
 class MeasureRequest(BaseModel):
+    """The validation of the contract's :class:`~msgwatch.wire.helper_api.MeasureRequest`."""
+
     model_config = ConfigDict(extra="forbid")
 
     steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS)]
-    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] = DEFAULT_TIMEOUT
+    timeout: Annotated[float, Field(gt=0, le=MAX_MEASURE_TIMEOUT)] = DEFAULT_MEASURE_TIMEOUT
 
 
 def parse_request(data: Any) -> MeasureRequest:
@@ -162,14 +167,26 @@ class _Refused(Exception):
         self.reason = reason
 
 
-async def measure(request: MeasureRequest, config: MeasureConfig) -> dict[str, Any]:
+async def measure(request: MeasureRequest, config: MeasureConfig) -> MeasureAnswer:
     """Run every step concurrently under one deadline; ``{"trace": ..., "results": [...]}``."""
     trace = Trace(limits=TRACE_LIMITS)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + request.timeout
     runs = [_run_step(trace, step, config, deadline) for step in request.steps]
     results = await asyncio.gather(*runs)
-    return redact({"trace": trace.test_keys(), "results": list(results)}, config.policy)
+    return redact(MeasureAnswer(trace=trace.test_keys(), results=list(results)), config.policy)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One step's run: where it records, its transaction, the helper's config, the deadline, and
+    the step's result (filled in as it goes)."""
+
+    trace: Trace
+    txid: int
+    config: MeasureConfig
+    deadline: float
+    result: dict[str, Any]
 
 
 async def _run_step(
@@ -178,7 +195,7 @@ async def _run_step(
     txid = trace.new_transaction()
     result: dict[str, Any] = {"kind": step.kind, "transaction_id": txid, "failure": None}
     try:
-        await _STEPS[step.kind](trace, txid, step, config, deadline, result)
+        await _STEPS[step.kind](_Run(trace, txid, config, deadline, result), step)
     except _Refused as refused:
         result.update(failure=NOT_ALLOWED, reason=refused.reason)
     except Exception as exc:  # a bug, not a network condition: reported, never fatal
@@ -192,78 +209,67 @@ def _check(config: MeasureConfig, ip: str, port: int) -> None:
         raise _Refused(reason)
 
 
-async def _targets(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> list[str]:  # fmt: skip
+async def _targets(run: _Run, step: Step) -> list[str]:
     """The addresses to use: the step's ``address``, or ``host`` resolved; each one allowed."""
     port = step.target_port()
     if step.address is not None:
-        _check(config, step.address, port)
+        _check(run.config, step.address, port)
         return [step.address]
     assert step.host is not None
-    found = await resolve(trace, txid, step.host, config.resolver, deadline, config.dns_linger)
-    result["addresses"] = found.addresses[:16]
+    found = await resolve(
+        run.trace, run.txid, step.host, run.config.resolver, run.deadline, run.config.dns_linger
+    )
+    run.result["addresses"] = found.addresses[:16]
     if found.failure is not None or not found.addresses:
-        result["failure"], result["failed_step"] = found.failure or F.DNS_NO_ANSWER, "dns"
+        run.result["failure"], run.result["failed_step"] = found.failure or F.DNS_NO_ANSWER, "dns"
         return []
-    allowed = [ip for ip in found.addresses if config.policy.allows(ip, port)]
+    allowed = [ip for ip in found.addresses if run.config.policy.allows(ip, port)]
     if not allowed:
-        reason = config.policy.reason(found.addresses[0], port)
+        reason = run.config.policy.reason(found.addresses[0], port)
         raise _Refused(reason or "outside_allowed_prefixes")
     return allowed
 
 
-async def _dns(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> None:  # fmt: skip
-    server = config.resolver
+async def _dns(run: _Run, step: Step) -> None:
+    server = run.config.resolver
     if step.address is not None:
         port = step.target_port()
-        _check(config, step.address, port)
+        _check(run.config, step.address, port)
         server = (step.address, port)
     assert step.host is not None
-    found = await resolve(trace, txid, step.host, server, deadline, config.dns_linger)
-    result.update(
+    found = await resolve(
+        run.trace, run.txid, step.host, server, run.deadline, run.config.dns_linger
+    )
+    run.result.update(
         addresses=found.addresses[:16],
         answers_seen=[a[:16] for a in found.answers_seen[:8]],
         failure=found.failure,
     )
 
 
-async def _connect(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> TCPConn | None:  # fmt: skip
-    addresses = await _targets(trace, txid, step, config, deadline, result)
+async def _connect(run: _Run, step: Step) -> TCPConn | None:
+    addresses = await _targets(run, step)
     port = step.target_port()
     failure = F.TIMEOUT
     for ip in addresses[:MAX_ADDRESSES]:
-        result["address"] = endpoint(ip, port)
+        run.result["address"] = endpoint(ip, port)
         try:
-            return await tcp_connect(trace, txid, ip, port, deadline)
+            return await tcp_connect(run.trace, run.txid, ip, port, run.deadline)
         except Exception as exc:
             failure = F.classify(exc)
     if addresses:
-        result["failure"], result["failed_step"] = failure, "tcp_connect"
+        run.result["failure"], run.result["failed_step"] = failure, "tcp_connect"
     return None
 
 
-async def _tcp(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> None:  # fmt: skip
-    conn = await _connect(trace, txid, step, config, deadline, result)
+async def _tcp(run: _Run, step: Step) -> None:
+    conn = await _connect(run, step)
     if conn is not None:
         conn.close()
 
 
-async def _tls_and_http(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> None:  # fmt: skip
-    conn = await _connect(trace, txid, step, config, deadline, result)
+async def _tls_and_http(run: _Run, step: Step) -> None:
+    conn = await _connect(run, step)
     if conn is None:
         return
     try:
@@ -273,46 +279,38 @@ async def _tls_and_http(
             offered = ("http/1.1",) if step.kind == "http" else ("h2", "http/1.1")
             try:
                 session = await tls_handshake(
-                    conn, step.server_name or step.host, deadline, ca_bundle=config.ca_bundle,
+                    conn, step.server_name or step.host, run.deadline, ca_bundle=run.config.ca_bundle,
                     verify=step.verify, alpn=offered,
                 )  # fmt: skip
             except Exception as exc:
-                result["failure"], result["failed_step"] = F.classify(exc), "tls_handshake"
+                run.result["failure"], run.result["failed_step"] = F.classify(exc), "tls_handshake"
                 return
             stream, alpn = session, session.alpn
-            result.update(tls_version=session.obj.version(), alpn=alpn)
+            run.result.update(tls_version=session.obj.version(), alpn=alpn)
         if step.kind == "http":
             host = step.host or conn.address.rsplit(":", 1)[0]
-            default = 443 if step.scheme == "https" else 80
-            port = step.target_port()
-            authority = host if port == default else f"{host}:{port}"
-            got = await http_get(
-                stream, trace, txid, url=f"{step.scheme}://{authority}{step.path}",
-                host=authority, path=step.path, deadline=deadline, alpn=alpn,
-                max_body=TRACE_LIMITS.max_body,
-            )  # fmt: skip
-            result.update(status=got.status, body_bytes=len(got.body), truncated=got.truncated)
+            limit = TRACE_LIMITS.max_body
+            get = Get.to(step.scheme, host, step.target_port(), step.path, max_body=limit)
+            got = await http_get(stream, run.trace, run.txid, get, run.deadline, alpn=alpn)
+            run.result.update(status=got.status, body_bytes=len(got.body), truncated=got.truncated)
             if got.failure is not None:
-                result["failure"], result["failed_step"] = got.failure, "http_request"
+                run.result["failure"], run.result["failed_step"] = got.failure, "http_request"
     finally:
         conn.close()
 
 
-async def _udp(
-    trace: Trace, txid: int, step: Step, config: MeasureConfig, deadline: float,
-    result: dict[str, Any],
-) -> None:  # fmt: skip
-    addresses = await _targets(trace, txid, step, config, deadline, result)
+async def _udp(run: _Run, step: Step) -> None:
+    addresses = await _targets(run, step)
     if not addresses:
         return
     port = step.target_port()
-    result["address"] = endpoint(addresses[0], port)
+    run.result["address"] = endpoint(addresses[0], port)
     kind: Literal["stun", "turn"] = "turn" if step.kind == "turn" else "stun"
-    got = await stun_exchange(trace, txid, kind, addresses[0], port, deadline)
-    result.update(failure=got.failure, error_code=got.error_code,
+    got = await stun_exchange(run.trace, run.txid, kind, addresses[0], port, run.deadline)
+    run.result.update(failure=got.failure, error_code=got.error_code,
                   mapped=got.mapped_address is not None)  # fmt: skip
     if got.failure is not None:
-        result["failed_step"] = "udp_exchange"
+        run.result["failed_step"] = "udp_exchange"
 
 
 _STEPS = {

@@ -37,10 +37,11 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from msgwatch.failures import NOT_ALLOWED as NOT_ALLOWED
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-NOT_ALLOWED = "destination_not_allowed"
 LAB_PREFIXES = ("198.18.0.0/15", "2001:db8::/32")
 
 _DENIED_V4 = (

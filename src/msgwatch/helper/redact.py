@@ -36,13 +36,14 @@ import dns.message
 import dns.rdatatype
 
 from msgwatch.helper.policy import Policy
+from msgwatch.wire.helper_api import MeasureAnswer
 
 REDACTED = "[redacted]"
 
 
-def redact(answer: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    """``answer`` (``{"trace": ..., "results": [...]}``) with refused addresses redacted."""
-    for result in answer.get("results") or []:
+def redact(answer: MeasureAnswer, policy: Policy) -> MeasureAnswer:
+    """``answer`` with refused addresses redacted (in place)."""
+    for result in answer["results"]:
         count = 0
         addresses = result.get("addresses")
         if isinstance(addresses, list):
@@ -52,7 +53,7 @@ def redact(answer: dict[str, Any], policy: Policy) -> dict[str, Any]:
             result["answers_seen"] = [_redact_list(s, policy)[0] for s in seen]
         if count:
             result["redacted"] = count
-    for record in (answer.get("trace") or {}).get("queries") or []:
+    for record in answer["trace"].get("queries") or []:
         _redact_query(record, policy)
     return answer
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from msgwatch.helper.conns import Slots, client_of, close
+from msgwatch.helper.conns import Slots, TCPService
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.wire import mtproto, whatsapp
@@ -110,7 +110,7 @@ class ResponderCounters:
 
 
 @dataclass
-class Responder:
+class Responder(TCPService):
     """The connection handler of one protocol; one instance serves all its sockets."""
 
     kind: Kind
@@ -127,27 +127,7 @@ class Responder:
     counters: ResponderCounters = field(default_factory=ResponderCounters)
     _slots: Slots = field(default_factory=Slots)
 
-    @property
-    def active(self) -> int:
-        return self._slots.active
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = client_of(writer)
-        if not self._slots.take(client, self.max_connections, self.max_per_client):
-            self.counters.refused += 1
-            writer.close()
-            return
-        self.counters.connections += 1
-        try:
-            async with asyncio.timeout(self.lifetime):
-                await self._serve(client, reader, writer)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._slots.give_back(client)
-            await close(writer)
-
-    async def _serve(
+    async def serve(
         self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         answer = await self._first_message(reader)

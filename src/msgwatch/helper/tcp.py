@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from msgwatch.helper.conns import Slots, client_of, close
+from msgwatch.helper.conns import Slots, TCPService
 from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 
@@ -42,7 +42,7 @@ class TCPCounters:
 
 
 @dataclass
-class TCPEcho:
+class TCPEcho(TCPService):
     """The connection handler; one instance serves every TCP port."""
 
     limits: Limits
@@ -56,27 +56,7 @@ class TCPEcho:
     counters: TCPCounters = field(default_factory=TCPCounters)
     _slots: Slots = field(default_factory=Slots)
 
-    @property
-    def active(self) -> int:
-        return self._slots.active
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        client = client_of(writer)
-        if not self._slots.take(client, self.max_connections, self.max_per_client):
-            self.counters.refused += 1
-            writer.close()
-            return
-        self.counters.connections += 1
-        try:
-            async with asyncio.timeout(self.lifetime):
-                await self._echo(client, reader, writer)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._slots.give_back(client)
-            await close(writer)
-
-    async def _echo(
+    async def serve(
         self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         left = self.max_bytes

@@ -31,7 +31,7 @@ While the helper sends call traffic of its own on a flow (a downstream replay,
 the helper sends it.
 
 Every datagram that gets no reply is counted on its flow with the reason (``source_port``,
-``own_reply``, ``send_buffer_full``, ``over_limits``: :data:`msgwatch.helper.flows.DECLINED`), so
+``own_reply``, ``send_buffer_full``, ``over_limits``: :data:`msgwatch.wire.helper_api.DECLINED`), so
 the flow's view
 says why echoes are missing: the helper's own evidence, not an inference from ``tx < rx``.
 
@@ -74,9 +74,9 @@ from msgwatch.helper.limits import Limits
 from msgwatch.helper.logs import ClientNames, logger
 from msgwatch.helper.loops import MAX_REPEATS, RecentReplies
 from msgwatch.steps.stun import well_formed
+from msgwatch.wire.packets import STUN_COOKIE_BYTES, STUN_HEADER_LENGTH
 
-MAGIC_COOKIE = b"\x21\x12\xa4\x42"
-HEADER = 20
+HEADER = STUN_HEADER_LENGTH
 
 
 def normalize_ip(address: str) -> str:
@@ -95,7 +95,7 @@ def is_binding_request(data: bytes) -> bool:
     return (
         len(data) >= HEADER
         and data[0:2] == b"\x00\x01"
-        and data[4:8] == MAGIC_COOKIE
+        and data[4:8] == STUN_COOKIE_BYTES
         and int.from_bytes(data[2:4], "big") == len(data) - HEADER
         and len(data) % 4 == 0
     )

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
-from msgwatch.lab.mapping import LAB_V4, LAB_V6, LabMapping
+from msgwatch.lab.mapping import LabMapping
 from msgwatch.lab.netns import LabError
+from msgwatch.lab.plan import LAB_V4, LAB_V6
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _IP_LIKE = re.compile(

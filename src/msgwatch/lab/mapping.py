@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 from msgwatch.catalogue import Catalogue, Service
 from msgwatch.catalogue.schema import Network
+from msgwatch.lab.plan import LAB_V4, LAB_V6
 
-LAB_V4 = ipaddress.ip_network("198.18.0.0/15")
-LAB_V6 = ipaddress.ip_network("2001:db8::/32")
 FIRST_SERVICE_SUBNET = 16
 """Service i gets 198.18.(16 + i).0/24; lower /24s are left for the lab's own infrastructure."""
 

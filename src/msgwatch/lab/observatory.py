@@ -18,10 +18,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgwatch.lab import plan as P
 from msgwatch.spool import Spool
+
+if TYPE_CHECKING:
+    from msgwatch.lab.topology import Lab
 
 READY_TIMEOUT = 20.0
 MAX_RESPONSE = 64 * 1024 * 1024
@@ -82,7 +85,7 @@ def _all_uids() -> list[str]:
 class LabCollector:
     """``msgwatch collector serve`` inside the abroad namespace."""
 
-    lab: Any
+    lab: Lab
     data_dir: Path
     proc: subprocess.Popen[Any] | None = None
     starts: int = 0

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 ROLES = ("probe1", "probe2", "censor1", "censor2", "transit", "abroad", "domestic")
 ISPS = ("isp1", "isp2")
 ROUTERS = ("censor1", "censor2", "transit")
-LAB_NETWORKS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
-LAB_V4, LAB_V6 = "198.18.0.0/15", "2001:db8::/32"
+LAB_V4 = ipaddress.IPv4Network("198.18.0.0/15")
+LAB_V6 = ipaddress.IPv6Network("2001:db8::/32")
+LAB_NETWORKS = (LAB_V4, LAB_V6)
+"""The lab's networks (the benchmarking and documentation ranges): its one home in the code."""
 
 PUBLIC_RESOLVER = "198.18.3.53"
 PUBLIC_RESOLVER6 = "2001:db8:3::53"

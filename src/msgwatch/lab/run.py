@@ -3,8 +3,10 @@
 For each phase, the censor rules of each ISP are compiled (``msgwatch.lab.censor``) with their
 selectors resolved against this lab, applied atomically, and then the real ``msgwatch run`` is
 executed inside every ISP's probe namespace at once — the same command a user runs, configured with
-the lab's catalogue, the ISP's resolver, the lab CA and the abroad test helper. Its verdicts are
-compared with the scenario's ground truth, including the mechanism.
+the lab's catalogue, the ISP's resolver, the lab CA and the abroad test helper. The verdicts the
+analysis gives on its measurements are compared with the scenario's ground truth, including the
+mechanism (:mod:`msgwatch.lab.truth`). With an observatory (several scheduled runs per phase, each
+overwriting ``--output``), each run's verdicts are those its ``--json`` answer reports.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgwatch.catalogue import Catalogue, load_catalogue
 from msgwatch.fence import FENCE_VARIABLE, LAB_NETWORKS
+from msgwatch.lab import truth
 from msgwatch.lab.observatory import LabCollector, Reconciliation, collector_url, reconcile
 from msgwatch.lab.scenario import ISPS, Scenario, resolve_rule, resolve_selector
 from msgwatch.lab.servers import BULK_PATH
+
+if TYPE_CHECKING:  # imported where a lab comes up: `lab list` and the scenario tables stay light
+    from msgwatch.lab.topology import Lab
 
 INTERNAL = "internal"
 Say = Callable[[str], None]
@@ -53,7 +59,7 @@ class ScenarioRun:
 
     @property
     def matched(self) -> int:
-        return sum(1 for r in self.rows if r["match"])
+        return truth.matched(self.rows)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -80,27 +86,17 @@ def scenario_catalogue(scenario: Scenario, catalogue: Catalogue | None = None) -
 def compare(
     scenario: Scenario, phase: str, isp: str, verdicts: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    rows = []
-    for v in verdicts:
-        e = scenario.expected(phase, isp, v["service"], v["function"])
-        rows.append(
-            {
-                "phase": phase,
-                "isp": isp,
-                "service": v["service"],
-                "function": v["function"],
-                "expected": e.verdict,
-                "expected_mechanism": e.mechanism,
-                "verdict": v["verdict"],
-                "mechanism": v["mechanism"],
-                "match": v["verdict"] == e.verdict and v["mechanism"] == e.mechanism,
-                "why": e.why,
-                "evidence": v.get("evidence", []),
-                "scope": v.get("scope"),
-                "explanation": v.get("explanation"),
-            }
-        )
-    return rows
+    """One row per verdict against the scenario's ground truth (:mod:`msgwatch.lab.truth`)."""
+    return [
+        {
+            "phase": phase,
+            "isp": isp,
+            **truth.row(scenario.expected(phase, isp, v["service"], v["function"]), v),
+            "scope": v.get("scope"),
+            "explanation": v.get("explanation"),
+        }
+        for v in verdicts
+    ]
 
 
 def _observatory_options(scenario: Scenario, state_dir: Path) -> list[str]:
@@ -119,7 +115,7 @@ def _observatory_options(scenario: Scenario, state_dir: Path) -> list[str]:
 
 
 def _probe_command(
-    lab: Any, isp: str, scenario: Scenario, output: Path, state_dir: Path
+    lab: Lab, isp: str, scenario: Scenario, output: Path, state_dir: Path
 ) -> list[str]:
     """Each ISP's probe has its own state directory (spool, run.lock): two probes sharing one
     would wait for each other's lock."""
@@ -149,12 +145,12 @@ def _probe_command(
     ]  # fmt: skip
 
 
-def geoip_path(lab: Any) -> Path:
+def geoip_path(lab: Lab) -> Path:
     """The lab's GeoIP database (each ISP's network), with the lab's other files."""
     return Path(lab.run_dir) / "geoip.mmdb"
 
 
-def write_geoip(lab: Any, scenario: Scenario) -> Path:
+def write_geoip(lab: Lab, scenario: Scenario) -> Path:
     """Each ISP's prefixes → its network (the scenario's ``[networks]``, else the plan's)."""
     from msgwatch.lab import geoip
     from msgwatch.lab.plan import ISP_NETWORKS, isp_prefixes
@@ -180,7 +176,7 @@ def state_dir(workdir: Path, isp: str) -> Path:
     return internal_dir(workdir) / f"state-{isp}"
 
 
-def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
+def probe_all(lab: Lab, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
     """Run the probe in every ISP's probe namespace at once; their results in ISP order.
 
     With an observatory, each probe makes ``runs`` scheduled runs (``--every``) that spool and
@@ -210,8 +206,8 @@ def probe_all(lab: Any, scenario: Scenario, phase: str, workdir: Path) -> list[P
         measurements = [json.loads(line) for line in output.read_text().splitlines()]
         submissions: list[dict[str, Any]] = []
         if scenario.observatory is None:
-            # The run's --json answer must parse; the full verdicts are in the measurements.
-            verdicts = [v for m in measurements for v in m["test_keys"]["msgwatch_verdicts"]]
+            # The run's --json answer must parse; the verdicts are the analysis's, on what it wrote.
+            verdicts = truth.judged(measurements)
             made = len(measurements)
         else:
             done = [a for a in answers if "verdicts" in a]
@@ -242,7 +238,7 @@ def outage_ruleset(prefixes: Sequence[tuple[str, str]]) -> str:
     )
 
 
-def apply_outages(lab: Any, scenario: Scenario, phase_index: int, workdir: Path) -> None:
+def apply_outages(lab: Lab, scenario: Scenario, phase_index: int, workdir: Path) -> None:
     phase = scenario.phase[phase_index]
     prefixes = [
         (p, o.proto) for o in phase.outage for t in o.to for p in resolve_selector(t, lab.mapping)
@@ -253,7 +249,7 @@ def apply_outages(lab: Any, scenario: Scenario, phase_index: int, workdir: Path)
     lab.exec("abroad", ["nft", "-f", str(ruleset)], check=True, capture_output=True)
 
 
-def apply_phase(lab: Any, scenario: Scenario, phase_index: int) -> None:
+def apply_phase(lab: Lab, scenario: Scenario, phase_index: int) -> None:
     from msgwatch.lab import censor
 
     phase = scenario.phase[phase_index]
@@ -273,7 +269,7 @@ def run_scenario(
     *,
     catalogue: Catalogue | None = None,
     say: Say | None = None,
-    after_phase: Callable[[Any, str], None] | None = None,
+    after_phase: Callable[[Lab, str], None] | None = None,
 ) -> ScenarioRun:
     """Up, every phase (apply, probe, compare), down. ``after_phase(lab, phase_name)`` runs
     while the phase's rules are in force (packet checks).

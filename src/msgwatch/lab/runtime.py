@@ -1,4 +1,4 @@
-"""A lab's identity on the machine, its run directory, its removal, and :func:`gc` for crashed labs.
+"""The namespace lab's identity on the machine, its run directory, its removal, and :func:`gc`.
 
 A lab is known by a 6-hex-digit id. Everything it makes carries the id:
 
@@ -11,28 +11,30 @@ The run directory is made (with its owner record, atomically by a rename) before
 removed after the last one: so a namespace whose id has no run directory, or whose owner is dead, is
 a leftover. :func:`teardown` removes one lab's everything — servers (checked gone), any other process
 inside its namespaces, the namespaces (checked gone), the run directory — and :func:`gc` tears down
-every lab whose owner is gone (``kill -9``, a crash of the interpreter).
+every lab whose owner is gone (``kill -9``, a crash of the interpreter). The registry of run
+directories and the gc loop are :mod:`msgwatch.lab.lifecycle`, shared with the loopback back-end;
+what is namespace-specific (ids, namespaces, killing what runs inside them) is here.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import re
 import secrets
-import shutil
 import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from msgwatch.lab import netns
+from msgwatch.lab.lifecycle import Registry
 from msgwatch.lab.netns import LabError
 from msgwatch.lab.plan import ROLES
-from msgwatch.lab.procs.proc import Server, end_groups, stop_all
-from msgwatch.lab.procs.registry import alive, record
+from msgwatch.lab.procs.proc import Server, stop_all
 
 RUN_ROOT = Path("/run/msgwatch-lab")
+REGISTRY = Registry(RUN_ROOT, "lab", LabError)
 _ID = re.compile(r"^[0-9a-f]{6}$")
 _NAMESPACE = re.compile(r"^mw([0-9a-f]{6})-(" + "|".join(ROLES) + r")$")
 
@@ -53,7 +55,7 @@ def namespace(lab_id: str, role: str) -> str:
 
 def entry(lab_id: str) -> Path:
     """The lab's run directory."""
-    return RUN_ROOT / lab_id
+    return REGISTRY.entry(lab_id)
 
 
 def create_entry(lab_id: str) -> Path:
@@ -61,16 +63,12 @@ def create_entry(lab_id: str) -> Path:
     target = entry(lab_id)
     if target.exists() or any(n.startswith(f"mw{lab_id}-") for n in netns.namespaces()):
         raise LabError(f"lab id {lab_id} is in use (see {target})")
-    tmp = RUN_ROOT / f".{lab_id}.new"
-    tmp.mkdir(parents=True, mode=0o755)  # servers that drop privileges read their files here
-    record(tmp, "owner", os.getpid())
-    tmp.rename(target)
-    return target
+    return REGISTRY.create(lab_id)  # mode 0755: servers that drop privileges read their files
 
 
 def owner_alive(lab_id: str) -> int | None:
     """The owner's pid if the lab's owner process still runs."""
-    return alive(entry(lab_id) / "owner.lab")
+    return REGISTRY.owner(lab_id)
 
 
 def lab_namespaces(lab_id: str) -> list[str]:
@@ -110,20 +108,9 @@ def teardown(lab_id: str, servers: Sequence[Server] = (), stray: str = "") -> li
     ``servers`` are the caller's own children (reaped as they go); recorded servers of a crashed
     owner are found from their records. Any other process inside the namespaces is killed.
     """
-    done: list[str] = []
     problems = [f"could not stop {name}" for name in stop_all(servers)]
-    directory = entry(lab_id)
-    records = {
-        p.stem: pid
-        for p in sorted(directory.glob("*.lab"))
-        if p.stem != "owner" and (pid := alive(p)) is not None
-    }
-    left = end_groups(records.values())
-    for name, pid in records.items():
-        if pid in left:
-            problems.append(f"could not stop {name} (pid {pid})")
-        else:
-            done.append(f"stopped {name} (pid {pid}) of {stray}lab {lab_id}")
+    done, left = REGISTRY.stop_servers(lab_id, stray)
+    problems += left
     names = lab_namespaces(lab_id)
     stuck = _kill_inside(names, done)
     if stuck:
@@ -134,19 +121,11 @@ def teardown(lab_id: str, servers: Sequence[Server] = (), stray: str = "") -> li
     if remaining:
         problems.append(f"namespaces {', '.join(remaining)} would not go")
     if problems:  # keep the server records without an owner: gc() tries again
-        (directory / "owner.lab").unlink(missing_ok=True)
+        REGISTRY.disown(lab_id)
         raise LabError(f"lab {lab_id}: {'; '.join(problems)}; run msgwatch.lab.runtime.gc()")
-    if directory.exists():
-        shutil.rmtree(directory, ignore_errors=True)
-        done.append(f"removed {directory}")
-    tidy()
+    done += REGISTRY.remove(lab_id)
+    REGISTRY.tidy()
     return done
-
-
-def tidy() -> None:
-    """Remove the run root once no lab is left in it."""
-    with contextlib.suppress(OSError):
-        RUN_ROOT.rmdir()
 
 
 def gc() -> list[str]:
@@ -155,21 +134,5 @@ def gc() -> list[str]:
     Labs whose owner runs (including this process's) are left alone. Returns one line per thing
     removed; a lab that cannot be removed raises :class:`LabError` after the others are done.
     """
-    done: list[str] = []
-    errors: list[str] = []
-    for lab_id in known_ids():  # namespaces listed first: their run directory was made before them
-        if owner_alive(lab_id) is not None:
-            continue
-        try:
-            done += teardown(lab_id, stray="orphaned ")
-        except LabError as exc:
-            errors.append(str(exc))
-    if RUN_ROOT.is_dir():  # half-made run directories of owners that died while making them
-        for tmp in RUN_ROOT.glob(".*.new"):
-            if alive(tmp / "owner.lab") is None:
-                shutil.rmtree(tmp, ignore_errors=True)
-                done.append(f"removed {tmp}")
-    tidy()
-    if errors:
-        raise LabError("; ".join(errors))
-    return done
+    # Namespaces are listed first (known_ids): their run directory was made before them.
+    return REGISTRY.gc(functools.partial(teardown, stray="orphaned "), ids=known_ids())

@@ -28,8 +28,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from msgwatch.catalogue import FUNCTIONS
-from msgwatch.lab.mapping import LAB_V4, LAB_V6, LabMapping
-from msgwatch.lab.plan import COLLECTOR
+from msgwatch.lab.mapping import LabMapping
+from msgwatch.lab.plan import COLLECTOR, LAB_V4, LAB_V6
 
 ABROAD_INFRA = ("198.18.3.0/24", "2001:db8:3::/64")
 DOMESTIC = ("198.19.0.0/24",)
@@ -194,7 +194,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 def _lab_prefix(text: str) -> str:
     network = ipaddress.ip_network(text, strict=False)
-    inside = network.subnet_of(LAB_V4) if network.version == 4 else network.subnet_of(LAB_V6)  # type: ignore[arg-type]
+    inside = network.subnet_of(LAB_V4) if network.version == 4 else network.subnet_of(LAB_V6)
     if not inside:
         raise ScenarioError(f"prefix {text} is outside the lab's ranges")
     return str(network)

@@ -17,7 +17,8 @@
   namespaces, deletes them (checked gone) and removes the run directory. It also runs on leaving a
   ``with`` block however it is left, on SIGINT/SIGTERM (then the previous handler runs; handlers are
   restored on down) and at interpreter exit. After a ``kill -9``, :func:`msgwatch.lab.runtime.gc`
-  removes everything of labs whose owner is gone.
+  removes everything of labs whose owner is gone. This lifecycle is :mod:`msgwatch.lab.lifecycle`,
+  shared with the loopback back-end (:mod:`msgwatch.lab.loopback`).
 - **Safety**: only 198.18.0.0/15 and 2001:db8::/32 (and loopback, link-local) are ever configured;
   every route names a lab prefix; nothing connects to the host's namespace; every server socket is
   checked to be bound inside the lab's networks.
@@ -25,17 +26,14 @@
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from msgwatch.catalogue import Catalogue, load_catalogue
@@ -43,6 +41,7 @@ from msgwatch.lab import netns, runtime
 from msgwatch.lab import plan as P
 from msgwatch.lab import servers as S
 from msgwatch.lab.catalogue_files import write_catalogue
+from msgwatch.lab.lifecycle import Guard
 from msgwatch.lab.mapping import LabMapping, map_catalogue
 from msgwatch.lab.netns import LabError
 from msgwatch.lab.plan import Topology
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["Lab", "LabError", "Topology"]
 
 T = TypeVar("T")
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _ALLOWED = (*P.LAB_NETWORKS, ipaddress.ip_network("127.0.0.0/8"),
             ipaddress.ip_network("::1/128"), ipaddress.ip_network("fe80::/10"))  # fmt: skip
 READY_TIMEOUT = 10.0
@@ -80,7 +78,7 @@ class Lab:
         self.timings: dict[str, float] = {}
         self._resolver_lines: dict[str, list[str]] = {isp: [] for isp in P.ISPS}
         self._procs: list[subprocess.Popen[Any]] = []
-        self._previous: dict[int, Any] = {}
+        self._guard = Guard(self.down)
         self._context: S.Context | None = None
         self._state = "new"
 
@@ -205,8 +203,7 @@ class Lab:
         runtime.create_entry(self.lab_id)
         self._state = "up"
         try:
-            self._install_handlers()
-            atexit.register(self.down)
+            self._guard.arm()
             self._build()
         except BaseException as exc:
             message = self._failure(exc) if isinstance(exc, ServerError) else None
@@ -273,34 +270,5 @@ class Lab:
         finally:
             for proc in self._procs:
                 proc.poll()  # killed inside the namespace; reaped here
-            self._restore_handlers()
-            atexit.unregister(self.down)
+            self._guard.disarm()
             self.timings["down"] = time.monotonic() - started
-
-    # -- signals -------------------------------------------------------------------------------
-
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread; atexit still runs
-        for sig in _SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
-
-    def _restore_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, previous in self._previous.items():
-            if signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous.get(signum, signal.SIG_DFL)
-        try:
-            self.down()
-        finally:
-            self._restore_handlers()  # then the previous handler handles the signal as it would have
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.raise_signal(signum)

@@ -14,7 +14,7 @@ from msgwatch import __version__
 from msgwatch.measurement.scrub import scrub
 
 TEST_NAME = "msgwatch_service"
-TEST_VERSION = "0.2.0"
+TEST_VERSION = "0.3.0"
 DATA_FORMAT_VERSION = "0.2.0"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 EXTENSIONS = {
@@ -24,7 +24,6 @@ EXTENSIONS = {
     "tlshandshake": 0,
     "httpt": 0,
     "msgwatch_udpx": 0,
-    "msgwatch_verdicts": 0,
 }
 
 _ASN = re.compile(r"^AS\d{1,10}$")

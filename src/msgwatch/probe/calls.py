@@ -45,17 +45,19 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from msgwatch import failures as F
-from msgwatch.analysis.verdicts.calls import compare_rounds, probe_trouble
+from msgwatch.analysis.rounds import LOST, compare_rounds, probe_trouble
 from msgwatch.catalogue import Endpoint, FunctionTargets, Service
-from msgwatch.probe.chains import ChainOutcome
+from msgwatch.measurement.vocab import DOWN_ROLES
+from msgwatch.probe.chain import ChainOutcome
 from msgwatch.steps import lag
 from msgwatch.steps.control import HelperLink, helper_flows, helper_measure
 from msgwatch.steps.downstream import downstream
-from msgwatch.steps.replay import GRACE, ReplayResult, replay
+from msgwatch.steps.replay import GRACE, ReplayOptions, ReplayResult, replay
 from msgwatch.steps.trace import Trace
 from msgwatch.wire import calltraffic as C
 from msgwatch.wire.helper_api import MAX_SECONDS as DOWN_MAX_SECONDS
-from msgwatch.wire.helper_api import NEUTRAL_PORT, schedule
+from msgwatch.wire.helper_api import NEUTRAL_PORT, Schedule, schedule
+from msgwatch.wire.packets import STUN_COOKIE_BYTES as COOKIE
 
 ROUNDS = 3
 """Original/control pairs per function (research note C2: at least 3 repeats)."""
@@ -72,9 +74,6 @@ MARKERS: dict[str, C.Marker] = {
     "facebook_messenger": "messenger",
     "signal": "signal",
 }
-COOKIE = bytes.fromhex("2112a442")
-LOST = 0.5
-"""A replay that got less than half of its datagrams back failed."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,6 @@ class ReplayPlan:
     seed: int = 0
 
 
-DOWN_ROLES = ("replay_down_original", "replay_down_control")
 DOWN_ROUNDS = 2
 DOWN_MARGIN = 0.3
 """Seconds beyond a downstream replay's length and grace that the deadline must leave for it."""
@@ -256,17 +254,13 @@ async def _one(
     label = {"profile": plan.profile, "variant": plan.variant, "marker": plan.marker,
              "role": plan.role, "port": plan.port, "round": plan.round,
              "attempt": plan.attempt}  # fmt: skip
+    options = ReplayOptions(label, marked=plan.marked, signed=plan.signed, avoid_ports=avoid_ports)
     if plan.role in DOWN_ROLES:
-        request = {"profile": plan.profile, "variant": plan.variant, "seconds": plan.seconds,
-                   "seed": plan.seed}  # fmt: skip
-        result = await downstream(trace, txid, link, plan.port, request, deadline, label=label,
-                                  marker=MARKERS.get(service.id), marked=plan.marked,
-                                  signed=plan.signed, sent=sent,
-                                  avoid_ports=avoid_ports)  # fmt: skip
+        marker = MARKERS.get(service.id)
+        down = Schedule.checked(plan.profile, plan.variant, plan.seconds, plan.seed, marker)
+        result = await downstream(trace, txid, link, plan.port, down, deadline, options, sent)
     else:
-        result = await replay(trace, txid, helper, plan.port, plan.packets, deadline,
-                              label=label, marked=plan.marked, avoid_ports=avoid_ports,
-                              signed=plan.signed)  # fmt: skip
+        result = await replay(trace, txid, helper, plan.port, plan.packets, deadline, options)
     if result.sent_packets == 0 or result.loss > LOST:
         outcome.failure = result.failure or F.TIMEOUT
         outcome.failed_step = "replay"
@@ -277,7 +271,7 @@ def unclear(originals: list[dict[str, Any]], controls: list[dict[str, Any]]) -> 
     """Whether the comparison of the originals' records with the controls', over all rounds, is
     unclear enough to run the rounds again (a confirmation, as Wehe does): the statistics disagree
     (area without KS, loss against throughput), or the rounds do (noisy controls, a difference
-    that most rounds do not show: :func:`msgwatch.analysis.verdicts.calls.compare_rounds`)."""
+    that most rounds do not show: :func:`msgwatch.analysis.rounds.compare_rounds`)."""
     if not originals or not controls:
         return False
     if any(probe_trouble(r) for r in (*originals, *controls)):

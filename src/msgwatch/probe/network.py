@@ -53,8 +53,10 @@ class Network:
     def describe(self) -> str:
         """One line for the terminal, saying what is unknown and how to fix it."""
         parts = []
-        for label, value, source in (("AS", self.asn, self.asn_source),
-                                     ("country", self.cc, self.cc_source)):  # fmt: skip
+        for label, value, source in (
+            ("AS", self.asn, self.asn_source),
+            ("country", self.cc, self.cc_source),
+        ):
             how = {"given": "given", "geoip": "from the GeoIP database"}.get(source)
             parts.append(f"{value} ({how})" if how else f"{label} unknown ({value})")
         line = "Network: " + ", ".join(parts) + (f", {self.name}" if self.name else "")
@@ -240,8 +242,9 @@ def for_run(
     than losing the run's measurements."""
     addresses = candidates(given_addresses, learned)
     try:
-        return resolve(given_asn=given_asn, given_cc=given_cc, addresses=addresses,
-                       databases=databases)  # fmt: skip
+        return resolve(
+            given_asn=given_asn, given_cc=given_cc, addresses=addresses, databases=databases
+        )
     except GeoipError:
         return resolve(given_asn=given_asn, given_cc=given_cc, addresses=addresses, databases=[])
 

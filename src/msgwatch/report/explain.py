@@ -20,8 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from msgwatch.measurement.vocab import OK
+
 Row = dict[str, Any]
 CALLS = ("voice", "video")
+"""The functions that are calls (:data:`msgwatch.measurement.vocab.FUNCTIONS`)."""
 
 
 def english(items: Iterable[str]) -> str:
@@ -49,7 +52,7 @@ def findings(rows: Sequence[Row]) -> list[str]:
     out = []
     for prefix, group in _phases(rows):
         for r in group:
-            if r["verdict"] == "ok":
+            if r["verdict"] == OK:
                 continue
             how = f" ({r['mechanism']})" if r.get("mechanism") else ""
             why = f": {r['explanation']}" if r.get("explanation") else ""
@@ -64,7 +67,7 @@ def scope_sentence(rows: Sequence[Row]) -> list[str]:
     and those for which it failed too (scope ``all``)."""
     out = []
     for prefix, group in _phases(rows):
-        calls = [r for r in group if r["function"] in CALLS and r["verdict"] != "ok"]
+        calls = [r for r in group if r["function"] in CALLS and r["verdict"] != OK]
         for isp in _ordered(r["isp"] for r in calls):
             mine = [r for r in calls if r["isp"] == isp]
             abroad = [f"{r['service']} {r['function']}" for r in mine if r.get("scope") == "abroad"]
@@ -97,16 +100,16 @@ def _working(rows: Sequence[Row]) -> list[str]:
     functions = _ordered(r["function"] for r in rows)
     if not rows:
         return []
-    if all(r["verdict"] == "ok" for r in rows):
+    if all(r["verdict"] == OK for r in rows):
         return [f"Every function measured works on {_isps(isps)}: nothing was found blocked."]
-    if not any(r["verdict"] == "ok" for r in rows):
+    if not any(r["verdict"] == OK for r in rows):
         return [f"Nothing measured works on {_isps(isps)}."]
 
     def status(isp: str, function: str) -> str:
         mine = [r for r in rows if r["isp"] == isp and r["function"] == function]
         if not mine:
             return ""  # not measured on this ISP
-        ok = [r for r in mine if r["verdict"] == "ok"]
+        ok = [r for r in mine if r["verdict"] == OK]
         return "none" if not ok else "all" if len(ok) == len(mine) else "some"
 
     everywhere = [f for f in functions if all(status(i, f) in ("all", "") for i in isps)]
@@ -124,7 +127,7 @@ def _working(rows: Sequence[Row]) -> list[str]:
         for f in functions:
             if status(isp, f) == "some":
                 ok = [r["service"] for r in rows if r["isp"] == isp and r["function"] == f
-                      and r["verdict"] == "ok"]  # fmt: skip
+                      and r["verdict"] == OK]  # fmt: skip
                 out.append(f"On {isp}, {f} works for {english(ok)} only.")
     return out
 

@@ -2,16 +2,79 @@
 
 Everything shown that came from the network (failure strings, server names, block page text) is
 escaped with :func:`html.escape`; the page carries its own CSS and nothing else.
+
+The report is a lower layer than the lab: it never imports it. What it reads of a run is declared
+here as protocols (:class:`LabRun` and the parts it holds), which ``msgwatch.lab.run.ScenarioRun``
+satisfies; the type checker holds the two together.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from msgwatch import __version__
+
+
+class CensorRule(Protocol):
+    """A scenario's censor rule: the ISP it applies in, its type and its other fields."""
+
+    @property
+    def isp(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    def fields(self) -> dict[str, Any]: ...
+
+
+class ScenarioPhase(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def rule(self) -> Sequence[CensorRule]: ...
+
+
+class LabScenario(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def probe_gap(self) -> str: ...
+    @property
+    def phase(self) -> Sequence[ScenarioPhase]: ...
+
+
+class ProbeRun(Protocol):
+    """One ISP's probe run in one phase, with the measurements it wrote."""
+
+    @property
+    def phase(self) -> str: ...
+    @property
+    def isp(self) -> str: ...
+    @property
+    def measurements(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+class LabRun(Protocol):
+    """A scenario run: its comparison rows (``msgwatch.lab.truth``), probe runs and timings."""
+
+    @property
+    def scenario(self) -> LabScenario: ...
+    @property
+    def rows(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def runs(self) -> Sequence[ProbeRun]: ...
+    @property
+    def timings(self) -> Mapping[str, float]: ...
+    @property
+    def matched(self) -> int: ...
+
 
 CSS = """
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#1d1d1f;padding:0 1em}
@@ -31,7 +94,7 @@ def _verdict(value: Any) -> str:
     return f'<span class="{_e(value)}">{_e(value)}</span>'
 
 
-def _failures(measurement: dict[str, Any], txids: Iterable[int]) -> list[str]:
+def _failures(measurement: Mapping[str, Any], txids: Iterable[int]) -> list[str]:
     """What the evidence transactions recorded: step failures, as short lines."""
     wanted = set(txids)
     lines = []
@@ -46,7 +109,7 @@ def _failures(measurement: dict[str, Any], txids: Iterable[int]) -> list[str]:
     return lines[:6]
 
 
-def scenario_report(run: Any) -> str:
+def scenario_report(run: LabRun) -> str:
     """The page for a :class:`msgwatch.lab.run.ScenarioRun`."""
     scenario = run.scenario
     measurements = {(r.phase, r.isp, m["input"]): m for r in run.runs for m in r.measurements}

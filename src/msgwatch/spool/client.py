@@ -46,8 +46,7 @@ from msgwatch.fence import FENCE_VARIABLE, NOT_ALLOWED, check_destination
 USER_AGENT = f"msgwatch/{__version__}"
 MAX_RESPONSE = 8 * 1024 * 1024
 RECV_CHUNK = 64 * 1024
-RESPONSE_TOO_LARGE = "response_too_large"
-DNS_LOOKUP_ERROR = "dns_lookup_error"
+RESPONSE_TOO_LARGE, DNS_LOOKUP_ERROR = F.RESPONSE_TOO_LARGE, F.DNS_LOOKUP_ERROR
 
 
 class ClientError(Exception):

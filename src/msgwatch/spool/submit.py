@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from msgwatch.durable import flocked
 from msgwatch.fence import NOT_ALLOWED
 from msgwatch.spool.client import DNS_LOOKUP_ERROR, URL, Client, ClientError, parse_url
-from msgwatch.spool.spool import Ack, Invalid, PendingItem, Spool, flocked, utc_now
+from msgwatch.spool.spool import Ack, Invalid, PendingItem, Spool, utc_now
 
 SUBMIT_PATH = "/api/v1/submit"
 MAX_BATCH_ITEMS = 500

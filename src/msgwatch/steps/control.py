@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import h11
 
 from msgwatch import __version__
 from msgwatch import failures as F
-from msgwatch.steps.net import TCPConn, tcp_connect
+from msgwatch.steps.net import TCPConn, endpoint, tcp_connect
 from msgwatch.steps.trace import Trace
-from msgwatch.wire.helper_api import CONTROL_PORT
+from msgwatch.wire import helper_api as api
+from msgwatch.wire.helper_api import CONTROL_PORT, SendAnswer, SendRequest
 
 MAX_ANSWER = 512 * 1024
 CONNECTIONS = 4
@@ -41,8 +43,6 @@ SEND_CONNECTIONS = 3
 ``/v1/measure``: a downstream replay is scheduled; 4 + 3 stay under the helper's 8)."""
 MAX_FLOW_INTERVALS = 600
 """Intervals kept of each flow's counts (one minute at 100 ms)."""
-DECLINED = ("over_limits", "send_buffer_full", "source_port")
-"""Why the helper answered nothing to datagrams it received (``declined`` in a flow's counts)."""
 MAX_COUNT = 2**63 - 1
 """A count larger than this is not a helper's (it counts in 64-bit words)."""
 
@@ -75,23 +75,27 @@ def _link(helper: str | HelperLink, port: int) -> HelperLink:
     return helper if isinstance(helper, HelperLink) else HelperLink(helper, port)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One request to the control API (``body``: JSON, or empty)."""
+
+    method: str
+    target: str
+    body: bytes = b""
+    keep_alive: bool = False
+
+
 async def _exchange(
-    conn: TCPConn,
-    client: h11.Connection,
-    host: str,
-    method: str,
-    target: str,
-    body: bytes,
-    deadline: float,
-    keep_alive: bool,
+    conn: TCPConn, client: h11.Connection, host: str, request: _Request, deadline: float
 ) -> tuple[int | None, bytes]:
     """One request and its whole response on ``conn`` (status, body)."""
+    body = request.body
     headers = [("Host", host), ("User-Agent", f"msgwatch/{__version__}")]
     if body:
         headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    if not keep_alive:
+    if not request.keep_alive:
         headers.append(("Connection", "close"))
-    data = client.send(h11.Request(method=method, target=target, headers=headers))
+    data = client.send(h11.Request(method=request.method, target=request.target, headers=headers))
     if body:
         data += client.send(h11.Data(data=body))
     await conn.write(data + client.send(h11.EndOfMessage()), deadline)
@@ -105,28 +109,30 @@ async def _exchange(
         elif isinstance(event, h11.Data):
             answer += event.data
             if len(answer) > MAX_ANSWER:
-                raise F.ProbeFailure("helper_answer_too_large")
+                raise F.ProbeFailure(F.HELPER_ANSWER_TOO_LARGE)
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             return status, bytes(answer)
 
 
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+def _host(link: HelperLink) -> str:
+    """The ``Host`` header for ``link``."""
+    return endpoint(link.address, link.port)
 
 
 async def helper_measure(
     trace: Trace,
     txid: int,
     helper: str | HelperLink,
-    steps: list[dict[str, Any]],
+    steps: Sequence[Mapping[str, Any]],
     deadline: float,
     *,
     port: int = CONTROL_PORT,
     timeout: float = 5.0,
 ) -> dict[str, Any]:
-    """The helper's results for ``steps``; a record (also kept in the trace) that never raises."""
+    """The helper's results for ``steps`` (each a :class:`~msgwatch.wire.helper_api.MeasureStep`);
+    a record (also kept in the trace) that never raises."""
     link = _link(helper, port)
-    record: dict[str, Any] = {"transaction_id": txid, "helper": link.address, "steps": steps,
+    record: dict[str, Any] = {"transaction_id": txid, "helper": link.address, "steps": list(steps),
                               "results": [], "failure": None, "t0": trace.now()}  # fmt: skip
     conn = None
     try:
@@ -135,19 +141,19 @@ async def helper_measure(
             # margin.
             left = deadline - asyncio.get_running_loop().time() - 0.5
             budget = round(max(0.5, min(timeout, left)), 3)
-            body = json.dumps({"steps": steps, "timeout": budget}).encode()
+            body = json.dumps(api.measure_request(steps, budget)).encode()
             conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
             client = h11.Connection(h11.CLIENT)
-            status, answer = await _exchange(conn, client, _hostport(link.address, link.port),
-                                             "POST", "/v1/measure", body, deadline, False)  # fmt: skip
+            request = _Request("POST", api.MEASURE_PATH, body)
+            status, answer = await _exchange(conn, client, _host(link), request, deadline)
         if status != 200:
-            raise F.ProbeFailure(f"helper_status_{status}")
+            raise F.ProbeFailure(F.helper_status(status))
         parsed = json.loads(answer)
         results = parsed.get("results") if isinstance(parsed, dict) else None
         record["results"] = [r for r in results or [] if isinstance(r, dict)][: len(steps)]
         record["helper_trace"] = parsed.get("trace") if isinstance(parsed, dict) else None
     except (h11.RemoteProtocolError, ValueError):
-        record["failure"] = "helper_invalid_response"
+        record["failure"] = F.HELPER_INVALID_RESPONSE
     except Exception as exc:
         record["failure"] = F.classify(exc)
     finally:
@@ -165,13 +171,16 @@ def _count(value: Any) -> bool:
 
 def _declined(parsed: dict[str, Any]) -> tuple[bool, dict[str, int] | None]:
     """(valid, the flow's ``declined`` counts). Absent or null (a helper older than the field): valid,
-    None. Otherwise an object with a count for each name of :data:`DECLINED` (others ignored)."""
+    None. Otherwise an object with a count for each name of the contract's
+    :data:`~msgwatch.wire.helper_api.DECLINED`; the probe keeps those of
+    :data:`~msgwatch.wire.helper_api.KEPT_DECLINED` (others ignored)."""
     declined = parsed.get("declined")
     if declined is None:
         return True, None
-    if not isinstance(declined, dict) or not all(_count(declined.get(n)) for n in DECLINED):
+    kept = api.KEPT_DECLINED
+    if not isinstance(declined, dict) or not all(_count(declined.get(n)) for n in kept):
         return False, None
-    return True, {n: declined[n] for n in DECLINED}
+    return True, {n: declined[n] for n in kept}
 
 
 def _counts(parsed: Any) -> dict[str, Any] | None:
@@ -181,7 +190,7 @@ def _counts(parsed: Any) -> dict[str, Any] | None:
     valid, declined = _declined(parsed)
     if not valid:
         return None
-    names = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+    names = api.COUNTS
     totals = parsed["totals"]
     if not all(isinstance(totals.get(n), int) and totals[n] >= 0 for n in names):
         return None
@@ -196,10 +205,9 @@ def _counts(parsed: Any) -> dict[str, Any] | None:
     originated = parsed.get("originated")
     kept: dict[str, Any] = {}
     if isinstance(originated, dict):
-        names_o = ("tx_packets", "tx_bytes", "over_limits", "send_buffer_full", "not_echoed")
-        if not all(_count(originated.get(n)) for n in names_o):
+        if not all(_count(originated.get(n)) for n in api.ORIGINATED):
             return None
-        kept["originated"] = {n: originated[n] for n in names_o}
+        kept["originated"] = {n: originated[n] for n in api.ORIGINATED}
     return {
         **kept,
         **{n: totals[n] for n in names},
@@ -235,18 +243,18 @@ async def helper_flows(
         async with asyncio.timeout_at(deadline), link.slots:
             conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
             client = h11.Connection(h11.CLIENT)
-            host = _hostport(link.address, link.port)
+            host = _host(link)
             for i, (client_port, local_port) in enumerate(flows):
-                target = f"/v1/udp/flows?client_port={client_port}&local_port={local_port}"
+                target = api.flows_target(client_port, local_port)
                 last = i == len(flows) - 1
-                status, answer = await _exchange(conn, client, host, "GET", target, b"",
-                                                 deadline, keep_alive=not last)  # fmt: skip
+                request = _Request("GET", target, keep_alive=not last)
+                status, answer = await _exchange(conn, client, host, request, deadline)
                 if status == 200:
                     out[i] = _counts(json.loads(answer))
                     if out[i] is None:
                         raise ValueError("not a flow's counts")
                 elif status != 404:
-                    raise F.ProbeFailure(f"helper_status_{status}")
+                    raise F.ProbeFailure(F.helper_status(status))
                 if not last:
                     if client.our_state is h11.MUST_CLOSE or client.their_state is h11.MUST_CLOSE:
                         # The helper closes after its request limit: a new connection goes on.
@@ -256,7 +264,7 @@ async def helper_flows(
                     else:
                         client.start_next_cycle()
     except (h11.RemoteProtocolError, h11.LocalProtocolError, ValueError):
-        failure = "helper_invalid_response"
+        failure = F.HELPER_INVALID_RESPONSE
     except Exception as exc:
         failure = F.classify(exc)
     finally:
@@ -265,20 +273,21 @@ async def helper_flows(
     return out, failure
 
 
-SEND_FIELDS = {"client_port", "local_port", "packets", "bytes", "seconds"}
+_CHECKED = ("packets", "bytes")
+"""The counts of a send's answer the probe relies on."""
 
 
 async def helper_send(
     trace: Trace,
     txid: int,
     helper: str | HelperLink,
-    request: dict[str, Any],
+    request: SendRequest,
     deadline: float,
     *,
     port: int = CONTROL_PORT,
-) -> tuple[dict[str, Any] | None, str | None]:
+) -> tuple[SendAnswer | None, str | None]:
     """Ask the helper to send a downstream replay (``POST /v1/udp/send``, body ``request``).
-    Never raises: (the helper's 202 answer: ``packets``, ``bytes``, ``seconds``; or None, the
+    Never raises: (the helper's 202 answer: ``packets``, ``bytes``, ``seconds``...; or None, the
     failure: ``helper_status_404``, ``helper_invalid_response``, a network failure)."""
     link = _link(helper, port)
     conn = None
@@ -286,20 +295,25 @@ async def helper_send(
         async with asyncio.timeout_at(deadline), link.send_slots:
             conn = await tcp_connect(trace, txid, link.address, link.port, deadline)
             client = h11.Connection(h11.CLIENT)
-            body = json.dumps(request).encode()
-            status, answer = await _exchange(conn, client, _hostport(link.address, link.port),
-                                             "POST", "/v1/udp/send", body, deadline, False)  # fmt: skip
+            body = json.dumps(request.to_dict()).encode()
+            send = _Request("POST", api.SEND_PATH, body)
+            status, answer = await _exchange(conn, client, _host(link), send, deadline)
         if status != 202:
-            return None, f"helper_status_{status}"
+            return None, F.helper_status(status)
         parsed = json.loads(answer)
-        if not isinstance(parsed, dict) or not all(_count(parsed.get(n)) for n in
-                                                   ("packets", "bytes")):  # fmt: skip
+        if not isinstance(parsed, dict) or not all(_count(parsed.get(n)) for n in _CHECKED):
             raise ValueError("not a send's answer")
-        return {k: v for k, v in parsed.items() if k in SEND_FIELDS}, None
+        return _send_answer(parsed), None
     except (h11.RemoteProtocolError, h11.LocalProtocolError, ValueError):
-        return None, "helper_invalid_response"
+        return None, F.HELPER_INVALID_RESPONSE
     except Exception as exc:
         return None, F.classify(exc)
     finally:
         if conn is not None:
             conn.close()
+
+
+def _send_answer(parsed: dict[str, Any]) -> SendAnswer:
+    """The keys of the contract's :class:`~msgwatch.wire.helper_api.SendAnswer` that the helper
+    sent (``packets`` and ``bytes`` checked; others the caller does not rely on)."""
+    return cast(SendAnswer, {k: v for k, v in parsed.items() if k in api.SEND_ANSWER})

@@ -87,34 +87,44 @@ def _rcode_failure(message: dns.message.Message, addresses: list[str]) -> str | 
         return F.DNS_SERVFAIL
     if rcode == dns.rcode.REFUSED:
         return F.DNS_REFUSED
-    return f"dns_server_failure_{dns.rcode.to_text(rcode).lower()}"
+    return F.dns_server_failure(dns.rcode.to_text(rcode))
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One query as the trace names it: what each of its records (answers, failures) repeats."""
+
+    txid: int
+    t0: float
+    host: str
+    qtype: str
+    engine: str
+    """``udp``, ``tcp`` or ``getaddrinfo``."""
+    resolver: str
+    """The server's endpoint (empty for the system resolver)."""
 
 
 def _record(
     trace: Trace,
-    *,
-    txid: int,
-    t0: float,
-    host: str,
-    qtype: str,
-    engine: str,
-    resolver: str,
+    query: _Query,
     failure: str | None,
+    *,
     answers: list[dict[str, Any]] | None = None,
     rcode: int | None = None,
     raw: bytes | None = None,
     tags: list[str] | None = None,
 ) -> None:
+    """Keep one record of ``query`` in the trace's ``queries``."""
     record: dict[str, Any] = {
-        "hostname": host,
-        "query_type": qtype,
-        "engine": engine,
-        "resolver_address": resolver,
+        "hostname": query.host,
+        "query_type": query.qtype,
+        "engine": query.engine,
+        "resolver_address": query.resolver,
         "answers": answers or None,
         "failure": failure,
-        "t0": t0,
+        "t0": query.t0,
         "t": trace.now(),
-        "transaction_id": txid,
+        "transaction_id": query.txid,
     }
     if rcode is not None:
         record["rcode"] = rcode
@@ -132,7 +142,7 @@ def _parse(query: dns.message.Message, wire: bytes) -> dns.message.Message | str
     except (dns.exception.DNSException, ValueError, UnicodeError, IndexError, KeyError):
         return F.DNS_INVALID
     if response.id != query.id:
-        return "dns_reply_with_wrong_query_id"
+        return F.DNS_WRONG_QUERY_ID
     if not (response.flags & dns.flags.QR) or not query.is_response(response):
         return F.DNS_INVALID
     return response
@@ -148,16 +158,14 @@ async def query_udp(
     linger: float = 0.3,
 ) -> DNSResult:
     """One query over UDP, listening on after the first answer (see the module's notes)."""
-    query = dns.message.make_query(dns.name.from_text(host), qtype)
-    resolver = endpoint(*server)
+    message = dns.message.make_query(dns.name.from_text(host), qtype)
+    query = _Query(txid, trace.now(), host, qtype, "udp", endpoint(*server))
     result = DNSResult()
-    t0 = trace.now()
     try:
         sock = await udp_open(trace, txid, server[0], server[1])
     except Exception as exc:
         result.failure = F.classify(exc)
-        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                resolver=resolver, failure=result.failure)  # fmt: skip
+        _record(trace, query, result.failure)
         return result
     loop = asyncio.get_running_loop()
     stop_at = deadline
@@ -167,11 +175,10 @@ async def query_udp(
     valid = 0
     try:
         try:
-            sock.send(query.to_wire())
+            sock.send(message.to_wire())
         except F.ProbeFailure as exc:  # the run's byte budget
             result.failure = exc.failure
-            _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                    resolver=resolver, failure=result.failure)  # fmt: skip
+            _record(trace, query, result.failure)
             return result
         while True:
             try:
@@ -180,15 +187,13 @@ async def query_udp(
                 if not answered:
                     result.failure = first_failure or F.classify(exc)
                     if first_failure is None:
-                        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                                resolver=resolver, failure=result.failure)  # fmt: skip
+                        _record(trace, query, result.failure)
                 break
-            parsed = _parse(query, wire)
+            parsed = _parse(message, wire)
             late = ["late"] if answered else []
             if isinstance(parsed, str):
                 first_failure = first_failure or parsed
-                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                        resolver=resolver, failure=parsed, raw=wire, tags=late)  # fmt: skip
+                _record(trace, query, parsed, raw=wire, tags=late)
                 continue
             answers, addresses = _answers(parsed)
             if parsed.flags & dns.flags.TC:
@@ -196,15 +201,21 @@ async def query_udp(
                 failure = (
                     None if parsed.rcode() == dns.rcode.NOERROR else _rcode_failure(parsed, [])
                 )
-                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                        resolver=resolver, failure=failure, rcode=parsed.rcode(), raw=wire,
-                        tags=[*late, "truncated"])  # fmt: skip
+                _record(
+                    trace, query, failure, rcode=parsed.rcode(), raw=wire, tags=[*late, "truncated"]
+                )
                 truncated_first = truncated_first or not answered
             else:
                 failure = _rcode_failure(parsed, addresses)
-                _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="udp",
-                        resolver=resolver, failure=failure, answers=answers,
-                        rcode=parsed.rcode(), raw=wire, tags=late)  # fmt: skip
+                _record(
+                    trace,
+                    query,
+                    failure,
+                    answers=answers,
+                    rcode=parsed.rcode(),
+                    raw=wire,
+                    tags=late,
+                )
                 if not answered:
                     result.addresses, result.failure = addresses, failure
                 result.answers_seen.append(addresses)
@@ -227,15 +238,14 @@ async def query_tcp(
     trace: Trace, txid: int, host: str, qtype: str, server: tuple[str, int], deadline: float
 ) -> DNSResult:
     """One query over TCP (RFC 7766 framing)."""
-    query = dns.message.make_query(dns.name.from_text(host), qtype)
-    resolver = endpoint(*server)
-    t0 = trace.now()
+    message = dns.message.make_query(dns.name.from_text(host), qtype)
+    query = _Query(txid, trace.now(), host, qtype, "tcp", endpoint(*server))
     result = DNSResult()
     raw: bytes | None = None
     try:
         conn = await tcp_connect(trace, txid, server[0], server[1], deadline)
         try:
-            wire = query.to_wire()
+            wire = message.to_wire()
             await conn.write(len(wire).to_bytes(2, "big") + wire, deadline)
             buffer = b""
             while len(buffer) < 2 or len(buffer) < 2 + int.from_bytes(buffer[:2], "big"):
@@ -248,20 +258,17 @@ async def query_tcp(
             conn.close()
     except Exception as exc:
         result.failure = F.classify(exc)
-        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp",
-                resolver=resolver, failure=result.failure)  # fmt: skip
+        _record(trace, query, result.failure)
         return result
-    parsed = _parse(query, raw)
+    parsed = _parse(message, raw)
     if isinstance(parsed, str):
         result.failure = parsed
-        _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp",
-                resolver=resolver, failure=parsed, raw=raw)  # fmt: skip
+        _record(trace, query, parsed, raw=raw)
         return result
     answers, result.addresses = _answers(parsed)
     result.failure = _rcode_failure(parsed, result.addresses)
     result.answers_seen.append(result.addresses)
-    _record(trace, txid=txid, t0=t0, host=host, qtype=qtype, engine="tcp", resolver=resolver,
-            failure=result.failure, answers=answers, rcode=parsed.rcode(), raw=raw)  # fmt: skip
+    _record(trace, query, result.failure, answers=answers, rcode=parsed.rcode(), raw=raw)
     return result
 
 
@@ -285,8 +292,8 @@ async def getaddrinfo(trace: Trace, txid: int, host: str, deadline: float) -> DN
                         "as_org_name": ""})  # fmt: skip
     if result.addresses:
         result.answers_seen.append(result.addresses)
-    _record(trace, txid=txid, t0=t0, host=host, qtype="ANY", engine="getaddrinfo",
-            resolver="", failure=result.failure, answers=answers)  # fmt: skip
+    query = _Query(txid, t0, host, "ANY", "getaddrinfo", "")
+    _record(trace, query, result.failure, answers=answers)
     return result
 
 
@@ -305,8 +312,7 @@ async def resolve(
         server = server or system_nameserver()
         if server is None:
             why = F.unknown("no nameserver in /etc/resolv.conf for DNS over TCP")
-            _record(trace, txid=txid, t0=trace.now(), host=host, qtype="A", engine="tcp",
-                    resolver="", failure=why)  # fmt: skip
+            _record(trace, _Query(txid, trace.now(), host, "A", "tcp", ""), why)
             return DNSResult(failure=why)
     elif server is None:
         return await getaddrinfo(trace, txid, host, deadline)

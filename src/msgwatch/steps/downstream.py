@@ -11,7 +11,7 @@ own. The procedure:
    mapping and the firewall's state, and show the helper the flow (it sends only on a flow it
    received from in the last 10 s, from the control connection's address);
 3. ask the helper over its control API to send the schedule (the probe builds the same one with
-   :func:`msgwatch.wire.helper_api.schedule`, so it knows every payload); the helper answers
+   :meth:`msgwatch.wire.helper_api.Schedule.packets`, so it knows every payload); the helper answers
    once the send is scheduled, with the datagrams and bytes it will send;
 4. receive until the helper's own count says it sent the whole schedule (``GET /v1/udp/flows``:
    ``originated``, its datagrams sent and withheld, asked from the schedule's end on, at most
@@ -41,20 +41,22 @@ from msgwatch import failures as F
 from msgwatch.steps.control import HelperLink, helper_flows, helper_send
 from msgwatch.steps.net import endpoint, udp_open
 from msgwatch.steps.replay import (
+    DEFAULT_OPTIONS,
     GRACE,
-    RECEIVE_BUFFER,
     Listening,
+    ReplayOptions,
     ReplayResult,
-    interarrival_jitter,
-    interval_rows,
+    Tally,
     kernel_drops,
     listen_out,
     probe_record,
     receive_until,
+    record_replay,
+    settle,
 )
 from msgwatch.steps.trace import BUDGET_EXCEEDED, Trace
 from msgwatch.wire import calltraffic as C
-from msgwatch.wire.helper_api import schedule
+from msgwatch.wire.helper_api import Schedule, SendAnswer, SendRequest
 
 PINHOLES = 3
 PINHOLE_SPACING = 0.01
@@ -65,9 +67,13 @@ SENT_POLL_SPACING = 0.15
 
 
 async def helper_done(
-    trace: Trace, txid: int, link: HelperLink, flow: tuple[int, int], announced: int,
+    trace: Trace,
+    txid: int,
+    link: HelperLink,
+    flow: tuple[int, int],
+    announced: int,
     deadline: float,
-) -> bool:  # fmt: skip
+) -> bool:
     """Wait until the helper's count of ``flow`` says every announced datagram was sent or
     withheld (``originated``); False when it never said so (polls spent, or no answer)."""
     loop = asyncio.get_running_loop()
@@ -77,8 +83,10 @@ async def helper_done(
         counts, _ = await helper_flows(trace, txid, link, [flow], deadline)
         originated = (counts[0] or {}).get("originated") if counts else None
         if isinstance(originated, dict):
-            done = sum(int(originated.get(n) or 0)
-                       for n in ("tx_packets", "over_limits", "send_buffer_full"))  # fmt: skip
+            done = sum(
+                int(originated.get(n) or 0)
+                for n in ("tx_packets", "over_limits", "send_buffer_full")
+            )
             if done >= announced:
                 return True
         await asyncio.sleep(min(SENT_POLL_SPACING, max(0.0, deadline - loop.time())))
@@ -90,37 +98,26 @@ async def downstream(
     txid: int,
     link: HelperLink,
     port: int,
-    request: dict[str, Any],
+    plan: Schedule,
     deadline: float,
-    *,
-    label: dict[str, Any],
-    marker: C.Marker | None = None,
-    interval: float = 0.1,
-    marked: frozenset[int] = frozenset(),
-    avoid_ports: frozenset[int] = frozenset(),
-    signed: frozenset[int] = frozenset(),
+    options: ReplayOptions = DEFAULT_OPTIONS,
     sent: asyncio.Event | None = None,
 ) -> ReplayResult:
-    """One downstream replay (module notes). ``request``: ``profile``, ``variant``, ``seconds``,
-    ``seed`` (the ports and ``marker`` are added here); ``marked``: indices of the schedule's
-    STUN-framed datagrams, counted apart (``marked_sent``/``marked_received``); ``signed``: those
-    carrying the service's own non-STUN framing (``signature_sent``/``signature_received``);
-    ``sent``: set once the helper is done sending (or will not send), before the grace."""
+    """One downstream replay of ``plan`` from the helper's ``port`` (module notes); never raises.
+    ``options.marked``/``options.signed`` index the schedule's datagrams; ``sent``: set once the
+    helper is done sending (or will not send), before the grace."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
-    t0 = trace.now()
+    tally = Tally(trace.now())
     ip = link.address
     address = endpoint(ip, port)
-    packets: Sequence[C.Packet] = schedule(request["profile"], request["variant"],
-                                           request["seconds"], request["seed"], marker)  # fmt: skip
+    packets: Sequence[C.Packet] = plan.packets()
     expected = {p.payload: (i, p.offset) for i, p in reversed(list(enumerate(packets)))}
-    arrivals: list[tuple[float, int]] = []
-    pairs: list[tuple[float, float]] = []
     got: set[int] = set()
-    answer: dict[str, Any] | None = None
+    answer: SendAnswer | None = None
     send_failure: str | None = None
     try:
-        sock = await udp_open(trace, txid, ip, port, avoid_ports=avoid_ports)
+        sock = await udp_open(trace, txid, ip, port, avoid_ports=options.avoid_ports)
     except Exception as exc:
         result.failure = F.classify(exc)
         sock = None
@@ -134,7 +131,7 @@ async def downstream(
     confirmed = False
     if sock is not None:
         result.local_port = sock.local_port
-        sock.set_receive_buffer(RECEIVE_BUFFER)
+        sock.set_receive_buffer(options.receive_buffer)
         start_drops = kernel_drops(sock)
         start = loop.time()
         listening = Listening(start)
@@ -145,8 +142,8 @@ async def downstream(
                 return  # a pinhole's echo, or a duplicate
             now = loop.time() - start
             got.add(found[0])
-            arrivals.append((now, len(data)))
-            pairs.append((found[1], now))
+            tally.arrivals.append((now, len(data)))
+            tally.pairs.append((found[1], now))
 
         receiver = asyncio.create_task(receive_until(sock, deadline, result, arrived))
         try:
@@ -158,22 +155,29 @@ async def downstream(
                     break
                 await asyncio.sleep(PINHOLE_SPACING)
             if result.failure is None:
-                body = {**request, "client_port": result.local_port, "local_port": port,
-                        "marker": marker}  # fmt: skip
+                request = SendRequest(result.local_port or 0, port, plan)
                 start = loop.time()  # the helper starts as it accepts: about now
-                answer, send_failure = await helper_send(trace, txid, link, body, deadline)
+                answer, send_failure = await helper_send(trace, txid, link, request, deadline)
             if answer is not None:
                 last = packets[-1].offset if packets else 0.0
                 listening.started = start
                 await asyncio.sleep(max(0.0, min(deadline, start + last) - loop.time()))
                 flow = (result.local_port or 0, port)
-                confirmed = await helper_done(trace, txid, link, flow, int(answer["packets"]),
-                                              deadline)  # fmt: skip
+                confirmed = await helper_done(
+                    trace, txid, link, flow, int(answer["packets"]), deadline
+                )
                 if sent is not None:
                     sent.set()
                 listening.last_sent = max(start + last, loop.time() if confirmed else 0.0)
-                await listen_out(sock, result, arrived, receiver, listening,
-                                 listening.last_sent + GRACE, deadline)  # fmt: skip
+                await listen_out(
+                    sock,
+                    result,
+                    arrived,
+                    receiver,
+                    listening,
+                    listening.last_sent + GRACE,
+                    deadline,
+                )
             else:
                 result.failure = result.failure or send_failure
         finally:
@@ -182,43 +186,27 @@ async def downstream(
             sock.close()
     if sent is not None:
         sent.set()
-    if answer is not None:
-        result.sent_packets = int(answer["packets"])
-        result.sent_bytes = int(answer["bytes"])
-    result.received_packets = min(len(arrivals), result.sent_packets)
-    result.received_bytes = sum(s for _, s in arrivals)
-    result.jitter_ms = round(interarrival_jitter(pairs) * 1000, 3)
-    sends = [(p.offset, len(p.payload)) for p in packets] if answer is not None else []
-    result.intervals = interval_rows(sends, arrivals, interval)
-    if result.failure is None and result.sent_packets and not result.received_packets:
-        result.failure = F.TIMEOUT
+    # Sent is what the helper said it would send (nothing, when it did not answer).
+    tally.sent = (int(answer["packets"]), int(answer["bytes"])) if answer else (0, 0)
+    tally.sends = [(p.offset, len(p.payload)) for p in packets] if answer else []
+    tally.marked = (len(options.marked) if answer else 0, len(options.marked & got))
+    tally.signed = (len(options.signed) if answer else 0, len(options.signed & got))
+    settle(result, tally, options.interval)
     if answer is not None:  # something was to be read (a refused send is in the record only)
-        trace.event("read_from", txid=txid, t0=t0, address=address, proto="udp",
-                    num_bytes=result.received_bytes, failure=result.failure)  # fmt: skip
-    result.record = trace.replay(
-        {
-            **label,
-            "direction": "down",
-            "address": address,
-            "transport": "udp",
-            "sent_packets": result.sent_packets,
-            "sent_bytes": result.sent_bytes,
-            "received_packets": result.received_packets,
-            "received_bytes": result.received_bytes,
-            "loss": round(result.loss, 4),
-            "jitter_ms": result.jitter_ms,
-            "marked_sent": len(marked) if answer is not None else 0,
-            "marked_received": len(marked & got),
-            "signature_sent": len(signed) if answer is not None else 0,
-            "signature_received": len(signed & got),
-            "intervals": result.intervals[:600],
-            "send": answer,
-            "send_failure": send_failure,
-            "probe": {**probe, "sent_confirmed": confirmed} if probe else {},
-            "failure": result.failure,
-            "t0": t0,
-            "t": trace.now(),
-            "transaction_id": txid,
-        }
-    )
+        trace.event(
+            "read_from",
+            txid=txid,
+            t0=tally.t0,
+            address=address,
+            proto="udp",
+            num_bytes=result.received_bytes,
+            failure=result.failure,
+        )
+    head = {**options.label, "direction": "down", "address": address, "transport": "udp"}
+    tail = {
+        "send": answer,
+        "send_failure": send_failure,
+        "probe": {**probe, "sent_confirmed": confirmed} if probe else {},
+    }
+    record_replay(trace, txid, result, tally, head, tail)
     return result

@@ -1,5 +1,8 @@
 """HTTP/1.1 GET over an established TCP or TLS stream, with h11 as the protocol engine.
 
+What to get is a :class:`Get`: the ``Host`` it names, the path, and how much of the body is read
+and kept.
+
 Bounds: whatever h11 has not yet made into an event — the status line and headers, a chunk-size
 line, the trailers — is limited to :data:`MAX_INCOMPLETE` bytes (h11's ``max_incomplete_event_size``):
 beyond that the response is ``http_invalid_response``, so an endless chunk-size line costs at most
@@ -47,31 +50,46 @@ class HTTPResult:
     """Body bytes read (more than ``body`` holds when the caller kept fewer)."""
 
 
+@dataclass(frozen=True)
+class Get:
+    """One GET: the ``Host`` it names, the path, and how much of the answer is read and kept."""
+
+    host: str
+    """The ``Host`` header: the name, with ``:port`` when not the scheme's default (:meth:`to`)."""
+    path: str = "/"
+    scheme: str = "http"
+    """``http`` or ``https``: only the recorded URL says it (the step is given its stream)."""
+    max_body: int | None = None
+    """Body bytes read at most (None: the trace's ``max_body``)."""
+    keep_body: int | None = None
+    """Of those, bytes kept in the result and the record (None: all; a throughput download: 0)."""
+
+    @classmethod
+    def to(
+        cls, scheme: str, host: str, port: int, path: str = "/", *, max_body: int | None = None
+    ) -> Get:
+        """A GET of ``path`` from ``host``:``port``, the port named only when not the default."""
+        default = 443 if scheme == "https" else 80
+        return cls(host if port == default else f"{host}:{port}", path, scheme, max_body)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}{self.path}"
+
+
 def _headers(items: Any) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in items]
 
 
 async def http_get(
-    stream: Stream,
-    trace: Trace,
-    txid: int,
-    *,
-    url: str,
-    host: str,
-    path: str,
-    deadline: float,
-    alpn: str | None = None,
-    max_body: int | None = None,
-    keep_body: int | None = None,
+    stream: Stream, trace: Trace, txid: int, get: Get, deadline: float, *, alpn: str | None = None
 ) -> HTTPResult:
-    """GET ``path`` with ``Host: host``; records a ``requests`` entry; never raises.
-
-    ``max_body`` bytes of the body are read at most; ``keep_body`` of them (all by default) are kept
-    in the result and the record — a throughput download reads much and keeps nothing."""
-    limit = trace.limits.max_body if max_body is None else max_body
-    keep = limit if keep_body is None else min(keep_body, limit)
+    """``get`` on ``stream`` (``alpn``: what its TLS negotiated, for the record); records a
+    ``requests`` entry; never raises."""
+    limit = trace.limits.max_body if get.max_body is None else get.max_body
+    keep = limit if get.keep_body is None else min(get.keep_body, limit)
     request_headers = [
-        ("Host", host),
+        ("Host", get.host),
         ("User-Agent", USER_AGENT),
         ("Accept", "*/*"),
         ("Connection", "close"),
@@ -83,7 +101,7 @@ async def http_get(
     received = 0
     closed = False
     try:
-        data = conn.send(h11.Request(method="GET", target=path, headers=request_headers))
+        data = conn.send(h11.Request(method="GET", target=get.path, headers=request_headers))
         data += conn.send(h11.EndOfMessage())
         await stream.write(data, deadline)
         while True:
@@ -134,7 +152,7 @@ async def http_get(
             "alpn": alpn or "",
             "failure": result.failure,
             "request": {
-                "url": url,
+                "url": get.url,
                 "method": "GET",
                 "headers_list": [list(h) for h in request_headers],
                 "headers": dict(request_headers),

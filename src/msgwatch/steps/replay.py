@@ -26,12 +26,17 @@ path. Hence (:func:`listen_out`):
   while the loop was stalled waits there, so the stall costs no echo, only time;
 - the kernel's drops for the socket (``socket_drops``, ``SO_MEMINFO``) and the probe's own queue's
   (``queue_drops``) are counted: those datagrams arrived.
+
+A replay is labelled and counted as its :class:`ReplayOptions` say. The listening, the ``probe``
+record and the finishing (:class:`Tally`, :func:`settle`, :func:`record_replay`) are shared with
+the downstream replay (:mod:`msgwatch.steps.downstream`), so both directions' records have one
+shape.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +54,32 @@ LATE_SEND = 0.05
 """A datagram sent more than this after its schedule is a late send (the probe's lag)."""
 MAX_DRAIN = 100_000
 """At most this many datagrams are read after listening ended."""
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How a replay (either direction) is labelled, counted and received."""
+
+    label: Mapping[str, Any] = field(default_factory=dict)
+    """Keys copied into the record first (profile, variant, role...)."""
+    interval: float = 0.1
+    """Seconds of each row of the record's ``intervals``."""
+    marked: frozenset[int] = frozenset()
+    """Indices of datagrams counted apart: the ones carrying a protocol's framing, e.g. STUN
+    (``marked_sent``/``marked_received``). A censor that drops only those (a handful among
+    thousands of media packets) shows there, not in the overall loss."""
+    signed: frozenset[int] = frozenset()
+    """Likewise, the datagrams carrying the service's own non-STUN framing (Telegram's reflector
+    header, Viber's, Discord's: :func:`msgwatch.wire.calltraffic.framings`), matched by content
+    (``signature_sent``/``signature_received``)."""
+    avoid_ports: frozenset[int] = frozenset()
+    """The helper's ports this run uses; the replay never sends from one of them (the helper would
+    not answer, :func:`msgwatch.steps.net.udp_open`)."""
+    receive_buffer: int = RECEIVE_BUFFER
+    """The kernel receive buffer to ask for (module notes)."""
+
+
+DEFAULT_OPTIONS = ReplayOptions()
 
 
 @dataclass
@@ -214,6 +245,75 @@ def kernel_drops(sock: UDPSocket) -> int | None:
     return counters[1] if counters is not None else None
 
 
+@dataclass
+class Tally:
+    """What a replay counted: :func:`settle` makes its result of it, :func:`record_replay` its
+    record (an echo replay's and a downstream replay's alike)."""
+
+    t0: float
+    """Trace time the replay started."""
+    sends: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds from the start, bytes) of each datagram sent (for a downstream replay: as the
+    helper's schedule has it)."""
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds from the start, bytes) of each datagram received that belongs to the replay."""
+    pairs: list[tuple[float, float]] = field(default_factory=list)
+    """(sent, received) times, for the jitter."""
+    marked: tuple[int, int] = (0, 0)
+    """Marked datagrams (:attr:`ReplayOptions.marked`) sent and received."""
+    signed: tuple[int, int] = (0, 0)
+    """Datagrams with the service's own framing (:attr:`ReplayOptions.signed`) sent and received."""
+    sent: tuple[int, int] | None = None
+    """(datagrams, bytes) sent when not :attr:`sends` (a downstream replay: the helper's word)."""
+
+
+def settle(result: ReplayResult, tally: Tally, interval: float) -> None:
+    """Fill ``result``'s counts from ``tally`` (a replay that sent and got nothing back timed
+    out, unless it failed otherwise)."""
+    sends, arrivals = tally.sends, tally.arrivals
+    sent = tally.sent if tally.sent is not None else (len(sends), sum(s for _, s in sends))
+    result.sent_packets, result.sent_bytes = sent
+    result.received_packets = min(len(arrivals), result.sent_packets)
+    result.received_bytes = sum(s for _, s in arrivals)
+    result.jitter_ms = round(interarrival_jitter(tally.pairs) * 1000, 3)
+    result.intervals = interval_rows(sends, arrivals, interval)
+    if result.failure is None and result.sent_packets and not result.received_packets:
+        result.failure = F.TIMEOUT
+
+
+def record_replay(
+    trace: Trace,
+    txid: int,
+    result: ReplayResult,
+    tally: Tally,
+    head: dict[str, Any],
+    tail: dict[str, Any],
+) -> None:
+    """Keep the settled ``result``'s ``msgwatch_replays`` entry: ``head`` are the keys before the
+    counts (label, address...), ``tail`` those after them (``probe``...)."""
+    result.record = trace.replay(
+        {
+            **head,
+            "sent_packets": result.sent_packets,
+            "sent_bytes": result.sent_bytes,
+            "received_packets": result.received_packets,
+            "received_bytes": result.received_bytes,
+            "loss": round(result.loss, 4),
+            "jitter_ms": result.jitter_ms,
+            "marked_sent": tally.marked[0],
+            "marked_received": tally.marked[1],
+            "signature_sent": tally.signed[0],
+            "signature_received": tally.signed[1],
+            "intervals": result.intervals[:600],
+            **tail,
+            "failure": result.failure,
+            "t0": tally.t0,
+            "t": trace.now(),
+            "transaction_id": txid,
+        }
+    )
+
+
 async def replay(
     trace: Trace,
     txid: int,
@@ -221,39 +321,22 @@ async def replay(
     port: int,
     packets: Sequence[Packet],
     deadline: float,
-    *,
-    label: dict[str, Any],
-    interval: float = 0.1,
-    marked: frozenset[int] = frozenset(),
-    avoid_ports: frozenset[int] = frozenset(),
-    receive_buffer: int = RECEIVE_BUFFER,
-    signed: frozenset[int] = frozenset(),
+    options: ReplayOptions = DEFAULT_OPTIONS,
 ) -> ReplayResult:
-    """Send ``packets`` on their schedule, collect the echoes; records a replay entry.
-
-    ``marked``: indices of datagrams to account for separately (the ones carrying a protocol's
-    framing, e.g. STUN): how many of them were sent and how many came back. A censor that drops only
-    those (a handful among thousands of media packets) shows there, not in the overall loss.
-    ``signed``: likewise, the datagrams carrying the service's own non-STUN framing (Telegram's
-    reflector header, Viber's, Discord's: :func:`msgwatch.wire.calltraffic.framings`), matched by
-    content (the helper echoes them unchanged): ``signature_sent``/``signature_received``.
-    ``avoid_ports``: the helper's ports this run uses; the replay never sends from one of them
-    (the helper would not answer, :func:`msgwatch.steps.net.udp_open`). ``receive_buffer``: the
-    kernel receive buffer to ask for (module notes)."""
+    """Send ``packets`` on their schedule, collect the echoes; records a replay entry (never
+    raises). A marked datagram came back if it was echoed or answered as STUN (its transaction
+    id returns); a signed one if it was echoed unchanged."""
     loop = asyncio.get_running_loop()
     result = ReplayResult()
-    t0 = trace.now()
+    tally = Tally(trace.now())
     address = endpoint(ip, port)
-    sends: list[tuple[float, int]] = []
-    echoes: list[tuple[float, int]] = []
     pending: dict[bytes, float] = {}
     marked_payloads: dict[bytes, int] = {}  # STUN transaction id → index
     marked_back: set[int] = set()
     signed_payloads: dict[bytes, int] = {}  # the service's own framing: payload → index
     signed_back: set[int] = set()
-    pairs: list[tuple[float, float]] = []
     try:
-        sock = await udp_open(trace, txid, ip, port, avoid_ports=avoid_ports)
+        sock = await udp_open(trace, txid, ip, port, avoid_ports=options.avoid_ports)
     except Exception as exc:
         result.failure = F.classify(exc)
         sock = None
@@ -261,19 +344,17 @@ async def replay(
     probe: dict[str, Any] = {}
     if sock is not None:
         result.local_port = sock.local_port
-        sock.set_receive_buffer(receive_buffer)
+        sock.set_receive_buffer(options.receive_buffer)
         start_drops = kernel_drops(sock)
         start = loop.time()
         listening = Listening(start)
 
         def echoed(data: bytes) -> None:
             now = loop.time() - start
-            echoes.append((now, len(data)))
+            tally.arrivals.append((now, len(data)))
             sent_at = pending.pop(data, None)
             if sent_at is not None:
-                pairs.append((sent_at, now))
-            # A marked (STUN-framed) datagram came back if it was echoed, or if the helper
-            # answered it as STUN: either way its transaction id returns.
+                tally.pairs.append((sent_at, now))
             index = marked_payloads.get(data[8:20]) if len(data) >= 20 else None
             if index is not None:
                 marked_back.add(index)
@@ -295,11 +376,11 @@ async def replay(
                     break
                 listening.sent(loop.time(), start + offset)
                 now = loop.time() - start
-                sends.append((now, len(payload)))
+                tally.sends.append((now, len(payload)))
                 pending.setdefault(payload, now)
-                if index in marked and len(payload) >= 20:
+                if index in options.marked and len(payload) >= 20:
                     marked_payloads.setdefault(payload[8:20], index)
-                if index in signed:
+                if index in options.signed:
                     signed_payloads.setdefault(payload, index)
             scheduled = start + (packets[-1][0] if packets else 0.0)
             end = max(scheduled, listening.last_sent or scheduled) + GRACE
@@ -308,38 +389,26 @@ async def replay(
             receiver.cancel()
             probe = probe_record(sock, listening, start_drops)
             sock.close()
-    result.sent_packets, result.sent_bytes = len(sends), sum(s for _, s in sends)
-    result.received_packets = min(len(echoes), len(sends))
-    result.received_bytes = sum(s for _, s in echoes)
-    result.jitter_ms = round(interarrival_jitter(pairs) * 1000, 3)
-    result.intervals = interval_rows(sends, echoes, interval)
-    if result.failure is None and result.sent_packets and not result.received_packets:
-        result.failure = F.TIMEOUT
-    trace.event("write_to", txid=txid, t0=t0, address=address, proto="udp",
-                num_bytes=result.sent_bytes)  # fmt: skip
-    trace.event("read_from", txid=txid, t0=t0, address=address, proto="udp",
-                num_bytes=result.received_bytes, failure=result.failure)  # fmt: skip
-    result.record = trace.replay(
-        {
-            **label,
-            "address": address,
-            "transport": "udp",
-            "sent_packets": result.sent_packets,
-            "sent_bytes": result.sent_bytes,
-            "received_packets": result.received_packets,
-            "received_bytes": result.received_bytes,
-            "loss": round(result.loss, 4),
-            "jitter_ms": result.jitter_ms,
-            "marked_sent": len(marked_payloads),
-            "marked_received": len(marked_back),
-            "signature_sent": len(signed_payloads),
-            "signature_received": len(signed_back),
-            "intervals": result.intervals[:600],
-            "probe": probe,
-            "failure": result.failure,
-            "t0": t0,
-            "t": trace.now(),
-            "transaction_id": txid,
-        }
+    tally.marked = (len(marked_payloads), len(marked_back))
+    tally.signed = (len(signed_payloads), len(signed_back))
+    settle(result, tally, options.interval)
+    trace.event(
+        "write_to",
+        txid=txid,
+        t0=tally.t0,
+        address=address,
+        proto="udp",
+        num_bytes=result.sent_bytes,
     )
+    trace.event(
+        "read_from",
+        txid=txid,
+        t0=tally.t0,
+        address=address,
+        proto="udp",
+        num_bytes=result.received_bytes,
+        failure=result.failure,
+    )
+    head = {**options.label, "address": address, "transport": "udp"}
+    record_replay(trace, txid, result, tally, head, {"probe": probe})
     return result

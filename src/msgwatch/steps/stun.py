@@ -36,14 +36,15 @@ it, the XOR hides nothing, and the measurement's scrubbing only finds addresses 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from aioice import stun
 
 from msgwatch import failures as F
-from msgwatch.steps.net import udp_open
+from msgwatch.steps.net import endpoint, udp_open
 from msgwatch.steps.trace import Trace, b64
+from msgwatch.wire.packets import STUN_COOKIE_BYTES, STUN_HEADER_LENGTH
 
 RTO = 0.5
 RC = 7
@@ -54,8 +55,7 @@ REQUESTED_TRANSPORT_UDP = 17 << 24
 _REFLEXIVE_ATTRIBUTES = {0x0001, 0x0020, 0x8020}
 
 Kind = Literal["stun", "turn"]
-HEADER = 20
-COOKIE = b"\x21\x12\xa4\x42"
+HEADER = STUN_HEADER_LENGTH
 MAX_STREAM_MESSAGE = 4096
 """The longest answer read over a stream (a 401 with REALM and NONCE is about 100 bytes)."""
 
@@ -183,6 +183,58 @@ def _parse(data: bytes, transaction_id: bytes) -> stun.Message | None:
     return message
 
 
+@dataclass
+class _Exchange:
+    """One STUN/TURN transaction as its ``msgwatch_udp_exchanges`` record keeps it."""
+
+    kind: Kind
+    address: str
+    transport: Literal["udp", "tcp", "tls"]
+    t0: float
+    request: stun.Message = field(init=False)
+    wire: bytes = field(init=False)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.request = build_request(self.kind)
+        self.wire = bytes(self.request)
+
+    def sending(self, trace: Trace) -> None:
+        self.attempts.append({"t0": trace.now(), "num_bytes": len(self.wire)})
+
+    def received(self, trace: Trace, data: bytes) -> stun.Message | None:
+        """``data`` parsed as the answer (None: it is not one), kept in the record (bounded)."""
+        message = _parse(data, self.request.transaction_id)
+        if len(self.responses) < MAX_RESPONSES:
+            self.responses.append(_describe(message, data, trace.now(), trace.limits.max_raw))
+        return message
+
+    def record(self, trace: Trace, txid: int, result: STUNResult) -> STUNResult:
+        """Keep the record (and the probe's mapped address, to scrub it); returns ``result``."""
+        if result.mapped_address:
+            trace.note_probe_address(result.mapped_address)
+        trace.udp_exchange(
+            {
+                "protocol": self.kind,
+                "address": self.address,
+                "transport": self.transport,
+                "request": {
+                    "method": "binding" if self.kind == "stun" else "allocate",
+                    "transaction_id": self.request.transaction_id.hex(),
+                    "num_bytes": len(self.wire),
+                },
+                "attempts": self.attempts,
+                "responses": self.responses,
+                "failure": result.failure,
+                "t0": self.t0,
+                "t": trace.now(),
+                "transaction_id": txid,
+            }
+        )
+        return result
+
+
 async def stun_exchange(
     trace: Trace,
     txid: int,
@@ -194,14 +246,8 @@ async def stun_exchange(
     rto: float = RTO,
 ) -> STUNResult:
     """One STUN/TURN transaction over UDP; records a ``msgwatch_udp_exchanges`` entry."""
-    request = build_request(kind)
-    wire = bytes(request)
-    loop = asyncio.get_running_loop()
-    t0 = trace.now()
-    attempts: list[dict[str, Any]] = []
-    responses: list[dict[str, Any]] = []
+    exchange = _Exchange(kind, endpoint(ip, port), "udp", trace.now())
     result = STUNResult(F.TIMEOUT)
-    address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
     try:
         sock = await udp_open(trace, txid, ip, port)
     except Exception as exc:
@@ -209,52 +255,23 @@ async def stun_exchange(
         sock = None
     if sock is not None:
         try:
-            result = await _transact(sock, trace, kind, request, wire, deadline, rto, loop,
-                                     attempts, responses)  # fmt: skip
+            result = await _transact(sock, trace, exchange, deadline, rto)
         except F.ProbeFailure as exc:  # the run's byte budget
             result = STUNResult(exc.failure)
         finally:
             sock.close()
-    if result.mapped_address:
-        trace.note_probe_address(result.mapped_address)
-    trace.udp_exchange(
-        {
-            "protocol": kind,
-            "address": address,
-            "transport": "udp",
-            "request": {
-                "method": "binding" if kind == "stun" else "allocate",
-                "transaction_id": request.transaction_id.hex(),
-                "num_bytes": len(wire),
-            },
-            "attempts": attempts,
-            "responses": responses,
-            "failure": result.failure,
-            "t0": t0,
-            "t": trace.now(),
-            "transaction_id": txid,
-        }
-    )
-    return result
+    return exchange.record(trace, txid, result)
 
 
 async def _transact(
-    sock: Any,
-    trace: Trace,
-    kind: Kind,
-    request: stun.Message,
-    wire: bytes,
-    deadline: float,
-    rto: float,
-    loop: asyncio.AbstractEventLoop,
-    attempts: list[dict[str, Any]],
-    responses: list[dict[str, Any]],
+    sock: Any, trace: Trace, exchange: _Exchange, deadline: float, rto: float
 ) -> STUNResult:
+    loop = asyncio.get_running_loop()
     invalid_seen = False
     wait = rto
     for attempt in range(RC):
-        attempts.append({"t0": trace.now(), "num_bytes": len(wire)})
-        sock.send(wire)
+        exchange.sending(trace)
+        sock.send(exchange.wire)
         last = attempt == RC - 1
         stop_at = min(deadline, loop.time() + (rto * RM if last else wait))
         while True:
@@ -264,13 +281,11 @@ async def _transact(
                 break
             except Exception as exc:
                 return STUNResult(F.classify(exc))
-            message = _parse(data, request.transaction_id)
-            if len(responses) < MAX_RESPONSES:
-                responses.append(_describe(message, data, trace.now(), trace.limits.max_raw))
+            message = exchange.received(trace, data)
             if message is None:
                 invalid_seen = True
                 continue
-            return judge_response(kind, message)
+            return judge_response(exchange.kind, message)
         if loop.time() >= deadline:
             break
         wait *= 2
@@ -281,7 +296,7 @@ def message_length(header: bytes) -> int | None:
     """The whole length of the STUN message that ``header`` (at least 20 bytes) opens, or None
     when it cannot open one (first two bits, magic cookie, attribute length a multiple of 4)."""
     length = int.from_bytes(header[2:4], "big")
-    if header[0] & 0xC0 or header[4:8] != COOKIE or length % 4:
+    if header[0] & 0xC0 or header[4:8] != STUN_COOKIE_BYTES or length % 4:
         return None
     return HEADER + length
 
@@ -296,15 +311,12 @@ async def stun_stream_exchange(
 ) -> STUNResult:
     """One STUN/TURN transaction over an open stream; records a ``msgwatch_udp_exchanges`` entry
     (``transport`` ``tcp`` or ``tls``). Never raises."""
-    request = build_request(kind)
-    wire = bytes(request)
-    t0 = trace.now()
-    attempts: list[dict[str, Any]] = [{"t0": t0, "num_bytes": len(wire)}]
-    responses: list[dict[str, Any]] = []
+    exchange = _Exchange(kind, stream.address, transport, trace.now())
+    exchange.attempts.append({"t0": exchange.t0, "num_bytes": len(exchange.wire)})  # sent once
     result = STUNResult(F.TIMEOUT)
     buffer = bytearray()
     try:
-        await stream.write(wire, deadline)
+        await stream.write(exchange.wire, deadline)
         while True:
             size = None
             while size is None or len(buffer) < size:
@@ -318,39 +330,17 @@ async def stun_stream_exchange(
                     raise F.ProbeFailure(F.EOF_ERROR)
                 buffer += data
             data, buffer = bytes(buffer[:size]), buffer[size:]
-            message = _parse(data, request.transaction_id)
-            if len(responses) < MAX_RESPONSES:
-                responses.append(_describe(message, data, trace.now(), trace.limits.max_raw))
+            message = exchange.received(trace, data)
             if message is not None:
                 result = judge_response(kind, message)
                 break
-            if len(responses) >= MAX_RESPONSES:
+            if len(exchange.responses) >= MAX_RESPONSES:
                 raise F.ProbeFailure(F.STUN_INVALID)
     except F.ProbeFailure as exc:
         result = STUNResult(exc.failure)
     except Exception as exc:
         result = STUNResult(F.classify(exc))
-    if result.failure == F.STUN_INVALID and buffer and len(responses) < MAX_RESPONSES:
+    if result.failure == F.STUN_INVALID and buffer and len(exchange.responses) < MAX_RESPONSES:
         # What arrived in place of a STUN message is the evidence.
-        responses.append(_describe(None, bytes(buffer), trace.now(), trace.limits.max_raw))
-    if result.mapped_address:
-        trace.note_probe_address(result.mapped_address)
-    trace.udp_exchange(
-        {
-            "protocol": kind,
-            "address": stream.address,
-            "transport": transport,
-            "request": {
-                "method": "binding" if kind == "stun" else "allocate",
-                "transaction_id": request.transaction_id.hex(),
-                "num_bytes": len(wire),
-            },
-            "attempts": attempts,
-            "responses": responses,
-            "failure": result.failure,
-            "t0": t0,
-            "t": trace.now(),
-            "transaction_id": txid,
-        }
-    )
-    return result
+        exchange.responses.append(_describe(None, bytes(buffer), trace.now(), trace.limits.max_raw))
+    return exchange.record(trace, txid, result)

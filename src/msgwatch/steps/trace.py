@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-Record = dict[str, Any]
+from msgwatch.failures import BUDGET_EXCEEDED as BUDGET_EXCEEDED
 
-BUDGET_EXCEEDED = "budget_exceeded"
+Record = dict[str, Any]
 
 
 @dataclass

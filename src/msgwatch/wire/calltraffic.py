@@ -116,7 +116,6 @@ MARKERS: tuple[Marker, ...] = (
     "whatsapp", "teams", "zoom", "telegram", "discord", "viber", "messenger", "signal",
 )  # fmt: skip
 Framing = Literal["stun", "signature", "media"]
-STUN_COOKIE = bytes.fromhex("2112a442")
 TG_FILLER = b"\xff" * 12
 """libtgvoip's reflector header: the peer tag (16 bytes), then twelve 0xFF."""
 VIBER_TYPES = {12: (b"\x03\x00",), 20: (b"\x09\x00",), 34: (b"\x19\x00", b"\x1b\x00")}
@@ -486,7 +485,7 @@ def _token(rng: random.Random, length: int) -> bytes:
 def framing(payload: bytes, marker: Marker | None) -> Framing:
     """What a datagram of ``marker``'s original carries: STUN, the service's own (non-STUN)
     framing, or media (the module's notes)."""
-    if len(payload) >= 20 and payload[4:8] == STUN_COOKIE:
+    if len(payload) >= 20 and payload[4:8] == P.STUN_COOKIE_BYTES:
         return "stun"
     if marker == "telegram" and len(payload) >= 32 and payload[16:28] == TG_FILLER:
         return "signature"

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 STUN_COOKIE = 0x2112A442
+STUN_COOKIE_BYTES = STUN_COOKIE.to_bytes(4, "big")
+"""The magic cookie as it stands in bytes 4-7 of a message (the one definition msgwatch uses)."""
 STUN_HEADER_LENGTH = 20
 MESSAGE_INTEGRITY = 0x0008
 FINGERPRINT = 0x8028

@@ -5,22 +5,12 @@ Reads only the measurement: the replay targets of a function (roles ``replay_ori
 ``msgwatch_replays``, the STUN call path (role ``call_path``), the catalogue's relay endpoints and
 the helper's view of them (role ``helper_view``).
 
-All rounds count. The originals of every round are taken together (datagrams summed, the
-per-interval throughput samples of all rounds in one sample), and so are the controls; the
-statistics compare the two (:func:`msgwatch.analysis.stats.compare_replays`). Two checks over the
-rounds one by one can then only take a difference back (:func:`compare_rounds`): the controls must
-agree among themselves (Glasnost's noise rule), and the original must have fared worse in a majority
-of the rounds, by a margin that matters (:data:`ROUND_MARGIN`). "The original fails, the control
-passes" is a comparison too: it decides only when the loss test says so and most rounds show it
-(:func:`split`).
-
-The probe's own lag is the probe's, never the network's (the record's ``probe``, written by
-:mod:`msgwatch.steps.replay`): a datagram the probe dropped itself (its kernel receive
-buffer, its queue) arrived and counts as received (:func:`_credit`); a round whose listening the
-deadline cut is left out (:func:`clean`); and a difference in throughput alone is not decided
-when the probe's timing is in the throughput (:func:`probe_stalled`). What is left out makes the
-fact ``probe`` ``overloaded``, and the rules say ``inconclusive``, ``probe.overloaded`` where
-nothing else decides.
+The rounds are compared as statistics by :mod:`msgwatch.analysis.rounds` (all rounds pooled, then
+checked one by one; the probe's own lag left out); this module turns those comparisons into facts.
+"The original fails, the control passes" decides only when the loss test says so and most rounds
+show it (:func:`msgwatch.analysis.rounds.split`). What the probe's lag left out makes the fact
+``probe`` ``overloaded``, and the rules say ``inconclusive``, ``probe.overloaded`` where nothing
+else decides.
 
 Where the helper's own counts are in a record (``helper``: what it received from the flow and
 sent back), they tell on which way the datagrams were lost: before the helper (``upload``) or after
@@ -35,11 +25,11 @@ The **downstream** replays (roles ``replay_down_original``, ``replay_down_contro
 helper itself towards the probe (``POST /v1/udp/send``): the way down measured with a call of its
 own, not with what survived the way up. They count only when the helper says it sent every datagram
 it announced (``helper.originated``, :func:`_sent_all`). Their original and control are compared
-like the echo pairs (:func:`compare_rounds`, and the STUN-framed datagrams, :func:`_markers`):
-``downstream`` is ``original_lost`` when the original failed and the control passed, when the
-original's STUN-framed datagrams died and the control's did not, or when the original lost
-significantly more than a control that lost under 10 %, each seen in :data:`DOWN_MIN_ROUNDS`
-rounds (``unclear`` with fewer). And a downstream original that lost 10 %
+like the echo pairs (:func:`~msgwatch.analysis.rounds.compare_rounds`, and the STUN-framed
+datagrams, :func:`_markers`): ``downstream`` is ``original_lost`` when the original failed and the
+control passed, when the original's STUN-framed datagrams died and the control's did not, or when
+the original lost significantly more than a control that lost under 10 %, each seen in
+:data:`DOWN_MIN_ROUNDS` rounds (``unclear`` with fewer). And a downstream original that lost 10 %
 or more says "download" in the direction of the loss, whatever the echoes say (:func:`_direction`).
 """
 
@@ -53,14 +43,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent, loses_more
-from msgwatch.analysis.verdicts.rules import Verdict
+from msgwatch.analysis import rounds as R
+from msgwatch.analysis.rounds import State
+from msgwatch.measurement.vocab import DOWN_ROLES, Verdict
 
 Record = dict[str, Any]
-LOST = 0.5
-"""A replay that got less than half of its datagrams back failed (probe.calls.LOST)."""
-
-State = Literal["pass", "fail", "none"]
 Plain = Literal["pass", "fail", "partial", "policed", "none"]
 
 
@@ -113,219 +100,6 @@ def load_call_rules() -> CallRules:
     return CallRules.model_validate(tomllib.loads(text))
 
 
-# -- one role's replays, all rounds together ----------------------------------------------------
-
-
-def _int(record: Record, key: str) -> int:
-    value = record.get(key)
-    return value if isinstance(value, int) and value > 0 else 0
-
-
-def _credit(record: Record) -> int:
-    """Datagrams that reached the probe and that the probe itself dropped (the kernel's receive
-    buffer, its own queue: ``probe.socket_drops``, ``probe.queue_drops``): not the path's loss."""
-    probe = record.get("probe")
-    if not isinstance(probe, dict):
-        return 0
-    return sum(
-        v
-        for k in ("socket_drops", "queue_drops")
-        if isinstance(v := probe.get(k), int) and not isinstance(v, bool) and v > 0
-    )
-
-
-LATE_SHARE = 0.10
-"""A replay of which at least this share of datagrams left late (``probe.late_sends``)..."""
-LATE_LIMIT = 0.25
-"""...or one of them this many seconds late, was not sent as scheduled: the probe's doing."""
-STALL_LIMIT = 0.2
-"""A stall of the probe's loop this long (two counting intervals) during a replay..."""
-STALL_SHARE = 0.10
-"""...or stalls adding up to this share of its span put the probe's timing into its per-interval
-throughput."""
-
-
-def _probe(record: Record) -> Record:
-    probe = record.get("probe")
-    return probe if isinstance(probe, dict) else {}
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def probe_trouble(record: Record) -> str | None:
-    """Why a replay's counts are the probe's own: ``cut`` (the deadline ended the listening
-    before the grace after its last datagram, which the probe's lag sent late); None when they
-    are the path's. The counts survive a late loop otherwise: what arrived waits in the kernel,
-    and what the kernel dropped is counted (:func:`_credit`)."""
-    return "cut" if _probe(record).get("cut") is True else None
-
-
-def probe_stalled(record: Record) -> bool:
-    """Whether the probe's timing is in the replay's per-interval throughput: its loop stalled
-    during the replay (echoes read in a burst after the stall), its datagrams left late
-    (bunched: at least 10 % more than 50 ms late, or one 250 ms late), or it dropped some
-    itself (they count as arrived, but in no interval)."""
-    probe = _probe(record)
-    span = max(0.0, _number(record.get("t")) - _number(record.get("t0")))
-    stalled = _number(probe.get("stalled"))
-    sent = _int(record, "sent_packets")
-    late = _number(probe.get("late_sends"))
-    return (
-        _credit(record) > 0
-        or _number(probe.get("loop_lag")) >= STALL_LIMIT
-        or (span > 0 and stalled >= STALL_SHARE * span)
-        or (sent > 0 and late >= LATE_SHARE * sent)
-        or _number(probe.get("send_lag")) >= LATE_LIMIT
-    )
-
-
-def clean(
-    originals: Sequence[Record], controls: Sequence[Record]
-) -> tuple[list[Record], list[Record], int]:
-    """The originals and controls without the rounds that the probe's lag spoiled
-    (:func:`probe_trouble` of either replay of the round), and how many records were left out."""
-    spoiled: set[int] = set()
-    for o, c in _rounds(originals, controls):
-        if probe_trouble(o) or probe_trouble(c):
-            spoiled |= {id(o), id(c)}
-    spoiled |= {id(r) for r in (*originals, *controls) if probe_trouble(r)}
-    keep_o = [r for r in originals if id(r) not in spoiled]
-    keep_c = [r for r in controls if id(r) not in spoiled]
-    return keep_o, keep_c, len(originals) + len(controls) - len(keep_o) - len(keep_c)
-
-
-def _rows(record: Record) -> list[Record]:
-    return [r for r in record.get("intervals") or [] if isinstance(r, dict)]
-
-
-def _throughput(record: Record) -> list[float]:
-    """Bits per second received in each of the record's intervals (as the probe counted)."""
-    rows = _rows(record)
-    width = 0.1
-    if len(rows) > 1:
-        width = float(rows[1].get("t", 0.1)) - float(rows[0].get("t", 0.0)) or 0.1
-    return [int(r.get("rx_bytes") or 0) * 8 / width for r in rows]
-
-
-def _sent(records: Sequence[Record]) -> int:
-    return sum(_int(r, "sent_packets") for r in records)
-
-
-def _received(records: Sequence[Record]) -> int:
-    """Datagrams that arrived at the probe: those it counted and those it dropped itself."""
-    return sum(
-        min(_int(r, "received_packets") + _credit(r), _int(r, "sent_packets")) for r in records
-    )
-
-
-def _share(records: Sequence[Record]) -> float:
-    sent = _sent(records)
-    return _received(records) / sent if sent else 0.0
-
-
-def pooled(records: Sequence[Record]) -> ReplayStats:
-    """The rounds of one kind of replay as one sample."""
-    return ReplayStats(
-        throughput=[x for r in records for x in _throughput(r)],
-        sent=_sent(records),
-        received=_received(records),
-    )
-
-
-def _state(records: Sequence[Record]) -> State:
-    if not records:
-        return "none"
-    sent = _sent(records)
-    return "pass" if sent and (sent - _received(records)) / sent <= LOST else "fail"
-
-
-def _rounds(originals: Sequence[Record], controls: Sequence[Record]) -> list[tuple[Record, Record]]:
-    """(original, control) of each round; records without a round pair up in order."""
-
-    def key(r: Record, i: int) -> tuple[Any, ...]:
-        return (r.get("attempt"), r["round"]) if r.get("round") is not None else ("order", i)
-
-    mine = {key(r, i): r for i, r in enumerate(controls)}
-    return [(o, mine[k]) for i, o in enumerate(originals) if (k := key(o, i)) in mine]
-
-
-ROUND_MARGIN = 0.10
-"""A round counts for a side that fared worse by at least this much: 10 points of delivered share
-(the loss test's minimum difference), or a tenth of the mean throughput."""
-
-
-def compare_rounds(originals: Sequence[Record], controls: Sequence[Record]) -> tuple[str, str]:
-    """(comparison, reason) of the originals against the controls, every round counted.
-
-    ``comparison`` is ``same``, ``original_worse``, ``control_worse`` or ``inconclusive``;
-    ``reason`` is :func:`compare_replays`'s, or ``noisy_controls`` (the controls' delivered shares
-    or mean throughputs spread more than Glasnost's 20 % over the rounds) or ``rounds_disagree``
-    (the pooled sample says one side fared worse, but that side was not worse, by
-    :data:`ROUND_MARGIN`, in a majority of the rounds), or ``probe_overloaded`` (a difference in throughput alone, while the probe's loop
-    stalled during one of the replays: :func:`probe_stalled`; a difference in throughput and
-    loss then counts as one in ``loss``). With one round (or rounds that do not pair) only the
-    pooled comparison counts."""
-    stats_o, stats_c = pooled(originals), pooled(controls)
-    if not stats_o.sent or not stats_c.sent:
-        return "none", "none"
-    decision = compare_replays(stats_o, stats_c)
-    which, reason = decision.which, decision.reason
-    if decision.verdict != "differentiated" or which is None:
-        return decision.verdict, reason
-    stalled = any(probe_stalled(r) for r in (*originals, *controls))
-    if stalled and reason == "throughput":
-        return "inconclusive", "probe_overloaded"
-    if stalled and reason == "throughput_and_loss":
-        reason = "loss"  # the counts stand; the per-interval throughput is the probe's timing
-    pairs = _rounds(originals, controls)
-    if len(pairs) < 2:
-        return which, reason
-    shares = [_share([c]) for _, c in pairs]
-    means = [_mean(_throughput(c)) for _, c in pairs]
-    if not (glasnost_consistent(shares) and (stalled or glasnost_consistent(means))):
-        return "inconclusive", "noisy_controls"
-    by_loss = reason in ("loss", "throughput_and_loss", "original_silent")
-
-    def worse(first: Record, second: Record) -> bool:
-        # By a margin that matters (the loss test's 10 points; a tenth of the throughput): a
-        # round in which the two fared alike does not count for either side.
-        if by_loss:
-            return _share([first]) <= _share([second]) - ROUND_MARGIN
-        return _mean(_throughput(first)) <= _mean(_throughput(second)) * (1 - ROUND_MARGIN)
-
-    if which == "original_worse":
-        agree = sum(1 for o, c in pairs if worse(o, c))
-    else:
-        agree = sum(1 for o, c in pairs if worse(c, o))
-    if agree * 2 <= len(pairs):
-        return "inconclusive", "rounds_disagree"
-    return which, reason
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
-def split(originals: Sequence[Record], controls: Sequence[Record]) -> str:
-    """Whether the originals lost more than the controls in a way that counts: ``significant``
-    when the loss test says so (:func:`msgwatch.analysis.stats.loses_more`, over all rounds, the
-    probe's own drops counted as arrived) and the original fared worse in more than half of the
-    rounds that pair; ``unclear`` otherwise; ``none`` without both. "Original fails, control
-    passes" decides only when it is ``significant``: 45 % against 51 % delivered is not."""
-    sent_o, sent_c = _sent(originals), _sent(controls)
-    if not sent_o or not sent_c:
-        return "none"
-    worse, _ = loses_more(sent_o - _received(originals), sent_o,
-                          sent_c - _received(controls), sent_c)  # fmt: skip
-    pairs = _rounds(originals, controls)
-    agree = sum(1 for o, c in pairs if _share([o]) <= _share([c]) - ROUND_MARGIN)
-    if len(pairs) >= 2 and agree * 2 <= len(pairs):
-        return "unclear"
-    return "significant" if worse else "unclear"
-
-
 MARKERS_LOST = 0.5
 """At least half of the original's STUN-framed datagrams lost..."""
 MARKERS_CONTROL_OK = 0.2
@@ -352,14 +126,14 @@ def _markers(originals: Sequence[Record], controls: Sequence[Record]) -> str:
 def _framing_lost(
     originals: Sequence[Record], controls: Sequence[Record], sent_key: str, got_key: str
 ) -> str:
-    sent = sum(_int(r, sent_key) for r in originals)
+    sent = sum(R.count(r, sent_key) for r in originals)
     if sent == 0:
         return "none"
     # A datagram the probe dropped itself may have been a marked one: those count as arrived.
-    got = sum(_int(r, got_key) for r in originals) + sum(map(_credit, originals))
+    got = sum(R.count(r, got_key) for r in originals) + sum(map(R.credit, originals))
     lost = max(0.0, 1 - got / sent)
-    control_sent = sum(_int(r, sent_key) for r in controls) or 1
-    control_lost = 1 - sum(_int(r, got_key) for r in controls) / control_sent
+    control_sent = sum(R.count(r, sent_key) for r in controls) or 1
+    control_lost = 1 - sum(R.count(r, got_key) for r in controls) / control_sent
     return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
 
 
@@ -371,7 +145,7 @@ LOSSY = 0.10
 
 def _steady(records: Sequence[Record]) -> bool:
     """Something came back in at least half of the intervals in which something was sent."""
-    busy = [row for r in records for row in _rows(r) if int(row.get("tx_packets") or 0) > 0]
+    busy = [row for r in records for row in R.intervals(r) if int(row.get("tx_packets") or 0) > 0]
     got = [row for row in busy if int(row.get("rx_packets") or 0) > 0]
     return bool(busy) and len(got) >= len(busy) / 2
 
@@ -381,10 +155,10 @@ def _delivery(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     share through in most intervals), ``lossy`` (both passed, both lost >= 10 %), ``full``."""
     if not originals or not controls:
         return "none"
-    shares = (_share(originals), _share(controls))
-    if all(TRICKLE <= x < 1 - LOST for x in shares) and _steady(originals) and _steady(controls):
+    shares = (R.delivered(originals), R.delivered(controls))
+    if all(TRICKLE <= x < 1 - R.LOST for x in shares) and _steady(originals) and _steady(controls):
         return "trickle"
-    if all(1 - LOST <= x <= 1 - LOSSY for x in shares):
+    if all(1 - R.LOST <= x <= 1 - LOSSY for x in shares):
         return "lossy"
     return "full"
 
@@ -399,8 +173,8 @@ def _plain(records: Sequence[Record]) -> Plain:
         ports.setdefault(r.get("port"), []).append(r)
     states: set[Plain] = set()
     for group in ports.values():
-        state: Plain = _state(group)
-        if state == "fail" and _share(group) >= TRICKLE and _steady(group):
+        state: Plain = R.state(group)
+        if state == "fail" and R.delivered(group) >= TRICKLE and _steady(group):
             state = "policed"
         states.add(state)
     if not states:
@@ -466,8 +240,8 @@ def _echo(records: Sequence[Record]) -> str:
         return "none"
     rx = sum(h["rx_packets"] for _, h in counts)
     limited = sum((_declined(h) or {}).get(n, 0) for _, h in counts for n in LIMITED)
-    sent = _sent([r for r, _ in counts])
-    if sent and rx >= sent * (1 - LOST) and limited >= rx * ECHO_SHORT:
+    sent = R.total_sent([r for r, _ in counts])
+    if sent and rx >= sent * (1 - R.LOST) and limited >= rx * ECHO_SHORT:
         return "short"
     return "full"
 
@@ -488,10 +262,10 @@ def direction(records: Sequence[Record]) -> str | None:
     counts = [(r, h) for r, h in present if _usable(h)]
     if not counts:
         return None
-    sent = _sent([r for r, _ in counts])
-    rx = sum(min(h["rx_packets"], _int(r, "sent_packets")) for r, h in counts)
+    sent = R.total_sent([r for r, _ in counts])
+    rx = sum(min(h["rx_packets"], R.count(r, "sent_packets")) for r, h in counts)
     tx = sum(h["tx_packets"] for _, h in counts)
-    back = _received([r for r, _ in counts])
+    back = R.total_received([r for r, _ in counts])
     up = 1 - rx / sent if sent else 0.0
     down = 1 - min(back, tx) / tx if tx else 0.0
     if up >= DIRECTION_LOSS and down >= DIRECTION_LOSS:
@@ -522,8 +296,8 @@ def _without_stun(originals: Sequence[Record]) -> bool:
     datagram. A STUN check that fails then says nothing about its calls (the ``stun`` fact is
     ``none``). Records without ``signature_sent`` (older probes) keep the STUN check."""
     return (
-        sum(_int(r, "marked_sent") for r in originals) == 0
-        and sum(_int(r, "signature_sent") for r in originals) > 0
+        sum(R.count(r, "marked_sent") for r in originals) == 0
+        and sum(R.count(r, "signature_sent") for r in originals) > 0
     )
 
 
@@ -533,9 +307,9 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     if not by_role.get("replay_original") or not by_role.get("replay_control"):
         return None
     # The rounds and replays the probe's own lag spoiled are left out (probe_trouble).
-    originals, controls, spoiled = clean(by_role["replay_original"], by_role["replay_control"])
+    originals, controls, spoiled = R.clean(by_role["replay_original"], by_role["replay_control"])
     for role in ("replay_plain", "replay_neutral", "replay_domestic"):
-        kept = [r for r in by_role.get(role, []) if not probe_trouble(r)]
+        kept = [r for r in by_role.get(role, []) if not R.probe_trouble(r)]
         spoiled += len(by_role.get(role, [])) - len(kept)
         by_role[role] = kept
     stun_targets = [t for t in targets if t.get("role") == "call_path"]
@@ -575,8 +349,8 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
     api += [r["helper"].get("failure") is None for r in abroad if isinstance(r.get("helper"), dict)]
     comparison, reason = "none", "none"
-    if _state(originals) == _state(controls) == "pass":
-        comparison, reason = compare_rounds(originals, controls)
+    if R.state(originals) == R.state(controls) == "pass":
+        comparison, reason = R.compare_rounds(originals, controls)
     overloaded = spoiled > 0 or reason == "probe_overloaded"
     facts = {
         "delivery": _delivery(originals, controls),
@@ -584,18 +358,18 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         "fallback": fallback,
         "markers": _markers(originals, controls),
         "relays": relays,
-        "original": _state(originals),
-        "control": _state(controls),
+        "original": R.state(originals),
+        "control": R.state(controls),
         "plain": _plain(by_role.get("replay_plain", [])),
-        "neutral": _state(by_role.get("replay_neutral", [])),
-        "domestic": _state(by_role.get("replay_domestic", [])),
+        "neutral": R.state(by_role.get("replay_neutral", [])),
+        "domestic": R.state(by_role.get("replay_domestic", [])),
         "stun": stun,
         "comparison": comparison,
         "reason": reason,
         "echo": _echo([*originals, *controls]),
         "control_api": ("ok" if any(api) else "failed") if api else "none",
-        "split": split(originals, controls)
-        if _state(originals) == "fail" and _state(controls) == "pass"
+        "split": R.split(originals, controls)
+        if R.state(originals) == "fail" and R.state(controls) == "pass"
         else "none",
         "probe": "overloaded" if overloaded else "ok",
     }
@@ -610,7 +384,6 @@ FACT_KEYS = (
     "original", "control", "neutral", "plain", "stun", "comparison", "reason", "relays",
     "relays_helper", "markers", "delivery", "echo", "control_api", "downstream", "split", "probe",
 )  # fmt: skip
-DOWN_ROLES = ("replay_down_original", "replay_down_control")
 
 
 def _sent_all(record: Record) -> bool:
@@ -622,16 +395,16 @@ def _sent_all(record: Record) -> bool:
     if not isinstance(originated, dict):
         return False
     tx = originated.get("tx_packets")
-    sent = _int(record, "sent_packets")
+    sent = R.count(record, "sent_packets")
     return isinstance(tx, int) and sent > 0 and tx >= sent
 
 
 def downstream_records(by_role: dict[str, list[Record]]) -> tuple[list[Record], list[Record]]:
     """(originals, controls) of the downstream replays that the helper sent in full, without the
-    rounds the probe's lag spoiled (:func:`clean`)."""
+    rounds the probe's lag spoiled (:func:`~msgwatch.analysis.rounds.clean`)."""
     originals, controls = ([r for r in by_role.get(role, []) if _sent_all(r)]
                            for role in DOWN_ROLES)  # fmt: skip
-    kept_o, kept_c, _ = clean(originals, controls)
+    kept_o, kept_c, _ = R.clean(originals, controls)
     return kept_o, kept_c
 
 
@@ -644,24 +417,26 @@ def _downstream(by_role: dict[str, list[Record]]) -> str:
     """``original_lost``, ``same``, ``unclear`` (a loss that is not significant, or seen in fewer
     than :data:`DOWN_MIN_ROUNDS` rounds), ``overloaded`` (no round left once the probe's spoiled
     ones are out) or ``none`` (module notes). The original lost when it failed while the control
-    passed and :func:`split` says it is ``significant``; when its STUN-framed datagrams died and
-    the control's did not, in most rounds; or when it lost significantly more than a control
-    that lost under 10 % (:func:`compare_rounds`)."""
+    passed and :func:`~msgwatch.analysis.rounds.split` says it is ``significant``; when its
+    STUN-framed datagrams died and the control's did not, in most rounds; or when it lost significantly more than a control
+    that lost under 10 % (:func:`~msgwatch.analysis.rounds.compare_rounds`)."""
     raw = [[r for r in by_role.get(role, []) if _sent_all(r)] for role in DOWN_ROLES]
-    originals, controls, spoiled = clean(raw[0], raw[1])
+    originals, controls, spoiled = R.clean(raw[0], raw[1])
     if not originals or not controls:
         return "overloaded" if spoiled else "none"
-    pairs = _rounds(originals, controls)
-    if _state(originals) == "fail" and _state(controls) == "pass":
-        lost = split(originals, controls) == "significant"
+    pairs = R.round_pairs(originals, controls)
+    if R.state(originals) == "fail" and R.state(controls) == "pass":
+        lost = R.split(originals, controls) == "significant"
         if not lost:
             return "unclear"
     elif _markers(originals, controls) == "lost":
         lost = sum(1 for o, c in pairs if _markers([o], [c]) == "lost") * 2 > len(pairs)
     else:
-        comparison, reason = compare_rounds(originals, controls)
+        comparison, reason = R.compare_rounds(originals, controls)
         lossy = ("loss", "throughput_and_loss", "original_silent")
-        lost = comparison == "original_worse" and reason in lossy and 1 - _share(controls) < LOSSY
+        lost = (
+            comparison == "original_worse" and reason in lossy and 1 - R.delivered(controls) < LOSSY
+        )
     if not lost:
         return "same"
     return "original_lost" if len(pairs) >= DOWN_MIN_ROUNDS else "unclear"
@@ -671,8 +446,8 @@ def downstream_loss(by_role: dict[str, list[Record]]) -> float | None:
     """The share of the downstream originals' datagrams that did not arrive, when the helper sent
     them all; None otherwise."""
     originals, _ = downstream_records(by_role)
-    sent = _sent(originals)
-    return 1 - _received(originals) / sent if sent else None
+    sent = R.total_sent(originals)
+    return 1 - R.total_received(originals) / sent if sent else None
 
 
 def _direction(by_role: dict[str, list[Record]], facts: dict[str, str]) -> str | None:
@@ -684,7 +459,7 @@ def _direction(by_role: dict[str, list[Record]], facts: dict[str, str]) -> str |
     if facts["original"] == "fail" or facts["delivery"] in ("trickle", "lossy"):
         way = direction(by_role.get("replay_original", []))
     else:
-        failed = [r for r in by_role.get("replay_plain", []) if _state([r]) == "fail"]
+        failed = [r for r in by_role.get("replay_plain", []) if R.state([r]) == "fail"]
         way = direction(failed) if failed else None
     down = downstream_loss(by_role)
     facts["download_evidence"] = "no"

@@ -53,6 +53,7 @@ from msgwatch.analysis.verdicts.rules import (
     match,
     match_blockpage,
 )
+from msgwatch.measurement.vocab import INTERFERENCE, SEVERITY
 
 Record = dict[str, Any]
 
@@ -195,14 +196,6 @@ def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
     return match(facts), fingerprint
 
 
-_SEVERITY = {
-    "ok": 0.0, "not_measured": 0.5, "inconclusive": 1.0, "degraded": 2.0, "throttled": 3.0,
-    "blocked": 4.0,
-}  # fmt: skip
-INTERFERENCE = ("blocked", "throttled", "degraded")
-"""Endpoint verdicts that say something interfered (as opposed to ``inconclusive``)."""
-
-
 @dataclass
 class Judged:
     """One endpoint as judged: all its attempts, the rule that decides it, and its state
@@ -257,7 +250,7 @@ def judge_endpoint(attempts: list[Record], keys: Record, rules: RuleSet) -> Judg
     failed = [r for _, r in measured if r.verdict != "ok"]
     if not failed:
         return Judged(attempts, oks[0], "ok")
-    worst = max(failed, key=lambda r: _SEVERITY.get(r.verdict, 1.0))
+    worst = max(failed, key=lambda r: SEVERITY.get(r.verdict, 1.0))
     if not oks:
         return Judged(attempts, worst, "failed")
     if worst.verdict in INTERFERENCE:
@@ -314,8 +307,8 @@ Combined = tuple[str, str | None, list[Record], Rule | None, dict[str, Any]]
 
 def _worst(group: list[Judged]) -> Combined:
     """The most severe verdict of ``group``, the mechanism most of those endpoints show."""
-    worst = max(_SEVERITY.get(j.rule.verdict, 1.0) for j in group)
-    verdict = next(j.rule.verdict for j in group if _SEVERITY.get(j.rule.verdict, 1.0) == worst)
+    worst = max(SEVERITY.get(j.rule.verdict, 1.0) for j in group)
+    verdict = next(j.rule.verdict for j in group if SEVERITY.get(j.rule.verdict, 1.0) == worst)
     same = [j for j in group if j.rule.verdict == verdict]
     mechanism = Counter(j.rule.mechanism for j in same).most_common(1)[0][0]
     deciding = [j for j in same if j.rule.mechanism == mechanism]
@@ -412,7 +405,7 @@ def judge(measurement: Record) -> list[Record]:
             calls = [j for j in judged if _role(j) == "call_path"]
             groups = [endpoints, _combine("any_of", calls, keys, mine, rules)]
         verdict, mechanism, deciding, rule, counts = max(
-            (g for g in groups if g[0] != "none"), key=lambda g: _SEVERITY[g[0]]
+            (g for g in groups if g[0] != "none"), key=lambda g: SEVERITY[g[0]]
         )
         if rule is None:
             first = next((j for j in judged if any(t is deciding[0] for t in j.targets)), None)

@@ -4,6 +4,10 @@ The rules (``rules.toml``) map the facts of one endpoint's outcome to a verdict 
 the first matching rule wins, and its stable ``id`` travels with the verdict so that it can be
 explained and recomputed when the rules improve. Block-page fingerprints (``blockpages.toml``) are
 patterns over a response body, a header or a status code.
+
+A verdict is one of the format's (:data:`msgwatch.measurement.vocab.Verdict`); ``not_measured``
+says the run did not measure it (the fence refused the destination, or the chain got no time): a
+fact about the run's configuration or load, never about the network.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Verdict = Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
-"""``not_measured``: the run did not measure it (the fence refused the destination, or the chain
-got no time): a fact about the run's configuration or load, never about the network."""
+from msgwatch.measurement.vocab import Verdict
 
 
 class Rule(BaseModel):
@@ -88,6 +90,11 @@ def _read(name: str) -> str:
 @lru_cache(maxsize=1)
 def load_rules() -> RuleSet:
     return RuleSet.model_validate(tomllib.loads(_read("rules.toml")))
+
+
+RULES_VERSION: Final = load_rules().rules_version
+"""The version of the rules (``rules.toml``; ``calls.toml`` carries the same one): every verdict
+carries it as ``rules_version``, so a stored verdict says which rules made it."""
 
 
 @lru_cache(maxsize=1)

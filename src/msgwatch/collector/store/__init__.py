@@ -5,9 +5,16 @@
 (``database="postgresql://…"``). Opening locks the data directory and runs recovery; it raises
 :class:`StoreUnavailable` when either cannot be opened.
 
+``open_reader(data_dir, database)`` opens a read-only :class:`StoreReader` instead: no lock, no
+recovery, so it runs beside a live collector (the export). Both read the whole store through one
+public scan, ``scan(since, until)``, which yields :class:`Record` objects (rules in :mod:`.scan`).
+
 - :mod:`.base`: the contract (``Submission``, ``Receipt``, ``Query``, ``Page``, errors, ``Store``);
-- :mod:`.writer`: :class:`DurableStore`, group commit, recovery, reads;
-- :mod:`.archive`: segments of gzip members, member scans, cutting a torn member;
+- :mod:`.writer`: :class:`DurableStore`, group commit, reads, health;
+- :mod:`.recovery`: the index made equal to the archive at open;
+- :mod:`.scan`: the public scan and :class:`StoreReader`;
+- :mod:`.records`: the archive's record codec (one JSON line per stored measurement);
+- :mod:`.archive`: segments of gzip members, member scans, cutting a torn member, the store id;
 - :mod:`.index`: the index's rows, schema and paging, shared by :mod:`.sqlite` and
   :mod:`.postgres`.
 
@@ -26,8 +33,11 @@ from msgwatch.collector.store.base import (
     Store,
     StoreUnavailable,
     Submission,
+    TimeBound,
 )
 from msgwatch.collector.store.index import Index
+from msgwatch.collector.store.records import Record
+from msgwatch.collector.store.scan import StoreReader
 from msgwatch.collector.store.writer import DurableStore
 
 INDEX_FILE = "index.sqlite3"
@@ -38,11 +48,15 @@ __all__ = [
     "Page",
     "Query",
     "Receipt",
+    "Record",
     "Store",
+    "StoreReader",
     "StoreUnavailable",
     "Submission",
+    "TimeBound",
     "check_store",
     "open_index",
+    "open_reader",
     "open_store",
 ]
 
@@ -81,3 +95,14 @@ def check_store(data_dir: Path, database: str | None = None) -> None:
 async def open_store(data_dir: Path, database: str | None = None) -> Store:
     """Open (and recover) the store of ``data_dir``; see the module's docstring."""
     return await DurableStore.open(data_dir, open_index(data_dir, database))
+
+
+def open_reader(data_dir: Path, database: str | None = None) -> StoreReader:
+    """A read-only view of the store of ``data_dir`` (see the module's docstring); its index is
+    checked to be this archive's (``StoreUnavailable``; ``OSError`` when there is no archive)."""
+    reader = StoreReader(data_dir, open_index(data_dir, database, readonly=True))
+    try:
+        return reader.check()
+    except BaseException:
+        reader.close()
+        raise

@@ -25,24 +25,31 @@ Rules:
   leaves at most one, never acknowledged. A damaged region *followed by* good members (damage on
   the disk, not a crash) is skipped and reported, never cut, so good data is not thrown away.
 - Reads never take a lock: appended data below an offset the index points at is never rewritten.
+- ``DATA/store-id`` names the archive (:func:`make_store_id`): an index belongs to one archive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from msgwatch.durable import fsync_dir, write_durably
+
 logger = logging.getLogger("msgwatch.collector.store")
 
 SEGMENT_LIMIT = 256 * 1024 * 1024
 ARCHIVE_DIR = "archive"
 SUFFIX = ".jsonl.gz"
+STORE_ID_FILE = "store-id"
+"""``DATA/store-id``: the archive's name, made once; the index records it and refuses another."""
 GZIP_WBITS = 31  # zlib: a gzip header and trailer around the deflate stream
 _READ_CHUNK = 1 << 20
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -293,7 +300,7 @@ class Archive:
             os.fsync(fd)
             if not segment.durable_name:  # the file's name (and its day's) survive a crash
                 for directory in (path.parent, self.root, self.data_dir):
-                    _fsync_directory(directory)
+                    fsync_dir(directory)
                 segment.durable_name = True
         except OSError:
             self._undo(fd, segment, offset)
@@ -382,9 +389,17 @@ def _segment_number(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def read_store_id(data_dir: Path) -> str:
+    """The archive's id (``DATA/store-id``); ``OSError`` when there is none."""
+    return (data_dir / STORE_ID_FILE).read_text().strip()
+
+
+def make_store_id(data_dir: Path) -> str:
+    """The archive's id, made once (written durably: the index records it)."""
+    with contextlib.suppress(FileNotFoundError):
+        found = read_store_id(data_dir)
+        if found:
+            return found
+    value = uuid.uuid4().hex
+    write_durably(data_dir / STORE_ID_FILE, value.encode() + b"\n", mode=0o644)
+    return value

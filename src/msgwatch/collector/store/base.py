@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from msgwatch.collector.store.records import Record
+
+TimeBound = str | dt.date | dt.datetime | None
+"""A bound of a scan on ``measurement_start_time`` (:func:`.scan.time_bound` reads it)."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +31,12 @@ class Receipt:
 
 @dataclass(frozen=True)
 class Query:
-    """Filters of the read API; ``None`` means any. Times compare with ``measurement_start_time``."""
+    """Filters of the read API; ``None`` means any. Times compare with ``measurement_start_time``;
+    ``service`` and ``function`` with what the measurement measured (one of its functions of that
+    service: :mod:`msgwatch.collector.summary`). There is no verdict filter: the index holds none."""
 
     service: str | None = None
     function: str | None = None
-    verdict: str | None = None
     probe_asn: str | None = None
     probe_cc: str | None = None
     test_name: str | None = None
@@ -68,6 +76,10 @@ class Store(Protocol):
     async def get(self, measurement_uid: str) -> dict[str, Any] | None: ...
 
     async def query(self, query: Query) -> Page: ...
+
+    def scan(self, since: TimeBound = None, until: TimeBound = None) -> AsyncIterator[Record]:
+        """Every stored measurement in range, in archive order, each once (rules: :mod:`.scan`)."""
+        ...
 
     async def health(self) -> dict[str, Any]: ...
 

@@ -7,14 +7,21 @@ Tables (docs/design/002-collector.md, "Index"):
   ``member_length`` (the gzip member), ``line_offset`` and ``line_length`` (its JSON line inside
   the decompressed member; an addition to the design's columns, so a read decompresses no more of
   the member than it needs). ``input`` is JSON text (see :mod:`msgwatch.collector.summary`).
-- ``verdicts``: ``uid``, ``position`` (order within the measurement), ``service``, ``function``,
-  ``verdict``, ``mechanism``.
+- ``measured``: ``uid``, ``position`` (order within the measurement), ``service``, ``function``:
+  what the measurement measured, from its envelope (:mod:`msgwatch.collector.summary`): one row per
+  function, or one row with ``function`` NULL for a service without functions. The index holds no
+  verdict: verdicts are the analysis's output, recomputed, never the probe's.
 - ``archive_progress``: ``file``, ``bytes`` — how much of each archive file is indexed, updated in
   the same transaction as the rows it covers.
 - ``store_identity``: one row, the id of the data directory whose archive this index describes
   (``DATA/store-id``). An index belongs to one archive: opening a data directory against a
   database that indexes another one is refused, because its ``archive_progress`` would name files
   that are not ours (two collectors sharing one PostgreSQL database need one database each).
+
+An index made before ``measured`` had a ``verdicts`` table (the probe's verdicts, indexed as
+facts): opening it for writing moves each measurement's distinct (service, function) pairs into
+``measured`` and drops ``verdicts``, in the transaction that creates the schema
+(:func:`upgrade`), so an old store keeps answering the ``service`` and ``function`` filters.
 
 Paging: newest first by ``(measurement_start_time, uid)``, keyset (``WHERE (t, uid) < (?, ?)``) so
 a page costs the same at any depth. A page holds at most ``limit`` summaries **and** at most
@@ -40,7 +47,7 @@ from typing import Any, Protocol
 import orjson
 
 from msgwatch.collector.store.base import BadCursor, Page, Query
-from msgwatch.collector.summary import SummaryRow, VerdictRow
+from msgwatch.collector.summary import SummaryRow
 
 MAX_LIMIT = 1000
 MAX_PAGE_BYTES = 1024 * 1024
@@ -83,11 +90,11 @@ class IndexRow:
             self.line_length,
         )
 
-    def verdict_values(self) -> list[tuple[Any, ...]]:
-        return [
-            (self.uid, position, v.service, v.function, v.verdict, v.mechanism)
-            for position, v in enumerate(self.summary.verdicts)
-        ]
+    def measured_values(self) -> list[tuple[Any, ...]]:
+        """The ``measured`` rows: one per function, or one for a service without functions."""
+        s = self.summary
+        functions: tuple[str | None, ...] = s.functions or ((None,) if s.service else ())
+        return [(self.uid, position, s.service, f) for position, f in enumerate(functions)]
 
 
 MEASUREMENT_COLUMNS = (
@@ -107,7 +114,7 @@ MEASUREMENT_COLUMNS = (
     "line_offset",
     "line_length",
 )
-VERDICT_COLUMNS = ("uid", "position", "service", "function", "verdict", "mechanism")
+MEASURED_COLUMNS = ("uid", "position", "service", "function")
 SUMMARY_COLUMNS = (
     "uid",
     "report_id",
@@ -200,19 +207,36 @@ def schema(dialect: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS measurements_test"
         " ON measurements (test_name, measurement_start_time)",
         "CREATE INDEX IF NOT EXISTS measurements_file ON measurements (archive_file)",
-        f"""CREATE TABLE IF NOT EXISTS verdicts (
+        f"""CREATE TABLE IF NOT EXISTS measured (
             uid TEXT{c} NOT NULL,
             position INTEGER NOT NULL,
-            service TEXT NOT NULL,
-            function TEXT NOT NULL,
-            verdict TEXT NOT NULL,
-            mechanism TEXT)""",
-        "CREATE INDEX IF NOT EXISTS verdicts_uid ON verdicts (uid, position)",
-        "CREATE INDEX IF NOT EXISTS verdicts_lookup ON verdicts (service, function, verdict)",
+            service TEXT,
+            function TEXT)""",
+        "CREATE INDEX IF NOT EXISTS measured_uid ON measured (uid, position)",
+        "CREATE INDEX IF NOT EXISTS measured_lookup ON measured (service, function)",
         f"""CREATE TABLE IF NOT EXISTS archive_progress (
             file TEXT PRIMARY KEY,
             bytes {big} NOT NULL)""",
         "CREATE TABLE IF NOT EXISTS store_identity (id TEXT NOT NULL)",
+    ]
+
+
+LEGACY_TABLE = {
+    "sqlite": "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
+    "postgresql": "SELECT 1 FROM pg_tables"
+    " WHERE schemaname = current_schema() AND tablename = 'verdicts'",
+}
+"""Whether the index still has the ``verdicts`` table of an index made before ``measured``."""
+
+
+def upgrade() -> list[str]:
+    """The statements that move an old index's ``verdicts`` into ``measured`` (run them, after
+    :func:`schema` and in its transaction, when :data:`LEGACY_TABLE` finds the table)."""
+    return [
+        "INSERT INTO measured (uid, position, service, function)"
+        " SELECT uid, MIN(position), service, function FROM verdicts"
+        " GROUP BY uid, service, function",
+        "DROP TABLE verdicts",
     ]
 
 
@@ -255,19 +279,15 @@ def page_sql(query: Query, placeholder: str) -> tuple[str, list[Any]]:
     if query.until is not None:
         where.append(f"m.measurement_start_time < {placeholder}")
         params.append(query.until)
-    verdict_filters = [
+    measured = [
         (column, value)
-        for column, value in (
-            ("service", query.service),
-            ("function", query.function),
-            ("verdict", query.verdict),
-        )
+        for column, value in (("service", query.service), ("function", query.function))
         if value is not None
     ]
-    if verdict_filters:  # one verdict row must match them all ("whatsapp voice blocked")
-        conditions = " AND ".join(f"v.{column} = {placeholder}" for column, _ in verdict_filters)
-        where.append(f"EXISTS (SELECT 1 FROM verdicts v WHERE v.uid = m.uid AND {conditions})")
-        params += [value for _, value in verdict_filters]
+    if measured:  # one measured row must match both ("whatsapp voice")
+        conditions = " AND ".join(f"s.{column} = {placeholder}" for column, _ in measured)
+        where.append(f"EXISTS (SELECT 1 FROM measured s WHERE s.uid = m.uid AND {conditions})")
+        params += [value for _, value in measured]
     if query.cursor is not None:
         start_time, uid = decode_cursor(query.cursor)
         where.append(f"(m.measurement_start_time, m.uid) < ({placeholder}, {placeholder})")
@@ -280,21 +300,25 @@ def page_sql(query: Query, placeholder: str) -> tuple[str, list[Any]]:
     return sql, params
 
 
+MEASURED_SQL = "SELECT uid, service, function FROM measured WHERE uid {uids} ORDER BY uid, position"
+"""The ``measured`` rows of a page's uids (``{uids}``: the back-end's ``IN (...)`` or ``= ANY``)."""
+
+
 def build_page(
-    query: Query, rows: Sequence[Sequence[Any]], verdicts: Iterable[Sequence[Any]]
+    query: Query, rows: Sequence[Sequence[Any]], measured: Iterable[Sequence[Any]]
 ) -> Page:
-    """Summaries from ``SUMMARY_COLUMNS`` rows and ``(uid, service, function, verdict,
-    mechanism)`` rows ordered by position."""
+    """Summaries from ``SUMMARY_COLUMNS`` rows and ``(uid, service, function)`` rows ordered by
+    position."""
     limit = clamp_limit(query.limit)
     more = len(rows) > limit
     rows = rows[:limit]
-    by_uid: dict[str, list[dict[str, Any]]] = {str(r[0]): [] for r in rows}
-    for uid, service, function, verdict, mechanism in verdicts:
-        found = by_uid.get(uid)
-        if found is not None:
-            found.append(
-                VerdictRow(service, function, verdict, mechanism).as_dict(),
-            )
+    services: dict[str, str | None] = {str(r[0]): None for r in rows}
+    functions: dict[str, list[str]] = {str(r[0]): [] for r in rows}
+    for uid, service, function in measured:
+        if uid in services:
+            services[uid] = services[uid] or service
+            if function is not None:
+                functions[uid].append(function)
     results: list[dict[str, Any]] = []
     budget = MAX_PAGE_BYTES - _PAGE_ENVELOPE
     for r in rows:
@@ -308,7 +332,8 @@ def build_page(
             "test_name": r[6],
             "software_name": r[7],
             "input": None if r[8] is None else orjson.loads(r[8]),
-            "verdicts": by_uid[str(r[0])],
+            "service": services[str(r[0])],
+            "functions": functions[str(r[0])],
         }
         budget -= len(orjson.dumps(summary)) + 1  # and its comma
         if budget < 0 and results:

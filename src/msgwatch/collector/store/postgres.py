@@ -7,7 +7,7 @@ group fails with :class:`StoreUnavailable` and the next group connects again. Re
 same way; there are only a few reader threads, so this stays a handful of connections.
 
 **One round trip per step, not per row**: a group's rows go in with ``COPY … FROM STDIN`` (two
-streams: measurements, verdicts) and the progress with one ``INSERT … ON CONFLICT``, all in one
+streams: measurements, measured) and the progress with one ``INSERT … ON CONFLICT``, all in one
 transaction; the keys of a group are looked up with one ``= ANY(%s)``.
 
 **synchronous_commit stays on** (the server's default). Unlike SQLite's ``synchronous=NORMAL``
@@ -37,13 +37,16 @@ import psycopg
 
 from msgwatch.collector.store.base import Page, Query, StoreUnavailable
 from msgwatch.collector.store.index import (
+    LEGACY_TABLE,
+    MEASURED_COLUMNS,
+    MEASURED_SQL,
     MEASUREMENT_COLUMNS,
-    VERDICT_COLUMNS,
     IndexRow,
     Location,
     build_page,
     page_sql,
     schema,
+    upgrade,
 )
 
 CONNECT_TIMEOUT_S = 5
@@ -130,6 +133,9 @@ class PostgresIndex:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 for statement in schema("postgresql"):
                     conn.execute(statement)
+                if conn.execute(LEGACY_TABLE["postgresql"]).fetchall():
+                    for statement in upgrade():
+                        conn.execute(statement)
                 found = conn.execute("SELECT id FROM store_identity").fetchall()
                 if not found:
                     conn.execute("INSERT INTO store_identity (id) VALUES (%s)", (store_id,))
@@ -165,12 +171,12 @@ class PostgresIndex:
                     ) as copy:
                         for row in rows:
                             copy.write_row(row.measurement_values())
-                    verdicts = [values for row in rows for values in row.verdict_values()]
-                    if verdicts:
+                    measured = [values for row in rows for values in row.measured_values()]
+                    if measured:
                         with cur.copy(
-                            f"COPY verdicts ({', '.join(VERDICT_COLUMNS)}) FROM STDIN"
+                            f"COPY measured ({', '.join(MEASURED_COLUMNS)}) FROM STDIN"
                         ) as copy:
-                            for values in verdicts:
+                            for values in measured:
                                 copy.write_row(values)
                 cur.executemany(
                     "INSERT INTO archive_progress (file, bytes) VALUES (%s, %s) "
@@ -203,16 +209,12 @@ class PostgresIndex:
         def work(conn: psycopg.Connection[Any]) -> Page:
             rows = conn.execute(sql, params).fetchall()
             uids = [r[0] for r in rows]
-            verdicts = (
-                conn.execute(
-                    "SELECT uid, service, function, verdict, mechanism FROM verdicts "
-                    "WHERE uid = ANY(%s) ORDER BY uid, position",
-                    (uids,),
-                ).fetchall()
+            measured = (
+                conn.execute(MEASURED_SQL.format(uids="= ANY(%s)"), (uids,)).fetchall()
                 if uids
                 else []
             )
-            return build_page(query, rows, verdicts)
+            return build_page(query, rows, measured)
 
         return self._read(work)
 

@@ -36,14 +36,17 @@ from pathlib import Path
 
 from msgwatch.collector.store.base import Page, Query, StoreUnavailable
 from msgwatch.collector.store.index import (
+    LEGACY_TABLE,
+    MEASURED_COLUMNS,
+    MEASURED_SQL,
     MEASUREMENT_COLUMNS,
-    VERDICT_COLUMNS,
     IndexRow,
     Location,
     build_page,
     chunks,
     page_sql,
     schema,
+    upgrade,
 )
 
 BUSY_TIMEOUT_MS = 10_000
@@ -118,6 +121,9 @@ class SQLiteIndex:
             conn.execute("BEGIN IMMEDIATE")
             for statement in schema("sqlite"):
                 conn.execute(statement)
+            if conn.execute(LEGACY_TABLE["sqlite"]).fetchall():
+                for statement in upgrade():
+                    conn.execute(statement)
             found = conn.execute("SELECT id FROM store_identity").fetchall()
             if not found:
                 conn.execute("INSERT INTO store_identity (id) VALUES (?)", (store_id,))
@@ -161,9 +167,9 @@ class SQLiteIndex:
                 [row.measurement_values() for row in rows],
             )
             conn.executemany(
-                f"INSERT INTO verdicts ({', '.join(VERDICT_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(VERDICT_COLUMNS))})",
-                [values for row in rows for values in row.verdict_values()],
+                f"INSERT INTO measured ({', '.join(MEASURED_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(MEASURED_COLUMNS))})",
+                [values for row in rows for values in row.measured_values()],
             )
             conn.executemany(
                 "INSERT INTO archive_progress (file, bytes) VALUES (?, ?) "
@@ -206,18 +212,15 @@ class SQLiteIndex:
         try:
             rows = conn.execute(sql, params).fetchall()
             uids = [r[0] for r in rows]
-            verdicts = (
-                conn.execute(
-                    "SELECT uid, service, function, verdict, mechanism FROM verdicts "
-                    f"WHERE uid IN ({','.join('?' * len(uids))}) ORDER BY uid, position",
-                    uids,
-                ).fetchall()
+            marks = ",".join("?" * len(uids))
+            measured = (
+                conn.execute(MEASURED_SQL.format(uids=f"IN ({marks})"), uids).fetchall()
                 if uids
                 else []
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"index: {exc}") from exc
-        return build_page(query, rows, verdicts)
+        return build_page(query, rows, measured)
 
     def canonical_uids(self, archive_file: str, since: str | None, until: str | None) -> set[str]:
         sql = "SELECT uid FROM measurements WHERE archive_file = ?"

@@ -1,4 +1,4 @@
-"""The durable store: group commit of archive and index, recovery at open, reads.
+"""The durable store: group commit of archive and index, reads, health, scans.
 
 How a write works. :meth:`DurableStore.put_many` queues its items with a future and waits. One
 writer task takes *everything* queued (up to :data:`MAX_GROUP_ITEMS`) as a group and hands it to
@@ -23,21 +23,22 @@ SQLite, the database gone mid-transaction) stays in the archive: its rows are ke
 go into the next group's transaction, and a retry of one of their keys gets the orphan's uid — so
 the archive and the index stay equal and nothing is written twice. Orphans get that one more
 chance; if that commit fails too they are dropped (they stay in the archive without an index row
-unless the next start's recovery reaches them; :mod:`msgwatch.collector.export` skips such
+unless the next start's recovery reaches them; the scan (:mod:`.scan`) skips such
 records). A commit whose outcome is unknown (connection lost during ``COMMIT``) is resolved by the
 next group's key lookup: an orphan already in the index is simply forgotten.
 
-Recovery (:meth:`DurableStore.open`, before anything is served): every archive file is compared with
-``archive_progress``; what lies beyond is read member by member, each record indexed unless its key
-is already there, and a torn trailing member (a crash during a write: never acknowledged) is cut.
-After a ``kill -9`` at any instant the index therefore equals the archive, and a client's retry of
-an unacknowledged measurement gets the uid the recovered record has.
+Recovery (:mod:`.recovery`, in :meth:`DurableStore.open` before anything is served) indexes what
+the archive holds beyond the index's progress and cuts a torn trailing member, so after a
+``kill -9`` at any instant the index equals the archive.
 
 Health (``/health``): ``unavailable`` when the index does not answer, when the archive's file system
 is read-only or has no free block, or — after a write failed — while a probe still fails (opening
 the current segment for writing, and writing and syncing 64 KiB beside it), so it turns ``ok`` as
 soon as writing would work again, before any client retries. The counters it reports (groups,
 stored, duplicates, failed groups, queued calls) become the collector's ``/metrics``.
+
+Scans (:meth:`DurableStore.scan`, rules in :mod:`.scan`) read the archive on the reader threads,
+beside the writer. The archive's record codec is :mod:`.records`.
 
 One collector per data directory: ``DATA/collector.lock`` is held (``flock``) while the store is
 open. ``DATA/store-id`` names the archive; the index records it and refuses another one.
@@ -52,25 +53,32 @@ import asyncio
 import contextlib
 import datetime as dt
 import fcntl
-import json
+import itertools
 import logging
 import os
 import re
 import secrets
 import time
-import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from msgwatch.collector.store.archive import Archive, compress_member, lines_of
-from msgwatch.collector.store.base import Page, Query, Receipt, StoreUnavailable, Submission
+from msgwatch.collector.store.archive import Archive, compress_member, make_store_id
+from msgwatch.collector.store.base import (
+    Page,
+    Query,
+    Receipt,
+    StoreUnavailable,
+    Submission,
+    TimeBound,
+)
 from msgwatch.collector.store.index import Index, IndexRow
+from msgwatch.collector.store.records import Record, dumps, parse_record, record_line
+from msgwatch.collector.store.recovery import recover
+from msgwatch.collector.store.scan import scan_records, time_bound
 from msgwatch.collector.summary import SummaryRow, summarise
 
 logger = logging.getLogger("msgwatch.collector.store")
@@ -79,13 +87,13 @@ logger = logging.getLogger("msgwatch.collector.store")
 #: 6 gains ~30 % in size for 2.5x the CPU, which the collector's two cores cannot spare.
 COMPRESSION_LEVEL = 1
 MAX_GROUP_ITEMS = 5000
-RECOVERY_BATCH = 2000
 READER_THREADS = 4
 #: The health probe writes this much to the archive's file system after a failed write.
 HEALTH_PROBE_BYTES = 64 * 1024
 
 LOCK_FILE = "collector.lock"
-STORE_ID_FILE = "store-id"
+SCAN_BATCH = 256
+"""Records a scan reads on a worker thread per step of its asynchronous iteration."""
 _TEST_NAME = re.compile(r"[^A-Za-z0-9]")
 _CC = re.compile(r"^[A-Z]{2}$")
 
@@ -124,71 +132,6 @@ def make_uid(now: dt.datetime, probe_cc: str, test_name: str) -> str:
 def received_text(now: dt.datetime) -> str:
     """``received_at`` as stored and served: ISO 8601 UTC with microseconds."""
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON; what orjson refuses (integers beyond 64 bits, lone surrogates) goes through
-    the standard library, escaped to ASCII so the bytes are valid UTF-8."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        try:
-            return json.dumps(
-                value, ensure_ascii=True, allow_nan=False, separators=(",", ":")
-            ).encode()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"not JSON-serialisable: {exc}") from exc
-
-
-def loads(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)  # what dumps() wrote through the standard library
-
-
-def record_line(
-    uid: str, key: str, report_id: str | None, received_at: str, measurement_json: bytes
-) -> bytes:
-    """One archive line, without its newline."""
-    return b"".join(
-        (
-            b'{"measurement_uid":',
-            dumps(uid),
-            b',"idempotency_key":',
-            dumps(key),
-            b',"report_id":',
-            dumps(report_id),
-            b',"received_at":',
-            dumps(received_at),
-            b',"measurement":',
-            measurement_json,
-            b"}",
-        )
-    )
-
-
-def parse_record(line: bytes) -> tuple[str, str, str | None, str, dict[str, Any]] | None:
-    """``(uid, key, report_id, received_at, measurement)`` of an archive line, ``None`` if odd."""
-    try:
-        record = loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    uid, key, report_id, received_at, measurement = (
-        record.get(k)
-        for k in ("measurement_uid", "idempotency_key", "report_id", "received_at", "measurement")
-    )
-    if not (
-        isinstance(uid, str)
-        and isinstance(key, str)
-        and (report_id is None or isinstance(report_id, str))
-        and isinstance(received_at, str)
-        and isinstance(measurement, dict)
-    ):
-        return None
-    return uid, key, report_id, received_at, measurement
 
 
 class DurableStore:
@@ -246,7 +189,7 @@ class DurableStore:
         make_data_dir(self.data_dir)
         self._lock_fd = _lock(self.data_dir / LOCK_FILE)
         try:
-            store_id = _store_id(self.data_dir / STORE_ID_FILE)
+            store_id = make_store_id(self.data_dir)
         except OSError as exc:
             raise StoreUnavailable(
                 f"cannot write in the data directory {self.data_dir}: {exc.strerror or exc}",
@@ -255,7 +198,7 @@ class DurableStore:
         self.index.open_writer(store_id)
         started = time.monotonic()
         try:
-            recovered = self._recover()
+            recovered = recover(self.archive, self.index)
         except OSError as exc:
             raise StoreUnavailable(f"cannot read the archive: {exc}") from exc
         if recovered:
@@ -264,68 +207,6 @@ class DurableStore:
                 recovered,
                 time.monotonic() - started,
             )
-
-    def _recover(self) -> int:
-        progress = self.index.progress()
-        recovered = 0
-        for file in self.archive.files():
-            size = self.archive.size(file)
-            done = progress.get(file, 0)
-            if size == done:
-                self.archive.verified(file, size)
-                continue
-            if size < done:
-                logger.error(
-                    "archive %s is %d bytes but %d are indexed: it lost data; never appending "
-                    "to it again",
-                    file,
-                    size,
-                    done,
-                )
-                continue
-            scan = self.archive.scan(file, done)
-            batch: list[IndexRow] = []
-            for member in scan:
-                for line_offset, line in lines_of(member.data):
-                    row = _row_from_line(file, member.offset, member.length, line_offset, line)
-                    if row is None:
-                        logger.error(
-                            "archive %s: unreadable record in member %d", file, member.offset
-                        )
-                        continue
-                    batch.append(row)
-                if len(batch) >= RECOVERY_BATCH:
-                    recovered += self._index_recovered(batch, {file: member.end})
-                    batch = []
-            recovered += self._index_recovered(batch, {file: scan.end})
-            if scan.torn_at is not None:
-                self.archive.cut(file, scan.torn_at)
-            else:
-                self.archive.verified(file, scan.end)
-        return recovered
-
-    def _index_recovered(self, rows: list[IndexRow], progress: Mapping[str, int]) -> int:
-        existing = self.index.lookup_keys({r.idempotency_key for r in rows}) if rows else {}
-        fresh: list[IndexRow] = []
-        seen: set[str] = set()
-        for row in rows:  # a key already indexed keeps its uid: this record is a lost orphan
-            if row.idempotency_key not in existing and row.idempotency_key not in seen:
-                seen.add(row.idempotency_key)
-                fresh.append(row)
-        try:
-            self.index.commit(fresh, progress)
-            return len(fresh)
-        except StoreUnavailable:
-            self.index.ping()  # the database is down: give up, opening fails
-        indexed = 0
-        for row in fresh:  # the database is up, so one row is at fault: find it, skip it
-            try:
-                self.index.commit([row], {})
-                indexed += 1
-            except StoreUnavailable as exc:
-                logger.error("recovery: cannot index %s, skipped: %s", row.uid, exc)
-        self.index.commit([], progress)
-        return indexed
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -511,10 +392,26 @@ class DurableStore:
             )
         except (OSError, ValueError) as exc:
             raise StoreUnavailable(f"cannot read {uid} from the archive: {exc}") from exc
-        parsed = parse_record(line)
-        if parsed is None or parsed[0] != uid:
+        record = parse_record(line)
+        if record is None or record.uid != uid:
             raise StoreUnavailable(f"the archive does not hold {uid} where the index says")
-        return parsed[4]
+        return record.measurement
+
+    async def scan(
+        self, since: TimeBound = None, until: TimeBound = None
+    ) -> AsyncGenerator[Record, None]:
+        """The stored records in range, in archive order, each once (:mod:`.scan`); read on the
+        reader threads, :data:`SCAN_BATCH` at a time."""
+        first, last = time_bound(since), time_bound(until)
+        records = scan_records(self.archive, self.index, first, last)
+        loop = asyncio.get_running_loop()
+        try:
+            while batch := await loop.run_in_executor(self._reader_pool, _take, records):
+                for record in batch:
+                    yield record
+        finally:
+            with contextlib.suppress(ValueError):  # still running on a thread: left to the GC
+                records.close()
 
     async def query(self, query: Query) -> Page:
         loop = asyncio.get_running_loop()
@@ -599,24 +496,9 @@ def _encode(submission: Submission) -> _Item:
     )
 
 
-def _row_from_line(
-    file: str, member_offset: int, member_length: int, line_offset: int, line: bytes
-) -> IndexRow | None:
-    parsed = parse_record(line)
-    if parsed is None:
-        return None
-    uid, key, report_id, received_at, measurement = parsed
-    return IndexRow(
-        uid=uid,
-        idempotency_key=key,
-        received_at=received_at,
-        summary=summarise(measurement, report_id),
-        archive_file=file,
-        member_offset=member_offset,
-        member_length=member_length,
-        line_offset=line_offset,
-        line_length=len(line),
-    )
+def _take(records: Iterator[Record]) -> list[Record]:
+    """The next :data:`SCAN_BATCH` records (on a reader thread)."""
+    return list(itertools.islice(records, SCAN_BATCH))
 
 
 def _copy(exc: BaseException) -> BaseException:
@@ -675,29 +557,6 @@ def check_data_dir(data_dir: Path) -> None:
     another collector's (its lock is taken and released at once)."""
     make_data_dir(data_dir)
     os.close(_lock(data_dir / LOCK_FILE))
-
-
-def _store_id(path: Path) -> str:
-    """The data directory's id, made once (written durably: the index records it)."""
-    with contextlib.suppress(FileNotFoundError):
-        found = path.read_text().strip()
-        if found:
-            return found
-    value = uuid.uuid4().hex
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, value.encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return value
 
 
 def _probe_write(directory: Path) -> None:

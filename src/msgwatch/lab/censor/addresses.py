@@ -23,6 +23,7 @@ from msgwatch.lab.censor.base import (
     nft_set,
     split_families,
 )
+from msgwatch.wire.packets import STUN_COOKIE as _COOKIE
 
 
 class Blackhole(Rule):
@@ -76,7 +77,7 @@ class DropUdp(Rule):
             out.nft(f"{back} drop")
 
 
-STUN_COOKIE = "@th,96,32 0x2112a442"
+STUN_COOKIE = f"@th,96,32 {_COOKIE:#010x}"
 """RFC 5389's magic cookie: UDP payload bytes 4-7 (the UDP header is 64 bits)."""
 
 

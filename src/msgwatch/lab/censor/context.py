@@ -11,8 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LAB_NETWORKS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32"))
-"""The only networks a censor rule may name: every address it touches stays inside the lab."""
+from msgwatch.lab.plan import LAB_V4, LAB_V6
 
 TABLE = "msgwatch_censor"
 """The nftables table (family ``inet``) holding every native rule of one censor."""
@@ -23,7 +22,10 @@ TC_HANDLE = "6d77"
 
 
 def in_lab(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    return any(network.version == lab.version and network.subnet_of(lab) for lab in LAB_NETWORKS)  # type: ignore[arg-type]
+    """Whether ``network`` is inside the lab: the only networks a censor rule may name."""
+    if isinstance(network, ipaddress.IPv4Network):
+        return network.subnet_of(LAB_V4)
+    return network.subnet_of(LAB_V6)
 
 
 @dataclass(frozen=True)

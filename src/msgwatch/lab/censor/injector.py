@@ -223,7 +223,7 @@ def _reinject(raw: dict[int, socket.socket], version: int, dst: str, packet: byt
     try:
         raw[version].sendto(packet, (dst, 0))
     except OSError as exc:
-        print(f"re-send to {dst} failed: {exc}", flush=True)
+        print(f"re-send to {dst} failed: {exc}", flush=True)  # noqa: T201 (the injector's log)
 
 
 def serve(iface: str, ready: Path, injector: Injector, stop: Callable[[], bool]) -> None:
@@ -252,7 +252,7 @@ def serve(iface: str, ready: Path, injector: Injector, stop: Callable[[], bool])
             injector.send.clear()
             if note and logged < MAX_LOG_LINES:
                 logged += 1
-                print(note, flush=True)
+                print(note, flush=True)  # noqa: T201 (the injector's log)
         while injector.later and injector.later[0][0] <= time.monotonic():
             _, version, dst, packet = heapq.heappop(injector.later)
             _reinject(raw, version, dst, packet)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(f"injector {spec['kind']} on {args.iface}: {args.spec}", flush=True)
+    print(f"injector {spec['kind']} on {args.iface}: {args.spec}", flush=True)  # noqa: T201
     try:
         serve(args.iface, args.ready, injector, lambda: stopping)
     finally:

@@ -1,10 +1,13 @@
-"""A mini-Internet on loopback: real servers, a catalogue pointing at them, and the ground truth.
+"""The lab's back-end without namespaces: a mini-Internet on loopback, with real servers, a
+catalogue pointing at them, and the ground truth.
 
-``msgwatch demo`` runs the real probe against it and prints each verdict next to the expected one::
+``msgwatch demo --mini`` runs the real probe against it and compares each verdict with the expected
+one (:mod:`msgwatch.lab.truth`, as ``lab run`` does)::
 
     with MiniInternet() as net:
-        run_probe(catalogue=net.catalogue_dir, resolver=net.resolver, ca_bundle=net.ca_bundle)
-        compare_with(net.expected)
+        results = run_probe(catalogue=net.catalogue_dir, resolver=net.resolver,
+                            ca_bundle=net.ca_bundle)
+        rows = truth.against(net.expected, verdicts_of(results))
 
 Design:
 
@@ -18,9 +21,10 @@ Design:
   Allocate with 401. Sockets held open by this process and never served give the timeouts: the kernel
   completes the TCP handshake into the backlog of a listener that never accepts (``tls.timeout``); a
   bound UDP socket that is never read swallows STUN (``udp.timeout``).
-- **Nothing left behind.** :meth:`MiniInternet.stop` is idempotent and also runs on SIGINT/SIGTERM
-  (then the previous handler runs) and at interpreter exit; each server is the leader of its own
-  process group, stopped with SIGTERM then SIGKILL and checked gone. Pid files under
+- **Nothing left behind**, by the namespace lab's lifecycle (:mod:`msgwatch.lab.lifecycle`).
+  :meth:`MiniInternet.stop` is idempotent and also runs on SIGINT/SIGTERM (then the previous handler
+  runs) and at interpreter exit; each server is the leader of its own process group, stopped with
+  SIGTERM then SIGKILL and checked gone (:mod:`msgwatch.lab.procs`). Records under
   ``/run/msgwatch-minilab/<id>/`` (:mod:`~msgwatch.lab.loopback.runtime`) let :func:`gc` stop what a
   ``kill -9``'d run left; :meth:`MiniInternet.start` calls it first. A failed start keeps only the
   logs its error message names, until the next :func:`gc`.
@@ -30,29 +34,25 @@ Design:
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import secrets
 import shutil
-import signal
 import socket
-import threading
 import time
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
 
+from msgwatch.lab.lifecycle import Guard
 from msgwatch.lab.loopback import runtime, servers, topology
 from msgwatch.lab.loopback.catalogue import write_catalogue
 from msgwatch.lab.loopback.runtime import gc
 from msgwatch.lab.loopback.servers import MiniInternetError, unavailable
 from msgwatch.lab.loopback.topology import Expectation
 from msgwatch.lab.procs.certs import Authority
+from msgwatch.lab.procs.registry import record
 
 __all__ = ["Expectation", "MiniInternet", "MiniInternetError", "gc", "unavailable"]
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class MiniInternet:
@@ -60,7 +60,7 @@ class MiniInternet:
 
     def __init__(self, workdir: Path | None = None) -> None:
         self.id = f"{os.getpid()}-{secrets.token_hex(3)}"
-        self.entry = runtime.RUNTIME_DIR / self.id
+        self.entry = runtime.REGISTRY.entry(self.id)
         self.run_dir = Path(workdir).resolve() if workdir is not None else self.entry
         self.catalogue_dir = self.run_dir / "catalogue"
         self.ca_bundle = self.run_dir / "ca.pem"
@@ -70,7 +70,7 @@ class MiniInternet:
         self.timings: dict[str, float] = {}
         self._own_run_dir = workdir is None
         self._sockets: list[socket.socket] = []
-        self._previous: dict[int, Any] = {}
+        self._guard = Guard(self.stop)
         self._state = "new"
         self._keep_logs = False
 
@@ -100,8 +100,7 @@ class MiniInternet:
         self._state = "up"
         try:
             runtime.create_entry(self.id)
-            self._install_handlers()
-            atexit.register(self.stop)
+            self._guard.arm()
             self._build()
         except BaseException:
             self._keep_logs = True  # the error names a log: keep it (gc() removes it later)
@@ -131,7 +130,7 @@ class MiniInternet:
                 sock.listen(64)  # never accepted: handshakes complete, nothing ever answers
         self.servers = servers.build(run, issue)
         for server in self.servers:
-            runtime.record(self.entry, server.name, server.start(run))
+            record(self.entry, server.name, server.start(run))
         for server in self.servers:
             server.wait_ready()
 
@@ -144,11 +143,10 @@ class MiniInternet:
         failed = [s.name for s in reversed(self.servers) if not s.stop()]
         for sock in self._sockets:
             sock.close()
-        self._restore_handlers()
-        atexit.unregister(self.stop)
+        self._guard.disarm()
         if failed:  # keep the server records, drop the owner's: gc() may try again at once
-            (self.entry / "owner.lab").unlink(missing_ok=True)
-            raise MiniInternetError(f"could not stop {', '.join(failed)}; run minilab.gc()")
+            runtime.REGISTRY.disown(self.id)
+            raise MiniInternetError(f"could not stop {', '.join(failed)}; run {__name__}.gc()")
         if self._own_run_dir and self._keep_logs:
             for path in self.run_dir.iterdir():
                 if path.suffix not in (".log", ".out"):
@@ -157,29 +155,5 @@ class MiniInternet:
             shutil.rmtree(self.entry, ignore_errors=True)
             if self._own_run_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
-            runtime.tidy()
+            runtime.REGISTRY.tidy()
         self.timings["stop"] = time.monotonic() - t0
-
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread; atexit still runs
-        for sig in _SIGNALS:
-            self._previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
-
-    def _restore_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, previous in self._previous.items():
-            if signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous.get(signum, signal.SIG_DFL)
-        self.stop()
-        self._restore_handlers()  # then the previous handler handles the signal as it would have
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            os.kill(os.getpid(), signum)

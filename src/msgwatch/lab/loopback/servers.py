@@ -9,18 +9,15 @@ on 127.0.0.0/8, or the start fails.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
-import dns.message
-
 from msgwatch.lab.loopback import topology as T
 from msgwatch.lab.procs import proc
-from msgwatch.lab.procs.proc import LOOPBACK, SEARCH, Server, ServerError, end_group, which
+from msgwatch.lab.procs.proc import LOOPBACK, SEARCH, Server, ServerError, which
+from msgwatch.lab.procs.ready import dns_answers, stun_answers
 
-__all__ = ["PACKAGES", "MiniInternetError", "Server", "build", "end_group", "foreign_binds",
-           "unavailable"]  # fmt: skip
+__all__ = ["PACKAGES", "MiniInternetError", "Server", "build", "foreign_binds", "unavailable"]
 
 PACKAGES = {"dnsmasq": "dnsmasq-base", "nginx": "nginx-light", "turnserver": "coturn"}
 
@@ -60,28 +57,11 @@ def _server(name: str, argv: list[str], log: Path, binds: set[tuple[str, str, in
 
 
 def _dns_ready() -> bool:
-    query = dns.message.make_query(next(iter(T.DNS)), "A")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.1)
-        try:
-            sock.sendto(query.to_wire(), (T.RESOLVER_IP, 53))
-            return sock.recv(4096)[:2] == query.to_wire()[:2]
-        except OSError:
-            return False
+    return dns_answers(T.RESOLVER_IP, next(iter(T.DNS)))
 
 
 def _stun_ready() -> bool:
-    request = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + os.urandom(12)  # Binding, no attributes
-    for ip in T.TURN_IPS:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.1)
-            try:
-                sock.sendto(request, (ip, T.TURN_PORT))
-                if sock.recv(2048)[:2] != b"\x01\x01":
-                    return False
-            except OSError:
-                return False
-    return True
+    return stun_answers(T.TURN_IPS, T.TURN_PORT)
 
 
 def dnsmasq(run: Path, exe: str) -> Server:

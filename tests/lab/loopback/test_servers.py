@@ -1,5 +1,6 @@
 """The mini-Internet's real servers answer as the ground truth says (one lab for the module)."""
 
+import contextlib
 import socket
 import ssl
 from collections.abc import Iterator
@@ -40,8 +41,10 @@ def test_dnsmasq_answers_forges_and_says_nxdomain(net: MiniInternet) -> None:
 
 
 def _get(address: str, port: int, host: str, context: ssl.SSLContext | None) -> bytes:
-    with socket.create_connection((address, port), timeout=2) as raw:
-        sock = context.wrap_socket(raw, server_hostname=host) if context else raw
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((address, port), timeout=2))
+        if context is not None:  # the TLS socket is closed too, not only the one it wraps
+            sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
         sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(4096):

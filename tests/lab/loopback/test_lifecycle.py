@@ -87,7 +87,12 @@ def test_failed_start_names_the_server_and_its_log() -> None:
 def _child() -> tuple[subprocess.Popen[str], Path, list[int]]:
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
-    entry, *pids = child.stdout.readline().split()
+    with child.stdout:  # the child prints one line
+        line = child.stdout.readline()
+    if not line:
+        child.wait(timeout=15)
+        pytest.fail("the child's mini-Internet did not come up (its error is on stderr)")
+    entry, *pids = line.split()
     return child, Path(entry), [int(p) for p in pids]
 
 

@@ -1,5 +1,5 @@
-"""What the commands write for the user: where (``--output``), how (private, atomic), and what a
-failure to write means in words that name the fix.
+"""Where a run's measurements go (``--output``), how they are written, and what a failure to
+write them means, in words that name the fix.
 
 The ``--output`` rule, the same for every command that writes measurements (``run``, ``demo``,
 ``demo --mini``, ``lab run``): ``--output PATH`` is the measurements file (JSONL, one measurement a
@@ -9,26 +9,29 @@ name in the current directory. A command that also writes an HTML report writes 
 measurements file, with ``.html`` in place of ``.jsonl``. Nothing else goes there: internals (the
 lab's spools, locks, rulesets) live apart.
 
-Files are created mode 0600 (owner only, whatever the umask): a measurement says which network it
-was taken on. ``chmod`` a file to share it. Each is written to ``<name>.tmp`` beside it, ``fsync``ed,
-and renamed over the target; the temporary file is removed on every failure path, so a full disk
-is not kept full by what a failed run left behind.
+Files are written by :mod:`msgwatch.durable`: mode 0600 (owner only, whatever the umask: a
+measurement says which network it was taken on; ``chmod`` a file to share it), atomically, and no
+temporary file outlives a failure, so a full disk is not kept full by what a failed run left
+behind. A missing parent directory is created first.
 
 Imports are light on purpose: ``msgwatch --help`` loads this module.
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import errno
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-PRIVATE_MODE = 0o600
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def timestamped_name(prefix: str = "msgwatch") -> str:
+    """``<prefix>-<UTC time>.jsonl``: a command's measurements file when ``--output`` names none."""
+    return f"{prefix}-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
 
 
 def resolve_output(given: str | os.PathLike[str] | None, default_name: str) -> Path:
@@ -42,43 +45,30 @@ def resolve_output(given: str | os.PathLike[str] | None, default_name: str) -> P
     return path
 
 
+def output_path(given: str | os.PathLike[str] | None, prefix: str = "msgwatch") -> Path:
+    """``--output`` by the module's rule, with ``<prefix>-<time>.jsonl`` as the default name."""
+    return resolve_output(given, timestamped_name(prefix))
+
+
 def report_path(measurements: Path) -> Path:
     """The HTML report beside a measurements file: ``run.jsonl`` → ``run.html``."""
     return measurements.with_suffix(".html")
 
 
 def write_private(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` to ``path`` atomically, mode 0600: ``<name>.tmp`` beside it, ``fsync``,
-    rename. The temporary file never outlives a failure."""
+    """Write ``chunks`` to ``path`` (see the module's notes)."""
+    from msgwatch.durable import write_durably
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
-    try:
-        os.fchmod(fd, PRIVATE_MODE)  # a leftover of an older version may have had another mode
-        with os.fdopen(fd, "wb") as handle:
-            fd = -1
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_durably(path, chunks)
 
 
-def write_jsonl(path: Path, measurements: list[dict[str, Any]]) -> None:
-    """The measurements, one JSON object a line (see :func:`write_private`)."""
-    write_private(
-        path,
-        (
-            json.dumps(m, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-            for m in measurements
-        ),
-    )
+def write_jsonl(path: Path, measurements: Iterable[dict[str, Any]]) -> None:
+    """The measurements, one JSON object a line (see the module's notes)."""
+    from msgwatch.durable import write_jsonl as write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, measurements)
 
 
 def explain(exc: OSError, elsewhere: str) -> str:

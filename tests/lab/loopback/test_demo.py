@@ -5,6 +5,7 @@ Every measurement it produces goes through the format checks (ours and OONI's re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from msgwatch.cli.main import cli
+from msgwatch.lab.loopback import topology as T
 from msgwatch.lab.loopback import unavailable
 from tests.format.check import assert_conforms
 
@@ -69,3 +71,21 @@ def test_evidence_points_at_recorded_transactions(demo: tuple[dict, list[dict]])
             for e in keys[name]
         }
         assert row["evidence"] and set(row["evidence"]) <= recorded, row
+
+
+def test_a_mismatch_exits_7_and_says_which(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    wrong = dataclasses.replace(T.EXPECTED[0], verdict="blocked", mechanism="tcp.reset")
+    monkeypatch.setattr(T, "EXPECTED", (wrong, *T.EXPECTED[1:]))
+    out = tmp_path / "m.jsonl"
+    result = CliRunner().invoke(
+        cli, ["demo", "--mini", "--json", "--output", str(out), "--timeout", "3"]
+    )
+    assert result.exit_code == 7, result.output
+    data = json.loads(result.output)
+    assert data["matched"] == data["total"] - 1
+    (row,) = [r for r in data["results"] if not r["match"]]
+    assert (row["service"], row["function"]) == (wrong.service, wrong.function)
+    assert (row["expected"], row["verdict"]) == ("blocked", "ok")
