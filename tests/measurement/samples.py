@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from msgwatch.measurement.envelope import EXTENSIONS, TEST_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tests" / "data" / "minilab-demo.jsonl"
-OONI = ROOT.parent / "shared" / "ooni-samples" / "real.jsonl"
+OONI = Path("/work/shared/ooni-samples/real.jsonl")  # as in tests/collector: not in the repository
 
 B64 = {"format": "base64", "data": "AAEC"}
 INTERVAL = {"t": 0.0, "tx_packets": 1, "tx_bytes": 100, "rx_packets": 1, "rx_bytes": 100}
@@ -54,7 +56,13 @@ def demo() -> list[dict[str, Any]]:
     return [json.loads(line) for line in DEMO.read_text().splitlines() if line.strip()]
 
 
-def ooni() -> list[dict[str, Any]]:
+def ooni(*, skip: bool = True) -> list[dict[str, Any]]:
+    """The real OONI measurements of the shared samples. Where they are absent the test is skipped,
+    or (``skip=False``) goes on without them."""
+    if not OONI.exists():
+        if not skip:
+            return []
+        pytest.skip(f"{OONI} is not there")
     return [json.loads(line) for line in OONI.read_text().splitlines() if line.strip()]
 
 
