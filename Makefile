@@ -7,7 +7,7 @@
 PY ?= python3
 VENV := .venv
 OONI_VENV := .venv-oonidata
-DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql
+DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql openjdk-17-jre-headless
 STAMP := $(VENV)/.installed
 # The fence (msgwatch.fence.LAB_NETWORKS): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
@@ -24,7 +24,7 @@ install-python: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,spark]'
 	$(PY) -m venv $(OONI_VENV)
 	$(OONI_VENV)/bin/pip install --quiet 'oonidata==0.3.0'
 	touch $(STAMP)
@@ -41,7 +41,7 @@ typecheck: install-python
 	$(VENV)/bin/mypy
 
 unit: install
-	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q --durations=25   # the slowest: the suite must stay under 20 minutes
 
 test: install lint typecheck unit
 
@@ -53,6 +53,10 @@ bench: install
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_raw_writes.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/collector_load.py
 	$(VENV)/bin/python benchmarks/cli_startup.py
+	$(VENV)/bin/python benchmarks/analysis_throughput.py
+	$(VENV)/bin/python benchmarks/event_detection.py
+	$(VENV)/bin/python benchmarks/analysis_spark.py
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/analysis_latency.py
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info

@@ -108,7 +108,7 @@ def test_completion_covers_services_and_scenarios(tmp_path: Path) -> None:
     assert _complete("msgwatch run --services tele") == ["telegram"]
     assert _complete("msgwatch run --services whatsapp,tele") == ["whatsapp,telegram"]
     assert "whatsapp" in _complete("msgwatch catalogue show ")
-    assert _complete("msgwatch lab run az-") == ["az-2017", "az-2020"]
+    assert sorted(_complete("msgwatch lab run az-")) == ["az-2017", "az-2017-timeline", "az-2020"]
     assert "baseline" in _complete("msgwatch lab up ")
     own = small_catalogue(tmp_path / "cat")  # --catalogue given first: its services
     assert _complete(f"msgwatch run --catalogue {own} --services ") == ["svc"]

@@ -12,5 +12,19 @@ the probe may import the pure statistics (:mod:`.stats`, :mod:`.rounds`), never 
   ``RULES_VERSION``.
 - :mod:`~msgwatch.analysis.ooni`: OONI's messenger tests' keys read as verdict facts.
 
-DESIGN's observations, aggregates and events are not here yet (step 7).
+DESIGN's observations, verdicts, aggregates and events (step 7), from stored measurements:
+
+- :mod:`~msgwatch.analysis.schema`: the four tables' columns and types, one home for both engines.
+- :mod:`~msgwatch.analysis.inputs`: sources of raw lines with checkpoints (JSONL, OONI's bucket).
+- :mod:`~msgwatch.analysis.transform`: one measurement in, its observation and verdict rows out.
+- :mod:`~msgwatch.analysis.workers`: parse + uid + transform on a process pool, rows as NDJSON.
+- :mod:`~msgwatch.analysis.lake`: the output directory: layout, Parquet parts, committed state.
+- :mod:`~msgwatch.analysis.passes`: :func:`~msgwatch.analysis.passes.run_pass`, one incremental,
+  crash-safe pass from sources to events.
+- :mod:`~msgwatch.analysis.aggregates`: the aggregate SQL (the Spark engine mirrors it) and the
+  detector's evidence query.
+- :mod:`~msgwatch.analysis.events`: the online detector, patterns, country events, controls.
+- :mod:`~msgwatch.analysis.query`: :class:`~msgwatch.analysis.query.Lake`, read-only filtered and
+  paged queries of the committed pass (the collector's API and the command line).
+- :mod:`~msgwatch.analysis.spark`: the same transforms, aggregates and events on PySpark.
 """

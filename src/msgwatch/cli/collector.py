@@ -110,6 +110,27 @@ def collector_group() -> None:
     help="Reverse-proxy addresses or networks (comma-separated) whose X-Forwarded-For names the "
     "client (scrubbed from bodies, rate-limited); from anyone else it is ignored [default: none].",
 )
+@click.option(
+    "--analysis-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MSGWATCH_ANALYSIS_DIR",
+    help="The analysis's output directory (msgwatch analyse OUT): /api/v1/events, aggregates, "
+    "observations and verdicts serve its last pass [default: none, they answer 503].",
+)
+@setting(
+    "--analyse-every",
+    type=click.FloatRange(min=0),
+    default=0,
+    envvar="MSGWATCH_ANALYSE_EVERY",
+    help="Seconds between incremental analysis passes over the archive into --analysis-dir "
+    "(0: none; another process, e.g. the systemd timer, writes it).",
+)
+@setting(
+    "--analysis-bucket",
+    default="1h",
+    envvar="MSGWATCH_ANALYSIS_BUCKET",
+    help="The bucket of those passes' aggregates and events: 1h, 10m, 30s or seconds.",
+)
 @log_level_option("debug", "info", "warning", "error")
 def serve_command(
     host: str,
@@ -124,9 +145,13 @@ def serve_command(
     max_connections_per_client: int,
     header_timeout: float,
     forwarded_allow_ips: str | None,
+    analysis_dir: Path | None,
+    analyse_every: float,
+    analysis_bucket: str,
     log_level: str,
 ) -> None:
     """Serve the collector until SIGTERM or SIGINT."""
+    from msgwatch.cli.analyse import parse_bucket
     from msgwatch.collector.auth import TokenFileError, read_tokens
     from msgwatch.collector.server import configure_logging, serve
     from msgwatch.collector.settings import Settings, default_data_dir
@@ -140,6 +165,8 @@ def serve_command(
             raise _err(str(exc), EXIT_USAGE) from exc
     if database is not None and not database.startswith(("postgresql://", "postgres://")):
         raise _err("--database takes a postgresql:// URL", EXIT_USAGE)
+    if analyse_every > 0 and analysis_dir is None:
+        raise click.UsageError("--analyse-every needs --analysis-dir")
     proxies = tuple((forwarded_allow_ips or "").replace(",", " ").split())
     try:
         parse_networks(proxies)
@@ -158,6 +185,9 @@ def serve_command(
         max_connections_per_client=max_connections_per_client,
         header_timeout=header_timeout,
         forwarded_allow_ips=proxies,
+        analysis_dir=analysis_dir,
+        analyse_every=analyse_every,
+        analysis_bucket=parse_bucket(analysis_bucket, "--analysis-bucket"),
     )
     try:  # the causes an operator can fix, in one line, before anything starts (startup.py)
         preflight(settings.host, settings.port, settings.data_dir, settings.database)

@@ -1,7 +1,10 @@
 """``msgwatch lab ...`` and ``msgwatch demo``: the censorship lab from the command line.
 
-``demo`` runs the lab's az-2017 scenario (:func:`lab_demo`), or with ``--mini`` the loopback
-mini-Internet (:mod:`msgwatch.cli.demo`)."""
+``demo`` runs the lab's az-2017 scenario and then its story over time, az-2017-timeline
+(:func:`lab_demo`), or with ``--mini`` the loopback mini-Internet (:mod:`msgwatch.cli.demo`). A
+scenario with ``[analysis]`` also prints the events the analysis found against the expected ones
+and the country events' stories, and writes the events beside the measurements
+(``<measurements>-events.json``)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from msgwatch.cli.common import (
 )
 from msgwatch.cli.envelope import emit
 from msgwatch.cli.names import complete_scenarios, scenario_names
-from msgwatch.cli.render import comparison_table
+from msgwatch.cli.render import comparison_table, match_cell
 from msgwatch.report.tables import Column, FitTable
 from msgwatch.session.errors import did_you_mean
 
@@ -56,6 +59,51 @@ def _need_root() -> None:
 
 def results_table(rows: list[dict[str, Any]], title: str) -> FitTable:
     return comparison_table(rows, title)
+
+
+def events_table(rows: list[dict[str, Any]], title: str) -> FitTable:
+    """The events the analysis found against the expected ones (msgwatch.lab.timeline's rows)."""
+    table = FitTable(
+        Column("isp", key=True),
+        Column("service", key=True),
+        Column("function", key=True),
+        Column("expected", key=True),
+        Column("expected from", secondary=True),
+        Column("expected until", secondary=True),
+        Column("found", key=True),
+        Column("start", secondary=True),
+        Column("end", secondary=True),
+        Column("match", key=True),
+        title=title,
+        carrier=-2,
+    )
+    for r in rows:
+        table.add_row(
+            escape(r["isp"]), escape(str(r["service"])), escape(str(r["function"])),
+            escape(r["expected"]), r["expected_start"] or "", r["expected_end"] or "",
+            escape(str(r["pattern"] or "no event")), r["start"] or "",
+            r["end"] or ("ongoing" if r["pattern"] else ""), match_cell(r["match"]),
+        )  # fmt: skip
+    return table
+
+
+def print_timeline(console: Console, summary: dict[str, Any]) -> None:
+    """A scenario with time: its phases, the events against the ground truth, the stories."""
+    timeline = summary["timeline"]
+    phases = ", ".join(f"{p['phase']} {p['start'][11:]}" for p in timeline["phases"])
+    console.print(f"Phases (UTC): {escape(phases)}; bucket {timeline['bucket_seconds']} s")
+    console.print(events_table(timeline["rows"], "Events the analysis found, against the phases"))
+    console.print(f"{timeline['matched']} of {timeline['total']} events match the ground truth.")
+    for story in timeline["stories"]:
+        console.print(f"Story: {escape(story)}")
+    console.print(f"Events: {escape(summary['events_file'])}")
+
+
+def status_of(summary: dict[str, Any]) -> int:
+    """0 when every verdict, and every event of a scenario with time, matches."""
+    timeline = summary.get("timeline")
+    events_ok = timeline is None or timeline["matched"] == timeline["total"]
+    return 0 if summary["matched"] == summary["total"] and events_ok else EXIT_MISMATCH
 
 
 def run_and_report(
@@ -93,9 +141,12 @@ def run_and_report(
         run = run_scenario(scenario, workdir, say=say)
     except (LabError, RuntimeError, OSError) as exc:
         raise _err(f"{exc} (the run's internals are in {workdir})", EXIT_ENVIRONMENT) from exc
+    events = measurements.with_name(f"{measurements.stem}-events.json")
     try:
         write_jsonl(measurements, [m for r in run.runs for m in r.measurements])
         write_private(report, [scenario_report(run).encode("utf-8")])
+        if run.timeline is not None:
+            write_private(events, [json.dumps(run.timeline["events"], indent=1).encode("utf-8")])
     except OSError as exc:
         where = explain(exc, "choose another --output")
         raise _err(f"cannot write {exc.filename or measurements}: {where}", EXIT_OUTPUT) from exc
@@ -103,6 +154,8 @@ def run_and_report(
         shutil.rmtree(workdir, ignore_errors=True)
     summary = run.summary()
     summary.update(output=str(measurements), report=str(report), timings=run.timings)
+    if run.timeline is not None:
+        summary["events_file"] = str(events)
     summary["internal"] = str(workdir / "internal") if keep else None
     return summary
 
@@ -168,7 +221,7 @@ def lab_run(scenario: str, output: str | None, work_dir: str | None, as_json: bo
     verdict differs from the ground truth."""
     chosen = _scenario(scenario)
     summary = run_and_report(chosen, output, as_json, work_dir)
-    status = 0 if summary["matched"] == summary["total"] else EXIT_MISMATCH
+    status = status_of(summary)
     if as_json:
         public = {k: summary[k] for k in ("scenario", "results", "matched", "total", "output",
                                           "report", "internal")}  # fmt: skip
@@ -177,6 +230,8 @@ def lab_run(scenario: str, output: str | None, work_dir: str | None, as_json: bo
         public["results"] = [{k: r[k] for k in keep} for r in summary["results"]]
         if "observatory" in summary:
             public["observatory"] = summary["observatory"]
+        if "timeline" in summary:
+            public["timeline"] = summary["timeline"]
         emit(public, status=status)
         raise click.exceptions.Exit(status)
     console = Console()
@@ -191,6 +246,8 @@ def lab_run(scenario: str, output: str | None, work_dir: str | None, as_json: bo
             + ("[green]exact[/]" if o["exact"] else "[red]NOT exact[/]")
         )
     console.print(f"Measurements: {escape(summary['output'])}; report: {escape(summary['report'])}")
+    if "timeline" in summary:
+        print_timeline(console, summary)
     if summary["internal"]:
         console.print(f"Internals (not for publishing): {escape(summary['internal'])}")
     raise click.exceptions.Exit(status)
@@ -215,8 +272,27 @@ DEMO_TEXT = (
 )
 
 
+TIMELINE_TEXT = (
+    "\nThe story over time. An observatory does not see one moment: probes on both ISPs measure "
+    "on a schedule and submit to a collector abroad while the policy changes - open, then the "
+    "Games (calls abroad on ISP 1 dropped in some runs and not in others), then blocked for good, "
+    "then lifted. The analysis turns what the collector holds into events, each checked against "
+    "the phases."
+)
+
+
+def _timeline_output(output: str | None) -> str | None:
+    """The timeline's measurements beside the first scenario's: the same directory, or a file
+    named after the one given."""
+    if output is None or output.endswith(os.sep) or Path(output).is_dir():
+        return output
+    given = Path(output)
+    return str(given.with_name(f"{given.stem}-timeline{given.suffix or '.jsonl'}"))
+
+
 def lab_demo(output: str | None, as_json: bool) -> None:
-    """``msgwatch demo``: ``lab run az-2017`` with an explanation and an HTML report."""
+    """``msgwatch demo``: ``lab run az-2017`` with an explanation and an HTML report, then the
+    story over time (``lab run az-2017-timeline``): its events and their story."""
     scenario = _scenario("az-2017")
     console = Console(stderr=as_json)
     if not as_json:
@@ -224,22 +300,45 @@ def lab_demo(output: str | None, as_json: bool) -> None:
 
         console.print(escape(f"{DEMO_TEXT} {censor_rules(scenario)}\n"))
     summary = run_and_report(scenario, output, as_json)
-    status = 0 if summary["matched"] == summary["total"] else EXIT_MISMATCH
+    if not as_json:
+        _print_demo(console, summary)
+        console.print(escape(TIMELINE_TEXT))
+    timeline = run_and_report(_scenario("az-2017-timeline"), _timeline_output(output), as_json)
+    status = max(status_of(summary), status_of(timeline))
     if as_json:
-        emit({k: summary[k] for k in ("scenario", "results", "matched", "total", "output",
-                                      "report")}, status=status)  # fmt: skip
+        keys = ("scenario", "results", "matched", "total", "output", "report")
+        emit({**{k: summary[k] for k in keys},
+              "timeline": {**timeline.get("timeline", {}), "output": timeline["output"],
+                           "events_file": timeline.get("events_file"),
+                           "verdicts_matched": timeline["matched"],
+                           "verdicts_total": timeline["total"]}},
+             status=status)  # fmt: skip
         raise click.exceptions.Exit(status)
+    mismatched = [r for r in timeline["results"] if not r["match"]]
+    console.print(
+        f"{timeline['matched']} of {timeline['total']} verdicts of the scheduled runs match the "
+        "ground truth."
+    )
+    if mismatched:
+        console.print(results_table(mismatched, "Verdicts of the scheduled runs that differ"))
+    if "timeline" in timeline:
+        print_timeline(console, timeline)
+    console.print(f"Measurements over time (OONI format): {escape(timeline['output'])}")
+    raise click.exceptions.Exit(status)
+
+
+def _print_demo(console: Console, summary: dict[str, Any]) -> None:
+    """The az-2017 part of the demo: its verdicts, explanation and files."""
+    from msgwatch.report.explain import explanation
+
     console.print(
         results_table(summary["results"], "Verdicts on both ISPs, against the ground truth")
     )
-    from msgwatch.report.explain import explanation
-
     for line in explanation(summary["results"]):
         console.print(escape(line))
     console.print(f"\n{summary['matched']} of {summary['total']} verdicts match the ground truth.")
     console.print(f"Report: {escape(summary['report'])}")
     console.print(f"Measurements (OONI format): {escape(summary['output'])}")
-    raise click.exceptions.Exit(status)
 
 
 @lab_group.command("up")

@@ -29,6 +29,7 @@ import click
 from rich.console import Console
 
 from msgwatch import __version__
+from msgwatch.cli.analyse import analyse_command, events_command
 from msgwatch.cli.catalogue import catalogue_group
 from msgwatch.cli.collector import collector_group, export_command
 from msgwatch.cli.envelope import JsonGroup
@@ -55,6 +56,8 @@ for _command in (
     export_command,
     spool_group,
     submit_command,
+    analyse_command,
+    events_command,
 ):
     cli.add_command(_command)
 

@@ -6,6 +6,8 @@ and puts together what the other modules define:
 - the **routes**, one router per concern (:mod:`msgwatch.collector.routes`: OONI's report
   protocol, the batch submission, the read API, health and metrics), sharing one
   :class:`~msgwatch.collector.handlers.Collector` on ``app.state.collector``;
+- the **scheduled analysis** (``analyser.py``, ``--analyse-every``): started by the lifespan after
+  the store opens, stopped (its running pass ended) before the store closes;
 - the **error shape**, JSON ``{"error", "detail"}`` for every refusal (:mod:`.routes.errors`), and
   the OpenAPI document (:mod:`.routes.openapi`);
 - the **layers**, outermost first: the access log (``accesslog.py``: log line, latency, security
@@ -20,6 +22,7 @@ same. A store that cannot be opened fails the start-up with one logged line (``s
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -30,7 +33,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from msgwatch import __version__
-from msgwatch.collector import routes
+from msgwatch.collector import analyser, routes
 from msgwatch.collector.accesslog import AccessLog, Message, Receive, Scope, Send
 from msgwatch.collector.cutshort import CutShort
 from msgwatch.collector.handlers import ASGICallable, Collector, FastSubmissions
@@ -104,9 +107,12 @@ def create_app(
             app.startup_failure = describe(exc)
             logger.error("the collector cannot start: %s", app.startup_failure)
             raise
+        app.state.analyser = analyser.start(settings)  # --analyse-every: passes in a child
         try:
             yield
         finally:
+            if app.state.analyser is not None:
+                await asyncio.to_thread(app.state.analyser.stop)
             store, collector.opened = collector.opened, None
             await store.close()
 

@@ -94,6 +94,7 @@ STATUS: Final[dict[str, int]] = {
     "forbidden": 403,
     "rate_limited": 429,
     "storage_unavailable": 503,
+    "analysis_unavailable": 503,
     "not_found": 404,
     "bad_query": 400,
 }
@@ -546,14 +547,14 @@ _TIME_QUERY = re.compile(TIME_QUERY)
 _EARLIEST, _LATEST = "0001-01-01 00:00:00", "9999-12-31 23:59:59"
 
 
-def check_query_parameters(names: list[str]) -> None:
-    """Every parameter known, none given twice (a typo must not silently widen the answer)."""
-    unknown = sorted({name for name in names if name not in QUERY_PARAMETERS})
+def check_query_parameters(names: list[str], known: frozenset[str] = QUERY_PARAMETERS) -> None:
+    """Every parameter ``known``, none given twice (a typo must not silently widen the answer)."""
+    unknown = sorted({name for name in names if name not in known})
     if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:3])
         raise Rejection(
             "bad_query",
-            f"unknown parameter {shown}; known: {', '.join(sorted(QUERY_PARAMETERS))}",
+            f"unknown parameter {shown}; known: {', '.join(sorted(known))}",
         )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -628,6 +629,7 @@ ReasonCode = Literal[
     "forbidden",
     "rate_limited",
     "storage_unavailable",
+    "analysis_unavailable",
     "not_found",
     "bad_query",
 ]

@@ -54,3 +54,12 @@ class Settings:
     """Seconds a request head may take to arrive."""
     forwarded_allow_ips: tuple[str, ...] = ()
     """Proxy addresses or networks whose ``X-Forwarded-For`` names the client; none by default."""
+    analysis_dir: Path | None = None
+    """The analysis's output directory (``msgwatch analyse OUT``), whose last committed pass
+    ``/api/v1/events``, ``aggregates``, ``observations`` and ``verdicts`` serve; ``None``: they
+    answer 503 ``analysis_unavailable``."""
+    analyse_every: float = 0.0
+    """Seconds between the collector's own incremental passes over its archive into
+    ``analysis_dir`` (``analyser.py``); 0: none (another process writes it, e.g. a systemd timer)."""
+    analysis_bucket: int = 3600
+    """The bucket of those passes' aggregates and events, in seconds."""

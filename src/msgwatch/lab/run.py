@@ -6,12 +6,17 @@ executed inside every ISP's probe namespace at once — the same command a user 
 the lab's catalogue, the ISP's resolver, the lab CA and the abroad test helper. The verdicts the
 analysis gives on its measurements are compared with the scenario's ground truth, including the
 mechanism (:mod:`msgwatch.lab.truth`). With an observatory (several scheduled runs per phase, each
-overwriting ``--output``), each run's verdicts are those its ``--json`` answer reports.
+overwriting ``--output``), each run's verdicts are those its ``--json`` answer reports; the
+phases' starts are recorded in wall-clock UTC, a phase with ``episodes`` runs one scheduled run at
+a time with its rules switched on or off (the runs with the rules off are labelled
+``<phase>:off``), and with ``[analysis]`` the analysis over the collector's data must find the
+scenario's events (:mod:`msgwatch.lab.timeline`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import subprocess
@@ -56,6 +61,10 @@ class ScenarioRun:
     runs: list[PhaseRun] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     observatory: Reconciliation | None = None
+    boundaries: list[tuple[str, dt.datetime]] = field(default_factory=list)
+    """Each phase's name and the UTC time its rules came into force, then ``("end", …)``."""
+    timeline: dict[str, Any] | None = None
+    """With ``[analysis]``: :func:`msgwatch.lab.timeline.check`'s result (events, rows, story)."""
 
     @property
     def matched(self) -> int:
@@ -68,6 +77,7 @@ class ScenarioRun:
             "matched": self.matched,
             "total": len(self.rows),
             **({"observatory": self.observatory.summary()} if self.observatory else {}),
+            **({"timeline": self.timeline} if self.timeline is not None else {}),
         }
 
 
@@ -171,24 +181,36 @@ def internal_dir(workdir: Path) -> Path:
     return workdir / INTERNAL
 
 
-def state_dir(workdir: Path, isp: str) -> Path:
-    """An ISP's probe state: its probe id, ``run.lock`` and spool (internal)."""
-    return internal_dir(workdir) / f"state-{isp}"
+def state_dir(workdir: Path, isp: str, probe: int = 0) -> Path:
+    """An ISP's probe state: its probe id, ``run.lock`` and spool (internal); ``probe``: which
+    of an observatory's probes on that ISP."""
+    return internal_dir(workdir) / (f"state-{isp}-{probe + 1}" if probe else f"state-{isp}")
 
 
-def probe_all(lab: Lab, scenario: Scenario, phase: str, workdir: Path) -> list[PhaseRun]:
+def probe_slots(scenario: Scenario) -> list[tuple[str, int]]:
+    """(ISP, probe number) of every probe, in ISP order."""
+    count = scenario.observatory.probes if scenario.observatory else 1
+    return [(isp, n) for isp in ISPS for n in range(count)]
+
+
+def probe_all(
+    lab: Lab, scenario: Scenario, phase: str, workdir: Path, count: int | None = None
+) -> list[PhaseRun]:
     """Run the probe in every ISP's probe namespace at once; their results in ISP order.
 
-    With an observatory, each probe makes ``runs`` scheduled runs (``--every``) that spool and
-    submit; every run's verdicts are compared, so a phase has one set of rows per run."""
+    With an observatory, each probe makes ``count`` scheduled runs (``--every``; default: the
+    observatory's) that spool and submit; every run's verdicts are compared, so a phase has one
+    set of rows per run."""
     env = dict(os.environ, **{FENCE_VARIABLE: LAB_NETWORKS})
     started = time.monotonic()
     procs = {}
-    runs_each = scenario.observatory.runs if scenario.observatory else 1
-    for isp in ISPS:
-        output = workdir / f"{scenario.name}-{phase}-{isp}.jsonl"
-        command = _probe_command(lab, isp, scenario, output, state_dir(workdir, isp))
-        procs[isp] = (
+    runs_each = (count or scenario.observatory.runs) if scenario.observatory else 1
+    for isp, n in probe_slots(scenario):
+        output = workdir / f"{scenario.name}-{phase}-{isp}{f'-{n + 1}' if n else ''}.jsonl"
+        command = _probe_command(lab, isp, scenario, output, state_dir(workdir, isp, n))
+        if count is not None:
+            command[command.index("--count") + 1] = str(count)
+        procs[(isp, n)] = (
             output,
             lab.popen(
                 lab.probe_role(isp), command, env=env,
@@ -196,7 +218,7 @@ def probe_all(lab: Lab, scenario: Scenario, phase: str, workdir: Path) -> list[P
             ),
         )  # fmt: skip
     runs = []
-    for isp, (output, proc) in procs.items():
+    for (isp, _), (output, proc) in procs.items():
         stdout, stderr = proc.communicate(timeout=(scenario.timeout * 3 + 60) * runs_each)
         if proc.returncode != 0:
             raise RuntimeError(
@@ -249,18 +271,42 @@ def apply_outages(lab: Lab, scenario: Scenario, phase_index: int, workdir: Path)
     lab.exec("abroad", ["nft", "-f", str(ruleset)], check=True, capture_output=True)
 
 
-def apply_phase(lab: Lab, scenario: Scenario, phase_index: int) -> None:
+def apply_phase(lab: Lab, scenario: Scenario, phase_index: int, active: bool = True) -> None:
+    """The phase's rules on every ISP (``active=False``: no rule at all)."""
     from msgwatch.lab import censor
 
     phase = scenario.phase[phase_index]
     for isp in ISPS:
         ctx = lab.censor_context(isp)
-        rules = [
-            censor.build_rule(resolve_rule(r, lab.mapping)) for r in scenario.rules_for(phase, isp)
-        ]
+        chosen = scenario.rules_for(phase, isp) if active else []
+        rules = [censor.build_rule(resolve_rule(r, lab.mapping)) for r in chosen]
         compiled = censor.compile_rules(rules, ctx)
         lab.set_resolver_lines(isp, compiled.resolver_lines)
         censor.apply(compiled, ctx)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def probe_phase(lab: Lab, scenario: Scenario, index: int, workdir: Path) -> list[PhaseRun]:
+    """The phase's runs: all at once, or with ``episodes`` one scheduled run at a time, the rules
+    switched on or off before each, each run starting ``every`` seconds after the previous one."""
+    phase = scenario.phase[index]
+    if not phase.episodes:
+        return probe_all(lab, scenario, phase.name, workdir)
+    assert scenario.observatory is not None
+    runs: list[PhaseRun] = []
+    started = time.monotonic() - scenario.observatory.every
+    for k, active in enumerate(phase.episodes):
+        # Each run at least ``every`` after the previous one began: one run per bucket.
+        time.sleep(max(0.0, started + scenario.observatory.every - time.monotonic()))
+        started = time.monotonic()
+        if k:  # the first run's rules are already in force
+            apply_phase(lab, scenario, index, active)
+        label = phase.name if active else f"{phase.name}:off"
+        runs.extend(probe_all(lab, scenario, label, workdir, count=1))
+    return runs
 
 
 def run_scenario(
@@ -303,28 +349,38 @@ def run_scenario(
             note(f"collector up at {collector_url()}")
         for index, phase in enumerate(scenario.phase):
             t0 = time.monotonic()
-            apply_phase(lab, scenario, index)
+            apply_phase(lab, scenario, index, active=not phase.episodes or phase.episodes[0])
             apply_outages(lab, scenario, index, workdir)
             if collector is not None and phase.collector == "restart":
                 collector.restart()
                 note("collector killed (SIGKILL) and started again")
-            runs = probe_all(lab, scenario, phase.name, workdir)
+            result.boundaries.append((phase.name, _now()))
+            runs = probe_phase(lab, scenario, index, workdir)
             result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
             for run in runs:
                 result.runs.append(run)
-                result.rows.extend(compare(scenario, phase.name, run.isp, run.verdicts))
+                result.rows.extend(compare(scenario, run.phase, run.isp, run.verdicts))
             note(f"phase {phase.name}: probed both ISPs in {time.monotonic() - t0:.1f} s")
             if after_phase is not None:
                 after_phase(lab, phase.name)
+        result.boundaries.append(("end", _now()))
         if collector is not None:
             made = sum(run.made for run in result.runs)
-            states = [state_dir(workdir, isp) for isp in ISPS]
+            states = [state_dir(workdir, isp, n) for isp, n in probe_slots(scenario)]
             result.observatory = reconcile(states, collector, made)
             collector.stop()
             note(
                 f"observatory: {made} measurements made, {result.observatory.collected} at the "
                 f"collector ({'exact' if result.observatory.exact else 'NOT exact'})"
             )
+            if scenario.analysis is not None:
+                from msgwatch.lab.timeline import check
+
+                analysis_dir = internal_dir(workdir) / "analysis"
+                result.timeline = check(
+                    scenario, result.boundaries, collector.data_dir, analysis_dir
+                )
+                note(f"analysis: {len(result.timeline['events'])} events")
         t_down = time.monotonic()
     result.timings["down"] = time.monotonic() - t_down
     result.timings["total"] = time.monotonic() - started

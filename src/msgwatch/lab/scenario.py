@@ -7,6 +7,11 @@ for one ISP or for ``all``), and the **expectations**: per (phase, ISP, service,
 verdict and mechanism. Anything not listed is expected ``ok`` — which is how "domestic traffic
 untouched" and "the other ISP unaffected" are asserted.
 
+With an ``[observatory]`` the phases are real time: probes measure on a schedule and submit to a
+collector. A phase's ``episodes`` switch its rules on and off run by run (blocking that comes and
+goes); ``[analysis]`` runs the analysis over the collector's data afterwards with its ``bucket``,
+and ``[[expect_event]]`` lists the events it must find, exactly (:mod:`msgwatch.lab.timeline`).
+
 Rule fields named ``to`` hold **selectors**, resolved against the running lab into prefixes:
 
     service:<id>     the service's lab subnets (IPv4 /24 and IPv6 /48)
@@ -25,11 +30,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from msgwatch.catalogue import FUNCTIONS
 from msgwatch.lab.mapping import LabMapping
 from msgwatch.lab.plan import COLLECTOR, LAB_V4, LAB_V6
+from msgwatch.session.schedule import parse_duration
 
 ABROAD_INFRA = ("198.18.3.0/24", "2001:db8:3::/64")
 DOMESTIC = ("198.19.0.0/24",)
@@ -79,6 +92,10 @@ class Phase(_Strict):
     collector: Literal["up", "restart"] = "up"
     """With an observatory: ``restart`` kills the collector (SIGKILL) as the phase begins and
     starts it again, so the phase's submissions meet a collector that crashed."""
+    episodes: list[bool] = Field(default=[], max_length=20)
+    """With an observatory: one entry per scheduled run of this phase (replacing ``runs``), true
+    when the phase's rules are in force during that run, false when no rule is: blocking that
+    comes and goes. Empty: the rules hold for every run."""
 
 
 class Observatory(_Strict):
@@ -88,6 +105,9 @@ class Observatory(_Strict):
     """Scheduled runs of each probe in each phase."""
     every: float = Field(default=1.0, gt=0, le=60)
     """Seconds from one scheduled run to the next."""
+    probes: int = Field(default=1, ge=1, le=4)
+    """Probes on each ISP's network, each with its own state, spool and probe tag: more
+    measurements in each bucket for the analysis."""
 
 
 class IspNetwork(_Strict):
@@ -117,6 +137,41 @@ class Expect(_Strict):
         return value
 
 
+class Analysis(_Strict):
+    """After an observatory's phases, the analysis runs over the collector's data (``[analysis]``)."""
+
+    bucket: str = "1h"
+    """The aggregates' and events' bucket (``10s``, ``1h``): one run interval in the lab."""
+    detector: Literal["default", "clean"] = "default"
+    """The detector's knobs: its defaults, or ``clean`` (``DetectorParams.clean``: short, clean
+    series of a few measurements a bucket and phases of a few buckets, as in the lab)."""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError("the bucket is a whole number of seconds, at least 1")
+        return value
+
+    @property
+    def bucket_seconds(self) -> int:
+        return int(parse_duration(self.bucket))
+
+
+class ExpectEvent(_Strict):
+    """One event the analysis must find (``[[expect_event]]``): on one ISP's network, one
+    (service, function), from the start of phase ``start`` to the end of phase ``end``."""
+
+    isp: Literal["isp1", "isp2"]
+    service: str
+    function: str
+    pattern: Literal["continuous", "episodic"]
+    start: str
+    end: str
+    why: str = ""
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     title: str
@@ -142,6 +197,23 @@ class Scenario(_Strict):
     observatory: Observatory | None = None
     """Probes submit their measurements to a collector abroad; the run checks that the collector
     ends with exactly the measurements made (none lost, none twice)."""
+    analysis: Analysis | None = None
+    """With an observatory: analyse the collector's data after the phases, and compare the events
+    found with ``expect_event`` (exactly those, and no other)."""
+    expect_event: list[ExpectEvent] = []
+
+    @model_validator(mode="after")
+    def _timeline(self) -> Scenario:
+        names = [p.name for p in self.phase]
+        for event in self.expect_event:
+            if event.start not in names or event.end not in names:
+                raise ValueError(f"expect_event: phases are {names}")
+            if names.index(event.start) > names.index(event.end):
+                raise ValueError("expect_event: the start phase comes after the end phase")
+        timed = self.analysis is not None or any(p.episodes for p in self.phase)
+        if timed and self.observatory is None:
+            raise ValueError("[analysis] and episodes need an [observatory]")
+        return self
 
     def expected(self, phase: str, isp: str, service: str, function: str) -> Expect:
         """The ground truth for one (phase, ISP, service, function): listed, or ``ok``."""

@@ -37,6 +37,8 @@ The evidence of a verdict is the transaction ids of the endpoints that decided i
 from __future__ import annotations
 
 import base64
+import contextvars
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
@@ -69,17 +71,30 @@ def _body_bytes(body: Any) -> bytes:
     return b""
 
 
-def _in_networks(address: str, networks: list[Any]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(text)
     except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+def _in_networks(address: str, networks: list[Any]) -> bool:
+    ip = _address(address)
+    if ip is None:
         return False
     for prefix in networks:
-        try:
-            if ip in ipaddress.ip_network(str(prefix), strict=False):
-                return True
-        except ValueError:
-            continue
+        network = _network(str(prefix))
+        if network is not None and ip.version == network.version and ip in network:
+            return True
     return False
 
 
@@ -102,11 +117,10 @@ def dns_forged(queries: list[Record], networks: list[Any]) -> bool:
         if "late" in (query.get("tags") or []):
             continue
         for address in addresses:
-            try:
-                public = ipaddress.ip_address(address).is_global
-            except ValueError:
+            ip = _address(address)
+            if ip is None:
                 continue
-            if not public and not _in_networks(address, networks):
+            if not ip.is_global and not _in_networks(address, networks):
                 return True
     return any(len(sets) > 1 for sets in seen.values())
 
@@ -114,6 +128,34 @@ def dns_forged(queries: list[Record], networks: list[Any]) -> bool:
 def _records(keys: Record, name: str) -> list[Record]:
     value = keys.get(name)
     return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+_Index = dict[Any, list[tuple[int, Record]]]
+_SCOPE: contextvars.ContextVar[tuple[Record, dict[str, _Index]] | None] = contextvars.ContextVar(
+    "msgwatch_judge_scope", default=None
+)
+"""While :func:`judge` runs: its ``test_keys`` and, per record list, the records by transaction id,
+built once, so that judging an endpoint does not scan every list of the trace again (the trace of a
+measurement is not changed while it is judged; outside :func:`judge` nothing is cached)."""
+
+
+def _with_txids(keys: Record, name: str, txids: set[int]) -> list[Record]:
+    """The records of ``keys[name]`` whose ``transaction_id`` is in ``txids``, in trace order."""
+    scope = _SCOPE.get()
+    if scope is None or scope[0] is not keys:
+        return [r for r in _records(keys, name) if r.get("transaction_id") in txids]
+    index = scope[1].get(name)
+    if index is None:
+        index = {}
+        for position, record in enumerate(_records(keys, name)):
+            txid = record.get("transaction_id")
+            if isinstance(txid, int | str):  # hashable ids only; others match no target
+                index.setdefault(txid, []).append((position, record))
+        scope[1][name] = index
+    found = [pair for txid in txids for pair in index.get(txid, ())]
+    if len(txids) > 1:
+        found.sort(key=lambda pair: pair[0])
+    return [record for _, record in found]
 
 
 def _txids(target: Record) -> list[int]:
@@ -143,22 +185,21 @@ def throttled(records: list[Record]) -> bool:
 
 def _throughput(target: Record, keys: Record) -> list[Record]:
     """The target's throughput downloads (real and benign name)."""
-    txids = set(_txids(target))
-    return [r for r in _records(keys, "msgwatch_throughput") if r.get("transaction_id") in txids]
+    return _with_txids(keys, "msgwatch_throughput", set(_txids(target)))
 
 
 def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
     """The facts of one endpoint, and the id of the block page fingerprint it matched."""
     txids = set(_txids(target))
-    queries = [q for q in _records(keys, "queries") if q.get("transaction_id") in txids]
-    handshakes = [h for h in _records(keys, "tls_handshakes") if h.get("transaction_id") in txids]
+    queries = _with_txids(keys, "queries", txids)
+    handshakes = _with_txids(keys, "tls_handshakes", txids)
     main = [h for h in handshakes if "control" not in (h.get("tags") or [])]
     control = [h for h in handshakes if "control" in (h.get("tags") or [])]
     verified = any(h.get("failure") is None and not h.get("no_tls_verify") for h in main)
     blockpage: str | None = None
-    for request in _records(keys, "requests"):
+    for request in _with_txids(keys, "requests", txids):
         response = request.get("response")
-        if request.get("transaction_id") in txids and isinstance(response, dict):
+        if isinstance(response, dict):
             headers = [
                 (str(h[0]), str(h[1]))
                 for h in response.get("headers_list") or []
@@ -376,6 +417,14 @@ def _scope(verdict: str, facts: dict[str, str] | None) -> str | None:
 def judge(measurement: Record) -> list[Record]:
     """Verdicts for every function of the measurement's service, in catalogue order."""
     keys = measurement.get("test_keys") or {}
+    token = _SCOPE.set((keys, {}))
+    try:
+        return _judge(measurement, keys)
+    finally:
+        _SCOPE.reset(token)
+
+
+def _judge(measurement: Record, keys: Record) -> list[Record]:
     service = str(keys.get("msgwatch_service") or measurement.get("input") or "")
     targets = _records(keys, "msgwatch_targets")
     rules = load_rules()

@@ -7,6 +7,7 @@ JSON (:func:`.common.json_response`).
 - :mod:`.ooni`: OONI's collector protocol (open a report, add a measurement, close a report);
 - :mod:`.submit`: the batch submission of msgwatch's spool;
 - :mod:`.read`: the read API (summaries, one measurement);
+- :mod:`.analysis`: the analysis's events, aggregates, observations and verdicts;
 - :mod:`.health`: ``/health`` and ``/metrics``, for the operator;
 - :mod:`.errors`: the error shape, ``{"error", "detail"}``, of every refusal FastAPI makes;
 - :mod:`.openapi`: ``/openapi.json``, FastAPI's document plus the bodies the routes read as bytes.
@@ -18,8 +19,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from msgwatch.collector.routes import health, ooni, read, submit
+from msgwatch.collector.routes import analysis, health, ooni, read, submit
 
-ROUTERS: tuple[APIRouter, ...] = (ooni.router, submit.router, read.router, health.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    ooni.router,
+    submit.router,
+    read.router,
+    analysis.router,
+    health.router,
+)
 
 __all__ = ["ROUTERS"]

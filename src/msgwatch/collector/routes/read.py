@@ -100,6 +100,8 @@ async def list_measurements(
 @router.get(
     "/api/v1/measurements/{measurement_uid}",
     summary="One stored measurement, as stored, with the collector's measurement_uid",
+    description="Raw data: what a probe judged itself (a 0.2.0 measurement's `msgwatch_verdicts`) "
+    "is part of it, never the collector's verdict; that is `/api/v1/verdicts`, the analysis's.",
     response_model=None,
     responses={200: {"model": models.Measurement}, **errors(404, 503)},
 )

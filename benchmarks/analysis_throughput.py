@@ -1,0 +1,319 @@
+"""End-to-end analysis throughput on a synthetic archive, against a bare parse of the same files.
+
+    .venv/bin/python benchmarks/analysis_throughput.py                       # 200,000, and 50,000 for memory
+    .venv/bin/python benchmarks/analysis_throughput.py --count 20000 --also 0 # a quick run
+    .venv/bin/python benchmarks/analysis_throughput.py --data DATA            # an archive made already
+
+For each archive size (``--count``, then ``--also`` when not 0) the run
+
+1. writes a synthetic collector data directory with ``benchmarks/synth_archive.py`` (kept under
+   ``--keep DIR`` when given, else in a temporary directory);
+2. **bare parse**: decompresses every archive member, splits it into lines and ``orjson.loads``
+   each record, in this process on one core → measurements/s, the ceiling of any reader;
+3. **end to end**: ``run_pass`` (``msgwatch.analysis.passes``) with the collector's archive as its
+   source (``msgwatch.collector.store.feed.ArchiveSource``), ``workers=2``: archive → observations →
+   verdicts → aggregates → events, into a fresh output directory, in a child process so its memory
+   is the pass's alone → measurements/s and the ratio to the bare parse (the issue's target: ≥ 0.7),
+   the time spent in each phase (the progress callback's ``phase``, summed over its turns), and peak memory: the child's ``ru_maxrss``,
+   the largest peak (``VmHWM``) of its other processes (the pool's workers, which are the
+   forkserver's children) and the largest sum of their resident sizes, sampled every 0.2 s.
+
+Prints the figures of each size, the pass report's stage times when it gives them, and OONI's
+published figures for scale, quoted (not measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (ROOT, ROOT / "src"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from benchmarks.synth_archive import TRUTH_FILE, SynthConfig, write  # noqa: E402
+
+from msgwatch.collector.store.archive import Archive, lines_of  # noqa: E402
+
+TARGET_RATIO = 0.7
+SAMPLE_S = 0.2
+QUOTED = (
+    "OONI's pipeline (quoted, not measured): ~5,000 measurements/s into observations and "
+    "~15,000/s analysis (ooni/data#17, 2022-11; for the whole machine)",
+    "oonidata's reader (quoted, not measured): ~4,400 measurements/s on this machine "
+    "(issue 11, 'Performance: Throughput')",
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    count: int
+    archive_bytes: int
+    parse_seconds: float
+    parsed: int
+    pass_seconds: float
+    pass_measurements: int
+    rss_self_mb: float
+    rss_worker_mb: float
+    rss_together_mb: float
+    report: dict[str, Any]
+    stages: dict[str, float]
+    periods: int | None
+    """Blocking periods the generator injected (``None``: not a synthetic archive)."""
+
+    @property
+    def parse_rate(self) -> float:
+        return self.parsed / self.parse_seconds if self.parse_seconds else 0.0
+
+    @property
+    def pass_rate(self) -> float:
+        return self.pass_measurements / self.pass_seconds if self.pass_seconds else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.pass_rate / self.parse_rate if self.parse_rate else 0.0
+
+
+def bare_parse(data_dir: Path) -> tuple[int, float]:
+    """``(measurements, seconds)``: every archive line decompressed, split and parsed."""
+    archive = Archive(data_dir)
+    started = time.perf_counter()
+    count = 0
+    for file in archive.files():
+        for member in archive.scan(file, 0):
+            for _, line in lines_of(member.data):
+                record = orjson.loads(line)
+                count += isinstance(record.get("measurement"), dict)
+    return count, time.perf_counter() - started
+
+
+def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]:
+    """One pass (in this process, the child): the report, wall time, each phase's time (from the
+    progress callback's ``phase``) and peak memory."""
+    from msgwatch.analysis.passes import PassConfig, PassProgress, run_pass
+    from msgwatch.collector.store.feed import ArchiveSource
+
+    stages: dict[str, float] = {}
+    current: list[Any] = [None, time.perf_counter()]  # the phase going on, since when
+
+    def progress(p: PassProgress) -> None:
+        now = time.perf_counter()
+        if current[0] is not None:
+            stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
+        current[:] = [p.phase, now]
+
+    started = time.perf_counter()
+    report = run_pass(
+        PassConfig(
+            sources=[ArchiveSource(data_dir)], out_dir=out_dir, workers=workers, progress=progress
+        )
+    )
+    ended = time.perf_counter()
+    progress(PassProgress(0, 0, 0, "", "end"))
+    stages = {name: round(seconds, 2) for name, seconds in stages.items()}
+    return {
+        "seconds": ended - started,
+        "stages": stages,
+        "report": report.to_json(),
+        "rss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    }
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process under it (from ``/proc``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of a process in KiB (0, 0 when it is gone)."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0])
+    except (OSError, ValueError):
+        pass
+    return found["VmRSS"], found["VmHWM"]
+
+
+@dataclass
+class Peaks:
+    """Peak memory of a process tree, sampled: each process's own peak, and the tree's sum."""
+
+    per_process: dict[int, int] = field(default_factory=dict)
+    together: int = 0
+
+    def sample(self, root: int) -> None:
+        total = 0
+        for pid in descendants(root):
+            rss, hwm = memory_kb(pid)
+            total += rss
+            self.per_process[pid] = max(self.per_process.get(pid, 0), hwm)
+        self.together = max(self.together, total)
+
+
+def run_pass_child(data_dir: Path, out_dir: Path, workers: int) -> tuple[dict[str, Any], Peaks]:
+    """:func:`run_pass_here` in a child process, its process tree's memory sampled meanwhile
+    (the pool's workers are the forkserver's children, which ``ru_maxrss`` does not see)."""
+    peaks = Peaks()
+    with subprocess.Popen(
+        [sys.executable, __file__, "--child", str(data_dir), str(out_dir), str(workers)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(SAMPLE_S):
+                peaks.sample(child.pid)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        out, err = child.communicate()
+        stop.set()
+        watcher.join()
+    if child.returncode != 0:
+        raise SystemExit(f"the pass failed:\n{err.decode(errors='replace')[-4000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    peaks.per_process.pop(child.pid, None)  # the child's own peak is its ru_maxrss
+    return result, peaks
+
+
+@contextlib.contextmanager
+def place(keep: Path | None, name: str) -> Iterator[Path]:
+    """``keep/name`` when keeping, else a temporary directory removed afterwards."""
+    if keep is not None:
+        path = keep / name
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"msgwatch-{name}-") as tmp:
+        yield Path(tmp)
+
+
+def injected(data_dir: Path) -> int | None:
+    """How many blocking periods ``synth.json`` says were injected."""
+    try:
+        return len(orjson.loads((data_dir / TRUTH_FILE).read_bytes())["periods"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def measure(data_dir: Path, out_dir: Path, workers: int, count: int) -> Figures:
+    """The bare parse and the pass over one archive."""
+    archive_bytes = sum(Archive(data_dir).size(f) for f in Archive(data_dir).files())
+    parsed, parse_seconds = bare_parse(data_dir)
+    result, peaks = run_pass_child(data_dir, out_dir, workers)
+    report = result["report"]
+    return Figures(
+        count=count,
+        archive_bytes=archive_bytes,
+        parse_seconds=parse_seconds,
+        parsed=parsed,
+        pass_seconds=float(result["seconds"]),
+        pass_measurements=int(report.get("measurements", 0)),
+        rss_self_mb=result["rss_self_kb"] / 1024,
+        rss_worker_mb=max(peaks.per_process.values(), default=0) / 1024,
+        rss_together_mb=peaks.together / 1024,
+        report=report,
+        stages=result["stages"],
+        periods=injected(data_dir),
+    )
+
+
+def show(f: Figures) -> None:
+    print(
+        f"\n== {f.parsed:,} measurements, archive {f.archive_bytes / 1e9:.2f} GB "
+        f"({f.archive_bytes / max(f.parsed, 1) / 1e3:.1f} KB/measurement compressed)"
+    )
+    print(f"bare parse (gzip + split + orjson.loads, 1 process): {f.parse_rate:,.0f} measurements/s"
+          f" ({f.parse_seconds:.1f} s)")  # fmt: skip
+    print(f"end to end (run_pass, ArchiveSource, workers=2):    {f.pass_rate:,.0f} measurements/s"
+          f" ({f.pass_seconds:.1f} s; report: {f.pass_measurements:,} measurements)")  # fmt: skip
+    verdict = "meets" if f.ratio >= TARGET_RATIO else "MISSES"
+    print(f"ratio end to end / bare parse: {f.ratio:.2f} ({verdict} the target {TARGET_RATIO})")
+    print(f"peak memory of the pass: {f.rss_self_mb:,.0f} MB (its process), "
+          f"{f.rss_worker_mb:,.0f} MB (its largest worker), "
+          f"{f.rss_together_mb:,.0f} MB (all its processes together, sampled)")  # fmt: skip
+    print(f"time per phase (s, summed from the progress callback): {json.dumps(f.stages)}")
+    counts = {k: f.report.get(k) for k in ("observations", "verdicts", "aggregates", "events")}
+    print(f"rows: {json.dumps(counts)}; problems: {f.report.get('problems')}; "
+          f"blocking periods injected: {f.periods} (episodic and continuous, per country)")  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--child"]:
+        data_dir, out_dir, workers = Path(args[1]), Path(args[2]), int(args[3])
+        print(json.dumps(run_pass_here(data_dir, out_dir, workers)))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--also", type=int, default=50_000, help="a second size (0: none)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data", type=Path, help="an archive made already (no generation)")
+    parser.add_argument("--keep", type=Path, help="keep the archives and outputs under this")
+    parser.add_argument("--bare-only", action="store_true", help="skip the pass")
+    parsed = parser.parse_args(args)
+    sizes = [parsed.count] + ([parsed.also] if parsed.also and not parsed.data else [])
+    results: list[Figures] = []
+    for count in sizes:
+        with place(parsed.keep, f"synth-{count}") as data_dir:
+            if parsed.data is not None:
+                data_dir = parsed.data
+            else:
+                made = write(data_dir / "data", SynthConfig(count=count))
+                data_dir = data_dir / "data"
+                print(f"synth_archive: {count:,} measurements in {made['seconds']:.1f} s")
+            if parsed.bare_only:
+                n, seconds = bare_parse(data_dir)
+                print(f"bare parse: {n:,} measurements, {n / seconds:,.0f}/s ({seconds:.1f} s)")
+                continue
+            with place(parsed.keep, f"out-{count}") as out_dir:
+                figures = measure(data_dir, out_dir / "out", parsed.workers, count)
+            show(figures)
+            results.append(figures)
+    if len(results) == 2:
+        a, b = results
+        print(f"\npeak memory {b.parsed:,} vs {a.parsed:,} measurements: {b.rss_self_mb:,.0f} vs "
+              f"{a.rss_self_mb:,.0f} MB (process), {b.rss_worker_mb:,.0f} vs "
+              f"{a.rss_worker_mb:,.0f} MB (worker), {b.rss_together_mb:,.0f} vs "
+              f"{a.rss_together_mb:,.0f} MB (together)")  # fmt: skip
+    for line in QUOTED:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The aggregates: verdicts counted per time bucket, network, service, function, verdict, mechanism.
+
+:data:`AGGREGATE_SQL` is the one definition; the Spark engine mirrors it clause by clause:
+
+1. **Dedup.** Of the verdict rows of one ``(measurement_uid, service, function)`` one is kept (a
+   measurement read twice counts once): the first by ``measurement_start_time``, ``verdict``,
+   ``mechanism`` (NULL first), ``probe_tag`` (NULL first), ``control_ok`` (NULL first, then false),
+   ``probe_cc``, ``probe_asn``.
+2. **Bucket.** ``bucket = floor(epoch(measurement_start_time) / S) * S`` seconds after the epoch, as
+   a naive UTC timestamp; ``S`` is the pass's ``bucket_seconds`` (≥ 1).
+3. **Group** by bucket × ``probe_cc`` × ``probe_asn`` × service × function × verdict ×
+   ``coalesce(mechanism, '')``: ``measurements`` = distinct uids, ``probes`` = distinct non-NULL
+   ``probe_tag`` s, ``control_ok`` = rows whose ``control_ok`` is true.
+4. **Order** by the group's columns, ascending (so both engines write rows in the same order).
+
+Rows whose ``measurement_start_time`` is NULL have no bucket and are left out.
+
+:data:`EVIDENCE_SQL` and :func:`evidence_source` answer the detector's evidence windows from the
+same ``verdicts`` relation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+
+from msgwatch.analysis.events.model import SeriesKey, VerdictRef
+from msgwatch.analysis.lake import empty_select, sql_text, staged_table
+from msgwatch.analysis.schema import VERDICT_COLUMNS, names
+
+TIME: Final = "%Y-%m-%d %H:%M:%S"
+Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
+
+AGGREGATE_SQL: Final = """
+WITH ranked AS (
+    SELECT *, row_number() OVER (
+        PARTITION BY measurement_uid, service, function
+        ORDER BY measurement_start_time, verdict, mechanism NULLS FIRST,
+                 probe_tag NULLS FIRST, control_ok NULLS FIRST, probe_cc, probe_asn
+    ) AS copy_number
+    FROM verdicts
+    WHERE measurement_start_time IS NOT NULL
+),
+unique_verdicts AS (
+    SELECT * FROM ranked WHERE copy_number = 1
+)
+SELECT
+    make_timestamp(
+        CAST(floor(epoch(measurement_start_time) / {bucket_seconds}) AS BIGINT)
+        * {bucket_seconds} * 1000000
+    ) AS bucket,
+    CAST({bucket_seconds} AS INTEGER) AS bucket_seconds,
+    probe_cc,
+    probe_asn,
+    service,
+    function,
+    verdict,
+    coalesce(mechanism, '') AS mechanism,
+    CAST(count(DISTINCT measurement_uid) AS BIGINT) AS measurements,
+    CAST(count(DISTINCT probe_tag) AS BIGINT) AS probes,
+    CAST(count(*) FILTER (WHERE control_ok) AS BIGINT) AS control_ok
+FROM unique_verdicts
+GROUP BY ALL
+ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
+"""
+
+
+def aggregate_sql(bucket_seconds: int) -> str:
+    """:data:`AGGREGATE_SQL` for a bucket size, over a relation named ``verdicts``."""
+    if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
+        raise ValueError(f"bucket_seconds must be an integer ≥ 1, not {bucket_seconds!r}")
+    return AGGREGATE_SQL.format(bucket_seconds=bucket_seconds)
+
+
+EMPTY_VERDICTS: Final = empty_select(VERDICT_COLUMNS)
+
+EVIDENCE_SQL: Final = """
+SELECT w.window_number, v.measurement_uid, v.measurement_start_time, v.verdict
+FROM verdicts AS v
+JOIN windows AS w
+  ON v.probe_cc = w.probe_cc AND v.probe_asn = w.probe_asn
+ AND v.service = w.service AND v.function = w.function
+ AND v.measurement_start_time >= w.window_from AND v.measurement_start_time <= w.window_until
+GROUP BY ALL
+ORDER BY w.window_number, v.measurement_start_time, v.measurement_uid, v.verdict
+"""
+"""The verdicts of each window (``windows``: number, series key, from, until; both ends
+included), one row per (window, uid, time, verdict)."""
+
+
+def aggregate_rows(connection: duckdb.DuckDBPyConnection, path: Path) -> list[dict[str, Any]]:
+    """The rows of an aggregates file, as dicts (times as naive datetimes)."""
+    cursor = connection.execute(
+        f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+    )
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+WINDOW_COLUMNS: Final = (
+    ("window_number", "INTEGER"),
+    ("probe_cc", "VARCHAR"),
+    ("probe_asn", "VARCHAR"),
+    ("service", "VARCHAR"),
+    ("function", "VARCHAR"),
+    ("window_from", "TIMESTAMP"),
+    ("window_until", "TIMESTAMP"),
+)
+
+
+def evidence_source(connection: duckdb.DuckDBPyConnection, staging: Path) -> Evidence:
+    """The detector's evidence callable over the connection's ``verdicts`` relation (the windows
+    asked are staged as NDJSON at ``staging``)."""
+
+    def windows(asked: list[tuple[SeriesKey, dt.datetime, dt.datetime]]) -> Iterator[VerdictRef]:
+        if not asked:
+            return
+        rows = [
+            dict(
+                zip(
+                    names(WINDOW_COLUMNS),
+                    (n, *key, since.strftime(TIME), until.strftime(TIME)),
+                    strict=True,
+                )
+            )
+            for n, (key, since, until) in enumerate(asked)
+        ]
+        table = staged_table(staging, rows, WINDOW_COLUMNS)
+        connection.execute(f"CREATE OR REPLACE TEMP TABLE windows AS {table}")
+        cursor = connection.execute(EVIDENCE_SQL)
+        while batch := cursor.fetchmany(10_000):
+            for number, uid, time, verdict in batch:
+                yield VerdictRef(uid, time, verdict, asked[number][0])
+
+    return windows

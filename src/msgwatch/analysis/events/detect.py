@@ -1,0 +1,225 @@
+"""Blocking events from aggregate rows: the entry point both engines call (docs/method/events.md).
+
+Rules:
+
+- Rows are AGGREGATE_COLUMNS rows in any order; they are grouped per series (probe_cc, probe_asn,
+  service, function) and fed to :class:`~msgwatch.analysis.events.detector.Series` oldest first.
+- Online: with a ``state``, only buckets at or after its horizon are fed. Buckets before
+  ``closed_until`` (whole buckets; default: all but the newest bucket seen) are committed into the
+  returned state; later ones are fed to a copy, so an event can start (or end) in an open bucket
+  and be revised by the next pass. ``state=None``, or a state of another detector version or
+  bucket size, rebuilds from all rows. Feeding a history in pieces gives the same events as once.
+- The events returned are all of them: network events then country events, each series' events
+  summarised from the rows of its buckets [start, end), ids a hash of series and start.
+- Confidence = (1 - exp(-LLR / threshold)) · (0.5 + 0.5 · min(1, measurements / 10)) · controls,
+  controls = 0.7, + 0.15 when another network of the country worked, + 0.15 when the failing
+  measurements' own controls mostly (≥ 50 %) worked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from msgwatch.analysis.events import cluster, controls, evidence
+from msgwatch.analysis.events.detector import Closed, Series
+from msgwatch.analysis.events.model import Detection, NetworkEvent, SeriesKey, VerdictRef
+from msgwatch.analysis.events.params import DetectorParams
+from msgwatch.analysis.events.series import Buckets, bucket_number, bucket_time, collect, time_text
+from msgwatch.analysis.events.story import StoryFacts, sentence
+
+__all__ = ["DETECTOR_VERSION", "DetectorParams", "detect"]
+
+DETECTOR_VERSION: Final = "1.1.0"
+
+Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
+
+
+def _usable(state: dict[str, Any] | None, params: DetectorParams) -> bool:
+    return (
+        isinstance(state, dict)
+        and state.get("detector_version") == DETECTOR_VERSION
+        and state.get("bucket_seconds") == params.bucket_seconds
+        and isinstance(state.get("series"), list)
+    )
+
+
+def _load(
+    params: DetectorParams, state: dict[str, Any] | None
+) -> tuple[int | None, dict[SeriesKey, Series]]:
+    if state is None or not _usable(state, params):
+        return None, {}
+    detectors: dict[SeriesKey, Series] = {}
+    for entry in state["series"]:
+        detectors[(entry[0], entry[1], entry[2], entry[3])] = Series.load(params, entry[4])
+    horizon = state.get("horizon")
+    return (horizon if isinstance(horizon, int) else None), detectors
+
+
+def detect(
+    aggregate_rows: Iterable[Mapping[str, Any]],
+    params: DetectorParams,
+    state: dict[str, Any] | None,
+    closed_until: dt.datetime | None,
+    evidence: Evidence | None = None,
+    rules_version: str = "",
+) -> Detection:
+    """Feed the buckets, then assemble network and country events (see the module's rules)."""
+    seconds = params.bucket_seconds
+    series = collect(aggregate_rows, seconds)
+    horizon, detectors = _load(params, state)
+    newest = max((max(b.by_number) for b in series.values() if b.by_number), default=None)
+    if closed_until is not None:
+        limit = bucket_number(closed_until, seconds)
+    else:
+        limit = newest if newest is not None else (horizon or 0)
+    if horizon is not None:
+        limit = max(limit, horizon)
+    found: dict[SeriesKey, list[Closed]] = {}
+    for key in sorted(set(series) | set(detectors)):
+        det = detectors.get(key) or Series(params)
+        buckets = series.get(key) or Buckets()
+        numbers = [n for n in buckets.ordered() if horizon is None or n >= horizon]
+        cells = buckets.by_number
+        i = 0
+        for i, n in enumerate(numbers):  # noqa: B007
+            if n >= limit:
+                break
+            cell = cells[n]
+            det.feed(params, n, cell[0], cell[1])
+        else:
+            i = len(numbers)
+        det.trim(params)
+        detectors[key] = det
+        later = numbers[i:]
+        if later:
+            det = Series.load(params, det.dump())
+            for n in later:
+                cell = cells[n]
+                det.feed(params, n, cell[0], cell[1])
+        found[key] = det.events(params)
+    new_state = {
+        "detector_version": DETECTOR_VERSION,
+        "bucket_seconds": seconds,
+        "horizon": limit,
+        "series": [[*key, detectors[key].dump()] for key in sorted(detectors)],
+    }
+    versions = {"rules_version": rules_version, "detector_version": DETECTOR_VERSION}
+    index = controls.Index(series)
+    network = [
+        _network_event(params, index, key, ev, versions)
+        for key in sorted(found)
+        for ev in found[key]
+    ]
+    if evidence is not None and network:
+        _attach_evidence(params, network, evidence, series)
+    rows = [e.row for e in network]
+    for members in cluster.cluster(network, params.start_tolerance):
+        rows.append(cluster.country_row(members, versions))
+    return Detection(events=rows, state=new_state)
+
+
+def _network_event(
+    params: DetectorParams,
+    index: controls.Index,
+    key: SeriesKey,
+    ev: Closed,
+    versions: dict[str, str],
+) -> NetworkEvent:
+    """One detector event as an EVENT_COLUMNS row (summarised from its buckets)."""
+    start, start_after, end, end_before, pattern, llr = ev[:6]
+    seconds = params.bucket_seconds
+    cells = index.series[key].window(start, end) if key in index.series else []
+    total = sum(c[0] for c in cells)
+    failing = sum(c[1] for c in cells)
+    mechanisms: dict[str, int] = {}
+    verdicts: dict[str, int] = {}
+    for c in cells:
+        for k, v in c[2].items():
+            mechanisms[k] = mechanisms.get(k, 0) + v
+        for k, v in c[3].items():
+            verdicts[k] = verdicts.get(k, 0) + v
+    ctl = controls.controls(index, key, start, end) if key in index.series else {}
+    factor = 0.7 + (0.15 if ctl.get("other_network_worked") else 0.0)
+    share = ctl.get("control_ok_share")
+    factor += 0.15 if share is not None and share >= 0.5 else 0.0
+    confidence = (
+        (1.0 - math.exp(-llr / params.threshold)) * (0.5 + 0.5 * min(1.0, total / 10)) * factor
+    )
+    works = tuple(
+        sorted(f for f, ok in ctl.get("same_network", {}).items() if ok >= controls.WORKED_SHARE)
+    )
+    cc, asn, service, function = key
+    start_text = time_text(start, seconds)
+    end_text = time_text(end, seconds)
+    verdict = cluster.dominant(verdicts)
+    mechanism = cluster.dominant(mechanisms)
+    digest = hashlib.sha256(
+        f"net|{cc}|{asn}|{service}|{function}|{start_text}".encode()
+    ).hexdigest()
+    row = {
+        "event_id": "net-" + digest[:20],
+        "level": "network",
+        "probe_cc": cc,
+        "probe_asn": asn,
+        "service": service,
+        "function": function,
+        "verdict": verdict or None,
+        "mechanism": mechanism or None,
+        "pattern": pattern,
+        "start": start_text,
+        "start_after": time_text(start_after if start_after >= 0 else None, seconds),
+        "end": end_text,
+        "end_before": time_text(end_before if end_before >= 0 else None, seconds),
+        "ongoing": end is None,
+        "confidence": round(confidence, 4),
+        "failing_share": round(failing / total, 4) if total else 0.0,
+        "measurements": total,
+        "buckets": len(cells),
+        "evidence": None,  # filled by _attach_evidence when the engine gives verdicts
+        "controls": json.dumps(ctl, sort_keys=True),
+        "members": None,
+        "story": sentence(
+            StoryFacts(
+                [service],
+                [function],
+                [asn],
+                verdict or "failing",
+                mechanism,
+                pattern,
+                start_text or "",
+                end_text,
+                works,
+            )
+        ),
+        **versions,
+    }
+    return NetworkEvent(key, start, end, row, mechanisms, verdicts, failing, works)
+
+
+def _attach_evidence(
+    params: DetectorParams,
+    events: list[NetworkEvent],
+    source: Evidence,
+    series: dict[SeriesKey, Buckets],
+) -> None:
+    """Ask the engine for each event's window of verdicts once, then select."""
+    seconds = params.bucket_seconds
+    windows = []
+    for ev in events:
+        after = ev.row["start_after"]
+        since = dt.datetime.fromisoformat(after) if after else bucket_time(ev.start - 1, seconds)
+        last = ev.end if ev.end is not None else max(series[ev.key].by_number, default=ev.start)
+        windows.append((ev.key, since, bucket_time(last + 1, seconds)))
+    refs: dict[SeriesKey, list[VerdictRef]] = {}
+    for ref in source(windows):
+        refs.setdefault(ref.key, []).append(ref)
+    for ev, (key, since, until) in zip(events, windows, strict=True):
+        mine = [r for r in refs.get(key, []) if since <= r.time < until]
+        start = bucket_time(ev.start, seconds)
+        end = None if ev.end is None else bucket_time(ev.end, seconds)
+        ev.row["evidence"] = json.dumps(evidence.select(mine, start, end, params.evidence_inside))

@@ -1,0 +1,283 @@
+"""The analysis's output directory: its layout, file names, committed state and leftovers.
+
+Layout (``OUT``)::
+
+    state.json                                        the committed state, written last
+    lock                                              flock: one pass at a time
+    observations/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
+    verdicts/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
+    aggregates/pass-NNNNNN.parquet                    recomputed from all verdicts each pass
+    events/pass-NNNNNN.parquet + pass-NNNNNN.json
+    detector/pass-NNNNNN.json                         the detector's state
+    problems/pass-NNNNNN.jsonl
+    .work/                                            staging and DuckDB's temporary files
+
+Rules:
+
+- Every file is written under a temporary name and renamed (:mod:`msgwatch.durable`); ``state.json``
+  is replaced last, atomically, and lists every file of the committed lake. A reader that goes by
+  the state never sees a half-written pass.
+- A file under the lake's folders that the committed state does not list is garbage: a crashed
+  pass's parts, or files a later pass replaced (older aggregates, events, detector states; the old
+  files after a rebuild). :func:`remove_unlisted` removes them, at a pass's start (the crash's
+  leftovers) and after its commit.
+- A day's parts are merged into one (:meth:`Stager.compact`) once a pass finds
+  ``compact_parts`` of them (the pass's config), so frequent small passes do not leave thousands of small files.
+- ``state.json`` is read bounded and never through a link; one that is not a JSON object is
+  treated as no state (the next pass rebuilds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import orjson
+
+from msgwatch.analysis.schema import Columns
+from msgwatch.durable import read_bounded, replacing, write_durably
+
+STATE: Final = "state.json"
+LOCK: Final = "lock"
+WORK: Final = ".work"
+TABLE_DIRS: Final = ("observations", "verdicts")
+PASS_DIRS: Final = ("aggregates", "events", "detector", "problems")
+MAX_STATE_BYTES: Final = 256 * 1024 * 1024
+DUCKDB_THREADS: Final = 2
+_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DUCKDB_MEMORY: Final = "512MB"  # the pass and every query: DuckDB spills to .work beyond it
+
+
+def pass_name(number: int) -> str:
+    """``pass-NNNNNN``."""
+    return f"pass-{number:06d}"
+
+
+def part_path(table: str, day: str, number: int, part: int) -> str:
+    """The relative path of one Parquet part of a day's rows."""
+    return f"{table}/day={day}/{pass_name(number)}-{part}.parquet"
+
+
+def pass_file(folder: str, number: int, suffix: str) -> str:
+    """The relative path of a per-pass file (``aggregates/pass-NNNNNN.parquet``, …)."""
+    return f"{folder}/{pass_name(number)}{suffix}"
+
+
+def read_state(out_dir: Path) -> dict[str, Any] | None:
+    """The committed state, or None when there is none (or it is unreadable)."""
+    try:
+        data = read_bounded(out_dir / STATE, MAX_STATE_BYTES)
+    except OSError:
+        return None
+    if data is None:
+        return None
+    try:
+        state = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def read_json_file(out_dir: Path, relative: Any) -> Any:
+    """A JSON file of the lake by its relative path (None when missing, too big or not JSON)."""
+    if not isinstance(relative, str) or ".." in Path(relative).parts:
+        return None
+    try:
+        data = read_bounded(out_dir / relative, MAX_STATE_BYTES)
+        return None if data is None else orjson.loads(data)
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def write_new_file(target: Path, source: Path) -> None:
+    """Copy ``source`` to ``target`` durably (temporary name, fsync, rename)."""
+    with open(source, "rb") as handle:
+        write_durably(target, iter(lambda: handle.read(1 << 20), b""), mode=0o644)
+
+
+def write_state(out_dir: Path, state: dict[str, Any]) -> None:
+    """Commit ``state`` (temporary file, fsync, rename, directory fsync)."""
+    write_durably(out_dir / STATE, orjson.dumps(state, option=orjson.OPT_INDENT_2), mode=0o644)
+
+
+def listed_files(state: dict[str, Any] | None) -> set[str]:
+    """Every relative path the state lists."""
+    files = (state or {}).get("files")
+    found: set[str] = set()
+    if not isinstance(files, dict):
+        return found
+    for value in files.values():
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, list):
+            found.update(v for v in value if isinstance(v, str))
+    return found
+
+
+def _lake_files(out_dir: Path) -> Iterator[Path]:
+    for folder in (*TABLE_DIRS, *PASS_DIRS):
+        root = out_dir / folder
+        if root.is_dir():
+            yield from (p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def remove_unlisted(out_dir: Path, state: dict[str, Any] | None) -> int:
+    """Remove the lake's files the state does not list, empty day folders and the work folder;
+    returns how many files went."""
+    keep = listed_files(state)
+    removed = 0
+    for path in list(_lake_files(out_dir)):
+        if path.relative_to(out_dir).as_posix() not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    for folder in TABLE_DIRS:
+        root = out_dir / folder
+        if root.is_dir():
+            for day in root.iterdir():
+                with contextlib.suppress(OSError):
+                    day.rmdir()  # only when empty
+    shutil.rmtree(out_dir / WORK, ignore_errors=True)
+    return removed
+
+
+def prepare(out_dir: Path) -> Path:
+    """Create the lake's folders; returns a fresh, empty work folder."""
+    for folder in (*TABLE_DIRS, *PASS_DIRS):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    work = out_dir / WORK
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700)
+    return work
+
+
+def absolute(out_dir: Path, relative: list[str]) -> list[str]:
+    """The files' absolute paths, as text (for DuckDB)."""
+    return [os.fspath(out_dir / name) for name in relative]
+
+
+def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's limits (threads, memory, temporary folder)."""
+    connection = duckdb.connect(":memory:")
+    connection.execute(f"SET threads={DUCKDB_THREADS}")
+    connection.execute(f"SET memory_limit='{DUCKDB_MEMORY}'")
+    if temp_dir is not None:
+        connection.execute("SET temp_directory=?", [os.fspath(temp_dir)])
+    return connection
+
+
+def sql_text(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def typed_select(columns: Columns, source: str) -> str:
+    """``SELECT`` of ``columns`` in order from ``source``."""
+    names = ", ".join(f'"{name}"' for name, _ in columns)
+    return f"SELECT {names} FROM {source}"
+
+
+def read_json_sql(path: Path, columns: Columns) -> str:
+    """DuckDB's ``read_json`` of an NDJSON file with the table's column types."""
+    spec = ", ".join(f"{sql_text(name)}: {sql_text(kind)}" for name, kind in columns)
+    return (
+        f"read_json({sql_text(os.fspath(path))}, format='newline_delimited', "
+        f"columns={{{spec}}}, maximum_object_size=67108864)"
+    )
+
+
+def empty_select(columns: Columns) -> str:
+    """A ``SELECT`` of no rows with the table's columns and types."""
+    casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in columns)
+    return f"SELECT {casts} WHERE false"
+
+
+def staged_table(staging: Path, rows: list[dict[str, Any]], columns: Columns) -> str:
+    """A ``SELECT`` of ``rows`` with the table's types, staged as NDJSON at ``staging``."""
+    if not rows:
+        return empty_select(columns)
+    staging.write_bytes(b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows))
+    return typed_select(columns, read_json_sql(staging, columns))
+
+
+def read_parquet_sql(files: list[str]) -> str:
+    """DuckDB's ``read_parquet`` of the files (no hive columns: ``day`` is in the rows)."""
+    listed = ", ".join(sql_text(name) for name in files)
+    return f"read_parquet([{listed}], hive_partitioning=false, union_by_name=true)"
+
+
+def copy_to_parquet(connection: duckdb.DuckDBPyConnection, select: str, target: Path) -> None:
+    """Write the rows of ``select`` to ``target`` (temporary name, fsync, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(target) as tmp:
+        connection.execute(f"COPY ({select}) TO {sql_text(os.fspath(tmp))} (FORMAT PARQUET)")
+
+
+class Stager:
+    """Rows of one table staged as NDJSON per day, written as Parquet parts when flushed.
+
+    A flush writes each staged day as ``<table>/day=<day>/pass-NNNNNN-K.parquet`` (``K`` counts the
+    day's parts in this pass) and empties the staging, so memory and staging space are bounded by
+    the flush size, not the input's."""
+
+    def __init__(self, out_dir: Path, work: Path, table: str, columns: Columns, number: int):
+        self.out_dir, self.table, self.columns, self.number = out_dir, table, columns, number
+        self.folder = work / table
+        self.folder.mkdir()
+        self.staged: dict[str, int] = {}  # day → rows staged
+        self.parts: dict[str, int] = {}  # day → parts written
+        self.written: list[str] = []  # relative paths of the parts written
+
+    @property
+    def rows(self) -> int:
+        """Rows staged and not yet written."""
+        return sum(self.staged.values())
+
+    def add(self, chunks: dict[str, bytearray], rows: dict[str, int]) -> None:
+        """Append NDJSON rows per day."""
+        for day, data in chunks.items():
+            if not _DAY.fullmatch(day):
+                day = "unknown"
+            with open(self.folder / f"{day}.ndjson", "ab") as handle:
+                handle.write(data)
+            self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
+
+    def flush(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Write every staged day as a Parquet part and empty the staging."""
+        for day in sorted(self.staged):
+            staging = self.folder / f"{day}.ndjson"
+            part = self.parts.get(day, 0)
+            relative = part_path(self.table, day, self.number, part)
+            select = typed_select(self.columns, read_json_sql(staging, self.columns))
+            copy_to_parquet(connection, select, self.out_dir / relative)
+            self.parts[day] = part + 1
+            self.written.append(relative)
+            staging.unlink()
+        self.staged.clear()
+
+    def compact(
+        self, connection: duckdb.DuckDBPyConnection, old: list[str], threshold: int
+    ) -> list[str]:
+        """``old`` (the committed parts) with every day of ``threshold`` parts or more merged
+        into one new part of this pass (the old parts go once the state is committed)."""
+        by_day: dict[str, list[str]] = {}
+        for name in old:
+            by_day.setdefault(name.split("/")[1].removeprefix("day="), []).append(name)
+        kept: list[str] = []
+        for day, parts in by_day.items():
+            if len(parts) < max(threshold, 2) or not _DAY.fullmatch(day):
+                kept += parts
+                continue
+            part = self.parts.get(day, 0)
+            relative = part_path(self.table, day, self.number, part)
+            source = read_parquet_sql(absolute(self.out_dir, parts))
+            copy_to_parquet(connection, typed_select(self.columns, source), self.out_dir / relative)
+            self.parts[day] = part + 1
+            kept.append(relative)
+        return kept

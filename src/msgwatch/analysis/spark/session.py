@@ -1,0 +1,51 @@
+"""The Spark session the job runs on: local by default, loopback only, UTC, quiet.
+
+Rules:
+
+- ``spark.sql.session.timeZone`` is UTC: every time in the tables is naive UTC text cast by Spark.
+- In local mode the driver binds and advertises 127.0.0.1 (nothing listens beyond loopback) and the
+  web UI is off; the executors' Python is this interpreter (``PYSPARK_PYTHON``, unless set).
+- A caller's ``conf`` comes last and wins (e.g. ``spark.sql.shuffle.partitions`` on a cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+from pyspark.sql import SparkSession
+
+LOCAL_CONF: dict[str, str] = {
+    "spark.ui.enabled": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.driver.memory": "1g",
+    "spark.ui.showConsoleProgress": "false",
+}
+COMMON_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+}
+
+
+def start(
+    master: str | None, conf: Mapping[str, str], app_name: str = "msgwatch-analysis"
+) -> SparkSession:
+    """A session on ``master`` (None: the one spark-submit gives), or the running one."""
+    builder = SparkSession.builder.appName(app_name)
+    settings = dict(COMMON_CONF)
+    if master is not None:
+        builder = builder.master(master)
+        if master.startswith("local"):
+            settings.update(LOCAL_CONF)
+            # PySpark started from Python takes its workers' interpreter from the environment
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # never another interface
+    settings.update(conf)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session

@@ -1,0 +1,203 @@
+"""Parse, identify and transform measurements on a process pool: raw lines in, NDJSON bytes out.
+
+The pass hands :func:`analyse` its sources' :class:`~msgwatch.analysis.inputs.Item` s in chunks;
+each chunk is analysed by :func:`analyse_chunk`, in a worker process (``workers`` > 1) or in this
+process (``workers`` = 1), and comes back as a :class:`ChunkResult` whose rows are already NDJSON
+bytes per table and day, so the parent only appends bytes to its staging files.
+
+Rules:
+
+- A worker never raises for what a line holds. Too long → ``line_too_long``; not JSON (orjson's
+  recursion limit stops a nesting bomb) → ``not_json: …``; JSON but not an object →
+  ``not_an_object``; :class:`~msgwatch.analysis.transform.BadMeasurement` →
+  ``bad_measurement: <reason>``; any other exception in the transform → ``transform_error: <type>``
+  (a bug, reported, never a crashed pass). Each problem keeps the item's ``where``.
+- A collector archive record (``{"measurement_uid", "idempotency_key", "received_at",
+  "measurement"}``) is unwrapped: its uid, probe tag (the key's part before the first ``.``) and
+  reception time fill what the source did not say.
+- The uid (:func:`uid_of`): the source's, else the measurement's own ``measurement_uid`` (text of at
+  most 128 characters), else ``"sha256-"`` + the first 32 hex digits of the line's SHA-256.
+- Memory is bounded: a chunk holds at most :data:`CHUNK_ITEMS` items and about
+  :data:`CHUNK_BYTES` of lines, at most ``2 × workers`` chunks are in flight, results come back
+  in order.
+- A worker that dies (killed, out of memory) fails the pass with ``BrokenProcessPool`` instead of
+  hanging it; nothing is committed and the next pass reads the same items again.
+- The pool uses the ``forkserver`` start method (never ``fork``: the parent may hold threads and a
+  DuckDB connection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from msgwatch.analysis import transform as transform_module
+from msgwatch.analysis.inputs import Item
+from msgwatch.analysis.transform import BadMeasurement, Meta
+
+CHUNK_ITEMS = 256
+CHUNK_BYTES = 4 * 1024 * 1024
+MAX_UID_CHARS = 128
+
+
+@dataclass
+class ChunkResult:
+    """The rows and counts of one chunk of items."""
+
+    items: int = 0
+    measurements: int = 0  # parsed and transformed (skipped ones included)
+    observations: dict[str, bytearray] = field(default_factory=dict)  # day → NDJSON
+    verdicts: dict[str, bytearray] = field(default_factory=dict)  # day → NDJSON
+    observation_rows: dict[str, int] = field(default_factory=dict)  # day → rows
+    verdict_rows: dict[str, int] = field(default_factory=dict)  # day → rows
+    skipped: Counter[str] = field(default_factory=Counter)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
+    earliest: str | None = None  # the earliest verdict time, "YYYY-MM-DD HH:MM:SS"
+
+
+def uid_of(item: Item, measurement: dict[str, Any]) -> str:
+    """The measurement's uid (see the module's rules)."""
+    if item.measurement_uid:
+        return item.measurement_uid
+    own = measurement.get("measurement_uid")
+    if isinstance(own, str) and 0 < len(own) <= MAX_UID_CHARS:
+        return own
+    return "sha256-" + hashlib.sha256(item.line).hexdigest()[:32]
+
+
+def _parse(line: bytes) -> Any:
+    """The line's JSON (``ValueError`` when it is not JSON)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "integer" not in str(exc).lower():
+            raise
+    try:  # integers beyond 64 bits: the standard library reads them (the archive may hold them)
+        return json.loads(line)
+    except RecursionError as exc:
+        raise ValueError("recursion limit exceeded") from exc
+
+
+def _unwrap(item: Item, value: dict[str, Any]) -> tuple[Item, dict[str, Any]]:
+    """A collector archive record's measurement, with the record's uid, tag and time."""
+    inner = value.get("measurement")
+    key = value.get("idempotency_key")
+    uid = value.get("measurement_uid")
+    if not (isinstance(inner, dict) and isinstance(key, str) and isinstance(uid, str)):
+        return item, value
+    received = value.get("received_at")
+    return (
+        Item(
+            line=item.line,
+            where=item.where,
+            probe_tag=item.probe_tag or key.split(".", 1)[0] or None,
+            measurement_uid=item.measurement_uid or (uid[:MAX_UID_CHARS] or None),
+            received_at=item.received_at or (received if isinstance(received, str) else None),
+        ),
+        inner,
+    )
+
+
+def _add_rows(
+    out: dict[str, bytearray], counts: dict[str, int], rows: list[dict[str, Any]]
+) -> None:
+    for row in rows:
+        day = str(row.get("day") or "unknown")
+        out.setdefault(day, bytearray()).extend(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        counts[day] = counts.get(day, 0) + 1
+
+
+def _one(item: Item, result: ChunkResult, max_line_bytes: int) -> None:
+    """Analyse one item into ``result``."""
+    if len(item.line) > max_line_bytes:
+        result.problems.append((item.where, "line_too_long"))
+        return
+    try:
+        value = _parse(item.line)
+    except ValueError as exc:
+        result.problems.append((item.where, f"not_json: {str(exc)[:200]}"))
+        return
+    if not isinstance(value, dict):
+        result.problems.append((item.where, "not_an_object"))
+        return
+    item, measurement = _unwrap(item, value)
+    meta = Meta(
+        where=item.where,
+        measurement_uid=uid_of(item, measurement),
+        probe_tag=item.probe_tag,
+        received_at=item.received_at,
+    )
+    try:
+        out = transform_module.transform(measurement, meta)
+    except BadMeasurement as exc:
+        result.problems.append((item.where, f"bad_measurement: {str(exc)[:200]}"))
+        return
+    except Exception as exc:  # a bug in a transform: reported, never a crashed pass
+        result.problems.append((item.where, f"transform_error: {type(exc).__name__}"))
+        return
+    result.measurements += 1
+    if out.skipped:
+        reason = out.skipped
+        result.skipped[reason] += 1
+        if reason == "unknown_test":
+            result.skipped[f"unknown_test:{str(out.test_name)[:64]}"] += 1
+    _add_rows(result.observations, result.observation_rows, out.observations)
+    _add_rows(result.verdicts, result.verdict_rows, out.verdicts)
+    for row in out.verdicts:
+        time = row.get("measurement_start_time")
+        if isinstance(time, str) and (result.earliest is None or time < result.earliest):
+            result.earliest = time
+
+
+def analyse_chunk(items: list[Item], max_line_bytes: int) -> ChunkResult:
+    """The rows, counts and problems of ``items`` (what a worker runs)."""
+    result = ChunkResult(items=len(items))
+    for item in items:
+        _one(item, result, max_line_bytes)
+    return result
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """Chunks of at most ``size`` items and about :data:`CHUNK_BYTES` of lines."""
+    chunk: list[Item] = []
+    held = 0
+    for item in items:
+        chunk.append(item)
+        held += len(item.line)
+        if len(chunk) >= size or held >= CHUNK_BYTES:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
+def analyse(
+    items: Iterable[Item], workers: int, max_line_bytes: int, chunk_items: int = CHUNK_ITEMS
+) -> Iterator[ChunkResult]:
+    """The results of ``items`` chunk by chunk, in order, on ``workers`` processes."""
+    if workers <= 1:
+        for chunk in _chunks(items, chunk_items):
+            yield analyse_chunk(chunk, max_line_bytes)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # workers fork from a server that imported us
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque[Future[ChunkResult]] = deque()
+        try:
+            for chunk in _chunks(items, chunk_items):
+                pending.append(pool.submit(analyse_chunk, chunk, max_line_bytes))
+                while len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

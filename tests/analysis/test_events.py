@@ -1,0 +1,184 @@
+"""The event detector: onsets and ends where they were injected, patterns, online = batch, no false alarms."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import random
+from typing import Any
+
+from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
+from msgwatch.analysis.events.detector import Series
+from msgwatch.analysis.events.series import bucket_number
+from msgwatch.analysis.schema import EVENT_COLUMNS, names
+
+from .events_data import Spec, at, episodic, network, rows, step
+
+PARAMS = DetectorParams()
+
+
+def _one(events: list[dict[str, Any]]) -> dict[str, Any]:
+    found = network(events)
+    assert len(found) == 1, [(e["start"], e["end"]) for e in found]
+    return found[0]
+
+
+def _near(text: str | None, bucket: int) -> bool:
+    return text in {at(bucket - 1), at(bucket), at(bucket + 1)}
+
+
+def test_a_step_event_is_found_with_its_start_and_end_within_a_bucket() -> None:
+    ev = _one(detect(rows(Spec(), 200, step(100, 140)), PARAMS, None, None).events)
+    assert _near(ev["start"], 100) and _near(ev["end"], 140)
+    assert ev["start_after"] < ev["start"] and ev["end_before"] < ev["end"]
+    assert ev["pattern"] == "continuous" and not ev["ongoing"]
+    assert (ev["verdict"], ev["mechanism"]) == ("blocked", "udp.dpi_call")
+    assert ev["failing_share"] > 0.9 and ev["measurements"] >= 6 * 38
+    assert set(ev) == set(names(EVENT_COLUMNS)) and ev["detector_version"] == DETECTOR_VERSION
+
+
+def test_a_partial_block_on_a_busy_series_is_found_too() -> None:
+    ev = _one(
+        detect(rows(Spec(per_bucket=10), 200, step(100, 160, 0.5)), PARAMS, None, None).events
+    )
+    assert _near(ev["start"], 100) and _near(ev["end"], 160)
+    assert 0.35 < ev["failing_share"] < 0.75
+
+
+def test_an_event_still_failing_at_the_end_is_ongoing() -> None:
+    ev = _one(detect(rows(Spec(), 150, step(100, 200)), PARAMS, None, None).events)
+    assert ev["ongoing"] and ev["end"] is None and _near(ev["start"], 100)
+
+
+def test_blocking_that_comes_and_goes_is_one_episodic_event() -> None:
+    ev = _one(detect(rows(Spec(), 300, episodic(100, 200, 4, 4)), PARAMS, None, None).events)
+    assert ev["pattern"] == "episodic"
+    assert _near(ev["start"], 100) and _near(ev["end"], 200)
+    assert 0.3 < ev["failing_share"] < 0.7
+
+
+def test_episodic_then_continuous_closes_one_event_and_opens_the_next() -> None:
+    def level(b: int) -> float:
+        return episodic(60, 120, 3, 3)(b) if b < 120 else step(120, 170)(b)
+
+    first, second = network(detect(rows(Spec(), 250, level), PARAMS, None, None).events)
+    assert first["pattern"] == "episodic" and second["pattern"] == "continuous"
+    assert (
+        _near(first["start"], 60)
+        and first["end"] == second["start"]
+        and _near(second["start"], 120)
+    )
+    assert _near(second["end"], 170)
+
+
+def test_a_noisy_quiet_series_with_a_high_background_raises_nothing() -> None:
+    for seed in (1, 2, 3):
+        quiet = rows(Spec(background=0.15, per_bucket=5), 2000, lambda b: 0.0, seed=seed)
+        assert detect(quiet, PARAMS, None, None).events == []
+
+
+def test_a_gap_is_no_evidence_and_the_event_still_ends() -> None:
+    history = [r for r in rows(Spec(), 260, step(100, 200)) if not 120 <= _bucket(r) < 180]
+    ev = _one(detect(history, PARAMS, None, None).events)
+    assert _near(ev["start"], 100) and _near(ev["end"], 200)
+    assert ev["buckets"] == 40
+
+
+def _bucket(row: dict[str, Any]) -> int:
+    return next(b for b in range(2000) if at(b) == row["bucket"])
+
+
+def _history() -> list[dict[str, Any]]:
+    out = rows(Spec(), 400, step(100, 150))
+    out += rows(Spec(asn="AS29049", per_bucket=3), 400, episodic(120, 260, 5, 4), seed=2)
+    out += rows(Spec(function="text", mechanism="tcp.reset"), 400, step(300, 420), seed=3)
+    return out
+
+
+def test_feeding_the_history_in_pieces_gives_the_same_events_as_once() -> None:
+    history = _history()
+    batch = detect(history, PARAMS, None, None)
+    rng = random.Random(11)
+    for _ in range(3):
+        cuts = sorted(rng.sample(range(1, 400), 6))
+        state: dict[str, Any] | None = None
+        for cut in cuts:
+            seen = [r for r in history if r["bucket"] < at(cut + 2)]
+            piece = detect(seen, PARAMS, state, _time(cut))
+            state = json.loads(json.dumps(piece.state))  # it is JSON, and survives the trip
+        final = detect(history, PARAMS, state, None)
+        assert final.events == batch.events
+
+
+def _time(bucket: int) -> dt.datetime:
+    return dt.datetime.fromisoformat(at(bucket))
+
+
+def test_open_buckets_are_evaluated_but_not_committed() -> None:
+    history = rows(Spec(), 110, step(100, 200))
+    early = detect(history, PARAMS, None, _time(100))
+    assert _one(early.events)["ongoing"]  # the onset is seen in the open buckets
+    assert early.state["horizon"] == bucket_number(_time(100), 3600)
+    committed = Series.load(PARAMS, early.state["series"][0][4])
+    assert committed.ev is None and committed.last == bucket_number(_time(99), 3600)
+
+
+def test_a_state_of_another_version_or_bucket_size_is_a_rebuild() -> None:
+    history = _history()
+    batch = detect(history, PARAMS, None, None)
+    for bad in (
+        {**batch.state, "detector_version": "0"},
+        {**batch.state, "bucket_seconds": 600},
+        {},
+    ):
+        assert detect(history, PARAMS, bad, None).events == batch.events
+
+
+def test_the_same_rows_in_any_order_give_the_same_events() -> None:
+    history = _history()
+    first = detect(history, PARAMS, None, None)
+    shuffled = list(history)
+    random.Random(3).shuffle(shuffled)
+    again = detect(shuffled, PARAMS, None, None)
+    assert again.events == first.events and again.state == first.state
+    assert len({e["event_id"] for e in first.events}) == len(first.events)
+
+
+def test_the_state_is_bounded() -> None:
+    params = DetectorParams(max_closed=2)
+    det = Series(params)
+    for i in range(10):
+        for b in range(i * 100, i * 100 + 100):
+            det.feed(params, b, 6, 6 if b % 100 < 20 else 0)
+        det.trim(params)
+    assert len(det.closed) == 2
+    assert len(json.dumps(det.dump())) < 2000
+
+
+def test_clean_params_find_the_lab_timeline_in_a_handful_of_buckets() -> None:
+    params = DetectorParams.clean(5)
+    history = [*(0, 0, 0), *(1, 0, 1, 0, 1), *(1, 1, 1), *(0, 0, 0)]  # open, games, blocked, lifted
+    det = Series(params)
+    for b, failing in enumerate(history):
+        det.feed(params, b, 2, 2 * failing)
+    games, blocked = det.events(params)
+    assert games[4] == "episodic" and 3 <= games[0] <= 4 and 7 <= games[2] <= 9
+    assert blocked[4] == "continuous" and 7 <= blocked[0] <= 9 and 10 <= blocked[2] <= 12
+
+
+def test_an_episodic_onset_whose_first_failure_was_learned_starts_at_that_failure() -> None:
+    """The lab under load: the first blocked run gives one failing measurement (the other was
+    inconclusive), too little to open an event; a working run then returns the sums to zero, and
+    the second blocked run opens it. With ``backfill`` the start is the first failure, not the
+    second; without it the start is where the CUSUM run began."""
+    history = [(2, 0)] * 3 + [(1, 1), (2, 0), (2, 2), (2, 0), (2, 2)]  # (total, failing)
+    for params, start in (
+        (DetectorParams.clean(5), 3),
+        (dataclasses.replace(DetectorParams.clean(5), backfill=0), 5),
+    ):
+        det = Series(params)
+        for b, (total, failing) in enumerate(history):
+            det.feed(params, b, total, failing)
+        found = det.events(params)
+        assert found and found[0][0] == start, (params.backfill, found)

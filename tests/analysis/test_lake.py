@@ -1,0 +1,45 @@
+"""The lake's layout rules: what the state does not list is removed; a bad state is no state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from msgwatch.analysis import lake
+
+
+def test_unlisted_files_and_the_work_folder_are_removed(tmp_path: Path) -> None:
+    lake.prepare(tmp_path)
+    kept = lake.part_path("verdicts", "2026-05-22", 1, 0)
+    for name in (
+        kept,
+        lake.part_path("verdicts", "2026-05-23", 2, 0),
+        lake.pass_file("aggregates", 2, ".parquet"),
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "verdicts" / "day=2026-05-22" / ".pass-000002-0.parquet.1234abcd.tmp").write_bytes(
+        b"x"
+    )
+    state = {
+        "pass": 1,
+        "files": {"verdicts": [kept], "aggregates": "aggregates/pass-000001.parquet"},
+    }
+    assert lake.remove_unlisted(tmp_path, state) == 3
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet")] == [kept]
+    assert not (tmp_path / "verdicts" / "day=2026-05-23").exists()
+    assert not (tmp_path / lake.WORK).exists()
+
+
+def test_a_state_that_is_not_an_object_or_a_link_is_no_state(tmp_path: Path) -> None:
+    assert lake.read_state(tmp_path) is None
+    (tmp_path / lake.STATE).write_bytes(b"[1]")
+    assert lake.read_state(tmp_path) is None
+    (tmp_path / lake.STATE).write_bytes(b"{broken")
+    assert lake.read_state(tmp_path) is None
+    (tmp_path / "elsewhere.json").write_bytes(b'{"pass": 3}')
+    (tmp_path / lake.STATE).unlink()
+    (tmp_path / lake.STATE).symlink_to(tmp_path / "elsewhere.json")
+    assert lake.read_state(tmp_path) is None
+    lake.write_state(tmp_path, {"pass": 3})  # replaces the link itself
+    assert lake.read_state(tmp_path) == {"pass": 3}
+    assert lake.read_json_file(tmp_path, "../outside.json") is None

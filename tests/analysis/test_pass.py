@@ -1,0 +1,261 @@
+"""The pass over the lab's measurements: rows, aggregates, state, second pass, rebuild, dedup."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+from msgwatch.analysis import lake
+from msgwatch.analysis.inputs.jsonl import JsonlSource
+from msgwatch.analysis.passes import PassBusy, PassConfig, PassProgress, run_pass
+from msgwatch.analysis.transform import Meta, transform
+from msgwatch.durable import flocked
+from tests.analysis.conftest import LAB, LinesSource
+
+BUCKET = 60
+
+
+def expected_rows(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The observation and verdict rows computed directly, one measurement at a time."""
+    observations: list[dict[str, Any]] = []
+    verdicts: list[dict[str, Any]] = []
+    for number, line in enumerate(lines):
+        measurement = orjson.loads(line)
+        uid = measurement.get("measurement_uid") or (
+            "sha256-" + hashlib.sha256(line).hexdigest()[:32]
+        )
+        out = transform(measurement, Meta(where=f"x:{number}", measurement_uid=uid))
+        observations += out.observations
+        verdicts += out.verdicts
+    return observations, verdicts
+
+
+def expected_aggregates(verdicts: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
+    """Aggregate ``measurements`` counted by hand (one row per uid, service, function)."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in verdicts:
+        seen.setdefault((row["measurement_uid"], row["service"], row["function"]), row)
+    counts: Counter[tuple[Any, ...]] = Counter()
+    for row in seen.values():
+        time = dt.datetime.fromisoformat(row["measurement_start_time"])
+        epoch = int((time - dt.datetime(1970, 1, 1)).total_seconds())
+        bucket = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=epoch // BUCKET * BUCKET)
+        key = (bucket, row["probe_cc"], row["probe_asn"], row["service"], row["function"])
+        counts[(*key, row["verdict"], row["mechanism"] or "")] += 1
+    return counts
+
+
+def table(out: Path, files: list[str] | str) -> list[dict[str, Any]]:
+    """Every row of the listed Parquet files."""
+    listed = [files] if isinstance(files, str) else files
+    with duckdb.connect() as connection:
+        cursor = connection.execute(
+            f"SELECT * FROM {lake.read_parquet_sql(lake.absolute(out, listed))}"
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def config(out: Path, *sources: Any, **options: Any) -> PassConfig:
+    return PassConfig(
+        sources=list(sources), out_dir=out, bucket_seconds=BUCKET, workers=1, **options
+    )
+
+
+def test_the_pass_writes_what_the_transform_gives(tmp_path: Path, lab_lines: list[bytes]) -> None:
+    progress: list[PassProgress] = []
+    out = tmp_path / "out"
+    report = run_pass(config(out, JsonlSource([LAB]), progress=progress.append))
+    observations, verdicts = expected_rows(lab_lines)
+    assert (report.items, report.measurements, report.problems) == (40, 40, 0)
+    assert (report.observations, report.verdicts) == (len(observations), len(verdicts))
+    state = lake.read_state(out)
+    assert state is not None and state["pass"] == 1 and report.pass_number == 1
+    assert len(table(out, state["files"]["observations"])) == len(observations)
+    written = table(out, state["files"]["verdicts"])
+    assert sorted(
+        (r["measurement_uid"], r["service"], r["function"], r["verdict"]) for r in written
+    ) == sorted((r["measurement_uid"], r["service"], r["function"], r["verdict"]) for r in verdicts)
+    aggregates = table(out, state["files"]["aggregates"])
+    got = Counter(
+        {
+            (
+                r["bucket"],
+                r["probe_cc"],
+                r["probe_asn"],
+                r["service"],
+                r["function"],
+                r["verdict"],
+                r["mechanism"],
+            ): r["measurements"]
+            for r in aggregates
+        }
+    )
+    assert got == expected_aggregates(verdicts)
+    assert report.aggregates == len(aggregates)
+    assert all(r["bucket_seconds"] == BUCKET for r in aggregates)
+    assert {p.phase for p in progress} >= {"reading", "aggregates", "events", "committing", "done"}
+    assert all(p.where.startswith(str(LAB)) for p in progress if p.where)
+
+
+def test_a_second_pass_over_the_same_data_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_pass(config(out, JsonlSource([LAB])))
+    state = (out / "state.json").read_bytes()
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    again = run_pass(config(out, JsonlSource([LAB])))
+    assert (again.new_pass, again.pass_number, again.items) == (False, 1, 0)
+    assert again.aggregates > 0
+    assert (out / "state.json").read_bytes() == state
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
+
+
+def test_new_data_adds_a_pass_and_a_measurement_read_twice_counts_once(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    out = tmp_path / "out"
+    first, second = LinesSource("a", lab_lines[:8]), LinesSource("b", lab_lines[5:12])
+    run_pass(config(out, first))
+    report = run_pass(config(out, first, second))  # 5..7 read again through b
+    assert (report.pass_number, report.items) == (2, 7)
+    state = lake.read_state(out)
+    assert state is not None and state["sources"] == {"lines:a": 8, "lines:b": 7}
+    assert [name for name in state["files"]["verdicts"] if "pass-000002" in name]
+    _, verdicts = expected_rows(lab_lines[:12])
+    aggregates = table(out, state["files"]["aggregates"])
+    assert sum(r["measurements"] for r in aggregates) == sum(expected_aggregates(verdicts).values())
+    assert not list((out / "aggregates").glob("pass-000001*"))  # the older aggregates went
+
+
+def test_a_changed_rules_version_rebuilds(tmp_path: Path, lab_lines: list[bytes]) -> None:
+    out = tmp_path / "out"
+    source = LinesSource("a", lab_lines[:4])
+    first = run_pass(config(out, source))
+    state = lake.read_state(out)
+    assert state is not None
+    old_files = state["files"]["verdicts"]
+    state["rules_version"] = "0.0.0-old"
+    lake.write_state(out, state)
+    report = run_pass(config(out, source))
+    assert report.rebuilt and "rules_version" in (report.rebuild_reason or "")
+    assert (report.pass_number, report.items, report.verdicts) == (2, 4, first.verdicts)
+    new_state = lake.read_state(out)
+    assert new_state is not None and not set(old_files) & set(new_state["files"]["verdicts"])
+    assert not any((out / name).exists() for name in old_files)
+    asked = run_pass(config(out, source, rebuild=True))
+    assert asked.rebuilt and asked.rebuild_reason == "asked" and asked.items == 4
+    bucket = run_pass(PassConfig(sources=[source], out_dir=out, bucket_seconds=30, workers=1))
+    assert bucket.rebuilt and "bucket_seconds" in (bucket.rebuild_reason or "")
+
+
+def test_hostile_lines_are_problems_with_where_and_the_rest_is_analysed(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    bomb = b"[" * 100_000 + b"]" * 100_000
+    wrong = orjson.dumps({**orjson.loads(lab_lines[0]), "test_name": 5})
+    hostile = [b"{not json", bomb, b"[1, 2]", b"\xff\xfe", wrong, b"x" * 600_001, b'"text"']
+    lines = [lab_lines[0], *hostile, lab_lines[1]]
+    out = tmp_path / "out"
+    report = run_pass(config(out, LinesSource("h", lines), max_line_bytes=600_000))
+    reasons = dict(report.first_problems)
+    assert report.problems == len(hostile) and report.measurements == 2
+    assert reasons["h:2"].startswith("not_json")
+    assert reasons["h:3"].startswith("not_json")  # the nesting bomb: orjson's recursion limit
+    assert reasons["h:4"] == "not_an_object" and reasons["h:8"] == "not_an_object"
+    assert reasons["h:5"].startswith("not_json")
+    assert reasons["h:6"].startswith("bad_measurement")
+    assert reasons["h:7"] == "line_too_long"
+    state = lake.read_state(out)
+    assert state is not None
+    written = [
+        orjson.loads(line) for line in (out / state["files"]["problems"]).read_bytes().splitlines()
+    ]
+    assert [p["where"] for p in written] == [f"h:{n}" for n in range(2, 9)]
+    _, verdicts = expected_rows([lab_lines[0], lab_lines[1]])
+    assert report.verdicts == len(verdicts) > 0
+    source = LinesSource("h", [*lines, lab_lines[2]])
+    assert run_pass(config(out, source, max_line_bytes=600_000)).problems == 0
+    later = lake.read_state(out)
+    assert later is not None and later["files"]["problems"] == state["files"]["problems"]
+
+
+def test_unknown_tests_are_counted_by_name(tmp_path: Path, lab_lines: list[bytes]) -> None:
+    unknown = orjson.dumps({**orjson.loads(lab_lines[0]), "test_name": "dash"})
+    report = run_pass(config(tmp_path / "out", LinesSource("u", [unknown, unknown])))
+    assert report.skipped == {"unknown_test": 2, "unknown_test:dash": 2}
+    assert report.problems == 0 and report.verdicts == 0
+
+
+def test_a_source_that_raises_is_a_problem_not_a_crash(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    class Broken(LinesSource):
+        def read(self, checkpoint: Any) -> Any:
+            yield from super().read(checkpoint)
+            raise OSError("disk gone")
+
+    report = run_pass(
+        config(tmp_path / "out", Broken("b", lab_lines[:2]), LinesSource("ok", lab_lines[2:4]))
+    )
+    assert report.measurements == 4
+    assert [(w, r.split(":")[0]) for w, r in report.first_problems] == [("lines:b", "source_error")]
+
+
+def test_two_workers_give_the_rows_of_one(tmp_path: Path, lab_lines: list[bytes]) -> None:
+    one = run_pass(config(tmp_path / "one", LinesSource("a", lab_lines[:6])))
+    two = run_pass(
+        PassConfig(
+            sources=[LinesSource("a", lab_lines[:6])],
+            out_dir=tmp_path / "two",
+            bucket_seconds=BUCKET,
+            workers=2,
+        )
+    )
+    assert (two.observations, two.verdicts, two.aggregates) == (
+        one.observations,
+        one.verdicts,
+        one.aggregates,
+    )
+    rows = {}
+    for name in ("one", "two"):
+        state = lake.read_state(tmp_path / name)
+        assert state is not None
+        rows[name] = sorted(
+            orjson.dumps(r, default=str) for r in table(tmp_path / name, state["files"]["verdicts"])
+        )
+    assert rows["one"] == rows["two"]
+
+
+def test_one_pass_at_a_time(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with flocked(out / lake.LOCK, wait=True), pytest.raises(PassBusy):
+        run_pass(config(out, LinesSource("a", [])))
+
+
+def test_uids_and_probe_tags_come_from_records_and_measurements(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    measurement = orjson.loads(lab_lines[0])
+    record = {
+        "measurement_uid": "20261203-record-uid",
+        "idempotency_key": "tag1.abc.0",
+        "report_id": None,
+        "received_at": "2026-12-03T02:33:00.000000Z",
+        "measurement": measurement,
+    }
+    own = {**orjson.loads(lab_lines[1]), "measurement_uid": "own-uid"}
+    out = tmp_path / "out"
+    run_pass(config(out, LinesSource("r", [orjson.dumps(record), orjson.dumps(own), lab_lines[2]])))
+    state = lake.read_state(out)
+    assert state is not None
+    found = {(r["measurement_uid"], r["probe_tag"]) for r in table(out, state["files"]["verdicts"])}
+    digest = "sha256-" + hashlib.sha256(lab_lines[2]).hexdigest()[:32]
+    assert found == {("20261203-record-uid", "tag1"), ("own-uid", None), (digest, None)}

@@ -1,0 +1,146 @@
+"""The pass's events: the detector fed from the aggregates, online across passes, with evidence.
+
+The transform is replaced by a small one (tests only) that makes one verdict row per line, so a
+timeline of verdicts can be written directly: 48 hours working, 12 blocked, 12 working again on
+AS1, always working on AS2 of the same country.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from msgwatch.analysis import lake
+from msgwatch.analysis import transform as transform_module
+from msgwatch.analysis.passes import PassConfig, run_pass
+from msgwatch.analysis.query import Filters, Lake
+from msgwatch.analysis.schema import VERDICT_COLUMNS, names
+from msgwatch.analysis.transform import Meta, Transformed
+from tests.analysis.conftest import LinesSource
+
+START = dt.datetime(2026, 5, 20)
+BLOCKED = range(48, 60)  # hours blocked on AS1
+
+
+def fake_transform(measurement: Any, meta: Meta) -> Transformed:
+    """One verdict row from ``{"t", "asn", "v"}``."""
+    time = measurement["t"]
+    row = dict.fromkeys(names(VERDICT_COLUMNS))
+    row.update(
+        measurement_uid=meta.measurement_uid, measurement_start_time=time, day=time[:10], probe_cc="AZ",
+        probe_asn=measurement["asn"], probe_tag=measurement["asn"].lower(), source="msgwatch",
+        test_name="fake", service="whatsapp", function="voice", verdict=measurement["v"],
+        mechanism="udp.dpi_call" if measurement["v"] == "blocked" else None, control_ok=True,
+    )  # fmt: skip
+    return Transformed("fake", verdicts=[row])
+
+
+def timeline(hours: range) -> list[bytes]:
+    lines = []
+    for hour in hours:
+        for asn in ("AS1", "AS2"):
+            verdict = "blocked" if asn == "AS1" and hour in BLOCKED else "ok"
+            for minute in range(0, 50, 10):
+                time = (START + dt.timedelta(hours=hour, minutes=minute)).strftime(
+                    "%Y-%m-%d %H:%M:%S"
+                )
+                lines.append(
+                    orjson.dumps(
+                        {"t": time, "asn": asn, "v": verdict, "measurement_uid": f"{asn}-{time}"}
+                    )
+                )
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def _fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transform_module, "transform", fake_transform)
+
+
+def events_of(out: Path) -> list[dict[str, Any]]:
+    state = lake.read_state(out)
+    assert state is not None
+    listed = orjson.loads((out / state["files"]["events_json"]).read_bytes())
+    assert isinstance(listed, list)
+    return listed
+
+
+def run(out: Path, lines: list[bytes], closed_until: dt.datetime | None = None) -> None:
+    run_pass(
+        PassConfig(
+            sources=[LinesSource("t", lines)], out_dir=out, workers=1, closed_until=closed_until
+        )
+    )
+
+
+def test_a_blocking_becomes_one_network_event_with_evidence(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(out, timeline(range(72)))
+    network = [e for e in events_of(out) if e["level"] == "network"]
+    assert [(e["probe_asn"], e["service"], e["function"], e["verdict"]) for e in network] == [
+        ("AS1", "whatsapp", "voice", "blocked")
+    ]
+    event = network[0]
+    assert event["start"] == "2026-05-22 00:00:00" and event["end"] == "2026-05-22 12:00:00"
+    evidence = orjson.loads(event["evidence"])
+    assert evidence["first_failing"]["measurement_uid"] == "AS1-2026-05-22 00:00:00"
+    assert evidence["last_working_before"]["measurement_uid"] == "AS1-2026-05-21 23:40:00"
+    page = Lake(out).events(Filters(level="network"))
+    assert [e["event_id"] for e in page.results] == [event["event_id"]]
+
+
+def test_events_found_across_passes_equal_those_of_one_pass(tmp_path: Path) -> None:
+    lines = timeline(range(72))
+    run(tmp_path / "once", lines)
+    split = tmp_path / "split"
+    source = LinesSource("t", lines[: 54 * 10])  # the blocking is ongoing at the first pass's end
+    run_pass(PassConfig(sources=[source], out_dir=split, workers=1))
+    ongoing = [e for e in events_of(split) if e["level"] == "network"]
+    assert [e["ongoing"] for e in ongoing] == [True]
+    source.lines = lines
+    run_pass(PassConfig(sources=[source], out_dir=split, workers=1))
+    assert events_of(split) == events_of(tmp_path / "once")
+
+
+def test_late_data_before_the_horizon_redetects_from_all(tmp_path: Path) -> None:
+    lines = timeline(range(72))
+    late = [line for line in lines if b'"AS1"' in line and b"2026-05-22 0" in line]
+    rest = [line for line in lines if line not in late]
+    out = tmp_path / "late"
+    source = LinesSource("t", rest)
+    run_pass(PassConfig(sources=[source], out_dir=out, workers=1))
+    source.lines = rest + late
+    run_pass(PassConfig(sources=[source], out_dir=out, workers=1))
+    run(tmp_path / "once", lines)
+    assert events_of(out) == events_of(tmp_path / "once")
+
+
+def test_a_days_many_small_parts_are_merged_into_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    lines = timeline(range(5))  # one hour a pass, all on 2026-05-20
+    source = LinesSource("t", [])
+    for hour in range(5):
+        source.lines = lines[: (hour + 1) * 10]
+        run_pass(PassConfig(sources=[source], out_dir=out, workers=1, compact_parts=4))
+    state = lake.read_state(out)
+    assert state is not None
+    listed = state["files"]["verdicts"]
+    assert len(listed) == 2  # the first 4 passes' parts merged, then the 5th pass's own
+    assert sorted(
+        p.relative_to(out).as_posix() for p in (out / "verdicts").rglob("*.parquet")
+    ) == sorted(listed)
+    assert len(every_verdict(out)) == len(lines)
+
+
+def every_verdict(out: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    view, cursor = Lake(out), None
+    while True:
+        page = view.verdicts(Filters(), limit=1000, cursor=cursor)
+        rows += page.results
+        if (cursor := page.next_cursor) is None:
+            return rows

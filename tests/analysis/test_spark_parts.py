@@ -1,0 +1,133 @@
+"""The Spark engine's pieces that need no JVM: type mapping, inputs, executor-side analysis, SQL text."""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from pyspark.sql.types import DateType, LongType, StringType, TimestampType
+
+from msgwatch.analysis import aggregates as duckdb_aggregates
+from msgwatch.analysis import schema
+from msgwatch.analysis.spark import SparkConfig
+from msgwatch.analysis.spark.aggregates import spark_aggregate_sql, unique_verdicts_sql
+from msgwatch.analysis.spark.columns import spark_type, staging_schema, typed_select
+from msgwatch.analysis.spark.rows import Counts, analyse_partition
+
+LAB = Path(__file__).resolve().parents[1] / "data" / "lab-measurements.jsonl.gz"
+TABLES = [
+    schema.OBSERVATION_COLUMNS,
+    schema.VERDICT_COLUMNS,
+    schema.AGGREGATE_COLUMNS,
+    schema.EVENT_COLUMNS,
+]
+
+
+def test_importing_the_package_needs_no_pyspark() -> None:
+    code = (
+        "import sys; sys.modules['pyspark'] = None\n"
+        "import msgwatch.analysis, msgwatch.analysis.spark\n"
+        "from msgwatch.analysis.spark import run_spark, SparkConfig\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("columns", TABLES)
+def test_every_schema_type_has_a_spark_type(columns: schema.Columns) -> None:
+    for _, kind in columns:
+        spark_type(kind)
+    staged = staging_schema(columns)
+    assert [f.name for f in staged.fields] == list(schema.names(columns))
+    assert len(typed_select(columns)) == len(columns)
+
+
+def test_times_are_staged_as_text_and_cast() -> None:
+    assert spark_type("TIMESTAMP") == TimestampType()
+    assert spark_type("DATE") == DateType()
+    assert spark_type("BIGINT") == LongType()
+    staged = {f.name: f.dataType for f in staging_schema(schema.VERDICT_COLUMNS).fields}
+    assert staged["measurement_start_time"] == StringType()
+    assert "CAST(`day` AS DATE) AS `day`" in typed_select(schema.VERDICT_COLUMNS)
+    with pytest.raises(ValueError, match="HUGEINT"):
+        spark_type("HUGEINT")
+
+
+def test_input_globs() -> None:
+    config = SparkConfig(
+        out_dir="/o", jsonl=["a.jsonl"], archives=["/data/"], ooni=["s3a://b"], ooni_cc="az"
+    )
+    assert config.input_globs() == [
+        ("jsonl", "a.jsonl"),
+        ("archive", "/data/archive/*/*.jsonl.gz"),
+        ("ooni", "s3a://b/raw/*/*/AZ/*/*.jsonl.gz"),
+    ]
+    with pytest.raises(ValueError):
+        SparkConfig(out_dir="/o", bucket_seconds=0)
+
+
+def _analyse(lines: list[str]) -> tuple[list[str], list[str], Counts]:
+    observations: list[str] = []
+    verdicts: list[str] = []
+    counts = Counts()
+    for tag, payload in analyse_partition([("f.jsonl", line) for line in lines], 1 << 24):
+        if tag == "o":
+            observations.append(payload)
+        elif tag == "v":
+            verdicts.append(payload)
+        else:
+            counts.add(payload, 100)
+    return observations, verdicts, counts
+
+
+def test_a_partition_gives_rows_with_the_schema_and_counts_bad_lines() -> None:
+    with gzip.open(LAB, "rt", encoding="utf-8") as lines:
+        good = [line.rstrip("\n") for line in lines][:3]
+    observations, verdicts, counts = _analyse([*good, "{nope", "", "[" * 3000 + "]" * 3000])
+    assert counts.measurements == 3 and counts.items == 5
+    assert counts.problems == 2 and all(where == "f.jsonl" for where, _ in counts.first_problems)
+    assert counts.verdicts == len(verdicts) > 0 and counts.observations == len(observations) > 0
+    row = orjson.loads(verdicts[0])
+    assert list(row) == list(schema.names(schema.VERDICT_COLUMNS))
+    assert row["measurement_uid"].startswith("sha256-")
+
+
+def test_an_archive_record_keeps_the_collectors_uid_and_probe_tag() -> None:
+    with gzip.open(LAB, "rt", encoding="utf-8") as lines:
+        measurement = next(lines).rstrip("\n")
+    record = (
+        '{"measurement_uid":"20261203T000000Z_abc","idempotency_key":"0123456789abcdef.k",'
+        f'"report_id":"r","received_at":"2026-12-03 00:00:01","measurement":{measurement}}}'
+    )
+    _, verdicts, _ = _analyse([record])
+    rows = [orjson.loads(v) for v in verdicts]
+    assert {(r["measurement_uid"], r["probe_tag"]) for r in rows} == {
+        ("20261203T000000Z_abc", "0123456789abcdef")
+    }
+
+
+def test_the_spark_sql_mirrors_the_duckdb_clauses() -> None:
+    duck = duckdb_aggregates.aggregate_sql(600)
+    spark = spark_aggregate_sql(600) + unique_verdicts_sql()
+    for clause in (
+        "PARTITION BY measurement_uid, service",
+        "floor(",
+        "/ 600) AS BIGINT)",
+        "coalesce(mechanism, '') AS mechanism",
+        "count(DISTINCT measurement_uid)",
+        "count(DISTINCT probe_tag)",
+        "WHERE measurement_start_time IS NOT NULL",
+    ):
+        assert clause in duck and clause in spark, clause
+    with pytest.raises(ValueError):
+        spark_aggregate_sql(0)
+
+
+def test_the_job_module_runs_as_a_script_name() -> None:
+    job = importlib.import_module("msgwatch.analysis.spark.job")
+    with pytest.raises(SystemExit):
+        job.main(["--help"])
