@@ -7,7 +7,7 @@
 PY ?= python3
 VENV := .venv
 OONI_VENV := .venv-oonidata
-DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql openjdk-17-jre-headless
+DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql openjdk-17-jre-headless chromium fonts-dejavu-core
 STAMP := $(VENV)/.installed
 # The fence (msgwatch.fence.LAB_NETWORKS): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
@@ -57,6 +57,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/event_detection.py
 	$(VENV)/bin/python benchmarks/analysis_spark.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/analysis_latency.py
+	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/dashboard.py   # generates its synthetic observatory once (~5 min)
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info

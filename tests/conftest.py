@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PKI]:
     """A test CA, leaves for ``chat.example.test`` and ``other.example.test``, and a rogue CA's leaf."""
     directory: Path = tmp_path_factory.mktemp("pki")
     yield make_pki(directory)
+
+
+@pytest.fixture(scope="session")
+def observatory_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The dashboard's fixture observatory (tests/dashboard/fixture.py: its measurements' file and
+    its lake), built once for the dashboard's and the browser's tests; the dashboard's roll-ups of
+    its lake are removed from their cache at the end."""
+    from msgwatch.dashboard import data_rollup
+    from tests.dashboard import fixture
+
+    built = fixture.build(tmp_path_factory.mktemp("observatory"))
+    yield built
+    data_rollup.forget(built.lake)

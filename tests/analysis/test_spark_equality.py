@@ -96,7 +96,7 @@ def spark() -> Iterator[SparkSession]:
     }
     active = session.start("local[2]", conf, app_name="msgwatch-test")
     yield active
-    active.stop()
+    session.stop(active)  # and its JVM, which would otherwise live on for the rest of the suite
     gc.collect()  # PySpark leaves sockets of finished jobs to the collector: close them here
 
 

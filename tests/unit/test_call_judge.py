@@ -175,6 +175,8 @@ def test_the_helpers_counts_decide_and_explain() -> None:
     )
     m["test_keys"]["msgwatch_helper_views"] = [{"transaction_id": 9, "failure": "connection_refused",
                                                 "results": []}]  # fmt: skip
+    m["test_keys"]["network_events"] = [{"operation": "connect", "transaction_id": 9, "t0": 0.1,
+                                         "t": 0.1, "failure": "connection_refused"}]  # fmt: skip
     (v,) = judge(m)
     assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
         "inconclusive", "helper.unreachable", "call.helper_unreachable",
@@ -412,3 +414,71 @@ def test_downstream_evidence_says_download() -> None:
 DOWN_SENTENCE = (
     "Call traffic that the test helper sent towards the probe was lost on the way too (download)."
 )
+
+
+def test_a_neutral_echo_that_crossed_shows_the_helper_reachable() -> None:
+    """The count request to the helper timed out (a late probe asks at the end of its deadline),
+    but the neutral port's echo crossed: the helper is reachable, its call ports are not."""
+    m = _measurement((100, 0), (100, 0), (100, 100))
+    for r in m["test_keys"]["msgwatch_replays"]:
+        r["helper"] = {"transaction_id": 9, "failure": "generic_timeout_error"}
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "blocked", "udp.drop_ports", "call.drop_ports",
+    )  # fmt: skip
+
+
+def test_an_attempt_not_measured_is_no_relay_that_answered() -> None:
+    """The relays failed; their second attempt had no time left (``not_measured``, no failure):
+    it must not read as a relay that answered (a false ``ok``)."""
+    m = _measurement((100, 100), (100, 100), (100, 100), relays_ok=False)
+    m["test_keys"]["msgwatch_targets"].append(
+        {"function": "voice", "role": "endpoint", "transport": "udp", "transaction_ids": [],
+         "failed_step": None, "failure": None, "attempt": 2, "not_measured": "no_time"}
+    )  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "blocked", "udp.drop_relays", "call.drop_relays",
+    )  # fmt: skip
+
+
+def test_a_fallback_the_probes_stall_timed_out_is_not_closed() -> None:
+    """TURN over TCP to the relays timed out while the probe's loop stalled for most of the wait:
+    that does not show the fallback closed, so the blocked call path is only ``degraded``; the
+    same timeout with the loop on time leaves it ``blocked``."""
+    m = _measurement((100, 0), (100, 0), (100, 100))
+    keys = m["test_keys"]
+    keys["msgwatch_targets"].append(
+        {"function": "voice", "role": "endpoint", "transport": "tcp", "protocol": "turn",
+         "transaction_ids": [7], "failed_step": "tcp_connect", "failure": "generic_timeout_error"}
+    )  # fmt: skip
+    keys["network_events"] = [{"transaction_id": 7, "t0": 1.0, "t": 1.0},
+                              {"transaction_id": 7, "t0": 1.0, "t": 3.0}]  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("blocked", "call.drop_ports")
+    keys["msgwatch_probe_lag"] = {"stalls": [[1.2, 1.5]]}
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "degraded", "udp.drop_ports", "call.drop_ports+fallback",
+    )  # fmt: skip
+
+
+def test_a_count_request_the_deadline_never_let_start_says_nothing() -> None:
+    """The probe's lag used up the function's deadline: its requests for the helper's counts
+    failed without one network event (never tried), and it cut the neutral echo short. That is
+    no sign of an unreachable helper, nor of blocked call ports (nothing shows the helper
+    reachable): the probe's overload. A request that did try and failed is a sign."""
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    keys = m["test_keys"]
+    for r in keys["msgwatch_replays"]:
+        r["helper"] = {"transaction_id": 9, "failure": "generic_timeout_error"}
+        if r["role"] == "replay_neutral":
+            r["probe"] = {"cut": True}
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "probe.overloaded", "call.ports_overloaded",
+    )  # fmt: skip
+    keys["network_events"] = [{"operation": "connect", "transaction_id": 9, "t0": 0.1, "t": 5.0,
+                               "failure": "generic_timeout_error"}]  # fmt: skip
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.helper_unreachable"

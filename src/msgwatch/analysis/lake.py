@@ -33,6 +33,7 @@ import contextlib
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -163,12 +164,18 @@ def absolute(out_dir: Path, relative: list[str]) -> list[str]:
 
 
 def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake's limits (threads, memory, temporary folder)."""
+    """An in-memory DuckDB connection with the lake's limits (threads, memory, temporary folder).
+
+    Without ``temp_dir`` a query that outgrows the memory limit spills into the system's temporary
+    folder (``msgwatch-duckdb-<uid>``), never into DuckDB's default, ``.tmp`` in the working
+    directory (a reader's working directory may be a checkout or read-only).
+    """
     connection = duckdb.connect(":memory:")
     connection.execute(f"SET threads={DUCKDB_THREADS}")
     connection.execute(f"SET memory_limit='{DUCKDB_MEMORY}'")
-    if temp_dir is not None:
-        connection.execute("SET temp_directory=?", [os.fspath(temp_dir)])
+    if temp_dir is None:
+        temp_dir = Path(tempfile.gettempdir()) / f"msgwatch-duckdb-{os.getuid()}"
+    connection.execute("SET temp_directory=?", [os.fspath(temp_dir)])
     return connection
 
 

@@ -131,6 +131,12 @@ def collector_group() -> None:
     envvar="MSGWATCH_ANALYSIS_BUCKET",
     help="The bucket of those passes' aggregates and events: 1h, 10m, 30s or seconds.",
 )
+@click.option(
+    "--dashboard/--no-dashboard",
+    default=False,
+    envvar="MSGWATCH_COLLECTOR_DASHBOARD",
+    help="Serve the web dashboard over --analysis-dir at /dashboard (read-only).",
+)
 @log_level_option("debug", "info", "warning", "error")
 def serve_command(
     host: str,
@@ -148,6 +154,7 @@ def serve_command(
     analysis_dir: Path | None,
     analyse_every: float,
     analysis_bucket: str,
+    dashboard: bool,
     log_level: str,
 ) -> None:
     """Serve the collector until SIGTERM or SIGINT."""
@@ -167,6 +174,8 @@ def serve_command(
         raise _err("--database takes a postgresql:// URL", EXIT_USAGE)
     if analyse_every > 0 and analysis_dir is None:
         raise click.UsageError("--analyse-every needs --analysis-dir")
+    if dashboard and analysis_dir is None:
+        raise click.UsageError("--dashboard needs --analysis-dir")
     proxies = tuple((forwarded_allow_ips or "").replace(",", " ").split())
     try:
         parse_networks(proxies)
@@ -188,6 +197,7 @@ def serve_command(
         analysis_dir=analysis_dir,
         analyse_every=analyse_every,
         analysis_bucket=parse_bucket(analysis_bucket, "--analysis-bucket"),
+        dashboard=dashboard,
     )
     try:  # the causes an operator can fix, in one line, before anything starts (startup.py)
         preflight(settings.host, settings.port, settings.data_dir, settings.database)

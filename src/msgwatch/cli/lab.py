@@ -4,7 +4,9 @@
 (:func:`lab_demo`), or with ``--mini`` the loopback mini-Internet (:mod:`msgwatch.cli.demo`). A
 scenario with ``[analysis]`` also prints the events the analysis found against the expected ones
 and the country events' stories, and writes the events beside the measurements
-(``<measurements>-events.json``)."""
+(``<measurements>-events.json``), keeping its analysis (``-analysis/``) and the collector's
+measurements (``-collected.jsonl``) there too. The demo ends with the timeline's report
+(``-story.html``, msgwatch.cli.report) and the command that serves the dashboard over it."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from msgwatch.report.tables import Column, FitTable
 from msgwatch.session.errors import did_you_mean
 
 if TYPE_CHECKING:  # the lab is imported by the commands that use it (`msgwatch --help` stays fast)
+    from msgwatch.cli.report import StoryReport
     from msgwatch.lab.scenario import Scenario
 
 LAB_FENCE = "127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32"
@@ -117,6 +120,7 @@ def run_and_report(
     it fails."""
     import shutil
 
+    from msgwatch.cli.report import keep_story
     from msgwatch.fence import FENCE_VARIABLE
     from msgwatch.lab.run import run_scenario
     from msgwatch.lab.topology import LabError
@@ -147,6 +151,7 @@ def run_and_report(
         write_private(report, [scenario_report(run).encode("utf-8")])
         if run.timeline is not None:
             write_private(events, [json.dumps(run.timeline["events"], indent=1).encode("utf-8")])
+            run.timeline.update(keep_story(run.timeline, measurements))  # the dashboard's data
     except OSError as exc:
         where = explain(exc, "choose another --output")
         raise _err(f"cannot write {exc.filename or measurements}: {where}", EXIT_OUTPUT) from exc
@@ -305,13 +310,16 @@ def lab_demo(output: str | None, as_json: bool) -> None:
         console.print(escape(TIMELINE_TEXT))
     timeline = run_and_report(_scenario("az-2017-timeline"), _timeline_output(output), as_json)
     status = max(status_of(summary), status_of(timeline))
+    story = story_ending(timeline)
     if as_json:
         keys = ("scenario", "results", "matched", "total", "output", "report")
         emit({**{k: summary[k] for k in keys},
               "timeline": {**timeline.get("timeline", {}), "output": timeline["output"],
                            "events_file": timeline.get("events_file"),
                            "verdicts_matched": timeline["matched"],
-                           "verdicts_total": timeline["total"]}},
+                           "verdicts_total": timeline["total"],
+                           "story_report": str(story.report) if story else None,
+                           "dashboard": story.serve if story else None}},
              status=status)  # fmt: skip
         raise click.exceptions.Exit(status)
     mismatched = [r for r in timeline["results"] if not r["match"]]
@@ -324,7 +332,25 @@ def lab_demo(output: str | None, as_json: bool) -> None:
     if "timeline" in timeline:
         print_timeline(console, timeline)
     console.print(f"Measurements over time (OONI format): {escape(timeline['output'])}")
+    if story is not None:
+        console.print(f"The story, as a report to publish: {escape(str(story.report))}")
+        console.print(f"See it in the dashboard: {escape(story.serve)}", soft_wrap=True)
     raise click.exceptions.Exit(status)
+
+
+def story_ending(timeline: dict[str, Any]) -> StoryReport | None:
+    """The demo's ending: the report over the timeline run's analysis, beside its measurements
+    (msgwatch.cli.report); None for a run without analysis."""
+    from msgwatch.cli.report import story_path, story_report
+
+    analysis = timeline.get("timeline", {}).get("analysis_dir")
+    if not analysis:
+        return None
+    measurements = Path(timeline["timeline"].get("collected") or timeline["output"])
+    try:
+        return story_report(Path(analysis), measurements, story_path(Path(timeline["output"])))
+    except OSError as exc:
+        raise _err(f"cannot write the story's report: {exc}", EXIT_OUTPUT) from exc
 
 
 def _print_demo(console: Console, summary: dict[str, Any]) -> None:

@@ -32,9 +32,11 @@ from msgwatch import __version__
 from msgwatch.cli.analyse import analyse_command, events_command
 from msgwatch.cli.catalogue import catalogue_group
 from msgwatch.cli.collector import collector_group, export_command
+from msgwatch.cli.dashboard import dashboard_group
 from msgwatch.cli.envelope import JsonGroup
 from msgwatch.cli.helper import helper_group
 from msgwatch.cli.lab import demo_command, lab_group
+from msgwatch.cli.report import report_command
 from msgwatch.cli.run import run_command
 from msgwatch.cli.spool import spool_group, submit_command
 
@@ -53,11 +55,13 @@ for _command in (
     lab_group,
     helper_group,
     collector_group,
+    dashboard_group,
     export_command,
     spool_group,
     submit_command,
     analyse_command,
     events_command,
+    report_command,
 ):
     cli.add_command(_command)
 

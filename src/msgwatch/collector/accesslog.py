@@ -57,7 +57,10 @@ class AccessLog:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *_SECURITY_HEADERS]
+                headers = list(message.get("headers", ()))
+                own = {name.lower() for name, _ in headers}  # a mounted app's (the dashboard) stay
+                headers += [h for h in _SECURITY_HEADERS if h[0] not in own]
+                message["headers"] = headers
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

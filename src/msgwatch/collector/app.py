@@ -33,7 +33,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from msgwatch import __version__
-from msgwatch.collector import analyser, routes
+from msgwatch.collector import analyser, dashboard, routes
 from msgwatch.collector.accesslog import AccessLog, Message, Receive, Scope, Send
 from msgwatch.collector.cutshort import CutShort
 from msgwatch.collector.handlers import ASGICallable, Collector, FastSubmissions
@@ -131,6 +131,7 @@ def create_app(
     for router in routes.ROUTERS:
         app.include_router(router)
     openapi.install(app)
+    dashboard.mount(app, settings, collector)  # --dashboard: the web dashboard at /dashboard
     # the routers' own routes: what FastAPI puts in scope["route"] (app.routes holds the routers)
     own = [route for router in routes.ROUTERS for route in router.routes]
     inner: ASGICallable = FastSubmissions(app.behind, collector, own) if fast_path else app.behind

@@ -63,3 +63,5 @@ class Settings:
     ``analysis_dir`` (``analyser.py``); 0: none (another process writes it, e.g. a systemd timer)."""
     analysis_bucket: int = 3600
     """The bucket of those passes' aggregates and events, in seconds."""
+    dashboard: bool = False
+    """Mount the web dashboard (msgwatch.dashboard) at ``/dashboard`` over ``analysis_dir``."""

@@ -133,12 +133,21 @@ def _endpoints(
     return list(dict.fromkeys(found))
 
 
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""Bytes of kernel receive buffer each UDP socket asks for (capped by ``net.core.rmem_max``). All
+clients of a port share its socket: while the helper's loop is busy, their datagrams must wait
+there. A full buffer drops them before the helper counts them, and the probe would read that as
+loss on the path (the probe asks as much for its own replay sockets)."""
+
+
 def _socket(kind: socket.SocketKind, address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         if kind == socket.SOCK_STREAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((address, port))

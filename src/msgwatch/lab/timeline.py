@@ -196,6 +196,7 @@ def check(scenario: Scenario, boundaries: Boundaries, data_dir: Path, out_dir: P
         "events": events,
         "stories": [e["story"] for e in events if e.get("level") == "country" and e.get("story")],
         "analysis_dir": str(out_dir),
+        "data_dir": str(data_dir),
         "pass": analysed["report"],
     }
 

@@ -21,9 +21,10 @@ path. Hence (:func:`listen_out`):
 - datagrams are sent on their schedule even when late (until the deadline), and their lateness is
   recorded (``late_sends`` above :data:`LATE_SEND`, ``send_lag`` the worst);
 - listening ends :data:`GRACE` after the last datagram actually left (not after its schedule),
-  never past the deadline (``cut`` when the deadline ended it first); then whatever already
-  arrived is read, the queue and the kernel's buffer (:func:`drain`): a datagram that arrived
-  while the loop was stalled waits there, so the stall costs no echo, only time;
+  never past the deadline (``cut`` when the deadline ended it first, or ended the sending before
+  the schedule's last datagram: a loop late by seconds sends a few and stops); then whatever
+  already arrived is read, the queue and the kernel's buffer (:func:`drain`): a datagram that
+  arrived while the loop was stalled waits there, so the stall costs no echo, only time;
 - the kernel's drops for the socket (``socket_drops``, ``SO_MEMINFO``) and the probe's own queue's
   (``queue_drops``) are counted: those datagrams arrived.
 
@@ -202,14 +203,14 @@ async def listen_out(
 ) -> None:
     """Let ``receiver`` run until ``end`` (loop time), never past ``deadline``; then stop it and
     :func:`drain` the socket. Sets ``listening.ended`` and ``listening.cut`` (the deadline came
-    first). The end is wall-clock time: what arrived meanwhile waits in the kernel, read by the
-    drain however late the loop came back."""
+    first; a cut the sending already set stays). The end is wall-clock time: what arrived
+    meanwhile waits in the kernel, read by the drain however late the loop came back."""
     loop = asyncio.get_running_loop()
     try:
         await asyncio.sleep(max(0.0, min(end, deadline) - loop.time()))
     finally:
         receiver.cancel()
-    listening.cut = end > deadline
+    listening.cut = listening.cut or end > deadline
     await drain(sock, result, handle)
     listening.ended = loop.time()
 
@@ -368,6 +369,7 @@ async def replay(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if loop.time() >= deadline:
+                    listening.cut = True  # the schedule was not sent: the probe's lag
                     break
                 try:
                     sock.send(payload, quiet=True)

@@ -11,6 +11,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 
@@ -49,3 +50,31 @@ def start(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def stop(session: SparkSession) -> None:
+    """Stop ``session`` and the JVM PySpark started for it.
+
+    ``SparkSession.stop`` leaves PySpark's gateway JVM running until the Python process exits
+    (hundreds of MB for the rest of a long process, e.g. a test run); this ends it too, and a later
+    :func:`start` launches a new one.
+    """
+    from pyspark import SparkContext
+
+    session.stop()
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    process = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a JVM that ignores SIGTERM is killed
+            process.kill()
+            process.wait()
+        if process.stdin is not None:
+            process.stdin.close()

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from msgwatch.analysis import rounds as R
 from msgwatch.analysis.rounds import State
+from msgwatch.analysis.verdicts import overload
 from msgwatch.measurement.vocab import DOWN_ROLES, Verdict
 
 Record = dict[str, Any]
@@ -301,6 +302,34 @@ def _without_stun(originals: Sequence[Record]) -> bool:
     )
 
 
+def _answers(targets: list[Record], keys: Record, yes: str, no: str, *, lag: bool = False) -> str:
+    """What a group of targets says: ``none`` without targets, ``yes`` when one answered,
+    ``unknown`` when none was measured (``not_measured``: the fence, no time left for a second
+    attempt; as in the endpoints' judge, such a target never decides) or, with ``lag``, when one
+    failed by a timeout that the probe's own stall explains (:func:`overload.overloaded`); ``no``
+    otherwise."""
+    if not targets:
+        return "none"
+    measured = [t for t in targets if not t.get("not_measured")]
+    if any(t.get("failure") is None for t in measured):
+        return yes
+    if not measured or (lag and any(overload.overloaded(t, keys) for t in measured)):
+        return "unknown"
+    return no
+
+
+def _api(calls: Sequence[Record], keys: Record) -> str:
+    """The helper's control API (its counts, its view of the relays): ``ok`` when a call was
+    answered, ``failed`` when every call failed, ``none`` without calls. A call that failed
+    without one network event of its own never reached for the helper (the function's deadline
+    had passed: the probe's lag) and says nothing of it: it is left out."""
+    tried = {e.get("transaction_id") for e in keys.get("network_events") or []
+             if isinstance(e, dict)}  # fmt: skip
+    said = [c.get("failure") is None for c in calls
+            if c.get("failure") is None or c.get("transaction_id") in tried]  # fmt: skip
+    return ("ok" if any(said) else "failed") if said else "none"
+
+
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     """The facts of one function's call path, or None when it was not replayed."""
     by_role = call_records(targets, keys)
@@ -314,16 +343,14 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         by_role[role] = kept
     stun_targets = [t for t in targets if t.get("role") == "call_path"]
     stun = "none"
-    if stun_targets and not _without_stun(by_role["replay_original"]):
-        stun = "ok" if any(t.get("failure") is None for t in stun_targets) else "failed"
+    if not _without_stun(by_role["replay_original"]):
+        stun = _answers(stun_targets, keys, "ok", "failed")
     relay_targets = [
         t
         for t in targets
         if t.get("role", "endpoint") == "endpoint" and t.get("transport") == "udp"
     ]
-    relays = "none"
-    if relay_targets:
-        relays = "ok" if any(t.get("failure") is None for t in relay_targets) else "failed"
+    relays = _answers(relay_targets, keys, "ok", "failed")
     fallback_targets = [
         t
         for t in targets
@@ -331,23 +358,23 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         and t.get("transport") in ("tcp", "tls")
         and t.get("protocol") in ("stun", "turn")
     ]
-    fallback = "none"
-    if fallback_targets:
-        fallback = "open" if any(t.get("failure") is None for t in fallback_targets) else "closed"
+    # Only softens a "blocked": a timeout the probe's stall explains does not show it closed.
+    fallback = _answers(fallback_targets, keys, "open", "closed", lag=True)
     views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
              if isinstance(r, dict)}  # fmt: skip
     relays_helper = "none"
-    api: list[bool] = []
+    calls: list[Record] = []
     for target in (t for t in targets if t.get("role") == "helper_view"):
         ids = target.get("transaction_ids") or []
         view = views.get(ids[0]) if isinstance(ids, list) and ids else None
         results = [r for r in (view or {}).get("results") or [] if isinstance(r, dict)]
         if view is not None:
-            api.append(view.get("failure") is None)
+            calls.append(view)
         if view is not None and view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
     abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
-    api += [r["helper"].get("failure") is None for r in abroad if isinstance(r.get("helper"), dict)]
+    calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
+    api = _api(calls, keys)
     comparison, reason = "none", "none"
     if R.state(originals) == R.state(controls) == "pass":
         comparison, reason = R.compare_rounds(originals, controls)
@@ -367,7 +394,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         "comparison": comparison,
         "reason": reason,
         "echo": _echo([*originals, *controls]),
-        "control_api": ("ok" if any(api) else "failed") if api else "none",
+        "control_api": api,
         "split": R.split(originals, controls)
         if R.state(originals) == "fail" and R.state(controls) == "pass"
         else "none",
@@ -475,16 +502,24 @@ def _matches(condition: str | list[str] | None, value: str) -> bool:
     return value in condition if isinstance(condition, list) else value == condition
 
 
+FALLBACK = {
+    "open": "The TCP/TLS fallback to the relays is open: calls may still connect, over TCP, badly.",
+    "unknown": "Whether the TCP/TLS fallback to the relays is open is not known (not measured, or "
+    "the probe itself was too busy when it tried): calls may still connect, over TCP, badly.",
+}
+
+
 def with_fallback(rule: CallRule, facts: dict[str, str]) -> CallRule:
-    """A blocked UDP call path with the service's TCP/TLS relay fallback open is ``degraded``:
-    calls may still connect, over TCP, badly (calls.toml's header)."""
-    if rule.verdict == "blocked" and facts.get("fallback") == "open":
+    """A blocked UDP call path with the service's TCP/TLS relay fallback open, or not known to be
+    closed (``unknown``), is ``degraded``: calls may still connect, over TCP, badly (calls.toml's
+    header). Never the other way: an unknown fallback never makes a call path blocked."""
+    fallback = facts.get("fallback")
+    if rule.verdict == "blocked" and fallback in FALLBACK:
         return rule.model_copy(
             update={
                 "id": f"{rule.id}+fallback",
                 "verdict": "degraded",
-                "explain": rule.explain + " The TCP/TLS fallback to the relays is open: calls may "
-                "still connect, over TCP, badly.",
+                "explain": f"{rule.explain} {FALLBACK[str(fallback)]}",
             }
         )
     return rule

@@ -1,0 +1,202 @@
+"""The aggregates of a window as one relation, whole weeks and days read from roll-ups.
+
+A year of hourly aggregates is tens of millions of rows; the views of long windows read them
+through roll-ups instead, built once per committed aggregates file. Rules:
+
+- A roll-up is the aggregates grouped by a step (:data:`LEVELS`: a day; seven days from the
+  epoch) and every other key, with ``measurements`` and ``control_ok`` summed, ``probes`` the
+  maximum, ``bucket`` the step's start and ``last`` the latest hourly bucket of the group. They
+  are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the user's own, mode
+  0700, outside the lake, which the dashboard never writes) under names made of the lake's path
+  and the aggregates file's name, size and mtime; new ones replace the lake's older roll-ups, and
+  the cache keeps at most :data:`MAX_FILES` files (the newest). A cache folder that is not the
+  user's own, or a build that fails, means no roll-up: the hourly aggregates are read. A roll-up
+  removed while a query reads it is rebuilt by the query's retry (:meth:`.Reader.query`).
+- :func:`relation` is a window's rows with the aggregates' columns plus ``last`` (the row's own
+  bucket for hourly rows): the whole weeks inside the window from the weekly roll-up, the whole
+  days left from the daily one, the partial days at the edges from the hourly aggregates, so sums
+  over it are exact. A roll-up is used only when the caller's grain is a multiple of its step
+  (:data:`ANY_GRAIN`: no time steps needed), the window holds a whole day and the lake's bucket
+  divides a day; else every row is hourly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import stat
+import tempfile
+import threading
+from pathlib import Path
+from typing import Final
+
+import duckdb
+
+from msgwatch.analysis import lake
+from msgwatch.dashboard.data_sql import DAY, TIME_FORMAT, Reader, parse_time
+
+COLUMNS: Final = (
+    "bucket, probe_cc, probe_asn, service, function, verdict, mechanism, measurements, probes, "
+    "control_ok"
+)
+WEEK: Final = 7 * DAY
+LEVELS: Final = (DAY, WEEK)
+"""The roll-ups' steps: days, and weeks of seven days from the epoch (a Thursday)."""
+MAX_FILES: Final = 64
+"""The most roll-up files the cache keeps (the newest; a lake's current ones always)."""
+ANY_GRAIN: Final = 0
+"""The grain of a caller that needs no time steps (totals only)."""
+_LOCK: Final = threading.Lock()
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+
+
+def cache_dir() -> Path | None:
+    """The user's private cache folder (created 0700); None when it is not safely ours."""
+    folder = Path(tempfile.gettempdir()) / f"msgwatch-dashboard-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    try:
+        info = folder.lstat()
+    except OSError:
+        return None
+    mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    return folder if mine and stat.S_IMODE(info.st_mode) & 0o077 == 0 else None
+
+
+def relation(reader: Reader, window: tuple[str, str], grain: int) -> str | None:
+    """The window's aggregate rows (with ``last``) as a parenthesised SELECT; None: no rows."""
+    files = reader.files("aggregates")
+    if not files:
+        return None
+    hourly = f"SELECT {COLUMNS}, bucket AS last FROM {lake.read_parquet_sql(files)}"
+    levels: list[tuple[int, str]] = []
+    if DAY % reader.bucket_seconds == 0 and grain % DAY == 0 and _spans_a_day(window):
+        found = rollups(reader, files[0])
+        levels = [(s, f) for s, f in found.items() if grain % s == 0]
+    parts = _parts(window, sorted(levels, reverse=True), hourly)
+    return "(" + " UNION ALL ".join(parts) + ")"
+
+
+def _parts(window: tuple[str, str], levels: list[tuple[int, str]], hourly: str) -> list[str]:
+    """SELECTs covering the window: the coarsest level's whole steps, the rest finer."""
+    since, until = window
+    if not levels:
+        return [f"{hourly} WHERE {_between(since, until)}"]
+    (seconds, file), finer = levels[0], levels[1:]
+    start, end = _aligned(since, seconds, up=True), _aligned(until, seconds, up=False)
+    if start >= end:
+        return _parts(window, finer, hourly)
+    parts = [f"SELECT {COLUMNS}, last FROM {lake.read_parquet_sql([file])} "
+             f"WHERE {_between(start, end)}"]  # fmt: skip
+    for low, high in ((since, start), (end, until)):
+        if low < high:
+            parts += _parts((low, high), finer, hourly)
+    return parts
+
+
+def rollups(reader: Reader, aggregates: str) -> dict[int, str]:
+    """The roll-ups (seconds → file) of an aggregates file, built when missing; {} when the
+    cache is unavailable."""
+    folder = cache_dir()
+    if folder is None:
+        return {}
+    try:
+        info = os.stat(aggregates)
+    except OSError:
+        return {}
+    lake_key = _hash(os.fspath(reader.lake_dir.resolve()))
+    key = _hash(f"{aggregates}\0{info.st_size}\0{info.st_mtime_ns}")
+    targets = {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
+    with _LOCK:
+        if not all(t.exists() for t in targets.values()) and not _build(aggregates, targets):
+            return {}
+        _prune(folder, lake_key, set(targets.values()))
+    return {s: os.fspath(t) for s, t in targets.items()}
+
+
+def _prune(folder: Path, lake_key: str, keep: set[Path]) -> None:
+    """Remove the lake's older roll-ups, and beyond the newest :data:`MAX_FILES` any lake's (the
+    lakes of finished test runs, moved or deleted lakes)."""
+    found = []
+    for path in folder.glob("*.parquet"):
+        with contextlib.suppress(OSError):
+            found.append((path.stat().st_mtime, path))
+    found.sort(reverse=True)
+    for rank, (_, path) in enumerate(found):
+        mine = path.name.startswith(f"{lake_key}-")
+        if path not in keep and (mine or rank >= MAX_FILES):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def forget(lake_dir: Path) -> int:
+    """Remove a lake's roll-ups from the cache; returns how many files went."""
+    folder = cache_dir()
+    if folder is None:
+        return 0
+    removed = 0
+    for old in folder.glob(f"{_hash(os.fspath(Path(lake_dir).resolve()))}-*.parquet"):
+        with contextlib.suppress(OSError):
+            old.unlink()
+            removed += 1
+    return removed
+
+
+def _build(aggregates: str, targets: dict[int, Path]) -> bool:
+    """Write the roll-ups of ``aggregates`` (each from the next finer; temporary names, rename)."""
+    work = Path(tempfile.mkdtemp(dir=next(iter(targets.values())).parent))
+    try:
+        source, last = lake.read_parquet_sql([aggregates]), "bucket"
+        with lake.connect(work) as connection:
+            for seconds in sorted(targets):
+                partial = work / f"{seconds}.parquet"
+                select = (
+                    f"SELECT {_step(seconds)} AS bucket, probe_cc, probe_asn, service, function, "
+                    "verdict, mechanism, sum(measurements) AS measurements, "
+                    f"max(probes) AS probes, sum(control_ok) AS control_ok, max({last}) AS last "
+                    f"FROM {source} GROUP BY ALL "
+                    "ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism"
+                )
+                connection.execute(
+                    f"COPY ({select}) TO {lake.sql_text(os.fspath(partial))} (FORMAT PARQUET)"
+                )
+                source, last = lake.read_parquet_sql([os.fspath(partial)]), "last"
+            for seconds, target in targets.items():
+                os.replace(work / f"{seconds}.parquet", target)
+        return True
+    except (duckdb.Error, OSError):  # no roll-up: the hourly aggregates are read instead
+        return False
+    finally:
+        for leftover in work.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        with contextlib.suppress(OSError):
+            work.rmdir()
+
+
+def _step(seconds: int) -> str:
+    return f"time_bucket(INTERVAL {int(seconds)} SECOND, bucket, TIMESTAMP '1970-01-01')"
+
+
+def _spans_a_day(window: tuple[str, str]) -> bool:
+    return _aligned(window[0], DAY, up=True) < _aligned(window[1], DAY, up=False)
+
+
+def _aligned(value: str, seconds: int, up: bool) -> str:
+    """``value`` rounded to a multiple of ``seconds`` since the epoch (up or down)."""
+    at = int((parse_time(value) - _EPOCH).total_seconds())
+    step = -(-at // seconds) * seconds if up else at // seconds * seconds
+    return (_EPOCH + dt.timedelta(seconds=step)).strftime(TIME_FORMAT)
+
+
+def _between(low: str, high: str) -> str:
+    return (
+        f"bucket >= CAST({lake.sql_text(low)} AS TIMESTAMP) "
+        f"AND bucket < CAST({lake.sql_text(high)} AS TIMESTAMP)"
+    )
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
