@@ -39,6 +39,7 @@ BREACHES: dict[str, list[tuple[str, str]]] = {
     "lab-outside-probe": [("msgwatch.lab", "msgwatch.probe")],
     "report-renders": [("msgwatch.report", "msgwatch.lab")],
     "cli-top": [("msgwatch.session", "msgwatch.cli")],
+    "dashboard-reader": [("msgwatch.dashboard", "msgwatch.collector")],
     "no-package-cycles": [("msgwatch.catalogue", "msgwatch.lab")],
 }
 
