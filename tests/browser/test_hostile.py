@@ -2,7 +2,8 @@
 URL, an RTL override and a 10 KB host name) on the pages that show it, in Chromium: no script
 from the data runs or sits in the DOM, no ``javascript:`` link exists, the strings are shown as
 text (and its exports still parse), and the long name does not widen the page beyond the viewport,
-at a desktop's width and a phone's."""
+at a desktop's width and a phone's; nor does any other page (wide tables scroll inside their own
+wrapper)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 TOLERANCE = 2  # pixels: rounding of a scrollbar-free layout
 PHONE: ViewportSize = {"width": 390, "height": 800}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PAGES = ("overview", "network", "events", "event-country", "event-network", "measurement")
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +83,18 @@ def shown_as_text(page) -> None:
     )
     assert all(rtl), "an RTL override is shown without being isolated"
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
+
+
+def test_no_page_wider_than_the_viewport(page, guard: Guard, urls, hostile_paths) -> None:
+    """Every page, the hostile ones too, with its folded parts open, fits a desktop and a phone."""
+    paths = [urls[name] for name in PAGES] + list(hostile_paths.values())
+    for size in (DESKTOP, PHONE):
+        page.set_viewport_size(size)
+        for path in paths:
+            response = page.goto(path, wait_until="load")
+            assert response is not None and response.status == 200, path
+            for control in page.locator("main details > summary").all():
+                control.click()
+            found = inert(page)
+            assert found["width"] <= found["viewport"] + TOLERANCE, (size, path, found)
+    assert guard.problems() == []

@@ -27,6 +27,12 @@ def network_marks(page, observatory: fixture.Observatory) -> None:
     assert marks(page, "timeline") == [len(truth.events(observatory.lake, fixture.CENSORED))]
     states = mark_data(page, "heatmap", "state")
     assert "blocked" in states and "ok" in states and "no_data" not in states
+    cell = page.locator('figure.chart[data-chart="heatmap"] svg .mark[data-state="blocked"]').first
+    assert cell.locator("title").count() == 0  # the script writes a cell's tooltip on hover
+    cell.hover()
+    tip = cell.locator("title").text_content() or ""
+    bucket = cell.get_attribute("data-bucket")
+    assert f"{bucket} UTC · blocked · 100 % failing" in tip and "measurements" in tip, tip
 
 
 def event_marks(page, observatory: fixture.Observatory) -> None:

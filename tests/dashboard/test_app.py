@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import duckdb
 import pytest
@@ -102,10 +103,32 @@ def test_event_pages_tell_the_story_with_controls_and_evidence(app, lake) -> Non
     assert html.count('data-chart="share"') >= 1
     network = members[0]
     html = get(app, f"/event/{network['event_id']}").text
-    uids = re.findall(r'href="/measurement/(sha256-[0-9a-f]+)"', html)
-    assert uids and table_rows(html, "event") > 0
+    links = re.findall(r'href="/measurement/(sha256-[0-9a-f]+)\?t=([^"]+)"', html)
+    assert links and len(links) == table_rows(html, "event") > 0
+    started = start_times(lake, [uid for uid, _ in links])
+    assert all(unquote_plus(t) == started[uid] for uid, t in links)  # the day to read: fast
+    uid, t = links[0]
+    hinted, plain = (get(app, f"/measurement/{uid}{q}").text for q in (f"?t={t}", ""))
+    assert main_of(hinted) == main_of(plain) and "test_keys" in main_of(hinted)
+    get(app, f"/measurement/{uid}?t=" + "9" * 65, 400)
     assert "AS65002" in html  # the other network worked at the same time
     assert 'data-export="png"' in html and 'data-export="embed"' in html
+
+
+def main_of(html: str) -> str:
+    return html.split('<main id="main"', 1)[1].split("</main>", 1)[0]
+
+
+def start_times(lake: Any, uids: list[str]) -> dict[str, str]:
+    """The measurements' start times (``YYYY-MM-DD HH:MM:SS``) from the fixture's verdicts."""
+    source = f"read_parquet('{lake}/verdicts/*/*.parquet', hive_partitioning = true)"
+    with duckdb.connect() as con:
+        rows = con.execute(
+            f"SELECT DISTINCT measurement_uid, strftime(measurement_start_time, '%Y-%m-%d %H:%M:%S')"
+            f" FROM {source} WHERE list_contains(?, measurement_uid)",
+            [uids],
+        ).fetchall()
+    return {str(uid): str(time) for uid, time in rows}
 
 
 def test_measurement_page_shows_trace_replays_and_raw(app, lake) -> None:
@@ -166,6 +189,9 @@ def test_pages_have_no_inline_script_or_style(app, lake) -> None:
         ("/event/net-0000", 404, "no event"),
         ("/measurement/unknown-uid", 404, "no measurement"),
         ("/measurement/%3Cscript%3E", 400, "uid"),
+        ("/measurement/unknown-uid?t=yesterday", 400, "t:"),
+        ("/export/measurement.json?uid=unknown-uid&t=2026-13-45", 400, "t:"),
+        ("/chart/replay.svg?uid=unknown-uid&t=%3Cb%3E", 400, "t:"),
         ("/nope", 404, "no such page"),
     ],
 )
@@ -300,3 +326,53 @@ def test_no_path_makes_a_500(app, route: str, value: str) -> None:
 
     answer = request(app, route.format(quote(value, safe="")))
     assert answer.status < 500, (route, value, answer.text[:300])
+
+
+def test_the_lake_is_warmed_in_the_background_once_per_committed_state(tmp_path, caplog) -> None:
+    import threading
+
+    from msgwatch.dashboard.pages_warm import Warmer
+
+    state = tmp_path / "state.json"
+    calls: list[str] = []
+    release = threading.Event()
+
+    def warm() -> None:
+        calls.append(state.read_text())
+        release.wait(10)
+        if state.read_text() == "bad":
+            raise RuntimeError("a pass replaced mid-read")
+
+    warmer = Warmer(tmp_path, warm=warm)
+    warmer.poke()  # no committed state: nothing to warm
+    assert warmer.wait(10) and calls == []
+    state.write_text("one")
+    warmer.poke()
+    warmer.poke()  # a running warming is not waited for, nor started twice
+    assert not warmer.wait(0.05)
+    release.set()
+    assert warmer.wait(10) and calls == ["one"]
+    warmer.poke()  # the same state: warmed already
+    assert warmer.wait(10) and calls == ["one"]
+    state.write_text("bad")
+    warmer.poke()
+    assert warmer.wait(10) and calls == ["one", "bad"]
+    assert "warming" in caplog.text  # logged, never raised
+
+
+def test_create_app_warms_and_the_views_poke(observatory_dir, monkeypatch) -> None:
+    from msgwatch.dashboard.data import Observatory
+
+    warmed: list[object] = []
+    monkeypatch.setattr(Observatory, "warm", lambda self: warmed.append(self))
+    app = create_app(DashboardConfig(observatory_dir.lake))
+    assert app.state.warmer.wait(30) and len(warmed) == 1
+    get(app, f"/?{W}")
+    assert app.state.warmer.wait(30) and len(warmed) == 1  # the same committed state
+
+
+def test_probes_unknown_are_a_dash_not_zero(app) -> None:
+    html = get(app, f"/?{W}").text
+    body = html.split('<table data-view="overview">', 1)[1].split("</table>", 1)[0]
+    probes = [row.split("<td>")[6].split("</td>")[0] for row in body.split("<tr>")[2:]]
+    assert probes and all(p == "–" or int(p) > 0 for p in probes), probes

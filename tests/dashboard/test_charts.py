@@ -180,6 +180,15 @@ def test_heatmap_one_mark_per_measured_cell_patterned_by_state() -> None:
     ]
     voice = rows[1]
     assert [m.get("data-state") for m in marks(voice)] == [c for c in cells if c != "no_data"]
+    for mark in marks(voice):  # the figures as data (the page's script makes the tooltip)
+        assert mark.find(f"{NS}title") is None
+        assert mark.get("data-n") == "4" and mark.get("data-bucket", "").startswith("2026-05-20 ")
+        assert {"data-failing", "data-ok", "data-share"} <= set(mark.attrib)
+    (label_tip,) = [t.text for t in with_class(voice, "row-label")[0].iter(f"{NS}title")]
+    assert label_tip == (
+        "whatsapp · voice: 6 measured cells (1 blocked, 1 throttled, 1 degraded, "
+        "1 inconclusive, 2 ok)"
+    )
     (gap,) = with_class(voice, "nodata")  # two no_data cells, one outline
     assert gap.get("fill") == "none"
     defs = {p.get("id"): p for p in root.iter(f"{NS}pattern")}

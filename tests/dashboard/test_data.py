@@ -233,6 +233,7 @@ def _daily(observatory: Observatory, since: dt.datetime) -> list[tuple[str, int,
 def test_daily_grain_reads_the_rollup_exactly(
     observatory: Observatory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    observatory.warm()
     days = [_hour(0), _hour(24), _hour(48)]
     # hours 30..47 fail on day 2, 48..53 on day 3; 4 an hour
     assert _daily(observatory, fixture.START) == list(zip(days, [96] * 3, [0, 72, 24], strict=True))
@@ -254,6 +255,7 @@ def test_network_heatmap_keeps_the_filtered_series(observatory: Observatory) -> 
 
 def test_long_windows_count_the_same(observatory: Observatory) -> None:
     """Weeks, days and hours of a month-long window (roll-ups and edges) add up exactly."""
+    observatory.warm()
     month = ViewFilters(since=dt.datetime(2026, 5, 1, 5), until=dt.datetime(2026, 6, 1, 7), cc="AZ")
     short = observatory.overview(ViewFilters(**{**THREE_DAYS.__dict__, "cc": "AZ"}))
     assert observatory.overview(month).cells == short.cells
@@ -275,6 +277,7 @@ def test_the_rollup_cache_is_bounded(
     for path in stale:
         path.write_bytes(b"")
     monkeypatch.setattr(data_rollup, "cache_dir", lambda: folder)
+    observatory.warm()
     assert _daily(observatory, fixture.START)[1] == (_hour(24), 96, 72)
     left = list(folder.glob("*.parquet"))
     assert len(left) == data_rollup.MAX_FILES

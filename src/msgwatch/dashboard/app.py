@@ -10,6 +10,8 @@ Rules:
 - Every response carries :data:`CSP` (``frame-ancestors *`` on ``/embed/`` only, so that a chart
   may be embedded and nothing else framed), ``X-Content-Type-Options: nosniff`` and
   ``Referrer-Policy: no-referrer``. The pages hold no inline script or style.
+- The lake is warmed ahead (:mod:`.pages_warm`): when the app is created and, from the views,
+  whenever its committed state changes, in a background thread no request waits for.
 - Errors: :class:`BadQuery` → 400 with its message (JSON for ``/export/`` and ``/feed.json``, an
   HTML page otherwise); unknown page, event, measurement → 404; a missing analysis → 503; anything
   else → 500 with a fixed message (the cause is logged, never shown).
@@ -33,6 +35,7 @@ from msgwatch.dashboard import export, feeds, pages
 from msgwatch.dashboard.filters import BadQuery
 from msgwatch.dashboard.pages_base import ROOT_KEY, DashboardConfig, render
 from msgwatch.dashboard.pages_charts import chart_svg, embed_page
+from msgwatch.dashboard.pages_warm import Warmer
 
 logger = logging.getLogger("msgwatch.dashboard")
 
@@ -141,5 +144,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         },
     )
     app.state.dashboard = config
+    app.state.warmer = Warmer(config.lake_dir, config.measurements)
+    app.state.warmer.poke()
     app.add_middleware(SecurityHeaders)
     return app

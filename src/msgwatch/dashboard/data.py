@@ -4,7 +4,11 @@ Rules:
 
 - :class:`Observatory` reads the committed lake afresh on every call (a new pass shows at the next
   request); a directory without a committed pass raises
-  :class:`msgwatch.analysis.query.LakeMissing` at the call.
+  :class:`msgwatch.analysis.query.LakeMissing` at the call. The span, every country's networks and
+  the uid → day index are computed once per committed state (:mod:`.data_cache`).
+- :meth:`Observatory.warm` builds ahead what long windows and measurement pages read (the
+  roll-ups, :mod:`.data_rollup`; the uid index, :mod:`.data_uids`); it is idempotent and
+  thread-safe, and views never wait for it: until the roll-ups exist they read hourly rows.
 - Every figure is aggregated in DuckDB over the window only (:mod:`.data_sql`); no table is loaded
   into Python. Long windows read whole weeks and days from roll-ups of the aggregates
   (:mod:`.data_rollup`); observations and verdicts only the day partitions of the window.
@@ -19,11 +23,18 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Final
 
-from msgwatch.dashboard import data_events, data_measurement, data_overview, data_series
+from msgwatch.dashboard import (
+    data_events,
+    data_measurement,
+    data_overview,
+    data_rollup,
+    data_series,
+    data_uids,
+)
+from msgwatch.dashboard.data_cache import StateCache, state_key
 from msgwatch.dashboard.data_sql import TIME_FORMAT, Reader, grain, parse_time
 from msgwatch.dashboard.filters import MAX_RANGE_DAYS, ViewFilters
 from msgwatch.dashboard.measurements import MeasurementSource
@@ -37,9 +48,9 @@ from msgwatch.dashboard.model import (
 )
 
 DEFAULT_DAYS: Final = 30
-MAX_SPANS: Final = 64
-_SPANS: dict[str, tuple[str, str] | None] = {}
-"""The span of an aggregates file, by its path, size and mtime (one query per pass)."""
+_SPANS: Final = StateCache[tuple[str, str] | None]()
+_NETWORKS: Final = StateCache[dict[str, tuple[str, ...]]]()
+_UIDS: Final = StateCache[data_uids.UidIndex | None](limit=2)
 
 
 class Observatory:
@@ -58,20 +69,33 @@ class Observatory:
             return self._span(reader)
 
     def _span(self, reader: Reader) -> tuple[str, str] | None:
-        files = reader.files("aggregates")
-        key = "\0".join(f"{f}\0{_stamp(f)}" for f in files)
-        if key not in _SPANS:
-
+        def compute() -> tuple[str, str] | None:
             def build(r: Reader) -> str | None:
                 source = r.source("aggregates")
                 return None if source is None else f"SELECT min(bucket), max(bucket) FROM {source}"
 
             rows = reader.query(build)
             first, last = rows[0] if rows else (None, None)
-            if len(_SPANS) >= MAX_SPANS:
-                _SPANS.clear()
-            _SPANS[key] = None if first is None else (str(first), str(last))
-        return _SPANS[key]
+            return None if first is None else (str(first), str(last))
+
+        return _SPANS.get(state_key(reader, "aggregates"), compute)
+
+    def warm(self) -> None:
+        """Build ahead what the views read (roll-ups, span, networks, uid index); idempotent,
+        thread-safe, and no view waits for it."""
+        with self._reader() as reader:
+            data_rollup.warm(reader)
+            self._span(reader)
+            self._networks(reader)
+            self._uids(reader)
+
+    def _networks(self, reader: Reader) -> dict[str, tuple[str, ...]]:
+        key = state_key(reader, "aggregates")
+        return _NETWORKS.get(key, lambda: data_overview.all_networks(reader))
+
+    def _uids(self, reader: Reader) -> data_uids.UidIndex | None:
+        key = state_key(reader, "verdicts", "observations")
+        return _UIDS.get(key, lambda: data_uids.build_index(reader))
 
     def window(self, f: ViewFilters) -> tuple[str, str]:
         """(since, until) of the view: the filters' or filled from the lake."""
@@ -141,21 +165,21 @@ class Observatory:
             span = self._span(reader)
             return data_events.event_view(reader, event_id, None if span is None else span[1])
 
-    def measurement(self, uid: str) -> MeasurementView | None:
-        """One measurement's steps, verdicts and replays; None when the lake has no row of it."""
+    def measurement(self, uid: str, time: str | None = None) -> MeasurementView | None:
+        """One measurement's steps, verdicts and replays; None when the lake has no row of it.
+        ``time`` (its start time, ``YYYY-MM-DD HH:MM:SS``) names the day to read; a malformed one
+        raises BadQuery."""
+        hint = data_uids.hint_days(time)
         with self._reader() as reader:
-            return data_measurement.measurement(reader, uid, self.measurements)
+            return data_measurement.measurement(
+                reader, uid, self.measurements, hint, lambda: self._uids(reader)
+            )
 
     def networks(self, cc: str) -> list[str]:
         """The country's networks (ASNs) in the lake, sorted."""
+        return list(self.all_networks().get(cc, ()))
+
+    def all_networks(self) -> dict[str, tuple[str, ...]]:
+        """Every country's networks (ASNs) in the lake, sorted."""
         with self._reader() as reader:
-            return data_overview.networks(reader, cc)
-
-
-def _stamp(path: str) -> str:
-    """A file's size and mtime, or "" when it cannot be read."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return ""
-    return f"{info.st_size}:{info.st_mtime_ns}"
+            return self._networks(reader)

@@ -2,9 +2,11 @@
 
 Rules:
 
-- The lake's rows of the uid are read from the day partitions of the measurement's day when the
-  raw measurement says it (a :class:`~msgwatch.dashboard.measurements.MeasurementSource`), else
-  the verdicts of every day first, then the observations of the day they name.
+- The lake's rows of the uid are read from the day partitions of the measurement's day: first the
+  caller's hint's (a page link's time), then the raw measurement's start time's (a
+  :class:`~msgwatch.dashboard.measurements.MeasurementSource`), then the uid → day index's
+  (:mod:`.data_uids`; a uid it lacks is not in the lake). A day that holds no row of the uid is
+  passed over. Without an index: the verdicts of every day, then the observations of their day.
 - Steps are the observation rows in trace order (``t0``, then transaction id; rows without a
   time last), at most :data:`MAX_STEPS`; a measurement the lake has no row of is None.
 - Replays (:mod:`.data_replays`) come only from the raw measurement.
@@ -13,12 +15,14 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
 
 from msgwatch.dashboard import data_replays
 from msgwatch.dashboard.data_sql import TIME_FORMAT, Reader
+from msgwatch.dashboard.data_uids import Days, day_range
 from msgwatch.dashboard.measurements import MeasurementSource
 from msgwatch.dashboard.model import MeasurementView, Step
 
@@ -35,19 +39,39 @@ STEP_FIELDS: Final = ("kind", "target", "role", "hostname", "ip", "port", "trans
                       "detail")  # fmt: skip
 
 
+Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
+"""A measurement's verdict rows and observation rows."""
+
+
 def measurement(
-    reader: Reader, uid: str, source: MeasurementSource | None
+    reader: Reader,
+    uid: str,
+    source: MeasurementSource | None,
+    hint: Days | None = None,
+    index: Callable[[], Mapping[str, Days] | None] = lambda: None,
 ) -> MeasurementView | None:
     """The measurement's view; None when the lake has no row of it."""
     raw = source.get(uid) if source is not None else None
-    days = _days(raw)
+    for days in dict.fromkeys(d for d in (hint, _days(raw)) if d is not None):
+        rows = _read(reader, uid, days)
+        if rows[0] or rows[1]:
+            return _view(rows, raw)
+    known = index()
+    if known is not None:
+        indexed = known.get(uid)
+        return None if indexed is None else _view(_read(reader, uid, indexed), raw)
+    verdict_rows = _rows(reader, "verdicts", uid, None, VERDICT_FIELDS)
+    day = _days({"measurement_start_time": verdict_rows[0][1]}) if verdict_rows else None
+    return _view((verdict_rows, _rows(reader, "observations", uid, day, STEP_FIELDS)), raw)
+
+
+def _read(reader: Reader, uid: str, days: Days) -> Rows:
     verdict_rows = _rows(reader, "verdicts", uid, days, VERDICT_FIELDS)
-    if days is not None and not verdict_rows:
-        days = None  # the lake dates it otherwise, or judged nothing: read every day
-        verdict_rows = _rows(reader, "verdicts", uid, days, VERDICT_FIELDS)
-    if days is None and verdict_rows:
-        days = _days({"measurement_start_time": verdict_rows[0][1]})
-    step_rows = _rows(reader, "observations", uid, days, STEP_FIELDS)
+    return verdict_rows, _rows(reader, "observations", uid, days, STEP_FIELDS)
+
+
+def _view(rows: Rows, raw: dict[str, Any] | None) -> MeasurementView | None:
+    verdict_rows, step_rows = rows
     if not verdict_rows and not step_rows:
         return None
     head = (verdict_rows or step_rows)[0]
@@ -66,8 +90,8 @@ def measurement(
     )
 
 
-def _days(raw: dict[str, Any] | None) -> tuple[str, str] | None:
-    """The window [day, next day) of a measurement's start time, if it has a readable one."""
+def _days(raw: dict[str, Any] | None) -> Days | None:
+    """The day partition of a measurement's start time, if it has a readable one."""
     value = (raw or {}).get("measurement_start_time")
     if not isinstance(value, str):
         return None
@@ -75,12 +99,11 @@ def _days(raw: dict[str, Any] | None) -> tuple[str, str] | None:
         start = dt.datetime.strptime(value[:19].replace("T", " "), TIME_FORMAT)
     except ValueError:
         return None
-    day = start.replace(hour=0, minute=0, second=0)
-    return day.strftime(TIME_FORMAT), (day + dt.timedelta(days=1)).strftime(TIME_FORMAT)
+    return day_range(start.date().isoformat(), start.date().isoformat())
 
 
 def _rows(
-    reader: Reader, table: str, uid: str, days: tuple[str, str] | None, fields: tuple[str, ...]
+    reader: Reader, table: str, uid: str, days: Days | None, fields: tuple[str, ...]
 ) -> list[tuple[Any, ...]]:
     names = ", ".join(f'"{c}"' for c in (*HEAD, *fields))
     order = (

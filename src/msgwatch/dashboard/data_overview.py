@@ -13,12 +13,14 @@ Rules:
   before it) of its country and service-function (a country event's by its members' lists);
   ``pattern`` is the first of them's (country events first, then by id).
 - ``events`` are the newest :data:`MAX_EVENTS` events overlapping the window.
+- The networks of every country (:func:`all_networks`) are one grouped query.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from msgwatch.analysis import lake
 from msgwatch.dashboard import data_eventrows, data_rollup
 from msgwatch.dashboard.data_sql import COUNTS_SQL, FAILING_SQL, STATE_SQL, Reader, Where, filters
 from msgwatch.dashboard.filters import ViewFilters
@@ -120,16 +122,22 @@ def _covers(event: EventRow, cc: str, service: str, function: str) -> bool:
     return service in services and function in functions
 
 
-def networks(reader: Reader, cc: str) -> list[str]:
-    """The country's networks in the lake, sorted."""
+def all_networks(reader: Reader) -> dict[str, tuple[str, ...]]:
+    """Every country's networks in the lake, sorted: one grouped query, over the weekly roll-up
+    when it is built (:func:`.data_rollup.ready`), else the hourly aggregates."""
 
     def build(r: Reader) -> str | None:
-        source = r.source("aggregates")
-        if source is None:
+        files = r.files("aggregates")
+        if not files:
             return None
+        weekly = data_rollup.ready(r, files[0]).get(data_rollup.WEEK)
+        source = lake.read_parquet_sql([weekly] if weekly else files)
         return (
-            f"SELECT DISTINCT probe_asn FROM {source} "
-            "WHERE probe_cc = ? AND probe_asn IS NOT NULL ORDER BY probe_asn"
+            f"SELECT probe_cc, probe_asn FROM {source} "
+            "WHERE probe_cc IS NOT NULL AND probe_asn IS NOT NULL GROUP BY ALL ORDER BY ALL"
         )
 
-    return [row[0] for row in reader.query(build, (cc,))]
+    found: dict[str, list[str]] = {}
+    for cc, asn in reader.query(build):
+        found.setdefault(cc, []).append(asn)
+    return {cc: tuple(asns) for cc, asns in found.items()}

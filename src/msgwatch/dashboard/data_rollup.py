@@ -1,17 +1,22 @@
 """The aggregates of a window as one relation, whole weeks and days read from roll-ups.
 
 A year of hourly aggregates is tens of millions of rows; the views of long windows read them
-through roll-ups instead, built once per committed aggregates file. Rules:
+through roll-ups instead, built ahead once per committed aggregates file. Rules:
 
 - A roll-up is the aggregates grouped by a step (:data:`LEVELS`: a day; seven days from the
   epoch) and every other key, with ``measurements`` and ``control_ok`` summed, ``probes`` the
   maximum, ``bucket`` the step's start and ``last`` the latest hourly bucket of the group. They
   are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the user's own, mode
-  0700, outside the lake, which the dashboard never writes) under names made of the lake's path
-  and the aggregates file's name, size and mtime; new ones replace the lake's older roll-ups, and
-  the cache keeps at most :data:`MAX_FILES` files (the newest). A cache folder that is not the
-  user's own, or a build that fails, means no roll-up: the hourly aggregates are read. A roll-up
-  removed while a query reads it is rebuilt by the query's retry (:meth:`.Reader.query`).
+  0700, in the system's temporary folder, outside the lake, which the dashboard never writes)
+  under names made of the lake's path and the committed aggregates file's name, size and mtime (so
+  a new pass has new names); new ones replace the lake's older roll-ups, and the cache keeps at
+  most :data:`MAX_FILES` files (the newest). A cache folder that is not the user's own, or a build
+  that fails, means no roll-up: the hourly aggregates are read. A roll-up removed while a query
+  reads it is dropped by the query's retry (:meth:`.Reader.query`).
+- Only :func:`warm` builds (one build at a time, under a lock, on :data:`BUILD_THREADS` of
+  DuckDB's threads; a second call finds the files and returns). Reads (:func:`relation`,
+  :func:`ready`) never build and never wait for a build: they use the roll-ups already written
+  (each appears whole, by rename) and read hourly rows until then.
 - :func:`relation` is a window's rows with the aggregates' columns plus ``last`` (the row's own
   bucket for hourly rows): the whole weeks inside the window from the weekly roll-up, the whole
   days left from the daily one, the partial days at the edges from the hourly aggregates, so sums
@@ -48,6 +53,8 @@ MAX_FILES: Final = 64
 """The most roll-up files the cache keeps (the newest; a lake's current ones always)."""
 ANY_GRAIN: Final = 0
 """The grain of a caller that needs no time steps (totals only)."""
+BUILD_THREADS: Final = 1
+"""DuckDB's threads for a build (it runs beside the views: one core stays theirs)."""
 _LOCK: Final = threading.Lock()
 _EPOCH: Final = dt.datetime(1970, 1, 1)
 
@@ -73,7 +80,7 @@ def relation(reader: Reader, window: tuple[str, str], grain: int) -> str | None:
     hourly = f"SELECT {COLUMNS}, bucket AS last FROM {lake.read_parquet_sql(files)}"
     levels: list[tuple[int, str]] = []
     if DAY % reader.bucket_seconds == 0 and grain % DAY == 0 and _spans_a_day(window):
-        found = rollups(reader, files[0])
+        found = ready(reader, files[0])
         levels = [(s, f) for s, f in found.items() if grain % s == 0]
     parts = _parts(window, sorted(levels, reverse=True), hourly)
     return "(" + " UNION ALL ".join(parts) + ")"
@@ -96,23 +103,39 @@ def _parts(window: tuple[str, str], levels: list[tuple[int, str]], hourly: str) 
     return parts
 
 
-def rollups(reader: Reader, aggregates: str) -> dict[int, str]:
-    """The roll-ups (seconds → file) of an aggregates file, built when missing; {} when the
-    cache is unavailable."""
+def _targets(reader: Reader, aggregates: str) -> dict[int, Path] | None:
+    """The roll-up files (seconds → path) of an aggregates file; None when there is no cache."""
     folder = cache_dir()
     if folder is None:
-        return {}
+        return None
     try:
         info = os.stat(aggregates)
     except OSError:
-        return {}
+        return None
     lake_key = _hash(os.fspath(reader.lake_dir.resolve()))
     key = _hash(f"{aggregates}\0{info.st_size}\0{info.st_mtime_ns}")
-    targets = {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
+    return {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
+
+
+def ready(reader: Reader, aggregates: str) -> dict[int, str]:
+    """The roll-ups (seconds → file) of an aggregates file already built; never builds or
+    waits."""
+    targets = _targets(reader, aggregates) or {}
+    return {s: os.fspath(t) for s, t in targets.items() if t.exists()}
+
+
+def warm(reader: Reader) -> dict[int, str]:
+    """Build the roll-ups of the committed aggregates file when missing (one build at a time;
+    idempotent); returns them ({} when there are none: no aggregates, no cache, a failed build)."""
+    files = reader.files("aggregates")
+    targets = _targets(reader, files[0]) if files else None
+    if targets is None:
+        return {}
+    folder = next(iter(targets.values())).parent
     with _LOCK:
-        if not all(t.exists() for t in targets.values()) and not _build(aggregates, targets):
+        if not all(t.exists() for t in targets.values()) and not _build(files[0], targets):
             return {}
-        _prune(folder, lake_key, set(targets.values()))
+        _prune(folder, _hash(os.fspath(reader.lake_dir.resolve())), set(targets.values()))
     return {s: os.fspath(t) for s, t in targets.items()}
 
 
@@ -150,6 +173,7 @@ def _build(aggregates: str, targets: dict[int, Path]) -> bool:
     try:
         source, last = lake.read_parquet_sql([aggregates]), "bucket"
         with lake.connect(work) as connection:
+            connection.execute(f"SET threads={BUILD_THREADS}")
             for seconds in sorted(targets):
                 partial = work / f"{seconds}.parquet"
                 select = (

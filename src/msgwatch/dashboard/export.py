@@ -47,6 +47,7 @@ from msgwatch.dashboard.pages_base import (
     now_text,
     observatory,
     series_scope,
+    time_of,
 )
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -200,7 +201,7 @@ def _event(request: Request, obs: Observatory) -> Loaded:
 
 
 def _measurement(request: Request, obs: Observatory) -> Loaded:
-    measurement = obs.measurement(need(request, "uid"))
+    measurement = obs.measurement(need(request, "uid"), time_of(request))
     if measurement is None:
         raise HTTPException(404, "no measurement has this uid")
     own = asdict(measurement)

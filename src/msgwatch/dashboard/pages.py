@@ -31,6 +31,8 @@ from msgwatch.dashboard.pages_base import (
     need,
     observatory,
     render,
+    time_hint,
+    time_of,
 )
 from msgwatch.dashboard.pages_charts import (
     ChartBlock,
@@ -54,6 +56,11 @@ def cell_link(cell: Cell, networks: list[str], query: str) -> str:
     return "/events?" + urlencode(
         {"cc": cell.probe_cc, "service": cell.service, "function": cell.function}
     )
+
+
+def measurement_query(view: MeasurementView) -> str:
+    """The query naming a measurement, with its start time (the day to read: a fast lookup)."""
+    return "?" + urlencode({"uid": view.measurement_uid, **time_hint(view.measurement_start_time)})
 
 
 async def overview_page(request: Request) -> Response:
@@ -155,10 +162,10 @@ async def event_page(request: Request) -> Response:
 
 
 async def measurement_page(request: Request) -> Response:
-    uid = need(request, "uid")
+    uid, time = need(request, "uid"), time_of(request)
 
     def load() -> tuple[MeasurementView | None, list[ChartBlock]]:
-        view = observatory(request).measurement(uid)
+        view = observatory(request).measurement(uid, time)
         if view is None:
             return None, []
         return view, [replay_block(view, i) for i in range(len(view.replays))]
@@ -173,6 +180,7 @@ async def measurement_page(request: Request) -> Response:
         request,
         "measurement.html",
         view=view,
+        here=measurement_query(view),
         charts=charts,
         raw=raw,
         steps=export.measurement_rows(view),

@@ -19,7 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -44,6 +44,8 @@ from msgwatch.dashboard.pages_base import (
     render,
     series_scope,
     since_text,
+    time_hint,
+    time_of,
 )
 
 KINDS = ("share", "heatmap", "timeline", "replay")
@@ -139,8 +141,9 @@ def replay_block(view: MeasurementView, index: int) -> ChartBlock:
     n = len(replay.original) + len(replay.control)
     parts = [view.probe_cc, view.probe_asn, f"{replay.service} {replay.function}", replay.target]
     text = caption([*parts, f"{n} intervals"], view.measurement_start_time, "", 1)
-    params = {"uid": view.measurement_uid, "index": str(index)}
-    page = f"/measurement/{view.measurement_uid}"
+    hint = time_hint(view.measurement_start_time)
+    params = {"uid": view.measurement_uid, "index": str(index), **hint}
+    page = f"/measurement/{quote(view.measurement_uid)}" + ("?" + urlencode(hint) if hint else "")
     return _block("replay", replay_chart(replay, text), params, page)
 
 
@@ -167,7 +170,7 @@ def build(request: Request, kind: str) -> ChartBlock:
         rows, _ = obs.events(f, MAX_TIMELINE_EVENTS)
         return timeline_block(f, rows, *obs.window(f))
     uid = need(request, "uid")
-    view = obs.measurement(uid)
+    view = obs.measurement(uid, time_of(request))
     index = _index(request)
     if view is None or index >= len(view.replays):
         raise HTTPException(404, "no such replay")

@@ -3,6 +3,9 @@
 //   carries the view (data-name of the button).
 // - The filters form leaves its empty fields out of the URL, so that a permalink holds only the
 //   filters set.
+// - Heatmap tooltips: a heatmap's cells carry their figures as data-* attributes and no <title>
+//   (thousands of them made the page slow); on the first hover the cell gets a <title> written
+//   from them, as text, which the browser shows as the tooltip.
 "use strict";
 
 (function () {
@@ -58,6 +61,22 @@
     });
   }
 
+  function cellTip(mark) {
+    var row = mark.closest("g.row");
+    var data = mark.dataset;
+    var share = data.share === "" ? "n/a" : Math.round(parseFloat(data.share) * 100) + " %";
+    var name = row ? row.dataset.service + " \u00b7 " + row.dataset.function + " \u00b7 " : "";
+    var tip = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    tip.textContent = name + data.bucket + " UTC \u00b7 " + data.state + " \u00b7 " + share +
+      " failing \u00b7 n = " + data.n + " measurements (" + data.failing + " failing, " +
+      data.ok + " ok)";
+    mark.appendChild(tip);
+  }
+
+  document.addEventListener("mouseover", function (event) {
+    var mark = event.target.closest && event.target.closest("svg.msgwatch-heatmap .mark");
+    if (mark && !mark.querySelector("title")) { cellTip(mark); }
+  });
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest('button[data-export="png"]');
     if (button) { exportPng(button); }

@@ -1,0 +1,152 @@
+"""Built ahead and cached per committed state: the roll-ups (``Observatory.warm``), every
+country's networks, and the uid → day index of the measurement page (with its time hint)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from msgwatch.dashboard import data, data_rollup
+from msgwatch.dashboard.data import Observatory
+from msgwatch.dashboard.data_sql import Reader
+from msgwatch.dashboard.filters import BadQuery, ViewFilters
+from tests.dashboard import fixture
+
+DAYS = ViewFilters(since=fixture.START, until=fixture.START + dt.timedelta(days=3), grain="day")
+
+
+@pytest.fixture
+def observatory(observatory_dir: fixture.Observatory) -> Observatory:
+    return Observatory(observatory_dir.lake)
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty private roll-up cache folder."""
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(data_rollup, "cache_dir", lambda: folder)
+    return folder
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str | None]]]:
+    """The (table, since) of every read of observations and verdicts (None: every day)."""
+    seen: list[tuple[str, str | None]] = []
+    original = Reader.source
+
+    def source(self: Reader, table: str, since: str | None = None, until: str | None = None) -> Any:
+        if table in ("verdicts", "observations"):
+            seen.append((table, since))
+        return original(self, table, since, until)
+
+    monkeypatch.setattr(Reader, "source", source)
+    yield seen
+
+
+def _daily(observatory: Observatory) -> list[tuple[int, int]]:
+    view = observatory.comparison("AZ", fixture.CENSORED, "whatsapp", "voice", DAYS)
+    return [(p.counts.measurements, p.counts.failing) for p in view.subject.points]
+
+
+def test_warm_builds_once_under_concurrent_calls(
+    observatory: Observatory, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds = []
+    original = data_rollup._build
+
+    def counted(aggregates: str, targets: dict[int, Path]) -> bool:
+        builds.append(aggregates)
+        return original(aggregates, targets)
+
+    monkeypatch.setattr(data_rollup, "_build", counted)
+    assert not list(cache.glob("*.parquet"))
+    hourly = _daily(observatory)  # no roll-up yet: read from the hourly rows, none built
+    assert not list(cache.glob("*.parquet")) and not builds
+    threads = [threading.Thread(target=observatory.warm) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    observatory.warm()
+    assert len(builds) == 1
+    assert len(list(cache.glob("*.parquet"))) == len(data_rollup.LEVELS)
+    assert _daily(observatory) == hourly == [(96, 0), (96, 72), (96, 24)]
+
+
+def test_reads_never_wait_for_a_build(observatory: Observatory, cache: Path) -> None:
+    with data_rollup._LOCK:  # a build in progress
+        assert _daily(observatory) == [(96, 0), (96, 72), (96, 24)]
+        assert observatory.networks("AZ")[-3:] == [fixture.CENSORED, fixture.CONTROL, "AS65003"]
+    assert not list(cache.glob("*.parquet"))
+
+
+def test_networks_of_every_country_in_one_query(
+    observatory: Observatory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data._NETWORKS.clear()
+    queries: list[str] = []
+    original = Reader._run
+
+    def run(sql: str, params: Any) -> list[tuple[Any, ...]]:
+        queries.append(sql)
+        return original(sql, params)
+
+    monkeypatch.setattr(Reader, "_run", staticmethod(run))
+    everything = observatory.all_networks()
+    assert len(queries) == 1
+    for cc in [*sorted(everything), "ZZ"]:
+        assert observatory.networks(cc) == list(everything.get(cc, ()))
+    assert len(queries) == 1  # cached for the committed state
+    assert everything["AZ"][-3:] == (fixture.CENSORED, fixture.CONTROL, "AS65003")
+
+
+def _uid(observatory: Observatory) -> tuple[str, str]:
+    event = observatory.events(ViewFilters(asn=fixture.CENSORED, since=fixture.START))[0][0]
+    view = observatory.event(event.event_id)
+    assert view is not None
+    row = view.verdicts[0]
+    return row["measurement_uid"], row["measurement_start_time"]
+
+
+def test_measurement_by_the_uid_index(
+    observatory: Observatory, reads: list[tuple[str, str | None]]
+) -> None:
+    uid, start = _uid(observatory)
+    data._UIDS.clear()
+    reads.clear()
+    first = observatory.measurement(uid)
+    assert first is not None and first.steps and first.measurement_start_time == start
+    everything = [r for r in reads if r[1] is None]
+    assert len(everything) == 2  # the index: one scan of verdicts and observations
+    reads.clear()
+    assert observatory.measurement(uid) == first
+    assert reads and all(since == f"{start[:10]} 00:00:00" for _, since in reads)
+    reads.clear()
+    assert observatory.measurement("sha256-none") is None
+    assert not reads  # not in the index: nothing read
+
+
+def test_measurement_time_hint(
+    observatory: Observatory, reads: list[tuple[str, str | None]]
+) -> None:
+    uid, start = _uid(observatory)
+    data._UIDS.clear()
+    reads.clear()
+    view = observatory.measurement(uid, start)
+    assert view is not None and view.measurement_start_time == start
+    assert reads == [
+        ("verdicts", f"{start[:10]} 00:00:00"),
+        ("observations", f"{start[:10]} 00:00:00"),
+    ]
+    # a wrong day: passed over, then found by the index
+    assert observatory.measurement(uid, "2020-01-01T00:00:00Z") == view
+    assert observatory.measurement(uid, start[:10]) == view
+    for bad in ("yesterday", "2026-13-01", "2026-05-20 10:00:00" + "0" * 60, "2026-05-20;"):
+        with pytest.raises(BadQuery):
+            observatory.measurement(uid, bad)
