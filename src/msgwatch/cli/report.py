@@ -56,7 +56,9 @@ def write_report(job: ReportJob) -> Path:
     from msgwatch.session.output import write_private
 
     source = JsonlMeasurements(list(job.measurements)) if job.measurements else None
-    html = build_report(Observatory(job.analysis_dir, source), job.scope)
+    observatory = Observatory(job.analysis_dir, source)
+    observatory.warm()  # the day and week roll-ups: a long period is read from them, not hour by hour
+    html = build_report(observatory, job.scope)
     write_private(job.output, [html.encode("utf-8")])
     return job.output
 
