@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +19,7 @@ from msgwatch.cli.main import cli
 from msgwatch.cli.report import keep_story
 from msgwatch.collector.store.feed import ArchiveSource
 from msgwatch.dashboard.measurements import JsonlMeasurements
+from tests.cli.demo_stub import stub_lab_runs
 from tests.collector.analysis_data import LAB, analysed
 from tests.collector.test_feed import store
 
@@ -164,20 +164,10 @@ def test_the_demo_ends_with_the_report_and_the_dashboard_command(
 ) -> None:
     """``msgwatch demo`` (its lab runs stubbed, as tests/lab/test_timeline_compare.py does):
     the timeline's report is written beside its measurements and the serve command printed."""
-    from msgwatch.cli import lab as cli_lab
-
     timeline = {"bucket_seconds": 60, "phases": [], "rows": [], "matched": 0, "total": 0,
                 "events": [], "stories": [], "analysis_dir": str(lake)}  # fmt: skip
 
-    def run_and_report(scenario: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        summary = {"scenario": scenario.name, "results": [], "matched": 0, "total": 0,
-                   "output": str(tmp_path / f"{scenario.name}.jsonl"),
-                   "report": str(tmp_path / f"{scenario.name}.html")}  # fmt: skip
-        if scenario.name == "az-2017-timeline":
-            summary.update(timeline=timeline, events_file=str(tmp_path / "events.json"))
-        return summary
-
-    monkeypatch.setattr(cli_lab, "run_and_report", run_and_report)
+    stub_lab_runs(monkeypatch, tmp_path, timeline)
     result = CliRunner().invoke(cli, ["demo"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     story = tmp_path / "az-2017-timeline-story.html"

@@ -156,8 +156,8 @@ def test_the_demo_ends_with_the_story_over_time(
     missed event is a mismatch (exit 7)."""
     from click.testing import CliRunner
 
-    from msgwatch.cli import lab as cli_lab
     from msgwatch.cli.main import cli
+    from tests.cli.demo_stub import stub_lab_runs
 
     rows = compare(SCENARIO, BOUNDARIES, _truth()[:found])
     story = "WhatsApp voice and video calls blocked on AS64512 (the lab's ISP 1)."
@@ -170,18 +170,7 @@ def test_the_demo_ends_with_the_story_over_time(
         "events": _truth()[:found],
         "stories": [story],
     }
-    ran: list[str] = []
-
-    def run_and_report(scenario: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        ran.append(scenario.name)
-        summary = {"scenario": scenario.name, "results": [], "matched": 0, "total": 0,
-                   "output": str(tmp_path / f"{scenario.name}.jsonl"),
-                   "report": str(tmp_path / f"{scenario.name}.html")}  # fmt: skip
-        if scenario.name == "az-2017-timeline":
-            summary.update(timeline=timeline, events_file=str(tmp_path / "events.json"))
-        return summary
-
-    monkeypatch.setattr(cli_lab, "run_and_report", run_and_report)
+    ran = stub_lab_runs(monkeypatch, tmp_path, timeline)
     result = CliRunner().invoke(cli, ["demo"], env={"COLUMNS": "200"})
     assert ran == ["az-2017", "az-2017-timeline"]
     assert result.exit_code == (0 if found == 4 else 7), result.output

@@ -115,7 +115,8 @@ _TABLES: Final = {
 }
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """A DuckDB value in the lake's JSON text form (times ``YYYY-MM-DD HH:MM:SS``, days ISO)."""
     if isinstance(value, dt.datetime):
         return value.strftime(TIME_FORMAT)
     if isinstance(value, dt.date):
@@ -208,7 +209,7 @@ class Lake:
             cursor = connection.execute(sql, params)
             columns = [d[0] for d in cursor.description]
             rows = [
-                {n: _json_value(v) for n, v in zip(columns, row, strict=True)}
+                {n: json_value(v) for n, v in zip(columns, row, strict=True)}
                 for row in cursor.fetchall()
             ]
         more = len(rows) > limit

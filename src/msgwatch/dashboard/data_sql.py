@@ -30,7 +30,7 @@ from typing import Any, Final
 import duckdb
 
 from msgwatch.analysis import lake
-from msgwatch.analysis.query import LakeMissing
+from msgwatch.analysis.query import LakeMissing, json_value
 from msgwatch.dashboard.filters import ViewFilters
 
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
@@ -60,15 +60,6 @@ STATE_SQL: Final = (
     "WHEN nt >= nd THEN 'throttled' ELSE 'degraded' END) ELSE 'ok' END"
 )
 """The state of a group with :data:`COUNTS_SQL`'s columns."""
-
-
-def text(value: Any) -> Any:
-    """A DuckDB value as the lake's JSON text form (times, days)."""
-    if isinstance(value, dt.datetime):
-        return value.strftime(TIME_FORMAT)
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
 
 
 def parse_time(value: str) -> dt.datetime:
@@ -171,7 +162,7 @@ class Reader:
         else:
             with lake.connect() as own:
                 found = own.execute(sql, list(params)).fetchall()
-        return [tuple(text(v) for v in row) for row in found]
+        return [tuple(json_value(v) for v in row) for row in found]
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         if self._connection is None:
