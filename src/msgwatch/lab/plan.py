@@ -41,6 +41,23 @@ DOMESTIC_PEER = "198.19.0.20"
 COLLECTOR = "198.18.3.20"
 """The observatory's collector abroad (started only by scenarios with an ``[observatory]``)."""
 COLLECTOR_PORT = 8080
+CIRCUMVENTION_PREFIX = "198.18.4.0/24"
+"""Circumvention servers abroad (Tor's private network, VPN, Shadowsocks and proxy servers), held on
+abroad's loopback like the helper; started only by a lab asked for them
+(``Lab(circumvention=...)``, :mod:`msgwatch.lab.circumvention`)."""
+CIRCUMVENTION = {
+    **{f"tor-auth{n}": f"198.18.4.{n}" for n in (1, 2, 3)},  # directory authorities (also relays)
+    "tor-relay": "198.18.4.4", "tor-exit": "198.18.4.5",
+    "tor-bridge": "198.18.4.16",  # obfs4 bridge: an address of its own, outside the relays'
+    "openvpn": "198.18.4.20", "wireguard": "198.18.4.21", "shadowsocks": "198.18.4.22",
+    "socks5": "198.18.4.23", "http-proxy": "198.18.4.24", "socks5-micro": "198.18.4.25",
+    **{f"hostile{n}": f"198.18.4.{30 + n}" for n in range(8)},  # misbehaving servers for tests
+}  # fmt: skip
+"""Role → address of every circumvention server abroad."""
+TUNNEL_POOLS = {"openvpn-udp": "198.18.5.0/24", "openvpn-tcp": "198.18.7.0/24",
+                "wireguard": "198.18.6.0/24"}  # fmt: skip
+"""Addresses inside the VPN tunnels (server .1, clients from .2): they exist only on the tunnels'
+TUN devices, abroad and in the probe's namespace, never on a link."""
 INFRASTRUCTURE = tuple(
     ipaddress.ip_network(p)
     for p in (
@@ -115,7 +132,8 @@ LINKS = (
 
 LOCAL = {
     "abroad": (f"{PUBLIC_RESOLVER}/32", f"{HELPERS['abroad']}/32", f"{COLLECTOR}/32",
-               f"{PUBLIC_RESOLVER6}/128", f"{HELPER6}/128"),
+               f"{PUBLIC_RESOLVER6}/128", f"{HELPER6}/128",
+               *(f"{a}/32" for a in CIRCUMVENTION.values())),
     "domestic": (f"{HELPERS['domestic']}/32", f"{DOMESTIC_PEER}/32"),
 }  # fmt: skip
 """Addresses held on a namespace's loopback (besides the services' addresses abroad)."""
@@ -126,7 +144,8 @@ ROUTES = {
     "censor1": ("198.18.0.0/15 via 198.18.0.2", "2001:db8::/32 via 2001:db8:0:1::2"),
     "censor2": ("198.18.0.0/15 via 198.18.0.6",),
     "transit": ("198.18.1.0/24 via 198.18.0.1", "198.18.2.0/24 via 198.18.0.5",
-                "198.18.3.0/24 via 198.18.0.10", "198.19.0.0/24 via 198.18.0.14",
+                "198.18.3.0/24 via 198.18.0.10", f"{CIRCUMVENTION_PREFIX} via 198.18.0.10",
+                "198.19.0.0/24 via 198.18.0.14",
                 "2001:db8:1::/64 via 2001:db8:0:1::1", "2001:db8:3::/64 via 2001:db8:0:3::2"),
     "abroad": ("198.18.0.0/15 via 198.18.0.9", "2001:db8::/32 via 2001:db8:0:3::1"),
     "domestic": ("198.18.0.0/15 via 198.18.0.13",),

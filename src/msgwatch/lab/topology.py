@@ -31,10 +31,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from msgwatch.catalogue import Catalogue, load_catalogue
 from msgwatch.lab import netns, runtime
@@ -51,6 +53,7 @@ from msgwatch.lab.procs.registry import record
 
 if TYPE_CHECKING:
     from msgwatch.lab.censor.context import CensorContext
+    from msgwatch.lab.circumvention import Built
 
 __all__ = ["Lab", "LabError", "Topology"]
 
@@ -63,7 +66,16 @@ READY_TIMEOUT = 10.0
 class Lab:
     """A lab of network namespaces with real servers; see the module's notes."""
 
-    def __init__(self, catalogue: Catalogue | None = None, lab_id: str | None = None) -> None:
+    def __init__(
+        self, catalogue: Catalogue | None = None, lab_id: str | None = None,
+        circumvention: Collection[str] = (),
+    ) -> None:  # fmt: skip
+        from msgwatch.lab.circumvention import check_groups
+
+        try:
+            self.circumvention = check_groups(circumvention)
+        except ValueError as exc:
+            raise LabError(str(exc)) from exc
         self.lab_id = runtime.check_id(lab_id) if lab_id is not None else runtime.new_id()
         self.mapping: LabMapping = map_catalogue(catalogue or load_catalogue())
         self.plan = S.plan_services(self.mapping)
@@ -74,6 +86,8 @@ class Lab:
         self.run_dir = runtime.entry(self.lab_id)
         self.catalogue_dir = self.run_dir / "catalogue"
         self.ca_bundle = self.run_dir / "ca.pem"
+        self.circumvention_file = self.run_dir / "circumvention.json"
+        """The ``--circumvention`` file for the lab's circumvention servers (when asked for)."""
         self.servers: list[Server] = []
         self.timings: dict[str, float] = {}
         self._resolver_lines: dict[str, list[str]] = {isp: [] for isp in P.ISPS}
@@ -230,11 +244,36 @@ class Lab:
         t2 = time.monotonic()
         self._context = S.Context(self.run_dir, self.topology)
         self.servers = S.build(self._context, self.plan, authority, self._resolver_lines)
+        built = self._circumvention(authority)
         for server in self.servers:
             record(self.run_dir, server.name, server.start(self.run_dir))
-        wait_all_ready(self.servers, READY_TIMEOUT)
+        wait_all_ready(self.servers, max([READY_TIMEOUT, *(b.ready_timeout for b in built)]))
+        for group in built:
+            if group.settle is not None:
+                group.settle(group.ready_timeout)
         t3 = time.monotonic()
         self.timings |= {"files": t1 - t0, "network": t2 - t1, "servers": t3 - t2}
+
+    def _circumvention(self, authority: Authority) -> list[Built]:
+        """The circumvention servers asked for, added to :attr:`servers`, and their entries
+        written to :attr:`circumvention_file`."""
+        if not self.circumvention:
+            return []
+        from msgwatch.lab import circumvention as C
+
+        assert self._context is not None
+        key = ec.generate_private_key(ec.SECP256R1())
+        certs = self.run_dir / "circumvention-certs"
+        certs.mkdir(exist_ok=True)
+
+        def issue(name: str) -> tuple[Path, Path]:
+            return authority.issue(name, certs, key)
+
+        built = C.build(self._context, authority, issue, self.circumvention)
+        for group in built:
+            self.servers += group.servers
+        C.write_entries(self.circumvention_file, built)
+        return built
 
     def _check_safety(self) -> None:
         """Every address a lab address (or loopback, link-local); no default route anywhere."""

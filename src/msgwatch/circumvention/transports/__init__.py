@@ -1,0 +1,1 @@
+"""One module per transport family; each exposes ``bring_up`` (see :mod:`msgwatch.circumvention.registry`)."""
