@@ -30,5 +30,10 @@ for pkg in "${missing[@]}"; do
     case "$pkg" in
         nginx-light) pkill -x nginx 2>/dev/null || true ;;
         coturn) pkill -x turnserver 2>/dev/null || true ;;
+        tor) pkill -x tor 2>/dev/null || true ;;
+        openvpn) pkill -x openvpn 2>/dev/null || true ;;
+        dante-server) pkill -x danted 2>/dev/null || true ;;
+        tinyproxy) pkill -x tinyproxy 2>/dev/null || true ;;
+        shadowsocks-libev) pkill -x ss-server 2>/dev/null || true ;;
     esac
 done

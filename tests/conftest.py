@@ -51,3 +51,36 @@ def observatory_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     built = fixture.build(tmp_path_factory.mktemp("observatory"))
     yield built
     data_rollup.forget(built.lake)
+
+
+# -- two phases (the Makefile's `unit`) ----------------------------------------------------------
+# The lab's tests (namespaces, real servers, timed call replays, the loopback mini-Internet, which
+# is one per machine) are marked ``lab`` and run alone, one after another, as before: a CPU-bound
+# test beside them would make the probe's own lag the story, and their verdicts would rightly say
+# "inconclusive (probe overloaded)". Everything else runs first on two workers (pytest-xdist,
+# ``-n 2 --dist loadgroup``); tests sharing one expensive session fixture stay on one worker so it
+# is built once: the dashboard's and the browser's fixture observatory, and Spark's JVM.
+_LAB_ELSEWHERE = {("spool", "test_collector_integration.py")}
+"""Test modules outside tests/lab that bring up a lab or the mini-Internet."""
+
+
+def _group(item: pytest.Item) -> str | None:
+    parts = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent).parts
+    if parts[0] == "lab" or parts in _LAB_ELSEWHERE:
+        return "lab"
+    if parts[0] in ("dashboard", "browser"):
+        return "dashboard"
+    if parts[0] == "analysis" and parts[-1].startswith("test_spark_"):
+        return "spark"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the markers added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    workers = config.pluginmanager.hasplugin("xdist")  # its marker exists only with it
+    for item in items:
+        group = _group(item)
+        if group == "lab":
+            item.add_marker(pytest.mark.lab)
+        elif group is not None and workers:
+            item.add_marker(pytest.mark.xdist_group(group))

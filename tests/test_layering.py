@@ -40,6 +40,7 @@ BREACHES: dict[str, list[tuple[str, str]]] = {
     "report-renders": [("msgwatch.report", "msgwatch.lab")],
     "cli-top": [("msgwatch.session", "msgwatch.cli")],
     "dashboard-reader": [("msgwatch.dashboard", "msgwatch.collector")],
+    "circumvention-records": [("msgwatch.circumvention.run", "msgwatch.analysis.verdicts")],
     "no-package-cycles": [("msgwatch.catalogue", "msgwatch.lab")],
 }
 

@@ -55,6 +55,7 @@ def test_every_rule_type_is_registered_under_its_name() -> None:
         "dns_nxdomain", "dns_forge", "dns_inject", "blackhole", "reject_tcp", "reset_on_keyword",
         "drop_on_keyword", "http_redirect_blockpage", "drop_udp", "drop_stun",
         "drop_call_signature", "tcp_signature", "police", "shape", "random_drop",
+        "openvpn_fingerprint", "wireguard_fingerprint", "fully_encrypted", "cut_after_bytes",
     }  # fmt: skip
 
 

@@ -19,7 +19,8 @@ from tests.format.check import assert_conforms
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
 
-SCENARIOS = [s.name for s in list_scenarios() if s.analysis is None]  # time: test_timeline
+SCENARIOS = [s.name for s in list_scenarios() if s.analysis is None and not s.circumvention]
+# time: test_timeline; circumvention: tests/lab/circumvention/test_scenarios.py (one shared lab)
 
 
 @pytest.fixture

@@ -163,6 +163,11 @@ def _check_roots(path: str) -> str | None:
     return None
 
 
+NOT_SERVICES = frozenset({"index.toml", "circumvention.toml"})
+"""Files of the catalogue's directory that are not services (``circumvention.toml``:
+:mod:`msgwatch.catalogue.circumvention`)."""
+
+
 def load_catalogue(path: Path | str | None = None) -> Catalogue:
     """Load and validate the catalogue in ``path`` (the shipped one when None)."""
     root = Path(path) if path is not None else default_catalogue_path()
@@ -185,7 +190,7 @@ def load_catalogue(path: Path | str | None = None) -> Catalogue:
     services: list[Service] = []
     seen: dict[str, str] = {}
     for file in sorted(root.glob("*.toml")):
-        if file.name == "index.toml":
+        if file.name in NOT_SERVICES:
             continue
         raw: dict[str, Any] = {}
         try:

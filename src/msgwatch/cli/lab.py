@@ -425,12 +425,11 @@ def lab_hold(scenario: str, phase: int, ready_file: str) -> None:
     import signal
     import threading
 
-    from msgwatch.lab.run import apply_phase, scenario_catalogue, write_geoip
-    from msgwatch.lab.topology import Lab
+    from msgwatch.lab.run import apply_phase, scenario_lab, write_geoip
 
     chosen = _scenario(scenario)
     stop = threading.Event()
-    with Lab(catalogue=scenario_catalogue(chosen)) as lab:
+    with scenario_lab(chosen) as lab:  # with the scenario's circumvention servers, if any
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         apply_phase(lab, chosen, phase)

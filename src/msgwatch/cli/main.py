@@ -31,6 +31,7 @@ from rich.console import Console
 from msgwatch import __version__
 from msgwatch.cli.analyse import analyse_command, events_command
 from msgwatch.cli.catalogue import catalogue_group
+from msgwatch.cli.circumvent import circumvent_command
 from msgwatch.cli.collector import collector_group, export_command
 from msgwatch.cli.dashboard import dashboard_group
 from msgwatch.cli.envelope import JsonGroup
@@ -50,6 +51,7 @@ def cli() -> None:
 
 for _command in (
     run_command,
+    circumvent_command,
     demo_command,
     catalogue_group,
     lab_group,

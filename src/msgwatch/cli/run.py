@@ -108,6 +108,11 @@ DEFAULTS = RunOptions()
 @click.option("--submit-timeout", type=click.FloatRange(0.1, 600),
               default=DEFAULTS.submit_timeout, show_default=True,
               help="Seconds to connect to a collector (and to wait between its answer's bytes).")  # fmt: skip
+@click.option("--circumvention", type=click.Path(dir_okay=False), is_flag=False, flag_value="",
+              default=None, metavar="[FILE]",
+              help="After the run, test the catalogue's circumvention entries (Tor, bridges) "
+                   "and those of FILE (your VPNs and proxies) through --helper, as `msgwatch "
+                   "circumvent` does (not with --every).")  # fmt: skip
 def run_command(
     services: str | None,
     functions: str | None,
@@ -141,6 +146,7 @@ def run_command(
     count: int | None,
     no_submit: bool,
     submit_timeout: float,
+    circumvention: str | None,
 ) -> None:
     """Measure every function of the selected services and print the verdicts.
 
@@ -176,10 +182,14 @@ def run_command(
         submit=not no_submit,
         submit_timeout=submit_timeout,
     )
+    if circumvention is not None and (every is not None or not helper):
+        raise click.UsageError("--circumvention needs --helper and cannot go with --every")
     try:
         _run(options, resolver, as_json, every, jitter, count)
     except SessionError as exc:
         raise fail(exc) from exc
+    if circumvention is not None:
+        _circumvent(options, circumvention or None, resolver, as_json)
 
 
 def _run(
@@ -220,6 +230,39 @@ def _run(
             count=count,
             progress=progress,
         )
+
+
+def _circumvent(options: RunOptions, file: str | None, resolver: str | None, as_json: bool) -> None:
+    """``--circumvention [FILE]``: the circumvention session with the run's options (without
+    FILE: the catalogue's entries only)."""
+    from msgwatch.cli.circumvent import circumvent
+    from msgwatch.session.circumvent import CircumventOptions
+
+    circumvent(
+        CircumventOptions(
+            file=file,
+            services=options.services,
+            catalogue=options.catalogue,
+            helper=options.helper,
+            ca_bundle=options.ca_bundle,
+            resolver=resolver,
+            seed=options.replay_seed or 0,
+            budget_mb=options.budget_mb,
+            assume_yes=options.assume_yes,
+            output=_beside(options.output),
+            state_dir=options.state_dir,
+        ),
+        as_json,
+    )
+
+
+def _beside(output: str | None) -> str | None:
+    """Where the circumvention measurements go for ``run --output``: a directory stays the
+    directory; a file gets a ``-circumvention`` sibling."""
+    if output is None or output.endswith("/") or Path(output).is_dir():
+        return output
+    path = Path(output)
+    return str(path.with_name(f"{path.stem}-circumvention{path.suffix or '.jsonl'}"))
 
 
 def _asker() -> Ask | None:

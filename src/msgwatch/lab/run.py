@@ -10,7 +10,9 @@ overwriting ``--output``), each run's verdicts are those its ``--json`` answer r
 phases' starts are recorded in wall-clock UTC, a phase with ``episodes`` runs one scheduled run at
 a time with its rules switched on or off (the runs with the rules off are labelled
 ``<phase>:off``), and with ``[analysis]`` the analysis over the collector's data must find the
-scenario's events (:mod:`msgwatch.lab.timeline`).
+scenario's events (:mod:`msgwatch.lab.timeline`). A scenario with ``circumvention`` groups gets a
+lab with those servers, and in each phase ``msgwatch circumvent`` runs in the probes' namespaces
+after the direct probe (:func:`circumvention_phase`, :mod:`msgwatch.lab.circumvention_run`).
 """
 
 from __future__ import annotations
@@ -285,6 +287,30 @@ def apply_phase(lab: Lab, scenario: Scenario, phase_index: int, active: bool = T
         censor.apply(compiled, ctx)
 
 
+def circumvention_phase(
+    lab: Lab, scenario: Scenario, phase: str, workdir: Path
+) -> tuple[list[PhaseRun], list[dict[str, Any]]]:
+    """The scenario's circumvention entries tested from its ISPs while ``phase``'s rules are in
+    force: each ISP's run and the rows comparing its verdicts with the ground truth."""
+    from msgwatch.lab import circumvention_run
+
+    runs, rows = [], []
+    for probe in circumvention_run.probe_circumvention(lab, scenario, phase, workdir):
+        runs.append(PhaseRun(probe.phase, probe.isp, probe.verdicts, probe.measurements,
+                             probe.seconds, len(probe.measurements)))  # fmt: skip
+        rows += circumvention_run.compare(scenario, probe.phase, probe.isp, probe.verdicts)
+    return runs, rows
+
+
+def scenario_lab(scenario: Scenario, catalogue: Catalogue | None = None) -> Lab:
+    """The lab a scenario runs in (not up yet): its services, its circumvention groups."""
+    from msgwatch.lab.topology import Lab
+
+    return Lab(
+        catalogue=scenario_catalogue(scenario, catalogue), circumvention=scenario.circumvention
+    )
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -328,7 +354,6 @@ def run_scenario(
           <scenario>-outage.nft          the outage ruleset applied abroad
           collector/                     an observatory's collector: data/, collector.log
     """
-    from msgwatch.lab.topology import Lab
 
     def note(text: str) -> None:
         if say is not None:
@@ -338,7 +363,7 @@ def run_scenario(
     workdir.mkdir(parents=True, exist_ok=True)
     internal_dir(workdir).mkdir(mode=0o700, exist_ok=True)
     started = time.monotonic()
-    with Lab(catalogue=scenario_catalogue(scenario, catalogue)) as lab:
+    with scenario_lab(scenario, catalogue) as lab:
         result.timings["up"] = time.monotonic() - started
         note(f"lab {lab.lab_id} up in {result.timings['up']:.1f} s")
         write_geoip(lab, scenario)
@@ -355,11 +380,18 @@ def run_scenario(
                 collector.restart()
                 note("collector killed (SIGKILL) and started again")
             result.boundaries.append((phase.name, _now()))
-            runs = probe_phase(lab, scenario, index, workdir)
-            result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
+            direct = scenario.circumvent.direct or not scenario.circumvention
+            runs = probe_phase(lab, scenario, index, workdir) if direct else []
             for run in runs:
                 result.runs.append(run)
                 result.rows.extend(compare(scenario, run.phase, run.isp, run.verdicts))
+            if scenario.circumvention:
+                c_runs, c_rows = circumvention_phase(lab, scenario, phase.name, workdir)
+                result.runs += c_runs
+                result.rows += c_rows
+                note(f"phase {phase.name}: circumvention tested in "
+                     f"{sum(r.seconds for r in c_runs):.1f} s")  # fmt: skip
+            result.timings[f"phase:{phase.name}"] = time.monotonic() - t0
             note(f"phase {phase.name}: probed both ISPs in {time.monotonic() - t0:.1f} s")
             if after_phase is not None:
                 after_phase(lab, phase.name)

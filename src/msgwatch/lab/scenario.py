@@ -19,7 +19,19 @@ Rule fields named ``to`` hold **selectors**, resolved against the running lab in
     abroad           every service subnet and the abroad infrastructure (198.18.3.0/24)
     domestic         the domestic segment (198.19.0.0/24)
     collector        the observatory's collector abroad (198.18.3.20/32)
+    circumvention:<role>  circumvention servers abroad (:data:`CIRCUMVENTION_SELECTORS`: a role
+                     of ``msgwatch.lab.plan.CIRCUMVENTION`` such as ``tor-bridge`` or ``openvpn``,
+                     or a set of them: ``tor-relays``, ``tor``, ``vpn``, ``proxies``, ``all``)
     <prefix>         a literal prefix, which must lie inside the lab's ranges
+
+A scenario may also ask for the lab's **circumvention servers** (``circumvention = ["tor", "vpn",
+"proxies"]``, :mod:`msgwatch.lab.circumvention`): each phase then runs ``msgwatch circumvent`` in
+the probes' namespaces as well (options in ``[circumvent]``), and ``[[expect_circumvention]]``
+states the ground truth per (phase, ISP, entry, function): ``function`` is ``tunnel``
+(``reachability`` for ``tor-reach``) or ``<service>.<function>`` for what went through a tunnel
+(``whatsapp.voice``); ``mechanism`` is ``<stage>.<kind>``, and may list alternatives
+(``tunnel.timeout|transfer.timeout``) where the lab cannot pin down which of two stages a block
+shows at. Every lab entry run is expected ``ok`` unless listed (:mod:`msgwatch.lab.circumvention_run`).
 """
 
 from __future__ import annotations
@@ -41,13 +53,41 @@ from pydantic import (
 
 from msgwatch.catalogue import FUNCTIONS
 from msgwatch.lab.mapping import LabMapping
-from msgwatch.lab.plan import COLLECTOR, LAB_V4, LAB_V6
+from msgwatch.lab.plan import CIRCUMVENTION, CIRCUMVENTION_PREFIX, COLLECTOR, LAB_V4, LAB_V6
 from msgwatch.session.schedule import parse_duration
 
 ABROAD_INFRA = ("198.18.3.0/24", "2001:db8:3::/64")
 DOMESTIC = ("198.19.0.0/24",)
 ISPS = ("isp1", "isp2")
 MAX_SCENARIO_BYTES = 256 * 1024
+LAB_ENTRIES = {
+    "tor": "tor", "tor-obfs4": "tor", "tor-reach": "tor",
+    "openvpn-udp": "vpn", "openvpn-tcp": "vpn", "wireguard": "vpn",
+    "shadowsocks": "proxies", "socks5": "proxies", "socks5-micro": "proxies",
+    "http-connect": "proxies",
+}  # fmt: skip
+"""Every entry the lab's circumvention groups write (name → group): the verdict table's rows."""
+ENTRY_TYPES = {
+    "tor": "tor", "tor-obfs4": "obfs4", "tor-reach": "tor_reach",
+    "openvpn-udp": "openvpn", "openvpn-tcp": "openvpn", "wireguard": "wireguard",
+    "shadowsocks": "shadowsocks", "socks5": "socks5", "socks5-micro": "socks5",
+    "http-connect": "http_connect",
+}  # fmt: skip
+"""Each lab entry's type (``msgwatch.circumvention.model.TYPES``): what ``budgets`` are keyed by."""
+NO_UDP = ("tor", "tor-obfs4", "socks5-micro", "http-connect")
+"""Lab entries whose tunnel carries no UDP (Tor, microsocks without UDP ASSOCIATE, HTTP CONNECT):
+calls through them are ``not_measured`` (``tunnel.no_udp``) unless a scenario says otherwise."""
+_TOR_RELAYS = ("tor-auth1", "tor-auth2", "tor-auth3", "tor-relay", "tor-exit")
+CIRCUMVENTION_SELECTORS: dict[str, tuple[str, ...]] = {
+    **{role: (role,) for role in CIRCUMVENTION},
+    "tor-relays": _TOR_RELAYS,
+    "tor": (*_TOR_RELAYS, "tor-bridge"),
+    "vpn": ("openvpn", "wireguard"),
+    "proxies": ("shadowsocks", "socks5", "http-proxy", "socks5-micro"),
+}
+"""``circumvention:<name>`` → the roles of :data:`msgwatch.lab.plan.CIRCUMVENTION` it stands for
+(``tor-relays``: the directory authorities, the middle relay and the exit, all published in the
+consensus; ``all``: the whole 198.18.4.0/24)."""
 
 
 class ScenarioError(ValueError):
@@ -137,6 +177,80 @@ class Expect(_Strict):
         return value
 
 
+class ExpectCircumvention(_Strict):
+    """The ground truth for one lab circumvention entry (``[[expect_circumvention]]``)."""
+
+    isp: Literal["isp1", "isp2", "all"]
+    entry: str
+    function: str = "tunnel"
+    """``tunnel`` (``reachability`` for a ``tor_reach`` entry) or ``<service>.<function>``."""
+    verdict: Literal["ok", "blocked", "inconclusive", "throttled", "degraded", "not_measured"]
+    mechanism: str | None = Field(default=None, max_length=200)
+    """``<stage>.<kind>``; ``a|b`` accepts either (see the module's notes)."""
+    phase: str | None = None
+    why: str = ""
+
+    @field_validator("entry")
+    @classmethod
+    def _entry(cls, value: str) -> str:
+        if value not in LAB_ENTRIES:
+            raise ValueError(f"unknown lab entry {value!r} (known: {', '.join(LAB_ENTRIES)})")
+        return value
+
+    @field_validator("function")
+    @classmethod
+    def _through(cls, value: str) -> str:
+        service, dot, function = value.partition(".")
+        if value in ("tunnel", "reachability") or (dot and service and function in FUNCTIONS):
+            return value
+        raise ValueError(f"function {value!r}: tunnel, reachability or <service>.<function>")
+
+    @property
+    def service(self) -> str:
+        """The verdict table's ``service`` (the entry's name), for :mod:`msgwatch.lab.truth`."""
+        return self.entry
+
+
+class Circumvent(_Strict):
+    """How a scenario's phases run ``msgwatch circumvent`` (``[circumvent]``)."""
+
+    isps: list[Literal["isp1", "isp2"]] = Field(default=["isp1", "isp2"], min_length=1)
+    """The ISPs whose probes test the entries, one ISP after the other (each runs all its
+    entries at once)."""
+    entries: list[str] = Field(default=[], max_length=len(LAB_ENTRIES))
+    """The lab entries to test (empty: every entry of the scenario's groups)."""
+    through: list[str] = Field(default=["whatsapp"], max_length=20)
+    """Services whose text and calls go through each tunnel that comes up (``--services``)."""
+    sustain: float = Field(default=2.0, ge=0.5, le=60)
+    """Seconds of the ``sustain`` stage."""
+    call_seconds: float = Field(default=1.0, ge=0.2, le=30)
+    """Seconds of each call replay (original, control) through a tunnel."""
+    budgets: dict[str, float] = {}
+    """Seconds to bring a tunnel up, per entry type (``tor``: 40); unset: the probe's defaults."""
+    direct: bool = True
+    """Also run ``msgwatch run`` for the scenario's services (the direct path) in each phase."""
+
+    @field_validator("entries")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        unknown = [e for e in value if e not in LAB_ENTRIES]
+        if unknown:
+            raise ValueError(f"unknown lab entries {unknown} (known: {', '.join(LAB_ENTRIES)})")
+        return value
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, seconds in value.items():
+            if kind not in ENTRY_TYPES.values():
+                raise ValueError(
+                    f"budget {kind}: not an entry type ({sorted(set(ENTRY_TYPES.values()))})"
+                )
+            if not 0 < seconds <= 300:
+                raise ValueError(f"budget {kind}: between 0 and 300 seconds")
+        return value
+
+
 class Analysis(_Strict):
     """After an observatory's phases, the analysis runs over the collector's data (``[analysis]``)."""
 
@@ -201,6 +315,52 @@ class Scenario(_Strict):
     """With an observatory: analyse the collector's data after the phases, and compare the events
     found with ``expect_event`` (exactly those, and no other)."""
     expect_event: list[ExpectEvent] = []
+    circumvention: list[Literal["tor", "vpn", "proxies"]] = []
+    """The lab's circumvention groups this scenario needs (their servers abroad, their entries
+    tested in every phase)."""
+    circumvent: Circumvent = Circumvent()
+    expect_circumvention: list[ExpectCircumvention] = []
+
+    @model_validator(mode="after")
+    def _circumvention(self) -> Scenario:
+        groups = set(self.circumvention)
+        if (self.expect_circumvention or self.circumvent.entries) and not groups:
+            raise ValueError("expect_circumvention and [circumvent] entries need `circumvention`")
+        named = [e.entry for e in self.expect_circumvention] + self.circumvent.entries
+        outside = sorted({n for n in named if LAB_ENTRIES[n] not in groups})
+        if outside:
+            raise ValueError(f"entries {outside} are not in the groups {sorted(groups)}")
+        if groups and self.observatory is not None:
+            raise ValueError("circumvention runs once per phase: no [observatory]")
+        phases = {p.name for p in self.phase}
+        for e in self.expect_circumvention:
+            if e.phase is not None and e.phase not in phases:
+                raise ValueError(f"expect_circumvention: no phase {e.phase!r}")
+        return self
+
+    def circumvention_entries(self) -> list[str]:
+        """The lab entries each phase tests, in :data:`LAB_ENTRIES`'s order."""
+        chosen = self.circumvent.entries or list(LAB_ENTRIES)
+        return [n for n in LAB_ENTRIES if n in chosen and LAB_ENTRIES[n] in self.circumvention]
+
+    def expected_circumvention(
+        self, phase: str, isp: str, entry: str, function: str
+    ) -> ExpectCircumvention:
+        """The ground truth for one (phase, ISP, entry, function): listed, or ``ok``."""
+        for e in self.expect_circumvention:
+            if (
+                e.entry == entry
+                and e.function == function
+                and e.isp in (isp, "all")
+                and e.phase in (phase, None)
+            ):
+                return e
+        if entry in NO_UDP and function.endswith((".voice", ".video")):
+            return ExpectCircumvention(isp="all", entry=entry, function=function,
+                                       verdict="not_measured", mechanism="tunnel.no_udp",
+                                       why="the transport carries no UDP: no call through it")  # fmt: skip
+        return ExpectCircumvention(isp="all", entry=entry, function=function, verdict="ok",
+                                   why="not targeted by this scenario")  # fmt: skip
 
     @model_validator(mode="after")
     def _timeline(self) -> Scenario:
@@ -282,6 +442,13 @@ def resolve_selector(selector: str, mapping: LabMapping) -> list[str]:
     if selector == "collector":
         return [f"{COLLECTOR}/32"]
     kind, _, value = selector.partition(":")
+    if kind == "circumvention":
+        if value == "all":
+            return [CIRCUMVENTION_PREFIX]
+        if value not in CIRCUMVENTION_SELECTORS:
+            known = ", ".join(["all", *CIRCUMVENTION_SELECTORS])
+            raise ScenarioError(f"selector {selector!r}: no such circumvention role ({known})")
+        return [f"{CIRCUMVENTION[role]}/32" for role in CIRCUMVENTION_SELECTORS[value]]
     if kind == "service":
         service = mapping.catalogue.service(value)
         if service is None:

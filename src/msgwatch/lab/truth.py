@@ -6,7 +6,9 @@ Rules:
   (:func:`judged`: :func:`msgwatch.analysis.verdicts.judge.judge` on each, as a reader of the
   published files would), never a view the probe may have embedded in them.
 - **Verdict and mechanism.** A row matches when both equal the expectation's (``None`` mechanism
-  included): ``blocked`` by the wrong mechanism is a mismatch.
+  included): ``blocked`` by the wrong mechanism is a mismatch. An expected mechanism may list
+  alternatives, ``a|b`` (:func:`mechanism_matches`): where the lab cannot pin down at which of two
+  stages a circumvention transport shows a block, either is right, and nothing else is.
 - **One row shape.** :func:`row` gives ``service``, ``function``, ``expected``,
   ``expected_mechanism``, ``verdict``, ``mechanism``, ``evidence`` (the verdict's transaction ids),
   ``match`` and ``why``. ``lab run`` adds its ``phase`` and ``isp`` and the verdict's ``scope`` and
@@ -24,7 +26,7 @@ from typing import Any, Protocol
 
 from msgwatch.analysis.verdicts.judge import judge
 
-__all__ = ["Expected", "against", "judged", "matched", "row"]
+__all__ = ["Expected", "against", "judged", "matched", "mechanism_matches", "row"]
 
 Record = dict[str, Any]
 
@@ -49,6 +51,13 @@ def judged(measurements: Iterable[Mapping[str, Any]]) -> list[Record]:
     return [v for m in measurements for v in judge(dict(m))]
 
 
+def mechanism_matches(expected: str | None, found: object) -> bool:
+    """Whether the mechanism ``found`` is the one expected (``a|b``: either)."""
+    if expected is None:
+        return found is None
+    return isinstance(found, str) and found in expected.split("|")
+
+
 def row(expected: Expected, found: Mapping[str, Any] | None) -> Record:
     """The comparison of one expectation with the verdict ``found`` (None: no verdict)."""
     verdict = found or {}
@@ -62,7 +71,7 @@ def row(expected: Expected, found: Mapping[str, Any] | None) -> Record:
         "evidence": verdict.get("evidence", []),
         "match": found is not None
         and verdict.get("verdict") == expected.verdict
-        and verdict.get("mechanism") == expected.mechanism,
+        and mechanism_matches(expected.mechanism, verdict.get("mechanism")),
         "why": expected.why,
     }
 

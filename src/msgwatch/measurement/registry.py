@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from msgwatch.measurement import model, vocab
+from msgwatch.measurement import circumvention, model, vocab
 from msgwatch.measurement.envelope import TEST_NAME, TEST_VERSION
 
 Rule = Callable[[dict[str, Any]], Iterable[str]]
@@ -121,6 +121,42 @@ register(
         test_version=TEST_VERSION,
         complete_in=("0.2.0", TEST_VERSION),
         rules=(same_service, verdicts_agree),
+    )
+)
+
+
+# --- msgwatch_circumvention's rules across keys (docs/spec/ts-msgwatch-circumvention.md) ---------
+
+
+def same_entry(m: dict[str, Any]) -> Iterable[str]:
+    """``input`` is ``test_keys.entry.name``; a private entry's address is scrubbed."""
+    entry = m["test_keys"]["entry"]
+    if m.get("input") != entry["name"]:
+        yield "input differs from test_keys.entry.name"
+    if entry["private"] and (entry["address"] != "[scrubbed]" or entry["port"] is not None):
+        yield "test_keys.entry: a private entry's address and port are not scrubbed"
+
+
+def stages_agree(m: dict[str, Any]) -> Iterable[str]:
+    """``failed_stage``/``failure`` are the first failed stage's; ``success`` has none."""
+    keys = m["test_keys"]
+    first = next((s for s in keys["stages"] if s["failure"] is not None), None)
+    if (first or {}).get("stage") != keys["failed_stage"]:
+        yield "test_keys.failed_stage is not the first failed stage"
+    if (first or {}).get("failure") != keys["failure"]:
+        yield "test_keys.failure is not the first failed stage's failure"
+    if keys["success"] and first is not None:
+        yield "test_keys.success with a failed stage"
+
+
+register(
+    TestSpec(
+        circumvention.TEST_NAME,
+        model.Envelope,
+        circumvention.CircumventionTestKeys,
+        test_version=circumvention.TEST_VERSION,
+        complete_in=(circumvention.TEST_VERSION,),
+        rules=(same_entry, stages_agree),
     )
 )
 for _name, _keys in (

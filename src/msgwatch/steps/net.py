@@ -113,14 +113,47 @@ class TCPConn:
         self.trace.event("close", txid=self.txid, t0=t0, address=self.address, proto="tcp")
 
 
-async def tcp_connect(trace: Trace, txid: int, ip: str, port: int, deadline: float) -> TCPConn:
-    """Connect to ``ip:port``; records a ``connect`` event and a ``tcp_connect`` entry."""
+def bound_socket(ip: str, kind: socket.SocketKind, device: str) -> socket.socket:
+    """A non-blocking socket for ``ip``'s family bound to network device ``device``
+    (``SO_BINDTODEVICE``): the kernel sends its packets out of that device (a VPN's TUN device)
+    even when no route names it."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode()[:15] + b"\0")
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _open_on_device(
+    ip: str, port: int, device: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = bound_socket(ip, socket.SOCK_STREAM, device)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (ip, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
+
+
+async def tcp_connect(
+    trace: Trace, txid: int, ip: str, port: int, deadline: float, *, device: str | None = None
+) -> TCPConn:
+    """Connect to ``ip:port``; records a ``connect`` event and a ``tcp_connect`` entry.
+    ``device``: through that network device only (``SO_BINDTODEVICE``; a tunnel's TUN device)."""
     t0 = trace.now()
     address = endpoint(ip, port)
     try:
         check_destination(ip)
         async with asyncio.timeout_at(deadline):
-            reader, writer = await asyncio.open_connection(ip, port, limit=READ_CHUNK)
+            if device is None:
+                reader, writer = await asyncio.open_connection(ip, port, limit=READ_CHUNK)
+            else:
+                reader, writer = await _open_on_device(ip, port, device)
     except Exception as exc:
         failure = classify(exc)
         trace.event("connect", txid=txid, t0=t0, address=address, proto="tcp", failure=failure)
@@ -275,20 +308,29 @@ LOCAL_PORT_ATTEMPTS = 16
 
 
 async def udp_open(
-    trace: Trace, txid: int, ip: str, port: int, *, avoid_ports: Collection[int] = ()
-) -> UDPSocket:
+    trace: Trace, txid: int, ip: str, port: int, *, avoid_ports: Collection[int] = (),
+    device: str | None = None,
+) -> UDPSocket:  # fmt: skip
     """A connected UDP socket to ``ip:port`` whose local port is neither ``port`` nor one of
     :data:`REFUSED_LOCAL_PORTS` nor in ``avoid_ports`` (the kernel's pick is rejected and
     another taken, the rejected sockets held open meanwhile so that the kernel cannot pick the
-    same port again)."""
+    same port again). ``device``: through that network device only (``SO_BINDTODEVICE``)."""
     check_destination(ip)
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
 
     async def make() -> tuple[asyncio.DatagramTransport, _DatagramQueue]:
-        return await loop.create_datagram_endpoint(
-            _DatagramQueue, remote_addr=(ip, port), family=family
-        )
+        if device is None:
+            return await loop.create_datagram_endpoint(
+                _DatagramQueue, remote_addr=(ip, port), family=family
+            )
+        sock = bound_socket(ip, socket.SOCK_DGRAM, device)
+        try:
+            sock.connect((ip, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await loop.create_datagram_endpoint(_DatagramQueue, sock=sock)
 
     transport, protocol = await fresh_local_port(
         make, REFUSED_LOCAL_PORTS | {port} | set(avoid_ports)

@@ -37,7 +37,7 @@ shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,10 @@ class ReplayOptions:
     not answer, :func:`msgwatch.steps.net.udp_open`)."""
     receive_buffer: int = RECEIVE_BUFFER
     """The kernel receive buffer to ask for (module notes)."""
+    open_udp: Callable[[Trace, int, str, int], Awaitable[UDPSocket]] | None = None
+    """``open_udp(trace, txid, ip, port)`` opens the replay's socket in place of
+    :func:`~msgwatch.steps.net.udp_open` (a tunnel's socket: :mod:`msgwatch.circumvention`);
+    None: a socket of the probe's own. ``avoid_ports`` is then the opener's business."""
 
 
 DEFAULT_OPTIONS = ReplayOptions()
@@ -337,7 +341,10 @@ async def replay(
     signed_payloads: dict[bytes, int] = {}  # the service's own framing: payload → index
     signed_back: set[int] = set()
     try:
-        sock = await udp_open(trace, txid, ip, port, avoid_ports=options.avoid_ports)
+        if options.open_udp is not None:
+            sock = await options.open_udp(trace, txid, ip, port)
+        else:
+            sock = await udp_open(trace, txid, ip, port, avoid_ports=options.avoid_ports)
     except Exception as exc:
         result.failure = F.classify(exc)
         sock = None

@@ -17,6 +17,12 @@ from msgwatch.lab.censor.addresses import (
     TcpSignature,
 )
 from msgwatch.lab.censor.base import Rule
+from msgwatch.lab.censor.circumvention import (
+    CutAfterBytes,
+    FullyEncrypted,
+    OpenvpnFingerprint,
+    WireguardFingerprint,
+)
 from msgwatch.lab.censor.dns import DnsForge, DnsInject, DnsNxdomain
 from msgwatch.lab.censor.keywords import DropOnKeyword, HttpRedirectBlockpage, ResetOnKeyword
 from msgwatch.lab.censor.rates import Police, Shape
@@ -28,6 +34,7 @@ RULE_TYPES: dict[str, type[Rule]] = {
         Blackhole, RejectTcp, ResetOnKeyword, DropOnKeyword, HttpRedirectBlockpage,
         DropUdp, DropStun, DropCallSignature, TcpSignature,
         Police, Shape, RandomDrop,
+        OpenvpnFingerprint, WireguardFingerprint, FullyEncrypted, CutAfterBytes,
     )
 }  # fmt: skip
 """Every rule type, by the ``type`` a scenario file names it with."""

@@ -136,17 +136,23 @@ def bound(pid: int) -> set[tuple[str, str, int]]:
     return found
 
 
-def _foreign(held: Iterable[tuple[str, str, int]], allowed: Sequence[IPNetwork]) -> list[str]:
+def _foreign(
+    held: Iterable[tuple[str, str, int]], allowed: Sequence[IPNetwork], wildcard: bool = False
+) -> list[str]:
     return sorted(
         f"{proto} {ip}:{port}"
         for proto, ip, port in held
         if not any(ipaddress.ip_address(ip) in network for network in allowed)
+        and not (wildcard and ipaddress.ip_address(ip).is_unspecified)
     )
 
 
-def foreign_binds(pid: int, allowed: Sequence[IPNetwork] = LOOPBACK) -> list[str]:
-    """Sockets of ``pid`` bound to an address outside ``allowed`` (wildcards are outside)."""
-    return _foreign(bound(pid), allowed)
+def foreign_binds(
+    pid: int, allowed: Sequence[IPNetwork] = LOOPBACK, wildcard: bool = False
+) -> list[str]:
+    """Sockets of ``pid`` bound to an address outside ``allowed`` (wildcards are outside, unless
+    ``wildcard``)."""
+    return _foreign(bound(pid), allowed, wildcard)
 
 
 def _always() -> bool:
@@ -165,6 +171,10 @@ class Server:
     answers: Callable[[], bool] = _always
     allowed: Sequence[IPNetwork] = LOOPBACK
     """Every socket of the server must be bound inside these networks."""
+    wildcard: bool = False
+    """The server may bind the wildcard address (``wireguard-go`` cannot bind one address): only
+    for a namespace whose every address is in ``allowed``, which the lab checks before servers
+    start (:meth:`msgwatch.lab.topology.Lab._check_safety`)."""
     error: type[ServerError] = ServerError
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -197,7 +207,7 @@ class Server:
             raise self.fail(f"exited at start (status {self.proc.returncode})")
         if not (self.binds <= bound(self.proc.pid) and self.answers()):
             return False
-        bad = foreign_binds(self.proc.pid, self.allowed)  # read again: after it answered
+        bad = foreign_binds(self.proc.pid, self.allowed, self.wildcard)  # again: after it answered
         if bad:
             networks = ", ".join(str(n) for n in self.allowed)
             raise self.fail(f"bound addresses outside {networks} ({', '.join(bad)})")
