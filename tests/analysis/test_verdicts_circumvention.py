@@ -89,7 +89,7 @@ def test_a_network_failure_with_a_working_control_is_blocked(
 
 def test_a_flow_stopped_after_bytes_is_cut() -> None:
     stages = [*PASSED[:3], _stage("transfer", 1, 11, "generic_timeout_error", bytes_sent=65536,
-                                  bytes_received=50000, seconds=10.0)]  # fmt: skip
+                                  bytes_received=50000, seconds=10.0, stalled_at=50000)]  # fmt: skip
     assert _verdict(_m(stages)) == ("blocked", "transfer.cut")
     stages = [*PASSED[:4], _stage("sustain", 1.5, 6.5, "connection_reset", seconds=5.0,
                                   bytes=12000, stalled_at_bytes=12000)]  # fmt: skip
@@ -133,12 +133,31 @@ def test_a_peer_of_the_same_run_that_reached_the_helper_is_a_control() -> None:
     ]  # fmt: skip
 
 
+def test_a_slow_but_moving_flow_is_not_a_cut() -> None:
+    """Review (lesser): a slow tunnel whose echo still moved when its time ran out was "cut"."""
+    slow = _stage("transfer", 1, 16, "generic_timeout_error", bytes_sent=65536,
+                  bytes_received=30000, seconds=15.0, stalled_at=None)  # fmt: skip
+    row = _one(_m([*PASSED[:3], slow]))
+    assert (row["verdict"], row["mechanism"]) == ("inconclusive", "transfer.slow")
+    assert "30000" in row["explanation"]
+    legacy = {k: v for k, v in slow.items() if k != "stalled_at"}  # no stalled_at at all
+    assert _verdict(_m([*PASSED[:3], legacy])) == ("inconclusive", "transfer.slow")
+    sustain = _stage("sustain", 1.5, 9.5, "generic_timeout_error", bytes_received=90000,
+                     rate=32768, stalled_at=None)  # fmt: skip
+    assert _verdict(_m([*PASSED[:4], sustain])) == ("inconclusive", "sustain.slow")
+    nothing_back = _stage("transfer", 1, 16, "generic_timeout_error", bytes_received=0)
+    assert _verdict(_m([*PASSED[:3], nothing_back])) == ("blocked", "transfer.timeout")
+    reset = _stage("transfer", 1, 3, "connection_reset", bytes_received=20000)
+    assert _verdict(_m([*PASSED[:3], reset])) == ("blocked", "transfer.cut")
+
+
 def test_a_bootstrap_still_progressing_is_slow_not_blocked() -> None:
     moving = _stage("tunnel", 0, 90, "generic_timeout_error", progress=85, progress_age=3.0)
     assert _verdict(_m([moving], transport="tor", name="tor")) == ("inconclusive", "tunnel.slow")
+    # H6.6: no progress_age is "not known to move", not "slow" (every Tor timeout was slow)
     unknown_age = _stage("tunnel", 0, 90, "generic_timeout_error")
     m = _m([unknown_age], transport="tor", name="tor", tor_progress=50)
-    assert _verdict(m) == ("inconclusive", "tunnel.slow")
+    assert _verdict(m) == ("blocked", "tunnel.timeout")
     stuck = _stage("tunnel", 0, 90, "generic_timeout_error", progress=10, progress_age=80.0)
     assert _verdict(_m([stuck], transport="tor", name="tor")) == ("blocked", "tunnel.timeout")
 
@@ -150,6 +169,21 @@ def test_a_timeout_while_the_probe_stalled_is_overloaded() -> None:
     assert _verdict(m) == ("inconclusive", "probe.overloaded")
     lag["stalls"] = [[0.2, 0.1]]
     assert _verdict(m) == ("blocked", "handshake.timeout")
+
+
+def test_blocked_says_the_control_proves_only_the_path_to_the_helper() -> None:
+    """H6.7: the control does not show the endpoint up: lower confidence, and said."""
+    m = _m([_stage("connect", 0, 1, "generic_timeout_error")])
+    row = _one(m)
+    assert (row["verdict"], row["rule_id"]) == ("blocked", "circumvention.blocked")
+    assert row["confidence"] <= 0.6 and "not that this endpoint is up" in row["explanation"]
+    m["test_keys"]["helper_view"] = {"failure": None}
+    row = _one(m)
+    assert (row["verdict"], row["mechanism"], row["confidence"]) == (
+        "blocked", "connect.timeout", 0.8,
+    )  # fmt: skip
+    m["test_keys"]["helper_view"] = {"failure": "generic_timeout_error"}
+    assert _verdict(m) == ("inconclusive", "endpoint.down")
 
 
 def test_tor_reachability_rows() -> None:
@@ -184,6 +218,12 @@ def _replay(role: str, sent: int, received: int, txid: int, cut: bool = False) -
         (0, 0, True, ("blocked", "calls.path")),
         (0, 0, False, ("inconclusive", "calls.unclear")),
         (100, 0, True, ("inconclusive", "calls.unclear")),
+        (20, 80, True, ("blocked", "calls.dpi")),
+        # one short round with random loss: not a clear difference (review: "blocked calls.dpi")
+        (40, 95, True, ("inconclusive", "calls.unclear")),
+        (0, 70, True, ("inconclusive", "calls.unclear")),
+        (30, 30, True, ("inconclusive", "calls.unclear")),
+        (60, 55, True, ("ok", None)),
     ],
 )
 def test_calls_through_the_tunnel(
@@ -230,6 +270,57 @@ def test_text_and_udp_not_carried_through_the_tunnel() -> None:
         ("telegram.text", "blocked", "through.reset"),
         ("whatsapp.voice", "not_measured", "tunnel.no_udp"),
         ("signal.text", "inconclusive", "through.unclear"),
+    ]
+
+
+def test_a_name_resolved_outside_the_tunnel_is_not_the_tunnel() -> None:
+    """H6.1: the direct resolution failed (censored DNS): never "blocked through.dns"."""
+    m = _m(PASSED, transport="tor", name="tor")
+    outside = {"endpoint": "chat", "host": "g.whatsapp.net", "port": 443, "resolved_outside": True}
+    m["test_keys"]["through"] = [
+        {"service": "whatsapp", "function": "text", "failure": "dns_nxdomain_error",
+         "target": dict(outside)},
+        {"service": "telegram", "function": "text", "failure": "generic_timeout_error",
+         "target": dict(outside)},  # the resolver timed out: no address
+        {"service": "signal", "function": "text", "failure": "dns_servfail_error"},
+        {"service": "viber", "function": "text", "failure": "connection_reset",
+         "target": {**outside, "address": "198.18.2.7"}},  # resolved; the tunnel reset it
+        {"service": "zoom", "function": "text", "failure": "dns_no_answer",
+         "resolved_outside": True, "target": "chat"},
+        {"service": "teams", "function": "text", "failure": "generic_timeout_error",
+         "failed_step": "resolve", "resolved_outside": True},
+        {"service": "discord", "function": "text", "failure": "generic_timeout_error",
+         "failed_step": "connect", "resolved_outside": True,
+         "target": {**outside, "address": "198.18.2.8"}},
+    ]  # fmt: skip
+    got = [(r["function"], r["verdict"], r["mechanism"]) for r in judge(m)[1:]]
+    assert got == [
+        ("whatsapp.text", "inconclusive", "through.dns_outside"),
+        ("telegram.text", "inconclusive", "through.dns_outside"),
+        ("signal.text", "inconclusive", "through.dns_outside"),
+        ("viber.text", "blocked", "through.reset"),
+        ("zoom.text", "inconclusive", "through.dns_outside"),
+        ("teams.text", "inconclusive", "through.dns_outside"),
+        ("discord.text", "blocked", "through.timeout"),
+    ]
+
+
+def test_records_the_runs_cut_interrupted_are_not_blocked() -> None:
+    """H6.5: a cut during what goes through leaves the stages passed and the record in flight
+    ``interrupted`` (local): the tunnel is ok, the record inconclusive, the rest not measured."""
+    m = _m(PASSED)
+    m["test_keys"]["through"] = [
+        {"service": "whatsapp", "function": "text", "measured": True, "failure": None},
+        {"service": "whatsapp", "function": "voice", "measured": True, "failure": "interrupted"},
+        {"service": "telegram", "function": "text", "measured": False, "failure": None,
+         "reason": "interrupted"},
+    ]  # fmt: skip
+    got = [(r["function"], r["verdict"], r["mechanism"]) for r in judge(m)]
+    assert got == [
+        ("tunnel", "ok", None),
+        ("whatsapp.text", "ok", None),
+        ("whatsapp.voice", "inconclusive", "through.unclear"),
+        ("telegram.text", "not_measured", "tunnel.down"),
     ]
 
 

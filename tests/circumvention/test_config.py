@@ -92,3 +92,24 @@ def test_merge_user_replaces_catalogue_by_name() -> None:
     mine = Entry("tor", "tor", "198.18.4.9", 9001, source="user")
     assert config.merge([a, b], [mine, Entry("y", "socks5", "198.18.4.3", 1)])[0] == mine
     assert [e.name for e in config.merge([a, b], [])] == ["tor", "x"]
+
+
+def test_check_holds_made_entries_to_the_files_rules() -> None:
+    """config.check: entries made elsewhere (the catalogue's) get parse()'s checks, each type's
+    check_params included."""
+
+    def refuse(kind: str) -> config.CheckParams:
+        return lambda entry: (
+            ["unknown params: fingerprint"] if "fingerprint" in entry.params else []
+        )
+
+    fine = Entry("a", "obfs4", "198.18.4.40", 443, params={"bridge": "x"}, source="s")
+    assert config.check([fine], check_params=refuse) == [fine]
+    bad = Entry("b", "obfs4", "198.18.4.41", 443, params={"fingerprint": "F"}, source="s")
+    twin = Entry("a", "tor", "198.18.4.42", 0)
+    with pytest.raises(config.ConfigError) as caught:
+        config.check([fine, bad, twin], check_params=refuse)
+    text = str(caught.value)
+    assert text.startswith("catalogue: ")
+    assert "transport[1] ('b'): params: unknown params: fingerprint" in text
+    assert "transport[2] ('a'): port: must be an integer in 1..65535" in text

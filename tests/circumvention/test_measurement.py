@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from msgwatch.circumvention.measurement import TEST_NAME, TEST_VERSION, build
-from msgwatch.circumvention.model import Context, Entry, Run, StageFailed
+from msgwatch.circumvention.model import Context, Entry, Run, StageFailed, StageRecord
 from msgwatch.measurement import circumvention as model
 from msgwatch.measurement import model as base
 from msgwatch.measurement.registry import spec_for
@@ -28,6 +28,12 @@ SPEC = (
 ).read_text()
 SECRET = "c2VjcmV0LWtleS1tYXRlcmlhbA=="
 STARTED = dt.datetime(2026, 12, 10, 12, 0, 0, tzinfo=dt.UTC)
+THROUGH_TEXT: dict[str, Any] = {
+    "service": "whatsapp", "function": "text", "measured": True, "failure": None,
+    "failed_step": None, "resolved_outside": False, "tls": None, "app": None,
+    "target": {"endpoint": "chat", "host": "chat.example", "port": 443, "protocol": "tls",
+               "address": "198.18.2.20", "resolved_outside": False},
+}  # fmt: skip
 
 
 class FakeClock:
@@ -61,7 +67,8 @@ async def _stages(run: Run, clock: FakeClock, *, fail: str | None = None) -> Non
         raise run.fail("transfer", "connection_reset", bytes_sent=65536, bytes_received=20000,
                        seconds=1.0)  # fmt: skip
     async with run.stage("transfer") as detail:
-        detail.update(bytes_sent=65536, bytes_received=65536, seconds=0.4)
+        detail.update(bytes_sent=65536, bytes_received=65536, seconds=0.4, stalled_at=None,
+                      last_echo=0.4, echo_rate=163840, idle=0.0, stall_seconds=5.0)  # fmt: skip
         clock.now += 0.4
 
 
@@ -78,7 +85,7 @@ def _run(entry: Entry, *, fail: str | None = None) -> Run:
         asyncio.run(_stages(run, clock, fail=fail))
     run.keys["control"] = {"helper": "198.18.3.10", "port": 40000, "failure": None, "t0": 0.0,
                            "t": 0.1}  # fmt: skip
-    run.keys["through"] = [{"service": "whatsapp", "function": "text", "failure": None}]
+    run.keys["through"] = [THROUGH_TEXT]
     run.keys["params"] = dict(entry.params)  # a careless transport: never copied
     run.keys["tor_logs"] = ["x" * 5000] * 500
     return run
@@ -191,7 +198,7 @@ def test_the_spec_names_every_key_of_the_model() -> None:
     own = _all_keys(model.CircumventionTestKeys) - _all_keys(base.TcpConnect)
     standard = set()
     for td in (base.Query, base.TlsHandshake, base.HttpTransaction, base.NetworkEvent,
-               base.ProbeLag):  # fmt: skip
+               base.ProbeLag, base.ReplayRecord, base.AppHandshake):  # fmt: skip
         standard |= _all_keys(td)
     missing = {k for k in own - standard if k not in _names(SPEC)}
     assert not missing, f"the spec does not name {sorted(missing)}"
@@ -206,3 +213,147 @@ def test_the_spec_states_the_version_and_extensions() -> None:
     assert f"- **{TEST_VERSION}** (" in SPEC[SPEC.index("## Changes") :]
     for stage in model.STAGE_NAMES:
         assert f"`{stage}`" in SPEC
+
+
+# --- fix round (issue 13 review): H3 scrubbing, M6 keys, Tor's error, the shapes written -------
+
+
+def _contacted_run(entry: Entry, server: str, port: int) -> Run:
+    """A run whose transport reached ``server`` (resolved with no query recorded, as
+    vpnkit's system resolution did) and recorded it in every place a transport does."""
+    run = _run(entry)
+    run.endpoint_addresses.add(server)
+    shown = f"[{server}]" if ":" in server else server
+    run.trace.tcp(txid=7, t0=0.2, ip=server, port=port, failure=None)
+    run.trace.event("connect", txid=7, t0=0.2, address=f"{shown}:{port}", proto="udp")
+    run.stages[0].detail.update(address=server, addresses=[server])
+    run.keys["openvpn_handshake"] = [{
+        "endpoint": f"openvpn://vpn/?address={shown}:{port}&transport=udp", "ip": server,
+        "port": port, "transport": "udp", "provider": "vpn", "t0": 0.1, "t": 0.3,
+        "transaction_id": 7, "failure": None,
+    }]  # fmt: skip
+    run.keys["wireguard_handshake"] = {
+        "endpoint": f"{shown}:{port}", "ip": server, "port": port, "transport": "udp",
+        "t0": 0.1, "t": 0.3, "handshake_time": 0.2, "latest_handshake": 1_700_000_000,
+        "transaction_id": 7, "failure": None,
+    }  # fmt: skip
+    return run
+
+
+@pytest.mark.parametrize("server", ["198.18.4.77", "2001:db8::77"])
+def test_a_private_entry_hides_what_it_contacted_and_its_ports(tmp_path: Path, server: str) -> None:
+    entry = Entry(name="myvpn", type="openvpn", address="vpn.example.org", port=51234,
+                  protocol="udp", params={}, source="user", private=True)  # fmt: skip
+    m = build(_contacted_run(entry, server, 51234), entry, _ctx(tmp_path), STARTED)
+    assert validate(m) == []
+    text = json.dumps(m)
+    assert server not in text and "2001:0db8" not in text and "vpn.example.org" not in text
+    assert "51234" not in text
+    keys = m["test_keys"]
+    assert keys["entry"]["port"] is None and keys["entry"]["address"] == "[scrubbed]"
+    assert keys["openvpn_handshake"][0]["port"] == 0
+    assert (
+        keys["openvpn_handshake"][0]["endpoint"]
+        == "openvpn://vpn/?address=[scrubbed]&transport=udp"
+    )
+    assert keys["wireguard_handshake"]["endpoint"] == "[scrubbed]"
+    assert all(c["port"] == 0 for c in keys["tcp_connect"] if c["ip"] == "[scrubbed]")
+    # the helper and the through target are not the entry's: they stay
+    assert keys["control"]["helper"] == "198.18.3.10"
+    assert keys["through"][0]["target"]["port"] == 443
+
+
+def test_a_public_entry_keeps_its_addresses_and_ports(tmp_path: Path) -> None:
+    entry = Entry(name="openvpn-udp", type="openvpn", address="198.18.4.77", port=51234,
+                  protocol="udp", params={}, source="lab")  # fmt: skip
+    m = build(_contacted_run(entry, "198.18.4.77", 51234), entry, _ctx(tmp_path), STARTED)
+    keys = m["test_keys"]
+    assert keys["openvpn_handshake"][0]["port"] == 51234 and keys["entry"]["port"] == 51234
+    assert keys["wireguard_handshake"]["endpoint"] == "198.18.4.77:51234"
+
+
+def test_a_private_tor_reach_entry_hides_every_target(tmp_path: Path) -> None:
+    targets: list[dict[str, Any]] = [{"name": "a", "address": "198.18.5.1", "port": 9001, "protocol": "or_port"},
+               {"name": "b", "address": "198.18.5.2", "port": 9030, "protocol": "dir_port"}]  # fmt: skip
+    entry = Entry(name="my-relays", type="tor_reach", address="198.18.5.1", port=9001,
+                  params={"targets": targets}, source="user", private=True)  # fmt: skip
+    run = Run(entry, Trace())
+    ids = {}
+    for i, t in enumerate(targets):
+        run.trace.tcp(txid=i + 1, t0=0.0, ip=t["address"], port=t["port"], failure=None)
+        run.trace.event("connect", txid=i + 1, t0=0.0, address=f"{t['address']}:{t['port']}",
+                        proto="tcp")  # fmt: skip
+        ids[f"{i:064x}"] = {"failure": None, "target_address": f"{t['address']}:{t['port']}",
+                            "target_name": t["name"], "target_protocol": t["protocol"]}  # fmt: skip
+    run.keys["targets"] = ids
+    run.keys["through"] = []
+    m = build(run, entry, _ctx(tmp_path), STARTED)
+    assert validate(m) == []
+    text = json.dumps(m)
+    for t in targets:
+        assert t["address"] not in text and str(t["port"]) not in text
+    assert not any(i in text for i in ids)
+    assert sorted(m["test_keys"]["targets"]) == ["scrubbed-0", "scrubbed-1"]
+    assert {t["target_address"] for t in m["test_keys"]["targets"].values()} == {"[scrubbed]"}
+
+
+def test_wireguard_and_udp_associate_keys_are_written(tmp_path: Path) -> None:
+    entry = _entry()
+    run = _contacted_run(entry, "198.18.4.5", 51820)
+    del run.keys["openvpn_handshake"]
+    run.keys["udp_associate"] = {"failure": None, "echo": True, "seconds": 0.01}
+    run.keys["tunnel"] = "wireguard"
+    m = build(run, entry, _ctx(tmp_path), STARTED)
+    keys = m["test_keys"]
+    assert keys["wireguard_handshake"]["handshake_time"] == 0.2
+    assert keys["udp_associate"] == {"failure": None, "echo": True, "seconds": 0.01}
+    assert validate(m) == [] and extra_keys(m) == []
+    bad = json.loads(json.dumps(m))
+    bad["test_keys"]["udp_associate"]["echo"] = "yes"
+    assert any("udp_associate.echo" in p for p in validate(bad))
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (None, None),
+        ("generic_timeout_error", "timeout-reached"),
+        ("client_failed", "client_failed"),
+    ],
+)
+def test_tor_error_is_oonis(tmp_path: Path, failure: str | None, error: str | None) -> None:
+    entry = Entry(name="tor-obfs4", type="obfs4", address="198.18.4.20", port=443)
+    run = Run(entry, Trace())
+    for stage in ("connect", "handshake", "tunnel"):
+        failed = failure if stage == "tunnel" else None
+        run.stages.append(StageRecord(stage, 0.0, 0.1, failed, {"progress": 50}))
+    run.stages.append(StageRecord("transfer", 0.1, 0.2, "connection_reset"))  # not the bootstrap
+    run.keys["through"] = []
+    m = build(run, entry, _ctx(tmp_path), STARTED)
+    assert validate(m) == []
+    assert m["test_keys"]["error"] == error
+    other = build(_run(_entry()), _entry(), _ctx(tmp_path), STARTED)
+    assert "error" not in other["test_keys"]
+
+
+def test_an_old_through_target_string_or_a_null_seconds_is_caught(tmp_path: Path) -> None:
+    """The two shapes the collector rejected (review H2) are the validator's to catch, and the
+    writer no longer produces them (tests/circumvention/test_flows.py)."""
+    entry = _entry()
+    m = json.loads(json.dumps(build(_run(entry), entry, _ctx(tmp_path), STARTED)))
+    m["test_keys"]["through"][0]["target"] = "chat"
+    m["test_keys"]["stages"][-1]["seconds"] = None
+    problems = validate(m)
+    assert any("through[0].target" in p for p in problems)
+    assert any("stages[3].seconds" in p for p in problems)
+
+
+def test_a_handshake_cut_by_the_budget_has_a_null_end(tmp_path: Path) -> None:
+    """What the lab's opcode-DPI scenario wrote: an OpenVPN handshake the budget cut, never
+    ended (``t`` null), is valid (it was rejected before)."""
+    entry = Entry(name="openvpn-udp", type="openvpn", address="198.18.4.40", port=1194,
+                  protocol="udp")  # fmt: skip
+    run = _contacted_run(entry, "198.18.4.40", 1194)
+    run.keys["openvpn_handshake"][0]["t"] = None
+    m = build(run, entry, _ctx(tmp_path), STARTED)
+    assert validate(m) == [] and m["test_keys"]["openvpn_handshake"][0]["t"] is None

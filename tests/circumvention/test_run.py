@@ -54,7 +54,8 @@ class Loopback:
 
 
 class Fake:
-    """A transport module for the test types: ``ok``, ``hang``, ``fail``, ``proc``, ``boom``."""
+    """A transport module for the test types: ``ok``, ``hang``, ``fail``, ``proc``, ``boom``,
+    ``hog`` (blocks the event loop, then hangs), ``slowstop`` (its cleanup hangs)."""
 
     def __init__(self, tunnel: Loopback, pids: list[int]) -> None:
         self.tunnel, self.pids = tunnel, pids
@@ -74,7 +75,9 @@ class Fake:
                     proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
                     self.pids.append(proc.pid)
             async with run.stage("handshake"):
-                if entry.type in ("hang", "proc"):
+                if entry.type == "hog":
+                    time.sleep(1.5)  # the probe's own loop stalls (a busy machine)
+                if entry.type in ("hang", "proc", "hog"):
                     await asyncio.sleep(3600)
                 if entry.type == "boom":
                     raise AssertionError("a transport's bug")
@@ -85,6 +88,8 @@ class Fake:
             if proc is not None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if entry.type == "slowstop":
+                await asyncio.sleep(30)
             self.stopped.append(entry.name)
 
 
@@ -168,6 +173,7 @@ def test_cut_flow_fails_transfer_with_bytes(tmp_path: Path) -> None:
     assert run.failed_stage == "transfer" and run.failure == "generic_timeout_error"
     detail = next(s for s in run.stages if s.stage == "transfer").detail
     assert 0 < detail["bytes_received"] <= 50_000 < detail["bytes_sent"]
+    assert detail["stalled_at"] == detail["bytes_received"]  # stopped, not slow
     assert "sustain" not in stages(run)
 
 
@@ -286,6 +292,130 @@ def test_tunnel_down_means_not_measured(tmp_path: Path) -> None:
                                        modules=lambda _t: fake))  # fmt: skip
     assert [(t["function"], t["measured"], t["reason"]) for t in run.keys["through"]] == [
         ("text", False, "connect_failed"), ("voice", False, "connect_failed")]  # fmt: skip
+
+
+def _up_then_cut(tmp_path: Path, kind: str, cut: str, call_seconds: float) -> Run:
+    """One entry whose tunnel comes up and passes transfer and sustain, then is cut ``cut`` =
+    ``budget`` (the after-up budget runs out) or ``deadline`` (the run-wide deadline)."""
+
+    async def main() -> list[Run]:
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(UDPEcho, local_addr=(LOOPBACK, 0))
+        try:
+            async with Echo() as port:
+                tunnel = Loopback({port: port}, udp={3478: udp.get_extra_info("sockname")[1]})
+                fake = Fake(tunnel, [])
+                ctx = context(tmp_path, port)
+                deadline = 3.5 if cut == "deadline" else None
+                return await R.run_entries(entries(kind), ctx, services=[_service(port, 3478)],
+                                           call_seconds=call_seconds, deadline=deadline,
+                                           modules=lambda _t: fake)  # fmt: skip
+        finally:
+            udp.close()
+
+    return asyncio.run(main())[0]
+
+
+@pytest.mark.parametrize("cut", ["budget", "deadline"])
+def test_a_cut_after_every_stage_passed_invents_no_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    """H6.5: the time after the tunnel ran out during what goes through: the stages stay as
+    measured (no second ``sustain`` with a timeout: "blocked sustain.timeout"), the record in
+    flight is ``interrupted``, and what was done before it is kept."""
+    if cut == "budget":
+        monkeypatch.setattr(R, "after_up", lambda *_a: 3.5)
+    run = _up_then_cut(tmp_path, "ok", cut, call_seconds=3.0)
+    assert [s.stage for s in run.stages] == ["connect", "handshake", "tunnel", "transfer",
+                                             "sustain"]  # fmt: skip
+    assert run.failure is None
+    text, voice = run.keys["through"]
+    assert text["measured"] and text["failure"] is None and text["target"]["address"] == LOOPBACK
+    assert (voice["function"], voice["measured"], voice["failure"]) == ("voice", True,
+                                                                         "interrupted")  # fmt: skip
+
+
+def test_a_cut_during_cleanup_invents_no_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H6.5: a cleanup that outlasts the time after the tunnel is not a network failure."""
+    monkeypatch.setattr(R, "after_up", lambda *_a: 3.0)
+
+    async def main() -> list[Run]:
+        async with Echo() as port:
+            fake = Fake(Loopback({port: port}), [])
+            return await R.run_entries(entries("slowstop"), context(tmp_path, port),
+                                       modules=lambda _t: fake)  # fmt: skip
+
+    (run,) = asyncio.run(main())
+    assert [s.stage for s in run.stages][-2:] == ["transfer", "sustain"]
+    assert run.failure is None and run.keys["through"] == []
+
+
+def test_a_cut_with_no_stage_open_is_never_the_networks() -> None:
+    """With no stage open (a transport's own work between stages), the cut names the stage after
+    the last one run as ``interrupted`` (local), never one before it (a UDP transport has no
+    ``connect``) nor one after the entry's last (``tor_reach`` ends at ``handshake``)."""
+    from msgwatch.circumvention.model import StageRecord
+
+    run = Run(Entry(name="wg", type="wireguard", address="198.18.4.1", port=1), Trace())
+    run.stages.append(StageRecord("handshake", 0.0, 0.1))
+    R._timed_out(run, 15.0)
+    assert [(s.stage, s.failure) for s in run.stages] == [
+        ("handshake", None), ("tunnel", "interrupted")]  # fmt: skip
+    assert run.stages[-1].detail["budget"] == 15.0
+    reach = Run(Entry(name="r", type="tor_reach", address="198.18.4.1", port=1), Trace())
+    reach.stages += [StageRecord("connect", 0.0, 0.1), StageRecord("handshake", 0.1, 0.2)]
+    R._interrupted(reach)
+    R._timed_out(reach, 20.0)
+    assert reach.failure is None and len(reach.stages) == 2
+
+
+def test_probe_lag_is_recorded_and_read_by_the_judge(tmp_path: Path) -> None:
+    """H6.6: a timeout while the probe's own loop stalled is ``probe.overloaded``: the runner
+    records ``probe_lag`` per entry (it never did), in the shape the judge reads."""
+    from msgwatch.analysis.verdicts.circumvention import judge
+    from msgwatch.circumvention.measurement import test_keys
+    from msgwatch.measurement.model import ProbeLag
+    from msgwatch.measurement.validate import check
+
+    async def main() -> tuple[list[Run], Context]:
+        async with Echo() as port:
+            fake = Fake(Loopback({port: port}), [])
+            ctx = context(tmp_path, port, hog=1.0, ok=5.0)
+            return await R.run_entries(entries("hog", "ok"), ctx,
+                                       modules=lambda _t: fake), ctx  # fmt: skip
+
+    (hog, ok), ctx = asyncio.run(main())
+    assert hog.failed_stage == "handshake" and hog.failure == "generic_timeout_error"
+    lag = hog.keys["probe_lag"]
+    assert set(lag) == {"interval", "tolerance", "samples", "max_lag", "stalled", "stall_count",
+                        "stalls"}  # fmt: skip
+    assert lag["max_lag"] >= 1.0 and lag["stalls"]
+    assert check(lag, ProbeLag) == []  # the spec's shape (msgwatch_service's msgwatch_probe_lag)
+    handshake = next(s for s in hog.stages if s.stage == "handshake")
+    start, seconds = max(lag["stalls"], key=lambda s: s[1])
+    assert handshake.t0 - 0.1 <= start and start + seconds <= (handshake.t or 0) + 0.1
+    m: dict[str, Any] = {"test_name": "msgwatch_circumvention", "input": "hog-0", "report_id": "r",
+         "test_keys": test_keys(hog, ctx)}  # fmt: skip
+    assert m["test_keys"]["probe_lag"] == lag
+    row = judge(m)[0]
+    assert (row["verdict"], row["mechanism"]) == ("inconclusive", "probe.overloaded")
+    assert "probe_lag" in ok.keys and ok.failure is None
+
+
+def test_the_time_after_up_covers_what_goes_through() -> None:
+    """H6.5: each call function's two replays may take ``call_seconds + GRACE + 1`` each."""
+    from msgwatch.circumvention import through
+    from msgwatch.steps.replay import GRACE
+
+    service = _service(1, 3478)
+    for seconds in (0.5, 2.0, 5.0):
+        worst = through.TEXT_SECONDS + 2 * (seconds + GRACE + 1.0)
+        assert through.budget([service], seconds) >= worst + 1.0
+        ctx = Context(workdir=Path("/nonexistent"), helper=LOOPBACK, sustain_seconds=5.0)
+        rest = R.after_up(ctx, [service], seconds) - T.TRANSFER_SECONDS - 5.0 - T.SUSTAIN_GRACE
+        assert rest >= worst + 1.0
 
 
 def test_pattern_is_printable_and_continuous() -> None:

@@ -10,6 +10,7 @@ import ipaddress
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_the_destination_is_fenced_before_anything_reaches_the_proxy() -> None:
 
         async with serve(count) as proxy:
             got = await failure_of(
-                socks.socks5_connect(Trace(), 1, LOCAL, proxy, "8.8.8.8", 443, deadline())
+                socks.socks5_connect(Trace(), 1, LOCAL, proxy, "192.0.2.8", 443, deadline())
             )
             await asyncio.sleep(0.05)
             return got, seen
@@ -330,7 +331,7 @@ def test_a_misbehaving_http_proxy_gives_a_failure_string(
 def test_http_connect_fences_the_destination() -> None:
     async def main() -> str:
         return await failure_of(
-            socks.http_connect(Trace(), 1, LOCAL, 9, "1.1.1.1", 443, deadline())
+            socks.http_connect(Trace(), 1, LOCAL, 9, "192.0.2.1", 443, deadline())
         )
 
     assert run(main) == "destination_not_allowed"
@@ -568,3 +569,102 @@ def test_ss_local_is_stopped_when_the_server_misbehaves_or_the_run_is_cancelled(
     else:
         assert running
         assert (run_.stages[-1].stage, run_.stages[-1].failure) == ("tunnel", "interrupted")
+
+
+# -- review of b19d735: the fixes of F3 ------------------------------------------------------
+
+
+def test_http_connect_head_is_read_in_one_go_and_not_past_its_end() -> None:
+    """Lesser: the head was read 1-4 bytes at a time (~2,000 reads and trace events for 8 KB);
+    now it is taken up to its blank line at once, and what follows stays for the tunnel."""
+
+    async def main() -> tuple[bytes, int]:
+        headers = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 60) for i in range(80))
+        answer = b"HTTP/1.1 200 Connection established\r\n" + headers + b"\r\nHELLO"
+        async with serve(scripted(answer, then="hang")) as proxy_port:
+            trace = Trace()
+            conn = await socks.http_connect(trace, 1, LOCAL, proxy_port, LOCAL, 9, deadline())
+            try:
+                reads = sum(1 for e in trace.network_events if e["operation"] == "read")
+                return await conn.read(deadline()), reads
+            finally:
+                conn.close()
+
+    data, reads = run(main)
+    assert data == b"HELLO"
+    assert reads <= 2
+
+
+def test_a_local_proxy_failure_is_client_failed_a_remote_one_the_networks() -> None:
+    """Review H6.4: a refused connection to ss-local's own 127.0.0.1 port (it died) is the
+    client program's, not "blocked transfer.refused"; the same refusal from a remote proxy
+    stays the network's."""
+
+    async def main() -> tuple[str, str, str]:
+        async with serve(echo) as port:
+            closed = port  # nothing listens there once the server is gone
+        local = proxy.ProxyTunnel("socks5", LOCAL, closed, local=True)
+        remote = proxy.ProxyTunnel("socks5", LOCAL, closed)
+        return (
+            await failure_of(local.open_stream(Trace(), 1, LOCAL, 9, deadline())),
+            await failure_of(remote.open_stream(Trace(), 1, LOCAL, 9, deadline())),
+            await failure_of(local.open_stream(Trace(), 1, "192.0.2.9", 9, deadline())),
+        )
+
+    assert run(main) == ("client_failed", "connection_refused", "destination_not_allowed")
+
+
+def _fake_ss_local(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "ss-local"
+    script.write_text(f"#!{sys.executable}\n{body}")
+    script.chmod(0o755)
+    return str(script)
+
+
+SILENT = "import time; time.sleep(60)"
+LIAR = "print('INFO: listening at 127.0.0.1:1', flush=True)\nimport time; time.sleep(60)"
+
+
+@pytest.mark.parametrize(("body", "stage"), [(SILENT, "tunnel"), (LIAR, "tunnel")])
+def test_ss_local_trouble_is_client_failed_and_its_directory_removed(
+    tmp_path: Path, body: str, stage: str
+) -> None:
+    """Review H6.4 and M3: an ss-local that never says it listens (was generic_timeout_error)
+    or does not accept on its port (was connection_refused) is ``client_failed``; its
+    directory (with the 0600 password file) is removed."""
+
+    async def main() -> tuple[Run, float]:
+        exe = _fake_ss_local(tmp_path, body)
+        async with serve(echo) as server:
+            entry = _entry("shadowsocks", server, method="aes-256-gcm", password="pw", udp=False)
+            ctx = Context(workdir=tmp_path / "work", helper=LOCAL, helper_port=server,
+                          budgets={"shadowsocks": 8.0}, executables={"ss-local": exe})  # fmt: skip
+            t0 = time.monotonic()
+            run_, _ = await _bring_up(entry, ctx)
+            return run_, time.monotonic() - t0
+
+    run_, took = run(main)
+    assert [(s.stage, s.failure) for s in run_.stages] == [
+        ("connect", None), (stage, "client_failed")
+    ]  # fmt: skip
+    assert took < shadowsocks.START_SECONDS + 2
+    assert not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.skipif(shutil.which("ss-local") is None, reason="needs Debian's shadowsocks-libev")
+def test_ss_local_directory_is_removed_after_a_tunnel_came_up(tmp_path: Path) -> None:
+    """Review M3: after the tunnel was used (here: ss-local up, the 'server' closes), the
+    directory with the password file is gone."""
+
+    async def closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+
+    async def main() -> Run:
+        async with serve(closes) as port:
+            entry = _entry("shadowsocks", port, method="aes-256-gcm", password="pw", udp=False)
+            run_, _ = await _bring_up(entry, _ctx(tmp_path / "work", 9, budget=10.0))
+            return run_
+
+    run_ = run(main)
+    assert run_.stages[-1].stage == "tunnel"
+    assert not list((tmp_path / "work").iterdir())

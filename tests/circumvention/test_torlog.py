@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from msgwatch.circumvention.transports.torlog import (
     stage_of,
 )
 from msgwatch.failures import ProbeFailure
+from msgwatch.fence import fence_from
 from msgwatch.steps.trace import Trace
 
 FPR = "A" * 40
@@ -157,10 +159,25 @@ def test_tor_params_refused(kind: str, params: dict[str, Any], problem: str) -> 
 
 def test_torrc_holds_only_checked_lines(tmp_path: Path) -> None:
     text = tor.torrc(entry("obfs4", bridge=BRIDGE, dir_authorities=[AUTH],
-                           torrc=["TestingTorNetwork 1"]), tmp_path, {"obfs4proxy": "/x/obfs4proxy"})  # fmt: skip
+                           torrc=["TestingTorNetwork 1"]), tmp_path, "/x/obfs4proxy")  # fmt: skip
     assert "SocksPort 127.0.0.1:auto" in text and f"Bridge {BRIDGE}" in text
     assert "ClientTransportPlugin obfs4 exec /x/obfs4proxy" in text
     assert f"DirAuthority {AUTH}" in text and "ControlPort 0" in text
+    assert "ReachableAddresses" not in text  # no fence, no restriction
+
+
+def test_torrc_keeps_tor_inside_the_fence(tmp_path: Path) -> None:
+    """M9: tor's later hops (relays from the consensus) are fenced by tor itself."""
+    fence = fence_from("127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32")
+    text = tor.torrc(entry("tor", dir_authorities=[AUTH]), tmp_path, None, fence)
+    reachable = [line for line in text.splitlines() if line.startswith("ReachableAddresses")]
+    assert reachable == [
+        "ReachableAddresses accept 127.0.0.0/8:*",
+        "ReachableAddresses accept [::1]/128:*",
+        "ReachableAddresses accept 198.18.0.0/15:*",
+        "ReachableAddresses accept [2001:db8::]/32:*",
+        "ReachableAddresses reject *:*",
+    ]
 
 
 def target(**over: Any) -> dict[str, Any]:
@@ -193,8 +210,24 @@ def test_reach_keys_count_and_scrub() -> None:
     records = list(keys["targets"].values())
     assert records[0]["target_address"] == "198.18.4.1:9001" and records[0]["failure"] is None
     assert records[1]["failure"] == "eof_error"
-    assert records[2]["target_address"] == "[scrubbed]"  # a bridge with a source is private
+    assert records[2]["target_address"] == "198.18.4.1:9001"  # a source is public, not private
     assert len(set(keys["targets"])) == 3
+    private = Entry("t", "tor_reach", "198.18.4.1", 9001, params={"targets": targets}, private=True)
+    hidden = list(tor_reach.keys(private, targets, results)["targets"].values())
+    assert (
+        {r["target_address"] for r in hidden}
+        == {r["target_name"] for r in hidden}
+        == {"[scrubbed]"}
+    )
+
+
+def test_reach_target_ids_are_oonis_and_unique() -> None:
+    one = target()
+    assert tor_reach.target_id(one) == hashlib.sha256(f"198.18.4.1:9001{FPR}".encode()).hexdigest()
+    twice = [one, target(protocol="or_port_dirauth")]  # one port, two protocols: two records
+    results: list[dict[str, Any]] = [{"connect": None, "handshake": None}] * 2
+    keys = tor_reach.keys(entry("tor_reach", targets=twice), twice, results)
+    assert len(keys["targets"]) == 2 and tor_reach.target_id(one) in keys["targets"]
 
 
 # -- the client process, with hostile stand-ins for tor (no network: they never connect) -------
@@ -242,9 +275,8 @@ def test_public_network_is_refused_by_the_fence(
         ("echo '[notice] Bootstrapped 5% (conn): Connecting to a relay'; echo '[warn] Problem "
          "bootstrapping. Stuck at 5% (conn): Connecting to a relay. (Connection refused; "
          "CONNECTREFUSED; count 1; recommendation warn)'; sleep 30", "connection_refused"),
-        # exits at once
-        ("echo '[err] Reading config failed'; exit 1", "unknown_failure tor exited (status 1) "
-         "[err] Reading config failed"),
+        # exits at once: the client's own failure, not the network's
+        ("echo '[err] Reading config failed'; exit 1", "client_failed"),
     ],
 )  # fmt: skip
 def test_a_hostile_client_is_bounded_and_stopped(

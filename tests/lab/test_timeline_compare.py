@@ -172,7 +172,7 @@ def test_the_demo_ends_with_the_story_over_time(
     }
     ran = stub_lab_runs(monkeypatch, tmp_path, timeline)
     result = CliRunner().invoke(cli, ["demo"], env={"COLUMNS": "200"})
-    assert ran == ["az-2017", "az-2017-timeline"]
+    assert ran == ["az-2017", "az-2017-timeline", "calls-via-vpn"]
     assert result.exit_code == (0 if found == 4 else 7), result.output
     flat = " ".join(result.output.split())
     assert f"{timeline['matched']} of {len(rows)} events match" in flat

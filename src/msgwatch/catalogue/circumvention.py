@@ -4,10 +4,10 @@ obfs4 bridges (``data/circumvention.toml``), each with its source and the date i
 :func:`load` validates the file (pydantic, unknown keys refused);
 :func:`msgwatch.circumvention.catalogue.entries` turns it into
 :class:`~msgwatch.circumvention.model.Entry` objects (there, not here: the catalogue is below the
-probe side and imports nothing of it): one ``tor_reach`` entry per authority (its
-OR port; the directory port and identities in ``params``) and one ``obfs4`` entry per bridge (the
-bridge line's parts in ``params``). These are real endpoints used by people in the field: no test
-connects to them, and the probe's fence refuses them outside a real run. User-supplied VPN and
+probe side and imports nothing of it): a vanilla ``tor`` bootstrap (tor's built-in authorities),
+one ``tor_reach`` entry whose targets are every authority's OR and directory ports, and one
+``obfs4`` entry per bridge (its bridge line). These are real endpoints used by people in the
+field: no test connects to them, and the probe's fence refuses them outside a real run. User-supplied VPN and
 proxy endpoints never come from here (``--circumvention FILE``).
 """
 

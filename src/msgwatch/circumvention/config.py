@@ -26,13 +26,14 @@ Rules:
   of that type is present. A module that cannot be imported (not written yet, or broken) is a
   problem of the entries of that type, never of the others'.
 - **The catalogue's entries come first**, then the user's; a user's entry with the name of a
-  catalogue entry replaces it (:func:`merge`). The catalogue's raw entries are read by the
-  caller (``msgwatch.catalogue.circumvention``) and passed in, so this module does not depend on
-  the catalogue's package.
+  catalogue entry replaces it (:func:`merge`). The catalogue's entries are read by the caller
+  (:mod:`msgwatch.circumvention.catalogue`) and held to the same rules here (:func:`check`), so
+  this module does not depend on the catalogue's package.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -135,6 +136,19 @@ def parse(
     if problems:
         raise ConfigError(problems, origin)
     return entries
+
+
+def check(
+    entries: Iterable[Entry],
+    *,
+    origin: str = "catalogue",
+    check_params: Callable[[str], CheckParams] | None = None,
+) -> list[Entry]:
+    """Entries made elsewhere (the catalogue's) held to the file's rules (:func:`parse`: names,
+    addresses, ports, bounds, unique names, each type's ``check_params``); a
+    :class:`ConfigError` lists every problem."""
+    raw = [dataclasses.asdict(e) for e in entries]
+    return parse(raw, origin=origin, default_source=origin, check_params=check_params)
 
 
 def merge(catalogue: Iterable[Entry], user: Iterable[Entry]) -> list[Entry]:

@@ -9,9 +9,14 @@ Rules:
 - The entry's params (keys, passwords, certificates, bridge lines) never enter the measurement:
   ``entry`` is built from the entry's public fields only, and the transports' own keys are copied
   only when the spec names them (:data:`TRANSPORT_KEYS`), never ``params``.
-- A private entry (a user's own endpoint) is scrubbed like the probe's own address: its address,
-  and every address its name resolved to in the ``resolve`` stage, become ``[scrubbed]`` in every
-  string; ``entry.port`` is null.
+- A private entry (a user's own endpoint) is scrubbed like the probe's own address
+  (:func:`private_addresses`): its address, every address its name resolved to (the ``resolve``
+  stage's queries), every address the transport resolved or contacted for it
+  (``run.endpoint_addresses``) and, for ``tor_reach``, every target's address become
+  ``[scrubbed]`` in every string; then the port beside a scrubbed address goes too
+  (:func:`scrub_ports`: ``[scrubbed]:1194`` → ``[scrubbed]``, a ``port`` number next to a
+  scrubbed ``ip``/``address``/``endpoint`` → 0), ``entry.port`` is null, and a ``tor_reach``
+  entry's target ids (hashes of ``ip:port``) become ``scrubbed-<n>``.
 - Bounded: ``tor_logs`` at most :data:`MAX_LOG_LINES` lines of :data:`MAX_LOG_CHARS` characters,
   ``through`` at most :data:`MAX_THROUGH` items, ``targets`` at most :data:`MAX_TARGETS`.
 - It never raises for odd content in ``run.keys``: what does not have the spec's type is left out.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -46,10 +52,17 @@ TRANSPORT_KEYS: Mapping[str, type | tuple[type, ...]] = {
     "dir_port_total": int, "dir_port_accessible": int, "or_port_total": int,
     "or_port_accessible": int, "or_port_dirauth_total": int, "or_port_dirauth_accessible": int,
     "obfs4_total": int, "obfs4_accessible": int, "openvpn_handshake": list, "tunnel": str,
-    "probe_lag": dict,
+    "probe_lag": dict, "wireguard_handshake": dict, "udp_associate": dict,
 }  # fmt: skip
 """``run.keys`` copied into ``test_keys`` when they have the spec's type (``tor_logs`` and
-``through`` are copied bounded, ``control`` checked)."""
+``through`` are copied bounded, ``control`` checked; ``error`` is written for Tor's types)."""
+TOR_TYPES = ("tor", "obfs4")
+BOOTSTRAP_STAGES = ("resolve", "connect", "handshake", "tunnel")
+TIMEOUT_REACHED = "timeout-reached"
+"""OONI ``vanilla_tor``'s ``error`` when the bootstrap ran out of time."""
+ADDRESS_KEYS = ("ip", "address", "endpoint", "target_address")
+"""Keys whose scrubbed value takes the ``port`` beside it (:func:`scrub_ports`)."""
+_PORT_AFTER = re.compile(r"\[?\[scrubbed\]\]?:\d{1,5}(?!\d)")
 
 
 def _is_ip(text: str) -> bool:
@@ -73,11 +86,20 @@ def entry_info(entry: Entry) -> dict[str, Any]:
     }
 
 
-def private_addresses(entry: Entry, queries: Iterable[Any]) -> set[str]:
-    """What to scrub for a private entry: its address, and every address its name resolved to."""
+def private_addresses(
+    entry: Entry, queries: Iterable[Any], contacted: Iterable[str] = ()
+) -> set[str]:
+    """What to scrub for a private entry: its address, every address its name resolved to,
+    those the transport resolved or contacted for it (``contacted``:
+    ``run.endpoint_addresses``) and a ``tor_reach`` entry's target addresses."""
     if not entry.private:
         return set()
-    found = {entry.address}
+    found = {entry.address} | {a for a in contacted if isinstance(a, str) and a}
+    targets = entry.params.get("targets") if entry.type == "tor_reach" else None
+    for target in targets if isinstance(targets, list) else []:
+        address = target.get("address") if isinstance(target, Mapping) else None
+        if isinstance(address, str) and address:
+            found.add(address)
     if _is_ip(entry.address):
         return found
     for query in queries:
@@ -90,6 +112,23 @@ def private_addresses(entry: Entry, queries: Iterable[Any]) -> set[str]:
                     if isinstance(value, str) and _is_ip(value):
                         found.add(value)
     return found
+
+
+def scrub_ports(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like, already scrubbed of addresses) without the ports beside
+    a scrubbed address (module notes)."""
+    if isinstance(value, str):
+        return _PORT_AFTER.sub(SCRUBBED, value)
+    if isinstance(value, list):
+        return [scrub_ports(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: scrub_ports(v) for k, v in value.items()}
+    port = out.get("port")
+    beside = any(isinstance(out.get(k), str) and SCRUBBED in out[k] for k in ADDRESS_KEYS)
+    if beside and isinstance(port, int) and not isinstance(port, bool):
+        out["port"] = 0
+    return out
 
 
 def _bootstrap_time(run: Run) -> float:
@@ -109,6 +148,14 @@ def _through(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         return []
     return [dict(item) for item in value[:MAX_THROUGH] if isinstance(item, dict)]
+
+
+def _tor_error(run: Run) -> str | None:
+    """OONI ``vanilla_tor``'s ``error``, of the bootstrap (the stages up to ``tunnel``): null
+    when none of them failed, ``timeout-reached`` when one ran out of time, else its failure."""
+    failure = next((s.failure for s in run.stages if s.failure is not None
+                    and s.stage in BOOTSTRAP_STAGES), None)  # fmt: skip
+    return TIMEOUT_REACHED if failure == "generic_timeout_error" else failure
 
 
 def _control(value: Any) -> dict[str, Any] | None:
@@ -148,6 +195,8 @@ def test_keys(run: Run, ctx: Context) -> dict[str, Any]:
     logs = run.keys.get("tor_logs")
     if isinstance(logs, list):
         keys["tor_logs"] = [str(line)[:MAX_LOG_CHARS] for line in logs[-MAX_LOG_LINES:]]
+    if run.entry.type in TOR_TYPES:
+        keys["error"] = _tor_error(run)
     return keys
 
 
@@ -175,11 +224,14 @@ def build(
     )
     measurement["test_name"], measurement["test_version"] = TEST_NAME, TEST_VERSION
     measurement["extensions"] = dict(EXTENSIONS)
-    private = private_addresses(entry, keys["queries"])
+    private = private_addresses(entry, keys["queries"], run.endpoint_addresses)
     if private:
-        measurement = scrub(measurement, private)
+        measurement = scrub_ports(scrub(measurement, private))
         # The entry's name is the measurement's input: it stays; a host name scrubbed out of it
         # would not be, so the name is never the address (the loader's rule for user entries).
         measurement["input"] = entry.name
-        measurement["test_keys"]["entry"]["name"] = entry.name
+        keys = measurement["test_keys"]
+        keys["entry"]["name"] = entry.name
+        if isinstance(keys.get("targets"), dict):  # ids hash ip:port: guessable
+            keys["targets"] = {f"scrubbed-{i}": t for i, t in enumerate(keys["targets"].values())}
     return measurement

@@ -119,6 +119,11 @@ class Run:
     trace: Trace
     stages: list[StageRecord] = field(default_factory=list)
     keys: dict[str, Any] = field(default_factory=dict)
+    endpoint_addresses: set[str] = field(default_factory=set)
+    """Every address the transport resolved or contacted **for the entry** (what its name
+    resolved to, Tor's first hops, a ``tor_reach`` entry's targets, a pushed server address):
+    a private entry's are scrubbed from its measurement, with the ports beside them
+    (:mod:`msgwatch.circumvention.measurement`). Not the helper's, not the probe's own."""
 
     @contextlib.asynccontextmanager
     async def stage(self, name: str) -> AsyncIterator[dict[str, Any]]:

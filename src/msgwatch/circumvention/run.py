@@ -7,22 +7,31 @@ For each entry, a fresh :class:`~msgwatch.circumvention.model.Run` with its own
    ``ctx.budget(type)``;
 2. once the tunnel is up: ``transfer`` (:func:`msgwatch.circumvention.transfer.transfer`) and,
    when it passed, ``sustain`` — both to ``ctx.helper:ctx.helper_port``;
-3. what goes through it (:func:`msgwatch.circumvention.through.through`): the text path and the
-   calls of each asked service, in ``run.keys["through"]``; a tunnel that did not come up (or a
-   test without one, ``tor_reach``) gives ``measured: false`` records instead.
+3. what goes through it (:func:`through_tunnel`: :func:`msgwatch.circumvention.through.through`,
+   kept record by record): the text path and the calls of each asked service, in
+   ``run.keys["through"]``; a tunnel that did not come up (or a test without one, ``tor_reach``)
+   gives ``measured: false`` records instead.
+4. ``run.keys["probe_lag"]``: the probe's event-loop stalls while the entry ran, in the shape of
+   ``msgwatch_service``'s ``msgwatch_probe_lag`` (:func:`~msgwatch.circumvention.evidence.lag_record`): the judge's evidence that a
+   timeout was the probe's own (``probe.overloaded``).
 
 Rules:
 
 - **Each entry its own budget.** Bringing up is cut at ``ctx.budget(type)``; what follows has
   :func:`after_up` seconds. A cut records ``generic_timeout_error`` on the stage that was open
-  (with ``budget`` in its detail): a transport that hangs fails, it does not stall the run.
+  (with ``budget`` in its detail): a transport that hangs fails, it does not stall the run. A cut
+  with no stage open never invents a network failure (nothing of the network's was awaited): the
+  stage after the last one run is ``interrupted``, a local failure; once every stage of the entry
+  passed (the cut came during what goes through, or during cleanup), no stage is added: the
+  record in flight through the tunnel ends ``interrupted`` and those not started are
+  ``measured: false`` with ``reason: "interrupted"`` (:func:`_timed_out`).
 - **One failing never stops another.** Entries run as separate tasks (at most ``concurrency``
   at once); an entry's unexpected exception becomes its own failure (``unknown_failure …``).
 - **Always stopped.** The transport's context manager is always exited, on failure, on the
   budget's cut and on cancellation (Ctrl-C cancels the run: every entry is cancelled and its
   client stopped before the cancellation goes on). A run-wide deadline (``deadline``) cancels
   what is left; an entry whose cleanup itself hangs is abandoned after :data:`STOP_GRACE` and
-  recorded as ``interrupted``.
+  recorded as ``interrupted`` (the open stage; never a stage after the entry's last one).
 """
 
 from __future__ import annotations
@@ -30,16 +39,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from msgwatch import failures as F
 from msgwatch.circumvention import registry, through, transfer
+from msgwatch.circumvention.evidence import direct_control, lag_record
 from msgwatch.circumvention.model import STAGES, Context, Entry, Run, StageFailed, Tunnel
 from msgwatch.circumvention.registry import TransportModule
 from msgwatch.circumvention.through import Service
-from msgwatch.failures import ProbeFailure
-from msgwatch.steps.net import tcp_connect
+from msgwatch.steps import lag
 from msgwatch.steps.trace import Budget, Trace
 
 CONCURRENCY = 4
@@ -105,11 +115,27 @@ async def run_entries(
         checked = await direct_control(ctx)
         for run in runs:
             run.keys["control"] = checked
+    async with lag.running() as monitor:  # the probe's own lag, for every entry's judge
+        await _all(runs, ctx, services, call_seconds, seed, modules, on_done, concurrency,
+                   seconds, monitor)  # fmt: skip
+    return runs
+
+
+async def _all(
+    runs: list[Run], ctx: Context, services: Sequence[Service], call_seconds: float, seed: int,
+    modules: Modules, on_done: OnDone | None, concurrency: int, seconds: float,
+    monitor: lag.LagMonitor,
+) -> None:  # fmt: skip
+    """Every entry as its own task, at most ``concurrency`` at once, within ``seconds``."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(run: Run) -> None:
         async with gate:
-            await _entry(run, ctx, services, call_seconds, seed, modules)
+            begun, samples = time.monotonic(), monitor.samples
+            try:
+                await _entry(run, ctx, services, call_seconds, seed, modules)
+            finally:
+                run.keys["probe_lag"] = lag_record(monitor, run.trace.start, begun, samples)
         if on_done is not None:
             on_done(run)
 
@@ -128,40 +154,6 @@ async def run_entries(
             _interrupted(run)
         elif (error := task.exception()) is not None:
             _broken(run, error)
-    return runs
-
-
-CONTROL_SECONDS = 5.0
-"""Seconds the direct control may take."""
-
-
-async def direct_control(ctx: Context) -> dict[str, Any]:
-    """The probe's direct path to the helper, not through any tunnel: a TCP connect and a short
-    echo to ``ctx.helper:ctx.helper_port``. The judge's evidence that the path abroad works, so
-    that a transport failing beside it is the transport's, not the network's (or the probe's)."""
-    trace = Trace()
-    t0 = trace.now()
-    failure: str | None = None
-    deadline = asyncio.get_running_loop().time() + CONTROL_SECONDS
-    try:
-        conn = await tcp_connect(trace, 1, ctx.helper, ctx.helper_port, deadline)
-        try:
-            payload = transfer.pattern(0, 64)
-            await conn.write(payload, deadline)
-            got = b""
-            while len(got) < len(payload):
-                chunk = await conn.read(deadline, len(payload) - len(got))
-                if not chunk:
-                    raise ProbeFailure(F.EOF_ERROR, "the helper closed before echoing")
-                got += chunk
-            if got != payload:
-                failure = transfer.ECHO_MISMATCH
-        finally:
-            conn.close()
-    except Exception as exc:
-        failure = F.classify(exc)
-    return {"helper": ctx.helper, "port": ctx.helper_port, "failure": failure, "t0": t0,
-            "t": trace.now()}  # fmt: skip
 
 
 async def _stop(tasks: Sequence[asyncio.Future[None]]) -> None:
@@ -173,29 +165,45 @@ async def _stop(tasks: Sequence[asyncio.Future[None]]) -> None:
 
 
 def _interrupted(run: Run) -> None:
-    """Mark a run the run-wide deadline or a cancellation ended (its open stage, or a new one)."""
-    if run.failure is not None:
-        return
-    if run.stages and run.stages[-1].t is None:
-        last = run.stages[-1]
-        last.t, last.failure = run.trace.now(), INTERRUPTED
-    else:
-        run.fail(_next_stage(run), INTERRUPTED)
+    """Mark a run the run-wide deadline or a cancellation ended: its open stage, else the stage
+    after the last one run, else (every stage passed) the record in flight through the tunnel."""
+    if run.failure is None:
+        if run.stages and run.stages[-1].t is None:
+            last = run.stages[-1]
+            last.t, last.failure = run.trace.now(), INTERRUPTED
+        elif (stage := _next_stage(run)) is not None:
+            run.fail(stage, INTERRUPTED)
+        else:
+            _cut_through(run, INTERRUPTED)
     run.keys.setdefault("through", [])
 
 
 def _broken(run: Run, error: BaseException) -> None:
     """An entry's unexpected exception: its own failure, nobody else's."""
+    failure = F.classify(error) if isinstance(error, Exception) else INTERRUPTED
     if run.failure is None:
-        run.fail(
-            _next_stage(run), F.classify(error) if isinstance(error, Exception) else INTERRUPTED
-        )
+        if (stage := _next_stage(run)) is not None:
+            run.fail(stage, failure)
+        else:
+            _cut_through(run, failure)
     run.keys.setdefault("through", [])
 
 
-def _next_stage(run: Run) -> str:
-    done = {s.stage for s in run.stages}
-    return next((s for s in STAGES if s not in done), STAGES[-1])
+def _next_stage(run: Run) -> str | None:
+    """The stage after the last one recorded (None: the entry's last stage was recorded; a test
+    without a tunnel, ``tor_reach``, ends at ``handshake``)."""
+    last = run.stages[-1].stage if run.stages else None
+    index = STAGES.index(last) + 1 if last in STAGES else 0
+    end = STAGES.index("handshake") + 1 if run.entry.type in NO_TUNNEL else len(STAGES)
+    return STAGES[index] if index < end else None
+
+
+def _cut_through(run: Run, failure: str) -> None:
+    """What was in flight through the tunnel when it was cut ends with ``failure`` (records
+    not started stay ``measured: false``, reason ``interrupted``: :func:`through_tunnel`)."""
+    for record in run.keys.get("through") or []:
+        if record.get("failure") == INTERRUPTED and record.get("measured"):
+            record["failure"] = failure
 
 
 async def _entry(
@@ -221,6 +229,7 @@ async def _entry(
                 phase[0] = "after_up"
                 cut.reschedule(loop.time() + after_up(ctx, services, call_seconds))
                 await _use(run, tunnel, ctx, services, call_seconds, seed)
+                phase[0] = "cleanup"
     except StageFailed:
         pass
     except TimeoutError:
@@ -235,14 +244,23 @@ async def _entry(
 
 
 def _timed_out(run: Run, budget: float | None) -> None:
-    """The budget's cut: the open (or interrupted) stage times out."""
+    """The budget's cut. The open (or interrupted) stage times out: something of the network's
+    was awaited there. With no stage open, nothing of the network's was (a transport's own work
+    between its stages, what goes through, cleanup), so no network failure is invented: the stage
+    after the last one run is ``interrupted`` (local), and after the entry's last stage the
+    record in flight through the tunnel ends ``interrupted``; the stages keep what they
+    measured."""
     open_stage = next((s for s in reversed(run.stages) if s.failure in (None, INTERRUPTED)
                        and (s.t is None or s.failure == INTERRUPTED)), None)  # fmt: skip
     if open_stage is not None:
         open_stage.t, open_stage.failure = run.trace.now(), F.TIMEOUT
         open_stage.detail["budget"] = budget
-    elif run.failure is None:
-        run.fail(_next_stage(run), F.TIMEOUT, budget=budget)
+    elif run.failure is not None:
+        return
+    elif (stage := _next_stage(run)) is not None:
+        run.fail(stage, INTERRUPTED, budget=budget)
+    else:
+        _cut_through(run, INTERRUPTED)
 
 
 async def _use(
@@ -264,12 +282,26 @@ async def _use(
                                    ctx.sustain_seconds, until, detail)  # fmt: skip
     except StageFailed:
         pass  # recorded; what goes through is still measured (a cut flow shows there too)
-    run.keys["through"] = await through.through(
-        tunnel, run.trace, services, ctx, call_seconds=call_seconds, seed=seed
-    )
+    await through_tunnel(run, tunnel, ctx, services, call_seconds, seed)
 
 
-def summary(run: Run) -> dict[str, Any]:
-    """One line of a run for progress and logs: name, type, failed stage and failure."""
-    return {"name": run.entry.name, "type": run.entry.type, "stage": run.failed_stage,
-            "failure": run.failure}  # fmt: skip
+async def through_tunnel(
+    run: Run, tunnel: Tunnel, ctx: Context, services: Sequence[Service], call_seconds: float,
+    seed: int,
+) -> None:  # fmt: skip
+    """What goes through ``tunnel`` (:func:`msgwatch.circumvention.through.through`), its
+    records kept in ``run.keys["through"]`` as each is done. When the run cuts it short, the
+    record in flight gets ``measured: true, failure: "interrupted"`` and those not started
+    ``measured: false, reason: "interrupted"``: a cut keeps what was measured."""
+    planned = through.not_measured(services, INTERRUPTED)
+    done: list[dict[str, Any]] = []
+    run.keys["through"] = done
+    try:
+        await through.through(tunnel, run.trace, services, ctx, call_seconds=call_seconds,
+                              seed=seed, out=done)  # fmt: skip
+    finally:
+        if len(done) < len(planned):
+            rest = planned[len(done) :]
+            rest[0].update(measured=True, failure=INTERRUPTED)
+            rest[0].pop("reason", None)
+            done.extend(rest)

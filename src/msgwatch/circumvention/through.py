@@ -1,9 +1,11 @@
 """What goes through a tunnel once it is up: each asked service's text path and its calls.
 
-Each result is one record of ``run.keys["through"]``::
+Each result is one record of ``run.keys["through"]`` (the spec's ``through[]``)::
 
     {"service": "whatsapp", "function": "text", "measured": true, "failure": null,
-     "target": {...}, "tls": {...} | null, "app": {...} | null}
+     "failed_step": null, "resolved_outside": false,
+     "target": {"endpoint", "host", "port", "protocol", "address", "resolved_outside"} | null,
+     "tls": <df-006 record> | null, "app": <app handshake record> | null}
     {"service": "whatsapp", "function": "voice", "measured": true, "failure": null,
      "replays": [<replay_original record>, <replay_control record>]}
 
@@ -13,8 +15,10 @@ Each result is one record of ``run.keys["through"]``::
   ``ctx.ca_bundle`` (the ``tls`` record, as :mod:`msgwatch.steps.tls` records it); for
   ``whatsapp_chat``/``mtproto`` the application's opening (:mod:`msgwatch.steps.app`); for
   ``tcp`` the connection alone. An endpoint with a host and no address is resolved first,
-  outside the tunnel (``ctx.resolver`` or the system's; ``target.resolved_outside`` says so):
-  tunnels carry streams to addresses, not names.
+  outside the tunnel (``ctx.resolver`` or the system's; ``resolved_outside`` says so, on the
+  record and its ``target``): tunnels carry streams to addresses, not names. ``failed_step``
+  says where a failure happened: ``resolve`` (outside the tunnel: the direct path's DNS, not the
+  tunnel's), ``connect`` (the stream through the tunnel), ``tls`` or ``app`` (the exchange).
 - **Calls**, when the tunnel carries UDP: for each ``voice``/``video`` function with call
   ports, one round of the step-3 replay (:mod:`msgwatch.probe.calls`): the original profile and
   its bit-inverted control, one after the other in an order drawn from the seed, each
@@ -26,7 +30,9 @@ Each result is one record of ``run.keys["through"]``::
   ``reason: "no_udp"``; a tunnel that did not come up gives every record ``measured: false``
   with the failed stage as ``reason`` (:func:`not_measured`).
 
-Nothing here raises for what the network does: every failure is a record's ``failure``.
+Nothing here raises for what the network does: every failure is a record's ``failure``. Each
+record is appended to ``out`` (when given) as soon as it is done, so that a runner that cuts
+the work short keeps what was measured.
 """
 
 from __future__ import annotations
@@ -114,10 +120,16 @@ def call_functions(service: Service) -> list[str]:
     return out
 
 
+def replay_seconds(call_seconds: float = CALL_SECONDS) -> float:
+    """Seconds one replay through a tunnel may take (:func:`_replay`'s deadline)."""
+    return call_seconds + GRACE + 1.0
+
+
 def budget(services: Sequence[Service], call_seconds: float = CALL_SECONDS) -> float:
-    """Seconds everything through one tunnel may take for ``services``."""
-    per_call = 2 * call_seconds + 2 * GRACE + 1.0
-    return sum(TEXT_SECONDS + per_call * len(call_functions(s)) for s in services)
+    """Seconds everything through one tunnel may take for ``services``: each text path, and
+    each call function's two replays, with a second of margin for each."""
+    per_call = 2 * replay_seconds(call_seconds) + 1.0
+    return sum(TEXT_SECONDS + 1.0 + per_call * len(call_functions(s)) for s in services)
 
 
 def not_measured(services: Sequence[Service], reason: str) -> list[dict[str, Any]]:
@@ -131,11 +143,12 @@ def not_measured(services: Sequence[Service], reason: str) -> list[dict[str, Any
 
 async def through(
     tunnel: Tunnel, trace: Trace, services: Sequence[Service], ctx: Context, *,
-    call_seconds: float = CALL_SECONDS, seed: int = 0,
+    call_seconds: float = CALL_SECONDS, seed: int = 0, out: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Every service's text path, then its calls, one after the other (module notes)."""
+    """Every service's text path, then its calls, one after the other (module notes); the
+    records, appended to ``out`` as they are done when it is given."""
     loop = asyncio.get_running_loop()
-    out: list[dict[str, Any]] = []
+    out = [] if out is None else out
     for service in services:
         out.append(await text_path(tunnel, trace, service, ctx, loop.time() + TEXT_SECONDS))
         for name in call_functions(service):
@@ -180,30 +193,40 @@ async def _address(
 async def text_path(
     tunnel: Tunnel, trace: Trace, service: Service, ctx: Context, deadline: float
 ) -> dict[str, Any]:
-    """One service's text path through ``tunnel``; never raises."""
+    """One service's text path through ``tunnel``; never raises, never outlasts ``deadline``
+    by more than a second."""
     record: dict[str, Any] = {"service": service.id, "function": "text", "measured": True,
-                              "failure": None, "target": None, "tls": None, "app": None}  # fmt: skip
+                              "failure": None, "failed_step": None, "resolved_outside": False,
+                              "target": None, "tls": None, "app": None}  # fmt: skip
     endpoint = text_endpoint(service)
     if endpoint is None:
         record.update(measured=False, reason="no_text_endpoint")
         return record
     target: dict[str, Any] = {"endpoint": endpoint.id, "host": endpoint.host,
-                              "port": endpoint.port, "protocol": endpoint.protocol}  # fmt: skip
+                              "port": endpoint.port, "protocol": endpoint.protocol,
+                              "address": None, "resolved_outside": False}  # fmt: skip
     record["target"] = target
+    step = "resolve"
     try:
-        ip = await _address(trace, endpoint, ctx, deadline, target)
-        if ip is None:
-            record["failure"] = target.pop("failure")
-            return record
-        target["address"] = ip
-        txid = trace.new_transaction()
-        conn = await tunnel.open_stream(trace, txid, ip, endpoint.port, deadline)
-        try:
-            await _exchange(conn, endpoint, ctx, deadline, record)
-        finally:
-            conn.close()
+        async with asyncio.timeout_at(deadline + 1.0):
+            ip = await _address(trace, endpoint, ctx, deadline, target)
+            record["resolved_outside"] = target["resolved_outside"]
+            if ip is None:
+                record.update(failure=target.pop("failure"), failed_step=step)
+                return record
+            target["address"] = ip
+            step = "connect"
+            conn = await tunnel.open_stream(trace, trace.new_transaction(), ip, endpoint.port,
+                                            deadline)  # fmt: skip
+            step = "tls" if endpoint.protocol in ("tls", "https") else "app"
+            try:
+                await _exchange(conn, endpoint, ctx, deadline, record)
+            finally:
+                conn.close()
     except Exception as exc:
         record["failure"] = record["failure"] or F.classify(exc)
+    if record["failure"] is not None:
+        record["failed_step"] = step
     return record
 
 
@@ -215,16 +238,18 @@ async def _exchange(
     trace: Trace = conn.trace
     if endpoint.protocol in ("tls", "https"):
         ca = str(ctx.ca_bundle) if ctx.ca_bundle else None
+        before = len(trace.tls_handshakes)
         try:
             await tls_handshake(conn, endpoint.host, deadline, ca_bundle=ca)
-        finally:
-            record["tls"] = trace.tls_handshakes[-1] if trace.tls_handshakes else None
+        finally:  # this handshake's record, never an earlier one's
+            record["tls"] = trace.tls_handshakes[-1] if len(trace.tls_handshakes) > before else None
     elif endpoint.protocol in ("whatsapp_chat", "mtproto"):
+        before = len(trace.app_handshakes)
         if endpoint.protocol == "mtproto":
             result = await mtproto_handshake(conn, deadline, time.time())
         else:
             result = await whatsapp_hello(conn, deadline)
-        record["app"] = trace.app_handshakes[-1] if trace.app_handshakes else None
+        record["app"] = trace.app_handshakes[-1] if len(trace.app_handshakes) > before else None
         record["failure"] = result.failure
 
 
@@ -282,6 +307,6 @@ async def _replay(
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     length = packets[-1].offset if packets else 0.0
-    deadline = loop.time() + length + GRACE + 1.0
+    deadline = loop.time() + replay_seconds(length)
     result = await replay(trace, trace.new_transaction(), helper, port, packets, deadline, options)
     return result.record

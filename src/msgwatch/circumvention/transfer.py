@@ -6,8 +6,18 @@ TCP echo through the tunnel.
   once (an echo that is not read would stop the writer by TCP's flow control).
 - ``sustain``: a steady stream (:data:`SUSTAIN_RATE` bytes a second, in ticks of :data:`TICK`)
   for ``seconds`` on another fresh stream, and its echo. A censor that cuts a flow after some
-  bytes shows here (or already in ``transfer``) as an echo that stops: the detail keeps the bytes
-  sent and echoed, and ``stalled_at``, the echoed byte count when the echo stopped for good.
+  bytes shows here (or already in ``transfer``) as an echo that stops.
+
+Both stages' detail (:meth:`Flow.detail`), filled even when the stage fails, whatever failed
+(the stream that did not open included): ``bytes_sent``, ``bytes_received``, ``seconds`` (always
+numbers), ``stalled_at`` (the echoed byte count when the echo brought nothing for
+:data:`STALL_SECONDS` while bytes were outstanding: the flow **stopped**; null when it did not),
+``last_echo`` (seconds from the stage's start to the last echoed bytes, null when none came),
+``echo_rate`` (bytes a second echoed until then) and ``idle`` (seconds from the last echoed bytes,
+or from the start when none came, to the stage's end), ``stall_seconds``; ``sustain`` adds
+``rate`` (what was sent a second). So a slow tunnel that was still echoing when its time ran out
+(``stalled_at`` null, a small ``idle``) reads apart from a flow that was cut (``stalled_at`` a
+number): only the second is a cut.
 
 The payload is printable ASCII (:func:`pattern`), not random bytes: through a proxy that does not
 encrypt (SOCKS, HTTP CONNECT) the payload is what the censor sees, and random bytes would set off
@@ -26,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from msgwatch import failures as F
@@ -38,10 +49,12 @@ TRANSFER_SECONDS = 15.0
 SUSTAIN_RATE = 32 * 1024
 """Bytes a second sent during ``sustain``."""
 TICK = 0.1
-SUSTAIN_GRACE = 3.0
-"""Seconds after the last send of ``sustain`` for the echo to catch up."""
-STALL_SECONDS = 3.0
-"""An echo that brings nothing for this long while bytes are outstanding has stalled."""
+STALL_SECONDS = 5.0
+"""An echo that brings nothing for this long while bytes are outstanding has stalled (a slow
+tunnel's echo comes in bursts a few seconds apart; a cut flow brings nothing more)."""
+SUSTAIN_GRACE = STALL_SECONDS + 1.0
+"""Seconds after the last send of ``sustain`` for the echo to catch up: longer than a stall, so
+that a flow cut while sending is seen to stall before the stage's time is up."""
 CHUNK = 16 * 1024
 POLL = 0.5
 """Seconds of one read while waiting for the echo (the stall is judged between reads)."""
@@ -62,34 +75,61 @@ class EchoFailure(F.ProbeFailure):
     """The echo ended, stalled or differed from what was sent."""
 
 
+@dataclass
+class Flow:
+    """One stream's counts, kept current by its sender and its reader (loop times)."""
+
+    started: float
+    sent: int = 0
+    received: int = 0
+    last: float | None = None
+    """When the last echoed bytes came (None: none yet)."""
+    stalled_at: int | None = None
+    """``received`` when the echo stalled (None: it did not)."""
+
+    def detail(self, now: float) -> dict[str, Any]:
+        """The stage detail the module notes describe, as of ``now``."""
+        span = None if self.last is None else max(0.0, self.last - self.started)
+        rate = 0 if not span else round(self.received / max(span, 1e-3))
+        return {
+            "bytes_sent": self.sent, "bytes_received": self.received,
+            "seconds": round(max(0.0, now - self.started), 3), "stalled_at": self.stalled_at,
+            "last_echo": None if span is None else round(span, 3), "echo_rate": rate,
+            "idle": round(max(0.0, now - (self.started if self.last is None else self.last)), 3),
+            "stall_seconds": STALL_SECONDS,
+        }  # fmt: skip
+
+
 async def read_echo(
-    conn: TCPConn, progress: list[int], finished: Callable[[], bool], deadline: float,
-    stall: float = STALL_SECONDS,
+    conn: TCPConn, flow: Flow, finished: Callable[[], bool], deadline: float,
+    stall: float | None = None,
 ) -> None:  # fmt: skip
-    """Read the echo until the sender is ``finished()`` and every byte sent came back.
-    ``progress`` is ``[received, sent]``, kept current by reader and sender. Raises on EOF, a
-    mismatch, an error, at ``deadline``, or when nothing came for ``stall`` seconds while bytes
-    were outstanding."""
+    """Read the echo until the sender is ``finished()`` and every byte sent came back, counting
+    into ``flow``. Raises on EOF, a mismatch, an error, at ``deadline``, or when nothing came for
+    ``stall`` seconds (:data:`STALL_SECONDS`) while bytes were outstanding (then
+    ``flow.stalled_at`` is set)."""
+    stall = STALL_SECONDS if stall is None else stall
     loop = asyncio.get_running_loop()
-    last = loop.time()
-    while not (finished() and progress[0] >= progress[1]):
+    quiet = loop.time()  # since when nothing came while bytes were outstanding
+    while not (finished() and flow.received >= flow.sent):
         try:
             data = await conn.read(min(deadline, loop.time() + POLL), CHUNK)
         except TimeoutError:
             now = loop.time()
             if now >= deadline:
                 raise
-            if progress[1] <= progress[0]:
-                last = now
-            elif now - last >= stall:
+            if flow.sent <= flow.received:
+                quiet = now
+            elif now - quiet >= stall:
+                flow.stalled_at = flow.received
                 raise EchoFailure(STALLED, "the echo stalled") from None
             continue
         if not data:
             raise EchoFailure(F.EOF_ERROR, "the echo ended early")
-        if progress[0] + len(data) > progress[1] or data != pattern(progress[0], len(data)):
+        if flow.received + len(data) > flow.sent or data != pattern(flow.received, len(data)):
             raise EchoFailure(ECHO_MISMATCH, "the echo differs from what was sent")
-        progress[0] += len(data)
-        last = loop.time()
+        flow.received += len(data)
+        flow.last = quiet = loop.time()
 
 
 async def transfer(
@@ -97,25 +137,26 @@ async def transfer(
     size: int = TRANSFER_BYTES,
 ) -> None:  # fmt: skip
     """The ``transfer`` stage's work: ``size`` bytes to ``ip:port`` through ``tunnel`` and back;
-    fills ``detail`` (``bytes_sent``, ``bytes_received``, ``seconds``) even when it raises."""
+    fills ``detail`` (module notes) even when it raises, the stream's opening included."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    progress = [0, 0]  # received, sent
-    detail.update(bytes_sent=0, bytes_received=0, seconds=None)
-    conn = await tunnel.open_stream(trace, trace.new_transaction(), ip, port, deadline)
-
-    async def send() -> None:
-        while progress[1] < size:
-            piece = pattern(progress[1], min(CHUNK, size - progress[1]))
-            await conn.write(piece, deadline)
-            progress[1] += len(piece)
-
+    flow = Flow(loop.time())
+    detail.update(flow.detail(flow.started))
+    conn: TCPConn | None = None
     try:
-        await _both(send(), read_echo(conn, progress, lambda: progress[1] >= size, deadline))
+        conn = await tunnel.open_stream(trace, trace.new_transaction(), ip, port, deadline)
+        stream = conn
+
+        async def send() -> None:
+            while flow.sent < size:
+                piece = pattern(flow.sent, min(CHUNK, size - flow.sent))
+                await stream.write(piece, deadline)
+                flow.sent += len(piece)
+
+        await _both(send(), read_echo(conn, flow, lambda: flow.sent >= size, deadline))
     finally:
-        conn.close()
-        detail.update(bytes_sent=progress[1], bytes_received=progress[0],
-                      seconds=round(loop.time() - started, 3))  # fmt: skip
+        if conn is not None:
+            conn.close()
+        detail.update(flow.detail(loop.time()))
 
 
 async def sustain(
@@ -123,40 +164,36 @@ async def sustain(
     detail: dict[str, Any], rate: int = SUSTAIN_RATE,
 ) -> None:  # fmt: skip
     """The ``sustain`` stage's work: ``rate`` bytes a second for ``seconds`` through ``tunnel``,
-    echoed; fills ``detail`` (``bytes_sent``, ``bytes_received``, ``seconds``, ``rate``,
-    ``stalled_at``: the echoed count when the echo stopped, None when it did not)."""
+    echoed; fills ``detail`` (module notes, and ``rate``) even when it raises."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    end = min(started + seconds, deadline)
-    progress = [0, 0]
+    flow = Flow(loop.time())
+    end = min(flow.started + seconds, deadline)
     per_tick = max(1, int(rate * TICK))
-    detail.update(bytes_sent=0, bytes_received=0, seconds=None, rate=rate, stalled_at=None)
-    conn = await tunnel.open_stream(trace, trace.new_transaction(), ip, port, deadline)
+    detail.update(flow.detail(flow.started), rate=rate)
+    conn: TCPConn | None = None
     sending = [True]
-
-    async def send() -> None:
-        tick = 0
-        try:
-            while loop.time() < end:
-                piece = pattern(progress[1], per_tick)
-                await conn.write(piece, deadline)
-                progress[1] += len(piece)
-                tick += 1
-                await asyncio.sleep(max(0.0, started + tick * TICK - loop.time()))
-        finally:
-            sending[0] = False
-
-    until = min(deadline, end + SUSTAIN_GRACE)
     try:
-        await _both(send(), read_echo(conn, progress, lambda: not sending[0], until))
-    except BaseException:
-        if progress[0] < progress[1]:
-            detail["stalled_at"] = progress[0]
-        raise
+        conn = await tunnel.open_stream(trace, trace.new_transaction(), ip, port, deadline)
+        stream = conn
+
+        async def send() -> None:
+            tick = 0
+            try:
+                while loop.time() < end:
+                    piece = pattern(flow.sent, per_tick)
+                    await stream.write(piece, deadline)
+                    flow.sent += len(piece)
+                    tick += 1
+                    await asyncio.sleep(max(0.0, flow.started + tick * TICK - loop.time()))
+            finally:
+                sending[0] = False
+
+        until = min(deadline, end + SUSTAIN_GRACE)
+        await _both(send(), read_echo(conn, flow, lambda: not sending[0], until))
     finally:
-        conn.close()
-        detail.update(bytes_sent=progress[1], bytes_received=progress[0],
-                      seconds=round(loop.time() - started, 3))  # fmt: skip
+        if conn is not None:
+            conn.close()
+        detail.update(flow.detail(loop.time()))
 
 
 async def _both(send: Coroutine[Any, Any, None], read: Coroutine[Any, Any, None]) -> None:

@@ -1,8 +1,9 @@
 """``msgwatch circumvent``: test Tor, bridges, VPNs and proxies stage by stage, and what goes
 through them (each service's text path and calls); the options parsed into
 :class:`msgwatch.session.circumvent.CircumventOptions`, the report shown (the verdict table, or
-the ``--json`` envelope). ``msgwatch run --circumvention [FILE]`` runs the same after the run
-(:func:`circumvent`).
+the ``--json`` envelope). ``msgwatch run --circumvention [FILE]`` prepares the same before its run
+and runs it after (:mod:`msgwatch.cli.run`): its rows join the run's verdict table
+(:func:`show_details` prints the rest), its report the run's JSON document.
 
 Everything else (the entries, consent, the spool, the output file, the judge) is
 :mod:`msgwatch.session.circumvent`'s. Imports are light at the top: ``msgwatch --help`` loads
@@ -146,15 +147,16 @@ def circumvent(options: CircumventOptions, as_json: bool) -> CircumventReport:
     from msgwatch.session.circumvent import prepare, run
 
     try:
-        prepared = prepare(options, _asker())
-        report = run(prepared, on_done=None if as_json else _progress)
+        prepared = prepare(options, asker())
+        report = run(prepared, on_done=None if as_json else progress)
     except SessionError as exc:
         raise fail(exc) from exc
     show(report, as_json)
     return report
 
 
-def _asker() -> Ask | None:
+def asker() -> Ask | None:
+    """Consent to circumvention tests asked on the terminal; None when there is none."""
     if not sys.stdin.isatty():
         return None
 
@@ -165,7 +167,8 @@ def _asker() -> Ask | None:
     return ask
 
 
-def _progress(run: Any) -> None:
+def progress(run: Any) -> None:
+    """One line on stderr as each entry ends."""
     stage = run.failed_stage
     what = "up and used" if stage is None else f"failed at {stage}: {run.failure}"
     Console(stderr=True).print(escape(f"{run.entry.name} ({run.entry.type}): {what}"))
@@ -181,6 +184,12 @@ def show(report: CircumventReport, as_json: bool) -> None:
     console = Console()
     if report.verdicts:
         console.print(verdict_table(report.verdicts, title="Circumvention verdicts"))
+    show_details(report, console)
+
+
+def show_details(report: CircumventReport, console: Console) -> None:
+    """What the report says besides its verdicts: each entry's stages, the warnings, where the
+    measurements went."""
     for run in report.runs:
         stages = ", ".join(
             f"{s.stage}{'' if s.failure is None else ' ' + str(s.failure)}" for s in run.stages

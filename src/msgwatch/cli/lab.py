@@ -286,18 +286,27 @@ TIMELINE_TEXT = (
 )
 
 
-def _timeline_output(output: str | None) -> str | None:
-    """The timeline's measurements beside the first scenario's: the same directory, or a file
-    named after the one given."""
+CIRCUMVENTION_TEXT = (
+    "\nWhat people turn to. When calls are blocked, people reach for VPNs and proxies. ISP 1 now "
+    "drops WhatsApp's calls by inspecting their traffic, and the probe tests each tunnel stage by "
+    "stage - connect, handshake, tunnel up, 64 KB through it, traffic held for seconds - then "
+    "replays the same calls (and their bit-inverted control) through every tunnel that came up."
+)
+
+
+def _timeline_output(output: str | None, part: str = "timeline") -> str | None:
+    """A later part's measurements beside the first scenario's: the same directory, or a file
+    named after the one given (``<name>-<part>.jsonl``)."""
     if output is None or output.endswith(os.sep) or Path(output).is_dir():
         return output
     given = Path(output)
-    return str(given.with_name(f"{given.stem}-timeline{given.suffix or '.jsonl'}"))
+    return str(given.with_name(f"{given.stem}-{part}{given.suffix or '.jsonl'}"))
 
 
 def lab_demo(output: str | None, as_json: bool) -> None:
     """``msgwatch demo``: ``lab run az-2017`` with an explanation and an HTML report, then the
-    story over time (``lab run az-2017-timeline``): its events and their story."""
+    story over time (``lab run az-2017-timeline``): its events and their story; then what people
+    turn to (``lab run calls-via-vpn``): the calls through VPNs and proxies."""
     scenario = _scenario("az-2017")
     console = Console(stderr=as_json)
     if not as_json:
@@ -309,8 +318,14 @@ def lab_demo(output: str | None, as_json: bool) -> None:
         _print_demo(console, summary)
         console.print(escape(TIMELINE_TEXT))
     timeline = run_and_report(_scenario("az-2017-timeline"), _timeline_output(output), as_json)
-    status = max(status_of(summary), status_of(timeline))
     story = story_ending(timeline)
+    if not as_json:
+        _print_timeline_part(console, timeline, story)
+        console.print(escape(CIRCUMVENTION_TEXT))
+    tunnels = run_and_report(
+        _scenario("calls-via-vpn"), _timeline_output(output, "circumvention"), as_json
+    )
+    status = max(status_of(summary), status_of(timeline), status_of(tunnels))
     if as_json:
         keys = ("scenario", "results", "matched", "total", "output", "report")
         emit({**{k: summary[k] for k in keys},
@@ -319,9 +334,22 @@ def lab_demo(output: str | None, as_json: bool) -> None:
                            "verdicts_matched": timeline["matched"],
                            "verdicts_total": timeline["total"],
                            "story_report": str(story.report) if story else None,
-                           "dashboard": story.serve if story else None}},
+                           "dashboard": story.serve if story else None},
+              "circumvention": {k: tunnels[k] for k in keys}},
              status=status)  # fmt: skip
         raise click.exceptions.Exit(status)
+    console.print(results_table(tunnels["results"], "Directly and through the tunnels, on ISP 1"))
+    console.print(
+        f"{tunnels['matched']} of {tunnels['total']} verdicts match the ground truth. "
+        f"Measurements: {escape(tunnels['output'])}"
+    )
+    raise click.exceptions.Exit(status)
+
+
+def _print_timeline_part(
+    console: Console, timeline: dict[str, Any], story: StoryReport | None
+) -> None:
+    """The demo's story over time: its verdicts, events, files and report."""
     mismatched = [r for r in timeline["results"] if not r["match"]]
     console.print(
         f"{timeline['matched']} of {timeline['total']} verdicts of the scheduled runs match the "
@@ -335,7 +363,6 @@ def lab_demo(output: str | None, as_json: bool) -> None:
     if story is not None:
         console.print(f"The story, as a report to publish: {escape(str(story.report))}")
         console.print(f"See it in the dashboard: {escape(story.serve)}", soft_wrap=True)
-    raise click.exceptions.Exit(status)
 
 
 def story_ending(timeline: dict[str, Any]) -> StoryReport | None:

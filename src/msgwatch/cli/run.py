@@ -4,6 +4,12 @@ and the session's report shown (a Rich table, or the ``--json`` envelope).
 Everything else (checking the options against the library, the spool, the output file, the
 submission, the schedule, consent) is :mod:`msgwatch.session.run`'s; its errors carry their exit
 status (:func:`msgwatch.cli.common.fail`). Defaults are ``RunOptions()``'s.
+
+``--circumvention [FILE]`` adds :mod:`msgwatch.session.circumvent`'s session: prepared (the
+fence, the catalogue's entries and FILE's, consent) before the run sends anything, run after it
+under the same ``run.lock``, its measurements sharing the run's report id; its verdict rows join
+the run's in one table (or one ``--json`` document: the rows in ``verdicts``, the rest under
+``circumvention``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from msgwatch.session.errors import SessionError
 from msgwatch.session.options import RunOptions
 
 if TYPE_CHECKING:
+    from msgwatch.session.circumvent import CircumventOptions, CircumventReport, Prepared
     from msgwatch.session.consent import Ask
     from msgwatch.session.run import RunReport, Session
 
@@ -184,12 +191,13 @@ def run_command(
     )
     if circumvention is not None and (every is not None or not helper):
         raise click.UsageError("--circumvention needs --helper and cannot go with --every")
+    tunnels = None
+    if circumvention is not None:
+        tunnels = _circumvention_options(options, circumvention or None, resolver)
     try:
-        _run(options, resolver, as_json, every, jitter, count)
+        _run(options, resolver, as_json, every, jitter, count, tunnels)
     except SessionError as exc:
         raise fail(exc) from exc
-    if circumvention is not None:
-        _circumvent(options, circumvention or None, resolver, as_json)
 
 
 def _run(
@@ -199,21 +207,31 @@ def _run(
     every: str | None,
     jitter: str | None,
     count: int | None,
+    tunnels: CircumventOptions | None = None,
 ) -> None:
-    """Prepare the session, then run it once or on the ``--every`` schedule."""
+    """Prepare the session (and the circumvention session, ``tunnels``: everything checked and
+    consented to before anything is sent), then run it once or on the ``--every`` schedule."""
     from dataclasses import replace
 
     from msgwatch.session.run import prepare
     from msgwatch.session.schedule import Stopper
 
+    if every is None and (jitter is not None or count is not None):
+        raise click.UsageError("--jitter and --count need --every")
     parsed = parse_hostport(resolver) if resolver else None
     session = prepare(replace(options, resolver=parsed), _asker())
+    prepared = None
+    if tunnels is not None:
+        from msgwatch.cli.circumvent import asker
+        from msgwatch.session.circumvent import prepare as prepare_tunnels
+
+        prepared = prepare_tunnels(tunnels, asker())
     progress = progress_bar if not as_json and sys.stderr.isatty() else None
     if every is None:
-        if jitter is not None or count is not None:
-            raise click.UsageError("--jitter and --count need --every")
         with session.locked(wait=True, on_wait=_waiting):
-            _show(session.run_once(progress=progress), as_json)
+            report = session.run_once(progress=progress)
+            through = None if prepared is None else _circumvent(prepared, report, as_json)
+            _show(report, as_json, through)
         return
     period = _duration(every, "--every")
     spread = period / 10 if jitter is None else _duration(jitter, "--jitter")
@@ -232,28 +250,52 @@ def _run(
         )
 
 
-def _circumvent(options: RunOptions, file: str | None, resolver: str | None, as_json: bool) -> None:
+def _circumvention_options(
+    options: RunOptions, file: str | None, resolver: str | None
+) -> CircumventOptions:
     """``--circumvention [FILE]``: the circumvention session with the run's options (without
     FILE: the catalogue's entries only)."""
-    from msgwatch.cli.circumvent import circumvent
     from msgwatch.session.circumvent import CircumventOptions
 
-    circumvent(
-        CircumventOptions(
-            file=file,
-            services=options.services,
-            catalogue=options.catalogue,
-            helper=options.helper,
-            ca_bundle=options.ca_bundle,
-            resolver=resolver,
-            seed=options.replay_seed or 0,
-            budget_mb=options.budget_mb,
-            assume_yes=options.assume_yes,
-            output=_beside(options.output),
-            state_dir=options.state_dir,
-        ),
-        as_json,
+    if resolver:
+        host, port = parse_hostport(resolver)
+        resolver = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return CircumventOptions(
+        file=file,
+        services=options.services,
+        catalogue=options.catalogue,
+        helper=options.helper,
+        ca_bundle=options.ca_bundle,
+        resolver=resolver,
+        seed=options.replay_seed or 0,
+        budget_mb=options.budget_mb,
+        assume_yes=options.assume_yes,
+        output=_beside(options.output),
+        state_dir=options.state_dir,
     )
+
+
+def _circumvent(prepared: Prepared, report: RunReport, as_json: bool) -> CircumventReport:
+    """The prepared circumvention session, run after ``report``'s run with its report id. An
+    error now (its output) comes after the run's own report (in ``--json``: the run's keys in
+    the error's document, still one document)."""
+    from dataclasses import replace
+
+    from msgwatch.cli.circumvent import progress
+    from msgwatch.cli.envelope import emit_error
+    from msgwatch.session.circumvent import run, run_info_of
+
+    info = run_info_of(report.measurements[0]) if report.measurements else None
+    prepared = replace(prepared, options=replace(prepared.options, run_info=info))
+    try:
+        return run(prepared, on_done=None if as_json else progress)
+    except SessionError as exc:
+        if not as_json:
+            _show(report, as_json)
+            raise fail(exc) from exc
+        emit_error(exc.message, exc.code, report.to_json())
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]msgwatch:[/] {escape(exc.message)}")
+        raise click.exceptions.Exit(exc.code) from exc
 
 
 def _beside(output: str | None) -> str | None:
@@ -302,17 +344,24 @@ def _skipped(session: Session, index: int, as_json: bool) -> None:
         )
 
 
-def _show(report: RunReport, as_json: bool) -> None:
-    """The report: the ``--json`` envelope, or the verdict table and where everything went."""
+def _show(report: RunReport, as_json: bool, through: CircumventReport | None = None) -> None:
+    """The report: the ``--json`` envelope, or the verdict table and where everything went;
+    with ``through`` (``--circumvention``), its rows in the same table and document."""
+    verdicts = report.verdicts + (through.verdicts if through is not None else [])
     if as_json:
-        emit(report.to_json())
+        data = report.to_json()
+        if through is not None:
+            data["verdicts"] += through.to_json()["verdicts"]
+            data["circumvention"] = {k: v for k, v in through.to_json().items() if k != "verdicts"}
+        emit(data)
         return
+    from msgwatch.cli.circumvent import show_details
     from msgwatch.cli.render import verdict_table
 
     console = Console()
     network = report.network
     where = f"{network.asn}, {network.cc}" if network.known else "network unknown"
-    console.print(verdict_table(report.verdicts, title=f"Verdicts ({where})"))
+    console.print(verdict_table(verdicts, title=f"Verdicts ({where})"))
     console.print(escape(network.describe()))
     console.print(
         f"Measurements: {escape(str(report.output))}; moved {report.sent:,} bytes out, "
@@ -324,15 +373,15 @@ def _show(report: RunReport, as_json: bool) -> None:
         f"({spooled['pending']} pending)"
     )
     submitted = report.submission
-    if submitted is None:
-        return
-    if submitted.get("ok"):
+    if submitted is not None and submitted.get("ok"):
         console.print(
             f"Submitted: {submitted['stored']} stored, {submitted['duplicate']} already "
             f"there, {submitted['rejected']} rejected"
         )
-    else:
+    elif submitted is not None:
         console.print(
             f"[yellow]Submission incomplete[/] ({escape(str(submitted.get('error')))}); "
             "the spool keeps the rest for the next run or `msgwatch submit`"
         )
+    if through is not None:
+        show_details(through, console)

@@ -16,11 +16,13 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgwatch.measurement import vocab
 from msgwatch.measurement.model import (
+    AppHandshake,
     Check,
     HttpTransaction,
     NetworkEvent,
     ProbeLag,
     Query,
+    ReplayRecord,
     Seconds,
     TcpConnect,
     TlsHandshake,
@@ -67,19 +69,30 @@ Transport = Literal[
 
 
 class StageEntry(TypedDict):
-    """``stages[]``: one stage as the transport or the runner recorded it (detail keys extra)."""
+    """``stages[]``: one stage as the transport or the runner recorded it (detail keys extra:
+    the spec names those the judge may rely on)."""
 
     stage: Stage
     t0: Seconds
     t: Seconds | None
     failure: Failure
-    progress: NotRequired[int | float | None]
+    budget: NotRequired[float | None]
+    problems: NotRequired[list[str]]
+    addresses: NotRequired[list[str]]
+    address: NotRequired[str | None]
+    progress: NotRequired[int | None]
+    progress_tag: NotRequired[str | None]
     progress_age: NotRequired[float | None]
+    accessible: NotRequired[int]
     bytes_sent: NotRequired[int]
     bytes_received: NotRequired[int]
     seconds: NotRequired[float]
-    bytes: NotRequired[int]
-    stalled_at_bytes: NotRequired[int | None]
+    stalled_at: NotRequired[int | None]
+    last_echo: NotRequired[float | None]
+    echo_rate: NotRequired[int]
+    idle: NotRequired[float]
+    stall_seconds: NotRequired[float]
+    rate: NotRequired[int]
 
 
 class EntryInfo(TypedDict):
@@ -104,10 +117,18 @@ class Control(TypedDict):
     t: Seconds
 
 
-class ThroughTls(TypedDict):
-    server_name: NotRequired[str | None]
-    failure: Failure
-    transaction_id: NotRequired[int]
+class ThroughTarget(TypedDict):
+    """``through[].target``: the text endpoint tried through the tunnel."""
+
+    endpoint: str
+    host: str | None
+    port: int
+    protocol: str
+    address: str | None
+    resolved_outside: bool
+
+
+ThroughStep = Literal["resolve", "connect", "tls", "app"]
 
 
 class Through(TypedDict):
@@ -115,10 +136,15 @@ class Through(TypedDict):
 
     service: str
     function: str
+    measured: bool
     failure: Failure
-    target: NotRequired[str | None]
-    tls: NotRequired[ThroughTls | None]
-    replays: NotRequired[list[dict[str, Any]]]
+    reason: NotRequired[str]
+    failed_step: NotRequired[ThroughStep | None]
+    resolved_outside: NotRequired[bool]
+    target: NotRequired[ThroughTarget | None]
+    tls: NotRequired[TlsHandshake | None]
+    app: NotRequired[AppHandshake | None]
+    replays: NotRequired[list[ReplayRecord]]
 
 
 class OpenvpnHandshake(TypedDict):
@@ -131,10 +157,33 @@ class OpenvpnHandshake(TypedDict):
     transport: NotRequired[str]
     provider: NotRequired[str]
     openvpn_options: NotRequired[dict[str, Any]]
-    t0: NotRequired[Seconds]
-    t: NotRequired[Seconds]
+    t0: NotRequired[Seconds | None]
+    t: NotRequired[Seconds | None]
     transaction_id: NotRequired[int]
     failure: Failure
+
+
+class WireguardHandshake(TypedDict):
+    """``wireguard_handshake``: the WireGuard handshake as ``wg`` saw it (no OONI test)."""
+
+    endpoint: str
+    ip: str
+    port: int
+    transport: Literal["udp"]
+    t0: Seconds | None
+    t: Seconds | None
+    handshake_time: float | None
+    latest_handshake: int | None
+    transaction_id: int
+    failure: Failure
+
+
+class UdpAssociate(TypedDict):
+    """``udp_associate``: one datagram through the proxy's UDP relay to the helper's echo."""
+
+    failure: Failure
+    echo: bool
+    seconds: float
 
 
 class TorTarget(TypedDict):
@@ -186,6 +235,7 @@ class CircumventionTestKeys(TypedDict):
     tor_logs: NotRequired[list[str]]
     tor_version: NotRequired[str]
     timeout: NotRequired[float]
+    error: NotRequired[str | None]
     # Tor reachability (OONI's tor)
     targets: NotRequired[dict[str, TorTarget]]
     dir_port_total: NotRequired[int]
@@ -199,3 +249,6 @@ class CircumventionTestKeys(TypedDict):
     # OpenVPN (OONI's openvpn)
     openvpn_handshake: NotRequired[list[OpenvpnHandshake]]
     tunnel: NotRequired[str]
+    # WireGuard, the proxies' UDP relay (no OONI test)
+    wireguard_handshake: NotRequired[WireguardHandshake]
+    udp_associate: NotRequired[UdpAssociate]

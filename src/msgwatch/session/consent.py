@@ -49,10 +49,15 @@ CIRCUMVENTION = Consent(
     key="circumvention_tests",
     text="""\
 msgwatch is about to test circumvention tools: it will start Tor, obfs4 bridges, VPN clients
-(OpenVPN, WireGuard), Shadowsocks and proxies, and connect to their servers. These tests can be
-visible to the network: anyone who watches it - your provider, an employer, the state - may see
-that this machine contacted Tor relays or bridges, or used a VPN or a proxy, and censors
-fingerprint exactly that. Where using such tools is itself risky, do not go on.""",
+(OpenVPN, WireGuard), Shadowsocks and proxies, and connect to their servers. By default that
+includes the public Tor directory authorities and the default obfs4 bridges of msgwatch's
+catalogue, besides the endpoints of your own file (`msgwatch circumvent --no-catalogue-entries`
+leaves them out). These tests can be visible to the network: anyone who watches it - your
+provider, an employer, the state - may see that this machine contacted Tor relays or bridges, or
+used a VPN or a proxy, and censors fingerprint exactly that. Host names (of your endpoints, and
+of the services tried through the tunnels) may be looked up outside the tunnels, with this
+network's resolver, where they can be seen too. Where using such tools is itself risky, do not
+go on.""",
     what="circumvention tests",
 )
 

@@ -9,8 +9,10 @@ Rules:
 - Destinations are IP literals only (the fence needs an address; no name goes to a proxy).
 - Every read is bounded: SOCKS replies have fixed lengths (read exactly, never more, so the
   returned :class:`~msgwatch.steps.net.TCPConn` is positioned right after the reply); an HTTP
-  CONNECT answer is read a few bytes at a time, never past its blank line, and at most
-  :data:`MAX_HTTP_HEAD` bytes. Every wait ends at the caller's ``deadline``.
+  CONNECT answer's head is taken from the connection's buffer up to its blank line
+  (``readuntil``: as many bytes at once as the proxy sent, and whatever follows the blank line
+  stays buffered for the tunnel), at most :data:`MAX_HTTP_HEAD` bytes used (and the reader's
+  limit, 16 KiB, read). Every wait ends at the caller's ``deadline``.
 - A proxy that answers something else fails with a stable string (:mod:`msgwatch.failures`):
   ``socks_bad_reply``, ``socks_no_acceptable_method``, ``socks_auth_failed``, ``socks_refused``,
   ``socks_command_not_supported``, ``http_connect_refused``, ``http_connect_bad_reply``; a proxy
@@ -228,14 +230,6 @@ def parse_connect_status(head: bytes) -> int:
     return int(parts[1])
 
 
-def _suffix_match(buffer: bytes | bytearray) -> int:
-    """How many bytes of :data:`HTTP_TERMINATOR` the buffer already ends with."""
-    for k in (3, 2, 1):
-        if buffer.endswith(HTTP_TERMINATOR[:k]):
-            return k
-    return 0
-
-
 # -- I/O -------------------------------------------------------------------------------------
 
 
@@ -307,25 +301,50 @@ async def socks5_connect(
     return conn
 
 
+async def _read_head(conn: TCPConn, deadline: float) -> bytes:
+    """The answer's head up to and with its blank line, nothing past it (module notes), traced
+    as one ``read``. The status line's first bytes are checked as soon as they come: a proxy
+    that answers something else than HTTP fails at once, not at the deadline."""
+    reader = conn._reader  # the connection's own buffer: no byte past the head is consumed
+    trace, t0 = conn.trace, conn.trace.now()
+    head = b""
+    failure: str | None = None
+    try:
+        async with asyncio.timeout_at(deadline):
+            head = await reader.readexactly(len(b"HTTP/"))
+            if head != b"HTTP/":
+                raise ProbeFailure(HTTP_CONNECT_BAD_REPLY, f"status line {head!r}")
+            head += await reader.readuntil(HTTP_TERMINATOR)
+        if len(head) > MAX_HTTP_HEAD:
+            raise ProbeFailure(HTTP_CONNECT_BAD_REPLY, f"a head of {len(head)} bytes")
+        return head
+    except asyncio.IncompleteReadError as exc:
+        head += exc.partial
+        if head:
+            failure = HTTP_CONNECT_BAD_REPLY
+            raise ProbeFailure(failure, f"closed after {len(head)} bytes") from exc
+        failure = EOF_ERROR
+        raise ProbeFailure(failure, "closed before answering") from exc
+    except asyncio.LimitOverrunError as exc:
+        failure = HTTP_CONNECT_BAD_REPLY
+        raise ProbeFailure(failure, f"no end of head in {MAX_HTTP_HEAD} bytes") from exc
+    except Exception as exc:
+        failure = classify(exc)
+        raise
+    finally:
+        trace.received(len(head))
+        trace.event(
+            "read", txid=conn.txid, t0=t0, address=conn.address, proto="tcp",
+            num_bytes=len(head), failure=failure,
+        )  # fmt: skip
+
+
 async def http_connect_exchange(conn: TCPConn, ip: str, port: int, deadline: float) -> int:
     """Send CONNECT for ``ip:port`` and read the answer's head, never past its blank line;
     returns the 2xx status, raises ``http_connect_refused`` for another one."""
     check_destination(ip)
     await conn.write(connect_request(ip, port), deadline)
-    head = bytearray()
-    while not head.endswith(HTTP_TERMINATOR):
-        if len(head) >= MAX_HTTP_HEAD:
-            raise ProbeFailure(HTTP_CONNECT_BAD_REPLY, f"no end of head in {MAX_HTTP_HEAD} bytes")
-        want = min(len(HTTP_TERMINATOR) - _suffix_match(head), MAX_HTTP_HEAD - len(head))
-        data = await conn.read(deadline, want)
-        if not data:
-            if head:
-                raise ProbeFailure(HTTP_CONNECT_BAD_REPLY, f"closed after {len(head)} bytes")
-            raise ProbeFailure(EOF_ERROR, "closed before answering")
-        head += data
-        if len(head) >= 5 and not head.startswith(b"HTTP/"):
-            raise ProbeFailure(HTTP_CONNECT_BAD_REPLY, f"status line {bytes(head[:20])!r}")
-    status = parse_connect_status(bytes(head))
+    status = parse_connect_status(await _read_head(conn, deadline))
     if not 200 <= status <= 299:
         raise ProbeFailure(HTTP_CONNECT_REFUSED, f"status {status}")
     return status

@@ -11,7 +11,6 @@ import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from msgwatch.lab.topology import Lab
 from msgwatch.steps.replay import ReplayOptions, ReplayResult, replay
 from msgwatch.steps.trace import Trace
 from tests.lab.circumvention.conftest import in_probe
-from tests.lab.conftest import lab_unavailable
 
 pytestmark = [pytest.mark.netns, pytest.mark.servers]
 HELPER = P.HELPERS["abroad"]
@@ -34,12 +32,9 @@ NAMES = ("shadowsocks", "socks5", "socks5-micro", "http-connect")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Lab(circumvention=("proxies",)) as up:
-        yield up
+def lab(circumvention_lab: Lab) -> Lab:
+    """The package's shared lab (tests/lab/circumvention/conftest.py)."""
+    return circumvention_lab
 
 
 @pytest.fixture(scope="module")

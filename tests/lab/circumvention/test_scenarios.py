@@ -11,7 +11,6 @@ namespaces, and every verdict is compared with the scenario's ground truth, mech
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,6 @@ from typing import Any
 
 import pytest
 
-from msgwatch.catalogue import Catalogue, load_catalogue
-from msgwatch.lab.circumvention import GROUPS
 from msgwatch.lab.run import (
     PhaseRun,
     apply_outages,
@@ -28,12 +25,13 @@ from msgwatch.lab.run import (
     circumvention_phase,
     compare,
     probe_all,
-    scenario_catalogue,
     write_geoip,
 )
 from msgwatch.lab.scenario import Scenario, list_scenarios
 from msgwatch.lab.topology import Lab
-from tests.lab.conftest import lab_unavailable
+from msgwatch.measurement.circumvention import TEST_NAME as CIRCUMVENTION
+from msgwatch.measurement.validate import validate
+from tests.lab.circumvention.conftest import UP
 
 pytestmark = [pytest.mark.netns, pytest.mark.servers, pytest.mark.timeout(900)]
 
@@ -61,27 +59,13 @@ def _missing() -> list[str]:
     return [name for name in NEEDED if importlib.util.find_spec(name) is None]
 
 
-def _catalogue() -> Catalogue:
-    """Every service any circumvention scenario names (one lab serves them all)."""
-    services = sorted({name for s in SCENARIOS for name in s.services})
-    probe = SCENARIOS[0].model_copy(update={"services": services})
-    return scenario_catalogue(probe, load_catalogue())
-
-
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces)")
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
+def lab(circumvention_lab: Lab) -> Iterator[Lab]:
     missing = _missing()
     if missing:
         pytest.skip(f"not built yet: {', '.join(missing)}")
-    started = time.monotonic()
-    with Lab(catalogue=_catalogue(), circumvention=GROUPS) as up:
-        TIMES["lab up"] = time.monotonic() - started
-        yield up
+    TIMES.update(UP)
+    yield circumvention_lab
     print(f"\ncircumvention scenarios, seconds: {TIMES}")  # noqa: T201
 
 
@@ -114,6 +98,19 @@ def _stages(runs: list[PhaseRun], rows: list[dict[str, Any]]) -> str:
             )
             lines.append(f"  {run.isp} {name}: {stages}; control {keys.get('control')}; "
                          f"through {through}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _invalid(runs: list[PhaseRun]) -> str:
+    """Every circumvention measurement's departures from its spec (what the collector would
+    reject), one line each."""
+    lines = []
+    for run in runs:
+        for m in run.measurements:
+            if m.get("test_name") != CIRCUMVENTION:
+                continue
+            name = ((m.get("test_keys") or {}).get("entry") or {}).get("name")
+            lines += [f"  {run.phase}/{run.isp}/{name}: {p}" for p in validate(m)[:5]]
     return "\n".join(lines)
 
 
@@ -150,3 +147,6 @@ def test_circumvention_scenario_matches_ground_truth(
     tunnels = {r["service"] for r in rows if r.get("test") == "circumvention"}
     assert tunnels == set(scenario.circumvention_entries())
     assert all(r["match"] for r in rows), f"{_mismatches(rows)}\n{_stages(runs, rows)}"
+    assert any(m.get("test_name") == CIRCUMVENTION for r in runs for m in r.measurements)
+    invalid = _invalid(runs)
+    assert not invalid, f"measurements the collector would reject:\n{invalid}"

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,15 @@ from msgwatch.lab import plan as P
 from msgwatch.lab.topology import Lab
 from msgwatch.steps.trace import Trace
 from tests.lab.circumvention.conftest import in_probe
-from tests.lab.conftest import lab_unavailable
 
 pytestmark = [pytest.mark.netns, pytest.mark.servers]
 HELPER = P.HELPERS["abroad"]
 
 
 @pytest.fixture(scope="module")
-def vpn_lab() -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Lab(circumvention=("vpn",)) as up:
-        yield up
+def vpn_lab(circumvention_lab: Lab) -> Lab:
+    """The package's shared lab (tests/lab/circumvention/conftest.py)."""
+    return circumvention_lab
 
 
 def entries(lab: Lab) -> dict[str, Entry]:
@@ -156,4 +151,59 @@ def test_reflecting_server_is_a_failure_not_a_hang(vpn_lab: Lab, name: str, tmp_
         s.as_dict() for s in out["run"].stages
     ]
     assert time.monotonic() - started < budget + 5
+    assert not list(tmp_path.iterdir())
+
+
+def probe_address(lab: Lab) -> str:
+    """probe1's own IPv4 address on its link (from ``ip -j addr``)."""
+    out = subprocess.run(["ip", "-n", lab.ns("probe1"), "-j", "-4", "addr", "show"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for link in json.loads(out):
+        for info in link.get("addr_info", []):
+            if info.get("scope") == "global":
+                return str(info["local"])
+    raise AssertionError("probe1 has no global IPv4 address")
+
+
+@pytest.mark.parametrize("which", ["own", "neighbour"])
+def test_a_tunnel_address_the_probe_has_or_reaches_on_its_link_is_refused(
+    vpn_lab: Lab, which: str, tmp_path: Path
+) -> None:
+    """Review H4: WireGuard's tunnel address equal to the probe's own, or to its gateway's (on
+    its link): refused before anything is configured (client_failed, the probe's own), and
+    probe1's links, addresses and routes are as they were."""
+    import ipaddress
+
+    before = probe_state(vpn_lab)
+    own = ipaddress.ip_address(probe_address(vpn_lab))
+    address = str(own if which == "own" else own - 1)  # the gateway: .1 beside probe1's .2
+    good = entries(vpn_lab)["wireguard"]
+    entry = Entry(good.name, good.type, good.address, good.port, good.protocol,
+                  {**good.params, "tunnel_address": address})  # fmt: skip
+    out = in_probe(vpn_lab, lambda: exercise(entry, tmp_path, {entry.type: 8.0}))
+    assert out.get("failed") == ("handshake", "client_failed"), [
+        s.as_dict() for s in out["run"].stages
+    ]
+    assert "refused" in out["run"].stages[-1].detail["error"]
+    assert probe_state(vpn_lab) == before
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_broken_local_pem_file_is_client_failed_not_tls_blocking(
+    vpn_lab: Lab, tmp_path: Path
+) -> None:
+    """Review H6.3: the real ``openvpn`` with a ca file that is not PEM logs "OpenSSL: error
+    ... no start line" at start-up: the client's own trouble, not ``ssl_failed_handshake``."""
+    broken = tmp_path.parent / f"{tmp_path.name}-broken-ca.pem"
+    broken.write_text("this is not a certificate\n")
+    good = entries(vpn_lab)["openvpn-udp"]
+    entry = Entry(good.name, good.type, good.address, good.port, good.protocol,
+                  {**good.params, "ca": str(broken)})  # fmt: skip
+    try:
+        out = in_probe(vpn_lab, lambda: exercise(entry, tmp_path, {entry.type: 8.0}))
+    finally:
+        broken.unlink()
+    assert out.get("failed") == ("handshake", "client_failed"), [
+        s.as_dict() for s in out["run"].stages
+    ]
     assert not list(tmp_path.iterdir())

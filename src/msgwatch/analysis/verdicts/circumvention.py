@@ -5,19 +5,22 @@ records shaped as the service judge's (:class:`msgwatch.measurement.model.Verdic
 
 - one row for the transport: ``service`` = the entry's name, ``function`` = ``tunnel``
   (``reachability`` for ``tor_reach``);
-- one row per ``through`` item: ``function`` = ``<service>.<function>`` (``whatsapp.voice``).
+- one row per ``through`` item: ``function`` = ``<service>.<function>`` (``whatsapp.voice``),
+  judged in :mod:`msgwatch.analysis.verdicts.circumvention_through`.
 
 The evidence rule (the toml's header says it in full): a failed stage is ``blocked`` with
 mechanism ``<stage>.<kind>`` only when its failure is a network failure (``kinds``), a control
 says the path abroad works (the measurement's ``control``, or ``peers``: other measurements of the
 same run whose tunnel carried the transfer to the same helper), and the probe was not the slow
-one (its loop's stalls; a Tor bootstrap still moving when its time ran out). A ``transfer`` or
-``sustain`` that stopped after bytes came back is ``cut``. Anything else is ``inconclusive``.
-
-Calls through the tunnel compare the original replay with its bit-inverted control, as
-``calls.toml`` does directly: both lost (and the tunnel carried the transfer): the path of calls
-through it is blocked; the original lost, the control through: DPI through the tunnel; both
-through: ok.
+one: a timeout while the probe's loop stalled (``probe_lag``) is ``probe.overloaded``; a Tor
+bootstrap whose progress moved within ``slow_progress_age`` seconds of the end of its time is
+``tunnel.slow`` (a bootstrap without a ``progress_age`` is not known to be moving: it is judged
+on its failure). The control proves only the path to the test helper, not that the endpoint is
+up for everyone: ``circumvention.blocked`` says so and has a lower confidence, unless a
+``helper_view`` (the endpoint tried from abroad) shows the endpoint up (``blocked_confirmed``) or
+down (``endpoint_down``). A ``transfer`` or ``sustain`` whose flow stopped after bytes came back
+(``stalled_at`` > 0, or a reset after bytes) is ``cut``; one that timed out while bytes still came
+back (no ``stalled_at``) is ``slow``, inconclusive. Anything else is ``inconclusive``.
 
 Hostile input: every value is read with its type checked, lists are cut at :data:`MAX_ITEMS`;
 :func:`judge` never raises for any JSON value (a measurement it cannot read gives no rows).
@@ -25,95 +28,31 @@ Hostile input: every value is read with its type checked, lists are cut at :data
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from msgwatch.analysis.verdicts import overload
+from msgwatch.analysis.verdicts.circumvention_rules import (
+    MAX_ITEMS,
+    Record,
+    Rule,
+    RuleSet,
+    dicts,
+    integer,
+    kind_of,
+    load_rules,
+    num,
+    text,
+    transfer_passed,
+)
+from msgwatch.analysis.verdicts.circumvention_through import through_ids, through_rule
 
-Record = dict[str, Any]
+__all__ = ["MAX_ITEMS", "RULES_VERSION", "TEST_NAME", "control_state", "judge", "judge_run",
+           "kind_of", "load_rules"]  # fmt: skip
+
 TEST_NAME: Final = "msgwatch_circumvention"
-MAX_ITEMS: Final = 256
 _CUT_STAGES = ("transfer", "sustain")
-
-
-class Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    verdict: Literal["ok", "blocked", "inconclusive", "degraded", "not_measured"]
-    mechanism: str | None = None
-    confidence: float
-    explain: str
-
-
-class Local(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    failures: list[str]
-
-
-class RuleSet(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rules_version: str
-    overload_share: float
-    overload_min: float
-    slow_progress_age: float
-    replay_pass: float
-    kinds: dict[str, str]
-    prefix_kinds: dict[str, str]
-    local: Local
-    rule: list[Rule]
-
-    def get(self, rule_id: str) -> Rule:
-        return next(r for r in self.rule if r.id == rule_id)
-
-
-@lru_cache(maxsize=1)
-def load_rules() -> RuleSet:
-    text = (resources.files("msgwatch.analysis.verdicts") / "circumvention.toml").read_text(
-        encoding="utf-8"
-    )
-    return RuleSet.model_validate(tomllib.loads(text))
-
-
 RULES_VERSION: Final = load_rules().rules_version
-
-
-# --- reading hostile values ------------------------------------------------------------------------
-
-
-def _dicts(value: Any) -> list[Record]:
-    return [v for v in value[:MAX_ITEMS] if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _str(value: Any, limit: int = 64) -> str | None:
-    return value[:limit] if isinstance(value, str) else None
-
-
-def kind_of(failure: str | None, rules: RuleSet) -> str | None:
-    """The network kind of ``failure`` (``timeout``, ``reset``, ...), None when not the network's."""
-    if failure is None or failure in rules.local.failures:
-        return None
-    if failure in rules.kinds:
-        return rules.kinds[failure]
-    for prefix, kind in rules.prefix_kinds.items():
-        if failure.startswith(prefix):
-            return kind
-    return None
 
 
 # --- the control -------------------------------------------------------------------------------------
@@ -121,14 +60,7 @@ def kind_of(failure: str | None, rules: RuleSet) -> str | None:
 
 def _helper_of(keys: Record) -> str | None:
     control = keys.get("control")
-    return _str(control.get("helper"), 128) if isinstance(control, dict) else None
-
-
-def _transfer_passed(keys: Record) -> bool:
-    return any(
-        s.get("stage") == "transfer" and s.get("failure") is None and _num(s.get("t")) is not None
-        for s in _dicts(keys.get("stages"))
-    )
+    return text(control.get("helper"), 128) if isinstance(control, dict) else None
 
 
 def control_state(keys: Record, peers: Iterable[Record] = ()) -> Literal["ok", "failed", "none"]:
@@ -145,7 +77,7 @@ def control_state(keys: Record, peers: Iterable[Record] = ()) -> Literal["ok", "
         theirs = _helper_of(other)
         if helper is not None and theirs is not None and helper != theirs:
             continue
-        if _transfer_passed(other):
+        if transfer_passed(other):
             return "ok"
     return "none"
 
@@ -154,7 +86,7 @@ def control_state(keys: Record, peers: Iterable[Record] = ()) -> Literal["ok", "
 
 
 def _span(stage: Record) -> tuple[float, float] | None:
-    t0, t = _num(stage.get("t0")), _num(stage.get("t"))
+    t0, t = num(stage.get("t0")), num(stage.get("t"))
     return (t0, t) if t0 is not None and t is not None and t0 <= t else None
 
 
@@ -167,29 +99,40 @@ def _overloaded(stage: Record, keys: Record, rules: RuleSet) -> bool:
 
 
 def _slow(stage: Record, keys: Record, rules: RuleSet) -> bool:
-    """A bootstrap that ran out of time while still progressing (or with no age to tell)."""
+    """A bootstrap that ran out of time while still progressing: its ``progress_age`` (seconds
+    since the progress last moved) at most ``slow_progress_age``. No age: not known to move."""
     if stage.get("stage") != "tunnel" or stage.get("failure") != overload.TIMEOUT:
         return False
-    progress = _num(stage.get("progress"))
+    progress = num(stage.get("progress"))
     if progress is None:
-        progress = _num(keys.get("tor_progress"))
+        progress = num(keys.get("tor_progress"))
     if progress is None or progress <= 0:
         return False
-    age = _num(stage.get("progress_age"))
-    return age is None or age <= rules.slow_progress_age
+    age = num(stage.get("progress_age"))
+    return age is not None and 0 <= age <= rules.slow_progress_age
 
 
-def _cut_bytes(stage: Record) -> int:
-    """Bytes that came back before a transfer or sustain stopped (0: none, or not such a stage)."""
+def _flow(stage: Record, kind: str) -> tuple[Literal["cut", "slow"], int] | None:
+    """A ``transfer``/``sustain`` that failed after bytes came back: ``cut`` when the flow
+    stopped (``stalled_at``: the bytes back when the echo stopped for good, or a reset/close after
+    bytes), ``slow`` when it ran out of time with no ``stalled_at`` (still moving); None when no
+    byte came back or it is not such a stage."""
     if stage.get("stage") not in _CUT_STAGES:
-        return 0
-    stalled = _int(stage.get("stalled_at_bytes"))
-    return max(stalled, _int(stage.get("bytes_received")), _int(stage.get("bytes")))
+        return None
+    back = max(integer(stage.get("bytes_received")), integer(stage.get("bytes")))
+    stalled = stage.get("stalled_at", stage.get("stalled_at_bytes"))
+    if integer(stalled) > 0:
+        return "cut", integer(stalled)
+    if back <= 0:
+        return None
+    if kind == "reset":
+        return "cut", back
+    return ("slow", back) if kind == "timeout" and stalled is None else None
 
 
 def _tunnel_rule(keys: Record, peers: Iterable[Record], rules: RuleSet) -> tuple[Rule, Record]:
     """The rule for the transport's own row, and the values its text names."""
-    stages = _dicts(keys.get("stages"))
+    stages = dicts(keys.get("stages"))
     failed = next((s for s in stages if s.get("failure") is not None), None)
     if failed is None:
         reach = keys.get("transport") == "tor_reach"  # no tunnel: its targets are the test
@@ -201,8 +144,8 @@ def _tunnel_rule(keys: Record, peers: Iterable[Record], rules: RuleSet) -> tuple
                 "failed": total - accessible, "total": total,
             }  # fmt: skip
         return rules.get("circumvention.ok"), {}
-    stage = _str(failed.get("stage"), 16) or "unknown"
-    failure = _str(failed.get("failure"), 128) or "unknown_failure"
+    stage = text(failed.get("stage"), 16) or "unknown"
+    failure = text(failed.get("failure"), 128) or "unknown_failure"
     values: Record = {"stage": stage, "failure": failure}
     kind = kind_of(failure, rules)
     if kind is None:
@@ -211,82 +154,44 @@ def _tunnel_rule(keys: Record, peers: Iterable[Record], rules: RuleSet) -> tuple
     if _overloaded(failed, keys, rules):
         return rules.get("probe.overloaded"), values
     if _slow(failed, keys, rules):
-        values["progress"] = _num(failed.get("progress")) or _num(keys.get("tor_progress")) or 0
+        values["progress"] = num(failed.get("progress")) or num(keys.get("tor_progress")) or 0
         return rules.get("circumvention.slow"), values
+    flow = _flow(failed, kind)
+    if flow is not None and flow[0] == "slow":
+        values["bytes"] = flow[1]
+        return rules.get("circumvention.flow_slow"), values
     control = control_state(keys, peers)
     if control == "none":
         return rules.get("circumvention.no_control"), values
     if control == "failed":
         return rules.get("circumvention.control_failed"), values
-    cut = _cut_bytes(failed)
-    if cut > 0:
-        values["bytes"] = cut
+    if flow is not None:
+        values["bytes"] = flow[1]
         return rules.get("circumvention.cut"), values
     values["kind"] = kind
-    return rules.get("circumvention.blocked"), values
+    view = _helper_view(keys)
+    if view == "down":
+        return rules.get("circumvention.endpoint_down"), values
+    return rules.get("circumvention.blocked_confirmed" if view == "up" else
+                     "circumvention.blocked"), values  # fmt: skip
+
+
+def _helper_view(keys: Record) -> Literal["up", "down", "none"]:
+    """The endpoint tried from abroad by the test helper (``helper_view``, when a run has one):
+    ``up`` when it answered there, ``down`` when it did not, ``none`` without a view."""
+    view = keys.get("helper_view")
+    if not isinstance(view, dict) or "failure" not in view:
+        return "none"
+    return "up" if view.get("failure") is None else "down"
 
 
 def _reach_counts(keys: Record) -> tuple[int, int]:
     """Tor reachability's targets: (total, accessible) over OONI's per-protocol counts."""
     total = accessible = 0
     for protocol in ("dir_port", "or_port", "or_port_dirauth", "obfs4"):
-        total += _int(keys.get(f"{protocol}_total"))
-        accessible += _int(keys.get(f"{protocol}_accessible"))
+        total += integer(keys.get(f"{protocol}_total"))
+        accessible += integer(keys.get(f"{protocol}_accessible"))
     return total, min(accessible, total)
-
-
-# --- through the tunnel ------------------------------------------------------------------------------
-
-
-def _passes(replays: list[Record], role: str, rules: RuleSet) -> bool | None:
-    """Whether ``role``'s replays passed (at least ``replay_pass`` came back); None: none sent."""
-    mine = [
-        r for r in replays
-        if r.get("role") == role and not (isinstance(r.get("probe"), dict) and r["probe"].get("cut"))
-    ]  # fmt: skip
-    sent = sum(_int(r.get("sent_packets")) for r in mine)
-    if sent <= 0:
-        return None
-    received = sum(min(_int(r.get("received_packets")), _int(r.get("sent_packets"))) for r in mine)
-    return received >= rules.replay_pass * sent
-
-
-def _through_rule(item: Record, keys: Record, rules: RuleSet) -> tuple[Rule, Record]:
-    failure = _str(item.get("failure"), 128)
-    values: Record = {"failure": failure}
-    replays = _dicts(item.get("replays"))
-    carried = _transfer_passed(keys)
-    reason = _str(item.get("reason"), 64)
-    if failure == "udp_not_carried" or (item.get("measured") is False and reason == "no_udp"):
-        return rules.get("through.not_carried"), values
-    if item.get("measured") is False:  # the tunnel did not come up: nothing was tried
-        values["reason"] = reason or "not_measured"
-        return rules.get("through.not_measured"), values
-    if replays:
-        original = _passes(replays, "replay_original", rules)
-        control = _passes(replays, "replay_control", rules)
-        if original and control:
-            return rules.get("through.calls_ok"), values
-        if original is False and control:
-            return rules.get("through.calls_dpi"), values
-        if original is False and control is False and carried:
-            return rules.get("through.calls_path"), values
-        return rules.get("through.calls_unclear"), values
-    if failure is None:
-        return rules.get("through.ok"), values
-    kind = kind_of(failure, rules)
-    if kind is None or not carried:
-        return rules.get("through.unclear"), values
-    values["kind"] = kind
-    return rules.get("through.blocked"), values
-
-
-def _through_ids(item: Record) -> list[int]:
-    ids = [_int(r.get("transaction_id")) for r in _dicts(item.get("replays"))]
-    tls = item.get("tls")
-    if isinstance(tls, dict):
-        ids.append(_int(tls.get("transaction_id")))
-    return sorted({i for i in ids if i > 0})
 
 
 # --- records -----------------------------------------------------------------------------------------
@@ -343,8 +248,8 @@ def _judge(measurement: Any, peers: Iterable[Any]) -> list[Record]:
     if not isinstance(keys, dict):
         return []
     entry = keys.get("entry")
-    name = _str(entry.get("name")) if isinstance(entry, dict) else None
-    name = name or _str(measurement.get("input"))
+    name = text(entry.get("name")) if isinstance(entry, dict) else None
+    name = name or text(measurement.get("input"))
     if not name:
         return []
     report = measurement.get("report_id")
@@ -357,13 +262,13 @@ def _judge(measurement: Any, peers: Iterable[Any]) -> list[Record]:
     function = "reachability" if keys.get("transport") == "tor_reach" else "tunnel"
     rule, values = _tunnel_rule(keys, same_run, rules)
     out = [_record(name, function, rule, values, [], False, rules)]
-    for item in _dicts(keys.get("through")):
-        service, fn = _str(item.get("service"), 32), _str(item.get("function"), 32)
+    for item in dicts(keys.get("through")):
+        service, fn = text(item.get("service"), 32), text(item.get("function"), 32)
         if not service or not fn:
             continue
-        rule, values = _through_rule(item, keys, rules)
-        call = bool(_dicts(item.get("replays")))
-        out.append(_record(name, f"{service}.{fn}", rule, values, _through_ids(item), call, rules))
+        rule, values = through_rule(item, keys, rules)
+        call = bool(dicts(item.get("replays")))
+        out.append(_record(name, f"{service}.{fn}", rule, values, through_ids(item), call, rules))
     return out
 
 

@@ -13,7 +13,14 @@ Stages, read from the client's output (``--verb 3``), each line bounded (:class:
 - ``handshake``: the control channel's TLS up to "Peer Connection Initiated" (over UDP it starts
   with the process: there is no connect); "TLS key negotiation failed" (no answer) is a timeout,
   a certificate the client rejects an ``ssl_*`` failure, an ICMP refusal ``connection_refused``;
-- ``tunnel``: the pushed options up to "Initialization Sequence Completed", then the address set.
+- ``tunnel``: the pushed options up to "Initialization Sequence Completed", then the address set
+  (only a private one, :func:`vpnkit.address_problem`; another is ``openvpn_no_address``).
+
+An OpenSSL or certificate error the client reports before anything came from the server (before
+"TCP connection established" or "TLS: Initial packet from") is its own: a local ca/cert/key file
+it cannot load ("PEM ... no start line"), not the network's: ``client_failed``, like "Cannot
+load", "Options error" and a fatal exit. (A "TLS Error" then, e.g. garbage that fails the HMAC,
+came from the network and stays ``ssl_failed_handshake``.)
 
 The test keys follow OONI's ``openvpn`` (ts-040): ``tunnel`` = ``"openvpn"`` and one
 ``openvpn_handshake`` record (endpoint, ip, port, transport, provider, ``openvpn_options``
@@ -27,7 +34,6 @@ import contextlib
 import ipaddress
 import os
 import re
-import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +57,9 @@ _SOCKET_ERRORS = (
     ("Connection timed out", F.TIMEOUT), ("No route to host", F.HOST_UNREACHABLE),
     ("Network is unreachable", F.NETWORK_UNREACHABLE),
 )  # fmt: skip
+_LOCAL_ERRORS = ("Cannot load", "Cannot open", "Error: private key password", "Options error",
+                 "Exiting due to fatal error")  # fmt: skip
+"""Phrases of errors that are the client's own (its files, its options), whenever they come."""
 _IFCONFIG = re.compile(r"(?:^|,)ifconfig (\S+) (\S+)(?:,|'|$)")
 
 
@@ -94,7 +103,21 @@ class OpenVPNLog:
         elif "Initialization Sequence Completed" in text:
             self.tunnel_up = True
 
+    @property
+    def started(self) -> bool:
+        """Whether anything came from the server yet (a TCP connection, a first packet)."""
+        return self.connected or self.initial_packet
+
     def _failure(self, text: str) -> str | None:
+        failure = self._kind(text)
+        local = "OpenSSL: error" in text or "VERIFY" in text
+        if failure is not None and failure.startswith("ssl_") and local and not self.started:
+            return V.CLIENT_FAILED  # nothing came from the server: the client's own files
+        return failure
+
+    def _kind(self, text: str) -> str | None:
+        if any(phrase in text for phrase in _LOCAL_ERRORS):
+            return V.CLIENT_FAILED
         if "AUTH_FAILED" in text:
             return AUTH_FAILED
         if "VERIFY" in text and "ERROR" in text:
@@ -105,8 +128,6 @@ class OpenVPNLog:
             return F.TIMEOUT  # no answer within the hand window, or over UDP: nothing came back
         if "TLS Error" in text or "TLS_ERROR" in text or "OpenSSL: error" in text:
             return F.SSL_FAILED_HANDSHAKE
-        if "Options error" in text or "Exiting due to fatal error" in text:
-            return V.CLIENT_FAILED
         for phrase, failure in _SOCKET_ERRORS:
             if phrase in text:
                 return failure
@@ -114,8 +135,9 @@ class OpenVPNLog:
 
 
 def pushed_address(text: str) -> str | None:
-    """The address of a ``PUSH_REPLY``'s ``ifconfig`` option, if it is a usable unicast IPv4
-    address (not loopback, link-local, multicast, unspecified or reserved)."""
+    """The address of a ``PUSH_REPLY``'s ``ifconfig`` option, if it is an IPv4 address a tunnel
+    may have (:func:`vpnkit.address_problem`: a private one; a server pushing a public address,
+    or the helper's, would take over the probe's traffic to it)."""
     match = _IFCONFIG.search(text)
     if match is None:
         return None
@@ -123,8 +145,7 @@ def pushed_address(text: str) -> str | None:
         address = ipaddress.IPv4Address(match.group(1))
     except ValueError:
         return None
-    if (address.is_loopback or address.is_link_local or address.is_multicast
-            or address.is_unspecified or address.is_reserved):  # fmt: skip
+    if V.address_problem(str(address)) is not None:
         return None
     return str(address)
 
@@ -215,7 +236,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     problems = check_params(entry)
     if problems:
         raise run.fail(first, V.BAD_PARAMS, problems=problems[:5])
-    ip = await V.resolve(entry, run, deadline)
+    ip = await V.resolve(entry, ctx, run, deadline)
     txid = run.trace.new_transaction()
     handshake: dict[str, Any] = {
         "endpoint": f"openvpn://{entry.name}/?address={ip}:{entry.port}&transport={entry.protocol}",
@@ -231,7 +252,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     client = V.Client("openvpn", log.feed)
     device = V.device_name()
     directory = V.workdir(ctx, entry)
-    ip_exe = shutil.which("ip", path=V.SEARCH) or "ip"
+    ip_exe = V.find_program("ip") or "ip"
     try:
         try:
             async with run.stage(first) as detail:
@@ -251,7 +272,8 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
                 await until(client, log, lambda: log.tunnel_up, deadline)
                 if log.address is None:
                     raise ProbeFailure(NO_ADDRESS, "no usable ifconfig in PUSH_REPLY")
-                await V.set_address(ip_exe, device, log.address, 1500, deadline)
+                await V.set_address(ip_exe, device, log.address, 1500, deadline,
+                                    avoid=(ip, ctx.helper))  # fmt: skip
                 detail["device"], detail["address"] = device, log.address
         except StageFailed as exc:
             handshake["t"] = handshake["t"] or run.trace.now()
@@ -260,6 +282,4 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
             raise
         yield V.DeviceTunnel(device)
     finally:
-        await V.stop_client(client)
-        await asyncio.shield(V.cleanup_device(ip_exe, device))
-        shutil.rmtree(directory, ignore_errors=True)
+        await V.release(client, directory, ip_exe, device)

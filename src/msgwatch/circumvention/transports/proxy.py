@@ -17,7 +17,10 @@ Then, for SOCKS5 unless ``params.udp`` is false, UDP ASSOCIATE is tried (bounded
 the echo came back. A proxy without UDP (microsocks) answers ``socks_command_not_supported``.
 
 The tunnel opens a fresh proxied connection (or association) for each stream (or UDP socket);
-it owns no process and nothing to stop.
+it owns no process and nothing to stop. A tunnel through a local proxy (``local``: Shadowsocks's
+``ss-local`` on 127.0.0.1) reports any failure of the exchange with that proxy as
+``client_failed``: a refused connection to it, a SOCKS answer it did not give, are the client
+program's, never the network's (a failure of the data once through it still is).
 
 Params: ``username``, ``password`` (SOCKS5 only, together, 1–255 bytes each), ``udp`` (bool,
 SOCKS5 only). HTTP CONNECT takes none.
@@ -27,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from msgwatch.circumvention.model import Context, Entry, Run, Tunnel
 from msgwatch.circumvention.transfer import ECHO_MISMATCH, pattern
 from msgwatch.circumvention.transports import vpnkit
-from msgwatch.failures import ProbeFailure, classify
+from msgwatch.failures import NOT_ALLOWED, ProbeFailure, classify
+from msgwatch.fence import check_destination
 from msgwatch.steps import socks
 from msgwatch.steps.net import TCPConn, UDPSocket, tcp_connect
 from msgwatch.steps.trace import Trace
@@ -44,6 +48,7 @@ PROBE_BYTES = 32
 UDP_CHECK_SECONDS = 4.0
 """At most this long for the UDP ASSOCIATE check (association and one echoed datagram)."""
 UDP_NOT_CARRIED = "udp_not_carried"
+CLIENT_FAILED = vpnkit.CLIENT_FAILED
 KNOWN_PARAMS = {"socks5": {"username", "password", "udp"}, "http_connect": set()}
 
 
@@ -86,6 +91,8 @@ class ProxyTunnel:
     username: str | None = None
     password: str | None = None
     udp: bool = False
+    local: bool = False
+    """The proxy is a client program of the probe's (module notes): its failures are local."""
 
     @property
     def carries_udp(self) -> bool:
@@ -96,20 +103,36 @@ class ProxyTunnel:
     ) -> TCPConn:
         if self.kind == "http_connect":
             return await socks.http_connect(trace, txid, self.ip, self.port, ip, port, deadline)
-        return await socks.socks5_connect(
-            trace, txid, self.ip, self.port, ip, port, deadline,
-            username=self.username, password=self.password,
-        )  # fmt: skip
+        check_destination(ip)
+        with self._local_hop():
+            return await socks.socks5_connect(
+                trace, txid, self.ip, self.port, ip, port, deadline,
+                username=self.username, password=self.password,
+            )  # fmt: skip
 
     async def open_udp(
         self, trace: Trace, txid: int, ip: str, port: int, deadline: float
     ) -> UDPSocket:
         if not self.udp:
             raise ProbeFailure(UDP_NOT_CARRIED, f"{self.kind} proxy carries no UDP here")
-        return await socks.socks5_udp(
-            trace, txid, self.ip, self.port, ip, port, deadline,
-            username=self.username, password=self.password,
-        )  # fmt: skip
+        check_destination(ip)
+        with self._local_hop():
+            return await socks.socks5_udp(
+                trace, txid, self.ip, self.port, ip, port, deadline,
+                username=self.username, password=self.password,
+            )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _local_hop(self) -> Iterator[None]:
+        """For a local proxy: its failures as ``client_failed`` (the fence's stay)."""
+        try:
+            yield
+        except Exception as exc:
+            failure = classify(exc)
+            if not self.local or failure == NOT_ALLOWED:
+                raise
+            where = f"{self.ip}:{self.port}"
+            raise ProbeFailure(CLIENT_FAILED, f"the local proxy at {where}: {failure}") from exc
 
 
 async def udp_check(tunnel: ProxyTunnel, ctx: Context, trace: Trace) -> dict[str, Any]:
@@ -148,7 +171,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     if problems:
         raise run.fail("connect", vpnkit.BAD_PARAMS, problems=problems[:8])
     username, password = entry.params.get("username"), entry.params.get("password")
-    ip = await vpnkit.resolve(entry, run, deadline)
+    ip = await vpnkit.resolve(entry, ctx, run, deadline)
     trace = run.trace
     txid = trace.new_transaction()
     async with run.stage("connect") as detail:

@@ -3,8 +3,9 @@
 ``ss-local`` runs in a private directory of its own (:func:`vpnkit.workdir`) with a configuration
 file (mode 0600: it holds the password, which is never on a command line nor in the
 measurement), listening as a SOCKS5 server on 127.0.0.1 at a free port, with its UDP relay
-(``mode: tcp_and_udp``) unless ``params.udp`` is false. It is always stopped (its process group,
-also on cancellation and on exceptions: :func:`vpnkit.stop_client`).
+(``mode: tcp_and_udp``) unless ``params.udp`` is false. It is always stopped and its directory
+(with the password file) removed, also on cancellation and on exceptions
+(:func:`vpnkit.release`).
 
 Stages:
 
@@ -13,11 +14,16 @@ Stages:
   first for every stream; a censor blocking the port or address shows here);
 - no ``handshake``: Shadowsocks has none of its own (the first bytes of a stream already carry the
   salt, the encrypted target address and data), so none is recorded;
-- ``tunnel``: ``ss-local`` started and listening, then a SOCKS5 CONNECT through it to the test
-  helper's echo and a short echo round trip (:func:`proxy.echo_once`). ``ss-local`` answers the
-  CONNECT before it reaches the server, so only the echo says the server relayed: a
-  fully-encrypted-traffic censor shows here (a reset or a timeout). A client that does not start
-  fails with ``client_not_found``/``client_failed`` (the probe's own, never the network's).
+- ``tunnel``: a SOCKS5 CONNECT through ``ss-local`` to the test helper's echo and a short echo
+  round trip (:func:`proxy.echo_once`). ``ss-local`` answers the CONNECT before it reaches the
+  server, so only the echo says the server relayed: a fully-encrypted-traffic censor shows here
+  (a reset or a timeout).
+
+``ss-local`` is started, and must say it listens within :data:`START_SECONDS`, between
+``connect`` and ``tunnel``: a client that is missing, exits or is silent fails the ``tunnel``
+stage with ``client_not_found``/``client_failed`` (the probe's own, never the network's). So does
+trouble on the hop to ``ss-local`` itself (a refused connection to its 127.0.0.1 port, its SOCKS
+answer), there and for everything later through the tunnel (:attr:`proxy.ProxyTunnel.local`).
 
 Then, when UDP is on, one datagram through ``ss-local``'s UDP relay to the helper's UDP echo
 (:func:`proxy.udp_check`, test key ``udp_associate``); the tunnel carries UDP when it came back.
@@ -92,14 +98,31 @@ def write_config(directory: Path, entry: Entry, ip: str, local_port: int, udp: b
 
 
 async def wait_listening(client: vpnkit.Client, deadline: float) -> None:
-    """Until ``ss-local`` says it listens; ``client_failed`` if it exits first."""
+    """Until ``ss-local`` says it listens; ``client_failed`` if it exits first or says nothing
+    by ``deadline``."""
     while not any(LISTENING in line for line in client.lines):
         if client.exited:
             tail = " | ".join(client.tail(3))[:300]
             raise ProbeFailure(
                 vpnkit.CLIENT_FAILED, f"ss-local exited ({client.returncode}): {tail}"
             )
-        await client.wait_change(deadline)
+        try:
+            await client.wait_change(deadline)
+        except TimeoutError as exc:
+            raise ProbeFailure(vpnkit.CLIENT_FAILED, "ss-local did not say it listens") from exc
+
+
+async def start(
+    client: vpnkit.Client, ctx: Context, entry: Entry, ip: str, directory: Path, udp: bool,
+    deadline: float,
+) -> int:  # fmt: skip
+    """Start ``ss-local`` and wait until it listens: its local SOCKS port."""
+    exe = vpnkit.executable(ctx, "ss-local")
+    local_port = free_port()
+    config = write_config(directory, entry, ip, local_port, udp)
+    await client.start([exe, "-c", str(config)], directory, [ip])
+    await wait_listening(client, deadline)
+    return local_port
 
 
 @contextlib.asynccontextmanager
@@ -111,29 +134,37 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     if problems:
         raise run.fail("connect", vpnkit.BAD_PARAMS, problems=problems[:8])
     udp = bool(entry.params.get("udp", True))
-    ip = await vpnkit.resolve(entry, run, deadline)
+    ip = await vpnkit.resolve(entry, ctx, run, deadline)
     trace = run.trace
     async with run.stage("connect") as detail:
         detail["address"] = ip
         conn = await tcp_connect(trace, trace.new_transaction(), ip, entry.port, deadline)
         conn.close()
     client = vpnkit.Client("ss-local")
+    directory = vpnkit.workdir(ctx, entry)
     try:
+        started = loop.time()
+        try:
+            local_port = await start(client, ctx, entry, ip, directory, udp,
+                                     min(deadline, started + START_SECONDS))  # fmt: skip
+        except (ProbeFailure, OSError) as exc:
+            failure = exc.failure if isinstance(exc, ProbeFailure) else vpnkit.CLIENT_FAILED
+            if failure != vpnkit.CLIENT_NOT_FOUND:
+                failure = vpnkit.CLIENT_FAILED
+            log = client.tail(5)
+            raise run.fail("tunnel", failure, error=str(exc)[:300], log=log) from exc
+        tunnel = proxy.ProxyTunnel("socks5", LOCAL, local_port, local=True)
         async with run.stage("tunnel") as detail:
-            exe = vpnkit.executable(ctx, "ss-local")
-            directory = vpnkit.workdir(ctx, entry)
-            local_port = free_port()
-            config = write_config(directory, entry, ip, local_port, udp)
-            started = loop.time()
-            await client.start([exe, "-c", str(config)], directory, [ip])
-            await wait_listening(client, min(deadline, loop.time() + START_SECONDS))
             detail["client_start"] = round(loop.time() - started, 3)
-            tunnel = proxy.ProxyTunnel("socks5", LOCAL, local_port)
             stream = await tunnel.open_stream(
                 trace, trace.new_transaction(), ctx.helper, ctx.helper_port, deadline
             )
             try:
                 await proxy.echo_once(stream, deadline)
+            except Exception as exc:
+                if client.exited:  # ss-local died under the stream: its failure, not the path's
+                    raise ProbeFailure(vpnkit.CLIENT_FAILED, "ss-local exited") from exc
+                raise
             finally:
                 stream.close()
             detail["echo_bytes"] = proxy.PROBE_BYTES
@@ -144,4 +175,4 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
             run.keys["udp_associate"] = check
         yield tunnel
     finally:
-        await vpnkit.stop_client(client)
+        await vpnkit.release(client, directory)

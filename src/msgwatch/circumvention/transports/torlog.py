@@ -8,8 +8,10 @@ tor reports bootstrap progress as notice lines::
 and, when a step keeps failing, a warning naming the reason (``Problem bootstrapping. Stuck at 5%
 (conn): Connecting to a relay. (Connection refused; CONNECTREFUSED; count 3; ...)``). The stages
 of :mod:`msgwatch.circumvention.model` follow the progress (:func:`stage_of`): ``connect`` is done
-at 10 % (``conn_done``: TCP to the first hop, or the pluggable transport's connection), ``handshake``
-at 15 % (``handshake_done``: the link handshake with the first hop), ``tunnel`` at 100 % (``done``).
+at 10 % (``conn_done``: TCP to the first hop), ``handshake`` at 15 % (``handshake_done``: the link
+handshake with the first hop), ``tunnel`` at 100 % (``done``). Through an obfs4 bridge tor says
+``conn_done`` only after the pluggable transport's handshake, so there the transport measures
+``connect`` itself (a plain TCP connect) and tor's progress up to 15 % is the ``handshake``.
 
 Everything from the log is hostile: a line is cut at :data:`MAX_LINE` characters, a partial line
 at :data:`MAX_LINE` bytes, the kept lines (the ``Bootstrapped`` lines and warnings/errors, as

@@ -3,8 +3,12 @@ namespace, a long-running client process, and a tunnel that sends through that d
 
 How traffic goes through a VPN without touching the probe's routes: the client (``openvpn``,
 ``wireguard-go``) creates a TUN device named for this run (:func:`device_name`), the device gets
-the tunnel's address as a ``/32`` (no prefix, so no connected route either), and nothing else is
-added: no route, no DNS. Every socket meant for the tunnel is bound to the device
+the tunnel's address as a host prefix (``/32``, ``/128``: no subnet, so no connected route beyond
+the kernel's ``local`` entry for that one address), and nothing else is added: no route, no DNS.
+Since that one ``local`` entry would take over traffic to the address, only a private address is
+given (:func:`address_problem`: RFC 1918, 100.64.0.0/10, ULA, the lab's 198.18.0.0/15 and
+2001:db8::/32), never the endpoint's nor the helper's, and never one the namespace already has or
+reaches on a link (:func:`address_conflict`, from ``ip route get``). Every socket meant for the tunnel is bound to the device
 (``SO_BINDTODEVICE``, :func:`msgwatch.steps.net.tcp_connect` with ``device=``): the kernel sends a
 device-bound socket's packets out of that device even when no route names it. Everything else of
 the probe keeps its own path.
@@ -14,13 +18,17 @@ the probe keeps its own path.
 are fenced before it starts, it runs in a session of its own with its own working directory, its
 output is read line by line (each line bounded, only the last :data:`KEEP_LINES` kept) and it is
 stopped — ``SIGTERM`` to its process group, ``SIGKILL`` after a grace — on every way out,
-cancellation included. :func:`cleanup_device` then removes the device if the client left it.
+cancellation included. It is also started with a parent-death signal (``PR_SET_PDEATHSIG`` =
+``SIGKILL``, :func:`die_with_parent`): a probe killed outright (``SIGKILL``, a crash) never leaves
+it running. :func:`release` then stops it, removes the device if the client left it, and the
+client's directory, each step even when one before it failed or was cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import os
 import secrets
@@ -28,20 +36,14 @@ import shutil
 import signal
 import tempfile
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from msgwatch.circumvention.model import Context, Entry, Run
 from msgwatch.failures import DNS_NO_ANSWER, ProbeFailure
 from msgwatch.fence import check_destination
-from msgwatch.steps.net import (
-    TCPConn,
-    UDPSocket,
-    remaining,
-    system_resolve,
-    tcp_connect,
-    udp_open,
-)
+from msgwatch.steps import dns
+from msgwatch.steps.net import TCPConn, UDPSocket, remaining, tcp_connect, udp_open
 from msgwatch.steps.trace import Trace
 
 MAX_LINE = 2048
@@ -52,7 +54,19 @@ GRACE = 2.0
 """Seconds between ``SIGTERM`` and ``SIGKILL`` when a client is stopped."""
 COMMAND_OUTPUT = 64 * 1024
 """Bytes kept of the output of a helper command (``ip``, ``wg``)."""
+COMMAND_SECONDS = 5.0
+"""At most this long for one helper command (``ip``, ``wg``): longer is the probe's problem."""
 SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+"""Where client programs are looked for (the one search path of every transport)."""
+TUNNEL_POOLS = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                   "198.18.0.0/15", "fc00::/7", "2001:db8::/32")
+)  # fmt: skip
+"""Where a tunnel address may be: private and shared ranges, ULA, and the lab's (benchmarking
+and documentation) prefixes. Any other address given to a device would take over the traffic
+to that address."""
+PR_SET_PDEATHSIG = 1
 
 CLIENT_NOT_FOUND = "client_not_found"
 CLIENT_FAILED = "client_failed"
@@ -67,14 +81,34 @@ def device_name(prefix: str = "mwv") -> str:
     return name
 
 
+def find_program(name: str, executables: Mapping[str, str] | None = None) -> str | None:
+    """The path of program ``name`` (``executables[name]`` first, then :data:`SEARCH`), or None."""
+    override = (executables or {}).get(name)
+    return shutil.which(override) if override else shutil.which(name, path=SEARCH)
+
+
 def executable(ctx: Context, name: str) -> str:
     """The client program ``name`` (``ctx.executables`` first, then the PATH and the sbin
     directories); raises ``ProbeFailure(client_not_found)``."""
-    override = ctx.executables.get(name)
-    path = shutil.which(override) if override else shutil.which(name, path=SEARCH)
+    path = find_program(name, ctx.executables)
     if not path:
         raise ProbeFailure(CLIENT_NOT_FOUND, f"{name} is not installed")
     return path
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that makes the child get ``SIGKILL`` when the thread that started it
+    ends (``prctl(PR_SET_PDEATHSIG)``; kept across ``exec``), and that exits at once if that
+    parent is already gone. ``prctl`` is looked up here, in the parent: the child only calls it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return preexec
 
 
 def workdir(ctx: Context, entry: Entry) -> Path:
@@ -109,6 +143,7 @@ class Client:
             self.process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, cwd=str(cwd), start_new_session=True,
+                preexec_fn=die_with_parent(),
             )  # fmt: skip
         except FileNotFoundError as exc:
             raise ProbeFailure(CLIENT_NOT_FOUND, f"{argv[0]} is not installed") from exc
@@ -164,7 +199,8 @@ class Client:
                 waiter.cancel()
 
     async def stop(self) -> None:
-        """Stop and reap the program (its whole process group); safe to call twice."""
+        """Stop and reap the program (its whole process group); safe to call twice; never
+        raises TimeoutError (a program that outlives ``SIGKILL`` is left to the kernel)."""
         process = self.process
         if process is None:
             return
@@ -174,7 +210,8 @@ class Client:
                 await asyncio.wait_for(process.wait(), GRACE)
             except TimeoutError:
                 _signal_group(process.pid, signal.SIGKILL)
-                await asyncio.wait_for(process.wait(), GRACE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), GRACE)
         _signal_group(process.pid, signal.SIGKILL)  # whatever it left in its group
         if self._reader is not None:
             with contextlib.suppress(Exception):
@@ -203,13 +240,37 @@ async def stop_client(client: Client) -> None:
         raise
 
 
+async def release(
+    client: Client, directory: Path, ip_exe: str | None = None, device: str | None = None,
+    files: Sequence[Path] = (),
+) -> None:  # fmt: skip
+    """The way out of every client run: stop ``client``, remove its ``device`` (when given),
+    ``files`` and ``directory``. Each step runs even when one before it raised or was cancelled
+    (a second cancellation while stopping): what was raised goes on after the last step."""
+    try:
+        await stop_client(client)
+    finally:
+        try:
+            if ip_exe is not None and device is not None:
+                await asyncio.shield(cleanup_device(ip_exe, device))
+        finally:
+            for path in files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 async def command(argv: Sequence[str], deadline: float) -> tuple[int, str]:
     """Run a short helper command (``ip``, ``wg``) to its end: (exit status, its output, bounded).
-    A command still running at ``deadline`` is killed and raises TimeoutError."""
+    A command still running at ``deadline`` (at most :data:`COMMAND_SECONDS` from now) is killed
+    and raises ``ProbeFailure(client_failed)``: a slow local command is the probe's problem, not
+    the network's."""
+    deadline = min(deadline, asyncio.get_running_loop().time() + COMMAND_SECONDS)
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent(),
         )  # fmt: skip
     except FileNotFoundError as exc:
         raise ProbeFailure(CLIENT_NOT_FOUND, f"{argv[0]} is not installed") from exc
@@ -222,6 +283,9 @@ async def command(argv: Sequence[str], deadline: float) -> tuple[int, str]:
             while chunk := await process.stdout.read(16384):
                 kept += chunk[: max(0, COMMAND_OUTPUT - len(kept))]
             status = await process.wait()
+    except TimeoutError as exc:
+        name = Path(argv[0]).name
+        raise ProbeFailure(CLIENT_FAILED, f"{name} {' '.join(argv[1:3])} did not finish") from exc
     finally:
         if process.returncode is None:
             _signal_group(process.pid, signal.SIGKILL)
@@ -229,10 +293,67 @@ async def command(argv: Sequence[str], deadline: float) -> tuple[int, str]:
     return status, kept.decode("utf-8", errors="replace")
 
 
-async def set_address(ip_exe: str, device: str, address: str, mtu: int, deadline: float) -> None:
-    """Give ``device`` its tunnel address as a ``/32`` (no connected route) and bring it up."""
+def address_problem(address: str, avoid: Iterable[str] = ()) -> str | None:
+    """Why ``address`` may not be a tunnel's address (None when it may): not an IP, outside
+    :data:`TUNNEL_POOLS`, or one of ``avoid`` (the endpoint's, the helper's). Pure."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address[:60]!r} is not an IP address"
+    if not any(ip in pool for pool in TUNNEL_POOLS):
+        return f"{ip} is not a private address (RFC 1918, 100.64.0.0/10, ULA or the lab's)"
+    for other in avoid:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(other) == ip:
+                return f"{ip} is the address of the endpoint or the test helper"
+    return None
+
+
+def route_conflict(output: str) -> str | None:
+    """Why ``ip -o route get <address>`` output forbids the address (None when it does not):
+    the namespace has it already (``local``), or reaches it on a link without a gateway (a
+    neighbour's address, the gateway's own). Pure."""
+    words = output.split()
+    if not words:
+        return None
+    if words[0] == "local":
+        return "an address of this namespace already"
+    if words[0] in ("unreachable", "blackhole", "prohibit", "throw"):
+        return None  # routed nowhere: nothing is taken over
+    if "via" not in words:
+        return "reached on a link of this namespace (a neighbour or the gateway)"
+    return None
+
+
+async def address_conflict(ip_exe: str, address: str, deadline: float) -> str | None:
+    """:func:`route_conflict` for ``address`` in the probe's namespace (no route at all: None)."""
+    status, out = await command([ip_exe, "-o", "route", "get", address], deadline)
+    if status != 0:
+        if "unreachable" in out.lower():
+            return None
+        raise ProbeFailure(CLIENT_FAILED, f"ip route get {address}: {out.strip()[:200]}")
+    return route_conflict(out)
+
+
+def host_prefix(address: str) -> str:
+    """``address`` as a host prefix: ``/32`` for IPv4, ``/128`` for IPv6."""
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+async def set_address(
+    ip_exe: str, device: str, address: str, mtu: int, deadline: float, avoid: Iterable[str] = ()
+) -> None:
+    """Give ``device`` its tunnel address as a host prefix (no connected route) and bring it up;
+    ``client_failed`` for an address the module notes forbid (nothing is changed then)."""
+    problem = address_problem(address, avoid)
+    if problem is None:
+        conflict = await address_conflict(ip_exe, address, deadline)
+        problem = f"{address}: {conflict}" if conflict else None
+    if problem is not None:
+        raise ProbeFailure(CLIENT_FAILED, f"tunnel address refused: {problem}")
     for argv in (
-        [ip_exe, "addr", "add", f"{address}/32", "dev", device],
+        [ip_exe, "addr", "add", host_prefix(address), "dev", device],
         [ip_exe, "link", "set", "dev", device, "mtu", str(mtu), "up"],
     ):
         status, out = await command(argv, deadline)
@@ -271,14 +392,46 @@ class DeviceTunnel:
             return await udp_open(trace, txid, ip, port, device=self.device)
 
 
-async def resolve(entry: Entry, run: Run, deadline: float) -> str:
-    """The endpoint's IP: the address itself, or (``resolve`` stage) the first the system's
-    resolver gives for the name."""
+def resolver_server(resolver: str | None) -> tuple[str, int] | None:
+    """``ctx.resolver`` (``ip:port``, ``[v6]:port`` or an IP) as (ip, port); None for the
+    system's. Raises ValueError for anything else."""
+    if not resolver:
+        return None
+    host, port = resolver, "53"
+    if resolver.startswith("["):
+        host, _, rest = resolver[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif resolver.count(":") == 1:
+        host, _, port = resolver.partition(":")
+    ip = ipaddress.ip_address(host)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a port: {port[:10]!r}")
+    return str(ip), int(port)
+
+
+def keep_addresses(run: Run, addresses: Iterable[str]) -> None:
+    """Remember the endpoint's addresses on the run, so that a private entry's are scrubbed
+    from its measurement wherever they show (stages, connects, events)."""
+    run.endpoint_addresses.update(addresses)
+
+
+async def resolve(entry: Entry, ctx: Context, run: Run, deadline: float) -> str:
+    """The endpoint's IP: the address itself, or (``resolve`` stage) the first that
+    ``ctx.resolver`` (the system's when None) gives for the name, the query recorded in the
+    trace (:func:`msgwatch.steps.dns.resolve`). Every address is kept on the run."""
     with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(entry.address))
+        ip = str(ipaddress.ip_address(entry.address))
+        keep_addresses(run, [ip])
+        return ip
+    try:
+        server = resolver_server(ctx.resolver)
+    except ValueError as exc:
+        raise run.fail("resolve", BAD_PARAMS, problems=[f"resolver: {exc}"[:200]]) from exc
     async with run.stage("resolve") as detail:
-        addresses = await system_resolve(entry.address, deadline)
-        detail["addresses"] = addresses[:8]
-        if not addresses:
-            raise ProbeFailure(DNS_NO_ANSWER)
-        return addresses[0]
+        found = await dns.resolve(run.trace, run.trace.new_transaction(), entry.address, server,
+                                  deadline)  # fmt: skip
+        keep_addresses(run, found.addresses[:64])
+        detail["addresses"] = found.addresses[:8]
+        if not found.addresses:
+            raise ProbeFailure(found.failure or DNS_NO_ANSWER)
+        return found.addresses[0]

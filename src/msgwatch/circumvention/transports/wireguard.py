@@ -3,7 +3,13 @@
 The client is ``wireguard-go -f <device>`` in the probe's namespace (:mod:`.vpnkit`: a TUN device
 of its own, stopped on every way out); ``wg set`` gives it the private key (a file), the peer's
 public key, the endpoint and the peer's allowed IPs (``wg`` adds no route: only ``wg-quick``
-would); the device gets the tunnel address as a ``/32`` and is brought up. Nothing else changes.
+would); the device gets the tunnel address as a host prefix (``/32``, ``/128``; a private address
+only, :func:`vpnkit.address_problem`) and is brought up. Nothing else changes.
+
+That set-up is local (the program, its control socket, ``wg set``, ``ip addr``) and done before
+any stage, within :data:`SETUP_SECONDS`: trouble there is ``client_failed`` (or
+``client_not_found``) on the ``handshake`` stage, never a timeout of the network's. The allowed
+IPs must cover the test helper (else nothing would go through the tunnel): ``bad_params``.
 
 WireGuard has no connection and says nothing until a packet must go through, so the stages are
 made by sending one:
@@ -29,7 +35,6 @@ import contextlib
 import ipaddress
 import os
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,8 @@ MTU = 1420
 POLL = 0.2
 """Seconds between two looks at ``wg show`` (and between two datagrams in the ``tunnel`` stage)."""
 RESEND = 1.0
+SETUP_SECONDS = 8.0
+"""At most this long (and never past the budget) for the local set-up before the handshake."""
 SOCKET_DIR = Path("/var/run/wireguard")
 """Where ``wireguard-go`` puts its control socket (``<device>.sock``), fixed in its source."""
 
@@ -85,8 +92,11 @@ def check_params(entry: Entry) -> list[str]:
             problems.append(f"private_key: {path} cannot be read")
     if _key(params.get("public_key")) is None:
         problems.append("public_key: the server's key, base64 of 32 bytes")
-    if tunnel_address(params.get("tunnel_address")) is None:
+    address = tunnel_address(params.get("tunnel_address"))
+    if address is None:
         problems.append("tunnel_address: an IP address is needed")
+    elif (problem := V.address_problem(address, [entry.address])) is not None:
+        problems.append(f"tunnel_address: {problem}")
     if allowed_ips(params.get("allowed_ips")) is None:
         problems.append(f"allowed_ips: a list of 1 to {MAX_ALLOWED_IPS} prefixes is needed")
     return problems
@@ -125,6 +135,15 @@ def latest_handshake(output: str) -> int:
     return newest
 
 
+def covers(prefixes: Sequence[str], address: str) -> bool:
+    """Whether one of ``prefixes`` holds ``address`` (what the peer may carry: the helper)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(prefix, strict=False) for prefix in prefixes)
+
+
 async def _ok(argv: Sequence[str], deadline: float) -> str:
     status, out = await V.command(argv, deadline)
     if status != 0:
@@ -143,7 +162,7 @@ async def _control_socket(client: V.Client, device: str, deadline: float) -> Non
                 V.CLIENT_FAILED, f"wireguard-go exited ({client.returncode}): {tail}"
             )
         if loop.time() >= deadline:
-            raise TimeoutError("wireguard-go made no device")
+            raise ProbeFailure(V.CLIENT_FAILED, "wireguard-go made no device in time")
         await asyncio.sleep(0.05)
 
 
@@ -168,16 +187,37 @@ async def _echo(sock: UDPSocket, first: bytes, deadline: float) -> bytes:
             raise TimeoutError("no echo through the tunnel")
 
 
+async def _set_up(
+    client: V.Client, ctx: Context, entry: Entry, ip: str, device: str, directory: Path,
+    ip_exe: str, deadline: float,
+) -> tuple[str, str]:  # fmt: skip
+    """The local set-up (module notes): (the ``wg`` program, the tunnel address)."""
+    params = entry.params
+    wg = V.executable(ctx, "wg")
+    go = V.executable(ctx, "wireguard-go")
+    address = tunnel_address(params["tunnel_address"])
+    assert address is not None
+    await client.start([go, "-f", device], directory, [ip])
+    await _control_socket(client, device, deadline)
+    await _ok([wg, "set", device, "private-key", params["private_key"],
+               "peer", params["public_key"], "endpoint", endpoint(ip, entry.port),
+               "allowed-ips", ",".join(allowed_ips(params["allowed_ips"]) or [])],
+              deadline)  # fmt: skip
+    await V.set_address(ip_exe, device, address, MTU, deadline, avoid=(ip, ctx.helper))
+    return wg, address
+
+
 @contextlib.asynccontextmanager
 async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel | None]:
-    """Start ``wireguard-go``, configure it, record handshake/tunnel, yield the tunnel."""
+    """Set ``wireguard-go`` up, record handshake/tunnel, yield the tunnel."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ctx.budget(entry.type)
     problems = check_params(entry)
+    if not problems and not covers(allowed_ips(entry.params["allowed_ips"]) or [], ctx.helper):
+        problems.append(f"allowed_ips: none covers the test helper {ctx.helper}")
     if problems:
         raise run.fail("handshake", V.BAD_PARAMS, problems=problems[:5])
-    ip = await V.resolve(entry, run, deadline)
-    params = entry.params
+    ip = await V.resolve(entry, ctx, run, deadline)
     txid = run.trace.new_transaction()
     record: dict[str, Any] = {
         "endpoint": endpoint(ip, entry.port), "ip": ip, "port": entry.port, "transport": "udp",
@@ -189,33 +229,31 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     client = V.Client("wireguard-go")
     device = V.device_name()
     directory = V.workdir(ctx, entry)
-    ip_exe = shutil.which("ip", path=V.SEARCH) or "ip"
+    ip_exe = V.find_program("ip") or "ip"
     sock: UDPSocket | None = None
     try:
         try:
+            setup_deadline = min(deadline - 1.0, loop.time() + SETUP_SECONDS)
+            try:
+                wg, address = await _set_up(client, ctx, entry, ip, device, directory, ip_exe,
+                                            setup_deadline)  # fmt: skip
+            except (ProbeFailure, OSError) as exc:
+                failure = exc.failure if isinstance(exc, ProbeFailure) else V.CLIENT_FAILED
+                if failure != V.CLIENT_NOT_FOUND:
+                    failure = V.CLIENT_FAILED
+                raise run.fail("handshake", failure, device=device, error=str(exc)[:300]) from exc
+            record["t0"] = run.trace.now()
             async with run.stage("handshake") as detail:
-                wg = V.executable(ctx, "wg")
-                go = V.executable(ctx, "wireguard-go")
                 detail["device"] = device
-                await client.start([go, "-f", device], directory, [ip])
-                await _control_socket(client, device, deadline)
-                await _ok([wg, "set", device, "private-key", params["private_key"],
-                           "peer", params["public_key"], "endpoint", endpoint(ip, entry.port),
-                           "allowed-ips", ",".join(allowed_ips(params["allowed_ips"]) or [])],
-                          deadline)  # fmt: skip
-                address = tunnel_address(params["tunnel_address"])
-                assert address is not None
-                await V.set_address(ip_exe, device, address, MTU, deadline)
                 sock = await udp_open(run.trace, txid, ctx.helper, ctx.helper_port, device=device)
                 first = b"msgwatch-wg-" + secrets.token_bytes(12)
                 sock.send(first)  # makes wireguard-go start its handshake
-                while not (newest := latest_handshake(
-                        await _ok([wg, "show", device, "latest-handshakes"], deadline))):  # fmt: skip
-                    if client.exited:
-                        raise ProbeFailure(V.CLIENT_FAILED, "wireguard-go exited")
-                    if loop.time() >= deadline:
-                        raise TimeoutError("no WireGuard handshake")
-                    await asyncio.sleep(POLL)
+                async with asyncio.timeout_at(deadline):  # no handshake in time: the network's
+                    while not (newest := latest_handshake(
+                            await _ok([wg, "show", device, "latest-handshakes"], deadline))):  # fmt: skip
+                        if client.exited:
+                            raise ProbeFailure(V.CLIENT_FAILED, "wireguard-go exited")
+                        await asyncio.sleep(POLL)
                 record["latest_handshake"] = newest
                 record["t"] = run.trace.now()
                 record["handshake_time"] = round(record["t"] - record["t0"], 6)
@@ -235,8 +273,4 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     finally:
         if sock is not None:
             sock.close()
-        await V.stop_client(client)
-        await asyncio.shield(V.cleanup_device(ip_exe, device))
-        with contextlib.suppress(OSError):
-            (SOCKET_DIR / f"{device}.sock").unlink()
-        shutil.rmtree(directory, ignore_errors=True)
+        await V.release(client, directory, ip_exe, device, [SOCKET_DIR / f"{device}.sock"])
