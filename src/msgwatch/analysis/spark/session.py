@@ -11,9 +11,12 @@ Rules:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -29,6 +32,10 @@ COMMON_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.sources.partitionOverwriteMode": "static",
 }
+
+
+_PREVIOUS_SIGINT: list[Any] = []
+"""The SIGINT handler before :func:`start` (PySpark replaces it and never puts it back)."""
 
 
 def start(
@@ -47,7 +54,9 @@ def start(
     settings.update(conf)
     for key, value in settings.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    if threading.current_thread() is threading.main_thread() and not _PREVIOUS_SIGINT:
+        _PREVIOUS_SIGINT.append(signal.getsignal(signal.SIGINT))
+    session = builder.getOrCreate()  # PySpark installs a SIGINT handler of its own here
     session.sparkContext.setLogLevel("ERROR")
     return session
 
@@ -62,6 +71,8 @@ def stop(session: SparkSession) -> None:
     from pyspark import SparkContext
 
     session.stop()
+    if _PREVIOUS_SIGINT and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _PREVIOUS_SIGINT.pop())  # SparkContext leaves its own
     gateway = SparkContext._gateway
     if gateway is None:
         return
