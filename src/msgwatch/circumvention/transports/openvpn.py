@@ -235,7 +235,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     first = "connect" if entry.protocol == "tcp" else "handshake"
     problems = check_params(entry)
     if problems:
-        raise run.fail(first, V.BAD_PARAMS, problems=problems[:5])
+        raise V.bad_params(run, problems, first)
     ip = await V.resolve(entry, ctx, run, deadline)
     txid = run.trace.new_transaction()
     handshake: dict[str, Any] = {

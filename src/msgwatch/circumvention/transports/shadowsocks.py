@@ -132,7 +132,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     deadline = loop.time() + ctx.budget(entry.type)
     problems = check_params(entry)
     if problems:
-        raise run.fail("connect", vpnkit.BAD_PARAMS, problems=problems[:8])
+        raise vpnkit.bad_params(run, problems)
     udp = bool(entry.params.get("udp", True))
     ip = await vpnkit.resolve(entry, ctx, run, deadline)
     trace = run.trace

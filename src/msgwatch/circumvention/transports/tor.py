@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from msgwatch import failures as F
-from msgwatch.circumvention.model import Context, Entry, Run, StageFailed, Tunnel
+from msgwatch.circumvention.model import Context, Entry, Run, Tunnel
 from msgwatch.circumvention.transports.torlog import (
     CONNECTED,
     HANDSHAKE_DONE,
@@ -64,6 +64,7 @@ from msgwatch.circumvention.transports.vpnkit import (
     BAD_PARAMS,
     CLIENT_FAILED,
     CLIENT_NOT_FOUND,
+    bad_params,
     die_with_parent,
     executable,
 )
@@ -93,7 +94,6 @@ OPTIONS = frozenset({"TestingTorNetwork", "AssumeReachable", "PathsNeededToBuild
 """Options an entry's ``torrc`` may set (besides ``Testing*``): nothing that opens a port, writes
 a file, runs a program or names an address."""
 PARAMS = {"tor": {"dir_authorities", "torrc"}, "obfs4": {"dir_authorities", "torrc", "bridge"}}
-MAX_PROBLEMS, MAX_PROBLEM = 5, 120
 """Problems of invalid params recorded in the failed stage's detail, and characters of each."""
 
 
@@ -141,12 +141,6 @@ def check_params(entry: Entry) -> list[str]:
         if not found or _ip_port(found.group(1), found.group(2)) is None:
             problems.append("bridge: not 'obfs4 ip:port FINGERPRINT cert=... iat-mode=N'")
     return problems
-
-
-def bad_params(run: Run, problems: Sequence[str]) -> StageFailed:
-    """Record ``connect`` as failed with ``bad_params`` (the problems in its detail, bounded)."""
-    shown = [p[:MAX_PROBLEM] for p in problems[:MAX_PROBLEMS]]
-    return run.fail("connect", BAD_PARAMS, problems=shown)
 
 
 def first_hops(entry: Entry) -> list[str]:

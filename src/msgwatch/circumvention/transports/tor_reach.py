@@ -49,10 +49,11 @@ from typing import Any
 
 from msgwatch import failures as F
 from msgwatch.circumvention.model import Context, Entry, Run, Tunnel
-from msgwatch.circumvention.transports.tor import bad_params, local_socks
+from msgwatch.circumvention.transports.tor import local_socks
 from msgwatch.circumvention.transports.vpnkit import (
     CLIENT_FAILED,
     CLIENT_NOT_FOUND,
+    bad_params,
     die_with_parent,
     executable,
 )

@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from msgwatch.circumvention.model import Context, Entry, Run
+from msgwatch.circumvention.model import Context, Entry, Run, StageFailed
 from msgwatch.failures import DNS_NO_ANSWER, ProbeFailure
 from msgwatch.fence import check_destination
 from msgwatch.steps import dns
@@ -71,6 +71,8 @@ PR_SET_PDEATHSIG = 1
 CLIENT_NOT_FOUND = "client_not_found"
 CLIENT_FAILED = "client_failed"
 BAD_PARAMS = "bad_params"
+MAX_PROBLEMS, MAX_PROBLEM = 5, 120
+"""At most this many problems with an entry's params are recorded, each cut to this length."""
 
 
 def device_name(prefix: str = "mwv") -> str:
@@ -435,3 +437,10 @@ async def resolve(entry: Entry, ctx: Context, run: Run, deadline: float) -> str:
         if not found.addresses:
             raise ProbeFailure(found.failure or DNS_NO_ANSWER)
         return found.addresses[0]
+
+
+def bad_params(run: Run, problems: Sequence[str], stage: str = "connect") -> StageFailed:
+    """Record ``stage`` (the transport's first) as failed with ``bad_params``, the problems in
+    its detail (bounded); the exception to raise."""
+    shown = [p[:MAX_PROBLEM] for p in problems[:MAX_PROBLEMS]]
+    return run.fail(stage, BAD_PARAMS, problems=shown)

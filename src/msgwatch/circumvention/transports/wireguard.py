@@ -216,7 +216,7 @@ async def bring_up(entry: Entry, ctx: Context, run: Run) -> AsyncIterator[Tunnel
     if not problems and not covers(allowed_ips(entry.params["allowed_ips"]) or [], ctx.helper):
         problems.append(f"allowed_ips: none covers the test helper {ctx.helper}")
     if problems:
-        raise run.fail("handshake", V.BAD_PARAMS, problems=problems[:5])
+        raise V.bad_params(run, problems, "handshake")
     ip = await V.resolve(entry, ctx, run, deadline)
     txid = run.trace.new_transaction()
     record: dict[str, Any] = {
