@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = "1.0.0"
+SCHEMA_VERSION: Final = "1.1.0"
 
 Columns = tuple[tuple[str, str], ...]
 
@@ -38,7 +38,7 @@ OBSERVATION_COLUMNS: Final[Columns] = (
     *_MEASUREMENT,
     ("target", "VARCHAR"),
     ("role", "VARCHAR"),
-    ("kind", "VARCHAR"),  # dns tcp tls http stun turn app replay throughput bootstrap
+    ("kind", "VARCHAR"),  # dns tcp tls http stun turn app replay throughput bootstrap stage
     ("transaction_id", "BIGINT"),
     ("attempt", "INTEGER"),
     ("hostname", "VARCHAR"),
@@ -60,7 +60,7 @@ OBSERVATION_COLUMNS: Final[Columns] = (
 )
 """One row per DNS query, TCP connect, TLS handshake, HTTP request, UDP/STUN exchange, TURN
 allocation, application handshake, call replay, throughput download (and bootstrap of a
-circumvention test)."""
+tunnel test, stage of a circumvention test)."""
 
 VERDICT_COLUMNS: Final[Columns] = (
     *_MEASUREMENT,

@@ -174,9 +174,10 @@ def run_spark(inputs: Inputs) -> dict[str, Any]:
 @click.option("--archive", "archives", multiple=True, metavar="DATA",
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A collector's data directory (read incrementally; repeatable).")  # fmt: skip
-@click.option("--jsonl", "jsonl", multiple=True, metavar="FILE",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A JSONL file of measurements, .jsonl or .jsonl.gz (repeatable).")  # fmt: skip
+@click.option("--jsonl", "jsonl", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, path_type=Path),
+              help="A JSONL file of measurements, .jsonl or .jsonl.gz, or a folder of them "
+                   "(read in name order; repeatable).")  # fmt: skip
 @click.option("--database", metavar="URL", envvar="MSGWATCH_DATABASE",
               help="With --archive: the collector's postgresql:// index (default: its SQLite).")  # fmt: skip
 @click.option("--ooni", type=click.Path(exists=True, file_okay=False, path_type=Path),

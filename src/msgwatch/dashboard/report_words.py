@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from msgwatch.analysis.events.story import FUNCTION_WORDS, SERVICE_NAMES, mechanism_phrase
+from msgwatch.analysis.events.story import SERVICE_NAMES, function_words, mechanism_phrase
 
 MEANINGS = {
     "udp.dpi_call": (
@@ -79,7 +79,7 @@ def _share(value: Any) -> float | None:
 
 def function_name(function: str) -> str:
     """A function in words ("voice calls")."""
-    return FUNCTION_WORDS.get(function, function)
+    return function_words(function)
 
 
 def service_name(service: str) -> str:

@@ -20,7 +20,7 @@ SERVICE_NAMES = {
 FUNCTION_WORDS = {
     "text": "text", "voice": "voice calls", "video": "video calls", "media": "media",
     "web": "website", "registration": "registration", "bootstrap": "bootstrap",
-    "reachability": "reachability",
+    "reachability": "reachability", "tunnel": "tunnel",
 }  # fmt: skip
 MECHANISMS = {
     "udp.dpi_call": "by inspecting call traffic (DPI)",
@@ -39,6 +39,15 @@ MECHANISMS = {
     "app": "by interfering with the application protocol",
     "stun": "by blocking STUN",
     "relay": "by blocking the relays",
+    # a circumvention test's stages (docs/spec/ts-msgwatch-circumvention.md)
+    "transfer.cut": "by cutting the flow after some bytes",
+    "sustain.cut": "by cutting the flow after some bytes",
+    "resolve": "by DNS tampering",
+    "connect": "by blocking connections to the server",
+    "handshake": "by blocking the handshake (fingerprinting)",
+    "tunnel": "by stopping the tunnel from coming up",
+    "transfer": "by stopping traffic through the tunnel",
+    "sustain": "by stopping traffic through the tunnel",
 }
 TIME = "%Y-%m-%d %H:%M"
 
@@ -64,8 +73,18 @@ def _join(words: Sequence[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def function_words(function: str) -> str:
+    """A function in words; a function through a tunnel (``whatsapp.voice``, a circumvention
+    test's row) as "WhatsApp voice calls through it"."""
+    service, dot, inner = function.partition(".")
+    if dot and inner:
+        name = SERVICE_NAMES.get(service, service)
+        return f"{name} {FUNCTION_WORDS.get(inner, inner)} through it"
+    return FUNCTION_WORDS.get(function, function)
+
+
 def _functions(functions: Sequence[str]) -> str:
-    words = [FUNCTION_WORDS.get(f, f) for f in functions]
+    words = [function_words(f) for f in functions]
     if "voice calls" in words and "video calls" in words:
         words = [w for w in words if w != "video calls"]
         words[words.index("voice calls")] = "voice and video calls"

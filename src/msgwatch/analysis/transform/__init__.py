@@ -5,7 +5,9 @@ processes, Spark's executors). It never does I/O and never raises for odd conten
 ``test_keys``; an envelope without the keys the analysis needs raises :class:`BadMeasurement`
 with a short reason (``missing_key:test_keys``, ``wrong_type:probe_asn``,
 ``bad_value:measurement_start_time``), which the pass counts and reports with where the line
-was. A test name the analysis does not read gives no rows and ``skipped = "unknown_test"``; a
+was. msgwatch's two tests are read: ``msgwatch_service`` (:mod:`.msgwatch`) and
+``msgwatch_circumvention`` (:mod:`.circumvention`), both judged by the same judge. A test name
+the analysis does not read gives no rows and ``skipped = "unknown_test"``; a
 ``web_connectivity`` measurement of a domain outside the catalogue ``"not_a_catalogue_domain"``
 (both counted, not problems). Should the judge fail on odd content of a msgwatch measurement,
 the observations stay and ``problem`` says why there are no verdict rows (the pass may report
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgwatch.analysis.transform import circumvention as circumvention_test
 from msgwatch.analysis.transform import msgwatch as msgwatch_test
 from msgwatch.analysis.transform import ooni_observations
 from msgwatch.analysis.transform.base import (
@@ -29,11 +32,12 @@ from msgwatch.analysis.transform.base import (
 from msgwatch.analysis.transform.ooni_map import TESTS as OONI_TESTS
 from msgwatch.analysis.transform.ooni_map import read
 from msgwatch.analysis.transform.verdict_rows import RULES_VERSION, msgwatch_rows, ooni_rows
+from msgwatch.analysis.verdicts.circumvention import TEST_NAME as CIRCUMVENTION
 from msgwatch.measurement.envelope import TEST_NAME
 
 __all__ = ["RULES_VERSION", "BadMeasurement", "Meta", "Transformed", "transform"]
 
-MSGWATCH_TESTS = frozenset({TEST_NAME})
+MSGWATCH_TESTS = frozenset({TEST_NAME, CIRCUMVENTION})
 
 
 def transform(measurement: Any, meta: Meta) -> Transformed:
@@ -51,7 +55,10 @@ def transform(measurement: Any, meta: Meta) -> Transformed:
     env = envelope(measurement, meta, test)
     out = Transformed(test)
     if test in MSGWATCH_TESTS:
-        out.observations = cap(msgwatch_test.observations(env))
+        observe = (
+            circumvention_test.observations if test == CIRCUMVENTION else msgwatch_test.observations
+        )
+        out.observations = cap(observe(env))
         out.verdicts, out.problem = msgwatch_rows(env, measurement)
     else:
         mapped = read(test, env.keys, env.input)

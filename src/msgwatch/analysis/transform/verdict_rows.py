@@ -6,7 +6,11 @@
   helper reached one of its targets (``helper_view``/``pool_view`` records of
   ``msgwatch_helper_views``), or a bit-inverted control replay (``replay_control``,
   ``replay_down_control``) got packets through; False when there were controls and none
-  worked; None without any. ``ooni_anomaly`` is None.
+  worked; None without any. A ``msgwatch_circumvention`` measurement's rows (the same judge
+  reads it) have ``control_ok`` from its ``control``: the direct path to the helper worked, for
+  every row of the measurement. ``ooni_anomaly`` is None. The reader side judges each
+  measurement alone: a measurement without a ``control`` of its own is not given the other
+  measurements of its run as peers (the probe's run-level judge does that).
 - OONI: one row per :class:`~msgwatch.analysis.transform.ooni_map.Mapped`; ``evidence`` is the
   JSON list of OONI's keys read; ``control_ok`` is None.
 - Every row carries :data:`RULES_VERSION`: the judge's rules and the OONI map together.
@@ -24,12 +28,15 @@ from typing import Any, Final
 
 from msgwatch.analysis.transform.base import Envelope, Row, entries, integer, jtext, text, verdict
 from msgwatch.analysis.transform.ooni_map import Mapped
+from msgwatch.analysis.verdicts.circumvention import RULES_VERSION as CIRCUMVENTION_RULES
+from msgwatch.analysis.verdicts.circumvention import TEST_NAME as CIRCUMVENTION
 from msgwatch.analysis.verdicts.judge import judge
 from msgwatch.analysis.verdicts.rules import RULES_VERSION as JUDGE_RULES
 
 MAP_VERSION: Final = "1"
-RULES_VERSION: Final = f"{JUDGE_RULES}+ooni-map.{MAP_VERSION}"
-"""Stamped on every verdict row; a change of the judge's rules or of the OONI map changes it."""
+RULES_VERSION: Final = f"{JUDGE_RULES}+{CIRCUMVENTION_RULES}+ooni-map.{MAP_VERSION}"
+"""Stamped on every verdict row; a change of the judge's rules (the service test's, the
+circumvention test's) or of the OONI map changes it."""
 
 _CONTROL_REPLAYS = ("replay_control", "replay_down_control")
 JUDGE_ENTRIES: Final = 4096
@@ -70,7 +77,9 @@ def msgwatch_rows(env: Envelope, measurement: dict[str, Any]) -> tuple[list[Row]
         judged_all = judge(view)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
         return [], f"judge_failed:{type(e).__name__}"
+    circumvention = measurement.get("test_name") == CIRCUMVENTION
     controls = _controls(env.keys)
+    direct = _direct_control(env.keys) if circumvention else None
     rows = []
     for judged in judged_all:
         service, function = text(judged.get("service"), 64), text(judged.get("function"), 32)
@@ -86,11 +95,18 @@ def msgwatch_rows(env: Envelope, measurement: dict[str, Any]) -> tuple[list[Row]
                 rule_id=text(judged.get("rule_id"), 64),
                 rules_version=RULES_VERSION,
                 evidence=jtext(judged.get("evidence") or []) or "[]",
-                control_ok=controls.get(function),
+                control_ok=direct if circumvention else controls.get(function),
                 explanation=text(judged.get("explanation")),
             )
         )  # fmt: skip
     return rows, None
+
+
+def _direct_control(keys: dict[str, Any]) -> bool | None:
+    """A circumvention measurement's control: the direct path to the test helper worked (None:
+    the run made none)."""
+    control = keys.get("control")
+    return control.get("failure") is None if isinstance(control, dict) else None
 
 
 def _controls(keys: dict[str, Any]) -> dict[str, bool]:
