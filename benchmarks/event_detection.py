@@ -1,8 +1,9 @@
 """Event detection: msgwatch's detector against OONI's production CUSUM, on series of known truth.
 
 Usage: ``.venv/bin/python benchmarks/event_detection.py [--networks 200 --functions 20 --days 365
---seed 1 --event-share 0.3]`` (the default is a year of hourly buckets for 200 × 20 series, 35M
-buckets; pure Python, expect minutes). Series come from ``series_gen.py``. Figures, for both:
+--seed 1 --event-share 0.3] [--diagnose] [--param KEY=VALUE ...]`` (the default is a year of hourly
+buckets for 200 × 20 series, 35M buckets; pure Python, expect minutes). Series come from
+``series_gen.py``. Figures, for both:
 
 - delay to detect (alarm bucket − true start, buckets), median and p95 per blocking-share band;
 - end: where the end was placed (|placed − true|) and when it was called (call − true end);
@@ -12,17 +13,24 @@ buckets; pure Python, expect minutes). Series come from ``series_gen.py``. Figur
 
 A detected event matches a true one when it overlaps [true start − 6, true end + 24).
 The detector core (``Series.feed``) is timed alone, without the row handling of ``detect()``.
+
+``--diagnose`` classifies the detected events that match no true event (where they lie, their gap
+to the nearest match window, their length, whether they start in the first week, and for msgwatch
+which onset sum opened them). ``--param`` overrides a ``DetectorParams`` default, for tuning.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for _path in (ROOT, ROOT / "src"):
@@ -37,6 +45,7 @@ from msgwatch.analysis.events.params import DetectorParams  # noqa: E402
 
 BANDS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.9), (0.9, 1.01))
 BEFORE, AFTER = 6, 24
+LENGTHS = ((6, "<= 6"), (24, "7-24"), (168, "25-168"), (10**9, "> 168"))  # --diagnose's lengths
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Found:
     alarm: int
     called: int | None
     pattern: str
+    opened_by: str = ""  # msgwatch: "fast" or "slow" onset sum, or "split"
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Score:
     pattern_right: int = 0
     pattern_known: int = 0
     seconds: float = 0.0
+    unmatched: Counter[str] = field(default_factory=Counter)  # --diagnose: kinds of false alerts
 
 
 def run_msgwatch(params: DetectorParams, series: SynthSeries) -> list[Found]:
@@ -74,6 +85,7 @@ def run_msgwatch(params: DetectorParams, series: SynthSeries) -> list[Found]:
     det = Series(params)
     alarms: dict[int, int] = {}
     calls: dict[int, int] = {}
+    opened: dict[int, str] = {}
     feed = det.feed
     totals, failing = series.totals, series.failing
     for b in range(len(totals)):
@@ -87,10 +99,18 @@ def run_msgwatch(params: DetectorParams, series: SynthSeries) -> list[Found]:
             if before is not None:
                 calls[before[0]] = b
             if ev is not None:
-                alarms.setdefault(ev[0], b)
+                if ev[0] not in alarms:
+                    alarms[ev[0]] = b
+                    opened[ev[0]] = (
+                        "split"
+                        if before is not None
+                        else "fast"
+                        if det.s_hi >= det.s_lo
+                        else "slow"
+                    )
                 calls.pop(ev[0], None)
     return [
-        Found(e[0], e[2], alarms.get(e[0], int(e[0])), calls.get(e[0]), e[4])
+        Found(e[0], e[2], alarms.get(e[0], int(e[0])), calls.get(e[0]), e[4], opened.get(e[0], ""))
         for e in det.events(params)
     ]
 
@@ -118,7 +138,12 @@ def _band(share: float) -> int:
 
 
 def score(
-    score: Score, truth: list[TrueEvent], found: list[Found], buckets: int, pattern: bool
+    score: Score,
+    truth: list[TrueEvent],
+    found: list[Found],
+    buckets: int,
+    pattern: bool,
+    diagnose: bool = False,
 ) -> None:
     """Match found events to true ones and count."""
     quiet = buckets - sum(e.end - e.start for e in truth)
@@ -146,6 +171,32 @@ def score(
             score.pattern_right += longest.pattern == ev.pattern
     score.found_true += len(matched_any)
     score.false_alerts += len(found) - len(matched_any)
+    if diagnose:
+        for i, f in enumerate(found):
+            if i not in matched_any:
+                for kind in _kinds(truth, f, buckets):
+                    score.unmatched[kind] += 1
+
+
+def _kinds(truth: list[TrueEvent], f: Found, buckets: int) -> list[str]:
+    """What an unmatched detected event is: where it lies, how long, what opened it."""
+    if not truth:
+        where = "where: a series without true events"
+    elif f.start < truth[0].start:
+        where = "where: before the series' first true event"
+    else:
+        where = "where: after a true event"
+    f_end = f.end if f.end is not None else buckets
+    # an unmatched event lies wholly before or after each window: the gap is the positive one
+    gaps = [max(ev.start - BEFORE - f_end, f.start - ev.end - AFTER) for ev in truth]
+    near = "gap to a match window: <= 24 buckets" if gaps and min(gaps) <= 24 else "gap: farther"
+    if f.end is None:
+        span = "length: ongoing"
+    else:
+        length = f.end - f.start
+        span = "length: " + next(label for most, label in LENGTHS if length <= most)
+    first = "starts: in the first week" if f.start < 168 else "starts: after the first week"
+    return [where, near, span, first] + ([f"opened by: {f.opened_by}"] if f.opened_by else [])
 
 
 def _q(values: list[int], q: float) -> str:
@@ -182,6 +233,17 @@ def figures(s: Score) -> dict[str, str]:
     return out
 
 
+def _params(overrides: list[str]) -> DetectorParams:
+    """The default parameters with ``KEY=VALUE`` overrides (typed as the default is)."""
+    params = DetectorParams()
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        default = getattr(params, key)
+        changes[key] = type(default)(value)
+    return dataclasses.replace(params, **changes)
+
+
 def main() -> None:
     """Generate, detect with both, print the figures side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -192,8 +254,15 @@ def main() -> None:
     parser.add_argument(
         "--event-share", type=float, default=0.3, help="share of series with events"
     )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="override one of msgwatch's DetectorParams (for tuning; repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--diagnose", action="store_true", help="classify the alerts that match no true event"
+    )
     args = parser.parse_args()
-    params = DetectorParams()
+    params = _params(args.param)
     rng = random.Random(args.seed)
     buckets = args.days * 24
     ours, ooni = Score(), Score()
@@ -210,8 +279,8 @@ def main() -> None:
         generating += t1 - t0
         ours.seconds += t2 - t1
         ooni.seconds += t3 - t2
-        score(ours, series.events, found, buckets, True)
-        score(ooni, series.events, base, buckets, False)
+        score(ours, series.events, found, buckets, True, args.diagnose)
+        score(ooni, series.events, base, buckets, False, args.diagnose)
     total = count * buckets
     print(f"{count} series x {buckets} buckets = {total:,} buckets; {ours.true_events} true events")
     print(
@@ -222,6 +291,11 @@ def main() -> None:
     print(f"{'':{width}}  {'msgwatch':>22}  {'OONI CUSUM':>22}")
     for key in a:
         print(f"{key:{width}}  {a[key]:>22}  {b[key]:>22}")
+    if args.diagnose:
+        for name, s in (("msgwatch", ours), ("OONI CUSUM", ooni)):
+            print(f"{name}: {s.false_alerts} alerts matching no true event")
+            for kind, n in sorted(s.unmatched.items()):
+                print(f"  {kind:46}  {n:>6}")
     print(
         "targets: delay <= 2 at >= 90 %, <= 6 at 40 %; <= 0.01 false alerts per quiet series-week; "
         "<= 1.2 alerts per true event; F1 >= 0.95; better than the baseline on every figure"

@@ -182,3 +182,29 @@ def test_an_episodic_onset_whose_first_failure_was_learned_starts_at_that_failur
             det.feed(params, b, total, failing)
         found = det.events(params)
         assert found and found[0][0] == start, (params.backfill, found)
+
+
+def test_one_bucket_of_background_failures_on_a_noisy_series_opens_no_event() -> None:
+    """Issue 11 at a year: half the unmatched events were the full-blocking sum passing 10 on one
+    burst of background failures (six of six in one bucket of a 12 % series: 11.2). That sum now
+    needs 13 (seven failures without a working one); a real block is still found in its second
+    bucket."""
+    pattern = (1, 1, 0, 1, 0)  # failing of 5 per bucket: 12 %
+
+    def run(params: DetectorParams, blocked: range) -> tuple[list[list[Any]], list[int]]:
+        det = Series(params)
+        opened: list[int] = []
+        for b in range(1000):
+            if b == 600:
+                det.feed(params, b, 6, 6)  # the burst
+            else:
+                det.feed(params, b, 5, 5 if b in blocked else pattern[b % 5])
+            if det.ev is not None and not opened:
+                opened.append(b)
+        return det.events(params), opened
+
+    before = dataclasses.replace(PARAMS, threshold=10.0, threshold_high=10.0)
+    assert [e[0] for e in run(before, range(0))[0]] == [600]  # the false event this used to give
+    assert run(PARAMS, range(0))[0] == []
+    found, opened = run(PARAMS, range(800, 810))
+    assert [(e[0], e[2]) for e in found] == [(800, 810)] and opened == [801]

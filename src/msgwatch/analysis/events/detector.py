@@ -13,9 +13,10 @@ and ``failing`` ones. Theory of operation:
   against a rate not yet known). The rate used is its mean plus ``margin_sd`` standard
   deviations (a young series is judged cautiously), clamped to [min_rate, max_rate].
 - **Onset.** Two count CUSUMs of the Bernoulli log-likelihood ratio, background ``p0`` against
-  ``p0 + shift·(1 - p0)`` for a small and a large shift. A sum above ``threshold`` opens an event;
-  its start is where that sum's run began (the change-point estimate), ``start_after`` the last
-  measured bucket before it.
+  ``p0 + shift·(1 - p0)`` for a small and a large shift. The small shift's sum above
+  ``threshold``, or the large shift's above ``threshold_high``, opens an event (when both are
+  above, the larger sum's); its start is where that sum's run began (the change-point estimate),
+  ``start_after`` the last measured bucket before it.
 - **End.** A reverse CUSUM, the event's own failing rate against the frozen background; above
   ``end_threshold`` over at least ``end_hold`` measured buckets it closes the event: ``end`` is where
   its run began, ``end_before`` the last measured bucket before that. No end = ongoing.
@@ -151,14 +152,16 @@ class Series:
         elif self.s_hi == 0.0:
             self.hi_start, self.hi_prev = bucket, last
         self.s_lo, self.s_hi = s_lo, s_hi
+        lo_fires = s_lo > params.threshold
+        hi_fires = s_hi > params.threshold_high
         if ev is not None:
             self._inside(params, ev, bucket, total, failing)
         elif self.seen < params.warmup:
             self.s_lo = self.s_hi = 0.0
             self._pend(bucket, last, total, failing)
             self._learn(params)
-        elif s_lo > params.threshold or s_hi > params.threshold:
-            if s_hi >= s_lo:
+        elif lo_fires or hi_fires:
+            if hi_fires and (s_hi >= s_lo or not lo_fires):
                 self._onset(params, self.hi_start, self.hi_prev, s_hi, p0)
             else:
                 self._onset(params, self.lo_start, self.lo_prev, s_lo, p0)

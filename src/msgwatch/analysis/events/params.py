@@ -29,7 +29,8 @@ class DetectorParams:
     max_rate: float = 0.5  # ceiling of the background rate
     shift_low: float = 0.3  # alternative 1: background + this share of the working rest fails
     shift_high: float = 0.85  # alternative 2 (fast for full blocking)
-    threshold: float = 10.0  # onset: a CUSUM above this opens an event
+    threshold: float = 11.0  # onset: the partial-blocking sum above this opens an event
+    threshold_high: float = 13.0  # onset: the full-blocking sum above this (larger steps)
     end_threshold: float = 8.0  # end: the reverse CUSUM above this (and held) closes it
     end_hold: int = 1  # measured buckets the recovered run must span before the end is called
     low_llr: float = (
@@ -58,6 +59,7 @@ class DetectorParams:
         bucket, phases of a few buckets), where the defaults would wait for more evidence than a
         whole phase holds."""
         return cls(
-            bucket_seconds=bucket_seconds, prior_weight=4.0, warmup=0, threshold=3.0, end_threshold=2.5,
+            bucket_seconds=bucket_seconds, prior_weight=4.0, warmup=0, threshold=3.0,
+            threshold_high=3.0, end_threshold=2.5,
             low_llr=1.0, merge_gap=3, split_run=3, split_llr=1.0, backfill=8,
         )  # fmt: skip
