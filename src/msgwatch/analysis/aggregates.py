@@ -93,13 +93,20 @@ ORDER BY w.window_number, v.measurement_start_time, v.measurement_uid, v.verdict
 included), one row per (window, uid, time, verdict)."""
 
 
-def aggregate_rows(connection: duckdb.DuckDBPyConnection, path: Path) -> list[dict[str, Any]]:
-    """The rows of an aggregates file, as dicts (times as naive datetimes)."""
-    cursor = connection.execute(
-        f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
-    )
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+AGGREGATE_BATCH: Final = 10_000
+
+
+def aggregate_rows(connection: duckdb.DuckDBPyConnection, path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of an aggregates file as dicts (times as naive datetimes), read in batches on a
+    cursor of their own, so the reader never holds them all (they grow with the archive)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+        )
+        names = [column[0] for column in cursor.description]
+        while batch := cursor.fetchmany(AGGREGATE_BATCH):
+            for row in batch:
+                yield dict(zip(names, row, strict=True))
 
 
 WINDOW_COLUMNS: Final = (

@@ -95,6 +95,13 @@ def lines_of(data: bytes) -> Iterator[tuple[int, bytes]]:
         start = end + 1
 
 
+def _joined(parts: list[bytes]) -> bytes:
+    """The pieces joined; the list emptied."""
+    out = b"".join(parts)
+    parts.clear()
+    return out
+
+
 def _decode_member(data: bytes, start: int) -> tuple[int, bytes] | None:
     """``(length, content)`` of a complete, intact member at ``data[start:]``, else ``None``."""
     decoder = zlib.decompressobj(GZIP_WBITS)
@@ -154,7 +161,9 @@ class MemberScan:
                 if intact:
                     rest = decoder.unused_data
                     length = fed - len(rest)
-                    yield Member(position, length, b"".join(parts))
+                    # joined and the pieces let go in one call: nothing in this frame keeps the
+                    # member's text (or its pieces) alive while the reader works on it
+                    yield Member(position, length, _joined(parts))
                     position += length
                     self.end = position
                     buffer = rest

@@ -12,7 +12,9 @@ Rules:
   (:meth:`~.index.Index.canonical_uids`, asked when the read reaches the file): ``line`` is the
   record's measurement JSON (cut out without parsing it, :mod:`msgwatch.analysis.inputs.records`),
   ``where`` ``<file>@<member offset>:<line in member>``, with the record's uid, reception time and
-  probe tag (the idempotency key before its first dot). A Mark follows every member.
+  probe tag (the idempotency key before its first dot). A Mark follows every member. Items are
+  cut out of the member's text as they are taken and the text is let go before the next member
+  is decompressed, so a read holds one member's text, not its items or the member before.
 - **Uncommitted groups wait.** The writer appends a member, then commits its rows in one
   transaction, so a member none of whose records the index holds is either a running collector's
   group not yet committed or an orphan whose commit failed for good. It is held: when a later
@@ -116,9 +118,9 @@ class _Feed:
         skipped = 0
         done: set[str | None] = set()
         for member in scan:
-            items: list[Item] = []
+            items: list[tuple[int, int, int]] = []  # (line number, offset, length) in member.data
             missing = False
-            for number, (_, line) in enumerate(lines_of(member.data), 1):
+            for number, (offset, line) in enumerate(lines_of(member.data), 1):
                 where = f"{file}@{member.offset}:{number}"
                 read = _record(line, where)
                 uid = read.measurement_uid if isinstance(read, Item) else None
@@ -127,7 +129,7 @@ class _Feed:
                 elif uid in stored:
                     stored.discard(uid)  # each once, even if a damaged file repeats a member
                     done.add(uid)
-                    items.append(read)
+                    items.append((number, offset, len(line)))
                 elif uid not in done:
                     missing = True
             for begin, end in scan.skipped[skipped:]:
@@ -135,10 +137,15 @@ class _Feed:
             skipped = len(scan.skipped)
             if missing and not items and not final:
                 held = member.offset if held is None else held
+                del member  # not held while the scan decompresses the next one
                 continue
             held = None  # anything held before this member was an orphan
-            yield from items
+            for number, offset, length in items:  # cut out again: a member's items are not held
+                yield _record(
+                    member.data[offset : offset + length], f"{file}@{member.offset}:{number}"
+                )
             self.offsets[file] = member.end
+            del member  # not held while the scan decompresses the next one
             yield Mark(dict(self.offsets))
         if held is None and scan.torn_at is None:
             self.offsets[file] = scan.end
