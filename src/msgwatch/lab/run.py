@@ -315,6 +315,26 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+BUCKET_LEAD = 0.2
+"""Seconds after a bucket's start at which an aligned run begins."""
+
+
+def wait_for_bucket(scenario: Scenario, not_before: float = 0.0) -> None:
+    """With an analysis, sleep until :data:`BUCKET_LEAD` seconds into the next bucket (wall clock,
+    as the analysis buckets the measurements' start times) that begins at or after
+    ``not_before`` (a ``time.time()``; at most ``BUCKET_LEAD`` late is on time). A run that begins
+    there has its measurements in that bucket alone, so a bucket never mixes a run with the
+    rules on and one with them off: which runs shared a bucket would otherwise depend on when
+    the phase happened to start."""
+    if scenario.analysis is None:
+        return
+    size = scenario.analysis.bucket_seconds
+    now = time.time()
+    wanted = max(now, not_before) - BUCKET_LEAD
+    start = -(-wanted // size) * size  # the first bucket start at or after ``wanted``
+    time.sleep(max(0.0, start + BUCKET_LEAD - now))
+
+
 def probe_phase(lab: Lab, scenario: Scenario, index: int, workdir: Path) -> list[PhaseRun]:
     """The phase's runs: all at once, or with ``episodes`` one scheduled run at a time, the rules
     switched on or off before each, each run starting ``every`` seconds after the previous one."""
@@ -323,11 +343,14 @@ def probe_phase(lab: Lab, scenario: Scenario, index: int, workdir: Path) -> list
         return probe_all(lab, scenario, phase.name, workdir)
     assert scenario.observatory is not None
     runs: list[PhaseRun] = []
-    started = time.monotonic() - scenario.observatory.every
+    started = time.time() - scenario.observatory.every
     for k, active in enumerate(phase.episodes):
-        # Each run at least ``every`` after the previous one began: one run per bucket.
-        time.sleep(max(0.0, started + scenario.observatory.every - time.monotonic()))
-        started = time.monotonic()
+        # Each run at least ``every`` after the previous one began, at a bucket's start: one run
+        # per bucket.
+        time.sleep(max(0.0, started + scenario.observatory.every - BUCKET_LEAD - time.time()))
+        if k:
+            wait_for_bucket(scenario)
+        started = time.time()
         if k:  # the first run's rules are already in force
             apply_phase(lab, scenario, index, active)
         label = phase.name if active else f"{phase.name}:off"
@@ -373,6 +396,7 @@ def run_scenario(
             collector.start()
             note(f"collector up at {collector_url()}")
         for index, phase in enumerate(scenario.phase):
+            wait_for_bucket(scenario)  # phases begin with a bucket (with an analysis)
             t0 = time.monotonic()
             apply_phase(lab, scenario, index, active=not phase.episodes or phase.episodes[0])
             apply_outages(lab, scenario, index, workdir)
