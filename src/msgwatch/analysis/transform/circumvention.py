@@ -38,12 +38,11 @@ from msgwatch.analysis.transform.base import (
     text,
 )
 from msgwatch.analysis.transform.msgwatch import records
+from msgwatch.analysis.transform.ooni_observations import tor_targets
 from msgwatch.analysis.transform.trace import constant, failure, place
 
 MAX_STAGES: Final = 16
 """Stage entries read (a real measurement has at most six)."""
-MAX_TARGETS: Final = 256
-"""``tor_reach`` targets read (the catalogue's has 18)."""
 MAX_THROUGH: Final = 64
 _STAGE_DETAIL: Final = ("budget", "progress", "progress_tag", "progress_age", "accessible",
                         "stalled_at", "seconds", "idle", "rate")  # fmt: skip
@@ -74,7 +73,7 @@ def observations(env: Envelope) -> Iterator[Row]:
         yield _stage(env, service, function, stage, protocol)
     yield _bootstrap(env, keys, service, function, service, None, address, port)
     if function == "reachability":
-        yield from _targets(env, service, function)
+        yield from tor_targets(env, service, function)
     for item in entries(keys.get("through"))[:MAX_THROUGH]:
         yield from _through(env, service, item)
 
@@ -114,19 +113,6 @@ def _bootstrap(
         failure=failure(keys.get("failure")), t=number(keys.get("bootstrap_time")),
         detail=jtext(detail),
     )  # fmt: skip
-
-
-def _targets(env: Envelope, service: str | None, function: str) -> Iterator[Row]:
-    targets = env.keys.get("targets")
-    if not isinstance(targets, dict):
-        return
-    for key, target in list(targets.items())[:MAX_TARGETS]:
-        if not isinstance(target, dict):
-            continue
-        name = text(target.get("target_name"), 256) or text(key, 256)
-        role = text(target.get("target_protocol"), 32)
-        yield from trace.rows(env, target, constant([place(service, function, name, role)]))
-        yield _bootstrap(env, target, service, function, name, role)
 
 
 def _through(env: Envelope, service: str | None, item: dict[str, Any]) -> Iterator[Row]:

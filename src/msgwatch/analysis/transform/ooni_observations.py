@@ -28,7 +28,7 @@ def observations(env: Envelope, test: str, mapped: list[Mapped]) -> Iterator[Row
     function = next(iter(functions)) if len(functions) == 1 else None
     yield from trace.rows(env, env.keys, constant([place(service, function, text(env.input))]))
     if test == "tor":
-        yield from _tor(env, service, function)
+        yield from tor_targets(env, service, function)
     elif test in CIRCUMVENTION:
         yield _bootstrap(env, env.keys, service, function, None, None)
     elif test in STUN_TESTS:
@@ -39,7 +39,9 @@ def observations(env: Envelope, test: str, mapped: list[Mapped]) -> Iterator[Row
         )  # fmt: skip
 
 
-def _tor(env: Envelope, service: str | None, function: str | None) -> Iterator[Row]:
+def tor_targets(env: Envelope, service: str | None, function: str | None) -> Iterator[Row]:
+    """Each of OONI's ``tor`` ``targets`` (also msgwatch's ``tor_reach``): its trace rows and a
+    ``bootstrap`` row (target = its name, role = its protocol)."""
     targets = env.keys.get("targets")
     if isinstance(targets, list):
         targets = {str(i): t for i, t in enumerate(targets[:256])}
