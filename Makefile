@@ -41,22 +41,26 @@ lint: install-python
 typecheck: install-python
 	$(VENV)/bin/mypy
 
-UNIT_FIRST := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not lab" --durations=15
-UNIT_LAB := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -p no:xdist -m lab --durations=25
+UNIT_FIRST := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 4 --dist loadgroup -m "not lab" --durations=15
+UNIT_LAB_PAIR := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 2 --dist load -m lab_pair --durations=10
+UNIT_LAB := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -p no:xdist -m "lab and not lab_pair" --durations=25
 
 unit: install
-	# two phases (tests/conftest.py): everything but the lab on two workers, then the lab's tests alone
+	# three phases (tests/conftest.py): everything but the lab on four workers, then the labs of
+	# the shipped scenarios and the call matrix two at a time, then the other lab tests alone
 	$(UNIT_FIRST)
-	$(UNIT_LAB)   # the slowest: the suite must stay under 20 minutes
+	$(UNIT_LAB_PAIR)
+	$(UNIT_LAB)   # the slowest phases: the suite must stay under 20 minutes
 
 # The whole suite: lint, then the type check beside the first test phase (it needs no lab and
-# the first phase's tests do not time the network), then the lab's tests alone. Either failing
-# fails the target; mypy's report is printed when it ends.
+# the first phase's tests do not time the network), then the lab's tests (two phases, as in
+# `unit`). Either failing fails the target; mypy's report is printed when it ends.
 test: install lint
 	@$(VENV)/bin/mypy > $(VENV)/mypy.log 2>&1 & mypy=$$!; \
 	$(UNIT_FIRST); first=$$?; \
 	wait $$mypy; typed=$$?; cat $(VENV)/mypy.log; \
 	test $$first -eq 0 && test $$typed -eq 0
+	$(UNIT_LAB_PAIR)
 	$(UNIT_LAB)
 
 bench: install

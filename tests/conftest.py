@@ -53,19 +53,32 @@ def observatory_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     data_rollup.forget(built.lake)
 
 
-# -- two phases (the Makefile's `unit`) ----------------------------------------------------------
+# -- three phases (the Makefile's `unit`) --------------------------------------------------------
 # The lab's tests (namespaces, real servers, timed call replays, the loopback mini-Internet, which
-# is one per machine) are marked ``lab`` and run alone, one after another, as before: a CPU-bound
-# test beside them would make the probe's own lag the story, and their verdicts would rightly say
-# "inconclusive (probe overloaded)". Everything else runs first on two workers (pytest-xdist,
-# ``-n 2 --dist loadgroup``); tests sharing one expensive session fixture stay on one worker so it
-# is built once: the dashboard's and the browser's fixture observatory, and Spark's JVM.
+# is one per machine) are marked ``lab`` and run after the others: a CPU-bound test beside them
+# would make the probe's own lag the story, and their verdicts would rightly say "inconclusive
+# (probe overloaded)". Everything else runs first on four workers (pytest-xdist,
+# ``-n 4 --dist loadgroup``: many of them wait on processes, sockets and timeouts more than they
+# compute); tests sharing one expensive session fixture stay on one worker so it is built once:
+# the dashboard's and the browser's fixture observatory, and Spark's JVM.
+#
+# Of the lab's tests, the shipped scenarios and the call matrix (``lab_pair``) each bring up a lab
+# of their own (its own namespaces, servers and collector), use well under a core while their
+# probes wait on timeouts, and run two at a time (``-n 2 --dist load -m lab_pair``); the rest (the
+# mini-Internet, lifecycle and crash tests, the timeline, the circumvention labs with their Tor
+# bootstraps, the busy-machine test) run alone, one after another.
 _LAB_ELSEWHERE = {("spool", "test_collector_integration.py")}
 """Test modules outside tests/lab that bring up a lab or the mini-Internet."""
+_LAB_PAIR = {("lab", "test_scenarios.py"), ("lab", "test_call_matrix.py")}
+"""Lab test modules whose tests each bring up a whole lab of their own (see above)."""
+
+
+def _relative(item: pytest.Item) -> tuple[str, ...]:
+    return Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent).parts
 
 
 def _group(item: pytest.Item) -> str | None:
-    parts = Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent).parts
+    parts = _relative(item)
     if parts[0] == "lab" or parts in _LAB_ELSEWHERE:
         return "lab"
     if parts[0] in ("dashboard", "browser"):
@@ -82,5 +95,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _group(item)
         if group == "lab":
             item.add_marker(pytest.mark.lab)
+            if _relative(item)[:2] in _LAB_PAIR:
+                item.add_marker(pytest.mark.lab_pair)
         elif group is not None and workers:
             item.add_marker(pytest.mark.xdist_group(group))
