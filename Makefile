@@ -42,12 +42,13 @@ typecheck: install-python
 	$(VENV)/bin/mypy
 
 UNIT_FIRST := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 4 --dist loadgroup -m "not lab" --durations=15
-UNIT_LAB_PAIR := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 2 --dist load -m lab_pair --durations=10
+UNIT_LAB_PAIR := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -n 2 --dist loadgroup -m lab_pair --durations=15
 UNIT_LAB := MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/pytest -q -p no:xdist -m "lab and not lab_pair" --durations=25
 
 unit: install
 	# three phases (tests/conftest.py): everything but the lab on four workers, then the labs of
-	# the shipped scenarios and the call matrix two at a time, then the other lab tests alone
+	# the shipped scenarios, the call matrix and circumvention two at a time, then the other lab
+	# tests alone
 	$(UNIT_FIRST)
 	$(UNIT_LAB_PAIR)
 	$(UNIT_LAB)   # the slowest phases: the suite must stay under 20 minutes

@@ -62,15 +62,18 @@ def observatory_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 # compute); tests sharing one expensive session fixture stay on one worker so it is built once:
 # the dashboard's and the browser's fixture observatory, and Spark's JVM.
 #
-# Of the lab's tests, the shipped scenarios and the call matrix (``lab_pair``) each bring up a lab
-# of their own (its own namespaces, servers and collector), use well under a core while their
-# probes wait on timeouts, and run two at a time (``-n 2 --dist load -m lab_pair``); the rest (the
-# mini-Internet, lifecycle and crash tests, the timeline, the circumvention labs with their Tor
-# bootstraps, the busy-machine test) run alone, one after another.
+# Of the lab's tests, those marked ``lab_pair`` run two labs at a time (``-n 2 --dist loadgroup
+# -m lab_pair``): the shipped scenarios and the call matrix, each test with a lab of its own (its
+# own namespaces, servers and collector), and the circumvention tests, which share one lab with a
+# private Tor network and so stay together on one worker (group ``circumvention``). Each uses well
+# under a core while its probes and tunnels wait on timeouts. The rest (the mini-Internet,
+# lifecycle and crash tests, the timeline, the busy-machine test) run alone, one after another.
 _LAB_ELSEWHERE = {("spool", "test_collector_integration.py")}
 """Test modules outside tests/lab that bring up a lab or the mini-Internet."""
 _LAB_PAIR = {("lab", "test_scenarios.py"), ("lab", "test_call_matrix.py")}
 """Lab test modules whose tests each bring up a whole lab of their own (see above)."""
+_LAB_SHARED = {("lab", "circumvention"): "circumvention"}
+"""Lab test packages that share one lab: run two labs at a time, beside the others, on one worker."""
 
 
 def _relative(item: pytest.Item) -> tuple[str, ...]:
@@ -95,7 +98,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _group(item)
         if group == "lab":
             item.add_marker(pytest.mark.lab)
-            if _relative(item)[:2] in _LAB_PAIR:
+            where = _relative(item)[:2]
+            if where in _LAB_PAIR:
                 item.add_marker(pytest.mark.lab_pair)
+            elif where in _LAB_SHARED:
+                item.add_marker(pytest.mark.lab_pair)
+                if workers:
+                    item.add_marker(pytest.mark.xdist_group(_LAB_SHARED[where]))
         elif group is not None and workers:
             item.add_marker(pytest.mark.xdist_group(group))
