@@ -78,6 +78,7 @@ class Score:
     pattern_known: int = 0
     seconds: float = 0.0
     unmatched: Counter[str] = field(default_factory=Counter)  # --diagnose: kinds of false alerts
+    split: Counter[str] = field(default_factory=Counter)  # --diagnose: true events alerted twice+
 
 
 def run_msgwatch(params: DetectorParams, series: SynthSeries) -> list[Found]:
@@ -159,6 +160,11 @@ def score(
             continue
         score.detected_true += 1
         score.alerts_per_event.append(len(mine))
+        if diagnose and len(mine) > 1:
+            lo_share, hi_share = BANDS[_band(ev.share)]
+            score.split[
+                f"{ev.pattern}, {int(lo_share * 100)}-{min(100, int(hi_share * 100))} %"
+            ] += len(mine) - 1
         first = found[mine[0]]
         score.delays[_band(ev.share)].append(max(0, first.alarm - ev.start))
         last = found[mine[-1]]
@@ -295,6 +301,9 @@ def main() -> None:
         for name, s in (("msgwatch", ours), ("OONI CUSUM", ooni)):
             print(f"{name}: {s.false_alerts} alerts matching no true event")
             for kind, n in sorted(s.unmatched.items()):
+                print(f"  {kind:46}  {n:>6}")
+            print(f"{name}: {sum(s.split.values())} extra alerts on true events (pattern, share)")
+            for kind, n in sorted(s.split.items()):
                 print(f"  {kind:46}  {n:>6}")
     print(
         "targets: delay <= 2 at >= 90 %, <= 6 at 40 %; <= 0.01 false alerts per quiet series-week; "

@@ -29,18 +29,18 @@ class DetectorParams:
     max_rate: float = 0.5  # ceiling of the background rate
     shift_low: float = 0.3  # alternative 1: background + this share of the working rest fails
     shift_high: float = 0.85  # alternative 2 (fast for full blocking)
-    threshold: float = 11.0  # onset: the partial-blocking sum above this opens an event
+    threshold: float = 12.0  # onset: the partial-blocking sum above this opens an event
     threshold_high: float = 13.0  # onset: the full-blocking sum above this (larger steps)
     end_threshold: float = 8.0  # end: the reverse CUSUM above this (and held) closes it
     end_hold: int = 1  # measured buckets the recovered run must span before the end is called
     low_llr: float = (
         2.0  # a bucket inside an event this much more likely background than event is "working"
     )
-    merge_gap: int = 24  # a new onset this soon after an end reopens the event (episodic)
+    merge_gap: int = 72  # a new onset this soon after an end reopens the event (episodic)
     split_run: int = (
-        12  # buckets failing without a working one that turn an episodic event continuous
+        24  # buckets failing without a working one that turn an episodic event continuous
     )
-    split_llr: float = 10.0  # how clearly the rate must rise for that split
+    split_llr: float = 20.0  # how clearly the rate must rise for that split
     episodic_share: float = (
         0.15  # working buckets inside (share of measured) that make an event episodic
     )
