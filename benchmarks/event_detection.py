@@ -138,6 +138,11 @@ def _band(share: float) -> int:
     return next(i for i, (lo, hi) in enumerate(BANDS) if lo <= share < hi)
 
 
+def _band_label(band: int) -> str:
+    lo, hi = BANDS[band]
+    return f"{int(lo * 100)}-{min(100, int(hi * 100))} %"
+
+
 def score(
     score: Score,
     truth: list[TrueEvent],
@@ -160,13 +165,11 @@ def score(
             continue
         score.detected_true += 1
         score.alerts_per_event.append(len(mine))
+        band = _band(ev.share)
         if diagnose and len(mine) > 1:
-            lo_share, hi_share = BANDS[_band(ev.share)]
-            score.split[
-                f"{ev.pattern}, {int(lo_share * 100)}-{min(100, int(hi_share * 100))} %"
-            ] += len(mine) - 1
+            score.split[f"{ev.pattern}, {_band_label(band)}"] += len(mine) - 1
         first = found[mine[0]]
-        score.delays[_band(ev.share)].append(max(0, first.alarm - ev.start))
+        score.delays[band].append(max(0, first.alarm - ev.start))
         last = found[mine[-1]]
         if ev.end < buckets - AFTER and last.end is not None and last.called is not None:
             score.end_placed.append(abs(last.end - ev.end))
@@ -218,9 +221,9 @@ def figures(s: Score) -> dict[str, str]:
     recall = s.detected_true / s.true_events if s.true_events else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     out = {}
-    for i, (lo, hi) in enumerate(BANDS):
+    for i in range(len(BANDS)):
         d = s.delays[i]
-        out[f"delay {int(lo * 100)}-{min(100, int(hi * 100))} % (median / p95, n)"] = (
+        out[f"delay {_band_label(i)} (median / p95, n)"] = (
             f"{_q(d, 0.5)} / {_q(d, 0.95)}  n={len(d)}"
         )
     out["end placed |error| (median / p95)"] = f"{_q(s.end_placed, 0.5)} / {_q(s.end_placed, 0.95)}"

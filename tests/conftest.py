@@ -72,7 +72,7 @@ _LAB_ELSEWHERE = {("spool", "test_collector_integration.py")}
 """Test modules outside tests/lab that bring up a lab or the mini-Internet."""
 _LAB_PAIR = {("lab", "test_scenarios.py"), ("lab", "test_call_matrix.py")}
 """Lab test modules whose tests each bring up a whole lab of their own (see above)."""
-_LAB_SHARED = {("lab", "circumvention"): "circumvention"}
+_LAB_SHARED: dict[tuple[str, ...], str] = {("lab", "circumvention"): "circumvention"}
 """Lab test packages that share one lab: run two labs at a time, beside the others, on one worker."""
 
 
@@ -80,8 +80,7 @@ def _relative(item: pytest.Item) -> tuple[str, ...]:
     return Path(str(item.path)).resolve().relative_to(Path(__file__).resolve().parent).parts
 
 
-def _group(item: pytest.Item) -> str | None:
-    parts = _relative(item)
+def _group(parts: tuple[str, ...]) -> str | None:
     if parts[0] == "lab" or parts in _LAB_ELSEWHERE:
         return "lab"
     if parts[0] in ("dashboard", "browser"):
@@ -95,15 +94,12 @@ def _group(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     workers = config.pluginmanager.hasplugin("xdist")  # its marker exists only with it
     for item in items:
-        group = _group(item)
+        parts = _relative(item)
+        group = _group(parts)
         if group == "lab":
             item.add_marker(pytest.mark.lab)
-            where = _relative(item)[:2]
-            if where in _LAB_PAIR:
+            if parts[:2] in _LAB_PAIR or parts[:2] in _LAB_SHARED:
                 item.add_marker(pytest.mark.lab_pair)
-            elif where in _LAB_SHARED:
-                item.add_marker(pytest.mark.lab_pair)
-                if workers:
-                    item.add_marker(pytest.mark.xdist_group(_LAB_SHARED[where]))
-        elif group is not None and workers:
+                group = _LAB_SHARED.get(parts[:2])  # one worker for a shared lab
+        if group not in (None, "lab") and workers:
             item.add_marker(pytest.mark.xdist_group(group))
