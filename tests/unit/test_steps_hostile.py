@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,10 +106,17 @@ def test_a_truncated_answer_and_tcp_refused_fails_as_tcp_failed() -> None:
     trace = Trace()
 
     async def scenario() -> Any:
-        async with udp_server(truncated("127.0.0.7")) as udp:
-            with socket.socket() as blocker:  # nothing listens on TCP at that port
-                blocker.bind(udp.address)
-                return await query_udp(trace, 1, HOST, "A", udp.address, deadline(2.0), 0.05)
+        for _ in range(20):  # the UDP server's port number may be taken on TCP: another one
+            async with udp_server(truncated("127.0.0.7")) as udp:
+                with socket.socket() as blocker:  # nothing listens on TCP at that port
+                    try:
+                        blocker.bind(udp.address)
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRINUSE:
+                            raise
+                        continue
+                    return await query_udp(trace, 1, HOST, "A", udp.address, deadline(2.0), 0.05)
+        raise AssertionError("no UDP port whose number was free on TCP")
 
     result = asyncio.run(scenario())
     assert result.failure == F.CONNECTION_REFUSED and result.addresses == []
