@@ -72,6 +72,42 @@ def test_episodic_then_continuous_closes_one_event_and_opens_the_next() -> None:
     assert _near(second["end"], 170)
 
 
+def _blocked_during(*spans: tuple[int, int]) -> Any:
+    return lambda b: 1.0 if any(start <= b < end for start, end in spans) else 0.0
+
+
+def test_blocking_that_pauses_for_two_days_is_one_episodic_event() -> None:
+    """A pause shorter than ``merge_gap`` (72 buckets since detector 1.3.0; 1.2.0 announced
+    this pause's two halves as two continuous events) reopens the event."""
+    for seed in (1, 2, 3):
+        found = detect(rows(Spec(), 300, _blocked_during((100, 130), (178, 210)), seed), PARAMS,
+                       None, None).events  # fmt: skip
+        ev = _one(found)
+        assert ev["pattern"] == "episodic", seed
+        assert _near(ev["start"], 100) and _near(ev["end"], 210), (seed, ev["start"], ev["end"])
+
+
+def test_blocking_that_pauses_longer_than_the_merge_gap_is_two_events() -> None:
+    for seed in (1, 2, 3):
+        level = _blocked_during((100, 130), (230, 260))
+        first, second = network(detect(rows(Spec(), 320, level, seed), PARAMS, None, None).events)
+        assert (first["pattern"], second["pattern"]) == ("continuous", "continuous"), seed
+        assert _near(first["end"], 130) and _near(second["start"], 230), seed
+
+
+def test_a_short_full_block_after_an_episodic_phase_does_not_split_the_event() -> None:
+    """Blocked spells that run together for 16 buckets (under ``split_run``, 24 since 1.3.0; 1.2.0
+    split here) are still the episodic event, not a new continuous one."""
+
+    def level(b: int) -> float:
+        return episodic(60, 120, 3, 3)(b) if b < 120 else float(b < 136)
+
+    for seed in (1, 2, 3):
+        ev = _one(detect(rows(Spec(), 250, level, seed), PARAMS, None, None).events)
+        assert ev["pattern"] == "episodic" and _near(ev["start"], 60), seed
+        assert _near(ev["end"], 136), (seed, ev["end"])
+
+
 def test_a_noisy_quiet_series_with_a_high_background_raises_nothing() -> None:
     for seed in (1, 2, 3):
         quiet = rows(Spec(background=0.15, per_bucket=5), 2000, lambda b: 0.0, seed=seed)

@@ -37,6 +37,23 @@ def _mismatches(rows: list[dict[str, Any]]) -> str:
     return "\n".join(json.dumps(r, default=str) for r in rows if not r["match"])
 
 
+def _detector_input(run: ScenarioRun) -> str:
+    """What the detector saw on ISP 1's calls, to tell a miss of the analysis from one of the
+    runs: each run's call verdicts by phase, and each bucket's aggregate rows."""
+    from msgwatch.analysis.query import Filters, Lake
+
+    assert run.timeline is not None
+    calls = [(r["phase"], r["function"], r["verdict"], r["mechanism"]) for r in run.rows
+             if r["isp"] == "isp1" and r["function"] in ("voice", "video")]  # fmt: skip
+    lines = ["runs (phase, function, verdict, mechanism):", *map(str, calls), "buckets:"]
+    lake = Lake(Path(run.timeline["analysis_dir"]))
+    for function in ("voice", "video"):
+        page = lake.aggregates(Filters(probe_asn="AS64512", function=function), limit=1000)
+        lines += [f"{function} {a['bucket']} {a['verdict']} {a['mechanism']} {a['measurements']}"
+                  for a in reversed(page.results)]  # fmt: skip
+    return "\n".join(lines)
+
+
 def test_every_run_is_judged_as_its_phase_implies(run: ScenarioRun) -> None:
     """The per-run verdicts: blocked calls on ISP 1 in the runs the rules were on, ok elsewhere.
 
@@ -97,7 +114,9 @@ def test_the_analysis_finds_exactly_the_implied_events(run: ScenarioRun) -> None
     the Games' rules on and one with them off."""
     assert run.timeline is not None
     rows = run.timeline["rows"]
-    assert run.timeline["matched"] == run.timeline["total"] == 4, _mismatches(rows)
+    assert run.timeline["matched"] == run.timeline["total"] == 4, (
+        _mismatches(rows) + "\n" + _detector_input(run)
+    )
     assert run.timeline["pass"]["problems"] == 0, run.timeline["pass"]["first_problems"]
 
 
