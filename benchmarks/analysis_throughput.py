@@ -20,6 +20,11 @@ For each archive size (``--count``, then ``--also`` when not 0) the run
 
 Prints the figures of each size, the pass report's stage times when it gives them, and OONI's
 published figures for scale, quoted (not measured here).
+
+``--costs N`` (alone, or after the pass) says where the CPU goes: the first ``N`` measurements of
+the archive taken through each step of the pass in this process, one step at a time, each step's
+CPU time (``os.times``: user + system, DuckDB's threads included) per measurement, the best of
+three rounds, beside the budget that the target ratio leaves on two cores.
 """
 
 from __future__ import annotations
@@ -272,6 +277,119 @@ def show(f: Figures) -> None:
           f"blocking periods injected: {f.periods} (episodic and continuous, per country)")  # fmt: skip
 
 
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _best(step: Any, rounds: int = 3) -> tuple[float, Any]:
+    """(CPU seconds of the fastest of ``rounds`` calls of ``step``, its last result)."""
+    best, result = float("inf"), None
+    for _ in range(rounds):
+        started = _cpu()
+        result = step()
+        best = min(best, _cpu() - started)
+    return best, result
+
+
+def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
+    """CPU milliseconds per measurement of each step of the pass, over the archive's first
+    ``limit`` measurements: (step, ms)."""
+    from msgwatch.analysis import lake
+    from msgwatch.analysis.inputs.records import item_of
+    from msgwatch.analysis.schema import OBSERVATION_COLUMNS, VERDICT_COLUMNS
+    from msgwatch.analysis.transform import Meta, transform
+    from msgwatch.analysis.verdicts import judge
+    from msgwatch.analysis.workers import CHUNK_ITEMS, _add_rows, _chunks, _parse, _unwrap, uid_of
+
+    archive = Archive(data_dir)
+
+    def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
+        items: list[Any] = []
+        for file in archive.files():
+            for member in archive.scan(file, 0):
+                for _, line in lines_of(member.data):
+                    items.append(item_of(bytes(line), file))
+                    if len(items) >= limit:
+                        return items
+        return items
+
+    t_read, items = _best(read)
+    count = len(items)
+    chunks = list(_chunks(items, CHUNK_ITEMS))  # as the pass hands them to its workers
+    observations: dict[str, bytearray] = {}
+    verdicts: dict[str, bytearray] = {}
+    spent = {"parse": float("inf"), "transform": float("inf"), "judge": float("inf"),
+             "rows": float("inf")}  # fmt: skip
+    for _ in range(3):  # a chunk's objects go before the next one's, as on a worker
+        took = dict.fromkeys(spent, 0.0)
+        observations.clear()
+        verdicts.clear()
+        for chunk in chunks:
+            started = _cpu()
+            values = [_parse(item.line) for item in chunk]
+            took["parse"] += _cpu() - started
+            pairs = []
+            for item, value in zip(chunk, values, strict=True):
+                item, measurement = _unwrap(item, value)
+                meta = Meta(item.where, uid_of(item, measurement), item.probe_tag,
+                            item.received_at)  # fmt: skip
+                pairs.append((measurement, meta))
+            started = _cpu()
+            outs = [transform(m, meta) for m, meta in pairs]
+            took["transform"] += _cpu() - started
+            started = _cpu()
+            for m, _ in pairs:
+                judge(m)
+            took["judge"] += _cpu() - started
+            started = _cpu()
+            counted: dict[str, int] = {}
+            for out in outs:
+                _add_rows(observations, counted, out.observations)
+                _add_rows(verdicts, counted, out.verdicts)
+            took["rows"] += _cpu() - started
+            del values, pairs, outs
+        spent = {k: min(v, took[k]) for k, v in spent.items()}
+    t_parse, t_judge, t_rows = spent["parse"], spent["judge"], spent["rows"]
+    t_transform = spent["transform"]
+
+    def write() -> None:  # the parent's flush: staged NDJSON into Parquet parts (DuckDB)
+        with lake.connect(work) as connection:
+            for name, tables, columns in (("o", observations, OBSERVATION_COLUMNS),
+                                          ("v", verdicts, VERDICT_COLUMNS)):  # fmt: skip
+                for day, data in tables.items():
+                    staging = work / f"{name}-{day}.ndjson"
+                    staging.write_bytes(data)
+                    select = lake.typed_select(columns, lake.read_json_sql(staging, columns))
+                    lake.copy_to_parquet(connection, select, work / f"{name}-{day}.parquet")
+
+    t_write, _ = _best(write)
+    per = 1000.0 / max(count, 1)
+    return [
+        ("read: gunzip, split, cut the record (parent)", t_read * per),
+        ("parse: orjson.loads (worker)", t_parse * per),
+        ("judge: verdicts (worker, inside transform)", t_judge * per),
+        ("observations and the rest of transform (worker)", (t_transform - t_judge) * per),
+        ("rows as NDJSON (worker)", t_rows * per),
+        ("write: NDJSON into Parquet, DuckDB (parent)", t_write * per),
+    ]
+
+
+def show_costs(steps: list[tuple[str, float]], count: int) -> None:
+    total = sum(ms for _, ms in steps)
+    bare = steps[0][1] + steps[1][1]
+    budget = 2 / TARGET_RATIO * bare  # two cores at the target ratio against a one-core parse
+    print(f"\n== where the CPU goes ({count:,} measurements; ms of CPU per measurement, best of 3)")
+    for name, ms in steps:
+        print(f"  {name:50} {ms:6.3f}")
+    print(
+        f"  {'all steps':50} {total:6.3f}  (the pass adds moving items and rows between processes)"
+    )
+    print(f"the bare parse is read + parse = {bare:.3f} ms; a ratio of {TARGET_RATIO} on 2 cores "
+          f"leaves {budget:.3f} ms of CPU per measurement for everything, {total / budget:.2f}× "
+          "of it is spent by the steps alone")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--child"]:
@@ -285,7 +403,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="an archive made already (no generation)")
     parser.add_argument("--keep", type=Path, help="keep the archives and outputs under this")
     parser.add_argument("--bare-only", action="store_true", help="skip the pass")
+    parser.add_argument(
+        "--costs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU per step over the first N measurements (0: not measured)",
+    )
+    parser.add_argument("--costs-only", action="store_true", help="with --data: only --costs")
     parsed = parser.parse_args(args)
+    if parsed.costs_only:
+        if parsed.data is None or not parsed.costs:
+            parser.error("--costs-only needs --data and --costs N")
+        with place(None, "costs") as work:
+            show_costs(costs(parsed.data, parsed.costs, work), parsed.costs)
+        return 0
     sizes = [parsed.count] + ([parsed.also] if parsed.also and not parsed.data else [])
     results: list[Figures] = []
     for count in sizes:
@@ -304,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 figures = measure(data_dir, out_dir / "out", parsed.workers, count)
             show(figures)
             results.append(figures)
+            if parsed.costs:
+                with place(None, "costs") as work:
+                    show_costs(costs(data_dir, parsed.costs, work), parsed.costs)
     if len(results) == 2:
         a, b = results
         print(f"\npeak memory {b.parsed:,} vs {a.parsed:,} measurements: {b.rss_self_mb:,.0f} vs "

@@ -1,0 +1,22 @@
+"""``benchmarks/analysis_throughput.py --costs``: every step of the pass is measured on a real
+(synthetic) archive, through the pass's own functions, and the figures add up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.analysis_throughput import costs
+from benchmarks.synth_archive import SynthConfig, write
+
+
+def test_costs_measure_each_step_of_the_pass(tmp_path: Path) -> None:
+    write(tmp_path / "data", SynthConfig(count=60, networks=4, countries=2, days=1, group=20))
+    work = tmp_path / "work"
+    work.mkdir()
+    steps = dict(costs(tmp_path / "data", 50, work))
+    assert [name.split()[0].rstrip(":") for name in steps] == [
+        "read", "parse", "judge", "observations", "rows", "write"
+    ]  # fmt: skip
+    assert all(ms >= 0 for ms in steps.values()), steps
+    assert steps[next(n for n in steps if n.startswith("judge"))] > 0
+    assert sorted(p.name for p in work.glob("*.parquet"))  # the write step wrote its parts
