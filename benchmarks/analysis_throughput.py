@@ -23,7 +23,7 @@ published figures for scale, quoted (not measured here).
 
 ``--costs N`` (alone, or after the pass) says where the CPU goes: the first ``N`` measurements of
 the archive taken through each step of the pass in this process, one step at a time, each step's
-CPU time (``os.times``: user + system, DuckDB's threads included) per measurement, the best of
+CPU time (``time.process_time``: user + system, DuckDB's threads included) per measurement, the best of
 three rounds, beside the budget that the target ratio leaves on two cores.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -94,16 +95,22 @@ class Figures:
         return self.pass_rate / self.parse_rate if self.parse_rate else 0.0
 
 
-def bare_parse(data_dir: Path) -> tuple[int, float]:
-    """``(measurements, seconds)``: every archive line decompressed, split and parsed."""
+def archive_lines(data_dir: Path) -> Iterator[tuple[str, bytes]]:
+    """``(file, line)`` of every archive line, decompressed and split, in archive order."""
     archive = Archive(data_dir)
-    started = time.perf_counter()
-    count = 0
     for file in archive.files():
         for member in archive.scan(file, 0):
             for _, line in lines_of(member.data):
-                record = orjson.loads(line)
-                count += isinstance(record.get("measurement"), dict)
+                yield file, line
+
+
+def bare_parse(data_dir: Path) -> tuple[int, float]:
+    """``(measurements, seconds)``: every archive line decompressed, split and parsed."""
+    started = time.perf_counter()
+    count = 0
+    for _, line in archive_lines(data_dir):
+        record = orjson.loads(line)
+        count += isinstance(record.get("measurement"), dict)
     return count, time.perf_counter() - started
 
 
@@ -278,8 +285,8 @@ def show(f: Figures) -> None:
 
 
 def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+    """CPU seconds of this process, every thread (DuckDB's too), user and system."""
+    return time.process_time()
 
 
 def _best(step: Any, rounds: int = 3) -> tuple[float, Any]:
@@ -292,6 +299,9 @@ def _best(step: Any, rounds: int = 3) -> tuple[float, Any]:
     return best, result
 
 
+TABLES = ("observations", "verdicts")
+
+
 def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     """CPU milliseconds per measurement of each step of the pass, over the archive's first
     ``limit`` measurements: (step, ms)."""
@@ -302,29 +312,17 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     from msgwatch.analysis.verdicts import judge
     from msgwatch.analysis.workers import CHUNK_ITEMS, _add_rows, _chunks, _parse, _unwrap, uid_of
 
-    archive = Archive(data_dir)
-
     def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
-        items: list[Any] = []
-        for file in archive.files():
-            for member in archive.scan(file, 0):
-                for _, line in lines_of(member.data):
-                    items.append(item_of(bytes(line), file))
-                    if len(items) >= limit:
-                        return items
-        return items
+        lines = itertools.islice(archive_lines(data_dir), limit)
+        return [item_of(bytes(line), file) for file, line in lines]
 
     t_read, items = _best(read)
-    count = len(items)
     chunks = list(_chunks(items, CHUNK_ITEMS))  # as the pass hands them to its workers
-    observations: dict[str, bytearray] = {}
-    verdicts: dict[str, bytearray] = {}
-    spent = {"parse": float("inf"), "transform": float("inf"), "judge": float("inf"),
-             "rows": float("inf")}  # fmt: skip
+    staged: dict[str, tuple[dict[str, bytearray], dict[str, int]]] = {}
+    rounds: list[dict[str, float]] = []
     for _ in range(3):  # a chunk's objects go before the next one's, as on a worker
-        took = dict.fromkeys(spent, 0.0)
-        observations.clear()
-        verdicts.clear()
+        took = dict.fromkeys(("parse", "transform", "judge", "rows"), 0.0)
+        staged = {table: ({}, {}) for table in TABLES}  # day → NDJSON, day → rows
         for chunk in chunks:
             started = _cpu()
             values = [_parse(item.line) for item in chunk]
@@ -343,36 +341,32 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
                 judge(m)
             took["judge"] += _cpu() - started
             started = _cpu()
-            counted: dict[str, int] = {}
             for out in outs:
-                _add_rows(observations, counted, out.observations)
-                _add_rows(verdicts, counted, out.verdicts)
+                _add_rows(*staged["observations"], out.observations)
+                _add_rows(*staged["verdicts"], out.verdicts)
             took["rows"] += _cpu() - started
-            del values, pairs, outs
-        spent = {k: min(v, took[k]) for k, v in spent.items()}
-    t_parse, t_judge, t_rows = spent["parse"], spent["judge"], spent["rows"]
-    t_transform = spent["transform"]
+        rounds.append(took)
+    spent = {step: min(r[step] for r in rounds) for step in rounds[0]}
 
-    def write() -> None:  # the parent's flush: staged NDJSON into Parquet parts (DuckDB)
-        with lake.connect(work) as connection:
-            for name, tables, columns in (("o", observations, OBSERVATION_COLUMNS),
-                                          ("v", verdicts, VERDICT_COLUMNS)):  # fmt: skip
-                for day, data in tables.items():
-                    staging = work / f"{name}-{day}.ndjson"
-                    staging.write_bytes(data)
-                    select = lake.typed_select(columns, lake.read_json_sql(staging, columns))
-                    lake.copy_to_parquet(connection, select, work / f"{name}-{day}.parquet")
+    def write() -> None:  # the parent's flush (lake.Stager), into a folder of its own each time
+        out = Path(tempfile.mkdtemp(dir=work))
+        with lake.connect(out) as connection:
+            for table, columns in zip(TABLES, (OBSERVATION_COLUMNS, VERDICT_COLUMNS), strict=True):
+                stager = lake.Stager(out, out, table, columns, 1)
+                stager.add(*staged[table])
+                stager.flush(connection)
 
     t_write, _ = _best(write)
-    per = 1000.0 / max(count, 1)
+    per = 1000.0 / max(len(items), 1)
     return [
         ("read: gunzip, split, cut the record (parent)", t_read * per),
-        ("parse: orjson.loads (worker)", t_parse * per),
-        ("judge: verdicts (worker, inside transform)", t_judge * per),
-        ("observations and the rest of transform (worker)", (t_transform - t_judge) * per),
-        ("rows as NDJSON (worker)", t_rows * per),
+        ("parse: orjson.loads (worker)", spent["parse"] * per),
+        ("judge: verdicts (worker, inside transform)", spent["judge"] * per),
+        ("observations and the rest of transform (worker)",
+         (spent["transform"] - spent["judge"]) * per),
+        ("rows as NDJSON (worker)", spent["rows"] * per),
         ("write: NDJSON into Parquet, DuckDB (parent)", t_write * per),
-    ]
+    ]  # fmt: skip
 
 
 def show_costs(steps: list[tuple[str, float]], count: int) -> None:

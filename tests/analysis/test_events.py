@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
@@ -72,7 +73,7 @@ def test_episodic_then_continuous_closes_one_event_and_opens_the_next() -> None:
     assert _near(second["end"], 170)
 
 
-def _blocked_during(*spans: tuple[int, int]) -> Any:
+def _blocked_during(*spans: tuple[int, int]) -> Callable[[int], float]:
     return lambda b: 1.0 if any(start <= b < end for start, end in spans) else 0.0
 
 
