@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from msgwatch.analysis import lake
+from msgwatch.analysis.schema import VERDICT_COLUMNS
 
 
 def test_unlisted_files_and_the_work_folder_are_removed(tmp_path: Path) -> None:
@@ -43,3 +46,30 @@ def test_a_state_that_is_not_an_object_or_a_link_is_no_state(tmp_path: Path) -> 
     lake.write_state(tmp_path, {"pass": 3})  # replaces the link itself
     assert lake.read_state(tmp_path) == {"pass": 3}
     assert lake.read_json_file(tmp_path, "../outside.json") is None
+
+
+def test_the_flusher_writes_in_the_background_and_raises_its_errors(tmp_path: Path) -> None:
+    work = lake.prepare(tmp_path)
+    stager = lake.Stager(tmp_path, work, "verdicts", VERDICT_COLUMNS, 1)
+    row = b'{"measurement_uid": "u1", "day": "2026-05-22", "service": "whatsapp"}\n'
+    with lake.connect(work) as connection, lake.Flusher(connection) as flusher:
+        stager.add({"2026-05-22": bytearray(row)}, {"2026-05-22": 1})
+        flusher.flush([stager])
+        stager.add({"2026-05-22": bytearray(row)}, {"2026-05-22": 1})  # staged while it writes
+        flusher.flush([stager])
+        flusher.wait()
+        assert stager.written == [
+            lake.part_path("verdicts", "2026-05-22", 1, 0),
+            lake.part_path("verdicts", "2026-05-22", 1, 1),
+        ]
+        for part in stager.written:
+            (count,) = connection.execute(
+                f"SELECT count(*) FROM read_parquet({lake.sql_text(str(tmp_path / part))})"
+            ).fetchone() or (0,)
+            assert count == 1
+        assert not list((work / "verdicts").iterdir())  # the staging files are gone
+        stager.add({"2026-05-23": bytearray(b'{"day": "2026-05-23", "confidence": "high"}\n')},
+                   {"2026-05-23": 1})  # fmt: skip
+        flusher.flush([stager])
+        with pytest.raises(Exception, match=r"(?i)conver|cast|could not"):
+            flusher.wait()

@@ -34,7 +34,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
@@ -255,18 +256,38 @@ class Stager:
                 handle.write(data)
             self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
 
-    def flush(self, connection: duckdb.DuckDBPyConnection) -> None:
-        """Write every staged day as a Parquet part and empty the staging."""
+    def detach(self) -> list[tuple[Path, str]]:
+        """Hand over the staged days as ``(staging file, part)`` pairs and empty the staging.
+
+        Each day's staging file is renamed out of the way and its part name reserved (listed in
+        :attr:`written`), so new rows can be staged while :func:`write_parts` writes these."""
+        batch: list[tuple[Path, str]] = []
         for day in sorted(self.staged):
-            staging = self.folder / f"{day}.ndjson"
             part = self.parts.get(day, 0)
             relative = part_path(self.table, day, self.number, part)
-            select = typed_select(self.columns, read_json_sql(staging, self.columns))
-            copy_to_parquet(connection, select, self.out_dir / relative)
+            staging = self.folder / f"{day}.ndjson"
+            held = self.folder / f"{day}.{part}.ndjson"
+            staging.rename(held)
             self.parts[day] = part + 1
             self.written.append(relative)
-            staging.unlink()
+            batch.append((held, relative))
         self.staged.clear()
+        return batch
+
+    def write_parts(
+        self, connection: duckdb.DuckDBPyConnection, batch: list[tuple[Path, str]]
+    ) -> None:
+        """Write a :meth:`detach` ed batch as Parquet parts (removing its staging files); safe in
+        another thread with its own connection (``connection.cursor()``), since it touches no
+        state of the stager."""
+        for staging, relative in batch:
+            select = typed_select(self.columns, read_json_sql(staging, self.columns))
+            copy_to_parquet(connection, select, self.out_dir / relative)
+            staging.unlink()
+
+    def flush(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Write every staged day as a Parquet part and empty the staging."""
+        self.write_parts(connection, self.detach())
 
     def compact(
         self, connection: duckdb.DuckDBPyConnection, old: list[str], threshold: int
@@ -288,3 +309,40 @@ class Stager:
             self.parts[day] = part + 1
             kept.append(relative)
         return kept
+
+
+class Flusher:
+    """Flushes stagers in one background thread, so the pass goes on reading and analysing while
+    DuckDB writes the last batch (DuckDB lets go of the GIL while a statement runs).
+
+    One flush at a time: :meth:`flush` first waits for the previous one, so at most two batches of
+    staged rows exist at once. An error of the background write is raised by the next
+    :meth:`flush` or :meth:`wait`; leaving the ``with`` block waits for the thread either way."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = connection.cursor()  # the same database, its own connection for the thread
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="msgwatch-flush")
+        self._running: Future[None] | None = None
+
+    def __enter__(self) -> Flusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)
+        self._cursor.close()
+
+    def flush(self, stagers: Iterable[Stager]) -> None:
+        """Start writing what ``stagers`` hold (after the previous flush has ended)."""
+        self.wait()
+        batches = [(stager, stager.detach()) for stager in stagers]
+        self._running = self._pool.submit(self._write, batches)
+
+    def wait(self) -> None:
+        """Wait for the flush in flight; raise its error."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.result()
+
+    def _write(self, batches: list[tuple[Stager, list[tuple[Path, str]]]]) -> None:
+        for stager, batch in batches:
+            stager.write_parts(self._cursor, batch)

@@ -1,7 +1,8 @@
 """One analysis pass: sources → observations and verdicts → aggregates → events, committed at once.
 
 :func:`run_pass` reads what is new in every source since the committed state, analyses it on the
-workers (:mod:`.workers`), writes the rows as Parquet parts of a new pass number, recomputes the
+workers (:mod:`.workers`), writes the rows as Parquet parts of a new pass number (in a
+background thread, while the next rows are analysed: :class:`~.lake.Flusher`), recomputes the
 aggregates over all verdicts (:mod:`.aggregates`), runs the event detector, then commits
 ``state.json`` (:mod:`.lake`). How a crash or a change of rules is met:
 
@@ -27,6 +28,7 @@ aggregates over all verdicts (:mod:`.aggregates`), runs the event detector, then
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import time
 from collections import Counter
@@ -46,6 +48,7 @@ from msgwatch.analysis.aggregates import (
 )
 from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
 from msgwatch.analysis.inputs import Item, Mark, Problem, Source
+from msgwatch.analysis.inputs.prefetch import prefetch
 from msgwatch.analysis.schema import (
     EVENT_COLUMNS,
     OBSERVATION_COLUMNS,
@@ -183,16 +186,16 @@ class _Pass:
                     ("verdicts", VERDICT_COLUMNS),
                 )
             }
-            for result in analyse(
-                self._items(problems), self.config.workers, self.config.max_line_bytes
-            ):
-                self._take(result, stagers, problems)
-                if sum(s.rows for s in stagers.values()) >= self.config.flush_rows:
-                    self._progress("writing")
-                    for stager in stagers.values():
-                        stager.flush(connection)
-            for stager in stagers.values():
-                stager.flush(connection)
+            with lake.Flusher(connection) as flusher:
+                for result in analyse(
+                    self._items(problems), self.config.workers, self.config.max_line_bytes
+                ):
+                    self._take(result, stagers, problems)
+                    if sum(s.rows for s in stagers.values()) >= self.config.flush_rows:
+                        flusher.flush(stagers.values())  # in the background: reading goes on
+                self._progress("writing")
+                flusher.flush(stagers.values())
+                flusher.wait()
             problems.flush()
             if self.report.items == 0 and self.report.problems == 0 and not self.fresh:
                 report = self._nothing_new()
@@ -216,7 +219,7 @@ class _Pass:
             self.report.sources_read += 1
             name = source.name
             try:
-                for read in source.read(self.checkpoints.get(name)):
+                for read in prefetch(functools.partial(source.read, self.checkpoints.get(name))):
                     if isinstance(read, Item):
                         self.report.items += 1
                         self.where = read.where
