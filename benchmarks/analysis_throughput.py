@@ -21,6 +21,10 @@ For each archive size (``--count``, then ``--also`` when not 0) the run
 Prints the figures of each size, the pass report's stage times when it gives them, and OONI's
 published figures for scale, quoted (not measured here).
 
+``--scaling N`` (20,000 by default, 0: off) runs the bare parse of the first ``N`` measurements in
+one process, then in two at once: how much of a second core this machine gives (the pass runs on
+two, the bare parse on one).
+
 ``--costs N`` (alone, or after the pass) says where the CPU goes: the first ``N`` measurements of
 the archive taken through each step of the pass in this process, one step at a time, each step's
 CPU time (``time.process_time``: user + system, DuckDB's threads included) per measurement, the best of
@@ -112,6 +116,29 @@ def bare_parse(data_dir: Path) -> tuple[int, float]:
         record = orjson.loads(line)
         count += isinstance(record.get("measurement"), dict)
     return count, time.perf_counter() - started
+
+
+def bare_parse_first(data_dir: Path, limit: int) -> float:
+    """CPU-bound wall seconds of the bare parse of the archive's first ``limit`` lines."""
+    started = time.perf_counter()
+    for _, line in itertools.islice(archive_lines(data_dir), limit):
+        orjson.loads(line)
+    return time.perf_counter() - started
+
+
+def scaling(data_dir: Path, limit: int) -> tuple[float, float]:
+    """(seconds alone, seconds of two at once): the bare parse of the first ``limit`` lines in one
+    child process, then in two children at the same time. Two cores that did the work of two
+    give equal times; a machine whose second core slows the first (shared caches, a host's
+    hyperthreads) gives a longer second figure: the pass, which needs both cores, pays the same."""
+
+    def children(n: int) -> float:
+        command = [sys.executable, __file__, "--parse-child", os.fspath(data_dir), str(limit)]
+        running = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(n)]
+        times = [float(p.communicate()[0]) for p in running]
+        return max(times)
+
+    return children(1), children(2)
 
 
 def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]:
@@ -386,6 +413,9 @@ def show_costs(steps: list[tuple[str, float]], count: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--parse-child"]:
+        print(bare_parse_first(Path(args[1]), int(args[2])))
+        return 0
     if args[:1] == ["--child"]:
         data_dir, out_dir, workers = Path(args[1]), Path(args[2]), int(args[3])
         print(json.dumps(run_pass_here(data_dir, out_dir, workers)))
@@ -405,6 +435,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="CPU per step over the first N measurements (0: not measured)",
     )
     parser.add_argument("--costs-only", action="store_true", help="with --data: only --costs")
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="the bare parse of N measurements alone and two at once (0: not measured)",
+    )
     parsed = parser.parse_args(args)
     if parsed.costs_only:
         if parsed.data is None or not parsed.costs:
@@ -430,6 +467,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 figures = measure(data_dir, out_dir / "out", parsed.workers, count)
             show(figures)
             results.append(figures)
+            if parsed.scaling:
+                alone, both = scaling(data_dir, parsed.scaling)
+                print(f"the bare parse of {parsed.scaling:,} measurements: {alone:.1f} s alone, "
+                      f"{both:.1f} s with a second one beside it on the other core "
+                      f"(two cores do {2 * alone / both:.2f}× the work of one)")  # fmt: skip
             if parsed.costs:
                 with place(None, "costs") as work:
                     show_costs(costs(data_dir, parsed.costs, work), parsed.costs)

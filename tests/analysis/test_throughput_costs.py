@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.analysis_throughput import costs
+from benchmarks.analysis_throughput import costs, scaling
 from benchmarks.synth_archive import SynthConfig, write
 
 
@@ -20,3 +20,9 @@ def test_costs_measure_each_step_of_the_pass(tmp_path: Path) -> None:
     assert all(ms >= 0 for ms in steps.values()), steps
     assert steps[next(n for n in steps if n.startswith("judge"))] > 0
     assert sorted(work.rglob("*.parquet"))  # the write step wrote its parts
+
+
+def test_scaling_parses_in_one_child_then_two(tmp_path: Path) -> None:
+    write(tmp_path / "data", SynthConfig(count=30, networks=4, countries=2, days=1, group=10))
+    alone, both = scaling(tmp_path / "data", 25)
+    assert alone > 0 and both > 0
