@@ -245,3 +245,67 @@ def test_one_bucket_of_background_failures_on_a_noisy_series_opens_no_event() ->
     assert run(PARAMS, range(0))[0] == []
     found, opened = run(PARAMS, range(800, 810))
     assert [(e[0], e[2]) for e in found] == [(800, 810)] and opened == [801]
+
+
+# Detector 1.3.0's background and full-blocking threshold, to show what 1.4.0 changed.
+PARAMS_1_3 = dataclasses.replace(
+    PARAMS, forget=0.99, warmup_partial=0, margin_sd=1.0, threshold_high=13.0
+)
+
+
+def _opened(params: DetectorParams, counts: list[tuple[int, int]]) -> tuple[list[Any], list[int]]:
+    """The events of ``counts`` ((total, failing) per bucket) and the bucket the first opened."""
+    det = Series(params)
+    opened: list[int] = []
+    for b, (total, failing) in enumerate(counts):
+        det.feed(params, b, total, failing)
+        if det.ev is not None and not opened:
+            opened.append(b)
+    return det.events(params), opened
+
+
+def test_a_young_series_whose_first_measurements_rarely_failed_raises_nothing() -> None:
+    """A 12 % series whose first 80 measurements all worked: 1.3.0 judged onsets after 60
+    measurements against a background learned as about 2 %, and the series' ordinary failures
+    opened an event on its partial-blocking sum. 1.4.0 judges that sum after 200 measurements;
+    a full block is still judged after 60, and found in its second bucket."""
+    for seed in (1, 7, 9, 11):
+        rng = random.Random(seed)
+        counts = [(5, 0)] * 16 + [
+            (5, sum(rng.random() < 0.12 for _ in range(5))) for _ in range(300)
+        ]
+        assert _opened(PARAMS_1_3, counts)[0], seed  # the false event 1.3.0 gave
+        assert _opened(PARAMS, counts)[0] == [], seed
+        counts[20:40] = [(5, 5)] * 20
+        found, opened = _opened(PARAMS, counts)
+        assert [(e[0], e[2]) for e in found] == [(20, 40)] and opened == [21], seed
+
+
+def test_a_two_bucket_burst_of_seven_background_failures_opens_no_event() -> None:
+    """Seven failures of seven over two buckets of a 12 % series (the full-blocking sum: 14.2)
+    opened an event under 1.3.0's 13; 1.4.0's 15 wants eight. A real block is still found in
+    its second bucket."""
+    pattern = (1, 1, 0, 1, 0)  # failing of 5 per bucket: 12 %
+    for burst in ([(4, 4), (3, 3)], [(3, 3), (4, 4)], [(5, 5), (2, 2)]):
+        counts = [(5, pattern[b % 5]) for b in range(1000)]
+        counts[600 : 600 + len(burst)] = burst
+        assert [e[0] for e in _opened(PARAMS_1_3, counts)[0]] == [600], burst
+        assert _opened(PARAMS, counts)[0] == [], burst
+    counts = [(5, pattern[b % 5]) for b in range(1000)]
+    counts[800:810] = [(5, 5)] * 10
+    found, opened = _opened(PARAMS, counts)
+    assert [(e[0], e[2]) for e in found] == [(800, 810)] and opened == [801]
+
+
+def test_a_sparse_series_is_judged_against_a_background_close_to_its_rate() -> None:
+    """The background used is the estimate plus a margin of its uncertainty. With 1.3.0's memory
+    of about 100 buckets a series of one measurement an hour failing 10 % was judged against
+    12.8 %, and a partial block had to fail that much more; 1.4.0 remembers about 500 buckets
+    (1.5 standard deviations of a tighter estimate: 12.0 %)."""
+    counts = [(1, int(b % 10 == 0)) for b in range(3000)]
+    det_1_3, det = Series(PARAMS_1_3), Series(PARAMS)
+    for b, (total, failing) in enumerate(counts):
+        det_1_3.feed(PARAMS_1_3, b, total, failing)
+        det.feed(PARAMS, b, total, failing)
+    assert det_1_3.background(PARAMS_1_3) > 0.125
+    assert 0.1 < det.background(PARAMS) < 0.121

@@ -10,8 +10,11 @@ and ``failing`` ones. Theory of operation:
   then join it; if the run opens an event they are dropped. Leaving them out for good would bias
   the estimate low (only failure-free buckets would count). Frozen while an event is open. The
   first ``warmup`` measurements of a series only teach the background (no onset is judged
-  against a rate not yet known). The rate used is its mean plus ``margin_sd`` standard
-  deviations (a young series is judged cautiously), clamped to [min_rate, max_rate].
+  against a rate not yet known); the partial-blocking sum waits for ``warmup_partial`` (it weighs
+  rates close to the background, so a young estimate's error passes for partial blocking, while
+  nearly every measurement failing is blocking whatever the background was). The rate used is
+  its mean plus ``margin_sd`` standard deviations (a young series is judged cautiously), clamped
+  to [min_rate, max_rate].
 - **Onset.** Two count CUSUMs of the Bernoulli log-likelihood ratio, background ``p0`` against
   ``p0 + shift·(1 - p0)`` for a small and a large shift. The small shift's sum above
   ``threshold``, or the large shift's above ``threshold_high``, opens an event (when both are
@@ -152,6 +155,8 @@ class Series:
         elif self.s_hi == 0.0:
             self.hi_start, self.hi_prev = bucket, last
         self.s_lo, self.s_hi = s_lo, s_hi
+        if self.seen < params.warmup_partial:  # the background is not yet known well enough
+            s_lo = self.s_lo = 0.0  # to judge partial blocking against it
         lo_fires = s_lo > params.threshold
         hi_fires = s_hi > params.threshold_high
         if ev is not None:
