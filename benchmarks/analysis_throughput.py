@@ -108,37 +108,34 @@ def archive_lines(data_dir: Path) -> Iterator[tuple[str, bytes]]:
                 yield file, line
 
 
-def bare_parse(data_dir: Path) -> tuple[int, float]:
-    """``(measurements, seconds)``: every archive line decompressed, split and parsed."""
+def bare_parse(data_dir: Path, limit: int | None = None) -> tuple[int, float]:
+    """``(measurements, seconds)``: every archive line (the first ``limit``) decompressed, split
+    and parsed."""
     started = time.perf_counter()
     count = 0
-    for _, line in archive_lines(data_dir):
+    for _, line in itertools.islice(archive_lines(data_dir), limit):
         record = orjson.loads(line)
         count += isinstance(record.get("measurement"), dict)
     return count, time.perf_counter() - started
 
 
-def bare_parse_first(data_dir: Path, limit: int) -> float:
-    """CPU-bound wall seconds of the bare parse of the archive's first ``limit`` lines."""
-    started = time.perf_counter()
-    for _, line in itertools.islice(archive_lines(data_dir), limit):
-        orjson.loads(line)
-    return time.perf_counter() - started
+def scaling(data_dir: Path, limit: int) -> tuple[float, float, int]:
+    """(seconds alone, seconds of two at once, measurements each parsed): the bare parse of the
+    first ``limit`` lines in one child process, then in two children at the same time. Two cores
+    that did the work of two give equal times; a machine whose second core slows the first (shared
+    caches, a host's hyperthreads) gives a longer second figure: the pass, which needs both cores,
+    pays the same. Raises ``RuntimeError`` when the children did not all parse the same."""
 
-
-def scaling(data_dir: Path, limit: int) -> tuple[float, float]:
-    """(seconds alone, seconds of two at once): the bare parse of the first ``limit`` lines in one
-    child process, then in two children at the same time. Two cores that did the work of two
-    give equal times; a machine whose second core slows the first (shared caches, a host's
-    hyperthreads) gives a longer second figure: the pass, which needs both cores, pays the same."""
-
-    def children(n: int) -> float:
+    def children(n: int) -> tuple[float, set[int]]:
         command = [sys.executable, __file__, "--parse-child", os.fspath(data_dir), str(limit)]
         running = [subprocess.Popen(command, stdout=subprocess.PIPE) for _ in range(n)]
-        times = [float(p.communicate()[0]) for p in running]
-        return max(times)
+        said = [p.communicate()[0].split() for p in running]
+        return max(float(seconds) for _, seconds in said), {int(count) for count, _ in said}
 
-    return children(1), children(2)
+    (alone, one), (both, two) = children(1), children(2)
+    if len(one | two) != 1:
+        raise RuntimeError(f"the children parsed different counts: {sorted(one | two)}")
+    return alone, both, one.pop()
 
 
 def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]:
@@ -414,7 +411,7 @@ def show_costs(steps: list[tuple[str, float]], count: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--parse-child"]:
-        print(bare_parse_first(Path(args[1]), int(args[2])))
+        print(*bare_parse(Path(args[1]), int(args[2])))
         return 0
     if args[:1] == ["--child"]:
         data_dir, out_dir, workers = Path(args[1]), Path(args[2]), int(args[3])
@@ -468,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             show(figures)
             results.append(figures)
             if parsed.scaling:
-                alone, both = scaling(data_dir, parsed.scaling)
+                alone, both, _ = scaling(data_dir, parsed.scaling)
                 print(f"the bare parse of {parsed.scaling:,} measurements: {alone:.1f} s alone, "
                       f"{both:.1f} s with a second one beside it on the other core "
                       f"(two cores do {2 * alone / both:.2f}× the work of one)")  # fmt: skip

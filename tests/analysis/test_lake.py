@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,9 +50,19 @@ def test_a_state_that_is_not_an_object_or_a_link_is_no_state(tmp_path: Path) -> 
     assert lake.read_json_file(tmp_path, "../outside.json") is None
 
 
-def test_the_flusher_writes_in_the_background_and_raises_its_errors(tmp_path: Path) -> None:
+def test_the_flusher_writes_in_the_background_and_raises_its_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = lake.prepare(tmp_path)
     stager = lake.Stager(tmp_path, work, "verdicts", VERDICT_COLUMNS, 1)
+    threads: list[str] = []
+    write_parts = stager.write_parts
+
+    def recorded(*args: Any) -> None:
+        threads.append(threading.current_thread().name)
+        write_parts(*args)
+
+    monkeypatch.setattr(stager, "write_parts", recorded)
     row = b'{"measurement_uid": "u1", "day": "2026-05-22", "service": "whatsapp"}\n'
     with lake.connect(work) as connection, lake.Flusher(connection) as flusher:
         stager.add({"2026-05-22": bytearray(row)}, {"2026-05-22": 1})
@@ -68,6 +80,7 @@ def test_the_flusher_writes_in_the_background_and_raises_its_errors(tmp_path: Pa
             ).fetchone() or (0,)
             assert count == 1
         assert not list((work / "verdicts").iterdir())  # the staging files are gone
+        assert threads and all(name.startswith("msgwatch-flush") for name in threads), threads
         stager.add({"2026-05-23": bytearray(b'{"day": "2026-05-23", "confidence": "high"}\n')},
                    {"2026-05-23": 1})  # fmt: skip
         flusher.flush([stager])

@@ -24,5 +24,6 @@ def test_costs_measure_each_step_of_the_pass(tmp_path: Path) -> None:
 
 def test_scaling_parses_in_one_child_then_two(tmp_path: Path) -> None:
     write(tmp_path / "data", SynthConfig(count=30, networks=4, countries=2, days=1, group=10))
-    alone, both = scaling(tmp_path / "data", 25)
+    alone, both, parsed = scaling(tmp_path / "data", 25)
     assert alone > 0 and both > 0
+    assert parsed == 25  # each child, alone and side by side, parsed the first 25 measurements

@@ -43,18 +43,19 @@ class _Stopped(Exception):
 def prefetch(read: Callable[[], Iterator[Read]], max_bytes: int = MAX_BYTES) -> Iterator[Read]:
     """The reads of ``read()``, produced ahead in a thread (see the module's rules)."""
     queue: deque[object] = deque()
-    held = [0]  # bytes of lines queued
+    held = 0  # bytes of lines queued
     changed = threading.Condition()
     stop = threading.Event()
 
     def put(value: object, size: int) -> None:
+        nonlocal held
         with changed:
-            while queue and held[0] + size > max_bytes and not stop.is_set():
+            while queue and held + size > max_bytes and not stop.is_set():
                 changed.wait()
             if stop.is_set():
                 raise _Stopped
             queue.append(value)
-            held[0] += size
+            held += size
             changed.notify_all()
 
     def produce() -> None:
@@ -83,7 +84,7 @@ def prefetch(read: Callable[[], Iterator[Read]], max_bytes: int = MAX_BYTES) -> 
                     changed.wait()
                 value = queue.popleft()
                 if isinstance(value, Item):
-                    held[0] -= len(value.line)
+                    held -= len(value.line)
                 changed.notify_all()
             if value is _DONE:
                 return
