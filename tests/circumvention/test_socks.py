@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 
 from msgwatch.circumvention import registry
 from msgwatch.circumvention.model import Context, Entry, Run, StageFailed
-from msgwatch.circumvention.transports import proxy, shadowsocks
+from msgwatch.circumvention.transports import proxy, shadowsocks, vpnkit
 from msgwatch.failures import ProbeFailure, classify
 from msgwatch.steps import socks
 from msgwatch.steps.trace import Trace
@@ -517,9 +518,16 @@ def test_proxy_transport_refuses_bad_params() -> None:
     ]
 
 
-def _ss_locals() -> set[str]:
+def _ss_locals(under: Path) -> set[str]:
+    """The ss-local processes started by this test (their configuration is under ``under``):
+    other tests running at the same time in other workers start their own."""
     found = subprocess.run(["pgrep", "-x", "ss-local"], capture_output=True, text=True)
-    return set(found.stdout.split())
+    mine = set()
+    for pid in found.stdout.split():
+        with contextlib.suppress(OSError):
+            if str(under).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                mine.add(pid)
+    return mine
 
 
 @pytest.mark.skipif(shutil.which("ss-local") is None, reason="needs Debian's shadowsocks-libev")
@@ -529,7 +537,6 @@ def test_ss_local_is_stopped_when_the_server_misbehaves_or_the_run_is_cancelled(
 ) -> None:
     """A "server" that closes every stream (tunnel stage: eof_error) or that never answers (the
     run is cancelled while waiting): ss-local is gone afterwards either way."""
-    before = _ss_locals()
 
     async def closes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(1)
@@ -553,14 +560,14 @@ def test_ss_local_is_stopped_when_the_server_misbehaves_or_the_run_is_cancelled(
 
             task = asyncio.create_task(up())
             await asyncio.sleep(1.0)
-            running = bool(_ss_locals() - before)
+            running = bool(_ss_locals(tmp_path))
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             return run_, running
 
     run_, running = run(main)
-    assert _ss_locals() == before
+    assert not _ss_locals(tmp_path)
     if how == "closes":
         assert (run_.stages[-1].stage, run_.stages[-1].failure) in (
             ("tunnel", "eof_error"),
@@ -623,6 +630,73 @@ def _fake_ss_local(tmp_path: Path, body: str) -> str:
 
 SILENT = "import time; time.sleep(60)"
 LIAR = "print('INFO: listening at 127.0.0.1:1', flush=True)\nimport time; time.sleep(60)"
+READ_PORT = """import json, socket, sys, time
+port = json.load(open(sys.argv[2]))["local_port"]
+print(f"INFO: listening at 127.0.0.1:{port}", flush=True)
+"""
+LATE = (
+    READ_PORT
+    + """time.sleep(0.7)  # ss-local prints the line before it binds: here, long before
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", port))
+sock.listen()
+time.sleep(60)
+"""
+)
+BIND_FAILS = (
+    READ_PORT
+    + """print("ERROR: bind: Address already in use", flush=True)
+sys.exit(255)
+"""
+)
+
+
+def test_ss_local_is_ready_when_it_takes_a_connection_not_when_it_says_so(tmp_path: Path) -> None:
+    """CI flake of 1c9dc8b: ss-local prints "listening at" before it binds, so a connection made
+    on the line alone could be refused (``client_failed`` on a good run, on a busy machine). Now
+    the start waits for the port to take a connection; a bind that fails after the line is
+    ``client_failed`` with ss-local's own words, at once."""
+
+    async def start(body: str) -> tuple[int | str, float]:
+        exe = _fake_ss_local(tmp_path, body)
+        entry = _entry("shadowsocks", 9, method="aes-256-gcm", password="pw", udp=False)
+        ctx = Context(workdir=tmp_path, helper=LOCAL, executables={"ss-local": exe})
+        client = vpnkit.Client("ss-local")
+        directory = tmp_path / "ss"
+        directory.mkdir(exist_ok=True)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            port = await shadowsocks.start(client, ctx, entry, LOCAL, directory, False, t0 + 10)
+            _, writer = await asyncio.open_connection(LOCAL, port)  # taken, not refused
+            writer.close()
+            return port, loop.time() - t0
+        except ProbeFailure as exc:
+            return f"{exc.failure}: {exc}", loop.time() - t0
+        finally:
+            await client.stop()
+
+    (port, late), (failed, fast) = run(lambda: start(LATE)), run(lambda: start(BIND_FAILS))
+    assert isinstance(port, int) and late >= 0.6
+    assert isinstance(failed, str) and failed.startswith("client_failed")
+    assert "Address already in use" in failed and fast < 5
+
+
+def test_the_port_held_for_ss_local_is_taken_by_it_and_by_nothing_else() -> None:
+    """The window between picking ss-local's port and its bind: while held, a plain bind (an
+    outgoing connection's, another program's) fails; a listener with SO_REUSEADDR (ss-local's
+    way) takes it."""
+    with shadowsocks.reserve_port() as holder:
+        port = holder.getsockname()[1]
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind((LOCAL, port))
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((LOCAL, port))
+            listener.listen()
+            with socket.create_connection((LOCAL, port), timeout=5):
+                pass
 
 
 @pytest.mark.parametrize(("body", "stage"), [(SILENT, "tunnel"), (LIAR, "tunnel")])

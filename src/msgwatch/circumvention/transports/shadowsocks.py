@@ -19,7 +19,8 @@ Stages:
   server, so only the echo says the server relayed: a fully-encrypted-traffic censor shows here
   (a reset or a timeout).
 
-``ss-local`` is started, and must say it listens within :data:`START_SECONDS`, between
+``ss-local`` is started on a port held for it (:func:`reserve_port`), and must say it listens
+and take a connection within :data:`START_SECONDS`, between
 ``connect`` and ``tunnel``: a client that is missing, exits or is silent fails the ``tunnel``
 stage with ``client_not_found``/``client_failed`` (the probe's own, never the network's). So does
 trouble on the hop to ``ss-local`` itself (a refused connection to its 127.0.0.1 port, its SOCKS
@@ -75,11 +76,19 @@ def check_params(entry: Entry) -> list[str]:
     return problems
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the kernel's pick; the socket is closed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def reserve_port() -> socket.socket:
+    """A TCP port on 127.0.0.1 (the kernel's pick), held by a socket bound with ``SO_REUSEADDR``
+    and not listening: ``ss-local``, which binds with ``SO_REUSEADDR`` too, can take the port,
+    while no other socket (an outgoing connection of another program among them) can until the
+    holder is closed. Picking a port and closing it at once left that window open."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((LOCAL, 0))
-        return int(sock.getsockname()[1])
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def write_config(directory: Path, entry: Entry, ip: str, local_port: int, udp: bool) -> Path:
@@ -112,16 +121,49 @@ async def wait_listening(client: vpnkit.Client, deadline: float) -> None:
             raise ProbeFailure(vpnkit.CLIENT_FAILED, "ss-local did not say it listens") from exc
 
 
+async def wait_accepting(client: vpnkit.Client, port: int, deadline: float) -> None:
+    """Until ``ss-local`` accepts a connection on ``port``: it prints "listening at" *before* it
+    binds, so the line alone does not mean a connection would be taken. ``client_failed`` if it
+    exits first (its bind failed) or does not accept by ``deadline``."""
+    loop = asyncio.get_running_loop()
+    pause = 0.01
+    while True:
+        if client.exited:
+            tail = " | ".join(client.tail(3))[:300]
+            raise ProbeFailure(
+                vpnkit.CLIENT_FAILED, f"ss-local exited ({client.returncode}): {tail}"
+            )
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, writer = await asyncio.open_connection(LOCAL, port)
+        except TimeoutError as exc:
+            raise ProbeFailure(
+                vpnkit.CLIENT_FAILED, "ss-local does not accept connections"
+            ) from exc
+        except OSError:
+            if loop.time() + pause > deadline:
+                raise ProbeFailure(
+                    vpnkit.CLIENT_FAILED, "ss-local does not accept connections"
+                ) from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
+            continue
+        writer.close()
+        return
+
+
 async def start(
     client: vpnkit.Client, ctx: Context, entry: Entry, ip: str, directory: Path, udp: bool,
     deadline: float,
 ) -> int:  # fmt: skip
-    """Start ``ss-local`` and wait until it listens: its local SOCKS port."""
+    """Start ``ss-local`` and wait until it takes connections: its local SOCKS port."""
     exe = vpnkit.executable(ctx, "ss-local")
-    local_port = free_port()
-    config = write_config(directory, entry, ip, local_port, udp)
-    await client.start([exe, "-c", str(config)], directory, [ip])
-    await wait_listening(client, deadline)
+    with reserve_port() as holder:
+        local_port = int(holder.getsockname()[1])
+        config = write_config(directory, entry, ip, local_port, udp)
+        await client.start([exe, "-c", str(config)], directory, [ip])
+        await wait_listening(client, deadline)
+        await wait_accepting(client, local_port, deadline)
     return local_port
 
 
