@@ -76,6 +76,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/event_detection.py
 	$(VENV)/bin/python benchmarks/analysis_spark.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/analysis_latency.py
+	$(VENV)/bin/python benchmarks/analysis_incremental.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/circumvention.py
 	MSGWATCH_ALLOWED_NETWORKS=$(LAB_NETWORKS) $(VENV)/bin/python benchmarks/dashboard.py   # generates its synthetic observatory once (~5 min)
 
