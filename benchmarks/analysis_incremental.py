@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             f"an incremental pass grows by {per:.2f} s per 100,000 measurements in the lake", end=""
         )
         print(f"; it would take {SLACK_SECONDS:.0f} s at about {at:,.0f}" if at else "", end="")
-        print(" (aggregates and events are recomputed from the whole lake each pass)")
+        print(" (the detector reads every aggregate row; the aggregates recount only new buckets)")
     return 0
 
 

@@ -259,3 +259,50 @@ def test_uids_and_probe_tags_come_from_records_and_measurements(
     found = {(r["measurement_uid"], r["probe_tag"]) for r in table(out, state["files"]["verdicts"])}
     digest = "sha256-" + hashlib.sha256(lab_lines[2]).hexdigest()[:32]
     assert found == {("20261203-record-uid", "tag1"), ("own-uid", None), (digest, None)}
+
+
+def _at(line: bytes, uid: str, when: dt.datetime) -> bytes:
+    """A lab measurement with its own uid and time."""
+    measurement = orjson.loads(line)
+    measurement["measurement_uid"] = uid
+    measurement["measurement_start_time"] = when.strftime("%Y-%m-%d %H:%M:%S")
+    return orjson.dumps(measurement)
+
+
+def test_incremental_aggregates_are_those_of_one_pass_over_everything(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """An incremental pass recounts only the buckets from its earliest new verdict on, keeping
+    the committed aggregates before them; the result is the one fresh pass's, row for row: with
+    new data in buckets already counted, a measurement read again later in time (counted once, in
+    its old bucket), one read again earlier in time (counted once, in the new, earlier bucket),
+    and late data before everything."""
+    t0 = dt.datetime(2026, 5, 22, 10, 0, 0)
+    s = dt.timedelta(seconds=1)
+    lines = [_at(lab_lines[i % 40], f"u{i}", t0 + i * 30 * s) for i in range(10)]  # buckets 0-4
+    lines += [
+        _at(lab_lines[(10 + i) % 40], f"u{10 + i}", t0 + (120 + i * 20) * s) for i in range(5)
+    ]
+    lines.append(_at(lab_lines[3], "u3", t0 + 200 * s))  # u3 again, later: stays in bucket 1
+    lines.append(_at(lab_lines[8], "u8", t0 + 130 * s))  # u8 again, earlier: moves to bucket 2
+    lines.append(_at(lab_lines[20], "late", t0 - 3600 * s))  # an hour before everything
+    out = tmp_path / "out"
+
+    def rows(where: Path) -> list[dict[str, Any]]:
+        state = lake.read_state(where)
+        assert state is not None
+        return table(where, state["files"]["aggregates"])
+
+    reports = []
+    for n in (10, 17, 18):  # after each pass: the aggregates of one fresh pass over as much
+        reports.append(run_pass(config(out, LinesSource("a", lines[:n]))))
+        run_pass(config(tmp_path / f"fresh{n}", LinesSource("a", lines[:n])))
+        assert rows(out) == rows(tmp_path / f"fresh{n}"), n
+    assert [r.pass_number for r in reports] == [1, 2, 3]
+    assert reports[0].aggregates_from is None  # a fresh pass counts everything
+    assert reports[1].aggregates_from == "2026-05-22 10:02:00"  # u10's bucket (and u8's copy's)
+    assert reports[2].aggregates_from == "2026-05-22 09:00:00"
+    got = rows(out)
+    _, verdicts = expected_rows(lines)
+    assert sum(r["measurements"] for r in got) == sum(expected_aggregates(verdicts).values())
+    assert t0 - 3600 * s in {r["bucket"] for r in got}

@@ -15,6 +15,14 @@
 
 Rows whose ``measurement_start_time`` is NULL have no bucket and are left out.
 
+An incremental pass does not recount history (:func:`incremental_sql`): with ``C`` the start of the
+bucket of the pass's earliest new verdict, every new verdict lies in a bucket from ``C`` on, so the
+committed aggregates' rows before ``C`` stand, and the buckets from ``C`` on are recounted from the
+verdicts of those buckets (the day partitions from ``C``'s day). Dedup stays exact: a
+``(measurement_uid, service, function)`` with a copy before ``C`` was counted there, by the
+committed aggregates (its first copy is before ``C``, and no new copy can be earlier), so its
+copies from ``C`` on are left out of the recount.
+
 :data:`EVIDENCE_SQL` and :func:`evidence_source` answer the detector's evidence windows from the
 same ``verdicts`` relation.
 """
@@ -43,7 +51,7 @@ WITH ranked AS (
         ORDER BY measurement_start_time, verdict, mechanism NULLS FIRST,
                  probe_tag NULLS FIRST, control_ok NULLS FIRST, probe_cc, probe_asn
     ) AS copy_number
-    FROM verdicts
+    FROM {relation}
     WHERE measurement_start_time IS NOT NULL
 ),
 unique_verdicts AS (
@@ -70,11 +78,45 @@ ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
 """
 
 
-def aggregate_sql(bucket_seconds: int) -> str:
-    """:data:`AGGREGATE_SQL` for a bucket size, over a relation named ``verdicts``."""
+def aggregate_sql(bucket_seconds: int, relation: str = "verdicts") -> str:
+    """:data:`AGGREGATE_SQL` for a bucket size, over a relation named ``relation``."""
     if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
         raise ValueError(f"bucket_seconds must be an integer ≥ 1, not {bucket_seconds!r}")
-    return AGGREGATE_SQL.format(bucket_seconds=bucket_seconds)
+    return AGGREGATE_SQL.format(bucket_seconds=bucket_seconds, relation=relation)
+
+
+def bucket_start(time: str, bucket_seconds: int) -> dt.datetime:
+    """The start of the bucket of ``time`` (``YYYY-MM-DD HH:MM:SS``, naive UTC)."""
+    epoch = dt.datetime(1970, 1, 1)
+    seconds = int((dt.datetime.fromisoformat(time) - epoch).total_seconds())
+    return epoch + dt.timedelta(seconds=seconds // bucket_seconds * bucket_seconds)
+
+
+def incremental_sql(bucket_seconds: int, committed: str, recent: str, cutoff: dt.datetime) -> str:
+    """The aggregates of all verdicts, from the ``committed`` aggregates (a Parquet file) and the
+    verdicts of the buckets from ``cutoff`` on (``recent``: a relation of the day partitions from
+    ``cutoff``'s day; ``verdicts``: all of them), ordered as :data:`AGGREGATE_SQL` orders (see
+    the module's rules)."""
+    at = sql_text(cutoff.strftime(TIME))
+    recount = f"""(
+        SELECT r.* FROM {recent} AS r
+        WHERE r.measurement_start_time >= TIMESTAMP {at}
+          AND NOT EXISTS (
+            SELECT 1 FROM verdicts AS o
+            WHERE o.measurement_start_time < TIMESTAMP {at}
+              AND o.measurement_uid = r.measurement_uid
+              AND o.service = r.service AND o.function = r.function
+          )
+    )"""
+    return f"""
+SELECT * FROM (
+    SELECT * FROM read_parquet({sql_text(committed)}, hive_partitioning=false)
+    WHERE bucket < TIMESTAMP {at}
+    UNION ALL BY NAME
+    ({aggregate_sql(bucket_seconds, recount)})
+)
+ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
+"""
 
 
 EMPTY_VERDICTS: Final = empty_select(VERDICT_COLUMNS)

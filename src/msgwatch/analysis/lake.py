@@ -6,7 +6,7 @@ Layout (``OUT``)::
     lock                                              flock: one pass at a time
     observations/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
     verdicts/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
-    aggregates/pass-NNNNNN.parquet                    recomputed from all verdicts each pass
+    aggregates/pass-NNNNNN.parquet                    all of them; a pass recounts its new buckets
     events/pass-NNNNNN.parquet + pass-NNNNNN.json
     detector/pass-NNNNNN.json                         the detector's state
     problems/pass-NNNNNN.jsonl

@@ -44,7 +44,9 @@ from msgwatch.analysis.aggregates import (
     EMPTY_VERDICTS,
     aggregate_rows,
     aggregate_sql,
+    bucket_start,
     evidence_source,
+    incremental_sql,
 )
 from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
 from msgwatch.analysis.inputs import Item, Mark, Problem, Source
@@ -109,6 +111,8 @@ class PassReport:
     problems: int = 0
     first_problems: list[tuple[str, str]] = field(default_factory=list)
     aggregates: int = 0
+    aggregates_from: str | None = None
+    """The first bucket this pass recounted (None: all of them, or none were new)."""
     events: int = 0
     seconds: float = 0.0
     rebuilt: bool = False
@@ -122,6 +126,13 @@ class PassReport:
             {"where": where, "reason": reason} for where, reason in self.first_problems
         ]
         return data
+
+
+def _part_day(relative: str) -> str:
+    """The day of a table part's path (``verdicts/day=YYYY-MM-DD/…``); ``~``, after every date,
+    for a path without one (such a part is always read)."""
+    parts = relative.split("/")
+    return parts[1].removeprefix("day=") if len(parts) > 2 else "~"
 
 
 def rebuild_reason(state: dict[str, Any] | None, config: PassConfig) -> str | None:
@@ -290,20 +301,47 @@ class _Pass:
         return files
 
     def _aggregate(self, connection: Any, files: dict[str, Any]) -> None:
-        """Recompute the aggregates over all verdicts into ``aggregates/pass-N.parquet``."""
+        """The aggregates over all verdicts into ``aggregates/pass-N.parquet``: recounted from
+        the buckets of this pass's new verdicts on, the rest kept from the committed aggregates
+        (:func:`~msgwatch.analysis.aggregates.incremental_sql`); all recounted on a fresh pass."""
         self._progress("aggregates")
+        seconds = self.config.bucket_seconds
         verdict_files = lake.absolute(self.out, files["verdicts"])
         source = lake.read_parquet_sql(verdict_files) if verdict_files else f"({EMPTY_VERDICTS})"
         connection.execute(f"CREATE OR REPLACE TEMP VIEW verdicts AS SELECT * FROM {source}")
         relative = lake.pass_file("aggregates", self.number, ".parquet")
-        lake.copy_to_parquet(
-            connection, aggregate_sql(self.config.bucket_seconds), self.out / relative
-        )
+        committed = self._committed_aggregates()
+        if committed is None or self.earliest is None:
+            select = aggregate_sql(seconds)
+        else:
+            cutoff = bucket_start(self.earliest, seconds)
+            day = cutoff.strftime("%Y-%m-%d")
+            recent = [
+                name for name in files["verdicts"] if _part_day(name) >= day
+            ]  # a part whose day is not a date ("unknown") sorts after every date: kept
+            recent_source = (
+                lake.read_parquet_sql(lake.absolute(self.out, recent))
+                if recent
+                else f"({EMPTY_VERDICTS})"
+            )
+            select = incremental_sql(seconds, os.fspath(committed), recent_source, cutoff)
+            self.report.aggregates_from = cutoff.strftime("%Y-%m-%d %H:%M:%S")
+        lake.copy_to_parquet(connection, select, self.out / relative)
         files["aggregates"] = relative
         (count,) = connection.execute(
             f"SELECT count(*) FROM read_parquet({lake.sql_text(os.fspath(self.out / relative))})"
         ).fetchone() or (0,)
         self.report.aggregates = int(count)
+
+    def _committed_aggregates(self) -> Path | None:
+        """The committed aggregates file, when this pass continues the committed state."""
+        if self.fresh:
+            return None
+        relative = (self.state or {}).get("files", {}).get("aggregates")
+        if not isinstance(relative, str) or ".." in Path(relative).parts:
+            return None
+        path = self.out / relative
+        return path if path.is_file() else None
 
     def _detector_state(self) -> dict[str, Any] | None:
         """The committed detector state, when it can be continued (not on late data)."""
