@@ -16,10 +16,13 @@ import pytest
 
 from msgwatch.analysis import lake
 from msgwatch.analysis import transform as transform_module
+from msgwatch.analysis.events.detect import DetectorParams, NeedsAllRows, detect, rows_needed
+from msgwatch.analysis.events.series import bucket_number
 from msgwatch.analysis.passes import PassConfig, run_pass
 from msgwatch.analysis.query import Filters, Lake
 from msgwatch.analysis.schema import VERDICT_COLUMNS, names
 from msgwatch.analysis.transform import Meta, Transformed
+from tests.analysis import events_data
 from tests.analysis.conftest import LinesSource
 
 START = dt.datetime(2026, 5, 20)
@@ -144,3 +147,93 @@ def every_verdict(out: Path) -> list[dict[str, Any]]:
         rows += page.results
         if (cursor := page.next_cursor) is None:
             return rows
+
+
+def story(hours: range, blocked: dict[str, list[range]]) -> list[bytes]:
+    """Five measurements an hour per network; blocked where ``blocked`` says."""
+    lines = []
+    for hour in hours:
+        for asn in ("AS1", "AS2", "AS3"):
+            verdict = "blocked" if any(hour in r for r in blocked.get(asn, [])) else "ok"
+            for minute in range(0, 50, 10):
+                time = (START + dt.timedelta(hours=hour, minutes=minute)).strftime(
+                    "%Y-%m-%d %H:%M:%S"
+                )
+                line = {"t": time, "asn": asn, "v": verdict, "measurement_uid": f"{asn}-{time}"}
+                lines.append(orjson.dumps(line))
+    return lines
+
+
+def test_final_events_are_carried_and_every_pass_equals_one_pass_over_as_much(
+    tmp_path: Path,
+) -> None:
+    """An incremental pass reads only the aggregate rows its detection needs and takes the events
+    closed before its horizon from the committed state (their rows and what clustering needs):
+    after every pass the events are, row for row, those of one pass over as much data. The story:
+    AS1 and AS2 blocked together (one country event), AS1 again much later, AS3 from hour 200
+    on, so later passes carry the first events and a new one clusters beside them."""
+    blocked = {
+        "AS1": [range(48, 60), range(150, 162)],
+        "AS2": [range(50, 58)],
+        "AS3": [range(200, 300)],
+    }
+    lines = story(range(240), blocked)
+    per_hour = 15
+    source = LinesSource("t", [])
+    out = tmp_path / "steps"
+    carried = []
+    for cut in (100, 130, 170, 210, 240):
+        source.lines = lines[: cut * per_hour]
+        report = run_pass(PassConfig(sources=[source], out_dir=out, workers=1))
+        carried.append(report.events_carried)
+        once = tmp_path / f"once-{cut}"
+        run(once, lines[: cut * per_hour])
+        assert events_of(out) == events_of(once), cut
+    assert carried[0] == 0  # the first pass is fresh
+    assert all(n >= 2 for n in carried[1:]), carried  # AS1's and AS2's first events, then more
+    network = [e for e in events_of(out) if e["level"] == "network"]
+    assert [(e["probe_asn"], e["ongoing"]) for e in network] == [
+        ("AS1", False), ("AS1", False), ("AS2", False), ("AS3", True)
+    ]  # fmt: skip
+
+
+def test_detection_from_the_rows_needed_carries_final_events_or_asks_for_all() -> None:
+    """Detection from the state and the rows from :func:`rows_needed_from` on takes the closed
+    event from the state's summaries and gives the events of a detection from every row; without
+    the summary, an event that starts before the rows given raises NeedsAllRows (the pass then
+    detects again from every row)."""
+    params = DetectorParams()
+    every = events_data.rows(events_data.Spec(background=0.02), 400, events_data.step(100, 130))
+    before = [r for r in every if r["bucket"] < events_data.at(300)]
+    first = detect(before, params, None, None)
+    assert [e["level"] for e in first.events] == ["network", "country"]
+    assert len(first.state["summaries"]) == 1
+    needed = rows_needed(params, first.state)
+    base = bucket_number(events_data.T0, events_data.HOUR)
+    # every series from the open bucket (299) on: the event ended past a reopening's reach
+    assert needed is not None and (needed.horizon - base, needed.scopes) == (299, {})
+    later = [r for r in every if r["bucket"] >= events_data.at(299)]
+    again = detect(later, params, first.state, None, rows_from=needed)
+    assert again.carried == 1
+    assert again.events == detect(every, params, None, None).events
+    forgetful = {**first.state, "summaries": []}
+    with pytest.raises(NeedsAllRows):
+        detect(later, params, forgetful, None, rows_from=needed)
+
+
+def test_an_open_event_needs_its_country_and_services_rows_from_its_start() -> None:
+    """While an event is open, the rows of its country and service are read from its start (its
+    controls read the other networks and functions of the service); the rest from the horizon."""
+    params = DetectorParams()
+    specs = [events_data.Spec(asn=asn, background=0.02) for asn in ("AS1", "AS2")]
+    every = events_data.rows(specs[0], 300, events_data.step(250, 300))
+    every += events_data.rows(specs[1], 300, lambda b: 0.0, seed=2)
+    first = detect([r for r in every if r["bucket"] < events_data.at(280)], params, None, None)
+    needed = rows_needed(params, first.state)
+    base = bucket_number(events_data.T0, events_data.HOUR)
+    assert needed is not None and needed.horizon - base == 279
+    assert {scope: n - base for scope, n in needed.scopes.items()} == {("AZ", "whatsapp"): 250}
+    assert needed.sql(3600) == (
+        "bucket >= TIMESTAMP '2017-05-12 15:00:00' OR (probe_cc = 'AZ' AND service = 'whatsapp' "
+        "AND bucket >= TIMESTAMP '2017-05-11 10:00:00')"
+    )

@@ -138,12 +138,17 @@ included), one row per (window, uid, time, verdict)."""
 AGGREGATE_BATCH: Final = 10_000
 
 
-def aggregate_rows(connection: duckdb.DuckDBPyConnection, path: Path) -> Iterator[dict[str, Any]]:
+def aggregate_rows(
+    connection: duckdb.DuckDBPyConnection, path: Path, where: str | None = None
+) -> Iterator[dict[str, Any]]:
     """The rows of an aggregates file as dicts (times as naive datetimes), read in batches on a
-    cursor of their own, so the reader never holds them all (they grow with the archive)."""
+    cursor of their own, so the reader never holds them all (they grow with the archive); with
+    ``where`` (an SQL condition), only the rows it keeps."""
+    where = "" if where is None else f" WHERE {where}"
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+            + where
         )
         names = [column[0] for column in cursor.description]
         while batch := cursor.fetchmany(AGGREGATE_BATCH):

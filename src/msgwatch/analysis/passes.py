@@ -48,7 +48,15 @@ from msgwatch.analysis.aggregates import (
     evidence_source,
     incremental_sql,
 )
-from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
+from msgwatch.analysis.events.detect import (
+    DETECTOR_VERSION,
+    DetectorParams,
+    NeedsAllRows,
+    RowsNeeded,
+    detect,
+    rows_needed,
+)
+from msgwatch.analysis.events.model import Detection
 from msgwatch.analysis.inputs import Item, Mark, Problem, Source
 from msgwatch.analysis.inputs.prefetch import prefetch
 from msgwatch.analysis.schema import (
@@ -114,6 +122,9 @@ class PassReport:
     aggregates_from: str | None = None
     """The first bucket this pass recounted (None: all of them, or none were new)."""
     events: int = 0
+    events_carried: int = 0
+    """Network events taken as they were from the committed pass (final: closed before its
+    horizon), not summarised again."""
     seconds: float = 0.0
     rebuilt: bool = False
     rebuild_reason: str | None = None
@@ -359,16 +370,32 @@ class _Pass:
         return old
 
     def _detect(self, connection: Any, files: dict[str, Any]) -> None:
-        """Run the detector over all aggregate rows; write events and the detector's state."""
+        """Run the detector over the aggregate rows it needs (all of them on a fresh pass or late
+        data; else those :func:`rows_needed` says); write events and its state."""
         self._progress("events")
-        detection = detect(
-            aggregate_rows(connection, self.out / files["aggregates"]),
-            self.config.detector or DetectorParams(bucket_seconds=self.config.bucket_seconds),
-            self._detector_state(),
-            self.config.closed_until,
-            evidence_source(connection, self.out / lake.WORK / "windows.ndjson"),
-            RULES_VERSION,
-        )
+        params = self.config.detector or DetectorParams(bucket_seconds=self.config.bucket_seconds)
+        state = self._detector_state()
+        path = self.out / files["aggregates"]
+        windows = self.out / lake.WORK / "windows.ndjson"
+        needed = rows_needed(params, state)
+        where = None if needed is None else needed.sql(params.bucket_seconds)
+
+        def run(where: str | None, rows_from: RowsNeeded | None) -> Detection:
+            return detect(
+                aggregate_rows(connection, path, where),
+                params,
+                state,
+                self.config.closed_until,
+                evidence_source(connection, windows),
+                RULES_VERSION,
+                rows_from,
+            )
+
+        try:
+            detection = run(where, needed)
+        except NeedsAllRows:
+            detection = run(None, None)
+        self.report.events_carried = detection.carried
         self.report.events = len(detection.events)
         events = lake.pass_file("events", self.number, ".parquet")
         table = lake.staged_table(

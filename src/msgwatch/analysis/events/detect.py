@@ -11,6 +11,14 @@ Rules:
   bucket size, rebuilds from all rows. Feeding a history in pieces gives the same events as once.
 - The events returned are all of them: network events then country events, each series' events
   summarised from the rows of its buckets [start, end), ids a hash of series and start.
+- Incremental summaries: a network event closed before the new horizon (``end + 1`` < it) is final:
+  no bucket it was summarised from can change (data before the horizon rebuilds). The state keeps
+  its row and what clustering needs (``summaries``). A detection given the rows from
+  :func:`rows_needed` only (``rows_from``: every series from the horizon on, the series of a
+  country and service where an event may start earlier from there) takes such an event from the
+  state when the detector closed it the same way again, and summarises every other event from the
+  rows; one that starts before its rows raises :class:`NeedsAllRows` (the caller detects again
+  from all rows). Either way the events are those of a detection from all rows.
 - Confidence = (1 - exp(-LLR / threshold)) · (0.5 + 0.5 · min(1, measurements / 10)) · controls,
   controls = 0.7, + 0.15 when another network of the country worked, + 0.15 when the failing
   measurements' own controls mostly (≥ 50 %) worked.
@@ -23,6 +31,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from msgwatch.analysis.events import cluster, controls, evidence
@@ -37,6 +46,81 @@ __all__ = ["DETECTOR_VERSION", "DetectorParams", "detect"]
 DETECTOR_VERSION: Final = "1.4.0"
 
 Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
+
+
+class NeedsAllRows(Exception):
+    """An event to summarise starts before the rows the detection was given."""
+
+
+@dataclass(frozen=True)
+class RowsNeeded:
+    """Which aggregate rows an incremental detection needs: every series' from ``horizon`` on,
+    and, per (probe_cc, service) in ``scopes``, from an earlier bucket (an event of a series of
+    that country and service may start there, and its controls read the other networks' same
+    function and the same network's other functions: all series of the scope)."""
+
+    horizon: int
+    scopes: dict[tuple[str, str], int]
+
+    def first(self, key: SeriesKey) -> int:
+        """The first bucket read for the series ``key``."""
+        return self.scopes.get((key[0], key[2]), self.horizon)
+
+    def sql(self, seconds: int) -> str:
+        """An SQL condition on aggregate rows (``bucket``, ``probe_cc``, ``service``) that keeps
+        exactly the rows needed."""
+
+        def since(number: int) -> str:
+            return f"bucket >= TIMESTAMP '{time_text(number, seconds)}'"
+
+        terms = [since(self.horizon)]
+        for (cc, service), number in sorted(self.scopes.items()):
+            terms.append(f"(probe_cc = {_literal(cc)} AND service = {_literal(service)} "
+                         f"AND {since(number)})")  # fmt: skip
+        return " OR ".join(terms)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def rows_needed(params: DetectorParams, state: dict[str, Any] | None) -> RowsNeeded | None:
+    """The aggregate rows the next detection needs, given the committed ``state``; None when it
+    needs all of them (no usable state, or one without summaries)."""
+    if state is None or not _usable(state, params) or not isinstance(state.get("summaries"), list):
+        return None
+    horizon, detectors = _load(params, state)
+    if horizon is None:
+        return None
+    scopes: dict[tuple[str, str], int] = {}
+    for key, det in detectors.items():
+        first = det.needs_from(params, horizon)
+        scope = (key[0], key[2])
+        if first < scopes.get(scope, horizon):
+            scopes[scope] = first
+    return RowsNeeded(horizon, scopes)
+
+
+Summary = tuple[Closed, NetworkEvent]
+
+
+def _summaries(state: dict[str, Any] | None) -> dict[tuple[SeriesKey, int], Summary]:
+    """The final network events of ``state`` by (series, start)."""
+    found: dict[tuple[SeriesKey, int], Summary] = {}
+    for entry in (state or {}).get("summaries") or []:
+        if not (isinstance(entry, list) and len(entry) == 10):
+            continue
+        cc, asn, service, function, closed, row, mechanisms, verdicts, failing, works = entry
+        key: SeriesKey = (cc, asn, service, function)
+        event = NetworkEvent(key, closed[0], closed[2], row, mechanisms, verdicts, failing,
+                             tuple(works))  # fmt: skip
+        found[(key, closed[0])] = (closed, event)
+    return found
+
+
+def _summary_entry(closed: Closed, event: NetworkEvent) -> list[Any]:
+    return [*event.key, list(closed), event.row, event.mechanisms, event.verdicts,
+            event.failing, list(event.works)]  # fmt: skip
 
 
 def _usable(state: dict[str, Any] | None, params: DetectorParams) -> bool:
@@ -67,8 +151,10 @@ def detect(
     closed_until: dt.datetime | None,
     evidence: Evidence | None = None,
     rules_version: str = "",
+    rows_from: RowsNeeded | None = None,
 ) -> Detection:
-    """Feed the buckets, then assemble network and country events (see the module's rules)."""
+    """Feed the buckets, then assemble network and country events (see the module's rules);
+    ``rows_from``: the rows are only those :func:`rows_needed` said."""
     seconds = params.bucket_seconds
     series = collect(aggregate_rows, seconds)
     horizon, detectors = _load(params, state)
@@ -110,17 +196,32 @@ def detect(
     }
     versions = {"rules_version": rules_version, "detector_version": DETECTOR_VERSION}
     index = controls.Index(series)
-    network = [
-        _network_event(params, index, key, ev, versions)
-        for key in sorted(found)
-        for ev in found[key]
+    carried = _summaries(state) if rows_from is not None else {}
+    network: list[NetworkEvent] = []
+    made: list[NetworkEvent] = []
+    closed_of: list[Closed] = []
+    for key in sorted(found):
+        for ev in found[key]:
+            summary = carried.get((key, ev[0])) if ev[2] is not None else None
+            if summary is not None and summary[0] == ev:
+                network.append(summary[1])
+            else:
+                if rows_from is not None and ev[0] < rows_from.first(key):
+                    raise NeedsAllRows(f"an event of {key} starts at {ev[0]}, before its rows")
+                network.append(_network_event(params, index, key, ev, versions))
+                made.append(network[-1])
+            closed_of.append(ev)
+    if evidence is not None and made:
+        _attach_evidence(params, made, evidence, series)
+    new_state["summaries"] = [
+        _summary_entry(ev, event)
+        for ev, event in zip(closed_of, network, strict=True)
+        if ev[2] is not None and ev[2] + 1 < limit
     ]
-    if evidence is not None and network:
-        _attach_evidence(params, network, evidence, series)
     rows = [e.row for e in network]
     for members in cluster.cluster(network, params.start_tolerance):
         rows.append(cluster.country_row(members, versions))
-    return Detection(events=rows, state=new_state)
+    return Detection(events=rows, state=new_state, carried=len(network) - len(made))
 
 
 def _network_event(

@@ -297,6 +297,27 @@ class Series:
         self.ev = None
         self.s_lo = self.s_hi = 0.0
 
+    def needs_from(self, params: DetectorParams, horizon: int) -> int:
+        """The earliest bucket an event of this series could start at once fed the buckets from
+        ``horizon`` on: where an onset run under way began (a sum above 0), the open event's
+        start, a pending or recent failing bucket a start may be moved back to (``backfill``), a
+        closed event that may reopen (``merge_gap``); ``horizon`` when there is none before it."""
+        first = horizon
+        if self.s_lo > 0.0 and self.lo_start != _NONE:
+            first = min(first, self.lo_start)
+        if self.s_hi > 0.0 and self.hi_start != _NONE:
+            first = min(first, self.hi_start)
+        if self.ev is not None:
+            first = min(first, self.ev[_START])
+        for mark in (self.pend_first, self.recent_fail):
+            if mark != _NONE and mark >= first - params.backfill:
+                first = min(first, mark)
+        reach = params.merge_gap + params.backfill + 1
+        for closed in self.closed:
+            if closed[2] + reach >= first:
+                first = min(first, closed[0])
+        return first
+
     def trim(self, params: DetectorParams) -> None:
         """Keep at most ``max_closed`` closed events (the newest)."""
         if len(self.closed) > params.max_closed:

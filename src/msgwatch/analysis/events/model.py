@@ -39,6 +39,7 @@ class Detection:
 
     events: list[dict[str, Any]]  # rows of EVENT_COLUMNS, network events then country events
     state: dict[str, Any]  # the detector's JSON-able state (closed buckets only)
+    carried: int = 0  # network events taken from the state's summaries, not summarised again
 
 
 @dataclass
