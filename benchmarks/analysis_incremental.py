@@ -190,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             f"an incremental pass grows by {per:.2f} s per 100,000 measurements in the lake", end=""
         )
         print(f"; it would take {SLACK_SECONDS:.0f} s at about {at:,.0f}" if at else "", end="")
-        print(" (the detector reads every aggregate row; the aggregates recount only new buckets)")
+        print(
+            " (what still grows with the lake: the aggregates file is rewritten whole, the older"
+            " verdicts' uids are scanned for re-read measurements, open events are summarised from"
+            " their start)"
+        )
     return 0
 
 
