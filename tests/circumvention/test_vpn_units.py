@@ -612,3 +612,55 @@ def test_a_bad_resolver_is_bad_params(tmp_path: Path) -> None:
     assert vpnkit.resolver_server("[2001:db8::53]:5353") == ("2001:db8::53", 5353)
     assert vpnkit.resolver_server("198.18.3.53") == ("198.18.3.53", 53)
     assert vpnkit.resolver_server(None) is None
+
+
+class _Exited:
+    returncode = 255
+
+
+def test_an_exited_clients_last_words_are_read_before_its_failure_is_told() -> None:
+    """CI flake of 927d633: the exit of ss-local was seen before its last lines were read, so
+    its failure said "ss-local exited (255): " with no reason. The failure now waits (briefly)
+    for the reader to take what the program wrote."""
+
+    async def main() -> tuple[str, str]:
+        client = vpnkit.Client("ss-local")
+        client.process = _Exited()  # type: ignore[assignment]
+
+        async def reader_behind() -> None:  # the pipe's last chunk, read a little later
+            await asyncio.sleep(0.2)
+            client.lines.append("ERROR: bind: Address already in use")
+
+        client._reader = asyncio.create_task(reader_behind())
+        at_once = " | ".join(client.tail(3))
+        failure = await client.exit_failure()
+        return at_once, f"{failure.failure}: {failure}"
+
+    at_once, told = asyncio.run(main())
+    assert at_once == ""  # what the old code said
+    assert told == "client_failed: ss-local exited (255): ERROR: bind: Address already in use"
+
+
+def test_openvpns_own_reason_decides_over_its_exit() -> None:
+    """When openvpn's last lines (read after its exit was seen) name a failure, that failure is
+    reported, not client_failed."""
+
+    async def main() -> str:
+        log = openvpn.OpenVPNLog()
+        client = vpnkit.Client("openvpn", log.feed)
+        client.process = _Exited()  # type: ignore[assignment]
+
+        async def reader_behind() -> None:
+            await asyncio.sleep(0.1)
+            line = "AUTH: Received control message: AUTH_FAILED"
+            client.lines.append(line)
+            log.feed(line)
+
+        client._reader = asyncio.create_task(reader_behind())
+        try:
+            await openvpn.until(client, log, lambda: False, asyncio.get_running_loop().time() + 5)
+        except ProbeFailure as exc:
+            return exc.failure
+        return "no failure"
+
+    assert asyncio.run(main()) == "openvpn_auth_failed"

@@ -221,8 +221,12 @@ async def until(
         if log.failure is not None:
             raise ProbeFailure(log.failure, "; ".join(log.evidence))
         if client.exited:
-            tail = " | ".join(client.tail(3))
-            raise ProbeFailure(V.CLIENT_FAILED, f"openvpn exited ({client.returncode}): {tail}")
+            await client.drain()  # its last lines may say why it stopped: they decide first
+            if done():
+                return
+            if log.failure is not None:
+                raise ProbeFailure(log.failure, "; ".join(log.evidence))
+            raise await client.exit_failure()
         await client.wait_change(deadline)
 
 

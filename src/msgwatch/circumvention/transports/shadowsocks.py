@@ -111,10 +111,10 @@ async def wait_listening(client: vpnkit.Client, deadline: float) -> None:
     by ``deadline``."""
     while not any(LISTENING in line for line in client.lines):
         if client.exited:
-            tail = " | ".join(client.tail(3))[:300]
-            raise ProbeFailure(
-                vpnkit.CLIENT_FAILED, f"ss-local exited ({client.returncode}): {tail}"
-            )
+            await client.drain()
+            if any(LISTENING in line for line in client.lines):
+                return  # it said so before it exited: wait_accepting reports the exit
+            raise await client.exit_failure()
         try:
             await client.wait_change(deadline)
         except TimeoutError as exc:
@@ -129,10 +129,7 @@ async def wait_accepting(client: vpnkit.Client, port: int, deadline: float) -> N
     pause = 0.01
     while True:
         if client.exited:
-            tail = " | ".join(client.tail(3))[:300]
-            raise ProbeFailure(
-                vpnkit.CLIENT_FAILED, f"ss-local exited ({client.returncode}): {tail}"
-            )
+            raise await client.exit_failure()
         try:
             async with asyncio.timeout_at(deadline):
                 _, writer = await asyncio.open_connection(LOCAL, port)

@@ -125,6 +125,10 @@ def read_bounded(path: str, limit: int = 16 * 1024) -> str:
         return handle.read(limit).decode("ascii", errors="replace")
 
 
+DRAIN_SECONDS = 1.0
+"""At most this long to read what an exited client wrote last."""
+
+
 class Client:
     """A client program running while its tunnel is used (see the module's notes)."""
 
@@ -183,6 +187,21 @@ class Client:
 
     def tail(self, count: int = 5) -> list[str]:
         return list(self.lines)[-count:]
+
+    async def drain(self, timeout: float = DRAIN_SECONDS) -> None:
+        """Once the program has exited: until its output is read to the end (at most
+        ``timeout``), so that :attr:`lines` hold its last words. Its exit can be seen before
+        the reader has taken what it wrote just before."""
+        reader = self._reader
+        if reader is not None and not reader.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), timeout)
+
+    async def exit_failure(self) -> ProbeFailure:
+        """``client_failed`` for a program that exited, with its exit status and last words."""
+        await self.drain()
+        tail = " | ".join(self.tail(3))[:300]
+        return ProbeFailure(CLIENT_FAILED, f"{self.name} exited ({self.returncode}): {tail}")
 
     async def wait_change(self, deadline: float) -> None:
         """Until the next line or the program's exit; TimeoutError at ``deadline``."""

@@ -157,10 +157,7 @@ async def _control_socket(client: V.Client, device: str, deadline: float) -> Non
     loop = asyncio.get_running_loop()
     while not sock.exists():
         if client.exited:
-            tail = " | ".join(client.tail(3))
-            raise ProbeFailure(
-                V.CLIENT_FAILED, f"wireguard-go exited ({client.returncode}): {tail}"
-            )
+            raise await client.exit_failure()
         if loop.time() >= deadline:
             raise ProbeFailure(V.CLIENT_FAILED, "wireguard-go made no device in time")
         await asyncio.sleep(0.05)
