@@ -9,9 +9,11 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from msgwatch.analysis.events.detect import DETECTOR_VERSION, DetectorParams, detect
 from msgwatch.analysis.events.detector import Series
-from msgwatch.analysis.events.series import bucket_number
+from msgwatch.analysis.events.series import bucket_number, to_time
 from msgwatch.analysis.schema import EVENT_COLUMNS, names
 
 from .events_data import Spec, at, episodic, network, rows, step
@@ -309,3 +311,39 @@ def test_a_sparse_series_is_judged_against_a_background_close_to_its_rate() -> N
         det.feed(PARAMS, b, total, failing)
     assert det_1_3.background(PARAMS_1_3) > 0.125
     assert 0.1 < det.background(PARAMS) < 0.121
+
+
+def test_one_country_and_service_at_a_time_gives_the_events_of_all_at_once() -> None:
+    """With the rows ordered by (probe_cc, service) and their newest bucket given, the detector
+    holds one country and service's series at a time (memory bounded by the largest, not the
+    lake) and finds the same events, state and evidence windows as with every row held; rows
+    not so ordered are refused (a series would be fed twice)."""
+    specs = [
+        (Spec(asn="AS1"), step(100, 160)),
+        (Spec(asn="AS2", function="video"), step(105, 150)),
+        (Spec(asn="AS2"), lambda b: 0.0),  # the control of AS1's voice: another network
+        (Spec(asn="AS1", service="skype"), episodic(200, 300, 3, 3)),
+        (Spec(asn="AS9", cc="RU", background=0.1), step(250, 400)),
+        (Spec(asn="AS8", cc="RU"), lambda b: 0.0),
+    ]
+    every = [r for n, (spec, blocked) in enumerate(specs) for r in rows(spec, 400, blocked, seed=n)]
+    params = DetectorParams()
+    asked: list[list[Any]] = []
+
+    def evidence(windows: list[Any]) -> list[Any]:
+        asked.append(sorted(windows))
+        return []
+
+    whole = detect(every, params, None, None, evidence)
+    ordered = sorted(every, key=lambda r: (r["probe_cc"], r["service"]))
+    newest = max(bucket_number(to_time(r["bucket"]), 3600) for r in every)
+    scoped = detect(ordered, params, None, None, evidence, by_scope=True, newest=newest)
+    assert scoped.events == whole.events and scoped.state == whole.state
+    assert asked[0] == asked[1] and len(network(whole.events)) >= 4
+    voice = [
+        e for e in network(whole.events) if (e["probe_asn"], e["service"]) == ("AS1", "whatsapp")
+    ]
+    assert '"other_network_worked": true' in voice[0]["controls"]
+    shuffled = ordered[len(ordered) // 2 :] + ordered[: len(ordered) // 2]
+    with pytest.raises(ValueError, match="not ordered"):
+        detect(shuffled, params, None, None, by_scope=True, newest=newest)

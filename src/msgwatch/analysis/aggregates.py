@@ -139,21 +139,37 @@ AGGREGATE_BATCH: Final = 10_000
 
 
 def aggregate_rows(
-    connection: duckdb.DuckDBPyConnection, path: Path, where: str | None = None
+    connection: duckdb.DuckDBPyConnection,
+    path: Path,
+    where: str | None = None,
+    by_scope: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The rows of an aggregates file as dicts (times as naive datetimes), read in batches on a
     cursor of their own, so the reader never holds them all (they grow with the archive); with
-    ``where`` (an SQL condition), only the rows it keeps."""
-    where = "" if where is None else f" WHERE {where}"
+    ``where`` (an SQL condition), only the rows it keeps; ``by_scope``: ordered by probe_cc and
+    service (the detector then holds one country and service at a time)."""
+    query = f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+    if where is not None:
+        query += f" WHERE {where}"
+    if by_scope:
+        query += " ORDER BY coalesce(probe_cc, ''), coalesce(service, '')"  # the detector's key
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
-            + where
-        )
+        cursor.execute(query)
         names = [column[0] for column in cursor.description]
         while batch := cursor.fetchmany(AGGREGATE_BATCH):
             for row in batch:
                 yield dict(zip(names, row, strict=True))
+
+
+def newest_bucket(
+    connection: duckdb.DuckDBPyConnection, path: Path, where: str | None = None
+) -> dt.datetime | None:
+    """The newest bucket of the aggregates file's rows (those ``where`` keeps), None when none."""
+    query = f"SELECT max(bucket) FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+    if where is not None:
+        query += f" WHERE {where}"
+    found = connection.execute(query).fetchone()
+    return None if found is None else found[0]
 
 
 WINDOW_COLUMNS: Final = (

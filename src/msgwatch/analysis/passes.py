@@ -47,6 +47,7 @@ from msgwatch.analysis.aggregates import (
     bucket_start,
     evidence_source,
     incremental_sql,
+    newest_bucket,
 )
 from msgwatch.analysis.events.detect import (
     DETECTOR_VERSION,
@@ -57,6 +58,7 @@ from msgwatch.analysis.events.detect import (
     rows_needed,
 )
 from msgwatch.analysis.events.model import Detection
+from msgwatch.analysis.events.series import bucket_number
 from msgwatch.analysis.inputs import Item, Mark, Problem, Source
 from msgwatch.analysis.inputs.prefetch import prefetch
 from msgwatch.analysis.schema import (
@@ -381,14 +383,17 @@ class _Pass:
         where = None if needed is None else needed.sql(params.bucket_seconds)
 
         def run(where: str | None, rows_from: RowsNeeded | None) -> Detection:
+            newest = newest_bucket(connection, path, where)
             return detect(
-                aggregate_rows(connection, path, where),
+                aggregate_rows(connection, path, where, by_scope=True),
                 params,
                 state,
                 self.config.closed_until,
                 evidence_source(connection, windows),
                 RULES_VERSION,
                 rows_from,
+                by_scope=True,
+                newest=None if newest is None else bucket_number(newest, params.bucket_seconds),
             )
 
         try:

@@ -4,6 +4,9 @@ Rules:
 
 - Rows are AGGREGATE_COLUMNS rows in any order; they are grouped per series (probe_cc, probe_asn,
   service, function) and fed to :class:`~msgwatch.analysis.events.detector.Series` oldest first.
+  Rows ordered by (probe_cc, service) (``by_scope``, with their newest bucket) are taken one
+  country and service at a time, which is all an event's summary and controls read: memory is
+  then bounded by the largest of them, not by the lake (the DuckDB pass does so).
 - Online: with a ``state``, only buckets at or after its horizon are fed. Buckets before
   ``closed_until`` (whole buckets; default: all but the newest bucket seen) are committed into the
   returned state; later ones are fed to a copy, so an event can start (or end) in an open bucket
@@ -28,9 +31,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -144,6 +148,53 @@ def _load(
     return (horizon if isinstance(horizon, int) else None), detectors
 
 
+def _scope(key: SeriesKey) -> tuple[str, str]:
+    return key[0], key[2]
+
+
+def _groups(
+    rows: Iterable[Mapping[str, Any]], seconds: int, by_scope: bool
+) -> Iterator[dict[SeriesKey, Buckets]]:
+    """The series of the rows: all at once, or one (probe_cc, service) after another when the
+    rows come ordered by them (``by_scope``)."""
+    if not by_scope:
+        yield collect(rows, seconds)
+        return
+    seen: set[tuple[str, str]] = set()
+    for scope, scope_rows in itertools.groupby(
+        rows, key=lambda r: (str(r["probe_cc"] or ""), str(r["service"] or ""))
+    ):
+        if scope in seen:  # its series would be fed twice
+            raise ValueError(f"aggregate rows not ordered by probe_cc and service: {scope}")
+        seen.add(scope)
+        yield collect(scope_rows, seconds)
+
+
+def _feed(
+    params: DetectorParams, det: Series, buckets: Buckets, horizon: int | None, limit: int
+) -> list[Closed]:
+    """Feed one series' buckets (those before ``limit`` into ``det``, the later ones into a copy);
+    its events."""
+    numbers = [n for n in buckets.ordered() if horizon is None or n >= horizon]
+    cells = buckets.by_number
+    i = 0
+    for i, n in enumerate(numbers):  # noqa: B007
+        if n >= limit:
+            break
+        cell = cells[n]
+        det.feed(params, n, cell[0], cell[1])
+    else:
+        i = len(numbers)
+    det.trim(params)
+    later = numbers[i:]
+    if later:
+        det = Series.load(params, det.dump())
+        for n in later:
+            cell = cells[n]
+            det.feed(params, n, cell[0], cell[1])
+    return det.events(params)
+
+
 def detect(
     aggregate_rows: Iterable[Mapping[str, Any]],
     params: DetectorParams,
@@ -152,70 +203,75 @@ def detect(
     evidence: Evidence | None = None,
     rules_version: str = "",
     rows_from: RowsNeeded | None = None,
+    by_scope: bool = False,
+    newest: int | None = None,
 ) -> Detection:
-    """Feed the buckets, then assemble network and country events (see the module's rules);
-    ``rows_from``: the rows are only those :func:`rows_needed` said."""
+    """Feed the buckets, then assemble network and country events (see the module's rules).
+
+    ``rows_from``: the rows are only those :func:`rows_needed` said. ``by_scope``: the rows come
+    ordered by (probe_cc, service), ``newest`` is their newest bucket (None: there are none), and
+    one country and service's series are held at a time (memory bounded by the largest of them,
+    not the lake); otherwise the rows may come in any order and are all held."""
     seconds = params.bucket_seconds
-    series = collect(aggregate_rows, seconds)
+    groups = _groups(aggregate_rows, seconds, by_scope)
     horizon, detectors = _load(params, state)
-    newest = max((max(b.by_number) for b in series.values() if b.by_number), default=None)
+    if not by_scope:
+        held = next(groups)
+        newest = max((max(b.by_number) for b in held.values() if b.by_number), default=None)
+        groups = iter([held])
     if closed_until is not None:
         limit = bucket_number(closed_until, seconds)
     else:
         limit = newest if newest is not None else (horizon or 0)
     if horizon is not None:
         limit = max(limit, horizon)
-    found: dict[SeriesKey, list[Closed]] = {}
-    for key in sorted(set(series) | set(detectors)):
-        det = detectors.get(key) or Series(params)
-        buckets = series.get(key) or Buckets()
-        numbers = [n for n in buckets.ordered() if horizon is None or n >= horizon]
-        cells = buckets.by_number
-        i = 0
-        for i, n in enumerate(numbers):  # noqa: B007
-            if n >= limit:
-                break
-            cell = cells[n]
-            det.feed(params, n, cell[0], cell[1])
-        else:
-            i = len(numbers)
-        det.trim(params)
-        detectors[key] = det
-        later = numbers[i:]
-        if later:
-            det = Series.load(params, det.dump())
-            for n in later:
-                cell = cells[n]
-                det.feed(params, n, cell[0], cell[1])
-        found[key] = det.events(params)
+    versions = {"rules_version": rules_version, "detector_version": DETECTOR_VERSION}
+    carried = _summaries(state) if rows_from is not None else {}
+    waiting: dict[tuple[str, str], list[SeriesKey]] = {}
+    for key in sorted(detectors):
+        waiting.setdefault(_scope(key), []).append(key)
+    per_key: dict[SeriesKey, list[tuple[Closed, NetworkEvent, bool]]] = {}
+    last: dict[SeriesKey, int] = {}  # the newest bucket of a series with an open event
+
+    def assemble(series: dict[SeriesKey, Buckets], keys: Iterable[SeriesKey]) -> None:
+        index = controls.Index(series)
+        for key in sorted(keys):
+            det = detectors.get(key) or Series(params)
+            detectors[key] = det
+            buckets = series.get(key) or Buckets()
+            found = _feed(params, det, buckets, horizon, limit)
+            out = per_key[key] = []
+            for ev in found:
+                summary = carried.get((key, ev[0])) if ev[2] is not None else None
+                if summary is not None and summary[0] == ev:
+                    out.append((ev, summary[1], False))
+                    continue
+                if rows_from is not None and ev[0] < rows_from.first(key):
+                    raise NeedsAllRows(f"an event of {key} starts at {ev[0]}, before its rows")
+                out.append((ev, _network_event(params, index, key, ev, versions), True))
+                if ev[2] is None:
+                    last[key] = max(buckets.by_number, default=ev[0])
+
+    for series in groups:
+        scopes = {_scope(key) for key in series}
+        keys = set(series).union(*(waiting.pop(scope, []) for scope in scopes))
+        assemble(series, keys)
+    for rest in waiting.values():  # series of the state with no rows read
+        assemble({}, rest)
     new_state = {
         "detector_version": DETECTOR_VERSION,
         "bucket_seconds": seconds,
         "horizon": limit,
         "series": [[*key, detectors[key].dump()] for key in sorted(detectors)],
     }
-    versions = {"rules_version": rules_version, "detector_version": DETECTOR_VERSION}
-    index = controls.Index(series)
-    carried = _summaries(state) if rows_from is not None else {}
-    network: list[NetworkEvent] = []
-    made: list[NetworkEvent] = []
-    closed_of: list[Closed] = []
-    for key in sorted(found):
-        for ev in found[key]:
-            summary = carried.get((key, ev[0])) if ev[2] is not None else None
-            if summary is not None and summary[0] == ev:
-                network.append(summary[1])
-            else:
-                if rows_from is not None and ev[0] < rows_from.first(key):
-                    raise NeedsAllRows(f"an event of {key} starts at {ev[0]}, before its rows")
-                network.append(_network_event(params, index, key, ev, versions))
-                made.append(network[-1])
-            closed_of.append(ev)
+    ordered = [item for key in sorted(per_key) for item in per_key[key]]
+    network = [event for _, event, _ in ordered]
+    made = [event for _, event, fresh in ordered if fresh]
     if evidence is not None and made:
-        _attach_evidence(params, made, evidence, series)
+        _attach_evidence(params, made, evidence, last)
     new_state["summaries"] = [
         _summary_entry(ev, event)
-        for ev, event in zip(closed_of, network, strict=True)
+        for ev, event, _ in ordered
         if ev[2] is not None and ev[2] + 1 < limit
     ]
     rows = [e.row for e in network]
@@ -306,7 +362,7 @@ def _attach_evidence(
     params: DetectorParams,
     events: list[NetworkEvent],
     source: Evidence,
-    series: dict[SeriesKey, Buckets],
+    last: dict[SeriesKey, int],
 ) -> None:
     """Ask the engine for each event's window of verdicts once, then select."""
     seconds = params.bucket_seconds
@@ -314,8 +370,8 @@ def _attach_evidence(
     for ev in events:
         after = ev.row["start_after"]
         since = dt.datetime.fromisoformat(after) if after else bucket_time(ev.start - 1, seconds)
-        last = ev.end if ev.end is not None else max(series[ev.key].by_number, default=ev.start)
-        windows.append((ev.key, since, bucket_time(last + 1, seconds)))
+        final = ev.end if ev.end is not None else last.get(ev.key, ev.start)
+        windows.append((ev.key, since, bucket_time(final + 1, seconds)))
     refs: dict[SeriesKey, list[VerdictRef]] = {}
     for ref in source(windows):
         refs.setdefault(ref.key, []).append(ref)
