@@ -16,6 +16,7 @@ import pytest
 
 from msgwatch.analysis import lake
 from msgwatch.analysis import transform as transform_module
+from msgwatch.analysis.aggregates import needed_sql
 from msgwatch.analysis.events.detect import DetectorParams, NeedsAllRows, detect, rows_needed
 from msgwatch.analysis.events.series import bucket_number
 from msgwatch.analysis.passes import PassConfig, run_pass
@@ -233,7 +234,7 @@ def test_an_open_event_needs_its_country_and_services_rows_from_its_start() -> N
     base = bucket_number(events_data.T0, events_data.HOUR)
     assert needed is not None and needed.horizon - base == 279
     assert {scope: n - base for scope, n in needed.scopes.items()} == {("AZ", "whatsapp"): 250}
-    assert needed.sql(3600) == (
+    assert needed_sql(needed, 3600) == (
         "bucket >= TIMESTAMP '2017-05-12 15:00:00' OR (probe_cc = 'AZ' AND service = 'whatsapp' "
         "AND bucket >= TIMESTAMP '2017-05-11 10:00:00')"
     )

@@ -37,7 +37,9 @@ from typing import Any, Final
 
 import duckdb
 
+from msgwatch.analysis.events.detect import RowsNeeded
 from msgwatch.analysis.events.model import SeriesKey, VerdictRef
+from msgwatch.analysis.events.series import bucket_number, bucket_time
 from msgwatch.analysis.lake import empty_select, sql_text, staged_table
 from msgwatch.analysis.schema import VERDICT_COLUMNS, names
 
@@ -87,9 +89,8 @@ def aggregate_sql(bucket_seconds: int, relation: str = "verdicts") -> str:
 
 def bucket_start(time: str, bucket_seconds: int) -> dt.datetime:
     """The start of the bucket of ``time`` (``YYYY-MM-DD HH:MM:SS``, naive UTC)."""
-    epoch = dt.datetime(1970, 1, 1)
-    seconds = int((dt.datetime.fromisoformat(time) - epoch).total_seconds())
-    return epoch + dt.timedelta(seconds=seconds // bucket_seconds * bucket_seconds)
+    number = bucket_number(dt.datetime.fromisoformat(time), bucket_seconds)
+    return bucket_time(number, bucket_seconds)
 
 
 def incremental_sql(bucket_seconds: int, committed: str, recent: str, cutoff: dt.datetime) -> str:
@@ -138,6 +139,27 @@ included), one row per (window, uid, time, verdict)."""
 AGGREGATE_BATCH: Final = 10_000
 
 
+def needed_sql(needed: RowsNeeded, seconds: int) -> str:
+    """An SQL condition on aggregate rows that keeps exactly those ``needed``: every series'
+    from the horizon on, a country and service's from its own first bucket."""
+
+    def since(number: int) -> str:
+        return f"bucket >= TIMESTAMP {sql_text(bucket_time(number, seconds).strftime(TIME))}"
+
+    terms = [since(needed.horizon)]
+    for (cc, service), number in sorted(needed.scopes.items()):
+        terms.append(
+            f"(probe_cc = {sql_text(cc)} AND service = {sql_text(service)} AND {since(number)})"
+        )
+    return " OR ".join(terms)
+
+
+def _select(what: str, path: Path, where: str | None) -> str:
+    """``SELECT what`` from an aggregates file, with ``where`` when given."""
+    query = f"SELECT {what} FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+    return query if where is None else f"{query} WHERE {where}"
+
+
 def aggregate_rows(
     connection: duckdb.DuckDBPyConnection,
     path: Path,
@@ -148,9 +170,7 @@ def aggregate_rows(
     cursor of their own, so the reader never holds them all (they grow with the archive); with
     ``where`` (an SQL condition), only the rows it keeps; ``by_scope``: ordered by probe_cc and
     service (the detector then holds one country and service at a time)."""
-    query = f"SELECT * FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
-    if where is not None:
-        query += f" WHERE {where}"
+    query = _select("*", path, where)
     if by_scope:
         query += " ORDER BY coalesce(probe_cc, ''), coalesce(service, '')"  # the detector's key
     with connection.cursor() as cursor:
@@ -165,10 +185,7 @@ def newest_bucket(
     connection: duckdb.DuckDBPyConnection, path: Path, where: str | None = None
 ) -> dt.datetime | None:
     """The newest bucket of the aggregates file's rows (those ``where`` keeps), None when none."""
-    query = f"SELECT max(bucket) FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
-    if where is not None:
-        query += f" WHERE {where}"
-    found = connection.execute(query).fetchone()
+    found = connection.execute(_select("max(bucket)", path, where)).fetchone()
     return None if found is None else found[0]
 
 

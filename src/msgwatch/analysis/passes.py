@@ -47,6 +47,7 @@ from msgwatch.analysis.aggregates import (
     bucket_start,
     evidence_source,
     incremental_sql,
+    needed_sql,
     newest_bucket,
 )
 from msgwatch.analysis.events.detect import (
@@ -380,7 +381,7 @@ class _Pass:
         path = self.out / files["aggregates"]
         windows = self.out / lake.WORK / "windows.ndjson"
         needed = rows_needed(params, state)
-        where = None if needed is None else needed.sql(params.bucket_seconds)
+        where = None if needed is None else needed_sql(needed, params.bucket_seconds)
 
         def run(where: str | None, rows_from: RowsNeeded | None) -> Detection:
             newest = newest_bucket(connection, path, where)

@@ -70,23 +70,6 @@ class RowsNeeded:
         """The first bucket read for the series ``key``."""
         return self.scopes.get((key[0], key[2]), self.horizon)
 
-    def sql(self, seconds: int) -> str:
-        """An SQL condition on aggregate rows (``bucket``, ``probe_cc``, ``service``) that keeps
-        exactly the rows needed."""
-
-        def since(number: int) -> str:
-            return f"bucket >= TIMESTAMP '{time_text(number, seconds)}'"
-
-        terms = [since(self.horizon)]
-        for (cc, service), number in sorted(self.scopes.items()):
-            terms.append(f"(probe_cc = {_literal(cc)} AND service = {_literal(service)} "
-                         f"AND {since(number)})")  # fmt: skip
-        return " OR ".join(terms)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 def rows_needed(params: DetectorParams, state: dict[str, Any] | None) -> RowsNeeded | None:
     """The aggregate rows the next detection needs, given the committed ``state``; None when it
