@@ -3,6 +3,7 @@ the latency of every event.
 
     .venv/bin/python benchmarks/analysis_incremental.py                    # lakes of 20,000 and 100,000
     .venv/bin/python benchmarks/analysis_incremental.py --sizes 5000 --new 20 --rounds 2
+    .venv/bin/python benchmarks/analysis_incremental.py --days 365          # lakes spanning a year
 
 For each size in ``--sizes`` the run
 
@@ -167,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="20000,100000", help="lake sizes, comma-separated")
     parser.add_argument("--new", type=int, default=50, help="measurements per incremental pass")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--days", type=int, default=14, help="days the synthetic archive spans (its measurements"
+        " spread evenly; the aggregates are stored one file per month)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     figures = []
     with tempfile.TemporaryDirectory(prefix="msgwatch-incremental-") as tmp:
         for size in sizes:
-            f = measure(Path(tmp), size, args.new, args.rounds)
+            f = measure(Path(tmp), size, args.new, args.rounds, days=args.days)
             figures.append(f)
-            print(f"== lake of {size:,} measurements")
+            print(f"== lake of {size:,} measurements over {args.days} days")
             print(f"full pass: {f.full.seconds:.1f} s ({f.full.measurements:,} measurements)")
             print(
                 f"incremental pass of {args.new} new measurements: median {f.median:.2f} s over "
@@ -191,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"; it would take {SLACK_SECONDS:.0f} s at about {at:,.0f}" if at else "", end="")
         print(
-            " (what still grows with the lake: the aggregates file is rewritten whole, the older"
-            " verdicts' uids are scanned for re-read measurements, open events are summarised from"
-            " their start)"
+            " (what still grows with the lake: the newest month's aggregates file is rewritten"
+            " whole, the older verdicts' uids are scanned for re-read measurements, open events"
+            " are summarised from their start)"
         )
     return 0
 

@@ -114,15 +114,17 @@ def sample(lake_dir: Path) -> Sample:
     """Networks, series, events and measurement uids of the lake (from its committed files)."""
     state = lake.read_state(lake_dir) or {}
     files = state.get("files", {})
-    aggregates = lake.sql_text(os.fspath(lake_dir / files["aggregates"]))
+    listed = files["aggregates"]  # one file per month (a single file in older lakes)
+    aggregates = lake.read_parquet_sql(
+        lake.absolute(lake_dir, [listed] if isinstance(listed, str) else listed)
+    )
     events = lake.sql_text(os.fspath(lake_dir / files["events"]))
     verdicts = lake.read_parquet_sql(lake.absolute(lake_dir, files["verdicts"]))
     with duckdb.connect(":memory:") as c:
-        span = c.execute(f"SELECT min(bucket), max(bucket) FROM read_parquet({aggregates})")
+        span = c.execute(f"SELECT min(bucket), max(bucket) FROM {aggregates}")
         first, last = span.fetchone() or (None, None)
         series = c.execute(
-            "SELECT DISTINCT probe_cc, probe_asn, service, function FROM read_parquet("
-            f"{aggregates}) ORDER BY ALL"
+            f"SELECT DISTINCT probe_cc, probe_asn, service, function FROM {aggregates} ORDER BY ALL"
         ).fetchall()
         ids = c.execute(f"SELECT event_id FROM read_parquet({events}) ORDER BY 1").fetchall()
         uids = c.execute(f"SELECT DISTINCT measurement_uid FROM {verdicts} ORDER BY 1").fetchall()

@@ -306,3 +306,80 @@ def test_incremental_aggregates_are_those_of_one_pass_over_everything(
     _, verdicts = expected_rows(lines)
     assert sum(r["measurements"] for r in got) == sum(expected_aggregates(verdicts).values())
     assert t0 - 3600 * s in {r["bucket"] for r in got}
+
+
+def test_aggregates_are_written_per_month_and_a_pass_rewrites_only_its_months(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """One aggregates file per month of buckets: a pass whose new verdicts are all in the newest
+    month keeps the older months' committed files as they are and writes one; late data rewrites
+    the months from its own on; after every pass the rows are those of one fresh pass."""
+    months = [dt.datetime(2026, 3, 30, 22), dt.datetime(2026, 4, 15, 8), dt.datetime(2026, 5, 2)]
+    lines = [
+        _at(lab_lines[i], f"m{i}", when + dt.timedelta(minutes=i))
+        for i, when in enumerate(months * 2)
+    ]
+    new = _at(lab_lines[10], "new", dt.datetime(2026, 5, 3, 12))
+    late = _at(lab_lines[11], "late", dt.datetime(2026, 4, 1, 0, 30))
+    out = tmp_path / "out"
+
+    def listed(where: Path) -> list[str]:
+        state = lake.read_state(where)
+        assert state is not None
+        names = state["files"]["aggregates"]
+        assert isinstance(names, list)
+        return names
+
+    first = run_pass(config(out, LinesSource("a", lines)))
+    assert first.aggregate_files_written == 3
+    assert listed(out) == [f"aggregates/pass-000001-2026-0{m}.parquet" for m in (3, 4, 5)]
+    assert all(r["bucket"].month == 3 for r in table(out, listed(out)[0]))
+
+    second = run_pass(config(out, LinesSource("a", [*lines, new])))
+    assert second.aggregate_files_written == 1
+    assert listed(out) == [
+        "aggregates/pass-000001-2026-03.parquet",
+        "aggregates/pass-000001-2026-04.parquet",
+        "aggregates/pass-000002-2026-05.parquet",
+    ]
+    assert sorted(p.name for p in (out / "aggregates").iterdir()) == [
+        Path(n).name for n in listed(out)
+    ]  # the replaced May file is gone
+
+    third = run_pass(config(out, LinesSource("a", [*lines, new, late])))
+    assert third.aggregate_files_written == 2  # April (the late one's) and May
+    assert listed(out)[0] == "aggregates/pass-000001-2026-03.parquet"
+    fresh = tmp_path / "fresh"
+    run_pass(config(fresh, LinesSource("a", [*lines, new, late])))
+    assert table(out, listed(out)) == table(fresh, listed(fresh))
+
+
+def test_a_lake_with_one_aggregates_file_is_recounted_into_months(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """A committed state that lists the single aggregates file of a lake written before monthly
+    files: the next pass recounts every bucket into monthly files, the rows those of a fresh pass."""
+    t0 = dt.datetime(2026, 4, 30, 23, 50)
+    lines = [_at(lab_lines[i], f"u{i}", t0 + dt.timedelta(minutes=5 * i)) for i in range(6)]
+    out = tmp_path / "out"
+    run_pass(config(out, LinesSource("a", lines[:4])))
+    state = lake.read_state(out)
+    assert state is not None
+    single = "aggregates/pass-000001.parquet"
+    with duckdb.connect() as connection:
+        listed = lake.read_parquet_sql(lake.absolute(out, state["files"]["aggregates"]))
+        connection.execute(f"COPY (SELECT * FROM {listed}) TO '{out / single}' (FORMAT PARQUET)")
+    lake.write_state(out, {**state, "files": {**state["files"], "aggregates": single}})
+    report = run_pass(config(out, LinesSource("a", lines)))
+    assert report.aggregates_from is None and report.aggregate_files_written == 2
+    fresh = tmp_path / "fresh"
+    run_pass(config(fresh, LinesSource("a", lines)))
+    after = lake.read_state(out)
+    again = lake.read_state(fresh)
+    assert after is not None and again is not None
+    assert after["files"]["aggregates"] == [
+        "aggregates/pass-000002-2026-04.parquet",
+        "aggregates/pass-000002-2026-05.parquet",
+    ]
+    assert table(out, after["files"]["aggregates"]) == table(fresh, again["files"]["aggregates"])
+    assert not (out / single).exists()

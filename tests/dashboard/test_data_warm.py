@@ -60,7 +60,7 @@ def test_warm_builds_once_under_concurrent_calls(
     builds = []
     original = data_rollup._build
 
-    def counted(aggregates: str, targets: dict[int, Path]) -> bool:
+    def counted(aggregates: list[str], targets: dict[int, Path]) -> bool:
         builds.append(aggregates)
         return original(aggregates, targets)
 
@@ -150,3 +150,40 @@ def test_measurement_time_hint(
     for bad in ("yesterday", "2026-13-01", "2026-05-20 10:00:00" + "0" * 60, "2026-05-20;"):
         with pytest.raises(BadQuery):
             observatory.measurement(uid, bad)
+
+
+def test_rollups_cover_every_month_of_the_lake(tmp_path: Path, cache: Path) -> None:
+    """The aggregates are one file per month: the roll-ups are built over all of them, so a week
+    that straddles two months counts both months' measurements."""
+    import orjson
+
+    from msgwatch.analysis.inputs.jsonl import jsonl_sources
+    from msgwatch.analysis.lake import read_parquet_sql
+    from msgwatch.analysis.passes import PassConfig, run_pass
+
+    source = fixture._lab("whatsapp", "AS64513")
+    start = dt.datetime(2026, 4, 30, 20)
+    measurements = tmp_path / "m.jsonl"
+    measurements.write_bytes(
+        b"".join(
+            orjson.dumps(fixture._copy(source, fixture.CONTROL, start + dt.timedelta(hours=h)))
+            + b"\n"
+            for h in range(8)
+        )
+    )
+    lake_dir = tmp_path / "lake"
+    run_pass(PassConfig(sources=jsonl_sources([measurements]), out_dir=lake_dir, workers=1))
+    with Reader(lake_dir) as reader:
+        files = reader.files("aggregates")
+        assert len(files) == 2  # April and May
+        built = data_rollup.warm(reader)
+        assert set(built) == set(data_rollup.LEVELS)
+
+        def total(source: str | None) -> list[tuple[Any, ...]]:
+            return reader.query(lambda _: f"SELECT sum(measurements) FROM {source}")
+
+        hourly = total(reader.source("aggregates"))
+        for seconds in data_rollup.LEVELS:
+            assert total(read_parquet_sql([built[seconds]])) == hourly, seconds
+        assert data_rollup.ready(reader, files) == built
+        assert data_rollup.ready(reader, files[:1]) == {}  # a different set of files: not these

@@ -23,6 +23,10 @@ verdicts of those buckets (the day partitions from ``C``'s day). Dedup stays exa
 committed aggregates (its first copy is before ``C``, and no new copy can be earlier), so its
 copies from ``C`` on are left out of the recount.
 
+The rows are stored one file per month of buckets (:func:`write_months`): a pass rewrites the
+months from ``C``'s on and keeps the committed files of the months before, so what it writes grows
+with its new buckets, not with the lake's history.
+
 :data:`EVIDENCE_SQL` and :func:`evidence_source` answer the detector's evidence windows from the
 same ``verdicts`` relation.
 """
@@ -30,7 +34,6 @@ same ``verdicts`` relation.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -40,8 +43,14 @@ import duckdb
 from msgwatch.analysis.events.detect import RowsNeeded
 from msgwatch.analysis.events.model import SeriesKey, VerdictRef
 from msgwatch.analysis.events.series import bucket_number, bucket_time
-from msgwatch.analysis.lake import empty_select, sql_text, staged_table
-from msgwatch.analysis.schema import VERDICT_COLUMNS, names
+from msgwatch.analysis.lake import (
+    aggregate_part,
+    copy_to_parquet,
+    empty_select,
+    sql_text,
+    staged_table,
+)
+from msgwatch.analysis.schema import AGGREGATE_COLUMNS, VERDICT_COLUMNS, names
 
 TIME: Final = "%Y-%m-%d %H:%M:%S"
 Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
@@ -93,12 +102,20 @@ def bucket_start(time: str, bucket_seconds: int) -> dt.datetime:
     return bucket_time(number, bucket_seconds)
 
 
-def incremental_sql(bucket_seconds: int, committed: str, recent: str, cutoff: dt.datetime) -> str:
-    """The aggregates of all verdicts, from the ``committed`` aggregates (a Parquet file) and the
-    verdicts of the buckets from ``cutoff`` on (``recent``: a relation of the day partitions from
-    ``cutoff``'s day; ``verdicts``: all of them), ordered as :data:`AGGREGATE_SQL` orders (see
-    the module's rules)."""
+def incremental_sql(
+    bucket_seconds: int, committed: list[str], recent: str, cutoff: dt.datetime
+) -> str:
+    """The aggregates of all verdicts from the ``committed`` aggregates' rows (Parquet files:
+    those holding the buckets from ``cutoff``'s month on, or all of them) and the verdicts of the
+    buckets from ``cutoff`` on (``recent``: a relation of the day partitions from ``cutoff``'s day;
+    ``verdicts``: all of them), ordered as :data:`AGGREGATE_SQL` orders (see the module's rules).
+    Only rows of the buckets the committed files held or the recount finds come out."""
     at = sql_text(cutoff.strftime(TIME))
+    kept = (
+        f"SELECT * FROM {_parquet(committed)} WHERE bucket < TIMESTAMP {at}"
+        if committed
+        else empty_select(AGGREGATE_COLUMNS)
+    )
     recount = f"""(
         SELECT r.* FROM {recent} AS r
         WHERE r.measurement_start_time >= TIMESTAMP {at}
@@ -111,8 +128,7 @@ def incremental_sql(bucket_seconds: int, committed: str, recent: str, cutoff: dt
     )"""
     return f"""
 SELECT * FROM (
-    SELECT * FROM read_parquet({sql_text(committed)}, hive_partitioning=false)
-    WHERE bucket < TIMESTAMP {at}
+    {kept}
     UNION ALL BY NAME
     ({aggregate_sql(bucket_seconds, recount)})
 )
@@ -154,23 +170,59 @@ def needed_sql(needed: RowsNeeded, seconds: int) -> str:
     return " OR ".join(terms)
 
 
-def _select(what: str, path: Path, where: str | None) -> str:
-    """``SELECT what`` from an aggregates file, with ``where`` when given."""
-    query = f"SELECT {what} FROM read_parquet({sql_text(os.fspath(path))}, hive_partitioning=false)"
+def _parquet(files: list[str]) -> str:
+    """``read_parquet`` of aggregates files (absolute paths; at least one)."""
+    listed = ", ".join(sql_text(name) for name in files)
+    return f"read_parquet([{listed}], hive_partitioning=false)"
+
+
+def _select(what: str, files: list[str], where: str | None) -> str:
+    """``SELECT what`` from aggregates files (none: no rows), with ``where`` when given."""
+    source = _parquet(files) if files else f"({empty_select(AGGREGATE_COLUMNS)})"
+    query = f"SELECT {what} FROM {source}"
     return query if where is None else f"{query} WHERE {where}"
+
+
+def write_months(
+    connection: duckdb.DuckDBPyConnection, select: str, out_dir: Path, number: int
+) -> list[str]:
+    """Write the aggregate rows of ``select`` (ordered as :data:`AGGREGATE_SQL` orders) as one
+    file per month of their buckets (:func:`~msgwatch.analysis.lake.aggregate_part`); returns the
+    relative paths, oldest month first. ``select`` runs once, into a temporary table (DuckDB
+    spills it to its temporary folder beyond its memory limit) whose scans keep its order."""
+    connection.execute(f"CREATE OR REPLACE TEMP TABLE new_aggregates AS {select}")
+    try:
+        months = connection.execute(
+            "SELECT DISTINCT date_trunc('month', bucket) AS m FROM new_aggregates ORDER BY m"
+        ).fetchall()
+        written = []
+        for (month,) in months:
+            start = month.strftime(TIME)
+            relative = aggregate_part(number, month.strftime("%Y-%m"))
+            copy_to_parquet(
+                connection,
+                "SELECT * FROM new_aggregates "
+                f"WHERE bucket >= TIMESTAMP {sql_text(start)} "
+                f"AND bucket < TIMESTAMP {sql_text(start)} + INTERVAL 1 MONTH",
+                out_dir / relative,
+            )
+            written.append(relative)
+        return written
+    finally:
+        connection.execute("DROP TABLE IF EXISTS new_aggregates")
 
 
 def aggregate_rows(
     connection: duckdb.DuckDBPyConnection,
-    path: Path,
+    files: list[str],
     where: str | None = None,
     by_scope: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The rows of an aggregates file as dicts (times as naive datetimes), read in batches on a
-    cursor of their own, so the reader never holds them all (they grow with the archive); with
-    ``where`` (an SQL condition), only the rows it keeps; ``by_scope``: ordered by probe_cc and
-    service (the detector then holds one country and service at a time)."""
-    query = _select("*", path, where)
+    """The rows of aggregates files (absolute paths) as dicts (times as naive datetimes), read
+    in batches on a cursor of their own, so the reader never holds them all (they grow with the
+    archive); with ``where`` (an SQL condition), only the rows it keeps; ``by_scope``: ordered by
+    probe_cc and service (the detector then holds one country and service at a time)."""
+    query = _select("*", files, where)
     if by_scope:
         query += " ORDER BY coalesce(probe_cc, ''), coalesce(service, '')"  # the detector's key
     with connection.cursor() as cursor:
@@ -182,10 +234,10 @@ def aggregate_rows(
 
 
 def newest_bucket(
-    connection: duckdb.DuckDBPyConnection, path: Path, where: str | None = None
+    connection: duckdb.DuckDBPyConnection, files: list[str], where: str | None = None
 ) -> dt.datetime | None:
-    """The newest bucket of the aggregates file's rows (those ``where`` keeps), None when none."""
-    found = connection.execute(_select("max(bucket)", path, where)).fetchone()
+    """The newest bucket of the aggregates files' rows (those ``where`` keeps), None when none."""
+    found = connection.execute(_select("max(bucket)", files, where)).fetchone()
     return None if found is None else found[0]
 
 

@@ -6,7 +6,8 @@ Layout (``OUT``)::
     lock                                              flock: one pass at a time
     observations/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
     verdicts/day=YYYY-MM-DD/pass-NNNNNN-K.parquet
-    aggregates/pass-NNNNNN.parquet                    all of them; a pass recounts its new buckets
+    aggregates/pass-NNNNNN-YYYY-MM.parquet            one per month of buckets; a pass rewrites
+                                                      only the months of its new buckets
     events/pass-NNNNNN.parquet + pass-NNNNNN.json
     detector/pass-NNNNNN.json                         the detector's state
     problems/pass-NNNNNN.jsonl
@@ -69,6 +70,22 @@ def part_path(table: str, day: str, number: int, part: int) -> str:
 def pass_file(folder: str, number: int, suffix: str) -> str:
     """The relative path of a per-pass file (``aggregates/pass-NNNNNN.parquet``, …)."""
     return f"{folder}/{pass_name(number)}{suffix}"
+
+
+def aggregate_part(number: int, month: str) -> str:
+    """The relative path of one month's aggregates, written by pass ``number``
+    (``aggregates/pass-NNNNNN-YYYY-MM.parquet``)."""
+    return f"aggregates/{pass_name(number)}-{month}.parquet"
+
+
+_AGGREGATE_PART = re.compile(r"aggregates/pass-[0-9]{6,}-([0-9]{4}-[0-9]{2})\.parquet")
+
+
+def aggregate_month(relative: str) -> str | None:
+    """The month (``YYYY-MM``) of an aggregates part's buckets, None for any other name (such as
+    the single ``aggregates/pass-NNNNNN.parquet`` of a lake written before monthly parts)."""
+    found = _AGGREGATE_PART.fullmatch(relative)
+    return found.group(1) if found else None
 
 
 def read_state(out_dir: Path) -> dict[str, Any] | None:

@@ -49,6 +49,7 @@ from msgwatch.analysis.aggregates import (
     incremental_sql,
     needed_sql,
     newest_bucket,
+    write_months,
 )
 from msgwatch.analysis.events.detect import (
     DETECTOR_VERSION,
@@ -124,6 +125,8 @@ class PassReport:
     aggregates: int = 0
     aggregates_from: str | None = None
     """The first bucket this pass recounted (None: all of them, or none were new)."""
+    aggregate_files_written: int = 0
+    """Monthly aggregates files this pass wrote (the months from ``aggregates_from``'s on)."""
     events: int = 0
     events_carried: int = 0
     """Network events taken as they were from the committed pass (final: closed before its
@@ -315,21 +318,24 @@ class _Pass:
         return files
 
     def _aggregate(self, connection: Any, files: dict[str, Any]) -> None:
-        """The aggregates over all verdicts into ``aggregates/pass-N.parquet``: recounted from
-        the buckets of this pass's new verdicts on, the rest kept from the committed aggregates
-        (:func:`~msgwatch.analysis.aggregates.incremental_sql`); all recounted on a fresh pass."""
+        """The aggregates over all verdicts, one file per month (``aggregates/pass-N-YYYY-MM``):
+        the buckets from this pass's earliest new verdict's on recounted, the rest kept from the
+        committed aggregates (:func:`~msgwatch.analysis.aggregates.incremental_sql`), the months
+        before that bucket's kept as committed files; all recounted on a fresh pass."""
         self._progress("aggregates")
         seconds = self.config.bucket_seconds
         verdict_files = lake.absolute(self.out, files["verdicts"])
         source = lake.read_parquet_sql(verdict_files) if verdict_files else f"({EMPTY_VERDICTS})"
         connection.execute(f"CREATE OR REPLACE TEMP VIEW verdicts AS SELECT * FROM {source}")
-        relative = lake.pass_file("aggregates", self.number, ".parquet")
         committed = self._committed_aggregates()
+        kept: list[str] = []
         if committed is None or self.earliest is None:
             select = aggregate_sql(seconds)
         else:
             cutoff = bucket_start(self.earliest, seconds)
-            day = cutoff.strftime("%Y-%m-%d")
+            day, month = cutoff.strftime("%Y-%m-%d"), cutoff.strftime("%Y-%m")
+            kept = [name for name, of in committed if of < month]
+            recount = [name for name, of in committed if of >= month]
             recent = [
                 name for name in files["verdicts"] if _part_day(name) >= day
             ]  # a part whose day is not a date ("unknown") sorts after every date: kept
@@ -338,24 +344,37 @@ class _Pass:
                 if recent
                 else f"({EMPTY_VERDICTS})"
             )
-            select = incremental_sql(seconds, os.fspath(committed), recent_source, cutoff)
+            select = incremental_sql(
+                seconds, lake.absolute(self.out, recount), recent_source, cutoff
+            )
             self.report.aggregates_from = cutoff.strftime("%Y-%m-%d %H:%M:%S")
-        lake.copy_to_parquet(connection, select, self.out / relative)
-        files["aggregates"] = relative
-        (count,) = connection.execute(
-            f"SELECT count(*) FROM read_parquet({lake.sql_text(os.fspath(self.out / relative))})"
-        ).fetchone() or (0,)
+        written = write_months(connection, select, self.out, self.number)
+        files["aggregates"] = kept + written
+        self.report.aggregate_files_written = len(written)
+        listed = lake.absolute(self.out, files["aggregates"])
+        (count,) = (
+            connection.execute(f"SELECT count(*) FROM {lake.read_parquet_sql(listed)}").fetchone()
+            if listed
+            else None
+        ) or (0,)
         self.report.aggregates = int(count)
 
-    def _committed_aggregates(self) -> Path | None:
-        """The committed aggregates file, when this pass continues the committed state."""
+    def _committed_aggregates(self) -> list[tuple[str, str]] | None:
+        """The committed aggregates files and their months, when this pass continues the
+        committed state; None when it does not, or when a listed file is missing or has no month
+        (a lake written before monthly files: recounted once)."""
         if self.fresh:
             return None
-        relative = (self.state or {}).get("files", {}).get("aggregates")
-        if not isinstance(relative, str) or ".." in Path(relative).parts:
+        listed = (self.state or {}).get("files", {}).get("aggregates")
+        if not isinstance(listed, list):
             return None
-        path = self.out / relative
-        return path if path.is_file() else None
+        found: list[tuple[str, str]] = []
+        for relative in listed:
+            month = lake.aggregate_month(relative) if isinstance(relative, str) else None
+            if month is None or not (self.out / relative).is_file():
+                return None
+            found.append((relative, month))
+        return found
 
     def _detector_state(self) -> dict[str, Any] | None:
         """The committed detector state, when it can be continued (not on late data)."""
@@ -378,7 +397,7 @@ class _Pass:
         self._progress("events")
         params = self.config.detector or DetectorParams(bucket_seconds=self.config.bucket_seconds)
         state = self._detector_state()
-        path = self.out / files["aggregates"]
+        path = lake.absolute(self.out, files["aggregates"])
         windows = self.out / lake.WORK / "windows.ndjson"
         needed = rows_needed(params, state)
         where = None if needed is None else needed_sql(needed, params.bucket_seconds)

@@ -130,7 +130,7 @@ def all_networks(reader: Reader) -> dict[str, tuple[str, ...]]:
         files = r.files("aggregates")
         if not files:
             return None
-        weekly = data_rollup.ready(r, files[0]).get(data_rollup.WEEK)
+        weekly = data_rollup.ready(r, files).get(data_rollup.WEEK)
         source = lake.read_parquet_sql([weekly] if weekly else files)
         return (
             f"SELECT probe_cc, probe_asn FROM {source} "

@@ -1,15 +1,16 @@
 """The aggregates of a window as one relation, whole weeks and days read from roll-ups.
 
 A year of hourly aggregates is tens of millions of rows; the views of long windows read them
-through roll-ups instead, built ahead once per committed aggregates file. Rules:
+through roll-ups instead, built ahead once per committed set of aggregates files (one per
+month). Rules:
 
 - A roll-up is the aggregates grouped by a step (:data:`LEVELS`: a day; seven days from the
   epoch) and every other key, with ``measurements`` and ``control_ok`` summed, ``probes`` the
   maximum, ``bucket`` the step's start and ``last`` the latest hourly bucket of the group. They
   are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the user's own, mode
   0700, in the system's temporary folder, outside the lake, which the dashboard never writes)
-  under names made of the lake's path and the committed aggregates file's name, size and mtime (so
-  a new pass has new names); new ones replace the lake's older roll-ups, and the cache keeps at
+  under names made of the lake's path and the committed aggregates files' names, sizes and mtimes
+  (so a new pass has new names); new ones replace the lake's older roll-ups, and the cache keeps at
   most :data:`MAX_FILES` files (the newest). A cache folder that is not the user's own, or a build
   that fails, means no roll-up: the hourly aggregates are read. A roll-up removed while a query
   reads it is dropped by the query's retry (:meth:`.Reader.query`).
@@ -80,7 +81,7 @@ def relation(reader: Reader, window: tuple[str, str], grain: int) -> str | None:
     hourly = f"SELECT {COLUMNS}, bucket AS last FROM {lake.read_parquet_sql(files)}"
     levels: list[tuple[int, str]] = []
     if DAY % reader.bucket_seconds == 0 and grain % DAY == 0 and _spans_a_day(window):
-        found = ready(reader, files[0])
+        found = ready(reader, files)
         levels = [(s, f) for s, f in found.items() if grain % s == 0]
     parts = _parts(window, sorted(levels, reverse=True), hourly)
     return "(" + " UNION ALL ".join(parts) + ")"
@@ -103,37 +104,41 @@ def _parts(window: tuple[str, str], levels: list[tuple[int, str]], hourly: str) 
     return parts
 
 
-def _targets(reader: Reader, aggregates: str) -> dict[int, Path] | None:
-    """The roll-up files (seconds → path) of an aggregates file; None when there is no cache."""
+def _targets(reader: Reader, aggregates: list[str]) -> dict[int, Path] | None:
+    """The roll-up files (seconds → path) of the aggregates files; None when there is no cache
+    or a file cannot be read."""
     folder = cache_dir()
     if folder is None:
         return None
-    try:
-        info = os.stat(aggregates)
-    except OSError:
-        return None
+    stamps = []
+    for name in aggregates:
+        try:
+            info = os.stat(name)
+        except OSError:
+            return None
+        stamps.append(f"{name}\0{info.st_size}\0{info.st_mtime_ns}")
     lake_key = _hash(os.fspath(reader.lake_dir.resolve()))
-    key = _hash(f"{aggregates}\0{info.st_size}\0{info.st_mtime_ns}")
+    key = _hash("\0".join(stamps))
     return {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
 
 
-def ready(reader: Reader, aggregates: str) -> dict[int, str]:
-    """The roll-ups (seconds → file) of an aggregates file already built; never builds or
+def ready(reader: Reader, aggregates: list[str]) -> dict[int, str]:
+    """The roll-ups (seconds → file) of the aggregates files already built; never builds or
     waits."""
     targets = _targets(reader, aggregates) or {}
     return {s: os.fspath(t) for s, t in targets.items() if t.exists()}
 
 
 def warm(reader: Reader) -> dict[int, str]:
-    """Build the roll-ups of the committed aggregates file when missing (one build at a time;
+    """Build the roll-ups of the committed aggregates files when missing (one build at a time;
     idempotent); returns them ({} when there are none: no aggregates, no cache, a failed build)."""
     files = reader.files("aggregates")
-    targets = _targets(reader, files[0]) if files else None
+    targets = _targets(reader, files) if files else None
     if targets is None:
         return {}
     folder = next(iter(targets.values())).parent
     with _LOCK:
-        if not all(t.exists() for t in targets.values()) and not _build(files[0], targets):
+        if not all(t.exists() for t in targets.values()) and not _build(files, targets):
             return {}
         _prune(folder, _hash(os.fspath(reader.lake_dir.resolve())), set(targets.values()))
     return {s: os.fspath(t) for s, t in targets.items()}
@@ -167,11 +172,12 @@ def forget(lake_dir: Path) -> int:
     return removed
 
 
-def _build(aggregates: str, targets: dict[int, Path]) -> bool:
-    """Write the roll-ups of ``aggregates`` (each from the next finer; temporary names, rename)."""
+def _build(aggregates: list[str], targets: dict[int, Path]) -> bool:
+    """Write the roll-ups of the ``aggregates`` files (each from the next finer; temporary
+    names, rename)."""
     work = Path(tempfile.mkdtemp(dir=next(iter(targets.values())).parent))
     try:
-        source, last = lake.read_parquet_sql([aggregates]), "bucket"
+        source, last = lake.read_parquet_sql(aggregates), "bucket"
         with lake.connect(work) as connection:
             connection.execute(f"SET threads={BUILD_THREADS}")
             for seconds in sorted(targets):
