@@ -5,7 +5,7 @@ the dashboard's benchmark (benchmarks/dashboard.py).
     .venv/bin/python benchmarks/synth_observatory.py OUT --networks 40 --days 60 --seed 2
 
 What it writes is what an analysis pass writes (``msgwatch.analysis.lake``, docs/spec/analysis.md):
-``aggregates/pass-000001.parquet`` (sorted as the pass sorts it), ``events/pass-000001.parquet`` and
+``aggregates/pass-000001-YYYY-MM.parquet`` (one per month, sorted as the pass sorts them), ``events/pass-000001.parquet`` and
 ``.json``, ``detector/pass-000001.json``, day-partitioned ``verdicts`` and ``observations`` parts named
 by :func:`~msgwatch.analysis.lake.part_path`, and ``state.json`` (written last), so
 :class:`msgwatch.analysis.query.Lake` and the dashboard's ``Observatory`` read it as their own.
@@ -54,6 +54,7 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from msgwatch.analysis import lake  # noqa: E402
+from msgwatch.analysis.aggregates import write_months  # noqa: E402
 from msgwatch.analysis.events.detect import DETECTOR_VERSION  # noqa: E402
 from msgwatch.analysis.inputs.jsonl import jsonl_sources  # noqa: E402
 from msgwatch.analysis.passes import PassConfig, run_pass  # noqa: E402
@@ -411,10 +412,9 @@ def generate(out: Path, params: Params) -> dict[str, Any]:
         timings[name] = round(time.monotonic() - began, 1)
 
     step("series and counts", SETUP_SQL)
-    aggregates = lake.pass_file("aggregates", PASS, ".parquet")
     began = time.monotonic()
     select = _typed(AGGREGATE_COLUMNS, f"({_sql(AGGREGATES_SQL, params)})")
-    lake.copy_to_parquet(connection, select, out / aggregates)
+    aggregates = write_months(connection, select, out, PASS)
     timings["aggregates"] = round(time.monotonic() - began, 1)
     step("events", EVENTS_SQL)
     events = lake.pass_file("events", PASS, ".parquet")
@@ -442,7 +442,7 @@ def generate(out: Path, params: Params) -> dict[str, Any]:
         for t in ("series", "episodes", "v_all", "o_all", "net_events", "cty_events")
     }
     ((measurements, aggregate_rows),) = connection.execute(
-        f"SELECT sum(measurements), count(*) FROM read_parquet({lake.sql_text(os.fspath(out / aggregates))})"
+        f"SELECT sum(measurements), count(*) FROM {lake.read_parquet_sql(lake.absolute(out, aggregates))}"
     ).fetchall()
     network_events, country_events = count["net_events"], count["cty_events"]
     connection.close()

@@ -87,6 +87,8 @@ FROM unique_verdicts
 GROUP BY ALL
 ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
 """
+ORDER: Final = "ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism"
+"""The aggregates' row order (:data:`AGGREGATE_SQL`'s last clause)."""
 
 
 def aggregate_sql(bucket_seconds: int, relation: str = "verdicts") -> str:
@@ -132,7 +134,7 @@ SELECT * FROM (
     UNION ALL BY NAME
     ({aggregate_sql(bucket_seconds, recount)})
 )
-ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
+{ORDER}
 """
 
 
@@ -189,7 +191,8 @@ def write_months(
     """Write the aggregate rows of ``select`` (ordered as :data:`AGGREGATE_SQL` orders) as one
     file per month of their buckets (:func:`~msgwatch.analysis.lake.aggregate_part`); returns the
     relative paths, oldest month first. ``select`` runs once, into a temporary table (DuckDB
-    spills it to its temporary folder beyond its memory limit) whose scans keep its order."""
+    spills it to its temporary folder beyond its memory limit); each file is sorted again, so its
+    order never rests on the table's scan order."""
     connection.execute(f"CREATE OR REPLACE TEMP TABLE new_aggregates AS {select}")
     try:
         months = connection.execute(
@@ -203,7 +206,7 @@ def write_months(
                 connection,
                 "SELECT * FROM new_aggregates "
                 f"WHERE bucket >= TIMESTAMP {sql_text(start)} "
-                f"AND bucket < TIMESTAMP {sql_text(start)} + INTERVAL 1 MONTH",
+                f"AND bucket < TIMESTAMP {sql_text(start)} + INTERVAL 1 MONTH {ORDER}",
                 out_dir / relative,
             )
             written.append(relative)
