@@ -35,6 +35,21 @@ def test_unlisted_files_and_the_work_folder_are_removed(tmp_path: Path) -> None:
     assert not (tmp_path / lake.WORK).exists()
 
 
+def test_links_in_the_lake_are_removed_never_followed(tmp_path: Path) -> None:
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    lake.prepare(out)
+    outside.mkdir()
+    (outside / "keep.parquet").write_bytes(b"x")
+    day = out / "verdicts" / "day=2026-05-22"
+    day.mkdir(parents=True)
+    (day / "file-link.parquet").symlink_to(outside / "keep.parquet")
+    (day / "folder-link").symlink_to(outside)
+    (out / "aggregates" / "dangling.parquet").symlink_to(tmp_path / "nowhere")
+    assert lake.remove_unlisted(out, {"files": {}}) == 3
+    assert (outside / "keep.parquet").read_bytes() == b"x"  # what they pointed at is untouched
+    assert not day.exists() and not (out / "aggregates" / "dangling.parquet").is_symlink()
+
+
 def test_a_state_that_is_not_an_object_or_a_link_is_no_state(tmp_path: Path) -> None:
     assert lake.read_state(tmp_path) is None
     (tmp_path / lake.STATE).write_bytes(b"[1]")

@@ -139,11 +139,15 @@ def listed_files(state: dict[str, Any] | None) -> set[str]:
     return found
 
 
-def _lake_files(out_dir: Path) -> Iterator[Path]:
+def _lake_files(out_dir: Path) -> Iterator[str]:
+    """The relative paths (``table/day=…/name``) of everything under the lake's folders that is
+    not a folder: files, and links of any kind (never followed). ``os.walk`` over strings: a
+    year's lake holds thousands of parts, and a pass lists them twice."""
     for folder in (*TABLE_DIRS, *PASS_DIRS):
-        root = out_dir / folder
-        if root.is_dir():
-            yield from (p for p in root.rglob("*") if p.is_file() or p.is_symlink())
+        for top, folders, names in os.walk(os.path.join(out_dir, folder)):
+            relative = os.path.relpath(top, out_dir).replace(os.sep, "/")
+            links = [f for f in folders if os.path.islink(os.path.join(top, f))]
+            yield from (f"{relative}/{name}" for name in (*names, *links))
 
 
 def remove_unlisted(out_dir: Path, state: dict[str, Any] | None) -> int:
@@ -151,10 +155,10 @@ def remove_unlisted(out_dir: Path, state: dict[str, Any] | None) -> int:
     returns how many files went."""
     keep = listed_files(state)
     removed = 0
-    for path in list(_lake_files(out_dir)):
-        if path.relative_to(out_dir).as_posix() not in keep:
+    for relative in list(_lake_files(out_dir)):
+        if relative not in keep:
             with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+                os.unlink(os.path.join(out_dir, relative))
                 removed += 1
     for folder in TABLE_DIRS:
         root = out_dir / folder
@@ -187,8 +191,13 @@ def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
     Without ``temp_dir`` a query that outgrows the memory limit spills into the system's temporary
     folder (``msgwatch-duckdb-<uid>``), never into DuckDB's default, ``.tmp`` in the working
     directory (a reader's working directory may be a checkout or read-only).
+
+    Parquet footers are cached for the connection's life (``parquet_metadata_cache``): a pass
+    reads every verdict part more than once (the aggregates' dedup, the events' evidence), and
+    the lake's files are never rewritten under a name a committed state listed.
     """
     connection = duckdb.connect(":memory:")
+    connection.execute("SET parquet_metadata_cache=true")
     connection.execute(f"SET threads={DUCKDB_THREADS}")
     connection.execute(f"SET memory_limit='{DUCKDB_MEMORY}'")
     if temp_dir is None:
