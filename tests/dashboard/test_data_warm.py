@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from msgwatch.analysis.inputs.jsonl import jsonl_sources
+from msgwatch.analysis.lake import read_parquet_sql
+from msgwatch.analysis.passes import PassConfig, run_pass
 from msgwatch.dashboard import data, data_rollup
 from msgwatch.dashboard.data import Observatory
 from msgwatch.dashboard.data_sql import Reader
@@ -155,12 +159,6 @@ def test_measurement_time_hint(
 def test_rollups_cover_every_month_of_the_lake(tmp_path: Path, cache: Path) -> None:
     """The aggregates are one file per month: the roll-ups are built over all of them, so a week
     that straddles two months counts both months' measurements."""
-    import orjson
-
-    from msgwatch.analysis.inputs.jsonl import jsonl_sources
-    from msgwatch.analysis.lake import read_parquet_sql
-    from msgwatch.analysis.passes import PassConfig, run_pass
-
     source = fixture._lab("whatsapp", "AS64513")
     start = dt.datetime(2026, 4, 30, 20)
     measurements = tmp_path / "m.jsonl"

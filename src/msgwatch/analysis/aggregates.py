@@ -47,6 +47,7 @@ from msgwatch.analysis.lake import (
     aggregate_part,
     copy_to_parquet,
     empty_select,
+    read_parquet_sql,
     sql_text,
     staged_table,
 )
@@ -55,7 +56,11 @@ from msgwatch.analysis.schema import AGGREGATE_COLUMNS, VERDICT_COLUMNS, names
 TIME: Final = "%Y-%m-%d %H:%M:%S"
 Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
 
-AGGREGATE_SQL: Final = """
+ORDER: Final = "ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism"
+"""The aggregates' row order (:data:`AGGREGATE_SQL`'s last clause, and each monthly file's)."""
+
+AGGREGATE_SQL: Final = (
+    """
 WITH ranked AS (
     SELECT *, row_number() OVER (
         PARTITION BY measurement_uid, service, function
@@ -85,10 +90,10 @@ SELECT
     CAST(count(*) FILTER (WHERE control_ok) AS BIGINT) AS control_ok
 FROM unique_verdicts
 GROUP BY ALL
-ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism
 """
-ORDER: Final = "ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism"
-"""The aggregates' row order (:data:`AGGREGATE_SQL`'s last clause)."""
+    + ORDER
+    + "\n"
+)
 
 
 def aggregate_sql(bucket_seconds: int, relation: str = "verdicts") -> str:
@@ -114,7 +119,7 @@ def incremental_sql(
     Only rows of the buckets the committed files held or the recount finds come out."""
     at = sql_text(cutoff.strftime(TIME))
     kept = (
-        f"SELECT * FROM {_parquet(committed)} WHERE bucket < TIMESTAMP {at}"
+        f"SELECT * FROM {read_parquet_sql(committed)} WHERE bucket < TIMESTAMP {at}"
         if committed
         else empty_select(AGGREGATE_COLUMNS)
     )
@@ -172,15 +177,9 @@ def needed_sql(needed: RowsNeeded, seconds: int) -> str:
     return " OR ".join(terms)
 
 
-def _parquet(files: list[str]) -> str:
-    """``read_parquet`` of aggregates files (absolute paths; at least one)."""
-    listed = ", ".join(sql_text(name) for name in files)
-    return f"read_parquet([{listed}], hive_partitioning=false)"
-
-
 def _select(what: str, files: list[str], where: str | None) -> str:
     """``SELECT what`` from aggregates files (none: no rows), with ``where`` when given."""
-    source = _parquet(files) if files else f"({empty_select(AGGREGATE_COLUMNS)})"
+    source = read_parquet_sql(files) if files else f"({empty_select(AGGREGATE_COLUMNS)})"
     query = f"SELECT {what} FROM {source}"
     return query if where is None else f"{query} WHERE {where}"
 

@@ -352,11 +352,11 @@ class _Pass:
         files["aggregates"] = kept + written
         self.report.aggregate_files_written = len(written)
         listed = lake.absolute(self.out, files["aggregates"])
-        (count,) = (
-            connection.execute(f"SELECT count(*) FROM {lake.read_parquet_sql(listed)}").fetchone()
-            if listed
-            else None
-        ) or (0,)
+        count = 0
+        if listed:
+            (count,) = connection.execute(
+                f"SELECT count(*) FROM {lake.read_parquet_sql(listed)}"
+            ).fetchone() or (0,)
         self.report.aggregates = int(count)
 
     def _committed_aggregates(self) -> list[tuple[str, str]] | None:
@@ -397,15 +397,15 @@ class _Pass:
         self._progress("events")
         params = self.config.detector or DetectorParams(bucket_seconds=self.config.bucket_seconds)
         state = self._detector_state()
-        path = lake.absolute(self.out, files["aggregates"])
+        aggregates = lake.absolute(self.out, files["aggregates"])
         windows = self.out / lake.WORK / "windows.ndjson"
         needed = rows_needed(params, state)
         where = None if needed is None else needed_sql(needed, params.bucket_seconds)
 
         def run(where: str | None, rows_from: RowsNeeded | None) -> Detection:
-            newest = newest_bucket(connection, path, where)
+            newest = newest_bucket(connection, aggregates, where)
             return detect(
-                aggregate_rows(connection, path, where, by_scope=True),
+                aggregate_rows(connection, aggregates, where, by_scope=True),
                 params,
                 state,
                 self.config.closed_until,

@@ -41,6 +41,7 @@ from typing import Final
 import duckdb
 
 from msgwatch.analysis import lake
+from msgwatch.dashboard.data_cache import stamp
 from msgwatch.dashboard.data_sql import DAY, TIME_FORMAT, Reader, parse_time
 
 COLUMNS: Final = (
@@ -110,15 +111,11 @@ def _targets(reader: Reader, aggregates: list[str]) -> dict[int, Path] | None:
     folder = cache_dir()
     if folder is None:
         return None
-    stamps = []
-    for name in aggregates:
-        try:
-            info = os.stat(name)
-        except OSError:
-            return None
-        stamps.append(f"{name}\0{info.st_size}\0{info.st_mtime_ns}")
+    stamps = [stamp(name) for name in aggregates]
+    if "" in stamps:
+        return None
     lake_key = _hash(os.fspath(reader.lake_dir.resolve()))
-    key = _hash("\0".join(stamps))
+    key = _hash("\0".join(f"{name}\0{s}" for name, s in zip(aggregates, stamps, strict=True)))
     return {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
 
 
