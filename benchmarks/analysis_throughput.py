@@ -21,6 +21,12 @@ For each archive size (``--count``, then ``--also`` when not 0) the run
 Prints the figures of each size, the pass report's stage times when it gives them, and OONI's
 published figures for scale, quoted (not measured here).
 
+``--rounds N`` (1 by default) measures each size N times, the bare parse and the pass one after the
+other in each round, and prints every round's ratio and the figures of the round with the median
+ratio: on a shared or virtual machine the speed of the cores drifts by tens of percent from one
+minute to the next (the same code gave ratios from 0.39 to 0.48 within ten minutes on 2026-12-04),
+and a ratio taken within one round cancels most of that drift.
+
 ``--scaling N`` (20,000 by default, 0: off) runs the bare parse of the first ``N`` measurements in
 one process, then in two at once: how much of a second core this machine gives (the pass runs on
 two, the bare parse on one).
@@ -39,6 +45,7 @@ import itertools
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -425,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the archives and outputs under this")
     parser.add_argument("--bare-only", action="store_true", help="skip the pass")
     parser.add_argument(
+        "--rounds", type=int, default=1, metavar="N", help="measure each size N times (median)"
+    )
+    parser.add_argument(
         "--costs",
         type=int,
         default=0,
@@ -460,8 +470,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n, seconds = bare_parse(data_dir)
                 print(f"bare parse: {n:,} measurements, {n / seconds:,.0f}/s ({seconds:.1f} s)")
                 continue
-            with place(parsed.keep, f"out-{count}") as out_dir:
-                figures = measure(data_dir, out_dir / "out", parsed.workers, count)
+            rounds: list[Figures] = []
+            for number in range(max(parsed.rounds, 1)):
+                with place(parsed.keep, f"out-{count}") as out_dir:
+                    shutil.rmtree(out_dir / "out", ignore_errors=True)  # a fresh pass each round
+                    rounds.append(measure(data_dir, out_dir / "out", parsed.workers, count))
+                if parsed.rounds > 1:
+                    print(f"round {number + 1}: ratio {rounds[-1].ratio:.2f} "
+                          f"(bare parse {rounds[-1].parse_rate:,.0f}/s, "
+                          f"pass {rounds[-1].pass_rate:,.0f}/s)")  # fmt: skip
+            figures = sorted(rounds, key=lambda f: f.ratio)[(len(rounds) - 1) // 2]
+            if len(rounds) > 1:
+                ratios = " ".join(f"{f.ratio:.2f}" for f in rounds)
+                print(f"ratios of {len(rounds)} rounds: {ratios}; the median round's figures:")
             show(figures)
             results.append(figures)
             if parsed.scaling:

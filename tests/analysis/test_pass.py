@@ -223,14 +223,15 @@ def test_two_workers_give_the_rows_of_one(tmp_path: Path, lab_lines: list[bytes]
         one.verdicts,
         one.aggregates,
     )
-    rows = {}
-    for name in ("one", "two"):
-        state = lake.read_state(tmp_path / name)
-        assert state is not None
-        rows[name] = sorted(
-            orjson.dumps(r, default=str) for r in table(tmp_path / name, state["files"]["verdicts"])
-        )
-    assert rows["one"] == rows["two"]
+    for kind in ("verdicts", "observations"):  # the workers hand rows back as files
+        rows = {}
+        for name in ("one", "two"):
+            state = lake.read_state(tmp_path / name)
+            assert state is not None
+            found = table(tmp_path / name, state["files"][kind])
+            rows[name] = sorted(orjson.dumps(r, default=str) for r in found)
+        assert rows["one"] == rows["two"]
+        assert rows["one"]
 
 
 def test_one_pass_at_a_time(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ Layout (``OUT``)::
     events/pass-NNNNNN.parquet + pass-NNNNNN.json
     detector/pass-NNNNNN.json                         the detector's state
     problems/pass-NNNNNN.jsonl
-    .work/                                            staging and DuckDB's temporary files
+    .work/                                            staging, the chunks and rows handed to and
+                                                      from the workers (analysis.handover) and
+                                                      DuckDB's temporary files
 
 Rules:
 
@@ -217,11 +219,14 @@ def typed_select(columns: Columns, source: str) -> str:
     return f"SELECT {names} FROM {source}"
 
 
-def read_json_sql(path: Path, columns: Columns) -> str:
-    """DuckDB's ``read_json`` of an NDJSON file with the table's column types."""
+def read_json_sql(path: Path | list[str], columns: Columns) -> str:
+    """DuckDB's ``read_json`` of NDJSON files (one, or a list read in its order) with the
+    table's column types."""
     spec = ", ".join(f"{sql_text(name)}: {sql_text(kind)}" for name, kind in columns)
+    paths = [os.fspath(path)] if isinstance(path, Path) else path
+    listed = ", ".join(sql_text(p) for p in paths)
     return (
-        f"read_json({sql_text(os.fspath(path))}, format='newline_delimited', "
+        f"read_json([{listed}], format='newline_delimited', "
         f"columns={{{spec}}}, maximum_object_size=67108864)"
     )
 
@@ -265,6 +270,7 @@ class Stager:
         self.folder = work / table
         self.folder.mkdir()
         self.staged: dict[str, int] = {}  # day → rows staged
+        self.spilled: dict[str, list[str]] = {}  # day → files of rows taken (add_files)
         self.parts: dict[str, int] = {}  # day → parts written
         self.written: list[str] = []  # relative paths of the parts written
 
@@ -282,34 +288,51 @@ class Stager:
                 handle.write(data)
             self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
 
-    def detach(self) -> list[tuple[Path, str]]:
-        """Hand over the staged days as ``(staging file, part)`` pairs and empty the staging.
+    def add_files(self, files: dict[str, str], rows: dict[str, int]) -> None:
+        """Take files of NDJSON rows per day (a worker's, :mod:`.handover`), after what was staged
+        before; ``rows`` counts them by the rows' own ``day``. The files are removed once written."""
+        for day, path in files.items():
+            self.spilled.setdefault(day if _DAY.fullmatch(day) else "unknown", []).append(path)
+        for day, count in rows.items():
+            day = day if _DAY.fullmatch(day) else "unknown"
+            self.staged[day] = self.staged.get(day, 0) + count
 
-        Each day's staging file is renamed out of the way and its part name reserved (listed in
-        :attr:`written`), so new rows can be staged while :func:`write_parts` writes these."""
-        batch: list[tuple[Path, str]] = []
+    def detach(self) -> list[tuple[list[str], str]]:
+        """Hand over the staged days as ``(staging files, part)`` pairs and empty the staging.
+
+        Each day's staging file is renamed out of the way (the files :meth:`add_files` took follow
+        it) and its part name reserved (listed in :attr:`written`), so new rows can be staged
+        while :func:`write_parts` writes these."""
+        batch: list[tuple[list[str], str]] = []
         for day in sorted(self.staged):
             part = self.parts.get(day, 0)
             relative = part_path(self.table, day, self.number, part)
             staging = self.folder / f"{day}.ndjson"
-            held = self.folder / f"{day}.{part}.ndjson"
-            staging.rename(held)
+            sources: list[str] = []
+            if staging.exists():
+                held = self.folder / f"{day}.{part}.ndjson"
+                staging.rename(held)
+                sources.append(os.fspath(held))
+            sources += self.spilled.pop(day, [])
+            if not sources:  # counted rows but no file: nothing to write
+                continue
             self.parts[day] = part + 1
             self.written.append(relative)
-            batch.append((held, relative))
+            batch.append((sources, relative))
         self.staged.clear()
         return batch
 
     def write_parts(
-        self, connection: duckdb.DuckDBPyConnection, batch: list[tuple[Path, str]]
+        self, connection: duckdb.DuckDBPyConnection, batch: list[tuple[list[str], str]]
     ) -> None:
         """Write a :meth:`detach` ed batch as Parquet parts (removing its staging files); safe in
         another thread with its own connection (``connection.cursor()``), since it touches no
         state of the stager."""
-        for staging, relative in batch:
-            select = typed_select(self.columns, read_json_sql(staging, self.columns))
+        for sources, relative in batch:
+            select = typed_select(self.columns, read_json_sql(sources, self.columns))
             copy_to_parquet(connection, select, self.out_dir / relative)
-            staging.unlink()
+            for source in sources:
+                os.unlink(source)
 
     def flush(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Write every staged day as a Parquet part and empty the staging."""
@@ -369,6 +392,6 @@ class Flusher:
         if running is not None:
             running.result()
 
-    def _write(self, batches: list[tuple[Stager, list[tuple[Path, str]]]]) -> None:
+    def _write(self, batches: list[tuple[Stager, list[tuple[list[str], str]]]]) -> None:
         for stager, batch in batches:
             stager.write_parts(self._cursor, batch)

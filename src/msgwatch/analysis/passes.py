@@ -216,7 +216,10 @@ class _Pass:
             }
             with lake.Flusher(connection) as flusher:
                 for result in analyse(
-                    self._items(problems), self.config.workers, self.config.max_line_bytes
+                    self._items(problems),
+                    self.config.workers,
+                    self.config.max_line_bytes,
+                    work=work,
                 ):
                     self._take(result, stagers, problems)
                     if sum(s.rows for s in stagers.values()) >= self.config.flush_rows:
@@ -275,8 +278,14 @@ class _Pass:
         self.skipped.update(result.skipped)
         for where, reason in result.problems:
             self._problem(problems, where, reason)
-        stagers["observations"].add(result.observations, result.observation_rows)
-        stagers["verdicts"].add(result.verdicts, result.verdict_rows)
+        for table, rows in (
+            ("observations", result.observation_rows),
+            ("verdicts", result.verdict_rows),
+        ):
+            if table in result.files:  # handed back as files (workers.analyse's work folder)
+                stagers[table].add_files(result.files[table], rows)
+            else:
+                stagers[table].add(getattr(result, table), rows)
         self.report.observations += sum(result.observation_rows.values())
         self.report.verdicts += sum(result.verdict_rows.values())
         if result.earliest is not None and (

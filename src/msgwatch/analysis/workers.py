@@ -3,7 +3,8 @@
 The pass hands :func:`analyse` its sources' :class:`~msgwatch.analysis.inputs.Item` s in chunks;
 each chunk is analysed by :func:`analyse_chunk`, in a worker process (``workers`` > 1) or in this
 process (``workers`` = 1), and comes back as a :class:`ChunkResult` whose rows are already NDJSON
-bytes per table and day, so the parent only appends bytes to its staging files.
+per table and day. Given a work folder, a worker's chunk and its rows are handed over as files
+there (:mod:`.handover`), and the parent only lists the rows' files for its stagers.
 
 Rules:
 
@@ -24,28 +25,42 @@ Rules:
   hanging it; nothing is committed and the next pass reads the same items again.
 - The pool uses the ``forkserver`` start method (never ``fork``: the parent may hold threads and a
   DuckDB connection).
+- Freed memory is kept for reuse (:func:`keep_freed_memory`, in this process and in the workers).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import multiprocessing
+import os
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from msgwatch.analysis import transform as transform_module
+from msgwatch.analysis.handover import Packed, pack, spill, unpack
 from msgwatch.analysis.inputs import Item
 from msgwatch.analysis.transform import BadMeasurement, Meta
 
 CHUNK_ITEMS = 256
 CHUNK_BYTES = 4 * 1024 * 1024
+FILE_CHUNK_BYTES = 16 * 1024 * 1024
+"""A chunk handed over as a file may be larger: its size no longer costs pipe traffic, and fewer,
+larger files of rows are cheaper for DuckDB to read."""
 MAX_UID_CHARS = 128
+MMAP_THRESHOLD = 32 * 1024 * 1024
+"""Allocations below this come from the heap, not from a fresh mapping."""
+TRIM_THRESHOLD = 128 * 1024 * 1024
+"""Free memory at the heap's top kept before any is given back to the kernel."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 @dataclass
@@ -61,6 +76,13 @@ class ChunkResult:
     skipped: Counter[str] = field(default_factory=Counter)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
     earliest: str | None = None  # the earliest verdict time, "YYYY-MM-DD HH:MM:SS"
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # table → day → NDJSON file
+
+    def spill(self, work: Path, number: int) -> None:
+        """Move the rows into files of the work folder (:func:`.handover.spill`)."""
+        self.files["observations"] = spill(work, "observations", number, self.observations)
+        self.files["verdicts"] = spill(work, "verdicts", number, self.verdicts)
+        self.observations, self.verdicts = {}, {}
 
 
 def uid_of(item: Item, measurement: dict[str, Any]) -> str:
@@ -165,14 +187,41 @@ def analyse_chunk(items: list[Item], max_line_bytes: int) -> ChunkResult:
     return result
 
 
-def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
-    """Chunks of at most ``size`` items and about :data:`CHUNK_BYTES` of lines."""
+def analyse_packed(packed: Packed, max_line_bytes: int, work: str) -> ChunkResult:
+    """:func:`analyse_chunk` of a chunk handed over in a file, its rows handed back in files."""
+    result = analyse_chunk(unpack(packed), max_line_bytes)
+    result.spill(Path(work), packed.number)
+    return result
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's allocator keep freed memory for reuse (:data:`MMAP_THRESHOLD`,
+    :data:`TRIM_THRESHOLD`); whether it applied (False without glibc's ``mallopt``).
+
+    A pass's lines, chunks of rows and DuckDB's reads are large and freed as fast as they are made;
+    by default glibc maps every block above 128 KiB afresh and unmaps it when freed, and gives the
+    heap's top back once 128 KiB of it are free, so the next block faults its pages in again. The
+    memory kept is bounded by :data:`TRIM_THRESHOLD` per process."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
+def _chunks(items: Iterable[Item], size: int, max_bytes: int = CHUNK_BYTES) -> Iterator[list[Item]]:
+    """Chunks of at most ``size`` items and about ``max_bytes`` of lines."""
     chunk: list[Item] = []
     held = 0
     for item in items:
         chunk.append(item)
         held += len(item.line)
-        if len(chunk) >= size or held >= CHUNK_BYTES:
+        if len(chunk) >= size or held >= max_bytes:
             yield chunk
             chunk, held = [], 0
     if chunk:
@@ -180,20 +229,38 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def analyse(
-    items: Iterable[Item], workers: int, max_line_bytes: int, chunk_items: int = CHUNK_ITEMS
+    items: Iterable[Item],
+    workers: int,
+    max_line_bytes: int,
+    chunk_items: int = CHUNK_ITEMS,
+    work: Path | None = None,
 ) -> Iterator[ChunkResult]:
-    """The results of ``items`` chunk by chunk, in order, on ``workers`` processes."""
+    """The results of ``items`` chunk by chunk, in order, on ``workers`` processes. With ``work``
+    (a folder holding ``observations/`` and ``verdicts/``) a worker's chunk and rows are handed
+    over as files there (:mod:`.handover`), and every result names its rows' files."""
+    keep_freed_memory()
     if workers <= 1:
-        for chunk in _chunks(items, chunk_items):
-            yield analyse_chunk(chunk, max_line_bytes)
+        for number, chunk in enumerate(_chunks(items, chunk_items)):
+            result = analyse_chunk(chunk, max_line_bytes)
+            if work is not None:
+                result.spill(work, number)
+            yield result
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])  # workers fork from a server that imported us
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    size, max_bytes = (chunk_items, CHUNK_BYTES) if work is None else (
+        4 * chunk_items, FILE_CHUNK_BYTES
+    )  # fmt: skip
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         try:
-            for chunk in _chunks(items, chunk_items):
-                pending.append(pool.submit(analyse_chunk, chunk, max_line_bytes))
+            for number, chunk in enumerate(_chunks(items, size, max_bytes)):
+                if work is None:
+                    pending.append(pool.submit(analyse_chunk, chunk, max_line_bytes))
+                    continue
+                packed = pack(work, number, chunk)
+                del chunk  # its lines wait in the file
+                pending.append(pool.submit(analyse_packed, packed, max_line_bytes, os.fspath(work)))
                 while len(pending) >= 2 * workers:
                     yield pending.popleft().result()
             while pending:
