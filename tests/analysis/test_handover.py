@@ -84,6 +84,8 @@ def test_two_workers_hand_everything_over_as_files_and_leave_none(
         f.read_bytes().count(b"\n") for f in files if f.parent.name == "verdicts"
     )
     assert not list((work / INBOX).iterdir())  # every chunk's lines were read and removed
+    alone = list(analyse(items, 1, 1 << 24, chunk_items=2, work=work))  # in this process
+    assert all(not r.files for r in alone) and sum(len(r.verdicts) for r in alone) > 0
 
 
 def test_freed_memory_is_kept_where_the_allocator_is_glibcs() -> None:

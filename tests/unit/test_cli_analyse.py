@@ -95,6 +95,7 @@ def test_the_summary_table_names_skips_and_problems(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
     assert re.search(r"analysed\W+2\b", text), result.stdout  # one of them skipped
+    assert re.search(r"aggregate files written\W+1\b", text), result.stdout  # May 2026's
     assert "skipped: unknown_test" in text
     assert f"problem {mixed}:3" in text and "not_json" in text
 

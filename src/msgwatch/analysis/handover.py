@@ -16,8 +16,11 @@ Rules:
   ``<work>/<table>/c<NNNNNNN>-<day>.ndjson``, and its result names those files instead of carrying
   the rows; the pass's stager (:class:`~msgwatch.analysis.lake.Stager`) writes them into the day's
   Parquet part. A day that is not ``YYYY-MM-DD`` is ``unknown``, as the stager names it.
-- Everything lives in the pass's work folder, which the next pass empties: a pass that dies leaves
-  nothing the lake lists.
+- Everything lives in the pass's work folder (mode 0700), which the pass removes when it ends and
+  the next pass empties: a pass that dies leaves nothing the lake lists. An inbox file is a copy
+  of lines the source already holds on this machine (the collector's archive, a JSONL file, an
+  OONI folder), kept from :func:`pack` to :func:`unpack`; the rows are scrubbed of the probe's
+  address before they are spilled, as before.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The pass hands :func:`analyse` its sources' :class:`~msgwatch.analysis.inputs.Item` s in chunks;
 each chunk is analysed by :func:`analyse_chunk`, in a worker process (``workers`` > 1) or in this
 process (``workers`` = 1), and comes back as a :class:`ChunkResult` whose rows are already NDJSON
-per table and day. Given a work folder, a worker's chunk and its rows are handed over as files
-there (:mod:`.handover`), and the parent only lists the rows' files for its stagers.
+per table and day. Given a work folder and worker processes, a worker's chunk and its rows are
+handed over as files there (:mod:`.handover`), and the parent only lists the rows' files for its
+stagers.
 
 Rules:
 
@@ -236,15 +237,13 @@ def analyse(
     work: Path | None = None,
 ) -> Iterator[ChunkResult]:
     """The results of ``items`` chunk by chunk, in order, on ``workers`` processes. With ``work``
-    (a folder holding ``observations/`` and ``verdicts/``) a worker's chunk and rows are handed
-    over as files there (:mod:`.handover`), and every result names its rows' files."""
+    (a folder holding ``observations/`` and ``verdicts/``) and more than one worker, a worker's
+    chunk and rows are handed over as files there (:mod:`.handover`), and every result names its
+    rows' files instead of holding them."""
     keep_freed_memory()
-    if workers <= 1:
-        for number, chunk in enumerate(_chunks(items, chunk_items)):
-            result = analyse_chunk(chunk, max_line_bytes)
-            if work is not None:
-                result.spill(work, number)
-            yield result
+    if workers <= 1:  # nothing to hand over: the rows stay in the results
+        for chunk in _chunks(items, chunk_items):
+            yield analyse_chunk(chunk, max_line_bytes)
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])  # workers fork from a server that imported us

@@ -54,6 +54,11 @@ def print_summary(report: Mapping[str, Any], console: Console) -> None:
         ("observations", report.get("observations")),
         ("verdicts", report.get("verdicts")),
         ("aggregates", report.get("aggregates")),
+        *(  # the monthly files this pass rewrote (the DuckDB pass's report says it)
+            [("aggregate files written", report["aggregate_files_written"])]
+            if "aggregate_files_written" in report
+            else []
+        ),
         ("events", report.get("events")),
         ("problems", count),
         ("seconds", f"{float(report.get('seconds') or 0):.1f}"),
