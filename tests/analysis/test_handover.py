@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 
-from msgwatch.analysis import lake
+from msgwatch.analysis import lake, workers
 from msgwatch.analysis.handover import INBOX, pack, spill, unpack
 from msgwatch.analysis.inputs import Item
 from msgwatch.analysis.schema import VERDICT_COLUMNS
@@ -21,8 +23,8 @@ def test_a_chunk_comes_back_from_its_file_as_it_went_and_the_file_goes(tmp_path:
         Item(b"\xff\xfe not utf-8 \x00", "f:3", None, "uid-3", None),
         Item(b"x" * 70_000, "f:4", "t4"),
     ]
-    packed = pack(tmp_path, 7, items)
-    assert Path(packed.path) == tmp_path / INBOX / "c0000007.lines"
+    packed = pack(tmp_path, "r1", 7, items)
+    assert Path(packed.path) == tmp_path / INBOX / "cr1-0000007.lines"
     assert all(len(slot) == 5 for slot in packed.slots)  # no line travels with the chunk
     assert unpack(packed) == items
     assert not Path(packed.path).exists()
@@ -35,14 +37,28 @@ def test_rows_are_spilled_a_file_per_day_and_odd_days_share_unknown(tmp_path: Pa
         "../../etc": bytearray(b'{"day": "../../etc"}\n'),
         "unknown": bytearray(b'{"day": null}\n'),
     }
-    files = spill(tmp_path, "verdicts", 3, days)
+    files = spill(tmp_path, "verdicts", "r1", 3, days)
     assert sorted(files) == ["2026-05-22", "unknown"]
-    assert Path(files["2026-05-22"]) == tmp_path / "verdicts" / "c0000003-2026-05-22.ndjson"
+    assert Path(files["2026-05-22"]) == tmp_path / "verdicts" / "cr1-0000003-2026-05-22.ndjson"
     assert Path(files["unknown"]).read_bytes().count(b"\n") == 2
     assert sorted(p.name for p in (tmp_path / "verdicts").iterdir()) == [
-        "c0000003-2026-05-22.ndjson",
-        "c0000003-unknown.ndjson",
+        "cr1-0000003-2026-05-22.ndjson",
+        "cr1-0000003-unknown.ndjson",
     ]
+
+
+def test_a_file_is_never_overwritten(tmp_path: Path) -> None:
+    """A worker of a killed pass that finishes late cannot truncate the next pass's files."""
+    (tmp_path / "verdicts").mkdir()
+    rows = {"2026-05-22": bytearray(b'{"day": "2026-05-22"}\n')}
+    first = spill(tmp_path, "verdicts", "r1", 0, rows)
+    with pytest.raises(FileExistsError):
+        spill(tmp_path, "verdicts", "r1", 0, {"2026-05-22": bytearray(b"late\n")})
+    assert Path(first["2026-05-22"]).read_bytes() == rows["2026-05-22"]
+    assert spill(tmp_path, "verdicts", "r2", 0, rows) != first  # another run: beside it
+    pack(tmp_path, "r1", 0, [Item(b"{}", "w")])
+    with pytest.raises(FileExistsError):
+        pack(tmp_path, "r1", 0, [Item(b"[]", "w")])
 
 
 def test_the_stager_writes_taken_files_after_its_own_rows_and_removes_them(tmp_path: Path) -> None:
@@ -53,7 +69,7 @@ def test_the_stager_writes_taken_files_after_its_own_rows_and_removes_them(tmp_p
     taken = []
     for number in (1, 2):
         rows = bytearray(orjson.dumps({"measurement_uid": f"u{number}", "day": day}) + b"\n")
-        taken.append(spill(work, "verdicts", number, {day: rows}))
+        taken.append(spill(work, "verdicts", "r", number, {day: rows}))
         stager.add_files(taken[-1], {day: 1})
     assert stager.rows == 3
     with lake.connect(work) as connection:
@@ -66,6 +82,21 @@ def test_the_stager_writes_taken_files_after_its_own_rows_and_removes_them(tmp_p
     assert [u for (u,) in uids] == ["u0", "u1", "u2"]
     assert not list((work / "verdicts").iterdir())  # the taken files are gone too
     assert stager.rows == 0
+
+
+def test_rows_counted_without_their_file_fail_the_pass_instead_of_vanishing(
+    tmp_path: Path,
+) -> None:
+    work = lake.prepare(tmp_path)
+    stager = lake.Stager(tmp_path, work, "verdicts", VERDICT_COLUMNS, 1)
+    stager.add_files({}, {"2026-05-22": 3})
+    with pytest.raises(RuntimeError, match="disagree"):
+        stager.detach()
+    stager = lake.Stager(tmp_path, work, "observations", VERDICT_COLUMNS, 1)
+    path = spill(work, "observations", "r", 0, {"2026-05-22": bytearray(b"{}\n")})
+    stager.add_files(path, {})
+    with pytest.raises(RuntimeError, match="disagree"):
+        stager.detach()
 
 
 def test_two_workers_hand_everything_over_as_files_and_leave_none(
@@ -86,6 +117,35 @@ def test_two_workers_hand_everything_over_as_files_and_leave_none(
     assert not list((work / INBOX).iterdir())  # every chunk's lines were read and removed
     alone = list(analyse(items, 1, 1 << 24, chunk_items=2, work=work))  # in this process
     assert all(not r.files for r in alone) and sum(len(r.verdicts) for r in alone) > 0
+    piped = list(analyse(items, 2, 1 << 24, chunk_items=2))  # no folder: through the pipes
+    assert all(not r.files for r in piped)
+    assert sum(sum(r.verdict_rows.values()) for r in piped) == sum(
+        sum(r.verdict_rows.values()) for r in results
+    )
+
+
+@pytest.mark.parametrize("folder", [True, False])
+def test_chunks_in_flight_stay_bounded_and_cancelled_ones_leave_no_lines(
+    tmp_path: Path, lab_lines: list[bytes], monkeypatch: pytest.MonkeyPatch, folder: bool
+) -> None:
+    work = lake.prepare(tmp_path)
+    for table in ("observations", "verdicts"):
+        (work / table).mkdir()
+    monkeypatch.setattr(workers, "FILE_CHUNK_BYTES", 1)  # a chunk per item, with a folder
+    pulled = 0
+
+    def items() -> Iterator[Item]:
+        nonlocal pulled
+        for n in range(200):
+            pulled += 1
+            yield Item(lab_lines[n % len(lab_lines)], f"lines:{n}")
+
+    results = analyse(items(), 2, 1 << 24, chunk_items=1, work=work if folder else None)
+    next(results)
+    assert pulled <= 2 * 2 + 1  # at most 2 × workers chunks in flight, then one is taken
+    results.close()  # the pass stops: pending chunks are cancelled
+    if folder:
+        assert not list((work / INBOX).iterdir())
 
 
 def test_freed_memory_is_kept_where_the_allocator_is_glibcs() -> None:

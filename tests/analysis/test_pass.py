@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import pytest
 
-from msgwatch.analysis import lake
+from msgwatch.analysis import lake, workers
 from msgwatch.analysis.inputs.jsonl import JsonlSource
 from msgwatch.analysis.passes import PassBusy, PassConfig, PassProgress, run_pass
 from msgwatch.analysis.transform import Meta, transform
@@ -208,7 +208,10 @@ def test_a_source_that_raises_is_a_problem_not_a_crash(
     assert [(w, r.split(":")[0]) for w, r in report.first_problems] == [("lines:b", "source_error")]
 
 
-def test_two_workers_give_the_rows_of_one(tmp_path: Path, lab_lines: list[bytes]) -> None:
+def test_two_workers_give_the_rows_of_one(
+    tmp_path: Path, lab_lines: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers, "FILE_CHUNK_BYTES", 1)  # a chunk, and row files, per measurement
     one = run_pass(config(tmp_path / "one", LinesSource("a", lab_lines[:6])))
     two = run_pass(
         PassConfig(
@@ -216,8 +219,11 @@ def test_two_workers_give_the_rows_of_one(tmp_path: Path, lab_lines: list[bytes]
             out_dir=tmp_path / "two",
             bucket_seconds=BUCKET,
             workers=2,
+            flush_rows=100,  # several flushes, each part from several workers' files
         )
     )
+    state = lake.read_state(tmp_path / "two")
+    assert state is not None and len(state["files"]["observations"]) > 2
     assert (two.observations, two.verdicts, two.aggregates) == (
         one.observations,
         one.verdicts,

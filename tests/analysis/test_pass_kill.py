@@ -34,7 +34,8 @@ def progress(p):
         os.kill(os.getpid(), signal.SIGKILL)
 
 run_pass(PassConfig(sources=[JsonlSource([Path(sys.argv[1])])], out_dir=Path(sys.argv[2]),
-                    bucket_seconds=60, workers=1, flush_rows=100, progress=progress))
+                    bucket_seconds=60, workers=int(sys.argv[4]), flush_rows=100,
+                    progress=progress))
 """
 
 
@@ -78,10 +79,17 @@ def inputs(
     return path, rows(reference)
 
 
-@pytest.mark.parametrize("phase", ["writing", "committing"])
+@pytest.mark.parametrize(
+    ("phase", "workers"), [("writing", 1), ("committing", 1), ("writing", 2), ("committing", 2)]
+)
 def test_a_killed_pass_is_redone_exactly(
-    tmp_path: Path, inputs: tuple[Path, dict[str, list[Any]]], lab_lines: list[bytes], phase: str
+    tmp_path: Path,
+    inputs: tuple[Path, dict[str, list[Any]]],
+    lab_lines: list[bytes],
+    phase: str,
+    workers: int,
 ) -> None:
+    """With two workers the chunks and rows go through files of the work folder (handover)."""
     _, expected = inputs
     out = tmp_path / "out"
     path = tmp_path / "input.jsonl"  # its first half is committed by a first pass
@@ -92,7 +100,7 @@ def test_a_killed_pass_is_redone_exactly(
         handle.write(b"\n".join(lab_lines[4:8]) + b"\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     killed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(path), str(out), phase],
+        [sys.executable, "-c", SCRIPT, str(path), str(out), phase, str(workers)],
         env=env,
         capture_output=True,
         timeout=60,
@@ -102,7 +110,7 @@ def test_a_killed_pass_is_redone_exactly(
     assert (out / "state.json").read_bytes() == committed
     assert lake_files(out) - lake.listed_files(lake.read_state(out))  # the killed pass left files
     report = run_pass(
-        PassConfig(sources=[JsonlSource([path])], out_dir=out, bucket_seconds=60, workers=1)
+        PassConfig(sources=[JsonlSource([path])], out_dir=out, bucket_seconds=60, workers=workers)
     )
     assert (report.pass_number, report.items) == (2, 4)
     assert rows(out) == expected

@@ -289,8 +289,9 @@ class Stager:
             self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
 
     def add_files(self, files: dict[str, str], rows: dict[str, int]) -> None:
-        """Take files of NDJSON rows per day (a worker's, :mod:`.handover`), after what was staged
-        before; ``rows`` counts them by the rows' own ``day``. The files are removed once written."""
+        """Take files of NDJSON rows per day (a worker's, :mod:`.handover`); ``rows`` counts them by
+        the rows' own ``day``. The files are removed once written. A pass stages either bytes
+        (:meth:`add`) or files: a day's own staging file is written before its taken files."""
         for day, path in files.items():
             self.spilled.setdefault(day if _DAY.fullmatch(day) else "unknown", []).append(path)
         for day, count in rows.items():
@@ -304,7 +305,7 @@ class Stager:
         it) and its part name reserved (listed in :attr:`written`), so new rows can be staged
         while :func:`write_parts` writes these."""
         batch: list[tuple[list[str], str]] = []
-        for day in sorted(self.staged):
+        for day in sorted(set(self.staged) | set(self.spilled)):
             part = self.parts.get(day, 0)
             relative = part_path(self.table, day, self.number, part)
             staging = self.folder / f"{day}.ndjson"
@@ -314,8 +315,8 @@ class Stager:
                 staging.rename(held)
                 sources.append(os.fspath(held))
             sources += self.spilled.pop(day, [])
-            if not sources:  # counted rows but no file: nothing to write
-                continue
+            if not sources or not self.staged.get(day):  # a bug: never a silent loss
+                raise RuntimeError(f"{self.table} {day}: rows counted and files staged disagree")
             self.parts[day] = part + 1
             self.written.append(relative)
             batch.append((sources, relative))

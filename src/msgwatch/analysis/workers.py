@@ -20,8 +20,10 @@ Rules:
 - The uid (:func:`uid_of`): the source's, else the measurement's own ``measurement_uid`` (text of at
   most 128 characters), else ``"sha256-"`` + the first 32 hex digits of the line's SHA-256.
 - Memory is bounded: a chunk holds at most :data:`CHUNK_ITEMS` items and about
-  :data:`CHUNK_BYTES` of lines, at most ``2 × workers`` chunks are in flight, results come back
-  in order.
+  :data:`CHUNK_BYTES` of lines (handed over as a file: 4 × :data:`CHUNK_ITEMS` and about
+  :data:`FILE_CHUNK_BYTES`, in the inbox, and a worker holds its file's bytes and their lines,
+  about twice that), at most ``2 × workers`` chunks are in flight, results come back in order.
+  A chunk cancelled before a worker took it (the pass failed) has its inbox file removed.
 - A worker that dies (killed, out of memory) fails the pass with ``BrokenProcessPool`` instead of
   hanging it; nothing is committed and the next pass reads the same items again.
 - The pool uses the ``forkserver`` start method (never ``fork``: the parent may hold threads and a
@@ -31,14 +33,16 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import ctypes.util
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
+import secrets
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,10 +83,10 @@ class ChunkResult:
     earliest: str | None = None  # the earliest verdict time, "YYYY-MM-DD HH:MM:SS"
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # table → day → NDJSON file
 
-    def spill(self, work: Path, number: int) -> None:
+    def spill(self, work: Path, run: str, number: int) -> None:
         """Move the rows into files of the work folder (:func:`.handover.spill`)."""
-        self.files["observations"] = spill(work, "observations", number, self.observations)
-        self.files["verdicts"] = spill(work, "verdicts", number, self.verdicts)
+        self.files["observations"] = spill(work, "observations", run, number, self.observations)
+        self.files["verdicts"] = spill(work, "verdicts", run, number, self.verdicts)
         self.observations, self.verdicts = {}, {}
 
 
@@ -191,23 +195,22 @@ def analyse_chunk(items: list[Item], max_line_bytes: int) -> ChunkResult:
 def analyse_packed(packed: Packed, max_line_bytes: int, work: str) -> ChunkResult:
     """:func:`analyse_chunk` of a chunk handed over in a file, its rows handed back in files."""
     result = analyse_chunk(unpack(packed), max_line_bytes)
-    result.spill(Path(work), packed.number)
+    result.spill(Path(work), packed.run, packed.number)
     return result
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's allocator keep freed memory for reuse (:data:`MMAP_THRESHOLD`,
-    :data:`TRIM_THRESHOLD`); whether it applied (False without glibc's ``mallopt``).
+    :data:`TRIM_THRESHOLD`), once per process; whether it applied (False without ``mallopt``).
 
     A pass's lines, chunks of rows and DuckDB's reads are large and freed as fast as they are made;
     by default glibc maps every block above 128 KiB afresh and unmaps it when freed, and gives the
     heap's top back once 128 KiB of it are free, so the next block faults its pages in again. The
-    memory kept is bounded by :data:`TRIM_THRESHOLD` per process."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
+    setting holds for the whole process (a pass runs in its own process in the collector and the
+    CLI); the free memory kept at the heap's top before any goes back is :data:`TRIM_THRESHOLD`."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     return bool(
@@ -235,7 +238,7 @@ def analyse(
     max_line_bytes: int,
     chunk_items: int = CHUNK_ITEMS,
     work: Path | None = None,
-) -> Iterator[ChunkResult]:
+) -> Generator[ChunkResult, None, None]:
     """The results of ``items`` chunk by chunk, in order, on ``workers`` processes. With ``work``
     (a folder holding ``observations/`` and ``verdicts/``) and more than one worker, a worker's
     chunk and rows are handed over as files there (:mod:`.handover`), and every result names its
@@ -250,20 +253,31 @@ def analyse(
     size, max_bytes = (chunk_items, CHUNK_BYTES) if work is None else (
         4 * chunk_items, FILE_CHUNK_BYTES
     )  # fmt: skip
+    run = secrets.token_hex(4)  # this call's files: a killed pass's last worker cannot touch them
+    inbox: dict[Future[ChunkResult], str] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
         pending: deque[Future[ChunkResult]] = deque()
         try:
             for number, chunk in enumerate(_chunks(items, size, max_bytes)):
                 if work is None:
-                    pending.append(pool.submit(analyse_chunk, chunk, max_line_bytes))
-                    continue
-                packed = pack(work, number, chunk)
-                del chunk  # its lines wait in the file
-                pending.append(pool.submit(analyse_packed, packed, max_line_bytes, os.fspath(work)))
+                    future = pool.submit(analyse_chunk, chunk, max_line_bytes)
+                else:
+                    packed = pack(work, run, number, chunk)
+                    del chunk  # its lines wait in the file
+                    future = pool.submit(analyse_packed, packed, max_line_bytes, os.fspath(work))
+                    inbox[future] = packed.path
+                pending.append(future)
                 while len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
+                    yield _done(pending.popleft(), inbox)
             while pending:
-                yield pending.popleft().result()
+                yield _done(pending.popleft(), inbox)
         finally:
             for future in pending:
-                future.cancel()
+                if future.cancel() and future in inbox:  # never to be read: its lines go now
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(inbox[future])
+
+
+def _done(future: Future[ChunkResult], inbox: dict[Future[ChunkResult], str]) -> ChunkResult:
+    inbox.pop(future, None)
+    return future.result()
