@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,11 @@ def test_unknown_scenario_is_a_usage_error() -> None:
 def test_up_status_down_leave_nothing() -> None:
     _root()
     before = set(runtime.known_ids())
+    folders = set(Path(tempfile.gettempdir()).glob("msgwatch-lab-up-*"))
     msgwatch = [sys.executable, "-m", "msgwatch", "lab"]
     up = subprocess.run([*msgwatch, "up", "sni-reset"], capture_output=True, text=True, timeout=90)
     assert up.returncode == 0, up.stderr
+    assert set(Path(tempfile.gettempdir()).glob("msgwatch-lab-up-*")) == folders  # ready file gone
     new = set(runtime.known_ids()) - before
     assert len(new) == 1
     (lab_id,) = new

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -418,15 +419,18 @@ def lab_up(scenario: str, phase: int) -> None:
         start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while not ready.exists():
-        if holder.poll() is not None:
-            stderr = holder.stderr.read().decode(errors="replace") if holder.stderr else ""
-            raise _err(f"the lab did not come up: {stderr.strip()[-2000:]}", EXIT_ENVIRONMENT)
-        if time.monotonic() > deadline:
-            holder.terminate()
-            raise _err("the lab did not come up within 60 s", EXIT_ENVIRONMENT)
-        time.sleep(0.1)
-    info = json.loads(ready.read_text())
+    try:
+        while not ready.exists():
+            if holder.poll() is not None:
+                stderr = holder.stderr.read().decode(errors="replace") if holder.stderr else ""
+                raise _err(f"the lab did not come up: {stderr.strip()[-2000:]}", EXIT_ENVIRONMENT)
+            if time.monotonic() > deadline:
+                holder.terminate()
+                raise _err("the lab did not come up within 60 s", EXIT_ENVIRONMENT)
+            time.sleep(0.1)
+        info = json.loads(ready.read_text())
+    finally:  # the holder needs its ready file no more (it was left in /tmp, one per lab up)
+        shutil.rmtree(ready.parent, ignore_errors=True)
     console = Console()
     console.print(f"lab {info['lab_id']} up with {chosen.name}, phase {chosen.phase[phase].name}")
     for isp in ("isp1", "isp2"):
