@@ -25,7 +25,8 @@ def test_a_chunk_comes_back_from_its_file_as_it_went_and_the_file_goes(tmp_path:
     ]
     packed = pack(tmp_path, "r1", 7, items)
     assert Path(packed.path) == tmp_path / INBOX / "cr1-0000007.lines"
-    assert all(len(slot) == 5 for slot in packed.slots)  # no line travels with the chunk
+    assert [slot[-1] for slot in packed.slots] == [len(i.line) for i in items]
+    assert not any(isinstance(v, bytes) for slot in packed.slots for v in slot)  # no line travels
     assert unpack(packed) == items
     assert not Path(packed.path).exists()
 

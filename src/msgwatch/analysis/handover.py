@@ -39,7 +39,8 @@ from typing import Final
 from msgwatch.analysis.inputs import Item
 
 INBOX: Final = "inbox"
-_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""A day partition's name (the lake's, :mod:`.lake`, and the files handed back)."""
 
 Slot = tuple[str, str | None, str | None, str | None, int]
 """An item without its line: (where, probe_tag, measurement_uid, received_at, the line's length)."""
@@ -57,7 +58,7 @@ class Packed:
 
 def day_name(day: str) -> str:
     """``day`` if it is ``YYYY-MM-DD``, else ``unknown`` (it becomes part of a file name)."""
-    return day if _DAY.fullmatch(day) else "unknown"
+    return day if DAY.fullmatch(day) else "unknown"
 
 
 def pack(work: Path, run: str, number: int, items: list[Item]) -> Packed:

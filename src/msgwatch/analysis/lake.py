@@ -45,6 +45,7 @@ from typing import Any, Final
 import duckdb
 import orjson
 
+from msgwatch.analysis.handover import DAY, day_name
 from msgwatch.analysis.schema import Columns
 from msgwatch.durable import read_bounded, replacing, write_durably
 
@@ -55,7 +56,6 @@ TABLE_DIRS: Final = ("observations", "verdicts")
 PASS_DIRS: Final = ("aggregates", "events", "detector", "problems")
 MAX_STATE_BYTES: Final = 256 * 1024 * 1024
 DUCKDB_THREADS: Final = 2
-_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 DUCKDB_MEMORY: Final = "512MB"  # the pass and every query: DuckDB spills to .work beyond it
 
 
@@ -282,8 +282,7 @@ class Stager:
     def add(self, chunks: dict[str, bytearray], rows: dict[str, int]) -> None:
         """Append NDJSON rows per day."""
         for day, data in chunks.items():
-            if not _DAY.fullmatch(day):
-                day = "unknown"
+            day = day_name(day)
             with open(self.folder / f"{day}.ndjson", "ab") as handle:
                 handle.write(data)
             self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
@@ -293,10 +292,9 @@ class Stager:
         the rows' own ``day``. The files are removed once written. A pass stages either bytes
         (:meth:`add`) or files: a day's own staging file is written before its taken files."""
         for day, path in files.items():
-            self.spilled.setdefault(day if _DAY.fullmatch(day) else "unknown", []).append(path)
+            self.spilled.setdefault(day_name(day), []).append(path)
         for day, count in rows.items():
-            day = day if _DAY.fullmatch(day) else "unknown"
-            self.staged[day] = self.staged.get(day, 0) + count
+            self.staged[day_name(day)] = self.staged.get(day_name(day), 0) + count
 
     def detach(self) -> list[tuple[list[str], str]]:
         """Hand over the staged days as ``(staging files, part)`` pairs and empty the staging.
@@ -349,7 +347,7 @@ class Stager:
             by_day.setdefault(name.split("/")[1].removeprefix("day="), []).append(name)
         kept: list[str] = []
         for day, parts in by_day.items():
-            if len(parts) < max(threshold, 2) or not _DAY.fullmatch(day):
+            if len(parts) < max(threshold, 2) or not DAY.fullmatch(day):
                 kept += parts
                 continue
             part = self.parts.get(day, 0)

@@ -254,30 +254,23 @@ def analyse(
         4 * chunk_items, FILE_CHUNK_BYTES
     )  # fmt: skip
     run = secrets.token_hex(4)  # this call's files: a killed pass's last worker cannot touch them
-    inbox: dict[Future[ChunkResult], str] = {}
     with ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
-        pending: deque[Future[ChunkResult]] = deque()
+        pending: deque[tuple[Future[ChunkResult], str | None]] = deque()  # and its inbox file
         try:
             for number, chunk in enumerate(_chunks(items, size, max_bytes)):
                 if work is None:
-                    future = pool.submit(analyse_chunk, chunk, max_line_bytes)
+                    pending.append((pool.submit(analyse_chunk, chunk, max_line_bytes), None))
                 else:
                     packed = pack(work, run, number, chunk)
                     del chunk  # its lines wait in the file
                     future = pool.submit(analyse_packed, packed, max_line_bytes, os.fspath(work))
-                    inbox[future] = packed.path
-                pending.append(future)
+                    pending.append((future, packed.path))
                 while len(pending) >= 2 * workers:
-                    yield _done(pending.popleft(), inbox)
+                    yield pending.popleft()[0].result()
             while pending:
-                yield _done(pending.popleft(), inbox)
+                yield pending.popleft()[0].result()
         finally:
-            for future in pending:
-                if future.cancel() and future in inbox:  # never to be read: its lines go now
+            for future, inbox in pending:
+                if future.cancel() and inbox is not None:  # never to be read: its lines go now
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(inbox[future])
-
-
-def _done(future: Future[ChunkResult], inbox: dict[Future[ChunkResult], str]) -> ChunkResult:
-    inbox.pop(future, None)
-    return future.result()
+                        os.unlink(inbox)
