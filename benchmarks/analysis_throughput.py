@@ -32,9 +32,11 @@ one process, then in two at once: how much of a second core this machine gives (
 two, the bare parse on one).
 
 ``--costs N`` (alone, or after the pass) says where the CPU goes: the first ``N`` measurements of
-the archive taken through each step of the pass in this process, one step at a time, each step's
-CPU time (``time.process_time``: user + system, DuckDB's threads included) per measurement, the best of
-three rounds, beside the budget that the target ratio leaves on two cores.
+the archive taken through each step of the pass in this process, each step's CPU time
+(``time.process_time``: user + system, DuckDB's threads included) per measurement, the best of
+three rounds, beside the budget that the target ratio leaves on two cores. The worker's steps run
+as a worker runs them, one measurement parsed, transformed and turned into rows before the next
+(the judge then runs once more alone, for its share of the transform).
 """
 
 from __future__ import annotations
@@ -341,41 +343,38 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     from msgwatch.analysis.schema import OBSERVATION_COLUMNS, VERDICT_COLUMNS
     from msgwatch.analysis.transform import Meta, transform
     from msgwatch.analysis.verdicts import judge
-    from msgwatch.analysis.workers import CHUNK_ITEMS, _add_rows, _chunks, _parse, _unwrap, uid_of
+    from msgwatch.analysis.workers import _add_rows, _parse, _unwrap, uid_of
 
     def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
         lines = itertools.islice(archive_lines(data_dir), limit)
         return [item_of(bytes(line), file) for file, line in lines]
 
     t_read, items = _best(read)
-    chunks = list(_chunks(items, CHUNK_ITEMS))  # as the pass hands them to its workers
     staged: dict[str, tuple[dict[str, bytearray], dict[str, int]]] = {}
     rounds: list[dict[str, float]] = []
-    for _ in range(3):  # a chunk's objects go before the next one's, as on a worker
+    for _ in range(3):
         took = dict.fromkeys(("parse", "transform", "judge", "rows"), 0.0)
         staged = {table: ({}, {}) for table in TABLES}  # day → NDJSON, day → rows
-        for chunk in chunks:
+        # as a worker does: one item parsed, transformed and turned into rows before the next,
+        # so that the allocator reuses what the last item freed (parsing a whole chunk first
+        # would hold it all and cost twice the parse's CPU in fresh memory)
+        for item in items:
             started = _cpu()
-            values = [_parse(item.line) for item in chunk]
-            took["parse"] += _cpu() - started
-            pairs = []
-            for item, value in zip(chunk, values, strict=True):
-                item, measurement = _unwrap(item, value)
-                meta = Meta(item.where, uid_of(item, measurement), item.probe_tag,
-                            item.received_at)  # fmt: skip
-                pairs.append((measurement, meta))
-            started = _cpu()
-            outs = [transform(m, meta) for m, meta in pairs]
-            took["transform"] += _cpu() - started
-            started = _cpu()
-            for m, _ in pairs:
-                judge(m)
-            took["judge"] += _cpu() - started
-            started = _cpu()
-            for out in outs:
-                _add_rows(*staged["observations"], out.observations)
-                _add_rows(*staged["verdicts"], out.verdicts)
-            took["rows"] += _cpu() - started
+            value = _parse(item.line)
+            parsed = _cpu()
+            item, measurement = _unwrap(item, value)
+            meta = Meta(item.where, uid_of(item, measurement), item.probe_tag, item.received_at)
+            out = transform(measurement, meta)
+            transformed = _cpu()
+            _add_rows(*staged["observations"], out.observations)
+            _add_rows(*staged["verdicts"], out.verdicts)
+            took["rows"] += _cpu() - transformed
+            judging = _cpu()
+            judge(measurement)  # again, alone: its share of the transform
+            took["judge"] += _cpu() - judging
+            took["parse"] += parsed - started
+            took["transform"] += transformed - parsed
+            del value, measurement, out
         rounds.append(took)
     spent = {step: min(r[step] for r in rounds) for step in rounds[0]}
 

@@ -37,6 +37,7 @@ for _path in (ROOT, ROOT / "src"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from benchmarks.cusum_reference import Reference  # noqa: E402
 from benchmarks.series_gen import SynthSeries, TrueEvent, generate  # noqa: E402
 
 from msgwatch.analysis.events.detector import Series  # noqa: E402
@@ -65,6 +66,7 @@ class Score:
     """The figures of one detector."""
 
     delays: dict[int, list[int]] = field(default_factory=lambda: {i: [] for i in range(len(BANDS))})
+    band_events: Counter[int] = field(default_factory=Counter)  # true events per band
     end_placed: list[int] = field(default_factory=list)
     end_called: list[int] = field(default_factory=list)
     false_alerts: int = 0
@@ -158,6 +160,7 @@ def score(
     matched_any = set()
     for ev in truth:
         score.true_events += 1
+        score.band_events[_band(ev.share)] += 1
         lo, hi = ev.start - BEFORE, ev.end + AFTER
         mine = [i for i, f in enumerate(found) if f.start < hi and (f.end is None or f.end > lo)]
         matched_any.update(mine)
@@ -242,6 +245,45 @@ def figures(s: Score) -> dict[str, str]:
     return out
 
 
+TARGETS = {1: 6, 3: 2}
+"""The issue's delay targets: band → the most buckets of median delay (40 % → 6, ≥ 90 % → 2)."""
+
+
+def _cell(delays: list[int], missed: int) -> str:
+    return f"{_q(delays, 0.5)} / {_q(delays, 0.95)}  missed {missed}"
+
+
+def show_reference(reference: Reference, ours: Score, seconds: float) -> None:
+    """The reference's delays per band beside msgwatch's, with no false alert and with as many as
+    msgwatch raised (each band's reference alone; see cusum_reference.py), and what they say of
+    the delay targets."""
+    allowed = sorted({0, ours.false_alerts})
+    print(
+        "\nreference: Page's CUSUM knowing each series' true background, one per band at the "
+        "band's lowest share,\nits threshold chosen after the run for k false alerts per band "
+        f"(benchmarks/cusum_reference.py; {seconds:.1f} s): it knows what no real detector "
+        "knows.\nDelay median / p95 (buckets) and events missed:"
+    )
+    heads = ["msgwatch", *(f"reference, k={k}" for k in allowed)]
+    print(f"{'':12}" + "".join(f"  {h:>26}" for h in heads))
+    floors = {k: [reference.floor(i, k) for i in range(len(BANDS))] for k in allowed}
+    for i in range(len(BANDS)):
+        mine = _cell(ours.delays[i], ours.band_events[i] - len(ours.delays[i]))
+        cells = [mine] + [_cell(floors[k][i].delays, floors[k][i].missed) for k in allowed]
+        print(f"{_band_label(i):12}" + "".join(f"  {c:>26}" for c in cells))
+    print("thresholds (nats): " + "; ".join(
+        f"k={k}: " + ", ".join(f"{f.threshold:.1f}" for f in floors[k]) for k in allowed
+    ))  # fmt: skip
+    for band, most in TARGETS.items():
+        floor = floors[0][band]
+        if floor.delays and int(_q(floor.delays, 0.5)) > most:
+            print(
+                f"with no false alert the reference's median delay at {_band_label(band)} is "
+                f"{_q(floor.delays, 0.5)} buckets: even knowing the truth, no false alert (OONI's "
+                f"figure) and the target (<= {most}) do not go together on these series"
+            )
+
+
 def _params(overrides: list[str]) -> DetectorParams:
     """The default parameters with ``KEY=VALUE`` overrides (typed as the default is)."""
     params = DetectorParams()
@@ -270,12 +312,17 @@ def main() -> None:
     parser.add_argument(
         "--diagnose", action="store_true", help="classify the alerts that match no true event"
     )
+    parser.add_argument(
+        "--no-reference", action="store_true",
+        help="skip the reference (Page's CUSUM knowing the truth, cusum_reference.py)",
+    )  # fmt: skip
     args = parser.parse_args()
     params = _params(args.param)
     rng = random.Random(args.seed)
     buckets = args.days * 24
     ours, ooni = Score(), Score()
-    generating = 0.0
+    reference = None if args.no_reference else Reference(BANDS, BEFORE, AFTER)
+    generating = referring = 0.0
     count = args.networks * args.functions
     for _ in range(count):
         t0 = time.perf_counter()
@@ -285,6 +332,9 @@ def main() -> None:
         t2 = time.perf_counter()
         base = run_ooni(series)
         t3 = time.perf_counter()
+        if reference is not None:
+            reference.add(series)
+            referring += time.perf_counter() - t3
         generating += t1 - t0
         ours.seconds += t2 - t1
         ooni.seconds += t3 - t2
@@ -300,6 +350,8 @@ def main() -> None:
     print(f"{'':{width}}  {'msgwatch':>22}  {'OONI CUSUM':>22}")
     for key in a:
         print(f"{key:{width}}  {a[key]:>22}  {b[key]:>22}")
+    if reference is not None:
+        show_reference(reference, ours, referring)
     if args.diagnose:
         for name, s in (("msgwatch", ours), ("OONI CUSUM", ooni)):
             print(f"{name}: {s.false_alerts} alerts matching no true event")
