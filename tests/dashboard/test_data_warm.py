@@ -4,6 +4,7 @@ country's networks, and the uid → day index of the measurement page (with its 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,9 @@ import pytest
 from msgwatch.analysis.inputs.jsonl import jsonl_sources
 from msgwatch.analysis.lake import read_parquet_sql
 from msgwatch.analysis.passes import PassConfig, run_pass
-from msgwatch.dashboard import data, data_rollup
+from msgwatch.dashboard import data, data_overview, data_rollup
 from msgwatch.dashboard.data import Observatory
-from msgwatch.dashboard.data_sql import Reader
+from msgwatch.dashboard.data_sql import DAY, Reader
 from msgwatch.dashboard.filters import BadQuery, ViewFilters
 from tests.dashboard import fixture
 
@@ -78,8 +79,10 @@ def test_warm_builds_once_under_concurrent_calls(
     for thread in threads:
         thread.join()
     observatory.warm()
-    assert len(builds) == 1
-    assert len(list(cache.glob("*.parquet"))) == len(data_rollup.LEVELS)
+    with Reader(observatory.lake_dir) as reader:
+        months = reader.files("aggregates")
+    assert sorted(builds) == [[name] for name in sorted(months)]  # each month's once
+    assert len(list(cache.glob("*.parquet"))) == len(data_rollup.LEVELS) * len(months)
     assert _daily(observatory) == hourly == [(96, 0), (96, 72), (96, 24)]
 
 
@@ -156,32 +159,91 @@ def test_measurement_time_hint(
             observatory.measurement(uid, bad)
 
 
-def test_rollups_cover_every_month_of_the_lake(tmp_path: Path, cache: Path) -> None:
-    """The aggregates are one file per month: the roll-ups are built over all of them, so a week
-    that straddles two months counts both months' measurements."""
+def _straddling_lake(tmp_path: Path, hours: range) -> Path:
+    """A lake from lab measurements an hour apart from 30 April 20:00 (``hours``), one pass."""
     source = fixture._lab("whatsapp", "AS64513")
     start = dt.datetime(2026, 4, 30, 20)
-    measurements = tmp_path / "m.jsonl"
+    measurements = tmp_path / f"m{hours.start}-{hours.stop}.jsonl"
     measurements.write_bytes(
         b"".join(
             orjson.dumps(fixture._copy(source, fixture.CONTROL, start + dt.timedelta(hours=h)))
             + b"\n"
-            for h in range(8)
+            for h in hours
         )
     )
     lake_dir = tmp_path / "lake"
     run_pass(PassConfig(sources=jsonl_sources([measurements]), out_dir=lake_dir, workers=1))
+    return lake_dir
+
+
+def _total(reader: Reader, source: str | None) -> list[tuple[Any, ...]]:
+    return reader.query(lambda _: f"SELECT sum(measurements) FROM {source}")
+
+
+WINDOW = ("2026-04-27 00:00:00", "2026-05-11 00:00:00")
+"""Whole weeks (from the epoch's Thursdays), whole days and edges around the straddling week."""
+
+
+def test_rollups_cover_every_month_of_the_lake(tmp_path: Path, cache: Path) -> None:
+    """The aggregates are one file per month, and so are the roll-ups: a week that straddles two
+    months has a row in each, and every level sums to the hourly rows."""
+    lake_dir = _straddling_lake(tmp_path, range(8))
     with Reader(lake_dir) as reader:
         files = reader.files("aggregates")
         assert len(files) == 2  # April and May
         built = data_rollup.warm(reader)
         assert set(built) == set(data_rollup.LEVELS)
-
-        def total(source: str | None) -> list[tuple[Any, ...]]:
-            return reader.query(lambda _: f"SELECT sum(measurements) FROM {source}")
-
-        hourly = total(reader.source("aggregates"))
+        hourly = _total(reader, reader.source("aggregates"))
+        assert hourly[0][0] > 0
         for seconds in data_rollup.LEVELS:
-            assert total(read_parquet_sql([built[seconds]])) == hourly, seconds
+            assert len(built[seconds].built) == 2 and not built[seconds].pending
+            assert _total(reader, read_parquet_sql(list(built[seconds].built))) == hourly
         assert data_rollup.ready(reader, files) == built
-        assert data_rollup.ready(reader, files[:1]) == {}  # a different set of files: not these
+        april = data_rollup.ready(reader, files[:1])  # one file's roll-ups stand on their own
+        assert all(level.built == built[s].built[:1] for s, level in april.items())
+        for grain in (DAY, data_rollup.WEEK, data_rollup.ANY_GRAIN):
+            assert _total(reader, data_rollup.relation(reader, WINDOW, grain)) == hourly
+
+
+def test_a_pass_rebuilds_only_the_months_it_changed(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new pass with buckets in May only rewrites May's aggregates file: warming again builds
+    May's roll-ups and keeps April's (same files), removes the old May ones, and until it does
+    the old-May-less relation reads May's new hours, exactly."""
+    lake_dir = _straddling_lake(tmp_path, range(8))
+    with Reader(lake_dir) as reader:
+        first = data_rollup.warm(reader)
+        before = _total(reader, reader.source("aggregates"))[0][0]
+    april = {s: level.built[0] for s, level in first.items()}
+    stamps = {s: os.stat(path).st_mtime_ns for s, path in april.items()}
+    _straddling_lake(tmp_path, range(10, 14))  # four more hours, on 1 May
+    builds: list[list[str]] = []
+    original = data_rollup._build
+
+    def counted(aggregates: list[str], targets: dict[int, Path]) -> bool:
+        builds.append(aggregates)
+        return original(aggregates, targets)
+
+    monkeypatch.setattr(data_rollup, "_build", counted)
+    with Reader(lake_dir) as reader:
+        files = reader.files("aggregates")
+        hourly = _total(reader, reader.source("aggregates"))
+        assert hourly == [(before * 12 // 8,)]  # twelve measurements where there were eight
+        waiting = data_rollup.ready(reader, files)  # April's built, May's new file pending
+        assert {s: level.built for s, level in waiting.items()} == {
+            s: (path,) for s, path in april.items()
+        }
+        assert all(level.pending == (files[1],) for level in waiting.values())
+        for grain in (DAY, data_rollup.WEEK, data_rollup.ANY_GRAIN):
+            assert _total(reader, data_rollup.relation(reader, WINDOW, grain)) == hourly
+        assert data_overview.all_networks(reader)["AZ"] == (fixture.CONTROL,)
+        second = data_rollup.warm(reader)
+        assert builds == [[files[1]]]  # May only
+        for seconds, level in second.items():
+            assert level.built[0] == april[seconds] and not level.pending
+            assert os.stat(april[seconds]).st_mtime_ns == stamps[seconds]
+            assert _total(reader, read_parquet_sql(list(level.built))) == hourly
+        for grain in (DAY, data_rollup.WEEK, data_rollup.ANY_GRAIN):
+            assert _total(reader, data_rollup.relation(reader, WINDOW, grain)) == hourly
+    assert len(list(cache.glob("*.parquet"))) == 2 * len(data_rollup.LEVELS)  # old May's gone

@@ -123,17 +123,20 @@ def _covers(event: EventRow, cc: str, service: str, function: str) -> bool:
 
 
 def all_networks(reader: Reader) -> dict[str, tuple[str, ...]]:
-    """Every country's networks in the lake, sorted: one grouped query, over the weekly roll-up
-    when it is built (:func:`.data_rollup.ready`), else the hourly aggregates."""
+    """Every country's networks in the lake, sorted: one grouped query, over the weekly roll-ups
+    built (:func:`.data_rollup.ready`) and the hourly aggregates of the months without one."""
 
     def build(r: Reader) -> str | None:
         files = r.files("aggregates")
         if not files:
             return None
         weekly = data_rollup.ready(r, files).get(data_rollup.WEEK)
-        source = lake.read_parquet_sql([weekly] if weekly else files)
+        groups = [weekly.built, weekly.pending] if weekly else [files]
+        source = " UNION ALL ".join(
+            f"SELECT probe_cc, probe_asn FROM {lake.read_parquet_sql(list(g))}" for g in groups if g
+        )
         return (
-            f"SELECT probe_cc, probe_asn FROM {source} "
+            f"SELECT probe_cc, probe_asn FROM ({source}) "
             "WHERE probe_cc IS NOT NULL AND probe_asn IS NOT NULL GROUP BY ALL ORDER BY ALL"
         )
 

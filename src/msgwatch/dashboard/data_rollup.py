@@ -1,27 +1,31 @@
 """The aggregates of a window as one relation, whole weeks and days read from roll-ups.
 
 A year of hourly aggregates is tens of millions of rows; the views of long windows read them
-through roll-ups instead, built ahead once per committed set of aggregates files (one per
-month). Rules:
+through roll-ups instead, built ahead once per committed aggregates file (one per month). Rules:
 
-- A roll-up is the aggregates grouped by a step (:data:`LEVELS`: a day; seven days from the
+- A roll-up is one aggregates file grouped by a step (:data:`LEVELS`: a day; seven days from the
   epoch) and every other key, with ``measurements`` and ``control_ok`` summed, ``probes`` the
-  maximum, ``bucket`` the step's start and ``last`` the latest hourly bucket of the group. They
-  are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the user's own, mode
-  0700, in the system's temporary folder, outside the lake, which the dashboard never writes)
-  under names made of the lake's path and the committed aggregates files' names, sizes and mtimes
-  (so a new pass has new names); new ones replace the lake's older roll-ups, and the cache keeps at
-  most :data:`MAX_FILES` files (the newest). A cache folder that is not the user's own, or a build
-  that fails, means no roll-up: the hourly aggregates are read. A roll-up removed while a query
-  reads it is dropped by the query's retry (:meth:`.Reader.query`).
+  maximum, ``bucket`` the step's start and ``last`` the latest hourly bucket of the group. A week
+  that straddles two months has a row in each month's weekly roll-up: the readers sum
+  ``measurements`` and ``control_ok`` and take the maximum of ``probes`` and ``last`` over rows,
+  so the figures are those of the hourly rows.
+- Roll-ups are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the
+  user's own, mode 0700, in the system's temporary folder, outside the lake, which the dashboard
+  never writes) under names made of the lake's path and the aggregates file's name, size and
+  mtime. An incremental pass rewrites only the months of its new buckets, so only their roll-ups
+  are built again; the others keep their names. Roll-ups of files the committed state no longer
+  lists are removed, and the cache keeps at most :data:`MAX_FILES` files of other lakes. A cache
+  folder that is not the user's own, or a build that fails, means no roll-up for that file: its
+  hourly aggregates are read. A roll-up removed while a query reads it is dropped by the query's
+  retry (:meth:`.Reader.query`).
 - Only :func:`warm` builds (one build at a time, under a lock, on :data:`BUILD_THREADS` of
   DuckDB's threads; a second call finds the files and returns). Reads (:func:`relation`,
   :func:`ready`) never build and never wait for a build: they use the roll-ups already written
-  (each appears whole, by rename) and read hourly rows until then.
+  (each appears whole, by rename) and read the hourly rows of the months not built yet.
 - :func:`relation` is a window's rows with the aggregates' columns plus ``last`` (the row's own
-  bucket for hourly rows): the whole weeks inside the window from the weekly roll-up, the whole
-  days left from the daily one, the partial days at the edges from the hourly aggregates, so sums
-  over it are exact. A roll-up is used only when the caller's grain is a multiple of its step
+  bucket for hourly rows): the whole weeks inside the window from the weekly roll-ups, the whole
+  days left from the daily ones, the partial days at the edges from the hourly aggregates, so sums
+  over it are exact. A roll-up level is used only when the caller's grain is a multiple of its step
   (:data:`ANY_GRAIN`: no time steps needed), the window holds a whole day and the lake's bucket
   divides a day; else every row is hourly.
 """
@@ -35,6 +39,7 @@ import os
 import stat
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -52,7 +57,7 @@ WEEK: Final = 7 * DAY
 LEVELS: Final = (DAY, WEEK)
 """The roll-ups' steps: days, and weeks of seven days from the epoch (a Thursday)."""
 MAX_FILES: Final = 64
-"""The most roll-up files the cache keeps (the newest; a lake's current ones always)."""
+"""The most roll-up files the cache keeps (the newest; the current ones of a lake warmed always)."""
 ANY_GRAIN: Final = 0
 """The grain of a caller that needs no time steps (totals only)."""
 BUILD_THREADS: Final = 1
@@ -74,76 +79,108 @@ def cache_dir() -> Path | None:
     return folder if mine and stat.S_IMODE(info.st_mode) & 0o077 == 0 else None
 
 
+@dataclass(frozen=True)
+class Level:
+    """One roll-up step over the committed aggregates files: the roll-ups built (one per file),
+    and the aggregates files whose roll-up is not built yet (their rows are read hourly)."""
+
+    built: tuple[str, ...]
+    pending: tuple[str, ...] = ()
+
+
 def relation(reader: Reader, window: tuple[str, str], grain: int) -> str | None:
     """The window's aggregate rows (with ``last``) as a parenthesised SELECT; None: no rows."""
     files = reader.files("aggregates")
     if not files:
         return None
-    hourly = f"SELECT {COLUMNS}, bucket AS last FROM {lake.read_parquet_sql(files)}"
-    levels: list[tuple[int, str]] = []
+    hourly = _hourly(files)
+    levels: list[tuple[int, Level]] = []
     if DAY % reader.bucket_seconds == 0 and grain % DAY == 0 and _spans_a_day(window):
         found = ready(reader, files)
-        levels = [(s, f) for s, f in found.items() if grain % s == 0]
+        levels = [(s, level) for s, level in found.items() if grain % s == 0]
     parts = _parts(window, sorted(levels, reverse=True), hourly)
     return "(" + " UNION ALL ".join(parts) + ")"
 
 
-def _parts(window: tuple[str, str], levels: list[tuple[int, str]], hourly: str) -> list[str]:
+def _hourly(files: list[str] | tuple[str, ...]) -> str:
+    return f"SELECT {COLUMNS}, bucket AS last FROM {lake.read_parquet_sql(list(files))}"
+
+
+def _parts(window: tuple[str, str], levels: list[tuple[int, Level]], hourly: str) -> list[str]:
     """SELECTs covering the window: the coarsest level's whole steps, the rest finer."""
     since, until = window
     if not levels:
         return [f"{hourly} WHERE {_between(since, until)}"]
-    (seconds, file), finer = levels[0], levels[1:]
+    (seconds, level), finer = levels[0], levels[1:]
     start, end = _aligned(since, seconds, up=True), _aligned(until, seconds, up=False)
     if start >= end:
         return _parts(window, finer, hourly)
-    parts = [f"SELECT {COLUMNS}, last FROM {lake.read_parquet_sql([file])} "
-             f"WHERE {_between(start, end)}"]  # fmt: skip
+    within = _between(start, end)
+    parts = [f"SELECT {COLUMNS}, last FROM {lake.read_parquet_sql(list(level.built))} "
+             f"WHERE {within}"]  # fmt: skip
+    if level.pending:  # months not rolled up yet: their hours of the same whole steps
+        parts.append(f"{_hourly(level.pending)} WHERE {within}")
     for low, high in ((since, start), (end, until)):
         if low < high:
             parts += _parts((low, high), finer, hourly)
     return parts
 
 
-def _targets(reader: Reader, aggregates: list[str]) -> dict[int, Path] | None:
-    """The roll-up files (seconds → path) of the aggregates files; None when there is no cache
-    or a file cannot be read."""
+def _targets(reader: Reader, aggregates: list[str]) -> dict[str, dict[int, Path]] | None:
+    """Each aggregates file's roll-up files (file → seconds → path), the files that cannot be
+    read left out; None when there is no cache."""
     folder = cache_dir()
     if folder is None:
         return None
-    stamps = [stamp(name) for name in aggregates]
-    if "" in stamps:
-        return None
     lake_key = _hash(os.fspath(reader.lake_dir.resolve()))
-    key = _hash("\0".join(f"{name}\0{s}" for name, s in zip(aggregates, stamps, strict=True)))
-    return {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
+    out: dict[str, dict[int, Path]] = {}
+    for name in aggregates:
+        found = stamp(name)
+        if found:
+            key = _hash(f"{name}\0{found}")
+            out[name] = {s: folder / f"{lake_key}-{key}-{s}.parquet" for s in LEVELS}
+    return out
 
 
-def ready(reader: Reader, aggregates: list[str]) -> dict[int, str]:
-    """The roll-ups (seconds → file) of the aggregates files already built; never builds or
-    waits."""
+def ready(reader: Reader, aggregates: list[str]) -> dict[int, Level]:
+    """The roll-ups of the aggregates files already built, per step (only steps with at least
+    one); never builds or waits."""
     targets = _targets(reader, aggregates) or {}
-    return {s: os.fspath(t) for s, t in targets.items() if t.exists()}
+    out: dict[int, Level] = {}
+    for seconds in LEVELS:
+        built, pending = [], []
+        for name in aggregates:
+            path = targets.get(name, {}).get(seconds)
+            if path is not None and path.exists():
+                built.append(os.fspath(path))
+            else:
+                pending.append(name)
+        if built:
+            out[seconds] = Level(tuple(built), tuple(pending))
+    return out
 
 
-def warm(reader: Reader) -> dict[int, str]:
-    """Build the roll-ups of the committed aggregates files when missing (one build at a time;
-    idempotent); returns them ({} when there are none: no aggregates, no cache, a failed build)."""
+def warm(reader: Reader) -> dict[int, Level]:
+    """Build the roll-ups of the committed aggregates files that are missing (one build at a
+    time; idempotent); returns those there are then ({} when there are none: no aggregates, no
+    cache, failed builds)."""
     files = reader.files("aggregates")
     targets = _targets(reader, files) if files else None
-    if targets is None:
+    if not targets:
         return {}
-    folder = next(iter(targets.values())).parent
+    folder = next(iter(next(iter(targets.values())).values())).parent
     with _LOCK:
-        if not all(t.exists() for t in targets.values()) and not _build(files, targets):
-            return {}
-        _prune(folder, _hash(os.fspath(reader.lake_dir.resolve())), set(targets.values()))
-    return {s: os.fspath(t) for s, t in targets.items()}
+        for name, paths in targets.items():
+            if not all(p.exists() for p in paths.values()):
+                _build([name], paths)
+        keep = {path for paths in targets.values() for path in paths.values()}
+        _prune(folder, _hash(os.fspath(reader.lake_dir.resolve())), keep)
+    return ready(reader, files)
 
 
 def _prune(folder: Path, lake_key: str, keep: set[Path]) -> None:
-    """Remove the lake's older roll-ups, and beyond the newest :data:`MAX_FILES` any lake's (the
-    lakes of finished test runs, moved or deleted lakes)."""
+    """Remove the lake's roll-ups of files it no longer lists, and beyond the newest
+    :data:`MAX_FILES` any other lake's (the lakes of finished test runs, moved or deleted lakes)."""
     found = []
     for path in folder.glob("*.parquet"):
         with contextlib.suppress(OSError):
