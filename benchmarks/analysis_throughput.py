@@ -90,6 +90,8 @@ class Figures:
     rss_self_mb: float
     rss_worker_mb: float
     rss_together_mb: float
+    cpu_seconds: float
+    """CPU of the pass: its own process's (measured) and its other processes' (sampled)."""
     report: dict[str, Any]
     stages: dict[str, float]
     periods: int | None
@@ -162,6 +164,7 @@ def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]
             stages[current[0]] = stages.get(current[0], 0.0) + now - current[1]
         current[:] = [p.phase, now]
 
+    used = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     report = run_pass(
         PassConfig(
@@ -176,8 +179,24 @@ def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]
         "stages": stages,
         "report": report.to_json(),
         "rss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "cpu_self": _cpu_since(used),
         "rss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     }
+
+
+def _cpu_since(before: resource.struct_rusage) -> float:
+    """CPU seconds (user + system, every thread) this process spent since ``before``."""
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    return now.ru_utime + now.ru_stime - before.ru_utime - before.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from ``/proc`` (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def descendants(root: int) -> list[int]:
@@ -214,10 +233,13 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 @dataclass
 class Peaks:
-    """Peak memory of a process tree, sampled: each process's own peak, and the tree's sum."""
+    """Peak memory of a process tree, sampled: each process's own peak, and the tree's sum; and
+    each process's CPU time at its last sample (what it spent after that is missed: at most a
+    sampling interval per process)."""
 
     per_process: dict[int, int] = field(default_factory=dict)
     together: int = 0
+    cpu: dict[int, float] = field(default_factory=dict)
 
     def sample(self, root: int) -> None:
         total = 0
@@ -225,6 +247,7 @@ class Peaks:
             rss, hwm = memory_kb(pid)
             total += rss
             self.per_process[pid] = max(self.per_process.get(pid, 0), hwm)
+            self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu_seconds(pid))
         self.together = max(self.together, total)
 
 
@@ -252,6 +275,7 @@ def run_pass_child(data_dir: Path, out_dir: Path, workers: int) -> tuple[dict[st
         raise SystemExit(f"the pass failed:\n{err.decode(errors='replace')[-4000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     peaks.per_process.pop(child.pid, None)  # the child's own peak is its ru_maxrss
+    peaks.cpu.pop(child.pid, None)  # and its own CPU its rusage
     return result, peaks
 
 
@@ -291,6 +315,7 @@ def measure(data_dir: Path, out_dir: Path, workers: int, count: int) -> Figures:
         rss_self_mb=result["rss_self_kb"] / 1024,
         rss_worker_mb=max(peaks.per_process.values(), default=0) / 1024,
         rss_together_mb=peaks.together / 1024,
+        cpu_seconds=float(result["cpu_self"]) + sum(peaks.cpu.values()),
         report=report,
         stages=result["stages"],
         periods=injected(data_dir),
@@ -311,6 +336,10 @@ def show(f: Figures) -> None:
     print(f"peak memory of the pass: {f.rss_self_mb:,.0f} MB (its process), "
           f"{f.rss_worker_mb:,.0f} MB (its largest worker), "
           f"{f.rss_together_mb:,.0f} MB (all its processes together, sampled)")  # fmt: skip
+    per = f.cpu_seconds / max(f.pass_measurements, 1) * 1000
+    print(f"CPU of the pass: {f.cpu_seconds:,.1f} s in all its processes ({per:.2f} ms per "
+          f"measurement; its other processes' sampled), {f.cpu_seconds / f.pass_seconds:.2f} "
+          "cores on average")  # fmt: skip
     print(f"time per phase (s, summed from the progress callback): {json.dumps(f.stages)}")
     counts = {k: f.report.get(k) for k in ("observations", "verdicts", "aggregates", "events")}
     print(f"rows: {json.dumps(counts)}; problems: {f.report.get('problems')}; "
@@ -343,12 +372,13 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     from msgwatch.analysis.schema import OBSERVATION_COLUMNS, VERDICT_COLUMNS
     from msgwatch.analysis.transform import Meta, transform
     from msgwatch.analysis.verdicts import judge
-    from msgwatch.analysis.workers import _add_rows, _parse, _unwrap, uid_of
+    from msgwatch.analysis.workers import _add_rows, _parse, _unwrap, keep_freed_memory, uid_of
 
     def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
         lines = itertools.islice(archive_lines(data_dir), limit)
         return [item_of(bytes(line), file) for file, line in lines]
 
+    keep_freed_memory()  # the allocator's settings of the pass and its workers
     t_read, items = _best(read)
     staged: dict[str, tuple[dict[str, bytearray], dict[str, int]]] = {}
     rounds: list[dict[str, float]] = []
@@ -392,7 +422,7 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
         ("read: gunzip, split, cut the record (parent)", t_read * per),
         ("parse: orjson.loads (worker)", spent["parse"] * per),
         ("judge: verdicts (worker, inside transform)", spent["judge"] * per),
-        ("observations and the rest of transform (worker)",
+        ("observations, the rest of transform, unwrap, uid (worker)",
          (spent["transform"] - spent["judge"]) * per),
         ("rows as NDJSON (worker)", spent["rows"] * per),
         ("write: NDJSON into Parquet, DuckDB (parent)", t_write * per),

@@ -1,28 +1,31 @@
-"""The reference for event_detection.py: what a detector that knew the truth could do on the same series.
+"""A reference for event_detection.py: Page's CUSUM told what the real detector must guess.
 
 For each blocking-share band, :class:`Reference` runs Page's CUSUM on the bucket counts of every
 series with the series' **true** background failure rate ``p0`` and the band's lowest share ``s``
 (the blocked rate ``p1 = s + (1 − s) · p0``, the generator's rule): the log-likelihood ratio of a
 bucket with ``k`` failing of ``n`` is ``k · ln(p1/p0) + (n − k) · ln((1 − p1)/(1 − p0))``, and the
-sum ``S = max(0, S + LLR)`` alarms above a threshold ``h``. For one known change, this is the
-detector with the least worst-case delay at a given rate of false alarms (Lorden 1971, Moustakides
-1986). The reference also **chooses its threshold after the run**: ``h`` for ``k`` false alerts is
-the ``(k+1)``-th largest maximum of ``S`` over the quiet stretches of all series (each stretch
-between the match windows ``[start − BEFORE, end + AFTER)`` of the true events, ``S`` from 0 at its
-start). No real detector knows each series' background, the share it must detect, or the threshold
-its data will need; the reference's delays say what the series allow at a given number of
-false alerts. They are not a strict floor: a real detector's sum may have risen before an event
-starts (the reference's starts from 0 there), and an alarm up to ``BEFORE`` buckets early counts
-as a delay of 0.
+sum ``S = max(0, S + LLR)`` alarms above a threshold ``h``. The reference also **chooses its
+threshold after the run**: ``h`` for ``k`` false alerts is the ``(k+1)``-th largest peak of ``S``
+over the quiet stretches of all series (each stretch between the match windows
+``[start − BEFORE, end + AFTER)`` of the true events, ``S`` from 0 at its start).
 
-Two details make the reference, if anything, better than it could be: a stretch whose sum crosses
-``h`` twice counts once (the threshold for ``k`` alerts can come out lower than it should), and the
-sum starts at 0 at each event's start. The four bands' references together alarm on at most the
-sum of their false alerts: with ``k = 0`` each, the four together raise none.
+For one known change, Page's CUSUM has the least worst-case expected delay at a given mean time
+between false alarms (Lorden 1971, Moustakides 1986). Here it is a reference, not a bound: the
+benchmark scores median delays, with thresholds set by a run's largest quiet peaks, and the
+generator's episodic events are not one known change.
+
+What it is told that a real detector is not: each series' background, the band's share, and the
+threshold its data need; and a stretch whose sum crosses ``h`` twice counts as one false alert.
+What holds it back: one sum per band, tuned to the band's lowest share and a constant blocked
+rate (episodic events alternate); its sum starts from 0 at each event's start (a real detector's
+may have risen already, and the benchmark counts an alert already open when an event's match
+window begins as a delay of 0). The four bands' references together alarm on at most the sum of
+their false alerts: with ``k = 0`` each, the four together raise none.
 
 The delay of an event: the first measured bucket from its true start at which ``S > h``, minus the
-start (``S`` from 0 at the start; buckets without measurements are skipped); an event whose sum
-never crosses ``h`` before its end is missed.
+start (buckets without measurements are skipped), looking as far as the benchmark's match window
+does (``end + AFTER``, or the next event's window, whichever is first); an event whose sum does
+not cross ``h`` by then is missed, as the benchmark counts an event no alert matches.
 """
 
 from __future__ import annotations
@@ -114,10 +117,13 @@ class Reference:
                 steps = [table[n][k] for n, k in zip(totals[start:end], failing[start:end],
                                                       strict=True) if 0 < n <= most]  # fmt: skip
                 self.peaks[band].append(cusum_peak(steps))
-        for event in series.events:
+        for number, event in enumerate(series.events):
             band = self.band_of(event.share)
             table = tables[band]
-            path = [(b, table[totals[b]][failing[b]]) for b in range(event.start, event.end)
+            stop = min(length, event.end + self.after)
+            if number + 1 < len(series.events):  # up to where the next event's window begins
+                stop = min(stop, max(event.end, series.events[number + 1].start - self.before))
+            path = [(b, table[totals[b]][failing[b]]) for b in range(event.start, stop)
                     if 0 < totals[b] <= most]  # fmt: skip
             self.paths[band].append((event.start, path))
 

@@ -72,6 +72,28 @@ def test_quiet_stretches_leave_out_the_match_windows() -> None:
     assert burst.floor(band, 0).delays == [3]  # the fourth bucket exceeds three buckets' sum
 
 
+@pytest.mark.parametrize("at", [200 - BEFORE - 1, 220 + AFTER])
+def test_a_burst_just_outside_the_window_is_quiet(at: int) -> None:
+    """One bucket before the window, or the first after it, belongs to a quiet stretch."""
+    totals, failing = [4] * 400, [0] * 400
+    failing[at] = 4
+    reference = Reference(BANDS, BEFORE, AFTER)
+    reference.add(_series(0.05, totals, failing, [TrueEvent(200, 220, 0.95, "continuous")]))
+    band = reference.band_of(0.95)
+    assert reference.threshold(band, 0) == pytest.approx(llr_table(0.05, BANDS[band][0], 4)[4][4])
+
+
+def test_an_event_is_followed_as_far_as_its_match_window() -> None:
+    """The path runs to ``end + AFTER``, or to where the next event's window begins."""
+    totals, failing = [2] * 600, [0] * 600
+    first, second = TrueEvent(100, 110, 0.95, "continuous"), TrueEvent(140, 150, 0.95, "episodic")
+    reference = Reference(BANDS, BEFORE, AFTER)
+    reference.add(_series(0.05, totals, failing, [first, second]))
+    (start1, path1), (start2, path2) = reference.paths[reference.band_of(0.95)]
+    assert (start1, path1[0][0], path1[-1][0]) == (100, 100, 140 - BEFORE - 1)
+    assert (start2, path2[0][0], path2[-1][0]) == (140, 140, 150 + AFTER - 1)
+
+
 def test_more_false_alerts_allowed_never_slow_detection() -> None:
     rng = random.Random(7)
     reference = Reference(BANDS, BEFORE, AFTER)

@@ -14,7 +14,7 @@ def test_costs_measure_each_step_of_the_pass(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     steps = dict(costs(tmp_path / "data", 50, work))
-    assert [name.split()[0].rstrip(":") for name in steps] == [
+    assert [name.split()[0].rstrip(":,") for name in steps] == [
         "read", "parse", "judge", "observations", "rows", "write"
     ]  # fmt: skip
     assert all(ms >= 0 for ms in steps.values()), steps

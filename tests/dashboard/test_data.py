@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -272,16 +273,28 @@ def test_long_windows_count_the_same(observatory: Observatory) -> None:
 def test_the_rollup_cache_is_bounded(
     observatory: Observatory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The warmed lake's current roll-ups stay and its stale ones go; other lakes' stay whole,
+    the most recently built first, while they hold at most MAX_FILES files."""
     folder = tmp_path / "cache"
     folder.mkdir(mode=0o700)
-    stale = [folder / f"{i:024x}-{i:024x}-86400.parquet" for i in range(data_rollup.MAX_FILES)]
-    for path in stale:
-        path.write_bytes(b"")
+    own = data_rollup._hash(os.fspath(observatory.lake_dir.resolve()))
+
+    def files(lake: str, count: int, mtime: int) -> list[Path]:
+        made = [folder / f"{lake}-{i:024x}-86400.parquet" for i in range(count)]
+        for path in made:
+            path.write_bytes(b"")
+            os.utime(path, (mtime, mtime))
+        return made
+
+    newest = files("a" * 24, data_rollup.MAX_FILES - 1, 3_000)  # fits, with one file to spare
+    older = files("b" * 24, 2, 2_000)  # would not fit: goes whole
+    oldest = files("c" * 24, 1, 1_000)  # after a lake that did not fit: goes too
+    stale = files(own, 1, 4_000)  # the lake's own roll-up of a file it no longer lists
     monkeypatch.setattr(data_rollup, "cache_dir", lambda: folder)
     observatory.warm()
     assert _daily(observatory, fixture.START)[1] == (_hour(24), 96, 72)
-    left = list(folder.glob("*.parquet"))
-    assert len(left) == data_rollup.MAX_FILES
     with Reader(observatory.lake_dir) as reader:
         months = len(reader.files("aggregates"))
-    assert len(set(left) - set(stale)) == len(data_rollup.LEVELS) * months  # the new ones stay
+    left = set(folder.glob("*.parquet"))
+    assert set(newest) <= left and not left & set(older + oldest + stale)
+    assert len(left - set(newest)) == len(data_rollup.LEVELS) * months  # the new ones stay

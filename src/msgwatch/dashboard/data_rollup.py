@@ -12,11 +12,13 @@ through roll-ups instead, built ahead once per committed aggregates file (one pe
 - Roll-ups are written, sorted by bucket, to a private cache folder (:func:`cache_dir`: the
   user's own, mode 0700, in the system's temporary folder, outside the lake, which the dashboard
   never writes) under names made of the lake's path and the aggregates file's name, size and
-  mtime. An incremental pass rewrites only the months of its new buckets, so only their roll-ups
-  are built again; the others keep their names. Roll-ups of files the committed state no longer
-  lists are removed, and the cache keeps at most :data:`MAX_FILES` files of other lakes. A cache
-  folder that is not the user's own, or a build that fails, means no roll-up for that file: its
-  hourly aggregates are read. A roll-up removed while a query reads it is dropped by the query's
+  mtime. An incremental pass rewrites the months from its earliest new bucket's on (usually the
+  last one or two), so only their roll-ups are built again; the others keep their names. When a
+  lake is warmed, its roll-ups of files its committed state no longer lists (or whose size and
+  mtime cannot be read) are removed, and other lakes' roll-ups are kept, whole lakes, the most
+  recently built first, while they hold at most :data:`MAX_FILES` files. A cache folder that is
+  not the user's own, or a build that fails, means no roll-up for that file: its hourly
+  aggregates are read. A roll-up removed while a query reads it is dropped by the query's
   retry (:meth:`.Reader.query`).
 - Only :func:`warm` builds (one build at a time, under a lock, on :data:`BUILD_THREADS` of
   DuckDB's threads; a second call finds the files and returns). Reads (:func:`relation`,
@@ -56,8 +58,9 @@ COLUMNS: Final = (
 WEEK: Final = 7 * DAY
 LEVELS: Final = (DAY, WEEK)
 """The roll-ups' steps: days, and weeks of seven days from the epoch (a Thursday)."""
-MAX_FILES: Final = 64
-"""The most roll-up files the cache keeps (the newest; the current ones of a lake warmed always)."""
+MAX_FILES: Final = 256
+"""The most roll-up files the cache keeps of lakes other than the one warmed (whole lakes, the
+most recently built first; two per month of a lake's aggregates)."""
 ANY_GRAIN: Final = 0
 """The grain of a caller that needs no time steps (totals only)."""
 BUILD_THREADS: Final = 1
@@ -179,18 +182,22 @@ def warm(reader: Reader) -> dict[int, Level]:
 
 
 def _prune(folder: Path, lake_key: str, keep: set[Path]) -> None:
-    """Remove the lake's roll-ups of files it no longer lists, and beyond the newest
-    :data:`MAX_FILES` any other lake's (the lakes of finished test runs, moved or deleted lakes)."""
-    found = []
+    """Remove the lake's roll-ups that are not in ``keep``; of other lakes' (finished test runs,
+    moved or deleted lakes, another dashboard's), keep whole lakes, the most recently built first,
+    while they hold at most :data:`MAX_FILES` files."""
+    lakes: dict[str, list[tuple[float, Path]]] = {}
     for path in folder.glob("*.parquet"):
         with contextlib.suppress(OSError):
-            found.append((path.stat().st_mtime, path))
-    found.sort(reverse=True)
-    for rank, (_, path) in enumerate(found):
-        mine = path.name.startswith(f"{lake_key}-")
-        if path not in keep and (mine or rank >= MAX_FILES):
-            with contextlib.suppress(OSError):
-                path.unlink()
+            lakes.setdefault(path.name.split("-", 1)[0], []).append((path.stat().st_mtime, path))
+    doomed = [path for _, path in lakes.pop(lake_key, []) if path not in keep]
+    held = 0
+    for files in sorted(lakes.values(), key=lambda fs: max(fs)[0], reverse=True):
+        held += len(files)
+        if held > MAX_FILES:
+            doomed += [path for _, path in files]
+    for path in doomed:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def forget(lake_dir: Path) -> int:
@@ -218,8 +225,9 @@ def _build(aggregates: list[str], targets: dict[int, Path]) -> bool:
                 partial = work / f"{seconds}.parquet"
                 select = (
                     f"SELECT {_step(seconds)} AS bucket, probe_cc, probe_asn, service, function, "
-                    "verdict, mechanism, sum(measurements) AS measurements, "
-                    f"max(probes) AS probes, sum(control_ok) AS control_ok, max({last}) AS last "
+                    "verdict, mechanism, CAST(sum(measurements) AS BIGINT) AS measurements, "
+                    "max(probes) AS probes, CAST(sum(control_ok) AS BIGINT) AS control_ok, "
+                    f"max({last}) AS last "
                     f"FROM {source} GROUP BY ALL "
                     "ORDER BY bucket, probe_cc, probe_asn, service, function, verdict, mechanism"
                 )
