@@ -435,9 +435,9 @@ def show_costs(steps: list[tuple[str, float]], count: int) -> None:
     budget = 2 / TARGET_RATIO * bare  # two cores at the target ratio against a one-core parse
     print(f"\n== where the CPU goes ({count:,} measurements; ms of CPU per measurement, best of 3)")
     for name, ms in steps:
-        print(f"  {name:50} {ms:6.3f}")
+        print(f"  {name:58} {ms:6.3f}")
     print(
-        f"  {'all steps':50} {total:6.3f}  (the pass adds moving items and rows between processes)"
+        f"  {'all steps':58} {total:6.3f}  (the pass adds moving items and rows between processes)"
     )
     print(f"the bare parse is read + parse = {bare:.3f} ms; a ratio of {TARGET_RATIO} on 2 cores "
           f"leaves {budget:.3f} ms of CPU per measurement for everything, {total / budget:.2f}× "
