@@ -338,7 +338,7 @@ def show(f: Figures) -> None:
           f"{f.rss_together_mb:,.0f} MB (all its processes together, sampled)")  # fmt: skip
     per = f.cpu_seconds / max(f.pass_measurements, 1) * 1000
     print(f"CPU of the pass: {f.cpu_seconds:,.1f} s in all its processes ({per:.2f} ms per "
-          f"measurement; its other processes' sampled), {f.cpu_seconds / f.pass_seconds:.2f} "
+          f"measurement; its other processes' sampled), {f.cpu_seconds / max(f.pass_seconds, 1e-9):.2f} "
           "cores on average")  # fmt: skip
     print(f"time per phase (s, summed from the progress callback): {json.dumps(f.stages)}")
     counts = {k: f.report.get(k) for k in ("observations", "verdicts", "aggregates", "events")}

@@ -87,8 +87,8 @@ class Reference:
     bands: Sequence[tuple[float, float]]
     before: int
     after: int
-    peaks: list[list[float]] = field(default_factory=list)  # per band: each quiet stretch's peak
-    paths: list[list[tuple[int, list[tuple[int, float]]]]] = field(default_factory=list)
+    peaks: list[list[float]] = field(init=False)  # per band: each quiet stretch's peak
+    paths: list[list[tuple[int, list[tuple[int, float]]]]] = field(init=False)
     """Per band: each true event's start and its measured buckets' (bucket, LLR)."""
 
     def __post_init__(self) -> None:

@@ -294,7 +294,8 @@ class Stager:
         for day, path in files.items():
             self.spilled.setdefault(day_name(day), []).append(path)
         for day, count in rows.items():
-            self.staged[day_name(day)] = self.staged.get(day_name(day), 0) + count
+            name = day_name(day)
+            self.staged[name] = self.staged.get(name, 0) + count
 
     def detach(self) -> list[tuple[list[str], str]]:
         """Hand over the staged days as ``(staging files, part)`` pairs and empty the staging.

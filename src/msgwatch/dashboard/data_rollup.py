@@ -88,7 +88,7 @@ class Level:
     and the aggregates files whose roll-up is not built yet (their rows are read hourly)."""
 
     built: tuple[str, ...]
-    pending: tuple[str, ...] = ()
+    pending: tuple[str, ...]
 
 
 def relation(reader: Reader, window: tuple[str, str], grain: int) -> str | None:
