@@ -7,9 +7,11 @@
 PY ?= python3
 VENV := .venv
 OONI_VENV := .venv-oonidata
-DEB_PACKAGES := dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql openjdk-17-jre-headless chromium fonts-dejavu-core \
+DEB_PACKAGES := gcc libc6-dev python3-dev dnsmasq-base nginx-light coturn nftables iptables iproute2 openssl procps postgresql openjdk-17-jre-headless chromium fonts-dejavu-core \
 	tor obfs4proxy openvpn wireguard-go wireguard-tools shadowsocks-libev dante-server microsocks tinyproxy
 STAMP := $(VENV)/.installed
+NATIVE := $(VENV)/.compiled
+ANALYSIS_SOURCES := $(shell find src/msgwatch/analysis -name '*.py') src/msgwatch/_native.py
 # The fence (msgwatch.fence.LAB_NETWORKS): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
 
@@ -20,15 +22,24 @@ install: install-system install-python
 install-system:
 	bash scripts/install-system.sh $(DEB_PACKAGES)
 
-install-python: $(STAMP)
+install-python: $(STAMP) $(NATIVE)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test,spark]'
 	$(PY) -m venv $(OONI_VENV)
 	$(OONI_VENV)/bin/pip install --quiet 'oonidata==0.3.0'
 	touch $(STAMP)
+
+# The analysis's per-measurement modules (msgwatch._native.COMPILED) compiled with mypyc beside
+# their sources, in the environment that has every dependency mypyc type-checks against (pip's
+# isolated build above has none, so it builds the package pure). Again whenever the analysis's
+# sources change: a stale extension is never run (msgwatch._native falls back to the sources).
+$(NATIVE): $(STAMP) setup.py $(ANALYSIS_SOURCES)
+	find src -name '*.so' -delete   # a module no longer compiled must not leave its extension
+	$(VENV)/bin/python setup.py --quiet build_ext --inplace
+	touch $(NATIVE)
 
 demo: install
 	$(VENV)/bin/msgwatch demo --output out/   # measurements and report in out/ (git-ignored)
@@ -82,3 +93,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info
+	find src -name '*.so' -delete   # the compiled analysis modules (setup.py)

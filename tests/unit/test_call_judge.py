@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from msgwatch.analysis.verdicts.calls import FACT_KEYS, _echo, direction, load_call_rules
+from msgwatch.analysis.verdicts.call_rules import load_call_rules
+from msgwatch.analysis.verdicts.calls import FACT_KEYS, _echo, direction
 from msgwatch.analysis.verdicts.judge import judge
 
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args, get_origin
 
 import pytest
 
-from msgwatch.analysis.verdicts.calls import FACT_KEYS, CallRule, load_call_rules, match_call
+from msgwatch.analysis.verdicts.call_rules import CallRule, load_call_rules
+from msgwatch.analysis.verdicts.calls import FACT_KEYS, match_call
 from msgwatch.analysis.verdicts.judge import judge
 
 

@@ -31,7 +31,7 @@ def test_judging_a_stored_measurement_gives_the_recorded_verdicts() -> None:
 
 def test_every_verdict_carries_the_rules_version() -> None:
     from msgwatch.analysis import verdicts
-    from msgwatch.analysis.verdicts.calls import load_call_rules
+    from msgwatch.analysis.verdicts.call_rules import load_call_rules
 
     assert verdicts.judge is judge
     assert load_call_rules().rules_version == verdicts.RULES_VERSION  # one version for all rules

@@ -35,70 +35,15 @@ or more says "download" in the direction of the loss, whatever the echoes say (:
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
-from functools import lru_cache
-from importlib import resources
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from msgwatch.analysis import rounds as R
-from msgwatch.analysis.rounds import State
 from msgwatch.analysis.verdicts import overload
-from msgwatch.measurement.vocab import DOWN_ROLES, Verdict
+from msgwatch.analysis.verdicts.call_rules import CallRule, Plain, load_call_rules
+from msgwatch.measurement.vocab import DOWN_ROLES
 
 Record = dict[str, Any]
-Plain = Literal["pass", "fail", "partial", "policed", "none"]
-
-
-class CallRule(BaseModel):
-    """One row of calls.toml. A condition is a value, or a list of values any of which matches."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    original: State | list[State] | None = None
-    control: State | list[State] | None = None
-    neutral: State | list[State] | None = None
-    plain: Plain | list[Plain] | None = None
-    stun: Literal["ok", "failed", "none"] | list[Literal["ok", "failed", "none"]] | None = None
-    comparison: str | list[str] | None = None
-    reason: str | None = None
-    relays: Literal["ok", "failed", "none"] | None = None
-    relays_helper: Literal["ok", "failed", "none"] | None = None
-    markers: Literal["lost", "passed", "none"] | list[Literal["lost", "passed", "none"]] | None = (
-        None
-    )
-    delivery: Literal["trickle", "lossy", "full", "none"] | None = None
-    echo: Literal["short", "full", "none"] | None = None
-    downstream: (
-        Literal["original_lost", "same", "unclear", "none"]
-        | list[Literal["original_lost", "same", "unclear", "none"]]
-        | None
-    ) = None
-    control_api: Literal["ok", "failed", "none"] | None = None
-    split: Literal["significant", "unclear", "none"] | None = None
-    probe: Literal["ok", "overloaded"] | None = None
-    verdict: Verdict
-    mechanism: str | None = None
-    confidence: float = Field(ge=0, le=1)
-    explain: str
-
-
-class CallRules(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rules_version: str
-    rule: list[CallRule]
-
-
-@lru_cache(maxsize=1)
-def load_call_rules() -> CallRules:
-    text = (resources.files("msgwatch.analysis.verdicts") / "calls.toml").read_text(
-        encoding="utf-8"
-    )
-    return CallRules.model_validate(tomllib.loads(text))
 
 
 MARKERS_LOST = 0.5

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from msgwatch.analysis.verdicts import circumvention
-from msgwatch.analysis.verdicts.calls import CallRule, call_facts, match_call
+from msgwatch.analysis.verdicts.call_rules import CallRule
+from msgwatch.analysis.verdicts.calls import call_facts, match_call
 from msgwatch.analysis.verdicts.overload import OVERLOADED, overloaded, throughput_overloaded
 from msgwatch.analysis.verdicts.rules import (
     Facts,

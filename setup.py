@@ -1,0 +1,69 @@
+"""Build msgwatch; compile the analysis's per-measurement modules with mypyc where the machine can.
+
+Everything else is in pyproject.toml. The modules are listed in ``msgwatch._native`` (which also
+picks the sources at run time when an extension is stale or ``MSGWATCH_PURE_PYTHON=1``). They are
+compiled when mypyc (the build requirement ``mypy``), a C compiler and Python's headers are there
+and ``MSGWATCH_PURE_PYTHON`` is unset or ``0``; otherwise the package is built pure, and says so.
+Why mypyc: these modules are strictly typed already (``make typecheck``), mypyc needs no other
+language and no runtime dependency, and it is how mypy and black ship their own speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def _native():  # msgwatch._native, read without importing the package
+    spec = importlib.util.spec_from_file_location(
+        "_msgwatch_native", HERE / "src/msgwatch/_native.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TYPED_AGAINST = ("mypyc", "pydantic", "orjson", "duckdb")
+"""mypyc type-checks the modules against their dependencies: without them it cannot compile (pip's
+isolated build environment has none; the Makefile compiles in the project's environment)."""
+
+
+def _why_pure(native) -> str | None:
+    if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
+        return f"{native.PURE_ENV} is set"
+    missing = [name for name in TYPED_AGAINST if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed here"
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return "no C compiler"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        return "no Python.h (Python's headers)"
+    return None
+
+
+def _extensions():
+    native = _native()
+    why = _why_pure(native)
+    if why is not None:
+        sys.stderr.write(
+            f"msgwatch: built without compiled modules ({why}): the analysis runs slower\n"
+        )
+        return []
+    from mypyc.build import mypycify
+
+    os.chdir(HERE)  # mypyc takes paths relative to here
+    paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in native.COMPILED]
+    return mypycify(paths, opt_level="3", group_name=native.GROUP)
+
+
+setup(ext_modules=_extensions())
