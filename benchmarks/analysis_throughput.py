@@ -372,15 +372,15 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     from msgwatch.analysis.schema import OBSERVATION_COLUMNS, VERDICT_COLUMNS
     from msgwatch.analysis.transform import Meta, transform
     from msgwatch.analysis.verdicts import judge
-    from msgwatch.analysis.workers import _add_rows, _parse, _unwrap, keep_freed_memory, uid_of
+    from msgwatch.analysis.workers import _add_rows, _parse, _unwrap, prepare_worker, uid_of
 
     def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
         lines = itertools.islice(archive_lines(data_dir), limit)
         return [item_of(bytes(line), file) for file, line in lines]
 
-    keep_freed_memory()  # the allocator's settings of the pass and its workers
+    prepare_worker()  # the allocator's and the collector's settings of the pass's workers
     t_read, items = _best(read)
-    staged: dict[str, tuple[dict[str, bytearray], dict[str, int]]] = {}
+    staged: dict[str, tuple[dict[str, list[bytes]], dict[str, int]]] = {}
     rounds: list[dict[str, float]] = []
     for _ in range(3):
         took = dict.fromkeys(("parse", "transform", "judge", "rows"), 0.0)

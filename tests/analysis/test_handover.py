@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import platform
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -34,14 +37,14 @@ def test_a_chunk_comes_back_from_its_file_as_it_went_and_the_file_goes(tmp_path:
 def test_rows_are_spilled_a_file_per_day_and_odd_days_share_unknown(tmp_path: Path) -> None:
     (tmp_path / "verdicts").mkdir()
     days = {
-        "2026-05-22": bytearray(b'{"day": "2026-05-22"}\n'),
-        "../../etc": bytearray(b'{"day": "../../etc"}\n'),
-        "unknown": bytearray(b'{"day": null}\n'),
+        "2026-05-22": [b'{"day": "2026-05-22"}\n'],
+        "../../etc": [b'{"day": "../../etc"}\n'],
+        "unknown": [b'{"day": null}\n', b'{"day": null}\n{"day": null}\n'],
     }
     files = spill(tmp_path, "verdicts", "r1", 3, days)
     assert sorted(files) == ["2026-05-22", "unknown"]
     assert Path(files["2026-05-22"]) == tmp_path / "verdicts" / "cr1-0000003-2026-05-22.ndjson"
-    assert Path(files["unknown"]).read_bytes().count(b"\n") == 2
+    assert Path(files["unknown"]).read_bytes().count(b"\n") == 4  # pieces of whole lines
     assert sorted(p.name for p in (tmp_path / "verdicts").iterdir()) == [
         "cr1-0000003-2026-05-22.ndjson",
         "cr1-0000003-unknown.ndjson",
@@ -51,11 +54,11 @@ def test_rows_are_spilled_a_file_per_day_and_odd_days_share_unknown(tmp_path: Pa
 def test_a_file_is_never_overwritten(tmp_path: Path) -> None:
     """A worker of a killed pass that finishes late cannot truncate the next pass's files."""
     (tmp_path / "verdicts").mkdir()
-    rows = {"2026-05-22": bytearray(b'{"day": "2026-05-22"}\n')}
+    rows = {"2026-05-22": [b'{"day": "2026-05-22"}\n']}
     first = spill(tmp_path, "verdicts", "r1", 0, rows)
     with pytest.raises(FileExistsError):
-        spill(tmp_path, "verdicts", "r1", 0, {"2026-05-22": bytearray(b"late\n")})
-    assert Path(first["2026-05-22"]).read_bytes() == rows["2026-05-22"]
+        spill(tmp_path, "verdicts", "r1", 0, {"2026-05-22": [b"late\n"]})
+    assert Path(first["2026-05-22"]).read_bytes() == rows["2026-05-22"][0]
     assert spill(tmp_path, "verdicts", "r2", 0, rows) != first  # another run: beside it
     pack(tmp_path, "r1", 0, [Item(b"{}", "w")])
     with pytest.raises(FileExistsError):
@@ -66,11 +69,11 @@ def test_the_stager_writes_taken_files_after_its_own_rows_and_removes_them(tmp_p
     work = lake.prepare(tmp_path)
     stager = lake.Stager(tmp_path, work, "verdicts", VERDICT_COLUMNS, 1)
     day = "2026-05-22"
-    stager.add({day: bytearray(b'{"measurement_uid": "u0", "day": "2026-05-22"}\n')}, {day: 1})
+    stager.add({day: [b'{"measurement_uid": "u0", "day": "2026-05-22"}\n']}, {day: 1})
     taken = []
     for number in (1, 2):
-        rows = bytearray(orjson.dumps({"measurement_uid": f"u{number}", "day": day}) + b"\n")
-        taken.append(spill(work, "verdicts", "r", number, {day: rows}))
+        rows = orjson.dumps({"measurement_uid": f"u{number}", "day": day}) + b"\n"
+        taken.append(spill(work, "verdicts", "r", number, {day: [rows]}))
         stager.add_files(taken[-1], {day: 1})
     assert stager.rows == 3
     with lake.connect(work) as connection:
@@ -94,7 +97,7 @@ def test_rows_counted_without_their_file_fail_the_pass_instead_of_vanishing(
     with pytest.raises(RuntimeError, match="disagree"):
         stager.detach()
     stager = lake.Stager(tmp_path, work, "observations", VERDICT_COLUMNS, 1)
-    path = spill(work, "observations", "r", 0, {"2026-05-22": bytearray(b"{}\n")})
+    path = spill(work, "observations", "r", 0, {"2026-05-22": [b"{}\n"]})
     stager.add_files(path, {})
     with pytest.raises(RuntimeError, match="disagree"):
         stager.detach()
@@ -151,3 +154,30 @@ def test_chunks_in_flight_stay_bounded_and_cancelled_ones_leave_no_lines(
 
 def test_freed_memory_is_kept_where_the_allocator_is_glibcs() -> None:
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_a_worker_collects_garbage_less_often_and_never_scans_its_imports() -> None:
+    code = (
+        "import gc; from msgwatch.analysis import workers; workers.prepare_worker(); "
+        "assert gc.get_threshold() == workers.GC_THRESHOLDS, gc.get_threshold(); "
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count(); "
+        "assert gc.isenabled()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_measurements_rows_become_one_piece_of_whole_lines_per_day() -> None:
+    out: dict[str, list[bytes]] = {"2026-05-22": [b'{"old": 1}\n']}
+    counts = {"2026-05-22": 1}
+    rows: list[dict[str, Any]] = [
+        {"day": "2026-05-22", "n": 1},
+        {"day": "2026-05-23", "n": 2},
+        {"day": "2026-05-22", "n": 3},
+        {"day": None, "n": 4},
+    ]
+    workers._add_rows(out, counts, rows)
+    workers._add_rows(out, counts, [])
+    assert counts == {"2026-05-22": 3, "2026-05-23": 1, "unknown": 1}
+    assert out["2026-05-22"][1] == b'{"day":"2026-05-22","n":1}\n{"day":"2026-05-22","n":3}\n'
+    assert [orjson.loads(x) for x in b"".join(out["2026-05-23"]).splitlines()] == [rows[1]]
+    assert len(out["unknown"]) == 1 and out["unknown"][0].endswith(b"\n")

@@ -80,9 +80,9 @@ def test_the_flusher_writes_in_the_background_and_raises_its_errors(
     monkeypatch.setattr(stager, "write_parts", recorded)
     row = b'{"measurement_uid": "u1", "day": "2026-05-22", "service": "whatsapp"}\n'
     with lake.connect(work) as connection, lake.Flusher(connection) as flusher:
-        stager.add({"2026-05-22": bytearray(row)}, {"2026-05-22": 1})
+        stager.add({"2026-05-22": [row]}, {"2026-05-22": 1})
         flusher.flush([stager])
-        stager.add({"2026-05-22": bytearray(row)}, {"2026-05-22": 1})  # staged while it writes
+        stager.add({"2026-05-22": [row]}, {"2026-05-22": 1})  # staged while it writes
         flusher.flush([stager])
         flusher.wait()
         assert stager.written == [
@@ -96,7 +96,7 @@ def test_the_flusher_writes_in_the_background_and_raises_its_errors(
             assert count == 1
         assert not list((work / "verdicts").iterdir())  # the staging files are gone
         assert threads and all(name.startswith("msgwatch-flush") for name in threads), threads
-        stager.add({"2026-05-23": bytearray(b'{"day": "2026-05-23", "confidence": "high"}\n')},
+        stager.add({"2026-05-23": [b'{"day": "2026-05-23", "confidence": "high"}\n']},
                    {"2026-05-23": 1})  # fmt: skip
         flusher.flush([stager])
         with pytest.raises(Exception, match=r"(?i)conver|cast|could not"):

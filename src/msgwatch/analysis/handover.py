@@ -86,12 +86,12 @@ def unpack(packed: Packed) -> list[Item]:
 
 
 def spill(
-    work: Path, table: str, run: str, number: int, days: dict[str, bytearray]
+    work: Path, table: str, run: str, number: int, days: dict[str, list[bytes]]
 ) -> dict[str, str]:
-    """Write a chunk's NDJSON rows of one table, a file per day; day → file."""
-    merged: dict[str, list[bytearray]] = {}
-    for day, data in days.items():
-        merged.setdefault(day_name(day), []).append(data)
+    """Write a chunk's NDJSON rows of one table (pieces per day), a file per day; day → file."""
+    merged: dict[str, list[bytes]] = {}
+    for day, pieces in days.items():
+        merged.setdefault(day_name(day), []).extend(pieces)
     files: dict[str, str] = {}
     for day, parts in merged.items():
         path = work / table / f"c{run}-{number:07d}-{day}.ndjson"

@@ -279,12 +279,12 @@ class Stager:
         """Rows staged and not yet written."""
         return sum(self.staged.values())
 
-    def add(self, chunks: dict[str, bytearray], rows: dict[str, int]) -> None:
-        """Append NDJSON rows per day."""
-        for day, data in chunks.items():
+    def add(self, chunks: dict[str, list[bytes]], rows: dict[str, int]) -> None:
+        """Append NDJSON rows per day (pieces of whole lines)."""
+        for day, pieces in chunks.items():
             day = day_name(day)
             with open(self.folder / f"{day}.ndjson", "ab") as handle:
-                handle.write(data)
+                handle.writelines(pieces)
             self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
 
     def add_files(self, files: dict[str, str], rows: dict[str, int]) -> None:

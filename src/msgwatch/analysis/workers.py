@@ -28,7 +28,8 @@ Rules:
   hanging it; nothing is committed and the next pass reads the same items again.
 - The pool uses the ``forkserver`` start method (never ``fork``: the parent may hold threads and a
   DuckDB connection).
-- Freed memory is kept for reuse (:func:`keep_freed_memory`, in this process and in the workers).
+- Freed memory is kept for reuse (:func:`keep_freed_memory`, in this process and in the workers),
+  and a worker's garbage collector runs less often (:func:`prepare_worker`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -74,8 +76,8 @@ class ChunkResult:
 
     items: int = 0
     measurements: int = 0  # parsed and transformed (skipped ones included)
-    observations: dict[str, bytearray] = field(default_factory=dict)  # day → NDJSON
-    verdicts: dict[str, bytearray] = field(default_factory=dict)  # day → NDJSON
+    observations: dict[str, list[bytes]] = field(default_factory=dict)  # day → NDJSON pieces
+    verdicts: dict[str, list[bytes]] = field(default_factory=dict)  # day → NDJSON pieces
     observation_rows: dict[str, int] = field(default_factory=dict)  # day → rows
     verdict_rows: dict[str, int] = field(default_factory=dict)  # day → rows
     skipped: Counter[str] = field(default_factory=Counter)
@@ -134,12 +136,17 @@ def _unwrap(item: Item, value: dict[str, Any]) -> tuple[Item, dict[str, Any]]:
 
 
 def _add_rows(
-    out: dict[str, bytearray], counts: dict[str, int], rows: list[dict[str, Any]]
+    out: dict[str, list[bytes]], counts: dict[str, int], rows: list[dict[str, Any]]
 ) -> None:
+    """A measurement's rows as one piece of NDJSON per day (its rows share one, as a rule):
+    pieces are joined only when written, never copied again as a growing buffer would be."""
+    by_day: dict[str, list[bytes]] = {}
     for row in rows:
         day = str(row.get("day") or "unknown")
-        out.setdefault(day, bytearray()).extend(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-        counts[day] = counts.get(day, 0) + 1
+        by_day.setdefault(day, []).append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+    for day, lines in by_day.items():
+        out.setdefault(day, []).append(b"".join(lines))
+        counts[day] = counts.get(day, 0) + len(lines)
 
 
 def _one(item: Item, result: ChunkResult, max_line_bytes: int) -> None:
@@ -199,6 +206,21 @@ def analyse_packed(packed: Packed, max_line_bytes: int, work: str) -> ChunkResul
     return result
 
 
+GC_THRESHOLDS = (10_000, 10, 10)
+"""A worker's cyclic garbage collector runs after 10,000 new containers instead of 700: a
+measurement's parse and rows make thousands, freed by their counts at once, and at the default
+the collector ran about three times per measurement scanning the live ones (3.4 % of a worker's
+CPU; 0.6 % so). Memory stays bounded: rows hold no cycles, and the collector still runs."""
+
+
+def prepare_worker() -> None:
+    """A worker's process settings: :func:`keep_freed_memory`, and the collector
+    (:data:`GC_THRESHOLDS`; the objects of the imports are frozen first, never scanned again)."""
+    keep_freed_memory()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc's allocator keep freed memory for reuse (:data:`MMAP_THRESHOLD`,
@@ -254,7 +276,7 @@ def analyse(
         4 * chunk_items, FILE_CHUNK_BYTES
     )  # fmt: skip
     run = secrets.token_hex(4)  # this call's files: a killed pass's last worker cannot touch them
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=keep_freed_memory) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_worker) as pool:
         pending: deque[tuple[Future[ChunkResult], str | None]] = deque()  # and its inbox file
         try:
             for number, chunk in enumerate(_chunks(items, size, max_bytes)):

@@ -57,9 +57,10 @@ class Counts:
 def _tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
     """The rows and the counts of one chunk's result."""
     for tag, tables in (("o", result.observations), ("v", result.verdicts)):
-        for ndjson in tables.values():
-            for line in bytes(ndjson).decode("utf-8").splitlines():
-                yield tag, line
+        for pieces in tables.values():
+            for piece in pieces:
+                for line in piece.decode("utf-8").splitlines():
+                    yield tag, line
     problems = result.problems
     observations = sum(result.observation_rows.values())
     verdicts = sum(result.verdict_rows.values())
