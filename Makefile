@@ -11,7 +11,7 @@ DEB_PACKAGES := gcc libc6-dev python3-dev dnsmasq-base nginx-light coturn nftabl
 	tor obfs4proxy openvpn wireguard-go wireguard-tools shadowsocks-libev dante-server microsocks tinyproxy
 STAMP := $(VENV)/.installed
 NATIVE := $(VENV)/.compiled
-ANALYSIS_SOURCES := $(shell find src/msgwatch/analysis -name '*.py') src/msgwatch/_native.py
+NATIVE_SOURCES := $(shell find src/msgwatch/analysis src/msgwatch/measurement src/msgwatch/catalogue -name '*.py') src/msgwatch/_native.py
 # The fence (msgwatch.fence.LAB_NETWORKS): tests and benchmarks reach only loopback and the lab.
 LAB_NETWORKS := 127.0.0.0/8,::1/128,198.18.0.0/15,2001:db8::/32
 
@@ -34,11 +34,15 @@ $(STAMP): pyproject.toml setup.py
 
 # The analysis's per-measurement modules (msgwatch._native.COMPILED) compiled with mypyc beside
 # their sources, in the environment that has every dependency mypyc type-checks against (pip's
-# isolated build above has none, so it builds the package pure). Again whenever the analysis's
-# sources change: a stale extension is never run (msgwatch._native falls back to the sources).
-$(NATIVE): $(STAMP) setup.py $(ANALYSIS_SOURCES)
-	find src -name '*.so' -delete   # a module no longer compiled must not leave its extension
+# isolated build above has none, so it builds the package pure). Again, from nothing, whenever a
+# source they may depend on changes (msgwatch._native.TRACKED; until then the sources are run,
+# never an old build); the stamp only when the build is current.
+$(NATIVE): $(STAMP) setup.py $(NATIVE_SOURCES)
+	rm -rf build src/msgwatch/native.json
+	find src/msgwatch -name '*.so' -delete   # a module no longer compiled leaves no extension
 	$(VENV)/bin/python setup.py --quiet build_ext --inplace
+	$(VENV)/bin/python -c "from msgwatch import _native; raise SystemExit(_native.build_state() != 'current')" \
+		|| { echo "msgwatch: the analysis's modules were not compiled (see above)" >&2; exit 1; }
 	touch $(NATIVE)
 
 demo: install
@@ -93,4 +97,5 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(OONI_VENV) build *.egg-info src/*.egg-info
-	find src -name '*.so' -delete   # the compiled analysis modules (setup.py)
+	find src/msgwatch -name '*.so' -delete   # the compiled analysis modules (setup.py)
+	rm -f src/msgwatch/native.json

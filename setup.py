@@ -1,11 +1,14 @@
 """Build msgwatch; compile the analysis's per-measurement modules with mypyc where the machine can.
 
-Everything else is in pyproject.toml. The modules are listed in ``msgwatch._native`` (which also
-picks the sources at run time when an extension is stale or ``MSGWATCH_PURE_PYTHON=1``). They are
-compiled when mypyc (the build requirement ``mypy``), a C compiler and Python's headers are there
-and ``MSGWATCH_PURE_PYTHON`` is unset or ``0``; otherwise the package is built pure, and says so.
-Why mypyc: these modules are strictly typed already (``make typecheck``), mypyc needs no other
-language and no runtime dependency, and it is how mypy and black ship their own speed.
+Everything else is in pyproject.toml. The modules are listed in ``msgwatch._native``, which also
+loads their sources at run time when the build is not current or ``MSGWATCH_PURE_PYTHON=1``. They
+are compiled when mypyc (part of mypy, which must be installed with every runtime dependency, as
+in the project's environment: mypyc type-checks against them), a C compiler and Python's headers
+are there and ``MSGWATCH_PURE_PYTHON`` is unset or ``0``; otherwise the package is built pure, and
+says so. After compiling, the build writes ``msgwatch/native.json``: the digest of the sources it
+compiled (``_native.write_manifest``). Why mypyc: these modules are strictly typed already
+(``make typecheck``), mypyc needs no other language and no runtime dependency, and it is how mypy
+and black ship their own speed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sysconfig
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,4 +70,14 @@ def _extensions():
     return mypycify(paths, opt_level="3", group_name=native.GROUP)
 
 
-setup(ext_modules=_extensions())
+class BuildExt(build_ext):
+    """build_ext, then the manifest of what was compiled beside the extensions."""
+
+    def run(self) -> None:
+        super().run()
+        if self.extensions:
+            target = HERE / "src" if self.inplace else Path(self.build_lib)
+            _native().write_manifest(target, HERE / "src")
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -479,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the bare parse of N measurements alone and two at once (0: not measured)",
     )
     parsed = parser.parse_args(args)
+    if parsed.data is not None and not any((parsed.data / "archive").glob("*/*.jsonl.gz")):
+        parser.error(f"--data {parsed.data}: no collector archive there (archive/DAY/*.jsonl.gz)")
     if parsed.costs_only:
         if parsed.data is None or not parsed.costs:
             parser.error("--costs-only needs --data and --costs N")

@@ -2,29 +2,37 @@
 
 A pass spends its CPU in plain Python over each measurement's records: the judge, the transforms,
 the rows (benchmarks/analysis_throughput.py ``--costs``). Those modules are strictly typed, so the
-build (``setup.py``) compiles :data:`COMPILED` with mypyc into C extensions beside their sources,
-where a C compiler and Python's headers are there; the sources stay and are the same program.
+build (``setup.py``, run by ``make install``) compiles :data:`COMPILED` with mypyc into C
+extensions beside their sources, and writes a manifest (:data:`MANIFEST`): a digest of every
+source under :data:`TRACKED` as they were compiled. The sources stay and are the same program.
 
-:func:`install` (run by ``msgwatch/__init__.py``) makes every import of these modules take the
-sources instead of the extensions when ``MSGWATCH_PURE_PYTHON=1``, or when any source is newer than
-its extension (edited since the build: the extension would run old code; ``make install``
-rebuilds). It is all or none: compiled modules call each other directly, so one module taken from
-its source beside compiled ones could still run its old compiled code through them.
+The compiled modules are imported only while the build is **current** (:func:`build_state`): every
+listed module has its extension and the tracked sources still have the manifest's digest. The
+digest covers more than the listed modules because mypyc bakes into the compiled code the
+``Final`` constants and the types of what they import (the rules' models, the vocabulary, the
+catalogue). Otherwise, or when ``MSGWATCH_PURE_PYTHON=1``, every listed module is imported from
+its source (a stale build is logged once, on the ``msgwatch`` logger). It is all or none: compiled
+modules call each other directly, so one module taken from its source beside compiled ones could
+still run its old compiled code through them.
 
-This module imports nothing from msgwatch: ``setup.py`` reads :data:`COMPILED` from it.
+The check runs when the first listed module is imported, not when ``msgwatch`` is: the probe and
+the collector never pay for it. This module imports nothing from msgwatch: ``setup.py`` reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
+import logging
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 COMPILED = (
     "msgwatch.analysis.stats",
@@ -46,12 +54,22 @@ COMPILED = (
 Not the pass's workers nor its readers: a compiled generator left early does not close what its
 ``with`` opened, and the pool's hand-over pickles frozen dataclasses, which compiled ones refuse."""
 
+TRACKED = ("msgwatch/analysis", "msgwatch/measurement", "msgwatch/catalogue")
+"""The folders (under the folder holding the package) whose ``.py`` sources the manifest's digest
+covers: the listed modules and everything they import from msgwatch."""
+
 GROUP = "msgwatch.native"
 """mypyc's shared library of the compiled modules: ``msgwatch/native__mypyc*.so``."""
 
+MANIFEST = "msgwatch/native.json"
+"""Written by the build beside the extensions: ``{"digest": ..., "modules": [...]}``."""
+
 PURE_ENV = "MSGWATCH_PURE_PYTHON"
 
+State = Literal["current", "stale", "none"]
+
 _ROOT = Path(__file__).resolve().parent.parent  # the folder holding the msgwatch package
+log = logging.getLogger("msgwatch")
 
 
 def source_of(name: str, root: Path = _ROOT) -> Path:
@@ -69,31 +87,62 @@ def extension_of(name: str, root: Path = _ROOT) -> Path | None:
     return None
 
 
-def stale(names: Sequence[str] = COMPILED, root: Path = _ROOT) -> list[str]:
-    """The modules whose source changed after their extension was built."""
-    out = []
-    for name in names:
-        extension = extension_of(name, root)
-        if extension is None:
-            continue
-        try:
-            if source_of(name, root).stat().st_mtime > extension.stat().st_mtime:
-                out.append(name)
-        except OSError:  # a source gone (an installed wheel without them): nothing to compare
-            continue
-    return out
+def digest(root: Path = _ROOT) -> str:
+    """The SHA-256 of every tracked source (names and contents, in a fixed order)."""
+    hasher = hashlib.sha256()
+    for folder in TRACKED:
+        for path in sorted((root / folder).rglob("*.py")):
+            hasher.update(path.relative_to(root).as_posix().encode() + b"\0")
+            hasher.update(path.read_bytes() + b"\0")
+    return hasher.hexdigest()
 
 
-def compiled() -> bool:
-    """Whether the compiled modules are the ones imported (checked after :func:`install`)."""
-    module: ModuleType | None = sys.modules.get("msgwatch.analysis.verdicts.judge")
-    if module is None:
-        return not _forced() and any(extension_of(name) is not None for name in COMPILED)
-    return not str(getattr(module, "__file__", "")).endswith(".py")
+def write_manifest(target: Path, sources: Path = _ROOT, names: Sequence[str] = COMPILED) -> None:
+    """Record that ``names`` were compiled from ``sources`` (into ``target``'s package)."""
+    path = target / MANIFEST
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"digest": digest(sources), "modules": list(names)}) + "\n")
+    os.replace(tmp, path)
+
+
+def build_state(root: Path = _ROOT, names: Sequence[str] = COMPILED) -> State:
+    """``current`` (every module compiled from the sources as they are now), ``none`` (nothing
+    compiled) or ``stale`` (anything else: a source changed since, a module missing, no manifest)."""
+    extensions = [extension_of(name, root) for name in names]
+    if all(extension is None for extension in extensions):
+        return "none"
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        recorded = manifest["digest"], manifest["modules"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "stale"
+    if None in extensions or recorded != (digest(root), list(names)):
+        return "stale"
+    return "current"
+
+
+def _forced() -> bool:
+    return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
 class _Sources(importlib.abc.MetaPathFinder):
-    """Finds :data:`COMPILED` modules as their sources (ahead of the path finder's extensions)."""
+    """Decides once, at the first listed module imported, whether the listed modules come from
+    their sources; if so finds them there (ahead of the path finder's extensions)."""
+
+    def __init__(self) -> None:
+        self.sources: bool | None = None
+
+    def decide(self) -> bool:
+        if self.sources is None:
+            state = build_state()
+            if state == "stale" and not _forced():
+                log.warning(
+                    "msgwatch: the compiled analysis modules are older than their sources; "
+                    "running them from the sources instead (slower). `make install` compiles "
+                    "them again."
+                )
+            self.sources = _forced() or state == "stale"
+        return self.sources
 
     def find_spec(
         self,
@@ -101,7 +150,7 @@ class _Sources(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in COMPILED:
+        if fullname not in COMPILED or not self.decide():
             return None
         source = source_of(fullname)
         if not source.exists():
@@ -109,21 +158,15 @@ class _Sources(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_file_location(fullname, source)
 
 
-def _forced() -> bool:
-    return os.environ.get(PURE_ENV, "") not in ("", "0")
+_FINDER = _Sources()
 
 
 def install() -> None:
-    """Take the sources instead of the extensions when asked or when an extension is stale."""
-    if any(isinstance(finder, _Sources) for finder in sys.meta_path):
-        return
-    old = stale()
-    if old:
-        warnings.warn(
-            f"msgwatch: {', '.join(old)} changed after it was compiled; running every compiled "
-            "module from its source instead (slower). `make install` compiles them again.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    if old or _forced():
-        sys.meta_path.insert(0, _Sources())
+    """Put the finder first on the import path (once)."""
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
+
+
+def compiled() -> bool:
+    """Whether the listed modules are (or will be) imported compiled in this process."""
+    return not _FINDER.decide() and build_state() == "current"

@@ -131,3 +131,14 @@ def test_the_job_module_runs_as_a_script_name() -> None:
     job = importlib.import_module("msgwatch.analysis.spark.job")
     with pytest.raises(SystemExit):
         job.main(["--help"])
+
+
+def test_unicode_line_separators_inside_a_row_do_not_split_it() -> None:
+    with gzip.open(LAB, "rt", encoding="utf-8") as lines:
+        measurement = orjson.loads(next(lines))
+    for query in measurement["test_keys"]["queries"]:
+        query["hostname"] = "a\u2028b\u2029c\x85d." + str(query.get("hostname"))
+    observations, _, counts = _analyse([orjson.dumps(measurement).decode()])
+    assert counts.observations == len(observations) > 0
+    rows = [orjson.loads(o) for o in observations]  # each a whole row
+    assert any("a\u2028b\u2029c\x85d." in str(r["hostname"]) for r in rows)

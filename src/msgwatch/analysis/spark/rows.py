@@ -59,8 +59,10 @@ def _tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
     for tag, tables in (("o", result.observations), ("v", result.verdicts)):
         for pieces in tables.values():
             for piece in pieces:
-                for line in piece.decode("utf-8").splitlines():
-                    yield tag, line
+                # split the bytes: text's splitlines() would also cut at U+2028, U+2029 and U+0085,
+                # which orjson leaves unescaped inside strings (it escapes only \n and \r)
+                for line in piece.splitlines():
+                    yield tag, line.decode("utf-8")
     problems = result.problems
     observations = sum(result.observation_rows.values())
     verdicts = sum(result.verdict_rows.values())
