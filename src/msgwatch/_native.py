@@ -21,18 +21,18 @@ the collector never pay for it. This module imports nothing from msgwatch: ``set
 
 from __future__ import annotations
 
-import hashlib
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import json
-import logging
-import os
+import importlib.machinery  # frozen and loaded already; the rest is imported where it is used,
+import os  # so that importing msgwatch costs the CLI's start nothing it would not pay anyway
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
-from typing import Literal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+    from types import ModuleType
+    from typing import Literal
+
+    State = Literal["current", "stale", "none"]
 
 COMPILED = (
     "msgwatch.analysis.stats",
@@ -66,18 +66,22 @@ MANIFEST = "msgwatch/native.json"
 
 PURE_ENV = "MSGWATCH_PURE_PYTHON"
 
-State = Literal["current", "stale", "none"]
-
-_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the msgwatch package
-log = logging.getLogger("msgwatch")
+_ROOT_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+"""The folder holding the msgwatch package."""
 
 
-def source_of(name: str, root: Path = _ROOT) -> Path:
+def _root(root: Path | None) -> Path:
+    from pathlib import Path
+
+    return Path(_ROOT_DIR) if root is None else root
+
+
+def source_of(name: str, root: Path | None = None) -> Path:
     """Where module ``name``'s source is (under ``root``, the folder holding the package)."""
-    return root.joinpath(*name.split(".")).with_suffix(".py")
+    return _root(root).joinpath(*name.split(".")).with_suffix(".py")
 
 
-def extension_of(name: str, root: Path = _ROOT) -> Path | None:
+def extension_of(name: str, root: Path | None = None) -> Path | None:
     """Module ``name``'s compiled extension, if one was built."""
     source = source_of(name, root)
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -87,8 +91,11 @@ def extension_of(name: str, root: Path = _ROOT) -> Path | None:
     return None
 
 
-def digest(root: Path = _ROOT) -> str:
+def digest(root: Path | None = None) -> str:
     """The SHA-256 of every tracked source (names and contents, in a fixed order)."""
+    import hashlib
+
+    root = _root(root)
     hasher = hashlib.sha256()
     for folder in TRACKED:
         for path in sorted((root / folder).rglob("*.py")):
@@ -97,17 +104,24 @@ def digest(root: Path = _ROOT) -> str:
     return hasher.hexdigest()
 
 
-def write_manifest(target: Path, sources: Path = _ROOT, names: Sequence[str] = COMPILED) -> None:
+def write_manifest(
+    target: Path, sources: Path | None = None, names: Sequence[str] = COMPILED
+) -> None:
     """Record that ``names`` were compiled from ``sources`` (into ``target``'s package)."""
+    import json
+
     path = target / MANIFEST
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"digest": digest(sources), "modules": list(names)}) + "\n")
     os.replace(tmp, path)
 
 
-def build_state(root: Path = _ROOT, names: Sequence[str] = COMPILED) -> State:
+def build_state(root: Path | None = None, names: Sequence[str] = COMPILED) -> State:
     """``current`` (every module compiled from the sources as they are now), ``none`` (nothing
     compiled) or ``stale`` (anything else: a source changed since, a module missing, no manifest)."""
+    import json
+
+    root = _root(root)
     extensions = [extension_of(name, root) for name in names]
     if all(extension is None for extension in extensions):
         return "none"
@@ -125,9 +139,10 @@ def _forced() -> bool:
     return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
-class _Sources(importlib.abc.MetaPathFinder):
+class _Sources:
     """Decides once, at the first listed module imported, whether the listed modules come from
-    their sources; if so finds them there (ahead of the path finder's extensions)."""
+    their sources; if so finds them there (ahead of the path finder's extensions). A meta path
+    finder needs only ``find_spec`` (importlib.abc's base class would cost the CLI's start 20 ms)."""
 
     def __init__(self) -> None:
         self.sources: bool | None = None
@@ -136,7 +151,9 @@ class _Sources(importlib.abc.MetaPathFinder):
         if self.sources is None:
             state = build_state()
             if state == "stale" and not _forced():
-                log.warning(
+                import logging
+
+                logging.getLogger("msgwatch").warning(
                     "msgwatch: the compiled analysis modules are older than their sources; "
                     "running them from the sources instead (slower). `make install` compiles "
                     "them again."
@@ -155,6 +172,8 @@ class _Sources(importlib.abc.MetaPathFinder):
         source = source_of(fullname)
         if not source.exists():
             return None
+        import importlib.util
+
         return importlib.util.spec_from_file_location(fullname, source)
 
 

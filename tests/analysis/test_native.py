@@ -156,3 +156,18 @@ def test_a_stale_build_is_logged_once_and_its_modules_come_from_their_sources(
     current = _native._Sources()
     monkeypatch.setattr(_native, "build_state", lambda *a: "current")
     assert current.find_spec(name, None) is None  # the path finder's extension
+
+
+def test_importing_msgwatch_loads_nothing_for_the_check() -> None:
+    """The check waits for the first compiled module: the probe and the collector never pay for
+    it, and the CLI's start stays as it was."""
+    code = (
+        "import sys; before = set(sys.modules); import msgwatch; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(out.stdout.split())
+    heavy = {"pathlib", "hashlib", "json", "logging", "importlib.abc", "importlib.util", "typing"}
+    assert not loaded & heavy, loaded & heavy
