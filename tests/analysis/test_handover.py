@@ -181,3 +181,14 @@ def test_a_measurements_rows_become_one_piece_of_whole_lines_per_day() -> None:
     assert out["2026-05-22"][1] == b'{"day":"2026-05-22","n":1}\n{"day":"2026-05-22","n":3}\n'
     assert [orjson.loads(x) for x in b"".join(out["2026-05-23"]).splitlines()] == [rows[1]]
     assert len(out["unknown"]) == 1 and out["unknown"][0].endswith(b"\n")
+
+
+def test_the_stager_counts_odd_days_rows_under_unknown_by_their_own_day(tmp_path: Path) -> None:
+    work = lake.prepare(tmp_path)
+    stager = lake.Stager(tmp_path, work, "verdicts", VERDICT_COLUMNS, 1)
+    stager.add(
+        {"../../etc": [b'{"day": "../../etc"}\n'], "unknown": [b'{"day": null}\n{"day": null}\n']},
+        {"../../etc": 1, "unknown": 2},
+    )
+    assert stager.staged == {"unknown": 3}
+    assert (work / "verdicts" / "unknown.ndjson").read_bytes().count(b"\n") == 3

@@ -282,10 +282,10 @@ class Stager:
     def add(self, chunks: dict[str, list[bytes]], rows: dict[str, int]) -> None:
         """Append NDJSON rows per day (pieces of whole lines)."""
         for day, pieces in chunks.items():
-            day = day_name(day)
-            with open(self.folder / f"{day}.ndjson", "ab") as handle:
+            name = day_name(day)  # odd days share "unknown"; their rows are counted by their own
+            with open(self.folder / f"{name}.ndjson", "ab") as handle:
                 handle.writelines(pieces)
-            self.staged[day] = self.staged.get(day, 0) + rows.get(day, 0)
+            self.staged[name] = self.staged.get(name, 0) + rows.get(day, 0)
 
     def add_files(self, files: dict[str, str], rows: dict[str, int]) -> None:
         """Take files of NDJSON rows per day (a worker's, :mod:`.handover`); ``rows`` counts them by
