@@ -26,7 +26,7 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 
 
-def _native():  # msgwatch._native, read without importing the package
+def _load_native():  # msgwatch._native, read without importing the package
     spec = importlib.util.spec_from_file_location(
         "_msgwatch_native", HERE / "src/msgwatch/_native.py"
     )
@@ -36,14 +36,17 @@ def _native():  # msgwatch._native, read without importing the package
     return module
 
 
+NATIVE = _load_native()
+
+
 TYPED_AGAINST = ("mypyc", "pydantic", "orjson", "duckdb")
 """mypyc type-checks the modules against their dependencies: without them it cannot compile (pip's
 isolated build environment has none; the Makefile compiles in the project's environment)."""
 
 
-def _why_pure(native) -> str | None:
-    if os.environ.get(native.PURE_ENV, "") not in ("", "0"):
-        return f"{native.PURE_ENV} is set"
+def _why_pure() -> str | None:
+    if NATIVE.forced():
+        return f"{NATIVE.PURE_ENV} is set"
     missing = [name for name in TYPED_AGAINST if importlib.util.find_spec(name) is None]
     if missing:
         return f"{', '.join(missing)} not installed here"
@@ -56,8 +59,7 @@ def _why_pure(native) -> str | None:
 
 
 def _extensions():
-    native = _native()
-    why = _why_pure(native)
+    why = _why_pure()
     if why is not None:
         sys.stderr.write(
             f"msgwatch: built without compiled modules ({why}): the analysis runs slower\n"
@@ -66,8 +68,8 @@ def _extensions():
     from mypyc.build import mypycify
 
     os.chdir(HERE)  # mypyc takes paths relative to here
-    paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in native.COMPILED]
-    return mypycify(paths, opt_level="3", group_name=native.GROUP)
+    paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in NATIVE.COMPILED]
+    return mypycify(paths, opt_level="3", group_name=NATIVE.GROUP)
 
 
 class BuildExt(build_ext):
@@ -77,7 +79,7 @@ class BuildExt(build_ext):
         super().run()
         if self.extensions:
             target = HERE / "src" if self.inplace else Path(self.build_lib)
-            _native().write_manifest(target, HERE / "src")
+            NATIVE.write_manifest(target, HERE / "src")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

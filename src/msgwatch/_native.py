@@ -135,7 +135,8 @@ def build_state(root: Path | None = None, names: Sequence[str] = COMPILED) -> St
     return "current"
 
 
-def _forced() -> bool:
+def forced() -> bool:
+    """Whether ``MSGWATCH_PURE_PYTHON`` asks for the sources (the build reads it too)."""
     return os.environ.get(PURE_ENV, "") not in ("", "0")
 
 
@@ -146,11 +147,12 @@ class _Sources:
 
     def __init__(self) -> None:
         self.sources: bool | None = None
+        self.state: State | None = None  # the build's, as decided
 
     def decide(self) -> bool:
         if self.sources is None:
-            state = build_state()
-            if state == "stale" and not _forced():
+            state = self.state = build_state()
+            if state == "stale" and not forced():
                 import logging
 
                 logging.getLogger("msgwatch").warning(
@@ -158,7 +160,7 @@ class _Sources:
                     "running them from the sources instead (slower). `make install` compiles "
                     "them again."
                 )
-            self.sources = _forced() or state == "stale"
+            self.sources = forced() or state == "stale"
         return self.sources
 
     def find_spec(
@@ -188,4 +190,4 @@ def install() -> None:
 
 def compiled() -> bool:
     """Whether the listed modules are (or will be) imported compiled in this process."""
-    return not _FINDER.decide() and build_state() == "current"
+    return not _FINDER.decide() and _FINDER.state == "current"
