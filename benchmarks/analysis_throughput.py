@@ -408,13 +408,15 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
         rounds.append(took)
     spent = {step: min(r[step] for r in rounds) for step in rounds[0]}
 
-    def write() -> None:  # the parent's flush (lake.Stager), into a folder of its own each time
+    def write() -> None:  # the pass's flush (lake.Flusher), into a folder of its own each time
         out = Path(tempfile.mkdtemp(dir=work))
-        with lake.connect(out) as connection:
+        with lake.connect(out) as connection, lake.Flusher(connection) as flusher:
+            stagers = []
             for table, columns in zip(TABLES, (OBSERVATION_COLUMNS, VERDICT_COLUMNS), strict=True):
-                stager = lake.Stager(out, out, table, columns, 1)
-                stager.add(*staged[table])
-                stager.flush(connection)
+                stagers.append(lake.Stager(out, out, table, columns, 1))
+                stagers[-1].add(*staged[table])
+            flusher.flush(stagers)
+            flusher.wait()
 
     t_write, _ = _best(write)
     per = 1000.0 / max(len(items), 1)

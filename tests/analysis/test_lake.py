@@ -101,3 +101,16 @@ def test_the_flusher_writes_in_the_background_and_raises_its_errors(
         flusher.flush([stager])
         with pytest.raises(Exception, match=r"(?i)conver|cast|could not"):
             flusher.wait()
+
+
+def test_the_flusher_writes_on_one_duckdb_thread_and_gives_the_others_back(tmp_path: Path) -> None:
+    def threads(connection: Any) -> int:
+        (value,) = connection.execute("SELECT current_setting('threads')").fetchone() or (0,)
+        return int(value)
+
+    work = lake.prepare(tmp_path)
+    with lake.connect(work) as connection:
+        assert threads(connection) == lake.DUCKDB_THREADS > lake.FLUSH_THREADS
+        with lake.Flusher(connection):
+            assert threads(connection) == lake.FLUSH_THREADS  # the workers have the cores
+        assert threads(connection) == lake.DUCKDB_THREADS  # the aggregates and events get them
