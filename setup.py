@@ -20,7 +20,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -58,13 +58,14 @@ def _why_pure() -> str | None:
     return None
 
 
+WHY_PURE = _why_pure()
+if WHY_PURE is not None:
+    sys.stderr.write(
+        f"msgwatch: built without compiled modules ({WHY_PURE}): the analysis runs slower\n"
+    )
+
+
 def _extensions():
-    why = _why_pure()
-    if why is not None:
-        sys.stderr.write(
-            f"msgwatch: built without compiled modules ({why}): the analysis runs slower\n"
-        )
-        return []
     from mypyc.build import mypycify
 
     os.chdir(HERE)  # mypyc takes paths relative to here
@@ -72,8 +73,22 @@ def _extensions():
     return mypycify(paths, opt_level="3", group_name=NATIVE.GROUP)
 
 
+class NativeDistribution(Distribution):
+    """Has compiled modules where the machine can build them; mypyc generates their C (about
+    11 s) only when build_ext runs (:class:`BuildExt`), not whenever this file is loaded (the
+    package's metadata, a pure build)."""
+
+    def has_ext_modules(self) -> bool:
+        return WHY_PURE is None or super().has_ext_modules()
+
+
 class BuildExt(build_ext):
-    """build_ext, then the manifest of what was compiled beside the extensions."""
+    """build_ext of the compiled modules, then the manifest of what was compiled beside them."""
+
+    def finalize_options(self) -> None:
+        if WHY_PURE is None and not self.distribution.ext_modules:
+            self.distribution.ext_modules = _extensions()
+        super().finalize_options()
 
     def run(self) -> None:
         super().run()
@@ -82,4 +97,4 @@ class BuildExt(build_ext):
             NATIVE.write_manifest(target, HERE / "src")
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
+setup(distclass=NativeDistribution, cmdclass={"build_ext": BuildExt})
