@@ -21,11 +21,13 @@ For each archive size (``--count``, then ``--also`` when not 0) the run
 Prints the figures of each size, the pass report's stage times when it gives them, and OONI's
 published figures for scale, quoted (not measured here).
 
-``--rounds N`` (1 by default) measures each size N times, the bare parse and the pass one after the
-other in each round, and prints every round's ratio and the figures of the round with the median
-ratio: on a shared or virtual machine the speed of the cores drifts by tens of percent from one
-minute to the next (the same code gave ratios from 0.39 to 0.48 within ten minutes on 2026-12-04),
-and a ratio taken within one round cancels most of that drift.
+``--rounds N`` (1 by default) measures each size N times and prints every round's ratio and the
+figures of the round with the median ratio. Each pass is bracketed by two bare parses, one just
+before and one just after it (consecutive rounds share the one between them: N rounds run N + 1
+bare parses), and its ratio is taken against their mean time: on a shared or virtual machine the
+speed of the cores drifts by tens of percent from one minute to the next (the same code gave ratios
+from 0.39 to 0.48 within ten minutes on 2026-12-04), and a bare parse on both sides of the pass
+cancels a drift that runs through it, where one before it only would not.
 
 ``--scaling N`` (20,000 by default, 0: off) runs the bare parse of the first ``N`` measurements in
 one process, then in two at once: how much of a second core this machine gives (the pass runs on
@@ -96,6 +98,9 @@ class Figures:
     stages: dict[str, float]
     periods: int | None
     """Blocking periods the generator injected (``None``: not a synthetic archive)."""
+    brackets: tuple[float, float] = (0.0, 0.0)
+    """Seconds of the bare parse just before and just after the pass (``parse_seconds`` is their
+    mean)."""
 
     @property
     def parse_rate(self) -> float:
@@ -299,16 +304,20 @@ def injected(data_dir: Path) -> int | None:
         return None
 
 
-def measure(data_dir: Path, out_dir: Path, workers: int, count: int) -> Figures:
-    """The bare parse and the pass over one archive."""
+def measure(
+    data_dir: Path, out_dir: Path, workers: int, count: int, before: tuple[int, float] | None = None
+) -> tuple[Figures, tuple[int, float]]:
+    """The pass over one archive between two bare parses (``before``: one run already, just
+    before); the figures, and the bare parse after the pass (the next round's before)."""
     archive_bytes = sum(Archive(data_dir).size(f) for f in Archive(data_dir).files())
-    parsed, parse_seconds = bare_parse(data_dir)
+    parsed, first = before if before is not None else bare_parse(data_dir)
     result, peaks = run_pass_child(data_dir, out_dir, workers)
+    after = bare_parse(data_dir)
     report = result["report"]
-    return Figures(
+    figures = Figures(
         count=count,
         archive_bytes=archive_bytes,
-        parse_seconds=parse_seconds,
+        parse_seconds=(first + after[1]) / 2,
         parsed=parsed,
         pass_seconds=float(result["seconds"]),
         pass_measurements=int(report.get("measurements", 0)),
@@ -319,7 +328,9 @@ def measure(data_dir: Path, out_dir: Path, workers: int, count: int) -> Figures:
         report=report,
         stages=result["stages"],
         periods=injected(data_dir),
+        brackets=(first, after[1]),
     )
+    return figures, after
 
 
 def show(f: Figures) -> None:
@@ -328,7 +339,8 @@ def show(f: Figures) -> None:
         f"({f.archive_bytes / max(f.parsed, 1) / 1e3:.1f} KB/measurement compressed)"
     )
     print(f"bare parse (gzip + split + orjson.loads, 1 process): {f.parse_rate:,.0f} measurements/s"
-          f" ({f.parse_seconds:.1f} s)")  # fmt: skip
+          f" ({f.parse_seconds:.1f} s: the mean of {f.brackets[0]:.1f} s just before the pass and "
+          f"{f.brackets[1]:.1f} s just after it)")  # fmt: skip
     print(f"end to end (run_pass, ArchiveSource, workers=2):    {f.pass_rate:,.0f} measurements/s"
           f" ({f.pass_seconds:.1f} s; report: {f.pass_measurements:,} measurements)")  # fmt: skip
     verdict = "meets" if f.ratio >= TARGET_RATIO else "MISSES"
@@ -504,10 +516,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"bare parse: {n:,} measurements, {n / seconds:,.0f}/s ({seconds:.1f} s)")
                 continue
             rounds: list[Figures] = []
+            between: tuple[int, float] | None = None  # the bare parse after the last pass
             for number in range(max(parsed.rounds, 1)):
                 with place(parsed.keep, f"out-{count}") as out_dir:
                     shutil.rmtree(out_dir / "out", ignore_errors=True)  # a fresh pass each round
-                    rounds.append(measure(data_dir, out_dir / "out", parsed.workers, count))
+                    figures, between = measure(
+                        data_dir, out_dir / "out", parsed.workers, count, between
+                    )
+                    rounds.append(figures)
                 if parsed.rounds > 1:
                     print(f"round {number + 1}: ratio {rounds[-1].ratio:.2f} "
                           f"(bare parse {rounds[-1].parse_rate:,.0f}/s, "
