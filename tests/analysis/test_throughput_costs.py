@@ -15,7 +15,7 @@ def test_costs_measure_each_step_of_the_pass(tmp_path: Path) -> None:
     work.mkdir()
     steps = dict(costs(tmp_path / "data", 50, work))
     assert [name.split()[0].rstrip(":,") for name in steps] == [
-        "read", "parse", "judge", "observations", "rows", "write"
+        "read", "parse", "judge", "observations", "rows", "write", "orjson.loads"
     ]  # fmt: skip
     assert all(ms >= 0 for ms in steps.values()), steps
     assert steps[next(n for n in steps if n.startswith("judge"))] > 0

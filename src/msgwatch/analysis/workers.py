@@ -9,8 +9,9 @@ stagers.
 
 Rules:
 
-- A worker never raises for what a line holds. Too long → ``line_too_long``; not JSON (orjson's
-  recursion limit stops a nesting bomb) → ``not_json: …``; JSON but not an object →
+- A worker never raises for what a line holds. Too long → ``line_too_long``; not JSON
+  (:func:`msgwatch.analysis.parse.parse`, which defers a service measurement's network events;
+  orjson's recursion limit stops a nesting bomb) → ``not_json: …``; JSON but not an object →
   ``not_an_object``; :class:`~msgwatch.analysis.transform.BadMeasurement` →
   ``bad_measurement: <reason>``; any other exception in the transform → ``transform_error: <type>``
   (a bug, reported, never a crashed pass). Each problem keeps the item's ``where``.
@@ -39,7 +40,6 @@ import ctypes
 import functools
 import gc
 import hashlib
-import json
 import multiprocessing
 import os
 import secrets
@@ -55,6 +55,7 @@ import orjson
 from msgwatch.analysis import transform as transform_module
 from msgwatch.analysis.handover import Packed, pack, spill, unpack
 from msgwatch.analysis.inputs import Item
+from msgwatch.analysis.parse import parse
 from msgwatch.analysis.transform import BadMeasurement, Meta
 
 CHUNK_ITEMS = 256
@@ -102,19 +103,6 @@ def uid_of(item: Item, measurement: dict[str, Any]) -> str:
     return "sha256-" + hashlib.sha256(item.line).hexdigest()[:32]
 
 
-def _parse(line: bytes) -> Any:
-    """The line's JSON (``ValueError`` when it is not JSON)."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        if "integer" not in str(exc).lower():
-            raise
-    try:  # integers beyond 64 bits: the standard library reads them (the archive may hold them)
-        return json.loads(line)
-    except RecursionError as exc:
-        raise ValueError("recursion limit exceeded") from exc
-
-
 def _unwrap(item: Item, value: dict[str, Any]) -> tuple[Item, dict[str, Any]]:
     """A collector archive record's measurement, with the record's uid, tag and time."""
     inner = value.get("measurement")
@@ -155,7 +143,7 @@ def _one(item: Item, result: ChunkResult, max_line_bytes: int) -> None:
         result.problems.append((item.where, "line_too_long"))
         return
     try:
-        value = _parse(item.line)
+        value = parse(item.line)
     except ValueError as exc:
         result.problems.append((item.where, f"not_json: {str(exc)[:200]}"))
         return

@@ -18,6 +18,8 @@
   :data:`JUDGE_ENTRIES` dict entries (strings for ``msgwatch_service_networks``), a key of the
   wrong type dropped. The judge's work grows as targets × records: a measurement beyond
   :data:`JUDGE_BUDGET` (far above any real one) is not judged (``judge_skipped:too_large``).
+  Network events the reader deferred (:mod:`msgwatch.analysis.parse`) stay deferred in the view,
+  bounded when loaded; they count as their opening braces (:func:`_count`).
   Should the judge still fail on odd content, :func:`msgwatch_rows` gives no rows and the
   reason (``judge_failed:<error>``) instead of raising.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from msgwatch.analysis.parse import Deferred
 from msgwatch.analysis.transform.base import Envelope, Row, entries, integer, jtext, text, verdict
 from msgwatch.analysis.transform.ooni_map import Mapped
 from msgwatch.analysis.verdicts.circumvention import RULES_VERSION as CIRCUMVENTION_RULES
@@ -48,12 +51,32 @@ _LISTS = ("queries", "tcp_connect", "tls_handshakes", "requests", "network_event
           "msgwatch_helper_views")  # fmt: skip
 
 
+JUDGE_ERRORS: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError,
+                       OverflowError)  # fmt: skip
+"""What odd content makes the judge raise (OverflowError: an integer beyond a double's range,
+which :mod:`msgwatch.analysis.parse` can leave in a measurement)."""
+
+
+def _bounded(value: Any) -> list[dict[str, Any]]:
+    return entries(value)[:JUDGE_ENTRIES]
+
+
+def _count(value: Any) -> int:
+    """The entries of a list the judge sees; of a deferred one, its opening braces (at least its
+    entries: each is an object) up to the judge's bound, counted without parsing it."""
+    if isinstance(value, Deferred):
+        return min(value.raw.count(b"{"), JUDGE_ENTRIES)
+    return len(value)
+
+
 def judgeable(measurement: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any]:
     """``measurement`` with a bounded, well-typed view of ``test_keys`` for the judge."""
     view = dict(keys)
     for name in _LISTS:
         if name in view:
-            view[name] = entries(view[name])[:JUDGE_ENTRIES]
+            value = view[name]
+            view[name] = (value.shaped(_bounded) if isinstance(value, Deferred)
+                          else _bounded(value))  # fmt: skip
     networks = view.get("msgwatch_service_networks")
     view["msgwatch_service_networks"] = [
         n for n in (networks if isinstance(networks, list) else [])[:JUDGE_ENTRIES]
@@ -70,12 +93,12 @@ def msgwatch_rows(env: Envelope, measurement: dict[str, Any]) -> tuple[list[Row]
     judge failed."""
     view = judgeable(measurement, env.keys)
     keys = view["test_keys"]
-    records = sum(len(keys[name]) for name in _LISTS if name in keys)
+    records = sum(_count(keys[name]) for name in _LISTS if name in keys)
     if len(keys.get("msgwatch_targets", ())) * records > JUDGE_BUDGET:
         return [], "judge_skipped:too_large"
     try:
         judged_all = judge(view)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError) as e:
+    except JUDGE_ERRORS as e:
         return [], f"judge_failed:{type(e).__name__}"
     circumvention = measurement.get("test_name") == CIRCUMVENTION
     controls = _controls(env.keys)

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from msgwatch.analysis import rounds as R
+from msgwatch.analysis.parse import resolved
 from msgwatch.analysis.verdicts import overload
 from msgwatch.analysis.verdicts.call_rules import CallRule, Plain, load_call_rules
 from msgwatch.measurement.vocab import DOWN_ROLES
@@ -268,7 +269,7 @@ def _api(calls: Sequence[Record], keys: Record) -> str:
     answered, ``failed`` when every call failed, ``none`` without calls. A call that failed
     without one network event of its own never reached for the helper (the function's deadline
     had passed: the probe's lag) and says nothing of it: it is left out."""
-    tried = {e.get("transaction_id") for e in keys.get("network_events") or []
+    tried = {e.get("transaction_id") for e in resolved(keys, "network_events") or []
              if isinstance(e, dict)}  # fmt: skip
     said = [c.get("failure") is None for c in calls
             if c.get("failure") is None or c.get("transaction_id") in tried]  # fmt: skip

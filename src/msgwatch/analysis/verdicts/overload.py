@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from msgwatch.analysis.parse import resolved
 from msgwatch.analysis.verdicts.rules import Rule
 
 Record = dict[str, Any]
@@ -63,7 +64,7 @@ def span(target: Record, keys: Record) -> tuple[float, float] | None:
     """From the first to the last network event of the target's transactions, or None."""
     ids = target.get("transaction_ids")
     txids = {i for i in ids if isinstance(i, int)} if isinstance(ids, list) else set()
-    events = keys.get("network_events")
+    events = resolved(keys, "network_events")
     times: list[float] = []
     for event in events if isinstance(events, list) else []:
         if isinstance(event, dict) and event.get("transaction_id") in txids:
