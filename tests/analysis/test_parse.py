@@ -163,3 +163,20 @@ def test_an_integer_beyond_a_double_where_the_judge_reads_a_number_is_a_judge_fa
     m["test_keys"]["msgwatch_probe_lag"]["stalls"] = [[424242, 1.0]]
     out = transform(parse(orjson.dumps(m).replace(b"424242", b"9" * 400)), Meta("lab:1", "u1"))
     assert out.problem == "judge_failed:OverflowError" and not out.verdicts
+
+
+def _never(value: Any) -> Any:
+    raise AssertionError("the network events were loaded")
+
+
+def test_the_helper_api_fact_reads_the_events_only_when_every_call_failed() -> None:
+    from msgwatch.analysis.verdicts.calls import _api
+
+    untouched = {DEFERRED_KEY: Deferred(b"[]", _never)}
+    assert _api([], untouched) == "none"
+    ok, failed = {"transaction_id": 4, "failure": None}, {"transaction_id": 5, "failure": "x"}
+    assert _api([failed, ok], untouched) == "ok"
+    events = b'[{"transaction_id": 5, "operation": "write"}]'
+    assert _api([failed], {DEFERRED_KEY: Deferred(events)}) == "failed"
+    assert _api([failed], {DEFERRED_KEY: Deferred(b'[{"transaction_id": 6}]')}) == "none"
+    assert _api([failed], {}) == "none"

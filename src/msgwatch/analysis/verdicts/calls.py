@@ -268,12 +268,15 @@ def _api(calls: Sequence[Record], keys: Record) -> str:
     """The helper's control API (its counts, its view of the relays): ``ok`` when a call was
     answered, ``failed`` when every call failed, ``none`` without calls. A call that failed
     without one network event of its own never reached for the helper (the function's deadline
-    had passed: the probe's lag) and says nothing of it: it is left out."""
+    had passed: the probe's lag) and says nothing of it: it is left out. The network events are
+    read only when every call failed (one answer says ``ok`` already)."""
+    if not calls:
+        return "none"
+    if any(c.get("failure") is None for c in calls):
+        return "ok"
     tried = {e.get("transaction_id") for e in resolved(keys, "network_events") or []
              if isinstance(e, dict)}  # fmt: skip
-    said = [c.get("failure") is None for c in calls
-            if c.get("failure") is None or c.get("transaction_id") in tried]  # fmt: skip
-    return ("ok" if any(said) else "failed") if said else "none"
+    return "failed" if any(c.get("transaction_id") in tried for c in calls) else "none"
 
 
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
