@@ -180,3 +180,16 @@ def test_the_helper_api_fact_reads_the_events_only_when_every_call_failed() -> N
     assert _api([failed], {DEFERRED_KEY: Deferred(events)}) == "failed"
     assert _api([failed], {DEFERRED_KEY: Deferred(b'[{"transaction_id": 6}]')}) == "none"
     assert _api([failed], {}) == "none"
+
+
+@pytest.mark.parametrize("events", [50, 3000])
+def test_the_judges_budget_counts_deferred_events_as_it_counts_loaded_ones(events: int) -> None:
+    m = orjson.loads(lab_lines()[0])
+    keys = m["test_keys"]
+    keys["msgwatch_targets"] = (keys["msgwatch_targets"] * 200)[:200]
+    keys["network_events"] = (keys["network_events"] * 100)[:events]
+    line = orjson.dumps(m)
+    deferred, whole = rows(parse(line)), rows(orjson.loads(line))
+    assert deferred == whole
+    out = transform(orjson.loads(line), Meta("lab:1", "u1"))
+    assert (out.problem == "judge_skipped:too_large") is (events == 3000)

@@ -19,7 +19,7 @@
   wrong type dropped. The judge's work grows as targets × records: a measurement beyond
   :data:`JUDGE_BUDGET` (far above any real one) is not judged (``judge_skipped:too_large``).
   Network events the reader deferred (:mod:`msgwatch.analysis.parse`) stay deferred in the view,
-  bounded when loaded; they count as their opening braces (:func:`_count`).
+  bounded when loaded; they count as their opening braces (:func:`_judge_work`).
   Should the judge still fail on odd content, :func:`msgwatch_rows` gives no rows and the
   reason (``judge_failed:<error>``) instead of raising.
 """
@@ -61,12 +61,23 @@ def _bounded(value: Any) -> list[dict[str, Any]]:
     return entries(value)[:JUDGE_ENTRIES]
 
 
-def _count(value: Any) -> int:
-    """The entries of a list the judge sees; of a deferred one, its opening braces (at least its
-    entries: each is an object) up to the judge's bound, counted without parsing it."""
-    if isinstance(value, Deferred):
-        return min(value.raw.count(b"{"), JUDGE_ENTRIES)
-    return len(value)
+def _judge_work(keys: dict[str, Any]) -> int:
+    """Targets × records of the judge's view. A deferred list counts as its opening braces (at
+    least its entries: each is an object) up to the judge's bound, counted without parsing it, and
+    only when its bound could take the work beyond :data:`JUDGE_BUDGET`."""
+    targets = len(keys.get("msgwatch_targets", ()))
+    records = deferred = 0
+    for name in _LISTS:
+        value = keys.get(name)
+        if isinstance(value, Deferred):
+            deferred += 1
+        elif value is not None:
+            records += len(value)
+    if deferred and targets * (records + deferred * JUDGE_ENTRIES) > JUDGE_BUDGET:
+        for name in _LISTS:
+            if isinstance(value := keys.get(name), Deferred):
+                records += min(value.raw.count(b"{"), JUDGE_ENTRIES)
+    return targets * records
 
 
 def judgeable(measurement: dict[str, Any], keys: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +104,7 @@ def msgwatch_rows(env: Envelope, measurement: dict[str, Any]) -> tuple[list[Row]
     judge failed."""
     view = judgeable(measurement, env.keys)
     keys = view["test_keys"]
-    records = sum(_count(keys[name]) for name in _LISTS if name in keys)
-    if len(keys.get("msgwatch_targets", ())) * records > JUDGE_BUDGET:
+    if _judge_work(keys) > JUDGE_BUDGET:
         return [], "judge_skipped:too_large"
     try:
         judged_all = judge(view)
