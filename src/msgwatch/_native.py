@@ -49,6 +49,8 @@ COMPILED = (
     "msgwatch.analysis.transform.ooni_map",
     "msgwatch.analysis.transform.ooni_observations",
     "msgwatch.analysis.transform.verdict_rows",
+    "msgwatch.analysis.events.series",
+    "msgwatch.analysis.events.detector",
 )
 """Modules only: a package's ``__init__`` is never compiled (the fallback finds sources by name).
 Not the pass's workers nor its readers: a compiled generator left early does not close what its

@@ -91,6 +91,7 @@ class Buckets:
 def collect(rows: Iterable[Mapping[str, Any]], seconds: int) -> dict[SeriesKey, Buckets]:
     """Group aggregate rows into per-series buckets (ok and failing only)."""
     series: dict[SeriesKey, Buckets] = {}
+    numbers: dict[Any, int] = {}  # a bucket's time → its number (rows share a few buckets)
     for row in rows:
         verdict = row["verdict"]
         if verdict != vocab.OK and verdict not in _FAILING:
@@ -110,8 +111,12 @@ def collect(rows: Iterable[Mapping[str, Any]], seconds: int) -> dict[SeriesKey, 
         found = series.get(key)
         if found is None:
             found = series[key] = Buckets()
+        when = row["bucket"]
+        number = numbers.get(when)
+        if number is None:
+            number = numbers[when] = bucket_number(to_time(when), seconds)
         found.add(
-            bucket_number(to_time(row["bucket"]), seconds),
+            number,
             verdict,
             row["mechanism"] or "",
             count,
