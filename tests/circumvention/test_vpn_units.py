@@ -285,8 +285,12 @@ def test_client_is_stopped_on_cancellation(tmp_path: Path) -> None:
             finally:
                 await vpnkit.stop_client(client)
 
+        async def started() -> None:  # cancelled once it runs: a busy machine starts it late
+            while client.process is None:
+                await asyncio.sleep(0.01)
+
         task = asyncio.create_task(use())
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(started(), 60)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
