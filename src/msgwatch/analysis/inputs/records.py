@@ -28,28 +28,51 @@ from msgwatch.analysis.inputs import Item
 RECORD_PREFIX = b'{"measurement_uid"'
 _MEASUREMENT_KEY = b',"measurement":'
 _HEADER = {"measurement_uid": str, "idempotency_key": str, "received_at": str}
+_SPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() strips
+_OPEN, _CLOSE = ord("{"), ord("}")
 
 
 def unwrap(line: bytes) -> tuple[dict[str, Any], bytes] | None:
     """``(header, measurement JSON)`` of an archive record line; None when it is not one."""
-    if not line.startswith(RECORD_PREFIX):
+    found = unwrap_at(line, 0, len(line))
+    if found is None:
         return None
-    cut = line.find(_MEASUREMENT_KEY)
-    body = line.rstrip()
-    if cut < 0 or not body.endswith(b"}"):
+    header, start, end = found
+    return header, line[start:end]
+
+
+def unwrap_at(data: bytes, start: int, end: int) -> tuple[dict[str, Any], int, int] | None:
+    """:func:`unwrap` of the line ``data[start:end]`` without copying it: the header and where
+    the measurement's JSON is in ``data``; None when the line is not a record."""
+    if not data.startswith(RECORD_PREFIX, start, end):
+        return None
+    cut = data.find(_MEASUREMENT_KEY, start, end)
+    stop = _rstrip(data, start, end)
+    if cut < 0 or stop == start or data[stop - 1] != _CLOSE:
         return None
     try:
-        header = orjson.loads(line[:cut] + b"}")
+        header = orjson.loads(data[start:cut] + b"}")
     except orjson.JSONDecodeError:
         return None
     if not isinstance(header, dict) or not set(header) <= {*_HEADER, "report_id"}:
         return None
     if not all(isinstance(header.get(k), t) for k, t in _HEADER.items()):
         return None
-    measurement = body[cut + len(_MEASUREMENT_KEY) : -1]
-    if not (measurement.lstrip().startswith(b"{") and measurement.rstrip().endswith(b"}")):
+    first, last = cut + len(_MEASUREMENT_KEY), stop - 1  # the JSON between the key and "}"
+    left = first
+    while left < last and data[left] in _SPACE:
+        left += 1
+    right = _rstrip(data, left, last)
+    if not (left < right and data[left] == _OPEN and data[right - 1] == _CLOSE):
         return None
-    return header, measurement
+    return header, first, last
+
+
+def _rstrip(data: bytes, start: int, end: int) -> int:
+    """Where ``data[start:end].rstrip()`` would end."""
+    while end > start and data[end - 1] in _SPACE:
+        end -= 1
+    return end
 
 
 def probe_tag(idempotency_key: str) -> str | None:

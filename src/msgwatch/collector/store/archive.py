@@ -84,6 +84,12 @@ def compress_member(text: bytes, level: int) -> bytes:
 
 def lines_of(data: bytes) -> Iterator[tuple[int, bytes]]:
     """``(offset, line)`` of every non-empty line of a member's content, without the newline."""
+    for start, end in spans_of(data):
+        yield start, data[start:end]
+
+
+def spans_of(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of every non-empty line of a member's content, without the newline."""
     start = 0
     size = len(data)
     while start < size:
@@ -91,7 +97,7 @@ def lines_of(data: bytes) -> Iterator[tuple[int, bytes]]:
         if end < 0:
             end = size
         if end > start:
-            yield start, data[start:end]
+            yield start, end
         start = end + 1
 
 

@@ -34,11 +34,12 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 from msgwatch.analysis.inputs import Checkpoint, Item, Mark, Problem, Read
-from msgwatch.analysis.inputs.records import record_item, unwrap
+from msgwatch.analysis.inputs.records import record_item, unwrap, unwrap_at
 from msgwatch.collector.store import open_reader
-from msgwatch.collector.store.archive import lines_of, read_store_id
+from msgwatch.collector.store.archive import read_store_id, spans_of
 from msgwatch.collector.store.base import StoreUnavailable
 from msgwatch.collector.store.records import dumps, parse_record
 from msgwatch.collector.store.scan import StoreReader
@@ -118,18 +119,27 @@ class _Feed:
         skipped = 0
         done: set[str | None] = set()
         for member in scan:
-            items: list[tuple[int, int, int]] = []  # (line number, offset, length) in member.data
+            # (line number, header or None, start, end) in member.data: a record's header and its
+            # measurement's span, else the line's, cut out again by _record
+            items: list[tuple[int, dict[str, Any] | None, int, int]] = []
             missing = False
-            for number, (offset, line) in enumerate(lines_of(member.data), 1):
+            for number, (start, end) in enumerate(spans_of(member.data), 1):
                 where = f"{file}@{member.offset}:{number}"
-                read = _record(line, where)
-                uid = read.measurement_uid if isinstance(read, Item) else None
+                found = unwrap_at(member.data, start, end)  # the header only: no copy yet
+                header: dict[str, Any] | None = None
+                read: Item | Problem | None = None
+                if found is not None:
+                    header, start, end = found
+                    uid = header["measurement_uid"]
+                else:
+                    read = _record(member.data[start:end], where)
+                    uid = read.measurement_uid if isinstance(read, Item) else None
                 if isinstance(read, Problem):
                     yield read
                 elif uid in stored:
                     stored.discard(uid)  # each once, even if a damaged file repeats a member
                     done.add(uid)
-                    items.append((number, offset, len(line)))
+                    items.append((number, header, start, end))
                 elif uid not in done:
                     missing = True
             for begin, end in scan.skipped[skipped:]:
@@ -140,10 +150,12 @@ class _Feed:
                 del member  # not held while the scan decompresses the next one
                 continue
             held = None  # anything held before this member was an orphan
-            for number, offset, length in items:  # cut out again: a member's items are not held
-                yield _record(
-                    member.data[offset : offset + length], f"{file}@{member.offset}:{number}"
-                )
+            for number, header, start, end in items:  # cut out now: a member's items are not held
+                where = f"{file}@{member.offset}:{number}"
+                if header is None:
+                    yield _record(member.data[start:end], where)
+                else:
+                    yield record_item(header, member.data[start:end], where)
             self.offsets[file] = member.end
             del member  # not held while the scan decompresses the next one
             yield Mark(dict(self.offsets))
