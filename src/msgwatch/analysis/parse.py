@@ -58,7 +58,9 @@ class Deferred:
     def shaped(self, shape: Callable[[Any], Any]) -> Deferred:
         """The same bytes, ``shape`` applied to their value when loaded (after this one's)."""
         first = self.shape
-        return Deferred(self.raw, shape if first is None else _Then(first, shape))
+        if first is None:
+            return Deferred(self.raw, shape)
+        return Deferred(self.raw, lambda value: shape(first(value)))
 
     def load(self) -> Any:
         """The value (None if the bytes do not parse: see the module's last rule)."""
@@ -67,18 +69,6 @@ class Deferred:
         except orjson.JSONDecodeError:
             value = None
         return value if self.shape is None else self.shape(value)
-
-
-class _Then:
-    """Two shapes, one after the other (picklable, unlike a lambda)."""
-
-    __slots__ = ("first", "second")
-
-    def __init__(self, first: Callable[[Any], Any], second: Callable[[Any], Any]) -> None:
-        self.first, self.second = first, second
-
-    def __call__(self, value: Any) -> Any:
-        return self.second(self.first(value))
 
 
 def resolved(keys: dict[str, Any], name: str) -> Any:
