@@ -285,8 +285,8 @@ def test_a_young_series_whose_first_measurements_rarely_failed_raises_nothing() 
 
 def test_a_two_bucket_burst_of_seven_background_failures_opens_no_event() -> None:
     """Seven failures of seven over two buckets of a 12 % series (the full-blocking sum: 14.2)
-    opened an event under 1.3.0's 13; 1.4.0's 15 wants eight. A real block is still found in
-    its second bucket."""
+    opened an event under 1.3.0's 13; 1.4.0's 15 wants eight, 1.5.0's 16.5 nine. A real block is
+    still found in its second bucket."""
     pattern = (1, 1, 0, 1, 0)  # failing of 5 per bucket: 12 %
     for burst in ([(4, 4), (3, 3)], [(3, 3), (4, 4)], [(5, 5), (2, 2)]):
         counts = [(5, pattern[b % 5]) for b in range(1000)]
@@ -297,6 +297,28 @@ def test_a_two_bucket_burst_of_seven_background_failures_opens_no_event() -> Non
     counts[800:810] = [(5, 5)] * 10
     found, opened = _opened(PARAMS, counts)
     assert [(e[0], e[2]) for e in found] == [(800, 810)] and opened == [801]
+
+
+# Detector 1.4.0's onset thresholds, to show what 1.5.0 changed.
+PARAMS_1_4 = dataclasses.replace(PARAMS, threshold=12.0, threshold_high=15.0)
+
+
+def test_a_chance_run_of_ordinary_failures_opens_no_event_and_a_partial_block_still_does() -> None:
+    """19 failures in 44 measurements over seven hours of an 11 % series (a binomial tail of about
+    10⁻⁷, as chance makes a few times in a year of 4000 series) opened an event under 1.4.0's
+    partial-blocking threshold of 12; 1.5.0's 14 opens none. A block of 45 % of the measurements
+    (two of three fail) is still found in its fourth bucket, and ten hours of it are one event."""
+    pattern = (1, 0, 1, 0, 1, 1, 0, 1, 1)  # failing of 6 per bucket: 6 of 54, 11 %
+    counts = [(6, pattern[b % 9]) for b in range(2000)]
+    counts[1500:1507] = [(6, 4), (7, 2), (6, 3), (6, 2), (7, 3), (6, 2), (6, 3)]
+    assert sum(n for n, _ in counts[1500:1507]) == 44
+    assert sum(f for _, f in counts[1500:1507]) == 19
+    assert [e[0] for e in _opened(PARAMS_1_4, counts)[0]] == [1500]  # the false event 1.4 gave
+    assert _opened(PARAMS, counts)[0] == []
+    counts[1800:1810] = [(6, 4)] * 10
+    found, opened = _opened(PARAMS, counts)
+    assert [(e[0], e[2], e[4]) for e in found] == [(1800, 1810, "continuous")]
+    assert opened == [1803]
 
 
 def test_a_sparse_series_is_judged_against_a_background_close_to_its_rate() -> None:

@@ -32,8 +32,8 @@ class DetectorParams:
     max_rate: float = 0.5  # ceiling of the background rate
     shift_low: float = 0.3  # alternative 1: background + this share of the working rest fails
     shift_high: float = 0.85  # alternative 2 (fast for full blocking)
-    threshold: float = 12.0  # onset: the partial-blocking sum above this opens an event
-    threshold_high: float = 15.0  # onset: the full-blocking sum above this (larger steps)
+    threshold: float = 14.0  # onset: the partial-blocking sum above this opens an event
+    threshold_high: float = 16.5  # onset: the full-blocking sum above this (larger steps)
     end_threshold: float = 8.0  # end: the reverse CUSUM above this (and held) closes it
     end_hold: int = 1  # measured buckets the recovered run must span before the end is called
     low_llr: float = (
