@@ -189,7 +189,10 @@ def test_the_judges_budget_counts_deferred_events_as_it_counts_loaded_ones(event
     keys["msgwatch_targets"] = (keys["msgwatch_targets"] * 200)[:200]
     keys["network_events"] = (keys["network_events"] * 100)[:events]
     line = orjson.dumps(m)
-    deferred, whole = rows(parse(line)), rows(orjson.loads(line))
-    assert deferred == whole
-    out = transform(orjson.loads(line), Meta("lab:1", "u1"))
-    assert (out.problem == "judge_skipped:too_large") is (events == 3000)
+    value = parse(line)
+    assert isinstance(value["test_keys"][DEFERRED_KEY], Deferred)
+    meta = Meta("lab:1", "u1")
+    deferred, whole = transform(value, meta), transform(orjson.loads(line), meta)
+    assert (deferred.problem, deferred.skipped) == (whole.problem, whole.skipped)
+    assert (deferred.observations, deferred.verdicts) == (whole.observations, whole.verdicts)
+    assert (whole.problem == "judge_skipped:too_large") is (events == 3000)

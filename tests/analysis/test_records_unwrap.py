@@ -16,7 +16,6 @@ LINES = [
     HEADER + b',"measurement":{}}\r',
     HEADER + b',"measurement":{}',  # no closing brace of the record
     HEADER + b',"measurement":}',  # no measurement
-    HEADER + b',"measurement":{}',
     HEADER + b',"measurement":[1]}',
     HEADER + b',"report_id":"r","measurement":{"b":2}}',
     b'{"measurement_uid":1,"idempotency_key":"k","received_at":"t","measurement":{}}',
