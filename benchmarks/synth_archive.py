@@ -25,8 +25,9 @@ Rules:
   days, at times that differ per country. A failing measurement is a failing base of that service.
 - Each copy gets the network's ``probe_cc``, ``probe_asn``, name, its own times and ``report_id``;
   the base's JSON is encoded once and spliced, so a copy costs no encoding.
-- Groups of ``--group`` measurements in time order are one gzip member each (level 1, as the
-  collector), compressed on two threads while the next group is built; all of a group share a
+- Groups of ``--group`` measurements in time order, each written as the collector's writer writes
+  a group: gzip members (level 1) of at most ``MAX_MEMBER_BYTES`` of text (about 170 lab
+  measurements), compressed on two threads while the next are built; all of a group share a
   reception time a few minutes after its last measurement (the archive's day is that time's).
 
 Prints its own time and size.
@@ -59,7 +60,12 @@ from msgwatch.collector.store import open_index  # noqa: E402
 from msgwatch.collector.store.archive import Archive, compress_member, make_store_id  # noqa: E402
 from msgwatch.collector.store.index import IndexRow  # noqa: E402
 from msgwatch.collector.store.records import dumps, record_line  # noqa: E402
-from msgwatch.collector.store.writer import COMPRESSION_LEVEL, make_uid, received_text  # noqa: E402
+from msgwatch.collector.store.writer import (  # noqa: E402
+    COMPRESSION_LEVEL,
+    MAX_MEMBER_BYTES,
+    make_uid,
+    received_text,
+)
 from msgwatch.collector.summary import SummaryRow, summarise  # noqa: E402
 from msgwatch.measurement import vocab  # noqa: E402
 
@@ -249,7 +255,8 @@ class Group:
 
 
 def groups(synth: Synth, rng: random.Random) -> Iterator[Group]:
-    """The archive's groups, in time order (lines built, not yet compressed)."""
+    """The archive's members, in time order (lines built, not yet compressed): a group's, of at
+    most ``MAX_MEMBER_BYTES`` of text each."""
     entries = schedule(synth, rng)
     size = max(1, synth.config.group)
     for first in range(0, len(entries), size):
@@ -267,6 +274,9 @@ def groups(synth: Synth, rng: random.Random) -> Iterator[Group]:
             uid = make_uid(now, network.cc, base.test_name)
             key = f"{tag}.{rng.getrandbits(128):032x}"
             line = record_line(uid, key, report_id, received, body)
+            if group.lines and offset + len(line) + 1 > MAX_MEMBER_BYTES:  # as the writer splits
+                yield group
+                group, offset = Group(now, [], []), 0
             group.lines.append(line)
             group.rows.append((uid, key, received, summary, offset, len(line)))
             offset += len(line) + 1

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from msgwatch.analysis.inputs import Item, Mark, Problem, Read
-from msgwatch.collector.store import DurableStore, StoreUnavailable, Submission, open_index
+from msgwatch.collector.store import DurableStore, StoreUnavailable, Submission, open_index, writer
 from msgwatch.collector.store.archive import Archive, compress_member, read_store_id
 from msgwatch.collector.store.feed import ArchiveSource
 from msgwatch.collector.store.records import record_line
@@ -198,3 +199,57 @@ def test_a_shrunk_file_is_read_again(tmp_path: Path) -> None:
     (file,) = Archive(tmp_path).files()
     items, _, _ = run(ArchiveSource(tmp_path), {file: 10**9})
     assert inputs(items) == ["n0"]
+
+
+def test_a_large_group_is_written_as_members_of_bounded_size_and_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group whose records exceed ``MAX_MEMBER_BYTES`` of text becomes several members (one
+    write, one commit): each holds at most that much, or one record alone; the index points into
+    the right one, the feed and the store's reads find every record once, and an index rebuilt
+    from the archive finds the same."""
+    one = len(record_line("x" * 40, "tag0.0", None, "2026-11-01 12:00:00", orjson.dumps(small(0))))
+    cap = 3 * one + 10
+    monkeypatch.setattr(writer, "MAX_MEMBER_BYTES", cap)
+    big = {**small(99), "test_keys": {"pad": "p" * (2 * cap)}}  # a record above the cap: alone
+
+    async def main() -> list[dict[str, Any] | None]:
+        opened = await DurableStore.open(tmp_path, open_index(tmp_path))
+        try:
+            batch = [Submission(f"tag{n % 3}.{n}", small(n)) for n in range(10)]
+            batch.insert(4, Submission("tag9.99", big))
+            receipts = await opened.put_many(batch)
+            assert opened.stats.groups == 1
+            return [await opened.get(r.measurement_uid) for r in receipts]
+        finally:
+            await opened.close()
+
+    stored = asyncio.run(main())
+    assert [m and m["input"] for m in stored] == [*(f"n{n}" for n in range(4)), "n99",
+                                                  *(f"n{n}" for n in range(4, 10))]  # fmt: skip
+    members = _members(tmp_path)
+    assert len(members) >= 4 and sum(len(m.data.splitlines()) for m in members) == 11
+    assert all(len(m.data) <= cap for m in members if len(m.data.splitlines()) > 1)
+    assert next(m for m in members if b'"n99"' in m.data).data.count(b"\n") == 1  # alone
+    items, problems, _ = run(ArchiveSource(tmp_path))
+    assert problems == []
+    assert sorted(inputs(items)) == sorted([f"n{n}" for n in range(10)] + ["n99"])
+    assert {int(i.where.split("@")[1].split(":")[0]) for i in items} == {m.offset for m in members}
+
+    for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            (tmp_path / name).unlink()
+
+    async def reopen() -> None:  # the index is rebuilt from the archive's members
+        opened = await DurableStore.open(tmp_path, open_index(tmp_path))
+        await opened.close()
+
+    asyncio.run(reopen())
+    again, problems, _ = run(ArchiveSource(tmp_path))
+    assert problems == [] and [i.line for i in again] == [i.line for i in items]
+
+
+def _members(data_dir: Path) -> list[Any]:
+    archive = Archive(data_dir)
+    (file,) = archive.files()
+    return list(archive.scan(file, 0))

@@ -1,13 +1,16 @@
 """The archive: append-only files of gzip members, one directory per day — the source of truth.
 
 Layout: ``DATA/archive/YYYY-MM-DD/NNNNNN.jsonl.gz`` (``NNNNNN`` counts from ``000001`` within the
-day). Every group commit appends **one** gzip member holding one JSON line per measurement::
+day). Every group commit appends **one** gzip member holding one JSON line per measurement (or
+several members of at most ``MAX_MEMBER_BYTES`` of text each, for a large group:
+:mod:`.writer`)::
 
     {"measurement_uid", "idempotency_key", "report_id", "received_at", "measurement"}
 
 Concatenated members are one valid gzip stream, so ``zcat`` reads a segment whole; the index points
 at a member (``offset``, ``length``) and, inside its decompressed text, at a line, so one
-measurement is read back by decompressing one member (at most one group) and no more.
+measurement is read back by decompressing one member (at most 16 MiB of text, or its one
+larger record) and no more.
 
 Rules:
 

@@ -8,8 +8,10 @@ the writer thread, which
 2. looks every key of the group up in the index, in one query;
 3. gives each new key a uid; a key already stored, or seen earlier in the group, gets the first
    uid and ``duplicate=True`` and nothing is written for it;
-4. compresses the new lines into **one** gzip member (zlib releases the GIL, so the event loop
-   keeps serving meanwhile), appends it to the day's segment and ``fsync``s it;
+4. compresses the new lines into **one** gzip member, or into several of at most
+   :data:`MAX_MEMBER_BYTES` of text each when the group is larger (zlib releases the GIL, so the
+   event loop keeps serving meanwhile), appends them to the day's segment in one write and
+   ``fsync``s it;
 5. commits the index rows and the archive progress in **one** transaction;
 
 and only then is every waiter of the group answered. While a group is being written the next one
@@ -87,6 +89,11 @@ logger = logging.getLogger("msgwatch.collector.store")
 #: 6 gains ~30 % in size for 2.5x the CPU, which the collector's two cores cannot spare.
 COMPRESSION_LEVEL = 1
 MAX_GROUP_ITEMS = 5000
+MAX_MEMBER_BYTES = 16 * 1024 * 1024
+"""A group's records above this many bytes of text go into more than one gzip member (written
+and made durable together, in one write): a reader of the archive decompresses one member at a
+time, so its memory is bounded by this, not by the group's size (up to 5,000 measurements of up
+to 4 MiB each). A single record larger than this is a member alone."""
 READER_THREADS = 4
 #: The health probe writes this much to the archive's file system after a failed write.
 HEALTH_PROBE_BYTES = 64 * 1024
@@ -337,23 +344,30 @@ class DurableStore:
     def _append(
         self, new: list[tuple[_Item, str]], now: dt.datetime, received_at: str
     ) -> tuple[list[IndexRow], dict[str, int]]:
-        """The new records as one member in the archive; their rows and the file's progress."""
+        """The new records as members of at most :data:`MAX_MEMBER_BYTES` of text, appended in one
+        write; their rows and the file's progress."""
         if not new:
             return [], {}
+        members: list[bytes] = []  # compressed, in archive order
+        places: list[tuple[int, int, int]] = []  # per record: its member, line offset, length
         lines: list[bytes] = []
-        spans: list[tuple[int, int]] = []
         offset = 0
         for item, uid in new:
             line = record_line(uid, item.key, item.report_id, received_at, item.measurement_json)
+            if lines and offset + len(line) + 1 > MAX_MEMBER_BYTES:
+                members.append(self._member(lines))
+                lines, offset = [], 0
             lines.append(line)
-            spans.append((offset, len(line)))
+            places.append((len(members), offset, len(line)))
             offset += len(line) + 1
-        lines.append(b"")
-        member = compress_member(b"\n".join(lines), self.compression_level)
+        members.append(self._member(lines))
         try:
-            placement = self.archive.append(now.strftime("%Y-%m-%d"), member)
+            placement = self.archive.append(now.strftime("%Y-%m-%d"), b"".join(members))
         except OSError as exc:
             raise StoreUnavailable(f"cannot write the archive: {exc}") from exc
+        starts = [placement.offset]
+        for member in members:
+            starts.append(starts[-1] + len(member))
         rows = [
             IndexRow(
                 uid=uid,
@@ -361,14 +375,19 @@ class DurableStore:
                 received_at=received_at,
                 summary=item.summary,
                 archive_file=placement.file,
-                member_offset=placement.offset,
-                member_length=placement.length,
+                member_offset=starts[number],
+                member_length=len(members[number]),
                 line_offset=line_offset,
                 line_length=line_length,
             )
-            for (item, uid), (line_offset, line_length) in zip(new, spans, strict=True)
+            for (item, uid), (number, line_offset, line_length) in zip(new, places, strict=True)
         ]
         return rows, {placement.file: placement.offset + placement.length}
+
+    def _member(self, lines: list[bytes]) -> bytes:
+        """One gzip member of ``lines``, each ended by a newline."""
+        lines.append(b"")
+        return compress_member(b"\n".join(lines), self.compression_level)
 
     # --- reading ---------------------------------------------------------------------------------
 
