@@ -474,10 +474,16 @@ def test_police_keyed_on_sni(net: N.CensorNet, censor: Any) -> None:
 def test_shape(net: N.CensorNet, censor: Any) -> None:
     censor({"type": "shape", "rate_kbit": 2000, "to": ["198.18.202.0/24"]})
     # The client and the server are threads of this process: on a busy machine they may move
-    # less than the cap by themselves, so the floor is what they move unshaped, up to the cap.
+    # less than the cap by themselves, so the floor is what they move unshaped, up to the cap,
+    # and a reading under it is taken again (up to three): a slow reading is the machine's, while
+    # every reading must stay under the cap.
     free = net.client(N.download_rate, N.SERVER, 9000, 1.5, 0.5) * 8 / 1000
-    rate = net.client(N.download_rate, N.SERVER_B, 9000, 3.0, 1.0) * 8 / 1000
-    assert 0.7 * min(2000, free) <= rate <= 2000 * 1.3, f"{rate:.0f} kbit/s (free {free:.0f})"
+    rates: list[float] = []
+    while len(rates) < 3 and (not rates or max(rates) < 0.7 * min(2000, free)):
+        rates.append(net.client(N.download_rate, N.SERVER_B, 9000, 3.0, 1.0) * 8 / 1000)
+    shown = ", ".join(f"{r:.0f}" for r in rates)
+    assert 0.7 * min(2000, free) <= max(rates), f"{shown} kbit/s (free {free:.0f})"
+    assert max(rates) <= 2000 * 1.3, f"{shown} kbit/s (free {free:.0f})"
     assert free > 2000 * 1.3, f"{free:.0f} kbit/s"  # the other prefix is not shaped
 
 
