@@ -90,7 +90,8 @@ def test_stop_ends_a_running_pass(tmp_path: Path) -> None:
             f"import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(300)"]  # fmt: skip
     analyser = Analyser(schedule, command=slow)
     analyser.start()
-    _wait_for(marker.exists, timeout=60)
+    # the child may touch the marker before the analyser's thread has stored its Popen
+    _wait_for(lambda: marker.exists() and analyser._process is not None, timeout=60)
     process = analyser._process
     assert process is not None
     analyser.stop(grace=20)
