@@ -236,9 +236,8 @@ def test_a_large_group_is_written_as_members_of_bounded_size_and_read_whole(
     assert sorted(inputs(items)) == sorted([f"n{n}" for n in range(10)] + ["n99"])
     assert {int(i.where.split("@")[1].split(":")[0]) for i in items} == {m.offset for m in members}
 
-    for name in ("index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            (tmp_path / name).unlink()
+    for path in tmp_path.glob("index.sqlite3*"):  # the database and its WAL files
+        path.unlink()
 
     async def reopen() -> None:  # the index is rebuilt from the archive's members
         opened = await DurableStore.open(tmp_path, open_index(tmp_path))

@@ -386,8 +386,7 @@ class DurableStore:
 
     def _member(self, lines: list[bytes]) -> bytes:
         """One gzip member of ``lines``, each ended by a newline."""
-        lines.append(b"")
-        return compress_member(b"\n".join(lines), self.compression_level)
+        return compress_member(b"\n".join([*lines, b""]), self.compression_level)
 
     # --- reading ---------------------------------------------------------------------------------
 
