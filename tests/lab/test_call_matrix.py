@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from msgwatch.analysis.verdicts.calls import call_facts
 from msgwatch.lab.matrix import cell_for, matrix_scenarios
 from msgwatch.lab.run import run_scenario
 
@@ -35,6 +36,23 @@ def _verdict(run: Any, isp: str, service: str, function: str) -> dict[str, Any]:
                 if v["service"] == service and v["function"] == function)  # fmt: skip
 
 
+def _facts(run: Any, isp: str, service: str, function: str) -> str:
+    """What the judge saw of a failing row's call path (its facts, the probe's lag and the
+    targets it did not measure): a failure in CI must say why without a rerun."""
+    phase = next(r for r in run.runs if r.isp == isp)
+    for measurement in phase.measurements:
+        keys = measurement.get("test_keys") or {}
+        if keys.get("msgwatch_service", measurement.get("input")) != service:
+            continue
+        mine = [t for t in keys.get("msgwatch_targets") or [] if t.get("function") == function]
+        unmeasured = sorted({f"{t.get('role')}:{t.get('not_measured')}" for t in mine
+                             if t.get("not_measured")})  # fmt: skip
+        return (f"    facts {call_facts(mine, keys)}\n    lag {keys.get('msgwatch_probe_lag')}"
+                f"\n    not measured {unmeasured} runtime {measurement.get('test_runtime')}"
+                f"\n    the probe's log ends: {phase.log[-500:]!r}")  # fmt: skip
+    return f"    no measurement; the probe's log ends: {phase.log[-500:]!r}"
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
     scenario = SCENARIOS[name]
@@ -48,7 +66,8 @@ def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
         if not gap:
             if not row["match"]:
                 problems.append(f"{row['isp']}/{row['service']}/{row['function']}: expected "
-                                f"{row['expected']} {row['expected_mechanism']}, got {got}")  # fmt: skip
+                                f"{row['expected']} {row['expected_mechanism']}, got {got}\n"
+                                + _facts(run, row["isp"], row["service"], row["function"]))  # fmt: skip
             continue
         assert found is not None
         mechanism, cell = found
@@ -59,5 +78,6 @@ def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
             )
         elif got != cell.seen or coverage != "signalling":
             problems.append(f"{row['isp']}/{row['service']}/{row['function']} ({mechanism}, a "
-                            f"gap): expected {cell.seen} call set-up only, got {got} {coverage}")  # fmt: skip
+                            f"gap): expected {cell.seen} call set-up only, got {got} {coverage}\n"
+                            + _facts(run, row["isp"], row["service"], row["function"]))  # fmt: skip
     assert not problems, "\n".join(problems)

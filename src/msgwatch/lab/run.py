@@ -54,6 +54,8 @@ class PhaseRun:
     """Measurements the phase's runs made (all of them, with an observatory's several runs)."""
     submissions: list[dict[str, Any]] = field(default_factory=list)
     """With an observatory: each scheduled run's submission summary and what its spool held."""
+    log: str = ""
+    """The end of what the probe wrote to stderr (its warnings), for a failing test to show."""
 
 
 @dataclass
@@ -241,7 +243,9 @@ def probe_all(
             made = sum(a["spool"]["spooled"] for a in done)
             submissions = [{**(a["submission"] or {}), "spool": a["spool"]} for a in done]
         seconds = time.monotonic() - started
-        runs.append(PhaseRun(phase, isp, verdicts, measurements, seconds, made, submissions))
+        runs.append(
+            PhaseRun(phase, isp, verdicts, measurements, seconds, made, submissions, stderr[-2000:])
+        )
     return runs
 
 
