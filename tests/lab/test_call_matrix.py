@@ -9,6 +9,7 @@ table's "call set-up only") — and the test fails the day the probe starts seei
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from msgwatch.lab.run import run_scenario
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
 
+LOG = logging.getLogger(__name__)
 SCENARIOS = {s.name: s for s in matrix_scenarios()}
 
 
@@ -53,21 +55,21 @@ def _facts(run: Any, isp: str, service: str, function: str) -> str:
     return f"    no measurement; the probe's log ends: {phase.log[-500:]!r}"
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
-    scenario = SCENARIOS[name]
-    run = run_scenario(scenario, tmp_path)
-    assert run.rows, "the probe returned no verdicts"
-    problems = []
+def _problems(scenario: Any, run: Any) -> tuple[list[str], bool]:
+    """The run's rows that differ from the table, and whether every one of them is only an
+    ``inconclusive`` (the probe could not tell: never a wrong ``ok`` or ``blocked``)."""
+    problems, unsure = [], True
     for row in run.rows:
         found = cell_for(scenario, row["isp"], row["service"])
         gap = found is not None and found[1].gap and row["function"] in ("voice", "video")
         got = (row["verdict"], row["mechanism"])
+        where = f"{row['isp']}/{row['service']}/{row['function']}"
         if not gap:
             if not row["match"]:
-                problems.append(f"{row['isp']}/{row['service']}/{row['function']}: expected "
-                                f"{row['expected']} {row['expected_mechanism']}, got {got}\n"
+                problems.append(f"{where}: expected {row['expected']} "
+                                f"{row['expected_mechanism']}, got {got}\n"
                                 + _facts(run, row["isp"], row["service"], row["function"]))  # fmt: skip
+                unsure = unsure and row["verdict"] == "inconclusive"
             continue
         assert found is not None
         mechanism, cell = found
@@ -76,8 +78,30 @@ def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
             problems.append(
                 f"{row['service']}/{mechanism}: the probe now sees it; update the table"
             )
+            unsure = False
         elif got != cell.seen or coverage != "signalling":
-            problems.append(f"{row['isp']}/{row['service']}/{row['function']} ({mechanism}, a "
-                            f"gap): expected {cell.seen} call set-up only, got {got} {coverage}\n"
+            problems.append(f"{where} ({mechanism}, a gap): expected {cell.seen} call set-up "
+                            f"only, got {got} {coverage}\n"
                             + _facts(run, row["isp"], row["service"], row["function"]))  # fmt: skip
+            unsure = unsure and row["verdict"] == "inconclusive"
+    return problems, unsure
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_call_matrix(name: str, tmp_path: Path, lab_available: None) -> None:
+    """Every cell as the table says. A run whose only differences are ``inconclusive`` verdicts
+    is made once more, in a fresh lab, and the second run must match: the probe saying it cannot
+    tell is its answer to a bad moment (it failed so once in CI, every call path at once, on a
+    busy machine), and a verdict that survives repetition is what the observatory publishes. A
+    wrong verdict of any other kind fails at once."""
+    scenario = SCENARIOS[name]
+    run = run_scenario(scenario, tmp_path / "first")
+    assert run.rows, "the probe returned no verdicts"
+    problems, unsure = _problems(scenario, run)
+    if problems and unsure:
+        LOG.warning("first run, inconclusive only, made again:\n%s", "\n".join(problems))
+        run = run_scenario(scenario, tmp_path / "again")
+        assert run.rows, "the probe returned no verdicts"
+        again, _ = _problems(scenario, run)
+        problems = [*again, "(the first run, inconclusive only:)", *problems] if again else []
     assert not problems, "\n".join(problems)
