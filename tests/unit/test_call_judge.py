@@ -483,3 +483,94 @@ def test_a_count_request_the_deadline_never_let_start_says_nothing() -> None:
                                "failure": "generic_timeout_error"}]  # fmt: skip
     (v,) = judge(m)
     assert v["rule_id"] == "call.helper_unreachable"
+
+
+STALLED = {"count": 1, "seconds": 2.0, "longest": 2.0}
+
+
+def _stalled(m: dict[str, Any], *txids: int, stalls: dict[str, Any] = STALLED) -> None:
+    """The helper's view of these replays' flows says it stalled during them."""
+    for r in m["test_keys"]["msgwatch_replays"]:
+        if r["transaction_id"] in txids:
+            r["helper"] = {"transaction_id": 9, "failure": None, "stalls": dict(stalls)}
+
+
+@pytest.mark.parametrize(
+    ("stalled", "rule_id"),
+    [
+        ((3, 4, 5), "call.helper_stalled"),  # every replay: nothing is left to compare
+        ((5,), "call.ports_helper_stalled"),  # only the neutral port's echo, which would tell
+    ],
+)
+def test_what_the_helper_echoed_late_after_its_own_stall_is_never_blocked(
+    stalled: tuple[int, ...], rule_id: str
+) -> None:
+    """Every echo lost, as when the whole path drops UDP (``udp.drop_all`` without the stalls),
+    but the helper says it stalled: its late echoes measured the helper, not the network."""
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    _stalled(m, *stalled)
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("inconclusive", "helper.stalled",
+                                                            rule_id)  # fmt: skip
+
+
+def test_a_short_stall_of_the_helper_leaves_the_path_to_decide() -> None:
+    """Under 0.5 s (the probe's listening grace after its last datagram), a stall delays no echo
+    past the probe's listening: the replays still count, and a path that drops all UDP is still
+    found. From 0.5 s, it may have: the rounds are left out."""
+    m = _measurement((100, 0), (100, 0), (100, 0))
+    for r in m["test_keys"]["msgwatch_replays"]:
+        r.update(t0=0.0, t=5.0)
+    _stalled(m, 3, 4, 5, stalls={"count": 9, "seconds": 1.2, "longest": 0.45})
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("blocked", "udp.drop_all",
+                                                            "call.drop_all")  # fmt: skip
+    _stalled(m, 3, 4, 5, stalls={"count": 1, "seconds": 0.5, "longest": 0.5})
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("inconclusive", "helper.stalled")
+
+
+def test_a_short_stall_of_the_helper_keeps_a_throughput_difference_undecided() -> None:
+    """A throughput difference alone, while the helper stalled for 0.2 s (its echoes left in a
+    burst): the per-interval timing is the helper's, and the difference is not decided."""
+    m = _measurement((100, 100), (100, 100), (100, 100))
+    _steady(m, 1)
+    original = m["test_keys"]["msgwatch_replays"][0]
+    original["intervals"] = [{**row, "rx_bytes": 10} for row in original["intervals"]]
+    (v,) = judge(m)
+    before = (v["verdict"], v["mechanism"])
+    _stalled(m, 3, 4, stalls={"count": 1, "seconds": 0.3, "longest": 0.3})
+    (v,) = judge(m)
+    assert before == ("throttled", "throttle")
+    assert (v["verdict"], v["mechanism"]) == ("inconclusive", "probe.overloaded")
+
+
+def _two_rounds(first: tuple[int, int], second: tuple[int, int]) -> dict[str, Any]:
+    """Two rounds: the originals got ``first[0]`` then ``second[0]`` of 100 back, the controls
+    ``first[1]`` then ``second[1]``; the neutral echo and STUN pass."""
+    m = _measurement((100, first[0]), (100, first[1]), (100, 100))
+    keys = m["test_keys"]
+    for txid, role, got in ((13, "replay_original", second[0]), (14, "replay_control", second[1])):
+        keys["msgwatch_targets"].append(
+            {"function": "voice", "role": role, "transport": "udp", "transaction_ids": [txid]}
+        )
+        keys["msgwatch_replays"].append(_replay(txid, role, 100, got))
+    for r in keys["msgwatch_replays"]:
+        r["round"] = 2 if r["transaction_id"] in (13, 14) else 1
+    return m
+
+
+def test_the_round_the_helper_stalled_in_is_left_out_and_the_others_decide() -> None:
+    """The helper stalled in round 2, where every echo came too late: that round says nothing,
+    and round 1 (all through) decides. Round 1 lost and round 2 stalled: round 1 alone
+    still shows the service's call traffic dropped."""
+    m = _two_rounds((100, 100), (0, 0))
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("degraded", "udp.loss")  # round 2 counted
+    _stalled(m, 13, 14)
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("ok", "call.ok")
+    m = _two_rounds((3, 100), (100, 100))
+    _stalled(m, 13, 14)
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"]) == ("blocked", "udp.dpi_service")

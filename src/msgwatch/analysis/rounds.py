@@ -19,11 +19,16 @@ Rules:
   (:func:`credit`); a round whose listening the deadline cut is left out (:func:`probe_trouble`,
   :func:`clean`); a difference in throughput alone is not decided when the probe's timing is in the
   throughput (:func:`probe_stalled`).
+- So is the test helper's (its flow's view, ``helper.stalls``): a replay during which it stalled
+  for the probe's listening grace or more may have been echoed after the probe stopped listening,
+  and its round is left out too (:func:`helper_stalled`, ``clean(..., helper_stalled)``); a
+  shorter stall puts the helper's timing into the throughput, as the probe's does
+  (:func:`probe_stalled`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from msgwatch.analysis.stats import ReplayStats, compare_replays, glasnost_consistent, loses_more
@@ -85,14 +90,18 @@ def probe_stalled(record: Record) -> bool:
     """Whether the probe's timing is in the replay's per-interval throughput: its loop stalled
     during the replay (echoes read in a burst after the stall), its datagrams left late
     (bunched: at least 10 % more than 50 ms late, or one 250 ms late), or it dropped some
-    itself (they count as arrived, but in no interval)."""
+    itself (they count as arrived, but in no interval). The test helper's stalls count the same
+    way (its echoes left in a burst after them: the flow's ``stalls``)."""
     probe = _probe(record)
     span = max(0.0, _number(record.get("t")) - _number(record.get("t0")))
     stalled = _number(probe.get("stalled"))
     sent = count(record, "sent_packets")
     late = _number(probe.get("late_sends"))
+    helper = _helper_stalls(record)
     return (
-        credit(record) > 0
+        _number(helper.get("longest")) >= STALL_LIMIT
+        or (span > 0 and _number(helper.get("seconds")) >= STALL_SHARE * span)
+        or credit(record) > 0
         or _number(probe.get("loop_lag")) >= STALL_LIMIT
         or (span > 0 and stalled >= STALL_SHARE * span)
         or (sent > 0 and late >= LATE_SHARE * sent)
@@ -100,16 +109,40 @@ def probe_stalled(record: Record) -> bool:
     )
 
 
+HELPER_LATE = 0.5
+"""A stall of the test helper this long (the probe's listening grace after its last datagram,
+``steps.replay.GRACE``) may have pushed its echoes past the end of the probe's listening: the
+replay's round is left out (:func:`helper_stalled`). A shorter one only delays echoes within the
+listening: the counts stand, the per-interval timing does not (:func:`probe_stalled`)."""
+
+
+def _helper_stalls(record: Record) -> dict[str, Any]:
+    helper = record.get("helper")
+    stalls = helper.get("stalls") if isinstance(helper, dict) else None
+    return stalls if isinstance(stalls, dict) else {}
+
+
+def helper_stalled(record: Record) -> bool:
+    """Whether the test helper says its own loop stalled during the replay's flow for
+    :data:`HELPER_LATE` or more (the flow's ``stalls``, :mod:`msgwatch.helper.stalls`): it may
+    have echoed (or, for a downstream replay, sent) what waited out the stall after the probe
+    stopped listening. Its timing, not the path's."""
+    return _number(_helper_stalls(record).get("longest")) >= HELPER_LATE
+
+
 def clean(
-    originals: Sequence[Record], controls: Sequence[Record]
+    originals: Sequence[Record],
+    controls: Sequence[Record],
+    trouble: Callable[[Record], object] = probe_trouble,
 ) -> tuple[list[Record], list[Record], int]:
-    """The originals and controls without the rounds that the probe's lag spoiled
-    (:func:`probe_trouble` of either replay of the round), and how many records were left out."""
+    """The originals and controls without the rounds that ``trouble`` spoiled (the probe's lag,
+    :func:`probe_trouble`, by default; the helper's, :func:`helper_stalled`) in either replay of
+    the round, and how many records were left out."""
     spoiled: set[int] = set()
     for o, c in round_pairs(originals, controls):
-        if probe_trouble(o) or probe_trouble(c):
+        if trouble(o) or trouble(c):
             spoiled |= {id(o), id(c)}
-    spoiled |= {id(r) for r in (*originals, *controls) if probe_trouble(r)}
+    spoiled |= {id(r) for r in (*originals, *controls) if trouble(r)}
     keep_o = [r for r in originals if id(r) not in spoiled]
     keep_c = [r for r in controls if id(r) not in spoiled]
     return keep_o, keep_c, len(originals) + len(controls) - len(keep_o) - len(keep_c)

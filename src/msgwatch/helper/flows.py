@@ -23,6 +23,9 @@ send buffer; received while sending and not echoed, also in ``rx``); for such a 
 A downstream send needs a recent datagram *from* the flow, so the time of the last one received
 is kept apart from the last activity (``Flow.last_rx``).
 
+A flow's view also says how long the helper itself stalled during the flow (``stalls``,
+:mod:`msgwatch.helper.stalls`): echoes that left late are the helper's doing, not the path's.
+
 Bounds (memory is what an attacker would aim at):
 
 - at most ``max_flows`` flows, least recently active evicted first;
@@ -43,6 +46,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from msgwatch.helper.stalls import Stalls
 from msgwatch.wire.helper_api import DECLINED, ORIGINATED, FlowInterval, FlowView
 
 INTERVAL = 0.1
@@ -123,6 +127,8 @@ class FlowTable:
     _flows: OrderedDict[FlowKey, Flow] = field(default_factory=OrderedDict)
     _intervals: int = 0
     evicted: int = 0
+    stalls: Stalls = field(default_factory=Stalls)
+    """The helper's own stalls (:mod:`msgwatch.helper.stalls`), fed by its loop watch."""
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -259,4 +265,5 @@ class FlowTable:
         )
         if flow.originated is not None:
             view["originated"] = dict(zip(ORIGINATED, flow.originated, strict=True))
+        view["stalls"] = self.stalls.within(flow.origin, flow.last)
         return view

@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any
 
 from msgwatch import __version__
+from msgwatch.helper import stalls
 from msgwatch.helper.control import ControlAPI, ControlSettings
 from msgwatch.helper.downstream import Downstream
 from msgwatch.helper.flows import FlowTable
@@ -234,6 +235,7 @@ class Helper:
         # Ports 0 became real ports: datagrams from any of them get no answer (no loops).
         self.udp.own_ports = frozenset(p for _, p in self.bound["udp"])
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.append(asyncio.create_task(stalls.watch(self.flows.stalls)))
         return self
 
     async def close(self) -> None:
@@ -285,6 +287,7 @@ class Helper:
         while True:
             await asyncio.sleep(STATS_EVERY)
             self.flows.expire_idle(time.monotonic())
+            self.flows.stalls.forget(time.monotonic() - self.flows.expire)
             udp, tcp = self.udp.counters, self.tcp.counters
             logger.info(
                 "stats: udp rx %d/%d B tx %d/%d B stun %d over-limit %d; tcp conns %d rx %d B "

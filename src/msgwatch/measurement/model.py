@@ -356,6 +356,7 @@ class HelperCounts(TypedDict, total=False):
     intervals: list[dict[str, Any]]
     truncated: bool
     declined: dict[str, Any] | None
+    stalls: dict[str, Any] | None
     upstream_loss: float | None
     downstream_loss: float | None
     originated: dict[str, Any] | None

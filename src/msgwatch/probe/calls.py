@@ -307,7 +307,7 @@ async def attach_helper_counts(
             if seen is None and failure is None:  # the helper has no such flow: nothing arrived
                 seen = {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0,
                         "interval": None, "intervals": [], "truncated": False,
-                        "declined": None}  # fmt: skip
+                        "declined": None, "stalls": None}  # fmt: skip
             if seen is not None and d.plan.role in DOWN_ROLES:
                 # The helper originated the datagrams: only the way down has a loss.
                 entry.update(seen)

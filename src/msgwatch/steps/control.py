@@ -6,8 +6,8 @@
   the transaction id of the request, in ``msgwatch_helper_views``.
 - ``helper_flows`` GETs ``/v1/udp/flows`` for several of the probe's UDP flows, one request after
   the other on one keep-alive connection: the helper's own per-interval counts of what it received
-  from each flow and what it sent back, and how many datagrams it declined to answer and why (the
-  probe's replays attach them to their records).
+  from each flow and what it sent back, how many datagrams it declined to answer and why, and how
+  long it stalled itself during the flow (the probe's replays attach them to their records).
 
 - ``helper_send`` POSTs ``/v1/udp/send``: the helper sends call-shaped traffic of its own to the
   probe on a flow the probe opened (a downstream replay, :mod:`msgwatch.steps.downstream`).
@@ -183,12 +183,33 @@ def _declined(parsed: dict[str, Any]) -> tuple[bool, dict[str, int] | None]:
     return True, {n: declined[n] for n in kept}
 
 
+def _stalls(parsed: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """(valid, the helper's ``stalls`` during the flow). Absent or null (a helper older than the
+    field): valid, None. Otherwise a count and two finite, non-negative numbers of seconds of at
+    most :data:`~msgwatch.wire.helper_api.MAX_STALL_SECONDS`."""
+    stalls = parsed.get("stalls")
+    if stalls is None:
+        return True, None
+    if not isinstance(stalls, dict) or not _count(stalls.get("count")):
+        return False, None
+    kept: dict[str, Any] = {"count": stalls["count"]}
+    for name in api.STALLS[1:]:
+        value = stalls.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False, None
+        if not 0 <= value <= api.MAX_STALL_SECONDS:  # NaN fails this too
+            return False, None
+        kept[name] = float(value)
+    return True, kept
+
+
 def _counts(parsed: Any) -> dict[str, Any] | None:
     """The part of a ``/v1/udp/flows`` answer the probe keeps, checked and bounded."""
     if not isinstance(parsed, dict) or not isinstance(parsed.get("totals"), dict):
         return None
     valid, declined = _declined(parsed)
-    if not valid:
+    fine, stalls = _stalls(parsed)
+    if not valid or not fine:
         return None
     names = api.COUNTS
     totals = parsed["totals"]
@@ -212,6 +233,7 @@ def _counts(parsed: Any) -> dict[str, Any] | None:
         **kept,
         **{n: totals[n] for n in names},
         "declined": declined,
+        "stalls": stalls,
         "interval": interval if isinstance(interval, int | float) else None,
         "intervals": intervals[:MAX_FLOW_INTERVALS],
         "truncated": bool(parsed.get("truncated")) or len(intervals) > MAX_FLOW_INTERVALS,

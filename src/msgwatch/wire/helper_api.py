@@ -143,6 +143,20 @@ class FlowInterval(FlowCounts):
     """The interval's start, seconds since ``first_seen``."""
 
 
+class StallCounts(TypedDict):
+    """The helper's own stalls during a flow (its event loop at least 50 ms late): how many, their
+    seconds together and the longest. Echoes of datagrams that waited out a stall left late."""
+
+    count: int
+    seconds: float
+    longest: float
+
+
+STALLS = ("count", "seconds", "longest")
+MAX_STALL_SECONDS = 86400.0
+"""The largest ``seconds`` or ``longest`` a client accepts (a day: more is not a stall count)."""
+
+
 class FlowView(TypedDict):
     """The 200 answer: one flow as the helper counted it (404 ``no_such_flow``: no such flow)."""
 
@@ -157,6 +171,9 @@ class FlowView(TypedDict):
     truncated: bool
     originated: NotRequired[dict[str, int]]
     """A count for each name of :data:`ORIGINATED` (only on a flow that carried a send)."""
+    stalls: NotRequired[StallCounts]
+    """The helper's own stalls from just before the flow's first datagram to its last activity
+    (absent from a helper older than the field)."""
 
 
 # -- POST /v1/udp/send ---------------------------------------------------------------------------

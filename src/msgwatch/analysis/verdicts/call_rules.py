@@ -47,6 +47,7 @@ class CallRule(BaseModel):
     control_api: Literal["ok", "failed", "none"] | None = None
     split: Literal["significant", "unclear", "none"] | None = None
     probe: Literal["ok", "overloaded"] | None = None
+    helper: Literal["ok", "stalled"] | None = None
     verdict: Verdict
     mechanism: str | None = None
     confidence: float = Field(ge=0, le=1)

@@ -10,7 +10,9 @@ checked one by one; the probe's own lag left out); this module turns those compa
 "The original fails, the control passes" decides only when the loss test says so and most rounds
 show it (:func:`msgwatch.analysis.rounds.split`). What the probe's lag left out makes the fact
 ``probe`` ``overloaded``, and the rules say ``inconclusive``, ``probe.overloaded`` where nothing
-else decides.
+else decides. The helper's own stalls are left out the same way (the flow's ``stalls``: it echoed
+late what waited out the stall) and make the fact ``helper`` ``stalled``: ``inconclusive``,
+``helper.stalled`` where nothing else decides.
 
 Where the helper's own counts are in a record (``helper``: what it received from the flow and
 sent back), they tell on which way the datagrams were lost: before the helper (``upload``) or after
@@ -279,17 +281,43 @@ def _api(calls: Sequence[Record], keys: Record) -> str:
     return "failed" if any(c.get("transaction_id") in tried for c in calls) else "none"
 
 
+def _helper_views(targets: list[Record], keys: Record) -> list[Record]:
+    """The helper's views of the relays asked for the function (role ``helper_view``)."""
+    views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
+             if isinstance(r, dict)}  # fmt: skip
+    found = []
+    for target in (t for t in targets if t.get("role") == "helper_view"):
+        ids = target.get("transaction_ids") or []
+        view = views.get(ids[0]) if isinstance(ids, list) and ids else None
+        if view is not None:
+            found.append(view)
+    return found
+
+
+def _control_api(targets: list[Record], keys: Record, by_role: dict[str, list[Record]]) -> str:
+    """:func:`_api` of every call to the abroad helper's control API for the function: its views
+    of the relays and its counts of the replays in ``by_role`` (the domestic helper's are not)."""
+    abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
+    calls = _helper_views(targets, keys)
+    calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
+    return _api(calls, keys)
+
+
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     """The facts of one function's call path, or None when it was not replayed."""
     by_role = call_records(targets, keys)
     if not by_role.get("replay_original") or not by_role.get("replay_control"):
         return None
-    # The rounds and replays the probe's own lag spoiled are left out (probe_trouble).
+    # The rounds and replays the probe's own lag spoiled are left out (probe_trouble), and so are
+    # those the helper's own stalls spoiled (helper_stalled).
     originals, controls, spoiled = R.clean(by_role["replay_original"], by_role["replay_control"])
+    originals, controls, stalled = R.clean(originals, controls, R.helper_stalled)
     for role in ("replay_plain", "replay_neutral", "replay_domestic"):
-        kept = [r for r in by_role.get(role, []) if not R.probe_trouble(r)]
-        spoiled += len(by_role.get(role, [])) - len(kept)
-        by_role[role] = kept
+        records = by_role.get(role, [])
+        kept = [r for r in records if not R.probe_trouble(r)]
+        spoiled += len(records) - len(kept)
+        by_role[role] = [r for r in kept if not R.helper_stalled(r)]
+        stalled += len(kept) - len(by_role[role])
     stun_targets = [t for t in targets if t.get("role") == "call_path"]
     stun = "none"
     if not _without_stun(by_role["replay_original"]):
@@ -309,21 +337,12 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     ]
     # Only softens a "blocked": a timeout the probe's stall explains does not show it closed.
     fallback = _answers(fallback_targets, keys, "open", "closed", lag=True)
-    views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
-             if isinstance(r, dict)}  # fmt: skip
     relays_helper = "none"
-    calls: list[Record] = []
-    for target in (t for t in targets if t.get("role") == "helper_view"):
-        ids = target.get("transaction_ids") or []
-        view = views.get(ids[0]) if isinstance(ids, list) and ids else None
-        results = [r for r in (view or {}).get("results") or [] if isinstance(r, dict)]
-        if view is not None:
-            calls.append(view)
-        if view is not None and view.get("failure") is None and results:
+    for view in _helper_views(targets, keys):
+        results = [r for r in view.get("results") or [] if isinstance(r, dict)]
+        if view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
-    abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
-    calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
-    api = _api(calls, keys)
+    api = _control_api(targets, keys, by_role)
     comparison, reason = "none", "none"
     if R.state(originals) == R.state(controls) == "pass":
         comparison, reason = R.compare_rounds(originals, controls)
@@ -348,10 +367,13 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         if R.state(originals) == "fail" and R.state(controls) == "pass"
         else "none",
         "probe": "overloaded" if overloaded else "ok",
+        "helper": "stalled" if stalled else "ok",
     }
     facts["downstream"] = _downstream(by_role)
     if facts["downstream"] == "overloaded":
         facts["downstream"], facts["probe"] = "none", "overloaded"
+    elif facts["downstream"] == "stalled":
+        facts["downstream"], facts["helper"] = "none", "stalled"
     facts["direction"] = _direction(by_role, facts) or "none"
     return facts
 
@@ -359,6 +381,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
 FACT_KEYS = (
     "original", "control", "neutral", "plain", "stun", "comparison", "reason", "relays",
     "relays_helper", "markers", "delivery", "echo", "control_api", "downstream", "split", "probe",
+    "helper",
 )  # fmt: skip
 
 
@@ -377,10 +400,11 @@ def _sent_all(record: Record) -> bool:
 
 def downstream_records(by_role: dict[str, list[Record]]) -> tuple[list[Record], list[Record]]:
     """(originals, controls) of the downstream replays that the helper sent in full, without the
-    rounds the probe's lag spoiled (:func:`~msgwatch.analysis.rounds.clean`)."""
+    rounds the probe's lag or the helper's stalls spoiled (:func:`~msgwatch.analysis.rounds.clean`)."""
     originals, controls = ([r for r in by_role.get(role, []) if _sent_all(r)]
                            for role in DOWN_ROLES)  # fmt: skip
     kept_o, kept_c, _ = R.clean(originals, controls)
+    kept_o, kept_c, _ = R.clean(kept_o, kept_c, R.helper_stalled)
     return kept_o, kept_c
 
 
@@ -392,14 +416,15 @@ probe's bad moment: its start-up, another program's burst)."""
 def _downstream(by_role: dict[str, list[Record]]) -> str:
     """``original_lost``, ``same``, ``unclear`` (a loss that is not significant, or seen in fewer
     than :data:`DOWN_MIN_ROUNDS` rounds), ``overloaded`` (no round left once the probe's spoiled
-    ones are out) or ``none`` (module notes). The original lost when it failed while the control
+    ones are out), ``stalled`` (none left once the helper's are out too) or ``none`` (module notes). The original lost when it failed while the control
     passed and :func:`~msgwatch.analysis.rounds.split` says it is ``significant``; when its
     STUN-framed datagrams died and the control's did not, in most rounds; or when it lost significantly more than a control
     that lost under 10 % (:func:`~msgwatch.analysis.rounds.compare_rounds`)."""
     raw = [[r for r in by_role.get(role, []) if _sent_all(r)] for role in DOWN_ROLES]
     originals, controls, spoiled = R.clean(raw[0], raw[1])
+    originals, controls, stalled = R.clean(originals, controls, R.helper_stalled)
     if not originals or not controls:
-        return "overloaded" if spoiled else "none"
+        return "overloaded" if spoiled else "stalled" if stalled else "none"
     pairs = R.round_pairs(originals, controls)
     if R.state(originals) == "fail" and R.state(controls) == "pass":
         lost = R.split(originals, controls) == "significant"
