@@ -46,7 +46,8 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from msgwatch.helper.stalls import Stalls
+from msgwatch.helper import stalls
+from msgwatch.steps.lag import LagMonitor
 from msgwatch.wire.helper_api import DECLINED, ORIGINATED, FlowInterval, FlowView
 
 INTERVAL = 0.1
@@ -127,8 +128,8 @@ class FlowTable:
     _flows: OrderedDict[FlowKey, Flow] = field(default_factory=OrderedDict)
     _intervals: int = 0
     evicted: int = 0
-    stalls: Stalls = field(default_factory=Stalls)
-    """The helper's own stalls (:mod:`msgwatch.helper.stalls`), fed by its loop watch."""
+    lag: LagMonitor = field(default_factory=LagMonitor)
+    """The helper's own loop monitor (started by the helper: :mod:`msgwatch.helper.stalls`)."""
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -265,5 +266,5 @@ class FlowTable:
         )
         if flow.originated is not None:
             view["originated"] = dict(zip(ORIGINATED, flow.originated, strict=True))
-        view["stalls"] = self.stalls.within(flow.origin, flow.last)
+        view["stalls"] = stalls.during(self.lag.stalls, flow.origin, flow.last)
         return view

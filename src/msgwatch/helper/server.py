@@ -41,7 +41,6 @@ from types import TracebackType
 from typing import Any
 
 from msgwatch import __version__
-from msgwatch.helper import stalls
 from msgwatch.helper.control import ControlAPI, ControlSettings
 from msgwatch.helper.downstream import Downstream
 from msgwatch.helper.flows import FlowTable
@@ -235,11 +234,12 @@ class Helper:
         # Ports 0 became real ports: datagrams from any of them get no answer (no loops).
         self.udp.own_ports = frozenset(p for _, p in self.bound["udp"])
         self._tasks.append(asyncio.create_task(self._housekeeping()))
-        self._tasks.append(asyncio.create_task(stalls.watch(self.flows.stalls)))
+        self.flows.lag.start()
         return self
 
     async def close(self) -> None:
         await self.downstream.close()
+        await self.flows.lag.stop()
         for task in self._tasks:
             task.cancel()
         for transport in self._transports:
@@ -287,7 +287,6 @@ class Helper:
         while True:
             await asyncio.sleep(STATS_EVERY)
             self.flows.expire_idle(time.monotonic())
-            self.flows.stalls.forget(time.monotonic() - self.flows.expire)
             udp, tcp = self.udp.counters, self.tcp.counters
             logger.info(
                 "stats: udp rx %d/%d B tx %d/%d B stun %d over-limit %d; tcp conns %d rx %d B "

@@ -281,28 +281,6 @@ def _api(calls: Sequence[Record], keys: Record) -> str:
     return "failed" if any(c.get("transaction_id") in tried for c in calls) else "none"
 
 
-def _helper_views(targets: list[Record], keys: Record) -> list[Record]:
-    """The helper's views of the relays asked for the function (role ``helper_view``)."""
-    views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
-             if isinstance(r, dict)}  # fmt: skip
-    found = []
-    for target in (t for t in targets if t.get("role") == "helper_view"):
-        ids = target.get("transaction_ids") or []
-        view = views.get(ids[0]) if isinstance(ids, list) and ids else None
-        if view is not None:
-            found.append(view)
-    return found
-
-
-def _control_api(targets: list[Record], keys: Record, by_role: dict[str, list[Record]]) -> str:
-    """:func:`_api` of every call to the abroad helper's control API for the function: its views
-    of the relays and its counts of the replays in ``by_role`` (the domestic helper's are not)."""
-    abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
-    calls = _helper_views(targets, keys)
-    calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
-    return _api(calls, keys)
-
-
 def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     """The facts of one function's call path, or None when it was not replayed."""
     by_role = call_records(targets, keys)
@@ -337,12 +315,21 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     ]
     # Only softens a "blocked": a timeout the probe's stall explains does not show it closed.
     fallback = _answers(fallback_targets, keys, "open", "closed", lag=True)
+    views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
+             if isinstance(r, dict)}  # fmt: skip
     relays_helper = "none"
-    for view in _helper_views(targets, keys):
-        results = [r for r in view.get("results") or [] if isinstance(r, dict)]
-        if view.get("failure") is None and results:
+    calls: list[Record] = []
+    for target in (t for t in targets if t.get("role") == "helper_view"):
+        ids = target.get("transaction_ids") or []
+        view = views.get(ids[0]) if isinstance(ids, list) and ids else None
+        results = [r for r in (view or {}).get("results") or [] if isinstance(r, dict)]
+        if view is not None:
+            calls.append(view)
+        if view is not None and view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
-    api = _control_api(targets, keys, by_role)
+    abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
+    calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
+    api = _api(calls, keys)
     comparison, reason = "none", "none"
     if R.state(originals) == R.state(controls) == "pass":
         comparison, reason = R.compare_rounds(originals, controls)
