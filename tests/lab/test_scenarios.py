@@ -16,6 +16,7 @@ import pytest
 from msgwatch.lab.run import ScenarioRun, run_scenario
 from msgwatch.lab.scenario import Scenario, list_scenarios, load_scenario
 from tests.format.check import assert_conforms
+from tests.lab.quiet import measuring
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
 
@@ -51,7 +52,8 @@ def test_scenario_matches_ground_truth(
         request.applymarker(pytest.mark.xfail(reason=scenario.probe_gap, strict=not tossed))
     seen: dict[str, bool] = {}
     check = _domestic_stun(seen) if name == "az-2017" else None
-    run = run_scenario(scenario, tmp_path, after_phase=check)
+    with measuring():
+        run = run_scenario(scenario, tmp_path, after_phase=check)
     assert run.rows, "the probe returned no verdicts"
     assert_conforms([m for r in run.runs for m in r.measurements])
     assert run.matched == len(run.rows), _mismatches(run.rows)

@@ -92,6 +92,34 @@ def test_the_probes_own_drops_are_not_loss() -> None:
     assert _verdict(_measurement(_rounds((33, 14), (33, 33))))[0] == "blocked"
 
 
+def _marked(got_marked: int, drops: int, k: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Round ``k``: the original's 2 STUN-framed datagrams, ``got_marked`` back, 300 sent and all
+    but ``drops`` read (the rest the probe's own drops); the control's came back."""
+    probe = {"socket_drops": drops, "queue_drops": 0}
+    return (_replay(0, "replay_original", 300, 300 - drops, number=k, probe=probe,
+                    marked=(2, got_marked)),
+            _replay(0, "replay_control", 300, 300, number=k, marked=(2, 2)))  # fmt: skip
+
+
+def test_marked_datagrams_the_probe_may_have_dropped_itself_are_not_told_either_way() -> None:
+    # The case from CI (signal on an ISP that drops its TURN Allocate, on a machine stalling for
+    # seconds): half the marked datagrams missing in every round, and the probe dropped a few
+    # datagrams itself in each. Counted as arrived, those hid the DPI: the call path read ok.
+    unsure = _measurement([_marked(1, 4, k) for k in (1, 2, 3)])
+    assert _verdict(unsure) == ("inconclusive", "probe.overloaded", "call.markers_overloaded")
+    # The rounds without drops of its own decide when there are some...
+    assert _verdict(_measurement([_marked(1, 4, 1), _marked(1, 0, 2), _marked(1, 0, 3)])) == (
+        "blocked", "udp.dpi_service", "call.markers_service",
+    )  # fmt: skip
+    assert _verdict(_measurement([_marked(1, 4, 1), _marked(2, 0, 2), _marked(2, 0, 3)])) == (
+        "ok", None, "call.ok",
+    )  # fmt: skip
+    # ...and drops too few to account for what is missing take nothing back.
+    assert _verdict(_measurement([_marked(0, 1, k) for k in (1, 2, 3)]))[2] == (
+        "call.markers_service"
+    )
+
+
 def test_one_bad_round_is_not_a_majority() -> None:
     # A busy machine's round: 29 of 62 back once, then 60 and 62 (uncensored ISP, az-2017 under
     # load). Pooled, the loss differs; round by round only one shows it.
@@ -100,6 +128,19 @@ def test_one_bad_round_is_not_a_majority() -> None:
               for k, got in ((1, 29), (2, 60), (3, 62))]  # fmt: skip
     verdict, mechanism, _ = _verdict(_measurement(rounds))
     assert verdict not in ("blocked", "throttled", "degraded"), (verdict, mechanism)
+
+
+def test_a_loss_of_both_kinds_must_be_in_most_rounds() -> None:
+    # One round lost 45 % of both kinds (a bad moment of the machine's), the others nothing:
+    # all together both lost over a tenth, which read "degraded udp.loss" on an uncensored ISP in
+    # CI. A policer near the call's rate loses in every round.
+    once = [(_replay(0, "replay_original", 100, got, number=k),
+             _replay(0, "replay_control", 100, got, number=k))
+            for k, got in ((1, 55), (2, 100), (3, 99))]  # fmt: skip
+    assert _verdict(_measurement(once)) == ("inconclusive", "udp.unclear", "call.lossy_unclear")
+    assert _verdict(_measurement(_rounds((100, 80), (100, 82)))) == (
+        "degraded", "udp.loss", "call.lossy",
+    )  # fmt: skip
 
 
 def test_one_downstream_round_decides_nothing() -> None:
@@ -176,7 +217,7 @@ def _died(facts: dict[str, str]) -> bool:
     return (
         facts["original"] != "pass"
         or facts["stun"] == "failed"
-        or facts["markers"] == "lost"
+        or facts["markers"] in ("lost", "unclear")
         or facts["downstream"] in ("original_lost", "unclear")
     )
 

@@ -17,6 +17,7 @@ from msgwatch.analysis.rounds import State
 from msgwatch.measurement.vocab import Verdict
 
 Plain = Literal["pass", "fail", "partial", "policed", "none"]
+Markers = Literal["lost", "unclear", "passed", "none"]
 
 
 class CallRule(BaseModel):
@@ -34,10 +35,8 @@ class CallRule(BaseModel):
     reason: str | None = None
     relays: Literal["ok", "failed", "none"] | None = None
     relays_helper: Literal["ok", "failed", "none"] | None = None
-    markers: Literal["lost", "passed", "none"] | list[Literal["lost", "passed", "none"]] | None = (
-        None
-    )
-    delivery: Literal["trickle", "lossy", "full", "none"] | None = None
+    markers: Markers | list[Markers] | None = None
+    delivery: Literal["trickle", "lossy", "lossy_unclear", "full", "none"] | None = None
     echo: Literal["short", "full", "none"] | None = None
     downstream: (
         Literal["original_lost", "same", "unclear", "none"]

@@ -62,28 +62,47 @@ the service's own non-STUN framing (Telegram's reflector header, Viber's, Discor
 
 def _markers(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     """Whether the original's STUN-framed datagrams, or those in the service's own framing, and
-    only they, were dropped: ``lost`` when either kind was; ``none`` when the original has
+    only they, were dropped: ``lost`` when either kind was; ``unclear`` when the missing ones could
+    be datagrams the probe dropped itself (:func:`_framing_lost`); ``none`` when the original has
     neither."""
     if not originals or not controls:
         return "none"
     states = [_framing_lost(originals, controls, sent, got) for sent, got in FRAMINGS]
-    if "lost" in states:
-        return "lost"
-    return "passed" if "passed" in states else "none"
+    for state in ("lost", "unclear", "passed"):
+        if state in states:
+            return state
+    return "none"
 
 
 def _framing_lost(
     originals: Sequence[Record], controls: Sequence[Record], sent_key: str, got_key: str
 ) -> str:
+    """``lost``, ``passed``, ``unclear`` or ``none`` (none sent) for one kind of framing.
+
+    The probe's own drops (:func:`~msgwatch.analysis.rounds.credit`) are counts of any datagram,
+    not of the marked ones: the handful of marked datagrams that did not come back are lost only
+    if they would be even were every datagram the probe dropped a marked one. When the probe's
+    drops could account for them, the rounds in which it dropped nothing decide, if they sent
+    marked datagrams; without such rounds it is ``unclear`` (the probe's doing or the path's,
+    nothing tells). A control that lost more than a fifth at the same positions makes it
+    ``passed``: the framing is not what dies."""
     sent = sum(R.count(r, sent_key) for r in originals)
     if sent == 0:
         return "none"
-    # A datagram the probe dropped itself may have been a marked one: those count as arrived.
-    got = sum(R.count(r, got_key) for r in originals) + sum(map(R.credit, originals))
-    lost = max(0.0, 1 - got / sent)
     control_sent = sum(R.count(r, sent_key) for r in controls) or 1
     control_lost = 1 - sum(R.count(r, got_key) for r in controls) / control_sent
-    return "lost" if lost >= MARKERS_LOST and control_lost <= MARKERS_CONTROL_OK else "passed"
+    got = sum(R.count(r, got_key) for r in originals)
+    credit = sum(map(R.credit, originals))
+    if control_lost > MARKERS_CONTROL_OK or 1 - got / sent < MARKERS_LOST:
+        return "passed"
+    if 1 - (got + credit) / sent >= MARKERS_LOST:
+        return "lost"
+    clean = [(o, c) for o, c in R.round_pairs(originals, controls) if not R.credit(o)]
+    if clean and len(clean) < len(originals):  # none of their own drops: lost, passed or none
+        state = _framing_lost([o for o, _ in clean], [c for _, c in clean], sent_key, got_key)
+        if state != "none":
+            return state
+    return "unclear"
 
 
 TRICKLE = 0.02
@@ -101,14 +120,18 @@ def _steady(records: Sequence[Record]) -> bool:
 
 def _delivery(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     """How both kinds were delivered: a steady ``trickle`` (both failed, but a policer let a
-    share through in most intervals), ``lossy`` (both passed, both lost >= 10 %), ``full``."""
+    share through in most intervals), ``lossy`` (both passed, both lost >= 10 %, and in most
+    rounds both did), ``lossy_unclear`` (so pooled, but not in most rounds: a bad moment of the
+    machine's counts once, a lossy path in every round), ``full``."""
     if not originals or not controls:
         return "none"
     shares = (R.delivered(originals), R.delivered(controls))
     if all(TRICKLE <= x < 1 - R.LOST for x in shares) and _steady(originals) and _steady(controls):
         return "trickle"
     if all(1 - R.LOST <= x <= 1 - LOSSY for x in shares):
-        return "lossy"
+        pairs = R.round_pairs(originals, controls)
+        lossy = sum(1 for o, c in pairs if max(R.delivered([o]), R.delivered([c])) <= 1 - LOSSY)
+        return "lossy_unclear" if len(pairs) >= 2 and lossy * 2 <= len(pairs) else "lossy"
     return "full"
 
 
