@@ -4,7 +4,7 @@ out, and what is left reads as the truth or as ``inconclusive``.
 
 The lab's helpers are stopped once, for 1.5 s, as soon as the replays reach them, and go on before
 the probe asks for their counts. The same measurements judged without the helpers' word on their
-stalls are the test's control, and must read wrong somewhere: in the runs made while writing it,
+stalls are the test's control, and must read wrong somewhere: in the run inspected while writing it,
 8 of 10 voice paths read ``udp.drop_all`` (the late echoes lost, the neutral port's too), among
 them ``blocked`` WhatsApp calls on a network that blocks only WhatsApp's relays, which the probe
 reads ``ok``. Only call paths whose counts the helper gave are judged here: a count request it did
@@ -123,7 +123,7 @@ def _fine(scenario: Any, row: dict[str, Any], rule_id: str) -> bool:
                 and (row["verdict"], row["mechanism"]) == found[1].seen)  # fmt: skip
 
 
-def test_a_helper_that_keeps_stopping_never_makes_a_call_path_blocked(
+def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
     tmp_path: Path,
 ) -> None:
     if os.geteuid() != 0:

@@ -3,10 +3,14 @@
 Each test brings a whole lab up (namespaces, real servers, the censor's rules), runs the real
 ``msgwatch run`` from both ISPs' probe hosts, and compares. A scenario whose ground truth this
 probe version cannot reach yet says why in ``probe_gap``; its test is a strict expected failure.
+A run whose only differences from the truth are ``inconclusive`` verdicts is made again, in a
+fresh lab, up to three runs: the probe saying it cannot tell is its answer to a machine too busy
+to measure, never a wrong verdict, and any other difference fails at once.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,10 @@ from tests.lab.quiet import measuring
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
 
+LOG = logging.getLogger(__name__)
+ATTEMPTS = 3
+"""Runs of a scenario at most, while every verdict that differs from the truth is
+``inconclusive``."""
 SCENARIOS = [s.name for s in list_scenarios() if s.analysis is None and not s.circumvention]
 # time: test_timeline; circumvention: tests/lab/circumvention/test_scenarios.py (one shared lab)
 
@@ -50,11 +58,18 @@ def test_scenario_matches_ground_truth(
         # degraded when the coins differ): its expected failure cannot be strict.
         tossed = any(r.type == "random_drop" for p in scenario.phase for r in p.rule)
         request.applymarker(pytest.mark.xfail(reason=scenario.probe_gap, strict=not tossed))
-    seen: dict[str, bool] = {}
-    check = _domestic_stun(seen) if name == "az-2017" else None
-    with measuring():
-        run = run_scenario(scenario, tmp_path, after_phase=check)
-    assert run.rows, "the probe returned no verdicts"
+    for attempt in range(1, ATTEMPTS + 1):
+        seen: dict[str, bool] = {}
+        check = _domestic_stun(seen) if name == "az-2017" else None
+        with measuring():
+            run = run_scenario(scenario, tmp_path / f"run{attempt}", after_phase=check)
+        assert run.rows, "the probe returned no verdicts"
+        wrong = [r for r in run.rows if not r["match"]]
+        if scenario.probe_gap or not wrong or any(r["verdict"] != "inconclusive" for r in wrong):
+            break
+        # The probe could not tell (its own or the helper's stalls on a busy machine): a verdict
+        # that survives repetition is what counts, as in tests/lab/test_call_matrix.py.
+        LOG.warning("run %d, inconclusive only, made again:\n%s", attempt, _mismatches(wrong))
     assert_conforms([m for r in run.runs for m in r.measurements])
     assert run.matched == len(run.rows), _mismatches(run.rows)
     if scenario.observatory is not None:
