@@ -131,6 +131,47 @@ def test_a_policed_path_is_throttled_and_a_lossy_one_degraded() -> None:
     assert (v["verdict"], v["mechanism"], v["rule_id"]) == ("degraded", "udp.loss", "call.lossy")
 
 
+def test_a_trickle_hidden_by_stalls_is_neither_policed_nor_dropped() -> None:
+    # 12 % through, arriving in a quarter of the intervals only: a drop, not a policer, when the
+    # probe kept time; when its loop stalled for 0.4 s meanwhile, its bursts after the stall may
+    # have emptied the intervals a policer filled (lab, a police scenario under stolen CPU: video
+    # read "degraded udp.drop_ports" where it is throttled).
+    m = _measurement((100, 12), (100, 12), (100, 100))
+    _steady(m, 4)
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.drop_ports"
+    for r in m["test_keys"]["msgwatch_replays"][:2]:
+        r["probe"] = {"loop_lag": 0.4, "stalled": 0.4}
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "probe.overloaded", "call.policed_overloaded",
+    )  # fmt: skip
+    # A steady trickle stays policed, stalls or not.
+    _steady(m, 1)
+    (v,) = judge(m)
+    assert v["rule_id"] == "call.policed"
+
+
+def test_a_call_port_trickling_unsteadily_through_stalls_is_not_told() -> None:
+    m = _measurement((100, 100), (100, 100), (100, 100))
+    keys = m["test_keys"]
+    for port, got in ((3478, 100), (3479, 10)):
+        record = _replay(50 + port, "replay_plain", 100, got)
+        record["port"] = port
+        record["intervals"] = [{"t": i / 10, "tx_packets": 10, "rx_packets": 5 if i < 2 else 0,
+                                "rx_bytes": 500 if i < 2 else 0} for i in range(10)]  # fmt: skip
+        keys["msgwatch_replays"].append(record)
+        keys["msgwatch_targets"].append({"function": "voice", "role": "replay_plain",
+                                         "transport": "udp", "transaction_ids": [50 + port]})  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("degraded", "call.some_ports")  # one port dropped
+    keys["msgwatch_replays"][-1]["probe"] = {"loop_lag": 0.0, "late_sends": 30}
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "probe.overloaded", "call.plain_unclear",
+    )  # fmt: skip
+
+
 def _rounds(m: dict[str, Any], role: str, *records: dict[str, Any]) -> None:
     """Replace ``role``'s replays by ``records`` (one target each)."""
     keys = m["test_keys"]

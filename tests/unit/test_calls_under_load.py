@@ -120,6 +120,26 @@ def test_marked_datagrams_the_probe_may_have_dropped_itself_are_not_told_either_
     )
 
 
+def test_marked_datagrams_lost_no_more_than_the_rest_are_no_dpi() -> None:
+    # A policed path (the lab's, under stolen CPU): a third of every replay lost, 2 of its 4
+    # marked datagrams with it, the control's 4 through. Not significantly more than the rest:
+    # the path is lossy, its service's markers are not recognised.
+    policed = [(_replay(0, "replay_original", 102, 67, number=1, marked=(4, 2)),
+                _replay(0, "replay_control", 102, 70, number=1, marked=(4, 4)))]  # fmt: skip
+    assert _verdict(_measurement(policed)) == ("degraded", "udp.loss", "call.lossy")
+    # Every marked datagram of three rounds lost while the rest came back: the markers died.
+    dpi = [(_replay(0, "replay_original", 102, 99, number=k, marked=(4, 1)),
+            _replay(0, "replay_control", 102, 102, number=k, marked=(4, 4))) for k in (1, 2, 3)]  # fmt: skip
+    assert _verdict(_measurement(dpi))[2] == "call.markers_service"
+    # Signal's TURN Allocate dropped, on a machine stalling for seconds (lab, stolen CPU): one
+    # round lost 24 of 25 echoes, the Allocate among them. That round says nothing of the marked
+    # datagrams in particular and is no baseline; the other shows the Allocate alone died.
+    stalled = [(_replay(0, "replay_original", 25, got, number=k, marked=(2, 1)),
+                _replay(0, "replay_control", 25, 25, number=k, marked=(2, 2)))
+               for k, got in ((1, 24), (2, 1))]  # fmt: skip
+    assert _verdict(_measurement(stalled))[2] == "call.markers_service"
+
+
 def test_one_bad_round_is_not_a_majority() -> None:
     # A busy machine's round: 29 of 62 back once, then 60 and 62 (uncensored ISP, az-2017 under
     # load). Pooled, the loss differs; round by round only one shows it.

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from msgwatch.analysis.rounds import State
 from msgwatch.measurement.vocab import Verdict
 
-Plain = Literal["pass", "fail", "partial", "policed", "none"]
+Plain = Literal["pass", "fail", "partial", "policed", "unclear", "none"]
 Markers = Literal["lost", "unclear", "passed", "none"]
 
 
@@ -36,7 +36,9 @@ class CallRule(BaseModel):
     relays: Literal["ok", "failed", "none"] | None = None
     relays_helper: Literal["ok", "failed", "none"] | None = None
     markers: Markers | list[Markers] | None = None
-    delivery: Literal["trickle", "lossy", "lossy_unclear", "full", "none"] | None = None
+    delivery: (
+        Literal["trickle", "trickle_unclear", "lossy", "lossy_unclear", "full", "none"] | None
+    ) = None
     echo: Literal["short", "full", "none"] | None = None
     downstream: (
         Literal["original_lost", "same", "unclear", "none"]

@@ -42,6 +42,7 @@ from typing import Any
 
 from msgwatch.analysis import rounds as R
 from msgwatch.analysis.parse import resolved
+from msgwatch.analysis.stats import loses_more
 from msgwatch.analysis.verdicts import overload
 from msgwatch.analysis.verdicts.call_rules import CallRule, Plain, load_call_rules
 from msgwatch.measurement.vocab import DOWN_ROLES
@@ -74,28 +75,48 @@ def _markers(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     return "none"
 
 
+def _others(record: Record, sent_key: str, got_key: str) -> tuple[int, int]:
+    """(sent, lost) of the record's datagrams other than the ``sent_key`` kind: counted as read,
+    without the probe's own drops (the baseline of :func:`_framing_lost`'s loss test is never
+    made lower than it was)."""
+    sent = max(0, R.count(record, "sent_packets") - R.count(record, sent_key))
+    got = max(0, R.count(record, "received_packets") - R.count(record, got_key))
+    return sent, sent - min(got, sent)
+
+
 def _framing_lost(
     originals: Sequence[Record], controls: Sequence[Record], sent_key: str, got_key: str
 ) -> str:
     """``lost``, ``passed``, ``unclear`` or ``none`` (none sent) for one kind of framing.
 
+    The marked datagrams are looked at in the originals whose other datagrams mostly came back: a
+    replay that lost most of everything says nothing of the marked ones in particular. Lost: at
+    least half of them, significantly more than the same replays' other datagrams (the loss test,
+    :func:`~msgwatch.analysis.stats.loses_more`: a policer or a lossy path that drops a third of
+    everything drops 2 of 4 marked ones often enough, and a policed lab path under stolen CPU
+    read "blocked udp.dpi_service" so), while a control lost at most a fifth at the same
+    positions (otherwise ``passed``: the framing is not what dies).
+
     The probe's own drops (:func:`~msgwatch.analysis.rounds.credit`) are counts of any datagram,
-    not of the marked ones: the handful of marked datagrams that did not come back are lost only
-    if they would be even were every datagram the probe dropped a marked one. When the probe's
-    drops could account for them, the rounds in which it dropped nothing decide, if they sent
-    marked datagrams; without such rounds it is ``unclear`` (the probe's doing or the path's,
-    nothing tells). A control that lost more than a fifth at the same positions makes it
-    ``passed``: the framing is not what dies."""
-    sent = sum(R.count(r, sent_key) for r in originals)
-    if sent == 0:
+    not of the marked ones: the marked datagrams are lost only if they would be even were every
+    datagram the probe dropped a marked one. When the probe's drops could account for them, the
+    rounds in which it dropped nothing decide, if they sent marked datagrams; without such rounds
+    it is ``unclear`` (the probe's doing or the path's, nothing tells)."""
+    if not sum(R.count(r, sent_key) for r in originals):
         return "none"
+    usable = [o for o in originals if (n := _others(o, sent_key, got_key))[1] <= n[0] * R.LOST]
+    sent = sum(R.count(r, sent_key) for r in usable)
     control_sent = sum(R.count(r, sent_key) for r in controls) or 1
     control_lost = 1 - sum(R.count(r, got_key) for r in controls) / control_sent
-    got = sum(R.count(r, got_key) for r in originals)
-    credit = sum(map(R.credit, originals))
-    if control_lost > MARKERS_CONTROL_OK or 1 - got / sent < MARKERS_LOST:
+    got = sum(R.count(r, got_key) for r in usable)
+    if not sent or control_lost > MARKERS_CONTROL_OK or 1 - got / sent < MARKERS_LOST:
         return "passed"
-    if 1 - (got + credit) / sent >= MARKERS_LOST:
+    lost = sent - got - sum(map(R.credit, usable))
+    if lost >= sent * MARKERS_LOST:
+        others = [_others(o, sent_key, got_key) for o in usable]
+        base_sent, base_lost = sum(n for n, _ in others), sum(x for _, x in others)
+        if base_sent and not loses_more(lost, sent, base_lost, base_sent)[0]:
+            return "passed"
         return "lost"
     clean = [(o, c) for o, c in R.round_pairs(originals, controls) if not R.credit(o)]
     if clean and len(clean) < len(originals):  # none of their own drops: lost, passed or none
@@ -118,16 +139,34 @@ def _steady(records: Sequence[Record]) -> bool:
     return bool(busy) and len(got) >= len(busy) / 2
 
 
+def _trickle(records: Sequence[Record]) -> bool | None:
+    """Whether the records failed but still delivered a steady trickle (a policer): True; False
+    when they did not; None when they failed with something through, not steadily, while the
+    probe's or the helper's own timing was in their intervals
+    (:func:`~msgwatch.analysis.rounds.probe_stalled`): echoes read or sent in bursts after a
+    stall leave intervals empty that a policer filled, so steady and not cannot be told."""
+    if not TRICKLE <= R.delivered(records) < 1 - R.LOST:
+        return False
+    if _steady(records):
+        return True
+    return None if any(R.probe_stalled(r) for r in records) else False
+
+
 def _delivery(originals: Sequence[Record], controls: Sequence[Record]) -> str:
     """How both kinds were delivered: a steady ``trickle`` (both failed, but a policer let a
-    share through in most intervals), ``lossy`` (both passed, both lost >= 10 %, and in most
-    rounds both did), ``lossy_unclear`` (so pooled, but not in most rounds: a bad moment of the
-    machine's counts once, a lossy path in every round), ``full``."""
+    share through in most intervals), ``trickle_unclear`` (both failed with a share through, and
+    the stalls of the probe or the helper hide whether it was steady: :func:`_trickle`),
+    ``lossy`` (both passed, both lost >= 10 %, and in most rounds both did), ``lossy_unclear``
+    (so pooled, but not in most rounds: a bad moment of the machine's counts once, a lossy path
+    in every round), ``full``."""
     if not originals or not controls:
         return "none"
-    shares = (R.delivered(originals), R.delivered(controls))
-    if all(TRICKLE <= x < 1 - R.LOST for x in shares) and _steady(originals) and _steady(controls):
+    trickles = (_trickle(originals), _trickle(controls))
+    if all(trickles):
         return "trickle"
+    if None in trickles and False not in trickles:
+        return "trickle_unclear"
+    shares = (R.delivered(originals), R.delivered(controls))
     if all(1 - R.LOST <= x <= 1 - LOSSY for x in shares):
         pairs = R.round_pairs(originals, controls)
         lossy = sum(1 for o, c in pairs if max(R.delivered([o]), R.delivered([c])) <= 1 - LOSSY)
@@ -136,21 +175,25 @@ def _delivery(originals: Sequence[Record], controls: Sequence[Record]) -> str:
 
 
 def _plain(records: Sequence[Record]) -> Plain:
-    """The plain echoes on the call ports, each port ``pass``, ``fail`` or ``policed`` (it failed
-    but a steady trickle got through: a policer, not a drop). Together: ``pass`` or ``fail`` on
-    every port, ``policed`` when none failed and some were policed, ``partial`` when some failed
-    and others did not; ``none`` without plain echoes."""
+    """The plain echoes on the call ports, each port ``pass``, ``fail``, ``policed`` (it failed
+    but a steady trickle got through: a policer, not a drop) or ``unclear`` (a trickle that the
+    probe's or the helper's stalls hide: :func:`_trickle`). Together: ``unclear`` when a port
+    is; ``pass`` or ``fail`` on every port, ``policed`` when none failed and some were policed,
+    ``partial`` when some failed and others did not; ``none`` without plain echoes."""
     ports: dict[Any, list[Record]] = {}
     for r in records:
         ports.setdefault(r.get("port"), []).append(r)
     states: set[Plain] = set()
     for group in ports.values():
         state: Plain = R.state(group)
-        if state == "fail" and R.delivered(group) >= TRICKLE and _steady(group):
-            state = "policed"
+        if state == "fail":
+            trickle = _trickle(group)
+            state = "policed" if trickle else "unclear" if trickle is None else "fail"
         states.add(state)
     if not states:
         return "none"
+    if "unclear" in states:
+        return "unclear"
     if len(states) == 1:
         return "pass" if states == {"pass"} else "fail" if states == {"fail"} else "policed"
     return "partial" if "fail" in states else "policed"
