@@ -110,10 +110,11 @@ def main() -> None:
                 seconds = time.monotonic() - started
                 measurements = [m for phase in run.runs for m in phase.measurements]
                 worst, share, dropped = _lag(measurements)
-                print(f"{name}: {run.matched}/{len(run.rows)} rows match in {seconds:.1f} s; "
+                gaps = sum(1 for r in run.rows if not r["match"] and _gap(scenario, r))
+                print(f"{name}: {run.matched}/{len(run.rows)} rows match (and {gaps} documented "
+                      f"gaps read as documented) in {seconds:.1f} s; "
                       f"probe lag: longest stall {worst:.2f} s, {share:.0%} of a run in stalls; "
                       f"{dropped} datagrams dropped by the probe itself", flush=True)  # fmt: skip
-                gaps = sum(1 for r in run.rows if not r["match"] and _gap(scenario, r))
                 bad = sorted((r for r in run.rows if not r["match"] and not _gap(scenario, r)),
                              key=lambda r: r["expected"] != "ok")  # fmt: skip
                 for r in bad:
