@@ -148,6 +148,16 @@ def clean(
     return keep_o, keep_c, len(originals) + len(controls) - len(keep_o) - len(keep_c)
 
 
+def clean_all(
+    originals: Sequence[Record], controls: Sequence[Record]
+) -> tuple[list[Record], list[Record], int, int]:
+    """:func:`clean` of the probe's lag, then of the helper's stalls: the originals and controls
+    left, and how many records each left out."""
+    originals, controls, spoiled = clean(originals, controls)
+    originals, controls, stalled = clean(originals, controls, helper_stalled)
+    return originals, controls, spoiled, stalled
+
+
 def intervals(record: Record) -> list[Record]:
     """The record's per-interval counts (``intervals``)."""
     return [r for r in record.get("intervals") or [] if isinstance(r, dict)]

@@ -104,7 +104,8 @@ def _framing_lost(
     it is ``unclear`` (the probe's doing or the path's, nothing tells)."""
     if not sum(R.count(r, sent_key) for r in originals):
         return "none"
-    usable = [o for o in originals if (n := _others(o, sent_key, got_key))[1] <= n[0] * R.LOST]
+    others = {id(o): _others(o, sent_key, got_key) for o in originals}
+    usable = [o for o in originals if others[id(o)][1] <= others[id(o)][0] * R.LOST]
     sent = sum(R.count(r, sent_key) for r in usable)
     control_sent = sum(R.count(r, sent_key) for r in controls) or 1
     control_lost = 1 - sum(R.count(r, got_key) for r in controls) / control_sent
@@ -113,8 +114,8 @@ def _framing_lost(
         return "passed"
     lost = sent - got - sum(map(R.credit, usable))
     if lost >= sent * MARKERS_LOST:
-        others = [_others(o, sent_key, got_key) for o in usable]
-        base_sent, base_lost = sum(n for n, _ in others), sum(x for _, x in others)
+        base_sent = sum(others[id(o)][0] for o in usable)
+        base_lost = sum(others[id(o)][1] for o in usable)
         if base_sent and not loses_more(lost, sent, base_lost, base_sent)[0]:
             return "passed"
         return "lost"
@@ -354,8 +355,9 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         return None
     # The rounds and replays the probe's own lag spoiled are left out (probe_trouble), and so are
     # those the helper's own stalls spoiled (helper_stalled).
-    originals, controls, spoiled = R.clean(by_role["replay_original"], by_role["replay_control"])
-    originals, controls, stalled = R.clean(originals, controls, R.helper_stalled)
+    originals, controls, spoiled, stalled = R.clean_all(
+        by_role["replay_original"], by_role["replay_control"]
+    )
     for role in ("replay_plain", "replay_neutral", "replay_domestic"):
         records = by_role.get(role, [])
         kept = [r for r in records if not R.probe_trouble(r)]
@@ -451,14 +453,15 @@ def _sent_all(record: Record) -> bool:
     return isinstance(tx, int) and sent > 0 and tx >= sent
 
 
-def downstream_records(by_role: dict[str, list[Record]]) -> tuple[list[Record], list[Record]]:
+def downstream_records(
+    by_role: dict[str, list[Record]],
+) -> tuple[list[Record], list[Record], int, int]:
     """(originals, controls) of the downstream replays that the helper sent in full, without the
-    rounds the probe's lag or the helper's stalls spoiled (:func:`~msgwatch.analysis.rounds.clean`)."""
+    rounds the probe's lag or the helper's stalls spoiled, and how many records each left out
+    (:func:`~msgwatch.analysis.rounds.clean_all`)."""
     originals, controls = ([r for r in by_role.get(role, []) if _sent_all(r)]
                            for role in DOWN_ROLES)  # fmt: skip
-    kept_o, kept_c, _ = R.clean(originals, controls)
-    kept_o, kept_c, _ = R.clean(kept_o, kept_c, R.helper_stalled)
-    return kept_o, kept_c
+    return R.clean_all(originals, controls)
 
 
 DOWN_MIN_ROUNDS = 2
@@ -469,13 +472,12 @@ probe's bad moment: its start-up, another program's burst)."""
 def _downstream(by_role: dict[str, list[Record]]) -> str:
     """``original_lost``, ``same``, ``unclear`` (a loss that is not significant, or seen in fewer
     than :data:`DOWN_MIN_ROUNDS` rounds), ``overloaded`` (no round left once the probe's spoiled
-    ones are out), ``stalled`` (none left once the helper's are out too) or ``none`` (module notes). The original lost when it failed while the control
-    passed and :func:`~msgwatch.analysis.rounds.split` says it is ``significant``; when its
-    STUN-framed datagrams died and the control's did not, in most rounds; or when it lost significantly more than a control
-    that lost under 10 % (:func:`~msgwatch.analysis.rounds.compare_rounds`)."""
-    raw = [[r for r in by_role.get(role, []) if _sent_all(r)] for role in DOWN_ROLES]
-    originals, controls, spoiled = R.clean(raw[0], raw[1])
-    originals, controls, stalled = R.clean(originals, controls, R.helper_stalled)
+    ones are out), ``stalled`` (none left once the helper's are out too) or ``none`` (module
+    notes). The original lost when it failed while the control passed and
+    :func:`~msgwatch.analysis.rounds.split` says it is ``significant``; when its STUN-framed
+    datagrams died and the control's did not, in most rounds; or when it lost significantly more
+    than a control that lost under 10 % (:func:`~msgwatch.analysis.rounds.compare_rounds`)."""
+    originals, controls, spoiled, stalled = downstream_records(by_role)
     if not originals or not controls:
         return "overloaded" if spoiled else "stalled" if stalled else "none"
     pairs = R.round_pairs(originals, controls)
@@ -499,7 +501,7 @@ def _downstream(by_role: dict[str, list[Record]]) -> str:
 def downstream_loss(by_role: dict[str, list[Record]]) -> float | None:
     """The share of the downstream originals' datagrams that did not arrive, when the helper sent
     them all; None otherwise."""
-    originals, _ = downstream_records(by_role)
+    originals, *_ = downstream_records(by_role)
     sent = R.total_sent(originals)
     return 1 - R.total_received(originals) / sent if sent else None
 
