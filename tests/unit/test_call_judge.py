@@ -22,7 +22,10 @@ def _replay(txid: int, role: str, sent: int, got: int, *, marked: tuple[int, int
 def _measurement(
     original: tuple[int, int], control: tuple[int, int], neutral: tuple[int, int],
     *, stun_ok: bool = True, relays_ok: bool | None = None, marked: tuple[int, int] = (0, 0),
+    view: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """``view``: the helper's own view of the relays, ``ok`` (one answered it), ``failed`` (none
+    did) or ``timeout`` (its answer did not come); None: not asked."""
     targets: list[dict[str, Any]] = [
         {"function": "voice", "role": "endpoint", "transport": "tcp", "transaction_ids": [1],
          "failed_step": None, "failure": None},
@@ -38,6 +41,12 @@ def _measurement(
                         "transaction_ids": [6],
                         "failed_step": None if relays_ok else "udp_exchange",
                         "failure": None if relays_ok else "generic_timeout_error"})  # fmt: skip
+    views = []
+    if view is not None:
+        targets.append({"function": "voice", "role": "helper_view", "transaction_ids": [7]})
+        relay = {"failure": None if view == "ok" else "generic_timeout_error"}
+        views.append({"transaction_id": 7, "failure": "generic_timeout_error" if view == "timeout"
+                      else None, "results": [] if view == "timeout" else [relay]})  # fmt: skip
     replays = [
         _replay(3, "replay_original", *original, marked=marked),
         _replay(4, "replay_control", *control, marked=(marked[0], marked[0])),
@@ -48,6 +57,7 @@ def _measurement(
         "msgwatch_functions": [{"function": "voice", "mode": "any_of"}],
         "msgwatch_targets": targets,
         "msgwatch_replays": replays,
+        **({"msgwatch_helper_views": views} if views else {}),
     }
     return {"input": "svc", "test_keys": keys}
 
@@ -67,7 +77,10 @@ def test_call_rules_are_well_formed() -> None:
         ({"original": (100, 3), "control": (100, 100), "neutral": (100, 100), "stun_ok": False}, "blocked", "udp.dpi_call", "call.dpi_call"),
         ({"original": (100, 97), "control": (100, 100), "neutral": (100, 100), "stun_ok": False}, "blocked", "udp.dpi_call", "call.dpi_stun"),
         ({"original": (100, 97), "control": (100, 100), "neutral": (100, 100), "marked": (4, 0)}, "blocked", "udp.dpi_service", "call.markers_service"),
-        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False}, "blocked", "udp.drop_relays", "call.drop_relays"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False, "view": "ok"}, "blocked", "udp.drop_relays", "call.drop_relays"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False, "view": "failed"}, "inconclusive", "relay.down", "call.relay_down"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False, "view": "timeout"}, "inconclusive", "relay.unverified", "call.relays_unverified"),
+        ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": False}, "inconclusive", "relay.unverified", "call.relays_unverified"),
         ({"original": (100, 100), "control": (100, 10), "neutral": (100, 100)}, "inconclusive", "udp.control_failed", "call.control_failed"),
         ({"original": (100, 100), "control": (100, 100), "neutral": (100, 100), "relays_ok": True}, "ok", None, "call.ok"),
     ],
@@ -473,7 +486,7 @@ def test_a_neutral_echo_that_crossed_shows_the_helper_reachable() -> None:
 def test_an_attempt_not_measured_is_no_relay_that_answered() -> None:
     """The relays failed; their second attempt had no time left (``not_measured``, no failure):
     it must not read as a relay that answered (a false ``ok``)."""
-    m = _measurement((100, 100), (100, 100), (100, 100), relays_ok=False)
+    m = _measurement((100, 100), (100, 100), (100, 100), relays_ok=False, view="ok")
     m["test_keys"]["msgwatch_targets"].append(
         {"function": "voice", "role": "endpoint", "transport": "udp", "transaction_ids": [],
          "failed_step": None, "failure": None, "attempt": 2, "not_measured": "no_time"}
@@ -481,6 +494,39 @@ def test_an_attempt_not_measured_is_no_relay_that_answered() -> None:
     (v,) = judge(m)
     assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
         "blocked", "udp.drop_relays", "call.drop_relays",
+    )  # fmt: skip
+
+
+def test_relays_blocked_only_with_the_helpers_view_and_the_probe_on_time() -> None:
+    """The relays timed out here while the helper reached them: blocked. The same timeout with
+    the probe's own loop stalled at the deadline says nothing (an answer may have waited unread); and without the helper's view (its answer timed out on a stalled machine: CI's
+    relay-down once read ``udp.drop_relays`` so) a relay down for everyone is not ruled out."""
+    m = _measurement((100, 100), (100, 100), (100, 100), relays_ok=False, view="ok")
+    keys = m["test_keys"]
+    keys["network_events"] = [{"transaction_id": 6, "t0": 1.0, "t": 1.0},
+                              {"transaction_id": 6, "t0": 1.0, "t": 3.0}]  # fmt: skip
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("blocked", "call.drop_relays")
+    # A long stall that ended before the deadline: an answer in it was read when the loop came back.
+    keys["msgwatch_probe_lag"] = {"stalls": [[1.2, 1.5]]}
+    (v,) = judge(m)
+    assert (v["verdict"], v["rule_id"]) == ("blocked", "call.drop_relays")
+    keys["msgwatch_probe_lag"] = {"stalls": [[2.5, 0.5]]}  # the deadline fell inside it
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "probe.overloaded", "call.relays_overloaded",
+    )  # fmt: skip
+    # ...unless the helper could not reach them either: down for everyone, stall or not.
+    keys["msgwatch_helper_views"][0]["results"] = [{"failure": "generic_timeout_error"}]
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "relay.down", "call.relay_down",
+    )  # fmt: skip
+    del keys["msgwatch_probe_lag"]
+    keys["msgwatch_helper_views"][0].update(failure="generic_timeout_error", results=[])
+    (v,) = judge(m)
+    assert (v["verdict"], v["mechanism"], v["rule_id"]) == (
+        "inconclusive", "relay.unverified", "call.relays_unverified",
     )  # fmt: skip
 
 

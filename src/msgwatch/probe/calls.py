@@ -425,6 +425,12 @@ async def _run_replays(
     return [*((d.plan.role, d.outcome) for d in done), *(await view)]
 
 
+VIEW_SHARE = 0.6
+VIEW_MIN, VIEW_MAX = 1.0, 5.0
+"""Seconds the helper's view of the relays may take: STUN's retransmissions at 0, 0.5 and 1.5 s
+fit in a 3 s view of a 5 s deadline, which leaves 2 s for the answer to cross stalls."""
+
+
 async def _helper_view(
     trace: Trace, service: Service, function: FunctionTargets, helper: HelperLink, deadline: float
 ) -> list[tuple[str, ChainOutcome]]:
@@ -440,7 +446,11 @@ async def _helper_view(
         for e in relays[:16]
     ]  # fmt: skip
     txid = trace.new_transaction()
-    record = await helper_measure(trace, txid, helper, steps, deadline)
+    # The helper's steps get at most VIEW_SHARE of the time left: a relay down for everyone uses
+    # all of it, and the answer must still arrive when the probe or the helper stalled a while.
+    left = deadline - asyncio.get_running_loop().time()
+    budget = max(VIEW_MIN, min(VIEW_MAX, left * VIEW_SHARE))
+    record = await helper_measure(trace, txid, helper, steps, deadline, timeout=budget)
     endpoint = relays[0].model_copy(update={"id": "helper-view", "address": helper.address})
     outcome = ChainOutcome(function.function, endpoint, [txid], address=helper.address)
     if record["failure"] is not None:

@@ -18,6 +18,7 @@ from msgwatch.measurement.vocab import Verdict
 
 Plain = Literal["pass", "fail", "partial", "policed", "unclear", "none"]
 Markers = Literal["lost", "unclear", "passed", "none"]
+Relays = Literal["ok", "failed", "unclear", "none"]
 
 
 class CallRule(BaseModel):
@@ -33,8 +34,8 @@ class CallRule(BaseModel):
     stun: Literal["ok", "failed", "none"] | list[Literal["ok", "failed", "none"]] | None = None
     comparison: str | list[str] | None = None
     reason: str | None = None
-    relays: Literal["ok", "failed", "none"] | None = None
-    relays_helper: Literal["ok", "failed", "none"] | None = None
+    relays: Relays | list[Relays] | None = None
+    relays_helper: Literal["ok", "failed", "unclear", "none"] | None = None
     markers: Markers | list[Markers] | None = None
     delivery: (
         Literal["trickle", "trickle_unclear", "lossy", "lossy_unclear", "full", "none"] | None

@@ -333,6 +333,19 @@ def _answers(targets: list[Record], keys: Record, yes: str, no: str, *, lag: boo
     return no
 
 
+def _unread(targets: list[Record], keys: Record) -> bool:
+    """Whether one endpoint among ``targets`` failed only by timeouts whose deadline fell in a
+    stall of the probe's loop (:func:`~msgwatch.analysis.verdicts.overload.unread`): it may have
+    answered. An attempt of the same endpoint that timed out with the loop running shows it silent
+    (a relay that is up answers every attempt)."""
+    by_endpoint: dict[str, list[Record]] = {}
+    for t in targets:
+        if t.get("failure") is not None and not t.get("not_measured"):
+            by_endpoint.setdefault(str(t.get("endpoint_id")), []).append(t)
+    return any(all(overload.unread(t, keys) for t in attempts)
+               for attempts in by_endpoint.values())  # fmt: skip
+
+
 def _api(calls: Sequence[Record], keys: Record) -> str:
     """The helper's control API (its counts, its view of the relays): ``ok`` when a call was
     answered, ``failed`` when every call failed, ``none`` without calls. A call that failed
@@ -374,6 +387,8 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
         if t.get("role", "endpoint") == "endpoint" and t.get("transport") == "udp"
     ]
     relays = _answers(relay_targets, keys, "ok", "failed")
+    if relays == "failed" and _unread(relay_targets, keys):
+        relays = "unclear"
     fallback_targets = [
         t
         for t in targets
@@ -385,6 +400,7 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     fallback = _answers(fallback_targets, keys, "open", "closed", lag=True)
     views = {r.get("transaction_id"): r for r in keys.get("msgwatch_helper_views") or []
              if isinstance(r, dict)}  # fmt: skip
+    # The helper's view: "unclear" when it was asked and gave no results (its answer timed out).
     relays_helper = "none"
     calls: list[Record] = []
     for target in (t for t in targets if t.get("role") == "helper_view"):
@@ -395,6 +411,8 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
             calls.append(view)
         if view is not None and view.get("failure") is None and results:
             relays_helper = "ok" if any(r.get("failure") is None for r in results) else "failed"
+        elif relays_helper == "none":
+            relays_helper = "unclear"
     abroad = [r for role, rs in by_role.items() if role != "replay_domestic" for r in rs]
     calls += [r["helper"] for r in abroad if isinstance(r.get("helper"), dict)]
     api = _api(calls, keys)

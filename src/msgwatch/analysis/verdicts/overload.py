@@ -83,6 +83,27 @@ def overloaded(target: Record, keys: Record) -> bool:
     return lost >= OVERLOAD_MIN and lost >= OVERLOAD_SHARE * (window[1] - window[0])
 
 
+UNREAD_SLACK = 0.1
+"""Seconds: how far before a timed-out target's last event a stall may end and still count as the
+one its deadline fell in (the lag monitor samples every 20 ms and keeps lags over 50 ms)."""
+
+
+def unread(target: Record, keys: Record) -> bool:
+    """Whether the target timed out with the probe's loop stalled at its deadline. Only then can an
+    answer have waited unread: one that came before the stall was read, one that came during a
+    stall that ended before the deadline was read when the loop came back, but when the deadline
+    falls inside the stall, its timer comes due in the same turn of the loop as the read and wins.
+    Narrower than :func:`overloaded`, which also counts a long wait spent mostly stalled."""
+    if target.get("failure") != TIMEOUT:
+        return False
+    window = span(target, keys)
+    if window is None:
+        return False
+    end = window[1]
+    return any(start <= end and start + seconds >= end - UNREAD_SLACK
+               for start, seconds in stalls(keys))  # fmt: skip
+
+
 def throughput_overloaded(records: list[Record], keys: Record) -> bool:
     """Whether the probe's loop stalled for a large part of a throughput comparison (the real-name
     and benign-name downloads, run at once): the bytes each download got were what the probe found
