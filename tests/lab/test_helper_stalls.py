@@ -4,7 +4,8 @@ out, and what is left reads as the truth or as ``inconclusive``.
 
 The lab's helpers are stopped once, for 1.5 s, as soon as the replays reach them, and go on before
 the probe asks for their counts. The same measurements judged without the helpers' word on their
-stalls are the test's control, and must read wrong somewhere: in the run inspected while writing it,
+stalls (and without the echoes the probe read late, ``late_echoes``: a second witness of the same
+lateness) are the test's control, and must read wrong somewhere: in the run inspected while writing it,
 8 of 10 voice paths read ``udp.drop_all`` (the late echoes lost, the neutral port's too), among
 them ``blocked`` WhatsApp calls on a network that blocks only WhatsApp's relays, which the probe
 reads ``ok``. Only call paths whose counts the helper gave are judged here: a count request it did
@@ -145,7 +146,8 @@ def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
     assert not wrong, "\n".join(wrong)
     stalled = [r for r in run.rows if r["mechanism"] == "helper.stalled"]
     assert stalled, "no call path said the helper stalled"
-    # The control: the same measurements without the helper's word on its stalls read wrong.
+    # The control: the same measurements without the helper's word on its stalls, and without
+    # the echoes the probe read late (steps.replay's late window), read wrong.
     rows, verdicts = [], []
     for phase in run.runs:
         measurements = copy.deepcopy(phase.measurements)
@@ -153,6 +155,8 @@ def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
             for replay in m["test_keys"].get("msgwatch_replays") or []:
                 if isinstance(replay.get("helper"), dict):
                     replay["helper"]["stalls"] = None
+                if isinstance(replay.get("probe"), dict):
+                    replay["probe"].pop("late_echoes", None)
         judged = truth.judged(measurements)
         rows += compare(scenario, phase.phase, phase.isp, judged)
         verdicts.append((phase.isp, judged))

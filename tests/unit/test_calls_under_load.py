@@ -207,6 +207,26 @@ def test_a_round_the_deadline_cut_is_left_out() -> None:
     )  # fmt: skip
 
 
+def test_a_round_whose_echoes_came_after_the_listening_is_left_out() -> None:
+    """The probe, stalled, listened on and read a tenth of the original's echoes late (the
+    machine's timing, steps.replay): that round is left out, and with it the only evidence; and
+    so are the other rounds that came back short. Rounds that came back whole stay."""
+    late = {"late_echoes": 10, "socket_drops": 0, "queue_drops": 0, "stalled": 0.5}
+    rounds = _rounds((33, 3), (33, 33), probe=late)
+    assert _verdict(_measurement(rounds)) == (
+        "inconclusive", "probe.overloaded", "call.probe_overloaded",
+    )  # fmt: skip
+    # Late echoes in one round: the other rounds that came back short are the same machine's.
+    rounds = _rounds((33, 3), (33, 33))
+    rounds[0] = (dict(rounds[0][0], probe=late), rounds[0][1])
+    assert _verdict(_measurement(rounds)) == (
+        "inconclusive", "probe.overloaded", "call.probe_overloaded",
+    )  # fmt: skip
+    rounds = _rounds((33, 33), (33, 33))
+    rounds[0] = (dict(rounds[0][0], received_packets=30, probe=late), rounds[0][1])
+    assert _verdict(_measurement(rounds))[0] == "ok"
+
+
 FREE_TEXT: dict[str, list[str]] = {
     "comparison": ["same", "original_worse", "control_worse", "inconclusive", "none"],
     "reason": ["no_difference", "throughput", "loss", "throughput_and_loss", "area_only",

@@ -8,6 +8,7 @@ time: what the probe then misses is the probe's doing, never the path's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -23,8 +24,9 @@ from tests.unit.servers import deadline
 
 
 @contextmanager
-def thread_echo() -> Iterator[tuple[str, int]]:
-    """A UDP echo on loopback in a thread of its own: it answers while the probe's loop stalls."""
+def thread_echo(delay: float = 0.0) -> Iterator[tuple[str, int]]:
+    """A UDP echo on loopback in a thread of its own: it answers while the probe's loop stalls
+    (``delay`` seconds after each datagram came, as a machine whose kernel stalled would)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.05)
@@ -38,7 +40,10 @@ def thread_echo() -> Iterator[tuple[str, int]]:
                 continue
             except OSError:
                 return
-            sock.sendto(data, peer)
+            if delay:
+                threading.Timer(delay, _send, (sock, data, peer)).start()
+            else:
+                sock.sendto(data, peer)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -48,6 +53,11 @@ def thread_echo() -> Iterator[tuple[str, int]]:
         stop.set()
         thread.join(timeout=2)
         sock.close()
+
+
+def _send(sock: socket.socket, data: bytes, peer: Any) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile
+        sock.sendto(data, peer)
 
 
 def test_the_monitor_sees_a_stall_and_where_it_was() -> None:
@@ -87,15 +97,16 @@ def test_stall_overlap_is_counted_once_per_window() -> None:
 
 
 def _stalled_replay(
-    packets: list[C.Packet], stall_at: float, stall: float, **kwargs: Any
+    packets: list[C.Packet], stall_at: float, stall: float, *, delay: float = 0.0, **kwargs: Any
 ) -> dict[str, Any]:
     trace = Trace()
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         async with lag.running():
-            loop.call_later(stall_at, time.sleep, stall)
-            with thread_echo() as (ip, port):
+            if stall:
+                loop.call_later(stall_at, time.sleep, stall)
+            with thread_echo(delay) as (ip, port):
                 options = ReplayOptions(label={"role": "replay_original"}, **kwargs)
                 await replay(trace, 1, ip, port, [(p.offset, p.payload) for p in packets],
                              deadline(6.0), options)  # fmt: skip
@@ -157,3 +168,19 @@ def test_a_downstream_replay_listens_until_the_helper_has_sent_it_all() -> None:
     assert record["sent_packets"] == expected
     assert record["received_packets"] == expected
     assert record["probe"]["sent_confirmed"] is True and record["probe"]["cut"] is False
+
+
+def test_echoes_that_come_after_the_grace_are_counted_apart() -> None:
+    """The echoes come 0.8 s late (past the 0.5 s grace), as from a helper working through the
+    backlog a stop left in its socket: the replay came back short, listens on and counts them as
+    ``late_echoes``, never as received (the judge leaves such a round out). A replay that came
+    back whole opens no late window."""
+    packets = C.voice_profile(0.6, 3)
+    record = _stalled_replay(packets, 0.1, 0.2, delay=0.8)
+    probe = record["probe"]
+    assert record["received_packets"] < record["sent_packets"]
+    assert probe["late_echoes"] > 0
+    assert record["received_packets"] + probe["late_echoes"] <= record["sent_packets"]
+    whole = _stalled_replay(packets, 0.0, 0.0)
+    assert whole["received_packets"] == whole["sent_packets"]
+    assert "late_echoes" not in whole["probe"]

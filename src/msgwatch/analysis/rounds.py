@@ -80,10 +80,34 @@ def _number(value: Any) -> float:
 
 def probe_trouble(record: Record) -> str | None:
     """Why a replay's counts are the probe's own: ``cut`` (the deadline ended the listening
-    before the grace after its last datagram, which the probe's lag sent late); None when they
-    are the path's. The counts survive a late loop otherwise: what arrived waits in the kernel,
-    and what the kernel dropped is counted (:func:`credit`)."""
-    return "cut" if _probe(record).get("cut") is True else None
+    before the grace after its last datagram, which the probe's lag sent late); ``late`` (some of
+    its datagrams came back after the listening, in the late window a stalled probe opens: the
+    machine's timing, ``steps.replay``; unless the helper says it stalled then, its own doing:
+    :func:`helper_stalled`); None when they are the path's. The counts survive a late loop
+    otherwise: what arrived waits in the kernel, and what the kernel dropped is counted
+    (:func:`credit`)."""
+    probe = _probe(record)
+    if probe.get("cut") is True:
+        return "cut"
+    late = _number(probe.get("late_echoes")) >= 1
+    return "late" if late and not helper_stalled(record) else None
+
+
+def late_trouble(records: Sequence[Record]) -> Callable[[Record], object]:
+    """:func:`probe_trouble`, and when one of ``records`` (a function's echo replays) is ``late``
+    (the machine delivered echoes after the listening), also every replay that came back short
+    without the helper's word on a stall of its own: at that time, on that machine, a missing
+    echo may be one that came later still, past the late window (seen in the lab under stolen
+    CPU: rounds that lost everything next to rounds whose echoes all came late, the helper having
+    echoed both in full)."""
+    if not any(probe_trouble(r) == "late" for r in records):
+        return probe_trouble
+
+    def trouble(r: Record) -> str | None:
+        short = count(r, "received_packets") + credit(r) < count(r, "sent_packets")
+        return probe_trouble(r) or ("late" if short and not helper_stalled(r) else None)
+
+    return trouble
 
 
 def probe_stalled(record: Record) -> bool:
@@ -149,11 +173,13 @@ def clean(
 
 
 def clean_all(
-    originals: Sequence[Record], controls: Sequence[Record]
+    originals: Sequence[Record],
+    controls: Sequence[Record],
+    trouble: Callable[[Record], object] = probe_trouble,
 ) -> tuple[list[Record], list[Record], int, int]:
-    """:func:`clean` of the probe's lag, then of the helper's stalls: the originals and controls
-    left, and how many records each left out."""
-    originals, controls, spoiled = clean(originals, controls)
+    """:func:`clean` of the probe's lag (``trouble``), then of the helper's stalls: the originals
+    and controls left, and how many records each left out."""
+    originals, controls, spoiled = clean(originals, controls, trouble)
     originals, controls, stalled = clean(originals, controls, helper_stalled)
     return originals, controls, spoiled, stalled
 

@@ -340,6 +340,7 @@ class ReplayProbe(TypedDict, total=False):
     queue_drops: int
     listened: float
     cut: bool
+    late_echoes: int
     sent_confirmed: bool
 
 

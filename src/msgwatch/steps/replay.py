@@ -26,7 +26,12 @@ path. Hence (:func:`listen_out`):
   already arrived is read, the queue and the kernel's buffer (:func:`drain`): a datagram that
   arrived while the loop was stalled waits there, so the stall costs no echo, only time;
 - the kernel's drops for the socket (``socket_drops``, ``SO_MEMINFO``) and the probe's own queue's
-  (``queue_drops``) are counted: those datagrams arrived.
+  (``queue_drops``) are counted: those datagrams arrived;
+- an echo replay that came back short listens :data:`LATE_WINDOW` longer and counts what comes
+  then apart (``late_echoes``, never received): on a machine that stalls, the kernel's own work
+  stalls too, and a helper that stalled works through the backlog in its socket afterwards (its
+  loop on time, so it sees no stall of its own) and echoes late. A censor does not deliver late
+  what it dropped; the judge leaves such a round out like a ``cut`` one.
 
 A replay is labelled and counted as its :class:`ReplayOptions` say. The listening, the ``probe``
 record and the finishing (:class:`Tally`, :func:`settle`, :func:`record_replay`) are shared with
@@ -48,6 +53,9 @@ from msgwatch.steps.trace import Trace
 
 Packet = tuple[float, bytes]
 GRACE = 0.5
+LATE_WINDOW = 0.5
+"""Seconds an echo replay that came back short listens on for late echoes (``late_echoes``,
+module notes); never past the deadline."""
 """Seconds to wait for echoes after the last datagram was sent (of a responsive event loop)."""
 RECEIVE_BUFFER = 4 * 1024 * 1024
 """Bytes of kernel receive buffer a replay socket asks for (the system may give less)."""
@@ -187,6 +195,8 @@ class Listening:
     cut: bool = False
     late_sends: int = 0
     send_lag: float = 0.0
+    late_echoes: int | None = None
+    """Echoes read in the late window (None: it was not opened)."""
 
     def sent(self, now: float, due: float) -> None:
         self.last_sent = now
@@ -204,11 +214,14 @@ async def listen_out(
     listening: Listening,
     end: float,
     deadline: float,
+    late: Callable[[], bool] | None = None,
 ) -> None:
     """Let ``receiver`` run until ``end`` (loop time), never past ``deadline``; then stop it and
     :func:`drain` the socket. Sets ``listening.ended`` and ``listening.cut`` (the deadline came
     first; a cut the sending already set stays). The end is wall-clock time: what arrived
-    meanwhile waits in the kernel, read by the drain however late the loop came back."""
+    meanwhile waits in the kernel, read by the drain however late the loop came back. When
+    ``late()`` says so, then listens :data:`LATE_WINDOW` more, if the deadline leaves room, and
+    counts what comes as ``listening.late_echoes`` (module notes)."""
     loop = asyncio.get_running_loop()
     try:
         await asyncio.sleep(max(0.0, min(end, deadline) - loop.time()))
@@ -217,6 +230,15 @@ async def listen_out(
     listening.cut = listening.cut or end > deadline
     await drain(sock, result, handle)
     listening.ended = loop.time()
+    if late is not None and late() and deadline - listening.ended > LATE_WINDOW:
+        counted = [0]
+
+        def tally_late(_data: bytes) -> None:
+            counted[0] += 1
+
+        await asyncio.sleep(LATE_WINDOW)
+        await drain(sock, result, tally_late)
+        listening.late_echoes = counted[0]
 
 
 def probe_record(
@@ -242,6 +264,7 @@ def probe_record(
         "queue_drops": sock.queue_drops,
         "listened": round(end - (listening.last_sent or listening.started), 6),
         "cut": listening.cut,
+        **({"late_echoes": listening.late_echoes} if listening.late_echoes is not None else {}),
     }
 
 
@@ -393,7 +416,12 @@ async def replay(
                     signed_payloads.setdefault(payload, index)
             scheduled = start + (packets[-1][0] if packets else 0.0)
             end = max(scheduled, listening.last_sent or scheduled) + GRACE
-            await listen_out(sock, result, echoed, receiver, listening, end, deadline)
+
+            def late() -> bool:
+                """Came back short (module notes)."""
+                return len(tally.arrivals) < len(tally.sends)
+
+            await listen_out(sock, result, echoed, receiver, listening, end, deadline, late)
         finally:
             receiver.cancel()
             probe = probe_record(sock, listening, start_drops)

@@ -366,14 +366,17 @@ def call_facts(targets: list[Record], keys: Record) -> dict[str, str] | None:
     by_role = call_records(targets, keys)
     if not by_role.get("replay_original") or not by_role.get("replay_control"):
         return None
-    # The rounds and replays the probe's own lag spoiled are left out (probe_trouble), and so are
-    # those the helper's own stalls spoiled (helper_stalled).
+    # The rounds and replays the probe's own lag spoiled are left out (probe_trouble; all short
+    # ones when echoes came late: late_trouble), and so are those the helper's own stalls spoiled
+    # (helper_stalled).
+    echoes = ("replay_original", "replay_control", "replay_plain", "replay_neutral")
+    trouble = R.late_trouble([r for role in echoes for r in by_role.get(role, [])])
     originals, controls, spoiled, stalled = R.clean_all(
-        by_role["replay_original"], by_role["replay_control"]
+        by_role["replay_original"], by_role["replay_control"], trouble
     )
     for role in ("replay_plain", "replay_neutral", "replay_domestic"):
         records = by_role.get(role, [])
-        kept = [r for r in records if not R.probe_trouble(r)]
+        kept = [r for r in records if not trouble(r)]
         spoiled += len(records) - len(kept)
         by_role[role] = [r for r in kept if not R.helper_stalled(r)]
         stalled += len(kept) - len(by_role[role])
