@@ -27,6 +27,7 @@ SPEC = (
 MODEL_AT_VERSION = {
     "0.3.0": "847f87c2",
     "0.3.1": "d3e6cdca",
+    "0.3.2": "9d9cecd3",
 }
 """The fingerprint of the model's keys for each version. A failure here means the keys changed:
 write the change in the spec first (its "Changes"), move ``TEST_VERSION``, and add the new

@@ -14,7 +14,7 @@ from msgwatch import __version__
 from msgwatch.measurement.scrub import scrub
 
 TEST_NAME = "msgwatch_service"
-TEST_VERSION = "0.3.1"
+TEST_VERSION = "0.3.2"
 DATA_FORMAT_VERSION = "0.2.0"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 EXTENSIONS = {

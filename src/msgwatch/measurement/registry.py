@@ -119,7 +119,7 @@ register(
         model.Envelope,
         model.ServiceTestKeys,
         test_version=TEST_VERSION,
-        complete_in=("0.2.0", "0.3.0", TEST_VERSION),
+        complete_in=("0.2.0", "0.3.0", "0.3.1", TEST_VERSION),
         rules=(same_service, verdicts_agree),
     )
 )
