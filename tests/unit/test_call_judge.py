@@ -497,14 +497,20 @@ def test_an_attempt_not_measured_is_no_relay_that_answered() -> None:
     )  # fmt: skip
 
 
+def _waited(keys: dict[str, Any], txid: int) -> None:
+    """Transaction ``txid`` waited from 1.0 s to its timeout at 3.0 s (its network events)."""
+    keys["network_events"] = [{"transaction_id": txid, "t0": 1.0, "t": 1.0},
+                              {"transaction_id": txid, "t0": 1.0, "t": 3.0}]  # fmt: skip
+
+
 def test_relays_blocked_only_with_the_helpers_view_and_the_probe_on_time() -> None:
     """The relays timed out here while the helper reached them: blocked. The same timeout with
-    the probe's own loop stalled at the deadline says nothing (an answer may have waited unread); and without the helper's view (its answer timed out on a stalled machine: CI's
+    the probe's own loop stalled at the deadline says nothing (an answer may have waited
+    unread); and without the helper's view (its answer timed out on a stalled machine: CI's
     relay-down once read ``udp.drop_relays`` so) a relay down for everyone is not ruled out."""
     m = _measurement((100, 100), (100, 100), (100, 100), relays_ok=False, view="ok")
     keys = m["test_keys"]
-    keys["network_events"] = [{"transaction_id": 6, "t0": 1.0, "t": 1.0},
-                              {"transaction_id": 6, "t0": 1.0, "t": 3.0}]  # fmt: skip
+    _waited(keys, 6)
     (v,) = judge(m)
     assert (v["verdict"], v["rule_id"]) == ("blocked", "call.drop_relays")
     # A long stall that ended before the deadline: an answer in it was read when the loop came back.
@@ -540,8 +546,7 @@ def test_a_fallback_the_probes_stall_timed_out_is_not_closed() -> None:
         {"function": "voice", "role": "endpoint", "transport": "tcp", "protocol": "turn",
          "transaction_ids": [7], "failed_step": "tcp_connect", "failure": "generic_timeout_error"}
     )  # fmt: skip
-    keys["network_events"] = [{"transaction_id": 7, "t0": 1.0, "t": 1.0},
-                              {"transaction_id": 7, "t0": 1.0, "t": 3.0}]  # fmt: skip
+    _waited(keys, 7)
     (v,) = judge(m)
     assert (v["verdict"], v["rule_id"]) == ("blocked", "call.drop_ports")
     keys["msgwatch_probe_lag"] = {"stalls": [[1.2, 1.5]]}

@@ -176,7 +176,7 @@ def test_echoes_that_come_after_the_grace_are_counted_apart() -> None:
     ``late_echoes``, never as received (the judge leaves such a round out). A replay that came
     back whole opens no late window."""
     packets = C.voice_profile(0.6, 3)
-    record = _stalled_replay(packets, 0.1, 0.2, delay=0.8)
+    record = _stalled_replay(packets, 0.0, 0.0, delay=0.8)
     probe = record["probe"]
     assert record["received_packets"] < record["sent_packets"]
     assert probe["late_echoes"] > 0

@@ -53,10 +53,10 @@ from msgwatch.steps.trace import Trace
 
 Packet = tuple[float, bytes]
 GRACE = 0.5
+"""Seconds to wait for echoes after the last datagram was sent (of a responsive event loop)."""
 LATE_WINDOW = 0.5
 """Seconds an echo replay that came back short listens on for late echoes (``late_echoes``,
 module notes); never past the deadline."""
-"""Seconds to wait for echoes after the last datagram was sent (of a responsive event loop)."""
 RECEIVE_BUFFER = 4 * 1024 * 1024
 """Bytes of kernel receive buffer a replay socket asks for (the system may give less)."""
 LATE_SEND = 0.05
@@ -162,11 +162,12 @@ async def receive_until(
         handle(data)
 
 
-async def drain(sock: UDPSocket, result: ReplayResult, handle: Callable[[bytes], None]) -> None:
+async def drain(sock: UDPSocket, result: ReplayResult, handle: Callable[[bytes], None]) -> int:
     """Read what already arrived: the socket's queue, then the kernel's receive buffer (each
-    turn of the event loop reads one more datagram from it), until both are empty."""
+    turn of the event loop reads one more datagram from it), until both are empty. Returns how
+    many datagrams it handed to ``handle``."""
     loop = asyncio.get_running_loop()
-    idle = 0
+    idle = handled = 0
     for _ in range(MAX_DRAIN):
         try:
             data = await sock.recv(loop.time(), quiet=True)
@@ -174,13 +175,15 @@ async def drain(sock: UDPSocket, result: ReplayResult, handle: Callable[[bytes],
             counters = sock.kernel_counters()
             idle = 0 if counters is not None and counters[0] > 0 else idle + 1
             if idle >= 3:
-                return
+                break
             continue
         except Exception as exc:
             result.failure = result.failure or F.classify(exc)
             continue
         idle = 0
+        handled += 1
         handle(data)
+    return handled
 
 
 @dataclass
@@ -231,14 +234,8 @@ async def listen_out(
     await drain(sock, result, handle)
     listening.ended = loop.time()
     if late is not None and late() and deadline - listening.ended > LATE_WINDOW:
-        counted = [0]
-
-        def tally_late(_data: bytes) -> None:
-            counted[0] += 1
-
         await asyncio.sleep(LATE_WINDOW)
-        await drain(sock, result, tally_late)
-        listening.late_echoes = counted[0]
+        listening.late_echoes = await drain(sock, result, lambda _data: None)
 
 
 def probe_record(

@@ -35,7 +35,7 @@ class CallRule(BaseModel):
     comparison: str | list[str] | None = None
     reason: str | None = None
     relays: Relays | list[Relays] | None = None
-    relays_helper: Literal["ok", "failed", "unclear", "none"] | None = None
+    relays_helper: Relays | None = None
     markers: Markers | list[Markers] | None = None
     delivery: (
         Literal["trickle", "trickle_unclear", "lossy", "lossy_unclear", "full", "none"] | None
