@@ -373,19 +373,23 @@ def _best(step: Any, rounds: int = 3) -> tuple[float, Any]:
     return best, result
 
 
-TABLES = ("observations", "verdicts")
-
-
 def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     """CPU milliseconds per measurement of each step of the pass, over the archive's first
     ``limit`` measurements: (step, ms)."""
     from msgwatch.analysis import lake
     from msgwatch.analysis.inputs.records import item_of
     from msgwatch.analysis.parse import parse
-    from msgwatch.analysis.schema import OBSERVATION_COLUMNS, VERDICT_COLUMNS
+    from msgwatch.analysis.schema import ENVELOPE_COLUMNS, OBSERVATION_COLUMNS, VERDICT_COLUMNS
     from msgwatch.analysis.transform import Meta, transform
     from msgwatch.analysis.verdicts import judge
-    from msgwatch.analysis.workers import _add_rows, _unwrap, prepare_worker, uid_of
+    from msgwatch.analysis.workers import (
+        ChunkResult,
+        _add_observations,
+        _add_rows,
+        _unwrap,
+        prepare_worker,
+        uid_of,
+    )
 
     def read() -> list[Any]:  # the parent's share of the bare parse: gunzip, split, cut out
         lines = itertools.islice(archive_lines(data_dir), limit)
@@ -393,11 +397,11 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
 
     prepare_worker()  # the allocator's and the collector's settings of the pass's workers
     t_read, items = _best(read)
-    staged: dict[str, tuple[dict[str, list[bytes]], dict[str, int]]] = {}
+    staged = ChunkResult()
     rounds: list[dict[str, float]] = []
     for _ in range(3):
         took = dict.fromkeys(("parse", "transform", "judge", "rows"), 0.0)
-        staged = {table: ({}, {}) for table in TABLES}  # day → NDJSON, day → rows
+        staged = ChunkResult()  # day → NDJSON, day → rows
         # as a worker does: one item parsed, transformed and turned into rows before the next,
         # so that the allocator reuses what the last item freed (parsing a whole chunk first
         # would hold it all and cost twice the parse's CPU in fresh memory)
@@ -409,8 +413,8 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
             meta = Meta(item.where, uid_of(item, measurement), item.probe_tag, item.received_at)
             out = transform(measurement, meta)
             transformed = _cpu()
-            _add_rows(*staged["observations"], out.observations)
-            _add_rows(*staged["verdicts"], out.verdicts)
+            _add_observations(staged, out.envelope, out.parts)
+            _add_rows(staged.verdicts, staged.verdict_rows, out.verdicts)
             took["rows"] += _cpu() - transformed
             judging = _cpu()
             judge(measurement)  # again, alone: its share of the transform
@@ -424,10 +428,12 @@ def costs(data_dir: Path, limit: int, work: Path) -> list[tuple[str, float]]:
     def write() -> None:  # the pass's flush (lake.Flusher), into a folder of its own each time
         out = Path(tempfile.mkdtemp(dir=work))
         with lake.connect(out) as connection, lake.Flusher(connection) as flusher:
-            stagers = []
-            for table, columns in zip(TABLES, (OBSERVATION_COLUMNS, VERDICT_COLUMNS), strict=True):
-                stagers.append(lake.Stager(out, out, table, columns, 1))
-                stagers[-1].add(*staged[table])
+            stagers = [
+                lake.Stager(out, out, "observations", OBSERVATION_COLUMNS, 1, ENVELOPE_COLUMNS),
+                lake.Stager(out, out, "verdicts", VERDICT_COLUMNS, 1),
+            ]
+            stagers[0].add(staged.observations, staged.observation_rows)
+            stagers[1].add(staged.verdicts, staged.verdict_rows)
             flusher.flush(stagers)
             flusher.wait()
 

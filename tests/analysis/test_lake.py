@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from msgwatch.analysis import lake
@@ -114,3 +115,59 @@ def test_the_flusher_writes_on_one_duckdb_thread_and_gives_the_others_back(tmp_p
         with lake.Flusher(connection):
             assert threads(connection) == lake.FLUSH_THREADS  # the workers have the cores
         assert threads(connection) == lake.DUCKDB_THREADS  # the aggregates and events get them
+
+
+def test_measurement_lines_give_the_rows_that_whole_rows_give(tmp_path: Path) -> None:
+    """A measurement's observations said once per measurement (its envelope in ``m``, each row's
+    own columns in ``r``) are written as the same Parquet rows, types and order as the whole rows
+    one per line; a column a row does not name is NULL, and text that looks like JSON stays text."""
+    from msgwatch.analysis.schema import ENVELOPE_COLUMNS, OBSERVATION_COLUMNS, names
+    from msgwatch.analysis.workers import measurement_line
+
+    envelope: dict[str, Any] = {
+        "measurement_uid": "u1", "measurement_start_time": "2026-05-22 10:00:00",
+        "day": "2026-05-22", "probe_cc": "AZ", "probe_asn": "AS28787", "probe_tag": "p1",
+        "source": "msgwatch", "test_name": "msgwatch_service",
+    }  # fmt: skip
+    parts: list[list[dict[str, Any]]] = [
+        [
+            {"service": "whatsapp", "function": "text", "kind": "dns", "hostname": "a\u2028b",
+             "answers": '["198.18.0.1"]', "t0": 0.5, "transaction_id": 2**40},
+            {"service": "whatsapp", "function": "voice", "kind": "replay", "loss": 1.0,
+             "packets_sent": 25, "port": 3478, "failure": None},
+        ],
+        [{"service": None, "function": None, "kind": "tcp", "ip": "198.18.0.2", "attempt": 2}],
+    ]  # fmt: skip
+    envelopes = [envelope, {**envelope, "measurement_uid": "u2", "probe_tag": None}]
+    whole = [
+        {**dict.fromkeys(names(OBSERVATION_COLUMNS)), **env, **own}
+        for env, rows in zip(envelopes, parts, strict=True)
+        for own in rows
+    ]
+    work = tmp_path / "work"
+    work.mkdir()
+    nested = lake.Stager(tmp_path / "a", work, "o1", OBSERVATION_COLUMNS, 1, ENVELOPE_COLUMNS)
+    flat = lake.Stager(tmp_path / "b", work, "o2", OBSERVATION_COLUMNS, 1)
+    lines = [measurement_line(env, rows) for env, rows in zip(envelopes, parts, strict=True)]
+    nested.add({"2026-05-22": lines}, {"2026-05-22": 3})
+    flat.add({"2026-05-22": [orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in whole]},
+             {"2026-05-22": 3})  # fmt: skip
+    with lake.connect(work) as connection:
+        nested.flush(connection)
+        flat.flush(connection)
+        read = [
+            connection.execute(f"SELECT * FROM read_parquet('{out}/*/*/*.parquet')").fetchall()
+            for out in (tmp_path / "a", tmp_path / "b")
+        ]
+        types = [
+            connection.execute(
+                f"DESCRIBE SELECT * FROM read_parquet('{out}/*/*/*.parquet')"
+            ).fetchall()
+            for out in (tmp_path / "a", tmp_path / "b")
+        ]
+    assert read[0] == read[1] and len(read[0]) == 3
+    assert types[0] == types[1]
+    first = dict(zip(names(OBSERVATION_COLUMNS), read[0][0], strict=True))
+    assert first["hostname"] == "a\u2028b" and first["transaction_id"] == 2**40
+    assert first["answers"] == '["198.18.0.1"]' and first["loss"] is None
+    assert dict(zip(names(OBSERVATION_COLUMNS), read[0][2], strict=True))["probe_tag"] is None

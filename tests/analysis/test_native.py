@@ -186,3 +186,25 @@ def test_setup_py_generates_the_compiled_code_only_when_build_ext_runs() -> None
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "msgwatch"
+
+
+def test_an_observations_own_columns_never_repeat_its_envelope() -> None:
+    """The lake says a measurement's envelope once and each row's own columns beside it
+    (workers.measurement_line): a row that set an envelope column would lose it there."""
+    import orjson
+
+    from msgwatch.analysis.schema import ENVELOPE_COLUMNS, OBSERVATION_COLUMNS, names
+    from msgwatch.analysis.transform import BadMeasurement, Meta, transform
+
+    allowed = set(names(OBSERVATION_COLUMNS)) - set(ENVELOPE_COLUMNS)
+    rows = 0
+    for i, line in enumerate(_measurements()):
+        try:
+            out = transform(orjson.loads(line), Meta(where=str(i), measurement_uid=f"u{i}"))
+        except BadMeasurement:
+            continue
+        assert not out.parts or list(out.envelope) == list(ENVELOPE_COLUMNS)
+        for own in out.parts:
+            assert set(own) <= allowed, set(own) - allowed
+        rows += len(out.parts)
+    assert rows > 1000

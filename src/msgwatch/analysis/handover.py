@@ -2,7 +2,7 @@
 
 A chunk sent to a worker process through :class:`~concurrent.futures.ProcessPoolExecutor` is
 pickled, pushed through a pipe 64 KiB at a time and unpickled, and so are the rows that come back:
-about 95 KB of JSON per lab measurement out and 65 KB of NDJSON rows back, each crossing costing
+about 95 KB of JSON per lab measurement out and 30 KB of NDJSON rows back, each crossing costing
 copies and context switches on both sides. Written to a file in the pass's work folder and read
 back, the same bytes cost one copy each way, and the pipe carries only the file's name and each
 item's small fields (where, uid, tag, time), and the result's counts and file names.

@@ -233,6 +233,25 @@ def read_json_sql(path: Path | list[str], columns: Columns) -> str:
     )
 
 
+def read_nested_sql(paths: list[str], columns: Columns, shared: tuple[str, ...]) -> str:
+    """The rows of NDJSON files of measurement lines (``{"m": {shared columns}, "r": [{the
+    others}, ...]}``, :func:`msgwatch.analysis.workers.measurement_line`), one per element of
+    ``r``, as a ``SELECT`` of ``columns`` in order with the table's types (a column a line does
+    not name is NULL)."""
+    outer = ", ".join(f'"{name}" {kind}' for name, kind in columns if name in shared)
+    inner = ", ".join(f'"{name}" {kind}' for name, kind in columns if name not in shared)
+    spec = f"'m': {sql_text(f'STRUCT({outer})')}, 'r': {sql_text(f'STRUCT({inner})[]')}"
+    listed = ", ".join(sql_text(p) for p in paths)
+    source = (
+        f"read_json([{listed}], format='newline_delimited', columns={{{spec}}}, "
+        "maximum_object_size=67108864)"
+    )
+    picked = ", ".join(
+        f'{"m" if name in shared else "r"}."{name}" AS "{name}"' for name, _ in columns
+    )
+    return f"SELECT {picked} FROM (SELECT m, unnest(r) AS r FROM {source})"
+
+
 def empty_select(columns: Columns) -> str:
     """A ``SELECT`` of no rows with the table's columns and types."""
     casts = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in columns)
@@ -261,14 +280,25 @@ def copy_to_parquet(connection: duckdb.DuckDBPyConnection, select: str, target: 
 
 
 class Stager:
-    """Rows of one table staged as NDJSON per day, written as Parquet parts when flushed.
+    """Rows of one table staged as NDJSON per day, written as Parquet parts when flushed. With
+    ``nested`` (the columns the rows of a measurement share) the staged lines are measurement
+    lines (:func:`read_nested_sql`), else one row each.
 
     A flush writes each staged day as ``<table>/day=<day>/pass-NNNNNN-K.parquet`` (``K`` counts the
     day's parts in this pass) and empties the staging, so memory and staging space are bounded by
     the flush size, not the input's."""
 
-    def __init__(self, out_dir: Path, work: Path, table: str, columns: Columns, number: int):
+    def __init__(
+        self,
+        out_dir: Path,
+        work: Path,
+        table: str,
+        columns: Columns,
+        number: int,
+        nested: tuple[str, ...] = (),
+    ):
         self.out_dir, self.table, self.columns, self.number = out_dir, table, columns, number
+        self.nested = nested
         self.folder = work / table
         self.folder.mkdir()
         self.staged: dict[str, int] = {}  # day → rows staged
@@ -331,7 +361,11 @@ class Stager:
         another thread with its own connection (``connection.cursor()``), since it touches no
         state of the stager."""
         for sources, relative in batch:
-            select = typed_select(self.columns, read_json_sql(sources, self.columns))
+            select = (
+                read_nested_sql(sources, self.columns, self.nested)
+                if self.nested
+                else typed_select(self.columns, read_json_sql(sources, self.columns))
+            )
             copy_to_parquet(connection, select, self.out_dir / relative)
             for source in sources:
                 os.unlink(source)

@@ -64,6 +64,7 @@ from msgwatch.analysis.events.series import bucket_number
 from msgwatch.analysis.inputs import Item, Mark, Problem, Source
 from msgwatch.analysis.inputs.prefetch import prefetch
 from msgwatch.analysis.schema import (
+    ENVELOPE_COLUMNS,
     EVENT_COLUMNS,
     OBSERVATION_COLUMNS,
     SCHEMA_VERSION,
@@ -208,10 +209,10 @@ class _Pass:
         problems_path = work / "problems.jsonl"
         with lake.connect(work) as connection, open(problems_path, "ab") as problems:
             stagers = {
-                name: lake.Stager(self.out, work, name, columns, self.number)
-                for name, columns in (
-                    ("observations", OBSERVATION_COLUMNS),
-                    ("verdicts", VERDICT_COLUMNS),
+                name: lake.Stager(self.out, work, name, columns, self.number, nested)
+                for name, columns, nested in (
+                    ("observations", OBSERVATION_COLUMNS, ENVELOPE_COLUMNS),
+                    ("verdicts", VERDICT_COLUMNS, ()),
                 )
             }
             with lake.Flusher(connection) as flusher:

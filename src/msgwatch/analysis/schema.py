@@ -21,7 +21,7 @@ SCHEMA_VERSION: Final = "1.1.0"
 
 Columns = tuple[tuple[str, str], ...]
 
-_MEASUREMENT: Columns = (
+_ENVELOPE: Columns = (
     ("measurement_uid", "VARCHAR"),
     ("measurement_start_time", "TIMESTAMP"),
     ("day", "DATE"),
@@ -30,9 +30,12 @@ _MEASUREMENT: Columns = (
     ("probe_tag", "VARCHAR"),
     ("source", "VARCHAR"),  # "msgwatch" | "ooni"
     ("test_name", "VARCHAR"),
-    ("service", "VARCHAR"),
-    ("function", "VARCHAR"),
 )
+_MEASUREMENT: Columns = (*_ENVELOPE, ("service", "VARCHAR"), ("function", "VARCHAR"))
+
+ENVELOPE_COLUMNS: Final = tuple(name for name, _ in _ENVELOPE)
+"""The measurement's columns that all its observation rows share (service and function are each
+row's own)."""
 
 OBSERVATION_COLUMNS: Final[Columns] = (
     *_MEASUREMENT,

@@ -23,8 +23,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from msgwatch.analysis.inputs import Item
 from msgwatch.analysis.inputs.records import item_of
+from msgwatch.analysis.schema import OBSERVATION_COLUMNS, names
 from msgwatch.analysis.workers import CHUNK_ITEMS, ChunkResult, analyse_chunk
 
 Tagged = tuple[str, Any]
@@ -54,15 +57,28 @@ class Counts:
         self.first_problems.extend(other.first_problems[:room])
 
 
+_NONE = dict.fromkeys(names(OBSERVATION_COLUMNS))
+
+
+def _lines(pieces: list[bytes]) -> Iterator[bytes]:
+    for piece in pieces:
+        # split the bytes: text's splitlines() would also cut at U+2028, U+2029 and U+0085,
+        # which orjson leaves unescaped inside strings (it escapes only \n and \r)
+        yield from piece.splitlines()
+
+
 def _tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
-    """The rows and the counts of one chunk's result."""
-    for tag, tables in (("o", result.observations), ("v", result.verdicts)):
-        for pieces in tables.values():
-            for piece in pieces:
-                # split the bytes: text's splitlines() would also cut at U+2028, U+2029 and U+0085,
-                # which orjson leaves unescaped inside strings (it escapes only \n and \r)
-                for line in piece.splitlines():
-                    yield tag, line.decode("utf-8")
+    """The rows and the counts of one chunk's result (a measurement line of observations,
+    :func:`~msgwatch.analysis.workers.measurement_line`, gives one row per element)."""
+    for pieces in result.observations.values():
+        for line in _lines(pieces):
+            value = orjson.loads(line)
+            shared = {**_NONE, **value["m"]}
+            for own in value["r"]:
+                yield "o", orjson.dumps({**shared, **own}).decode("utf-8")
+    for pieces in result.verdicts.values():
+        for line in _lines(pieces):
+            yield "v", line.decode("utf-8")
     problems = result.problems
     observations = sum(result.observation_rows.values())
     verdicts = sum(result.verdict_rows.values())

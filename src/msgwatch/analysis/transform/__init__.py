@@ -53,20 +53,20 @@ def transform(measurement: Any, meta: Meta) -> Transformed:
     if test not in MSGWATCH_TESTS and test not in OONI_TESTS:
         return Transformed(test, skipped="unknown_test")
     env = envelope(measurement, meta, test)
-    out = Transformed(test)
+    out = Transformed(test, envelope=env.base)
     if test in MSGWATCH_TESTS:
         observe = (
             circumvention_test.observations if test == CIRCUMVENTION else msgwatch_test.observations
         )
-        out.observations = cap(observe(env))
+        out.parts = cap(observe(env))
         out.verdicts, out.problem = msgwatch_rows(env, measurement)
     else:
         mapped = read(test, env.keys, env.input)
         if isinstance(mapped, str):
             out.skipped = mapped
             return out
-        out.observations = cap(ooni_observations.observations(env, test, mapped))
+        out.parts = cap(ooni_observations.observations(env, test, mapped))
         out.verdicts = ooni_rows(env, mapped)
-    scrub(out.observations, env.probe_ip)
+    scrub(out.parts, env.probe_ip)
     scrub(out.verdicts, env.probe_ip)
     return out

@@ -4,7 +4,10 @@ Rules:
 
 - :func:`envelope` reads the keys every row carries and raises :class:`BadMeasurement`
   (``missing_key:<key>``, ``wrong_type:<key>``, ``bad_value:<key>``) when one is absent or odd.
-- Rows are dicts with exactly the schema's columns (:func:`observation`, :func:`verdict`).
+- Rows are dicts with exactly the schema's columns (:func:`verdict`, :attr:`Transformed.observations`).
+  An observation is built as its own columns only (:func:`observation`): every row of a
+  measurement shares the envelope's (:data:`msgwatch.analysis.schema.ENVELOPE_COLUMNS`), and
+  the rows handed to the lake say them once per measurement (:mod:`msgwatch.analysis.workers`).
 - Text is cut at :data:`MAX_TEXT` characters, JSON-valued text at :data:`MAX_JSON`, a list of
   ``test_keys`` is read up to :data:`MAX_ENTRIES` entries, and a measurement gives at most
   :data:`MAX_OBSERVATIONS` observation rows (the last row's ``detail`` counts the rest).
@@ -55,13 +58,24 @@ class Meta:
 
 @dataclass
 class Transformed:
-    """The rows of one measurement (dicts with exactly the schema's columns)."""
+    """The rows of one measurement: verdicts as dicts with exactly the schema's columns,
+    observations as the envelope's columns (:attr:`envelope`) and each row's own (:attr:`parts`)."""
 
     test_name: str
-    observations: list[dict[str, Any]] = field(default_factory=list)
+    parts: list[Row] = field(default_factory=list)
+    """Each observation row's own columns (never one of the envelope's; a column of neither is
+    None)."""
+    envelope: Row = field(default_factory=dict)
+    """The columns every observation row shares (``schema.ENVELOPE_COLUMNS``)."""
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None  # "unknown_test" when the test is not one the analysis reads
     problem: str | None = None  # odd content that cost the verdict rows ("judge_failed:...")
+
+    @property
+    def observations(self) -> list[Row]:
+        """The observation rows, whole: every column of the schema."""
+        shared = {**_OBS_NONE, **self.envelope}
+        return [{**shared, **own} for own in self.parts]
 
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\Z")
@@ -77,11 +91,10 @@ class Envelope:
     """The measurement's columns shared by all its rows, and the address never to store."""
 
     base: Row
+    """The columns of ``schema.ENVELOPE_COLUMNS``, in order."""
     probe_ip: str | None
     keys: dict[str, Any]
     input: Any
-    template: Row
-    """An observation row of this measurement with every other column None."""
 
 
 def _key(measurement: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -122,7 +135,7 @@ def envelope(measurement: dict[str, Any], meta: Meta, test_name: str) -> Envelop
         "test_name": test_name,
     }
     hidden = probe_ip if isinstance(probe_ip, str) and probe_ip not in _PLACEHOLDERS else None
-    return Envelope(base, hidden, keys, measurement.get("input"), {**_OBS_NONE, **base})
+    return Envelope(base, hidden, keys, measurement.get("input"))
 
 
 def text(value: Any, limit: int = MAX_TEXT) -> str | None:
@@ -177,9 +190,10 @@ def entries(value: Any) -> list[dict[str, Any]]:
     return [e for e in value[:MAX_ENTRIES] if isinstance(e, dict)]
 
 
-def observation(env: Envelope, service: str | None, function: str | None, **columns: Any) -> Row:
-    """An observation row: the envelope's columns, ``columns``, None for the rest."""
-    return {**env.template, "service": service, "function": function, **columns}
+def observation(service: str | None, function: str | None, **columns: Any) -> Row:
+    """An observation row's own columns: ``service``, ``function`` and ``columns`` (the envelope's
+    are the measurement's, every other column is None)."""
+    return {"service": service, "function": function, **columns}
 
 
 def verdict(env: Envelope, service: str, function: str, **columns: Any) -> Row:

@@ -84,7 +84,7 @@ def _stage(
     detail = {k: stage[k] for k in _STAGE_DETAIL if isinstance(stage.get(k), int | float | str)}
     rate = number(stage.get("echo_rate"))
     return observation(
-        env, service, function, kind="stage", target=service, role=text(stage.get("stage"), 32),
+        service, function, kind="stage", target=service, role=text(stage.get("stage"), 32),
         transport=protocol, t0=number(stage.get("t0")), t=number(stage.get("t")),
         failure=failure(stage.get("failure")), bytes_sent=integer(stage.get("bytes_sent")),
         bytes_received=integer(stage.get("bytes_received")),
@@ -109,7 +109,7 @@ def _bootstrap(
         if isinstance(keys.get(name), str | int | bool)
     }  # fmt: skip
     return observation(
-        env, service, function, kind="bootstrap", target=target, role=role, ip=address, port=port,
+        service, function, kind="bootstrap", target=target, role=role, ip=address, port=port,
         failure=failure(keys.get("failure")), t=number(keys.get("bootstrap_time")),
         detail=jtext(detail),
     )  # fmt: skip

@@ -179,4 +179,4 @@ def records(
         for entry in entries(keys.get(key)):
             columns = read(entry)
             for found in where(entry.get("transaction_id")):
-                yield {**env.template, **found, **columns}
+                yield {**found, **columns}

@@ -34,7 +34,7 @@ def observations(env: Envelope, test: str, mapped: list[Mapped]) -> Iterator[Row
     elif test in STUN_TESTS:
         endpoint = text(env.keys.get("endpoint")) or text(env.input)
         yield observation(
-            env, service, function, kind="stun", target=endpoint, transport="udp",
+            service, function, kind="stun", target=endpoint, transport="udp",
             failure=failure(env.keys.get("failure")),
         )  # fmt: skip
 
@@ -72,7 +72,7 @@ def _bootstrap(
     }
     fail = keys.get("failure")
     return observation(
-        env, service, function, kind="bootstrap", target=target or text(env.input), role=role,
+        service, function, kind="bootstrap", target=target or text(env.input), role=role,
         failure=failure(fail) if fail is not None else None,
         t=number(keys.get("bootstrap_time")), detail=jtext(detail),
     )  # fmt: skip

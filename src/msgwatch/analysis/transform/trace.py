@@ -74,7 +74,7 @@ def rows(env: Envelope, keys: dict[str, Any], places: Attribution) -> Iterator[R
         for entry in entries(keys.get(kind)):
             columns = read(entry)
             for where in places(entry.get("transaction_id")):
-                yield {**env.template, **where, **columns}
+                yield {**where, **columns}
 
 
 def _timing(entry: dict[str, Any]) -> dict[str, Any]:
