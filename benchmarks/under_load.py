@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from msgwatch.lab.matrix import cell_for, matrix_scenarios
+from msgwatch.lab.matrix import matrix_scenarios, reads_as_documented
 from msgwatch.lab.run import run_scenario
 from msgwatch.lab.scenario import Scenario, load_scenario
 
@@ -53,17 +53,6 @@ while True:
 def _scenario(name: str) -> Scenario:
     matrix = {s.name: s for s in matrix_scenarios()}
     return matrix[name] if name in matrix else load_scenario(name)
-
-
-def _gap(scenario: Scenario, row: dict[str, Any]) -> bool:
-    """A call-matrix cell the probe cannot see, read as the table says it reads instead."""
-    found = (
-        cell_for(scenario, row["isp"], row["service"])
-        if scenario.name.startswith("call-matrix-")
-        else None
-    )
-    return bool(found and found[1].gap and row["function"] in ("voice", "video")
-                and (row["verdict"], row["mechanism"]) == found[1].seen)  # fmt: skip
 
 
 def _load(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
@@ -110,12 +99,14 @@ def main() -> None:
                 seconds = time.monotonic() - started
                 measurements = [m for phase in run.runs for m in phase.measurements]
                 worst, share, dropped = _lag(measurements)
-                gaps = sum(1 for r in run.rows if not r["match"] and _gap(scenario, r))
+                gaps = sum(
+                    1 for r in run.rows if not r["match"] and reads_as_documented(scenario, r)
+                )
                 print(f"{name}: {run.matched}/{len(run.rows)} rows match (and {gaps} documented "
                       f"gaps read as documented) in {seconds:.1f} s; "
                       f"probe lag: longest stall {worst:.2f} s, {share:.0%} of a run in stalls; "
                       f"{dropped} datagrams dropped by the probe itself", flush=True)  # fmt: skip
-                bad = sorted((r for r in run.rows if not r["match"] and not _gap(scenario, r)),
+                bad = sorted((r for r in run.rows if not r["match"] and not reads_as_documented(scenario, r)),
                              key=lambda r: r["expected"] != "ok")  # fmt: skip
                 for r in bad:
                     print(f"  {r['isp']} {r['service']} {r['function']}: expected "

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from msgwatch.analysis.verdicts.calls import call_facts, call_records
-from msgwatch.lab.matrix import cell_for, matrix_scenarios
+from msgwatch.lab.matrix import gap_for, matrix_scenarios
 from msgwatch.lab.run import run_scenario
 from tests.lab.quiet import measuring
 
@@ -79,18 +79,16 @@ def _problems(scenario: Any, run: Any) -> tuple[list[str], bool]:
     ``inconclusive`` (the probe could not tell: never a wrong ``ok`` or ``blocked``)."""
     problems, unsure = [], True
     for row in run.rows:
-        found = cell_for(scenario, row["isp"], row["service"])
-        gap = found is not None and found[1].gap and row["function"] in ("voice", "video")
+        found = gap_for(scenario, row["isp"], row["service"], row["function"])
         got = (row["verdict"], row["mechanism"])
         where = f"{row['isp']}/{row['service']}/{row['function']}"
-        if not gap:
+        if found is None:
             if not row["match"]:
                 problems.append(f"{where}: expected {row['expected']} "
                                 f"{row['expected_mechanism']}, got {got}\n"
                                 + _facts(run, row["isp"], row["service"], row["function"]))  # fmt: skip
                 unsure = unsure and row["verdict"] == "inconclusive"
             continue
-        assert found is not None
         mechanism, cell = found
         coverage = _verdict(run, row["isp"], row["service"], row["function"])["coverage"]
         if row["match"]:

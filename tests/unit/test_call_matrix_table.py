@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from msgwatch.catalogue import load_catalogue
 from msgwatch.lab.censor import build_rule
-from msgwatch.lab.matrix import GROUPS, MECHANISMS, POLICE_GROUPS, TABLE, cell_for, matrix_scenarios
+from msgwatch.lab.matrix import (
+    GROUPS,
+    MECHANISMS,
+    POLICE_GROUPS,
+    TABLE,
+    cell_for,
+    gap_for,
+    matrix_scenarios,
+    reads_as_documented,
+)
 
 CALLS = ("voice", "video")
 
@@ -42,3 +51,23 @@ def test_every_cell_is_in_one_lab_run() -> None:
             build_rule({k: v for k, v in fields.items() if k != "to"} | (
                 {"to": ["198.18.16.0/24"]} if "to" in fields else {}))  # fmt: skip
     assert len(seen) == len(TABLE) * len(MECHANISMS)
+
+
+def test_a_gap_reads_as_documented_only_on_its_calls_and_only_as_the_table_says() -> None:
+    """The tests and the load benchmark share one reading of a cell the probe cannot see."""
+    scenario = next(s for s in matrix_scenarios() if s.name == "call-matrix-dpi-relays-1")
+    gaps = [(isp, service) for isp in ("isp1", "isp2") for service in scenario.services
+            if (found := cell_for(scenario, isp, service)) is not None and found[1].gap]  # fmt: skip
+    assert gaps, "call-matrix-dpi-relays-1 holds a relays gap"
+    isp, service = gaps[0]
+    found = gap_for(scenario, isp, service, "voice")
+    assert found is not None and found[0] == "relays"
+    assert gap_for(scenario, isp, service, "text") is None
+    verdict, mechanism = found[1].seen
+    row = {"isp": isp, "service": service, "function": "video", "verdict": verdict,
+           "mechanism": mechanism}  # fmt: skip
+    assert reads_as_documented(scenario, row)
+    assert not reads_as_documented(scenario, {**row, "function": "text"})
+    assert not reads_as_documented(scenario, {**row, "verdict": "blocked", "mechanism": "udp.x"})
+    others = [(i, s) for i in ("isp1", "isp2") for s in scenario.services if (i, s) not in gaps]
+    assert all(gap_for(scenario, i, s, "voice") is None for i, s in others)

@@ -237,6 +237,24 @@ def cell_for(scenario: Scenario, isp: str, service: str) -> tuple[Mechanism, Cel
     return None
 
 
+def gap_for(
+    scenario: Scenario, isp: str, service: str, function: str
+) -> tuple[Mechanism, Cell] | None:
+    """The mechanism and cell when (isp, service)'s ``function`` is a call the probe cannot see
+    there (the cell has a ``gap``); None for every other row."""
+    found = cell_for(scenario, isp, service)
+    if found is None or not found[1].gap or function not in CALL_FUNCTIONS:
+        return None
+    return found
+
+
+def reads_as_documented(scenario: Scenario, row: dict[str, Any]) -> bool:
+    """Whether a verdict row (``isp``, ``service``, ``function``, ``verdict``, ``mechanism``) is
+    a call the probe cannot see, read as the table says it reads instead (``Cell.seen``)."""
+    found = gap_for(scenario, row["isp"], row["service"], row["function"])
+    return found is not None and (row["verdict"], row["mechanism"]) == found[1].seen
+
+
 def _mechanism_of(kind: str, fields: dict[str, Any]) -> Mechanism:
     if kind == "drop_udp":
         return "ports" if fields.get("ports") else "relays"
