@@ -68,19 +68,17 @@ def observations(env: Envelope) -> Iterator[Row]:
     protocol = text(entry.get("protocol"), 16)
     address = text(entry.get("address"), 128)
     port = small(entry.get("port"))
-    yield from trace.rows(env, keys, constant([place(service, function, service)]))
+    yield from trace.rows(keys, constant([place(service, function, service)]))
     for stage in entries(keys.get("stages"))[:MAX_STAGES]:
-        yield _stage(env, service, function, stage, protocol)
-    yield _bootstrap(env, keys, service, function, service, None, address, port)
+        yield _stage(service, function, stage, protocol)
+    yield _bootstrap(keys, service, function, service, None, address, port)
     if function == "reachability":
         yield from tor_targets(env, service, function)
     for item in entries(keys.get("through"))[:MAX_THROUGH]:
-        yield from _through(env, service, item)
+        yield from _through(service, item)
 
 
-def _stage(
-    env: Envelope, service: str | None, function: str, stage: dict[str, Any], protocol: str | None
-) -> Row:
+def _stage(service: str | None, function: str, stage: dict[str, Any], protocol: str | None) -> Row:
     detail = {k: stage[k] for k in _STAGE_DETAIL if isinstance(stage.get(k), int | float | str)}
     rate = number(stage.get("echo_rate"))
     return observation(
@@ -93,7 +91,6 @@ def _stage(
 
 
 def _bootstrap(
-    env: Envelope,
     keys: dict[str, Any],
     service: str | None,
     function: str,
@@ -115,7 +112,7 @@ def _bootstrap(
     )  # fmt: skip
 
 
-def _through(env: Envelope, service: str | None, item: dict[str, Any]) -> Iterator[Row]:
+def _through(service: str | None, item: dict[str, Any]) -> Iterator[Row]:
     if item.get("measured") is not True:
         return
     name, fn = text(item.get("service"), 32), text(item.get("function"), 32)
@@ -128,4 +125,4 @@ def _through(env: Envelope, service: str | None, item: dict[str, Any]) -> Iterat
         "msgwatch_app_handshakes": entries(item.get("app")),
         "msgwatch_replays": entries(item.get("replays")),
     }
-    yield from records(env, found, where)
+    yield from records(found, where)

@@ -66,7 +66,7 @@ def places(env: Envelope) -> Callable[[Any], list[Place]]:
 
 def observations(env: Envelope) -> Iterator[Row]:
     """The observation rows of a ``msgwatch_service`` measurement."""
-    return records(env, env.keys, places(env))
+    return records(env.keys, places(env))
 
 
 def _common(entry: dict[str, Any]) -> dict[str, Any]:
@@ -168,13 +168,11 @@ _READERS: tuple[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
 )
 
 
-def records(
-    env: Envelope, keys: dict[str, Any], where: Callable[[Any], list[Place]]
-) -> Iterator[Row]:
+def records(keys: dict[str, Any], where: Callable[[Any], list[Place]]) -> Iterator[Row]:
     """The rows of ``keys``' standard trace and msgwatch records (UDP/STUN/TURN exchanges, app
     handshakes, replays, throughput), each at ``where``'s places (a circumvention test's
     ``through`` items carry such records)."""
-    yield from trace.rows(env, keys, where)
+    yield from trace.rows(keys, where)
     for key, read in _READERS:
         for entry in entries(keys.get(key)):
             columns = read(entry)

@@ -26,7 +26,7 @@ def observations(env: Envelope, test: str, mapped: list[Mapped]) -> Iterator[Row
     functions = {m.function for m in mapped}
     service = mapped[0].service if mapped else None
     function = next(iter(functions)) if len(functions) == 1 else None
-    yield from trace.rows(env, env.keys, constant([place(service, function, text(env.input))]))
+    yield from trace.rows(env.keys, constant([place(service, function, text(env.input))]))
     if test == "tor":
         yield from tor_targets(env, service, function)
     elif test in CIRCUMVENTION:
@@ -53,7 +53,7 @@ def tor_targets(env: Envelope, service: str | None, function: str | None) -> Ite
         name = target.get("target_name") or name
         role = text(target.get("target_protocol"), 32)
         where = [place(service, function, text(name, 256), role)]
-        yield from trace.rows(env, target, constant(where))
+        yield from trace.rows(target, constant(where))
         yield _bootstrap(env, target, service, function, text(name, 256), role)
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from msgwatch.analysis.transform.base import (
-    Envelope,
     Row,
     entries,
     integer,
@@ -68,7 +67,7 @@ def failure(value: Any) -> str | None:
     return value[:256] if isinstance(value, str) and value else None
 
 
-def rows(env: Envelope, keys: dict[str, Any], places: Attribution) -> Iterator[Row]:
+def rows(keys: dict[str, Any], places: Attribution) -> Iterator[Row]:
     """The rows of ``keys``' queries, tcp_connect, tls_handshakes and requests."""
     for kind, read in _READERS:
         for entry in entries(keys.get(kind)):
