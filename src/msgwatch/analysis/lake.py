@@ -225,7 +225,11 @@ def read_json_sql(path: Path | list[str], columns: Columns) -> str:
     """DuckDB's ``read_json`` of NDJSON files (one, or a list read in its order) with the
     table's column types."""
     spec = ", ".join(f"{sql_text(name)}: {sql_text(kind)}" for name, kind in columns)
-    paths = [os.fspath(path)] if isinstance(path, Path) else path
+    return _read_json([os.fspath(path)] if isinstance(path, Path) else path, spec)
+
+
+def _read_json(paths: list[str], spec: str) -> str:
+    """DuckDB's ``read_json`` of NDJSON files in their order, with the columns of ``spec``."""
     listed = ", ".join(sql_text(p) for p in paths)
     return (
         f"read_json([{listed}], format='newline_delimited', "
@@ -241,11 +245,7 @@ def read_nested_sql(paths: list[str], columns: Columns, shared: tuple[str, ...])
     outer = ", ".join(f'"{name}" {kind}' for name, kind in columns if name in shared)
     inner = ", ".join(f'"{name}" {kind}' for name, kind in columns if name not in shared)
     spec = f"'m': {sql_text(f'STRUCT({outer})')}, 'r': {sql_text(f'STRUCT({inner})[]')}"
-    listed = ", ".join(sql_text(p) for p in paths)
-    source = (
-        f"read_json([{listed}], format='newline_delimited', columns={{{spec}}}, "
-        "maximum_object_size=67108864)"
-    )
+    source = _read_json(paths, spec)
     picked = ", ".join(
         f'{"m" if name in shared else "r"}."{name}" AS "{name}"' for name, _ in columns
     )

@@ -27,7 +27,7 @@ import orjson
 
 from msgwatch.analysis.inputs import Item
 from msgwatch.analysis.inputs.records import item_of
-from msgwatch.analysis.schema import OBSERVATION_COLUMNS, names
+from msgwatch.analysis.transform.base import whole
 from msgwatch.analysis.workers import CHUNK_ITEMS, ChunkResult, analyse_chunk
 
 Tagged = tuple[str, Any]
@@ -57,9 +57,6 @@ class Counts:
         self.first_problems.extend(other.first_problems[:room])
 
 
-_NONE = dict.fromkeys(names(OBSERVATION_COLUMNS))
-
-
 def _lines(pieces: list[bytes]) -> Iterator[bytes]:
     for piece in pieces:
         # split the bytes: text's splitlines() would also cut at U+2028, U+2029 and U+0085,
@@ -73,9 +70,8 @@ def _tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
     for pieces in result.observations.values():
         for line in _lines(pieces):
             value = orjson.loads(line)
-            shared = {**_NONE, **value["m"]}
-            for own in value["r"]:
-                yield "o", orjson.dumps({**shared, **own}).decode("utf-8")
+            for row in whole(value["m"], value["r"]):
+                yield "o", orjson.dumps(row).decode("utf-8")
     for pieces in result.verdicts.values():
         for line in _lines(pieces):
             yield "v", line.decode("utf-8")

@@ -74,8 +74,7 @@ class Transformed:
     @property
     def observations(self) -> list[Row]:
         """The observation rows, whole: every column of the schema."""
-        shared = {**_OBS_NONE, **self.envelope}
-        return [{**shared, **own} for own in self.parts]
+        return whole(self.envelope, self.parts)
 
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\Z")
@@ -188,6 +187,13 @@ def entries(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         return []
     return [e for e in value[:MAX_ENTRIES] if isinstance(e, dict)]
+
+
+def whole(envelope: Row, parts: Iterable[Row]) -> list[Row]:
+    """Observation rows with every column of the schema, from a measurement's envelope columns
+    and each row's own (None for the rest)."""
+    shared = {**_OBS_NONE, **envelope}
+    return [{**shared, **own} for own in parts]
 
 
 def observation(service: str | None, function: str | None, **columns: Any) -> Row:
