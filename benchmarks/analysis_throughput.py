@@ -98,6 +98,8 @@ class Figures:
     stages: dict[str, float]
     periods: int | None
     """Blocking periods the generator injected (``None``: not a synthetic archive)."""
+    phase_peaks_mb: dict[str, float] = field(default_factory=dict)
+    """The pass's process's peak resident memory in each phase (sampled)."""
     brackets: tuple[float, float] = (0.0, 0.0)
     """Seconds of the bare parse just before and just after the pass (``parse_seconds`` is their
     mean)."""
@@ -156,12 +158,23 @@ def scaling(data_dir: Path, limit: int) -> tuple[float, float, int]:
 
 def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]:
     """One pass (in this process, the child): the report, wall time, each phase's time (from the
-    progress callback's ``phase``) and peak memory."""
+    progress callback's ``phase``), peak memory, and each phase's peak resident memory (sampled
+    every :data:`SAMPLE_S`: which phase sets the peak, and whether it grows with the archive)."""
     from msgwatch.analysis.passes import PassConfig, PassProgress, run_pass
     from msgwatch.collector.store.feed import ArchiveSource
 
     stages: dict[str, float] = {}
     current: list[Any] = [None, time.perf_counter()]  # the phase going on, since when
+    phase_peaks: dict[str, int] = {}
+    sampling = threading.Event()
+
+    def sample_phases() -> None:
+        while not sampling.wait(SAMPLE_S):
+            phase = current[0] or "starting"
+            phase_peaks[phase] = max(phase_peaks.get(phase, 0), memory_kb(os.getpid())[0])
+
+    sampler = threading.Thread(target=sample_phases, daemon=True)
+    sampler.start()
 
     def progress(p: PassProgress) -> None:
         now = time.perf_counter()
@@ -177,6 +190,8 @@ def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]
         )
     )
     ended = time.perf_counter()
+    sampling.set()
+    sampler.join()
     progress(PassProgress(0, 0, 0, "", "end"))
     stages = {name: round(seconds, 2) for name, seconds in stages.items()}
     return {
@@ -186,6 +201,7 @@ def run_pass_here(data_dir: Path, out_dir: Path, workers: int) -> dict[str, Any]
         "rss_self_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "cpu_self": _cpu_since(used),
         "rss_children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "phase_peaks_kb": phase_peaks,
     }
 
 
@@ -327,6 +343,7 @@ def measure(
         cpu_seconds=float(result["cpu_self"]) + sum(peaks.cpu.values()),
         report=report,
         stages=result["stages"],
+        phase_peaks_mb={k: round(v / 1024) for k, v in result.get("phase_peaks_kb", {}).items()},
         periods=injected(data_dir),
         brackets=(first, after[1]),
     )
@@ -348,6 +365,9 @@ def show(f: Figures) -> None:
     print(f"peak memory of the pass: {f.rss_self_mb:,.0f} MB (its process), "
           f"{f.rss_worker_mb:,.0f} MB (its largest worker), "
           f"{f.rss_together_mb:,.0f} MB (all its processes together, sampled)")  # fmt: skip
+    print(
+        f"peak memory of the pass's process by phase (MB, sampled): {json.dumps(f.phase_peaks_mb)}"
+    )
     per = f.cpu_seconds / max(f.pass_measurements, 1) * 1000
     print(f"CPU of the pass: {f.cpu_seconds:,.1f} s in all its processes ({per:.2f} ms per "
           f"measurement; its other processes' sampled), {f.cpu_seconds / max(f.pass_seconds, 1e-9):.2f} "

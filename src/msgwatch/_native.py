@@ -39,6 +39,7 @@ COMPILED = (
     "msgwatch.analysis.rounds",
     "msgwatch.analysis.verdicts.overload",
     "msgwatch.analysis.verdicts.calls",
+    "msgwatch.analysis.verdicts.matching",
     "msgwatch.analysis.verdicts.judge",
     "msgwatch.analysis.verdicts.circumvention",
     "msgwatch.analysis.verdicts.circumvention_through",

@@ -208,3 +208,25 @@ def test_an_observations_own_columns_never_repeat_its_envelope() -> None:
             assert set(own) <= allowed, set(own) - allowed
         rows += len(out.parts)
     assert rows > 1000
+
+
+def test_compiled_modules_test_types_against_tuples_not_unions() -> None:
+    """mypyc compiles ``isinstance(x, (int, str))`` to one C check per type, but
+    ``isinstance(x, int | str)`` to building the union object and a generic call, on every call:
+    in the judge's index of records by transaction id that was most of its cost."""
+    import ast
+
+    found = []
+    for module in _native.COMPILED:
+        path = Path(_native.__file__).parent.parent / (module.replace(".", "/") + ".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "issubclass")
+                and len(node.args) == 2
+                and isinstance(node.args[1], ast.BinOp)
+                and isinstance(node.args[1].op, ast.BitOr)
+            ):
+                found.append(f"{module}:{node.lineno}")
+    assert found == []

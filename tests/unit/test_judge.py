@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
 from msgwatch.analysis.verdicts.judge import dns_forged, judge
-from msgwatch.analysis.verdicts.rules import Facts, load_rules, match, match_blockpage
+from msgwatch.analysis.verdicts.matching import Facts, match, match_blockpage
+from msgwatch.analysis.verdicts.rules import load_rules
 
 
 def _keys(targets: list[dict[str, Any]], mode: str = "any_of", **extra: Any) -> dict[str, Any]:
@@ -85,6 +87,50 @@ def test_blockpage_fingerprints() -> None:
     body = b"<h1>Access to this resource has been blocked by order of the court</h1>"
     assert match_blockpage(403, [], body) == "generic.blocked_by_order"
     assert match_blockpage(200, [], b"<html>chat</html>") is None
+
+
+def test_remembered_matches_are_the_rules_first_match() -> None:
+    """match() remembers its answer per combination of facts; the rule set passed in is matched
+    afresh. Both agree on every combination the rules name, twice over, and the memory stays
+    bounded however many failure strings a hostile measurement invents."""
+    rules = load_rules()
+    steps = sorted({r.step for r in rules.rule if r.step} | {"none", "elsewhere"})
+    failures = sorted({f for r in rules.rule for f in r.failures or []} | {"invented"})
+    for _ in range(2):
+        for step in steps:
+            for failure in [None, *failures]:
+                for flags in range(16):
+                    forged, verified, page, throttled = (bool(flags >> i & 1) for i in range(4))
+                    for control in ("ok", "failed", "none"):
+                        facts = Facts(step, failure, forged, verified, page, control, throttled)
+                        assert match(facts) is match(facts, rules)
+    memo = sys.modules["msgwatch.analysis.verdicts.matching"]
+    for i in range(memo.MEMO_SIZE + 10):
+        match(Facts("tcp_connect", f"invented_{i}", False, False, False, "none"))
+    assert 0 < len(memo._memo) <= memo.MEMO_SIZE
+    assert (
+        match(Facts("dns", "dns_nxdomain_error", False, False, False, "none")).id == "dns.nxdomain"
+    )
+
+
+def test_blockpage_shortcut_agrees_with_each_fingerprint() -> None:
+    """The one search with every body pattern (most responses match none) never hides a match:
+    a page of each fingerprint's wording is found, under its own id, in any case and after 63 KiB
+    of padding; past the 64 KiB searched it is not."""
+    pages = {
+        "generic.blocked_by_order": b"Access to this website has been BLOCKED",
+        "ru.rkn": b'<a href="https://blocklist.rkn.gov.ru/">',
+        "ir.peyvandha": b'<iframe src="http://10.10.34.35/">',
+        "tr.5651": b"5651 sayili kanun",
+        "az.blocked": "Bu sayta giriş məhdudlaşdırılıb".encode(),
+    }
+    for fingerprint, page in pages.items():
+        assert match_blockpage(200, [], page) == fingerprint
+        assert match_blockpage(200, [], page.upper()) == fingerprint or fingerprint == "az.blocked"
+        assert match_blockpage(None, [("X", "y")], b"x" * 63 * 1024 + page) == fingerprint
+        assert match_blockpage(200, [], b"x" * 64 * 1024 + page) is None
+    assert match_blockpage(451, [("Server", "nginx")], b"<html>ok</html>") == "http.451"
+    assert match_blockpage(None, [], b"") is None
 
 
 def test_pool_is_ok_when_any_endpoint_works() -> None:

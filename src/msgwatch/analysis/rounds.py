@@ -75,7 +75,7 @@ def _probe(record: Record) -> Record:
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def probe_trouble(record: Record) -> str | None:

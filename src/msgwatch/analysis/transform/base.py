@@ -147,7 +147,7 @@ def text(value: Any, limit: int = MAX_TEXT) -> str | None:
 
 def jtext(value: Any) -> str | None:
     """``value`` as JSON text of at most :data:`MAX_JSON` characters (None when empty)."""
-    if value is None or value == {} or value == []:
+    if value is None or (isinstance(value, (dict, list)) and not value):
         return None
     try:
         out = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -79,7 +79,7 @@ def observations(env: Envelope) -> Iterator[Row]:
 
 
 def _stage(service: str | None, function: str, stage: dict[str, Any], protocol: str | None) -> Row:
-    detail = {k: stage[k] for k in _STAGE_DETAIL if isinstance(stage.get(k), int | float | str)}
+    detail = {k: stage[k] for k in _STAGE_DETAIL if isinstance(stage.get(k), (int, float, str))}
     rate = number(stage.get("echo_rate"))
     return observation(
         service, function, kind="stage", target=service, role=text(stage.get("stage"), 32),
@@ -103,7 +103,7 @@ def _bootstrap(
         name: keys[name]
         for name in ("transport_name", "tor_progress", "success", "failed_stage",
                      "target_address")
-        if isinstance(keys.get(name), str | int | bool)
+        if isinstance(keys.get(name), (str, int, bool))
     }  # fmt: skip
     return observation(
         service, function, kind="bootstrap", target=target, role=role, ip=address, port=port,

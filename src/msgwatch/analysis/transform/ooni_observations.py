@@ -68,7 +68,7 @@ def _bootstrap(
     detail = {
         name: keys[name]
         for name in ("tor_progress", "transport_name", "success", "api_status", "target_address")
-        if isinstance(keys.get(name), str | int | bool)
+        if isinstance(keys.get(name), (str, int, bool))
     }
     fail = keys.get("failure")
     return observation(

@@ -123,7 +123,7 @@ def _tls(entry: dict[str, Any]) -> dict[str, Any]:
     detail = {
         name: entry.get(name)
         for name in ("tls_version", "negotiated_protocol", "no_tls_verify", "tags")
-        if isinstance(entry.get(name), str | bool | list)
+        if isinstance(entry.get(name), (str, bool, list))
     }
     return {
         **_timing(entry),

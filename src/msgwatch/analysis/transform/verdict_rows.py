@@ -124,7 +124,7 @@ def msgwatch_rows(env: Envelope, measurement: dict[str, Any]) -> tuple[list[Row]
                 env, service, function,
                 verdict=text(judged.get("verdict"), 32),
                 mechanism=text(judged.get("mechanism"), 64),
-                confidence=float(confidence) if isinstance(confidence, int | float) else None,
+                confidence=float(confidence) if isinstance(confidence, (int, float)) else None,
                 rule_id=text(judged.get("rule_id"), 64),
                 rules_version=RULES_VERSION,
                 evidence=jtext(judged.get("evidence") or []) or "[]",

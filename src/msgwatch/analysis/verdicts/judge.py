@@ -2,7 +2,7 @@
 
 The judge reads only the measurement's ``test_keys`` (the recorded trace and ``msgwatch_targets``),
 never sockets or the probe's objects, so a verdict can be recomputed from a stored measurement when
-the rules change. Per endpoint it derives :class:`~msgwatch.analysis.verdicts.rules.Facts` and matches the
+the rules change. Per endpoint it derives :class:`~msgwatch.analysis.verdicts.matching.Facts` and matches the
 rules; per function it combines the endpoints by the function's mode:
 
 - ``any_of`` (a redundant pool): ``ok`` if any endpoint is ok; otherwise ``blocked`` if any endpoint
@@ -40,23 +40,16 @@ import base64
 import contextvars
 import functools
 import ipaddress
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from msgwatch.analysis.verdicts import circumvention
 from msgwatch.analysis.verdicts.call_rules import CallRule
 from msgwatch.analysis.verdicts.calls import call_facts, match_call
+from msgwatch.analysis.verdicts.matching import Facts, match, match_blockpage
 from msgwatch.analysis.verdicts.overload import OVERLOADED, overloaded, throughput_overloaded
-from msgwatch.analysis.verdicts.rules import (
-    Facts,
-    Rule,
-    RuleSet,
-    load_rules,
-    match,
-    match_blockpage,
-)
+from msgwatch.analysis.verdicts.rules import Rule, RuleSet, load_rules
 from msgwatch.measurement.vocab import INTERFERENCE, SEVERITY
 
 Record = dict[str, Any]
@@ -100,6 +93,25 @@ def _in_networks(address: str, networks: list[Any]) -> bool:
     return False
 
 
+_PUBLIC: dict[str, int] = {}
+PUBLIC_MEMO_SIZE: Final = 4096
+
+
+def _public(text: str) -> int:
+    """1: a global address; 0: another address; -1: not an address. Remembered per text (at most
+    :data:`PUBLIC_MEMO_SIZE`, then forgotten at once): ``is_global`` tests the address against
+    every special-purpose range, and a trace names the same few addresses again and again."""
+    known = _PUBLIC.get(text)
+    if known is not None:
+        return known
+    ip = _address(text)
+    answer = -1 if ip is None else (1 if ip.is_global else 0)
+    if len(_PUBLIC) >= PUBLIC_MEMO_SIZE:
+        _PUBLIC.clear()
+    _PUBLIC[text] = answer
+    return answer
+
+
 def dns_forged(queries: list[Record], networks: list[Any]) -> bool:
     """Whether the queries of one chain show a forged answer.
 
@@ -119,10 +131,7 @@ def dns_forged(queries: list[Record], networks: list[Any]) -> bool:
         if "late" in (query.get("tags") or []):
             continue
         for address in addresses:
-            ip = _address(address)
-            if ip is None:
-                continue
-            if not ip.is_global and not _in_networks(address, networks):
+            if _public(address) == 0 and not _in_networks(address, networks):
                 return True
     return any(len(sets) > 1 for sets in seen.values())
 
@@ -151,7 +160,7 @@ def _with_txids(keys: Record, name: str, txids: set[int]) -> list[Record]:
         index = {}
         for position, record in enumerate(_records(keys, name)):
             txid = record.get("transaction_id")
-            if isinstance(txid, int | str):  # hashable ids only; others match no target
+            if isinstance(txid, (int, str)):  # hashable ids only; others match no target
                 index.setdefault(txid, []).append((position, record))
         scope[1][name] = index
     found = [pair for txid in txids for pair in index.get(txid, ())]
@@ -205,7 +214,7 @@ def facts_for(target: Record, keys: Record) -> tuple[Facts, str | None]:
             headers = [
                 (str(h[0]), str(h[1]))
                 for h in response.get("headers_list") or []
-                if isinstance(h, list | tuple) and len(h) == 2
+                if isinstance(h, (list, tuple)) and len(h) == 2
             ]
             status = response.get("code")
             blockpage = match_blockpage(
@@ -348,12 +357,25 @@ def _helper_reached(target: Record, views: list[tuple[Record, bool]]) -> bool | 
 Combined = tuple[str, str | None, list[Record], Rule | None, dict[str, Any]]
 
 
+def _most_common(values: list[str | None]) -> str | None:
+    """The most frequent of ``values`` (not empty), the first seen among equals (as
+    ``Counter.most_common(1)``)."""
+    counts: dict[str | None, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    best, most = values[0], 0
+    for value, count in counts.items():
+        if count > most:
+            best, most = value, count
+    return best
+
+
 def _worst(group: list[Judged]) -> Combined:
     """The most severe verdict of ``group``, the mechanism most of those endpoints show."""
     worst = max(SEVERITY.get(j.rule.verdict, 1.0) for j in group)
     verdict = next(j.rule.verdict for j in group if SEVERITY.get(j.rule.verdict, 1.0) == worst)
     same = [j for j in group if j.rule.verdict == verdict]
-    mechanism = Counter(j.rule.mechanism for j in same).most_common(1)[0][0]
+    mechanism = _most_common([j.rule.mechanism for j in same])
     deciding = [j for j in same if j.rule.mechanism == mechanism]
     return verdict, mechanism, [t for j in deciding for t in j.targets], deciding[0].rule, {}
 
@@ -375,7 +397,7 @@ def _combine(
     failed = [j for j in measured if j.state in ("failed", "intermittent")]
 
     def not_measured() -> Combined:
-        reason = Counter(j.reason for j in unmeasured).most_common(1)[0][0]
+        reason = _most_common([j.reason for j in unmeasured])
         rule = next(j.rule for j in unmeasured if j.reason == reason)
         return rule.verdict, rule.mechanism, [], rule, {}
 
@@ -471,13 +493,15 @@ def _judge(measurement: Record, keys: Record) -> list[Record]:
             rule_id, confidence = call_rule.id, call_rule.confidence
             explanation = call_rule.explain
         evidence = sorted({i for t in deciding for i in _txids(t)})
-        tally = Counter(j.state for j in judged)
+        tally: dict[str, int] = {}
+        for j in judged:
+            tally[j.state] = tally.get(j.state, 0) + 1
         endpoint_counts = {
             "total": len(judged),
-            "ok": tally["ok"],
-            "failed": tally["failed"] + tally["intermittent"],
+            "ok": tally.get("ok", 0),
+            "failed": tally.get("failed", 0) + tally.get("intermittent", 0),
         }
-        if tally["not_measured"]:
+        if tally.get("not_measured"):
             endpoint_counts["not_measured"] = tally["not_measured"]
         out.append(
             {

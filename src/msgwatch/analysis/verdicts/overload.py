@@ -39,7 +39,7 @@ OVERLOADED = Rule(
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def stalls(keys: Record) -> list[tuple[float, float]]:
@@ -48,7 +48,7 @@ def stalls(keys: Record) -> list[tuple[float, float]]:
     raw = record.get("stalls") if isinstance(record, dict) else None
     out: list[tuple[float, float]] = []
     for item in (raw if isinstance(raw, list) else [])[:MAX_STALLS]:
-        if isinstance(item, list | tuple) and len(item) == 2:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
             start, seconds = _number(item[0]), _number(item[1])
             if start is not None and seconds is not None and seconds > 0:
                 out.append((start, seconds))

@@ -3,7 +3,8 @@
 The rules (``rules.toml``) map the facts of one endpoint's outcome to a verdict and a mechanism;
 the first matching rule wins, and its stable ``id`` travels with the verdict so that it can be
 explained and recomputed when the rules improve. Block-page fingerprints (``blockpages.toml``) are
-patterns over a response body, a header or a status code.
+patterns over a response body, a header or a status code. Matching them is :mod:`.matching`'s
+(compiled; these models stay plain Python classes).
 
 A verdict is one of the format's (:data:`msgwatch.measurement.vocab.Verdict`); ``not_measured``
 says the run did not measure it (the fence refused the destination, or the chain got no time): a
@@ -12,9 +13,7 @@ fact about the run's configuration or load, never about the network.
 
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Final, Literal
@@ -70,19 +69,6 @@ class FingerprintSet(BaseModel):
     fingerprint: list[Fingerprint]
 
 
-@dataclass(frozen=True)
-class Facts:
-    """What the rules look at for one endpoint."""
-
-    step: str
-    failure: str | None
-    dns_forged: bool
-    verified: bool
-    blockpage: bool
-    control: str
-    throttled: bool = False
-
-
 def _read(name: str) -> str:
     return (resources.files("msgwatch.analysis.verdicts") / name).read_text(encoding="utf-8")
 
@@ -100,48 +86,3 @@ carries it as ``rules_version``, so a stored verdict says which rules made it.""
 @lru_cache(maxsize=1)
 def load_fingerprints() -> FingerprintSet:
     return FingerprintSet.model_validate(tomllib.loads(_read("blockpages.toml")))
-
-
-@lru_cache(maxsize=1)
-def _compiled() -> list[tuple[Fingerprint, list[re.Pattern[bytes]]]]:
-    return [
-        (fp, [re.compile(p.encode("utf-8"), re.IGNORECASE) for p in fp.body])
-        for fp in load_fingerprints().fingerprint
-    ]
-
-
-def match_blockpage(status: int | None, headers: list[tuple[str, str]], body: bytes) -> str | None:
-    """The id of the first fingerprint the response matches, or None."""
-    head = body[: 64 * 1024]
-    lowered = {k.lower(): v for k, v in headers}
-    for fp, patterns in _compiled():
-        if fp.status is not None and status == fp.status:
-            return fp.id
-        if any(p.search(head) for p in patterns):
-            return fp.id
-        for name, pattern in fp.header.items():
-            value = lowered.get(name.lower())
-            if value is not None and re.search(pattern, value, re.IGNORECASE):
-                return fp.id
-    return None
-
-
-def match(facts: Facts, rules: RuleSet | None = None) -> Rule:
-    """The first rule that matches ``facts`` (the rule set ends with a catch-all)."""
-    for rule in (rules or load_rules()).rule:
-        if rule.step is not None and rule.step != facts.step:
-            continue
-        if rule.failures is not None and facts.failure not in rule.failures:
-            continue
-        if rule.dns_forged is not None and rule.dns_forged != facts.dns_forged:
-            continue
-        if rule.verified is not None and rule.verified != facts.verified:
-            continue
-        if rule.blockpage is not None and rule.blockpage != facts.blockpage:
-            continue
-        if rule.control is not None and rule.control != facts.control:
-            continue
-        if rule.throttled is not None and rule.throttled != facts.throttled:
-            continue
-        return rule
-    raise LookupError("the rule set has no catch-all rule")
