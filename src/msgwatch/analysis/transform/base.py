@@ -158,18 +158,28 @@ def jtext(value: Any) -> str | None:
     return orjson.dumps({"truncated": out[: MAX_JSON - 32]}).decode()
 
 
-_INT64 = 1 << 63
-_INT32 = 1 << 31
+_INT64: Final = 9_223_372_036_854_775_808  # 2**63
+_INT32: Final = 2_147_483_648  # 2**31
+_SMALL: Final = 2_305_843_009_213_693_952  # 2**61
+"""Within this, an int is compared as a machine word by the compiled code (beyond, as an object)."""
 
 
 def integer(value: Any) -> int | None:
     """An int (not a bool) that fits a BIGINT column, or None."""
-    return value if type(value) is int and -_INT64 < value < _INT64 else None
+    if type(value) is not int:
+        return None
+    number: int = value
+    if -_SMALL < number < _SMALL:
+        return number
+    return number if -_INT64 < number < _INT64 else None
 
 
 def small(value: Any) -> int | None:
     """An int (not a bool) that fits an INTEGER column (port, attempt, status code), or None."""
-    return value if type(value) is int and -_INT32 < value < _INT32 else None
+    if type(value) is not int:
+        return None
+    number: int = value
+    return number if -_INT32 < number < _INT32 else None
 
 
 def number(value: Any) -> float | None:

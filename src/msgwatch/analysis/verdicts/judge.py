@@ -41,7 +41,6 @@ import contextvars
 import functools
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from msgwatch.analysis.verdicts import circumvention
@@ -248,16 +247,19 @@ def judge_target(target: Record, keys: Record) -> tuple[Rule, str | None]:
     return match(facts), fingerprint
 
 
-@dataclass
 class Judged:
     """One endpoint as judged: all its attempts, the rule that decides it, and its state
-    (``ok``, ``failed``, ``intermittent`` or ``not_measured``)."""
+    (``ok``, ``failed``, ``intermittent`` or ``not_measured``; ``reason``, for ``not_measured``:
+    ``fence`` or ``no_time``). A plain class, for a compiled ``__init__`` (see
+    :class:`~msgwatch.analysis.verdicts.matching.Facts`)."""
 
-    targets: list[Record]
-    rule: Rule
-    state: str
-    reason: str | None = None
-    """For ``not_measured``: ``fence`` or ``no_time``."""
+    def __init__(
+        self, targets: list[Record], rule: Rule, state: str, reason: str | None = None
+    ) -> None:
+        self.targets = targets
+        self.rule = rule
+        self.state = state
+        self.reason = reason
 
     @property
     def txids(self) -> list[int]:

@@ -34,21 +34,58 @@ BODY_HEAD: Final = 64 * 1024
 """The part of a response body the fingerprints' patterns are searched in."""
 MEMO_SIZE: Final = 4096
 
-
-@dataclass(frozen=True)
-class Facts:
-    """What the rules look at for one endpoint."""
-
-    step: str
-    failure: str | None
-    dns_forged: bool
-    verified: bool
-    blockpage: bool
-    control: str
-    throttled: bool = False
-
-
 FactsKey = tuple[str, str | None, bool, bool, bool, str, bool]
+
+
+class Facts:
+    """What the rules look at for one endpoint.
+
+    A plain class, not a dataclass: compiled, its ``__init__`` is C, where the one ``dataclass``
+    generates stays Python (a frozen one's assigns through ``object.__setattr__``), and one is made
+    for every endpoint of every measurement."""
+
+    def __init__(
+        self,
+        step: str,
+        failure: str | None,
+        dns_forged: bool,
+        verified: bool,
+        blockpage: bool,
+        control: str,
+        throttled: bool = False,
+    ) -> None:
+        self.step = step
+        self.failure = failure
+        self.dns_forged = dns_forged
+        self.verified = verified
+        self.blockpage = blockpage
+        self.control = control
+        self.throttled = throttled
+
+    def key(self) -> FactsKey:
+        return (
+            self.step,
+            self.failure,
+            self.dns_forged,
+            self.verified,
+            self.blockpage,
+            self.control,
+            self.throttled,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Facts) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __repr__(self) -> str:
+        names = ("step", "failure", "dns_forged", "verified", "blockpage", "control", "throttled")
+        return (
+            "Facts(" + ", ".join(f"{n}={v!r}" for n, v in zip(names, self.key(), strict=True)) + ")"
+        )
+
+
 _memo: dict[FactsKey, Rule] = {}
 _memo_of: list[RuleSet] = []  # the rule set the memo's answers come from
 
@@ -81,15 +118,7 @@ def match(facts: Facts, rules: RuleSet | None = None) -> Rule:
     if not _memo_of or _memo_of[0] is not loaded or len(_memo) >= MEMO_SIZE:
         _memo.clear()
         _memo_of[:] = [loaded]
-    key: FactsKey = (
-        facts.step,
-        facts.failure,
-        facts.dns_forged,
-        facts.verified,
-        facts.blockpage,
-        facts.control,
-        facts.throttled,
-    )
+    key = facts.key()
     rule = _memo.get(key)
     if rule is None:
         rule = _first(facts, loaded)
