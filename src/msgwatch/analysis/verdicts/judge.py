@@ -41,7 +41,7 @@ import contextvars
 import functools
 import ipaddress
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 from msgwatch.analysis.verdicts import circumvention
 from msgwatch.analysis.verdicts.call_rules import CallRule
@@ -92,23 +92,13 @@ def _in_networks(address: str, networks: list[Any]) -> bool:
     return False
 
 
-_PUBLIC: dict[str, int] = {}
-PUBLIC_MEMO_SIZE: Final = 4096
-
-
+@functools.lru_cache(maxsize=4096)
 def _public(text: str) -> int:
-    """1: a global address; 0: another address; -1: not an address. Remembered per text (at most
-    :data:`PUBLIC_MEMO_SIZE`, then forgotten at once): ``is_global`` tests the address against
-    every special-purpose range, and a trace names the same few addresses again and again."""
-    known = _PUBLIC.get(text)
-    if known is not None:
-        return known
+    """1: a global address; 0: another address; -1: not an address. Remembered, as
+    :func:`_address` is: ``is_global`` tests the address against every special-purpose range, and
+    a trace names the same few addresses again and again."""
     ip = _address(text)
-    answer = -1 if ip is None else (1 if ip.is_global else 0)
-    if len(_PUBLIC) >= PUBLIC_MEMO_SIZE:
-        _PUBLIC.clear()
-    _PUBLIC[text] = answer
-    return answer
+    return -1 if ip is None else (1 if ip.is_global else 0)
 
 
 def dns_forged(queries: list[Record], networks: list[Any]) -> bool:

@@ -6,9 +6,9 @@ The judge's innermost loop, once per endpoint of every measurement: it is compil
 
 - :func:`match`: the first rule of ``rules.toml`` whose conditions all hold. Facts take a handful
   of values (a step, a failure string, four flags and a control state), so the answer for the
-  loaded rule set is remembered per combination (at most :data:`MEMO_SIZE`, then forgotten all
-  at once: a failure string comes from the measurement and may be anything); a rule set passed
-  in is matched afresh every time.
+  loaded rule set is remembered per combination (the :data:`MEMO_SIZE` most recent: a failure
+  string comes from the measurement and may be anything); a rule set passed in is matched
+  afresh every time.
 - :func:`match_blockpage`: the first fingerprint of ``blockpages.toml`` (in the file's order) that
   the response matches by status, a body pattern in the first 64 KiB (decoded as UTF-8, bad bytes
   replaced: a pattern's ``[sş]`` is one letter, as a reader sees it, not one of three bytes), or
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 from msgwatch.analysis.verdicts.rules import (
@@ -86,10 +87,6 @@ class Facts:
         )
 
 
-_memo: dict[FactsKey, Rule] = {}
-_memo_of: list[RuleSet] = []  # the rule set the memo's answers come from
-
-
 def _first(facts: Facts, rules: RuleSet) -> Rule:
     for rule in rules.rule:
         if rule.step is not None and rule.step != facts.step:
@@ -114,16 +111,13 @@ def match(facts: Facts, rules: RuleSet | None = None) -> Rule:
     """The first rule that matches ``facts`` (the rule set ends with a catch-all)."""
     if rules is not None:
         return _first(facts, rules)
-    loaded = load_rules()
-    if not _memo_of or _memo_of[0] is not loaded or len(_memo) >= MEMO_SIZE:
-        _memo.clear()
-        _memo_of[:] = [loaded]
-    key = facts.key()
-    rule = _memo.get(key)
-    if rule is None:
-        rule = _first(facts, loaded)
-        _memo[key] = rule
-    return rule
+    return _remembered(facts)
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _remembered(facts: Facts) -> Rule:
+    """:func:`match` against the loaded rule set, remembered per combination of facts."""
+    return _first(facts, load_rules())
 
 
 @dataclass(frozen=True)
@@ -136,12 +130,8 @@ class _Compiled:
     any_body: re.Pattern[str] | None  # every body pattern at once (None: they do not combine)
 
 
-_compiled: list[_Compiled] = []
-
-
+@lru_cache(maxsize=1)
 def _compile() -> _Compiled:
-    if _compiled:
-        return _compiled[0]
     fingerprints = load_fingerprints().fingerprint
     table = [
         (
@@ -157,14 +147,12 @@ def _compile() -> _Compiled:
         any_body = re.compile("|".join(f"(?:{s})" for s in sources), re.IGNORECASE)
     except re.error:
         any_body = None
-    compiled = _Compiled(
+    return _Compiled(
         fingerprints=table,
         statuses=frozenset(fp.status for fp in fingerprints if fp.status is not None),
         headers=any(fp.header for fp in fingerprints),
         any_body=any_body,
     )
-    _compiled.append(compiled)
-    return compiled
 
 
 def match_blockpage(status: int | None, headers: list[tuple[str, str]], body: bytes) -> str | None:
