@@ -7,7 +7,9 @@
 For each archive size (``--count``, then ``--also`` when not 0) the run
 
 1. writes a synthetic collector data directory with ``benchmarks/synth_archive.py`` (kept under
-   ``--keep DIR`` when given, else in a temporary directory);
+   ``--keep DIR`` when given, else in a temporary directory): ``--count`` over 14 days, ``--also``
+   over as many days as keep the same measurements per day (50,000: 4 days), the same observatory
+   watched for a shorter time, so the two peaks of memory compare sizes, not densities;
 2. **bare parse**: decompresses every archive member, splits it into lines and ``orjson.loads``
    each record, in this process on one core → measurements/s, the ceiling of any reader;
 3. **end to end**: ``run_pass`` (``msgwatch.analysis.passes``) with the collector's archive as its
@@ -545,9 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if parsed.data is not None:
                 data_dir = parsed.data
             else:
-                made = write(data_dir / "data", SynthConfig(count=count))
+                days = max(1, round(SynthConfig.days * count / parsed.count))  # the same density
+                made = write(data_dir / "data", SynthConfig(count=count, days=days))
                 data_dir = data_dir / "data"
-                print(f"synth_archive: {count:,} measurements in {made['seconds']:.1f} s")
+                print(f"synth_archive: {count:,} measurements over {days} days "
+                      f"in {made['seconds']:.1f} s")  # fmt: skip
             if parsed.bare_only:
                 n, seconds = bare_parse(data_dir)
                 print(f"bare parse: {n:,} measurements, {n / seconds:,.0f}/s ({seconds:.1f} s)")

@@ -12,7 +12,7 @@ import duckdb
 import orjson
 import pytest
 
-from msgwatch.analysis import lake, workers
+from msgwatch.analysis import aggregates, lake, workers
 from msgwatch.analysis.inputs.jsonl import JsonlSource
 from msgwatch.analysis.passes import PassBusy, PassConfig, PassProgress, run_pass
 from msgwatch.analysis.transform import Meta, transform
@@ -37,18 +37,25 @@ def expected_rows(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[s
     return observations, verdicts
 
 
-def expected_aggregates(verdicts: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
-    """Aggregate ``measurements`` counted by hand (one row per uid, service, function)."""
-    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for row in verdicts:
-        seen.setdefault((row["measurement_uid"], row["service"], row["function"]), row)
+def expected_aggregates(
+    verdicts: list[dict[str, Any]], bucket: int = BUCKET
+) -> Counter[tuple[Any, ...]]:
+    """Aggregate ``measurements`` counted by hand: per (period, uid, service, function) the
+    earliest row (the period: whole buckets making at least a day)."""
+    period = bucket * -(-86400 // bucket)
+    epoch = dt.datetime(1970, 1, 1)
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in sorted(verdicts, key=lambda r: r["measurement_start_time"]):
+        seconds = int(
+            (dt.datetime.fromisoformat(row["measurement_start_time"]) - epoch).total_seconds()
+        )
+        key = (seconds // period, row["measurement_uid"], row["service"], row["function"])
+        seen.setdefault(key, {**row, "seconds": seconds})
     counts: Counter[tuple[Any, ...]] = Counter()
     for row in seen.values():
-        time = dt.datetime.fromisoformat(row["measurement_start_time"])
-        epoch = int((time - dt.datetime(1970, 1, 1)).total_seconds())
-        bucket = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=epoch // BUCKET * BUCKET)
-        key = (bucket, row["probe_cc"], row["probe_asn"], row["service"], row["function"])
-        counts[(*key, row["verdict"], row["mechanism"] or "")] += 1
+        start = epoch + dt.timedelta(seconds=row["seconds"] // bucket * bucket)
+        group = (start, row["probe_cc"], row["probe_asn"], row["service"], row["function"])
+        counts[(*group, row["verdict"], row["mechanism"] or "")] += 1
     return counts
 
 
@@ -307,12 +314,49 @@ def test_incremental_aggregates_are_those_of_one_pass_over_everything(
         assert rows(out) == rows(tmp_path / f"fresh{n}"), n
     assert [r.pass_number for r in reports] == [1, 2, 3]
     assert reports[0].aggregates_from is None  # a fresh pass counts everything
-    assert reports[1].aggregates_from == "2026-05-22 10:02:00"  # u10's bucket (and u8's copy's)
-    assert reports[2].aggregates_from == "2026-05-22 09:00:00"
+    assert reports[1].aggregates_from == "2026-05-22 00:00:00"  # u10's period (and u8's copy's)
+    assert reports[2].aggregates_from == "2026-05-22 00:00:00"  # late's: the same day
     got = rows(out)
     _, verdicts = expected_rows(lines)
     assert sum(r["measurements"] for r in got) == sum(expected_aggregates(verdicts).values())
     assert t0 - 3600 * s in {r["bucket"] for r in got}
+
+
+def test_aggregates_are_counted_one_period_at_a_time_as_one_query_counts_them(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """Buckets of 7 hours make periods of 28 (4 buckets), some across a month's end: the pass,
+    counting one period at a time from the parts of its days, writes the rows that one query over
+    all verdicts gives and those counted by hand; a uid read again later in its period counts
+    once, one read again in another period counts in each."""
+    bucket = 7 * 3600
+    t0 = dt.datetime(2026, 4, 28, 5, 17)
+    lines = [
+        _at(lab_lines[i % 40], f"p{i}", t0 + dt.timedelta(hours=5 * i, minutes=i))
+        for i in range(30)
+    ]
+    lines.append(_at(lab_lines[4], "p4", t0 + dt.timedelta(hours=20, minutes=30)))  # same period
+    lines.append(_at(lab_lines[5], "p5", t0 + dt.timedelta(days=5)))  # another period
+    out = tmp_path / "out"
+    options = {"out_dir": out, "bucket_seconds": bucket, "workers": 1}
+    run_pass(PassConfig(sources=[LinesSource("a", lines)], **options))  # type: ignore[arg-type]
+    state = lake.read_state(out)
+    assert state is not None
+    got = table(out, state["files"]["aggregates"])
+    assert [lake.aggregate_month(n) for n in state["files"]["aggregates"]] == ["2026-04", "2026-05"]
+    with duckdb.connect() as connection:
+        verdicts = lake.read_parquet_sql(lake.absolute(out, state["files"]["verdicts"]))
+        connection.execute(f"CREATE VIEW verdicts AS SELECT * FROM {verdicts}")
+        cursor = connection.execute(aggregates.aggregate_sql(bucket))
+        names = [d[0] for d in cursor.description]
+        whole = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    assert got == whole
+    _, rows = expected_rows(lines)
+    counted = Counter({(*(r[c] for c in names[:1] + names[2:8]),): r["measurements"] for r in got})
+    assert counted == expected_aggregates(rows, bucket)
+    assert sum(counted.values()) == len(
+        {(r["measurement_uid"], r["service"], r["function"]) for r in rows}
+    ) + len({(r["service"], r["function"]) for r in rows if r["measurement_uid"] == "p5"})
 
 
 def test_aggregates_are_written_per_month_and_a_pass_rewrites_only_its_months(

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from msgwatch.analysis import lake
+from msgwatch.analysis import aggregates, lake
 from msgwatch.analysis import transform as transform_module
 from msgwatch.analysis.aggregates import needed_sql
 from msgwatch.analysis.events.detect import DetectorParams, NeedsAllRows, detect, rows_needed
@@ -238,3 +238,40 @@ def test_an_open_event_needs_its_country_and_services_rows_from_its_start() -> N
         "bucket >= TIMESTAMP '2017-05-12 15:00:00' OR (probe_cc = 'AZ' AND service = 'whatsapp' "
         "AND bucket >= TIMESTAMP '2017-05-11 10:00:00')"
     )
+
+
+def test_rows_by_scope_come_in_runs_each_sorted_alone_as_one_sort_gives_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector's rows, read run by run (a few countries and services at a time, a scope
+    larger than a run alone), are those of one sort over all, in the same scope order."""
+    path = tmp_path / "aggregates.parquet"
+    with lake.connect(tmp_path) as connection:
+        connection.execute(
+            f"COPY (SELECT TIMESTAMP '2026-05-01' + INTERVAL (i % 97) HOUR AS bucket, "
+            "3600 AS bucket_seconds, "
+            "CASE WHEN i % 11 = 0 THEN NULL ELSE 'C' || (i % 5) END AS probe_cc, "
+            "'AS' || (i % 7) AS probe_asn, "
+            "CASE WHEN i % 13 = 0 THEN NULL ELSE 's' || (i % 3) END AS service, "
+            "'text' AS function, 'ok' AS verdict, '' AS mechanism, i AS measurements, "
+            "1 AS probes, 0 AS control_ok FROM range(3000) t(i)) "
+            f"TO {lake.sql_text(str(path))} (FORMAT PARQUET)"
+        )
+        files = [str(path)]
+        where = "bucket >= TIMESTAMP '2026-05-02'"
+
+        def scopes(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+            keys = [(r["probe_cc"] or "", r["service"] or "") for r in rows]
+            return [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+
+        def ordered(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+            return sorted(tuple(str(v) for v in r.values()) for r in rows)
+
+        whole = list(aggregates.aggregate_rows(connection, files, where, by_scope=True))
+        monkeypatch.setattr(aggregates, "SCOPE_BATCH_ROWS", 130)
+        runs = aggregates.scope_runs(connection, files, where)
+        pieces = list(aggregates.aggregate_rows(connection, files, where, by_scope=True))
+    assert 5 < len(runs) < 24  # 24 scopes of 15 to 137 rows: some share a run, some exceed one
+    assert scopes(pieces) == scopes(whole) == sorted(set(scopes(whole)))
+    assert ordered(pieces) == ordered(whole)
+    assert all(r["bucket"] >= dt.datetime(2026, 5, 2) for r in pieces)

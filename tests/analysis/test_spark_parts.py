@@ -112,13 +112,13 @@ def test_an_archive_record_keeps_the_collectors_uid_and_probe_tag() -> None:
 
 def test_the_spark_sql_mirrors_the_duckdb_clauses() -> None:
     duck = duckdb_aggregates.aggregate_sql(600)
-    spark = spark_aggregate_sql(600) + unique_verdicts_sql()
+    spark = spark_aggregate_sql(600) + unique_verdicts_sql(600)
     for clause in (
-        "PARTITION BY measurement_uid, service",
+        "/ 86400) AS BIGINT),\n                     measurement_uid, service",
         "floor(",
         "/ 600) AS BIGINT)",
         "coalesce(mechanism, '') AS mechanism",
-        "count(DISTINCT measurement_uid)",
+        "count(measurement_uid)",
         "count(DISTINCT probe_tag)",
         "WHERE measurement_start_time IS NOT NULL",
     ):

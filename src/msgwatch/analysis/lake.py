@@ -272,11 +272,20 @@ def read_parquet_sql(files: list[str]) -> str:
     return f"read_parquet([{listed}], hive_partitioning=false, union_by_name=true)"
 
 
-def copy_to_parquet(connection: duckdb.DuckDBPyConnection, select: str, target: Path) -> None:
-    """Write the rows of ``select`` to ``target`` (temporary name, fsync, rename)."""
+def copy_to_parquet(
+    connection: duckdb.DuckDBPyConnection,
+    select: str,
+    target: Path,
+    row_group_size: int | None = None,
+) -> None:
+    """Write the rows of ``select`` to ``target`` (temporary name, fsync, rename), in row groups
+    of ``row_group_size`` rows when given (DuckDB's default: 122,880)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    options = "FORMAT PARQUET"
+    if row_group_size is not None:
+        options += f", ROW_GROUP_SIZE {int(row_group_size)}"
     with replacing(target) as tmp:
-        connection.execute(f"COPY ({select}) TO {sql_text(os.fspath(tmp))} (FORMAT PARQUET)")
+        connection.execute(f"COPY ({select}) TO {sql_text(os.fspath(tmp))} ({options})")
 
 
 class Stager:

@@ -43,13 +43,11 @@ from msgwatch.analysis import lake
 from msgwatch.analysis.aggregates import (
     EMPTY_VERDICTS,
     aggregate_rows,
-    aggregate_sql,
-    bucket_start,
     evidence_source,
-    incremental_sql,
     needed_sql,
     newest_bucket,
-    write_months,
+    period_start,
+    write_aggregates,
 )
 from msgwatch.analysis.events.detect import (
     DETECTOR_VERSION,
@@ -328,37 +326,39 @@ class _Pass:
         return files
 
     def _aggregate(self, connection: Any, files: dict[str, Any]) -> None:
-        """The aggregates over all verdicts, one file per month (``aggregates/pass-N-YYYY-MM``):
-        the buckets from this pass's earliest new verdict's on recounted, the rest kept from the
-        committed aggregates (:func:`~msgwatch.analysis.aggregates.incremental_sql`), the months
-        before that bucket's kept as committed files; all recounted on a fresh pass."""
+        """The aggregates over all verdicts, one file per month (``aggregates/pass-N-YYYY-MM``),
+        counted one period at a time (:func:`~msgwatch.analysis.aggregates.write_aggregates`):
+        the periods from this pass's earliest new verdict's on recounted, the committed rows
+        before it carried over, the months before its kept as committed files; all recounted on
+        a fresh pass."""
         self._progress("aggregates")
         seconds = self.config.bucket_seconds
         verdict_files = lake.absolute(self.out, files["verdicts"])
         source = lake.read_parquet_sql(verdict_files) if verdict_files else f"({EMPTY_VERDICTS})"
         connection.execute(f"CREATE OR REPLACE TEMP VIEW verdicts AS SELECT * FROM {source}")
+        parts = [
+            (_part_day(name), path)
+            for name, path in zip(files["verdicts"], verdict_files, strict=True)
+        ]
         committed = self._committed_aggregates()
         kept: list[str] = []
         if committed is None or self.earliest is None:
-            select = aggregate_sql(seconds)
+            written = write_aggregates(connection, parts, seconds, self.out, self.number)
         else:
-            cutoff = bucket_start(self.earliest, seconds)
-            day, month = cutoff.strftime("%Y-%m-%d"), cutoff.strftime("%Y-%m")
+            cutoff = period_start(self.earliest, seconds)
+            month = cutoff.strftime("%Y-%m")
             kept = [name for name, of in committed if of < month]
-            recount = [name for name, of in committed if of >= month]
-            recent = [
-                name for name in files["verdicts"] if _part_day(name) >= day
-            ]  # a part whose day is not a date ("unknown") sorts after every date: kept
-            recent_source = (
-                lake.read_parquet_sql(lake.absolute(self.out, recent))
-                if recent
-                else f"({EMPTY_VERDICTS})"
-            )
-            select = incremental_sql(
-                seconds, lake.absolute(self.out, recount), recent_source, cutoff
+            carried = [name for name, of in committed if of >= month]
+            written = write_aggregates(
+                connection,
+                parts,
+                seconds,
+                self.out,
+                self.number,
+                since=cutoff,
+                carried=lake.absolute(self.out, carried),
             )
             self.report.aggregates_from = cutoff.strftime("%Y-%m-%d %H:%M:%S")
-        written = write_months(connection, select, self.out, self.number)
         files["aggregates"] = kept + written
         self.report.aggregate_files_written = len(written)
         listed = lake.absolute(self.out, files["aggregates"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = "1.1.0"
+SCHEMA_VERSION: Final = "1.2.0"
 
 Columns = tuple[tuple[str, str], ...]
 

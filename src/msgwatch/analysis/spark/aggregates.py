@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from typing import Final
 
+from msgwatch.analysis.aggregates import period_seconds
 from msgwatch.analysis.schema import VERDICT_COLUMNS, names
 
 UNIQUE_VERDICTS_SQL: Final = """
 WITH ranked AS (
     SELECT *, row_number() OVER (
-        PARTITION BY measurement_uid, service, `function`
+        PARTITION BY CAST(floor(unix_timestamp(measurement_start_time) / {period_seconds}) AS BIGINT),
+                     measurement_uid, service, `function`
         ORDER BY measurement_start_time NULLS LAST, verdict NULLS LAST, mechanism NULLS FIRST,
                  probe_tag NULLS FIRST, control_ok NULLS FIRST, probe_cc NULLS LAST,
                  probe_asn NULLS LAST
@@ -44,7 +46,7 @@ SELECT
     `function`,
     verdict,
     coalesce(mechanism, '') AS mechanism,
-    CAST(count(DISTINCT measurement_uid) AS BIGINT) AS measurements,
+    CAST(count(measurement_uid) AS BIGINT) AS measurements,
     CAST(count(DISTINCT probe_tag) AS BIGINT) AS probes,
     CAST(count_if(control_ok) AS BIGINT) AS control_ok
 FROM unique_verdicts
@@ -62,6 +64,10 @@ def spark_aggregate_sql(bucket_seconds: int) -> str:
     return SPARK_AGGREGATE_SQL.format(bucket_seconds=bucket_seconds)
 
 
-def unique_verdicts_sql() -> str:
-    """:data:`UNIQUE_VERDICTS_SQL` with the verdict table's columns."""
-    return UNIQUE_VERDICTS_SQL.format(columns=", ".join(f"`{n}`" for n in names(VERDICT_COLUMNS)))
+def unique_verdicts_sql(bucket_seconds: int) -> str:
+    """:data:`UNIQUE_VERDICTS_SQL` with the verdict table's columns, for a bucket size (its
+    dedup period: :func:`~msgwatch.analysis.aggregates.period_seconds`)."""
+    return UNIQUE_VERDICTS_SQL.format(
+        columns=", ".join(f"`{n}`" for n in names(VERDICT_COLUMNS)),
+        period_seconds=period_seconds(bucket_seconds),
+    )

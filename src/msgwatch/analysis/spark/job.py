@@ -219,8 +219,8 @@ def _finish(
 ) -> None:
     """Aggregates and events from the verdicts."""
     verdicts.createOrReplaceTempView("verdicts")
-    spark.sql(unique_verdicts_sql()).createOrReplaceTempView("unique_verdicts")
     seconds = config.bucket_seconds
+    spark.sql(unique_verdicts_sql(seconds)).createOrReplaceTempView("unique_verdicts")
     aggregates = spark.sql(spark_aggregate_sql(seconds)).cache()
     try:
         _write(aggregates.coalesce(1), AGGREGATE_COLUMNS, _path(config, "aggregates"))
