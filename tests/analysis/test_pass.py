@@ -322,13 +322,15 @@ def test_incremental_aggregates_are_those_of_one_pass_over_everything(
     assert t0 - 3600 * s in {r["bucket"] for r in got}
 
 
-def test_aggregates_are_counted_one_period_at_a_time_as_one_query_counts_them(
-    tmp_path: Path, lab_lines: list[bytes]
+@pytest.mark.parametrize("batch", [1, 60, 100_000])
+def test_aggregates_are_counted_a_run_of_periods_at_a_time_as_one_query_counts_them(
+    tmp_path: Path, lab_lines: list[bytes], monkeypatch: pytest.MonkeyPatch, batch: int
 ) -> None:
     """Buckets of 7 hours make periods of 28 (4 buckets), some across a month's end: the pass,
-    counting one period at a time from the parts of its days, writes the rows that one query over
-    all verdicts gives and those counted by hand; a uid read again later in its period counts
-    once, one read again in another period counts in each."""
+    counting runs of periods (each alone, a few together, all at once) from the parts of their
+    days, writes the rows that one query over all verdicts gives and those counted by hand; a uid
+    read again later in its period counts once, one read again in another period counts in each."""
+    monkeypatch.setattr(aggregates, "PERIOD_BATCH_ROWS", batch)
     bucket = 7 * 3600
     t0 = dt.datetime(2026, 4, 28, 5, 17)
     lines = [

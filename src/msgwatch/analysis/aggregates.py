@@ -19,8 +19,9 @@
 
 Rows whose ``measurement_start_time`` is NULL have no bucket and are left out.
 
-A pass counts one period at a time (:func:`write_aggregates`), from the verdict parts of that
-period's days, so the memory the count needs is a period's, not the lake's. An incremental pass
+A pass counts a run of consecutive periods at a time (:func:`write_aggregates`: up to
+:data:`PERIOD_BATCH_ROWS` verdicts, or one period), from the verdict parts of the run's days, so
+the memory the count needs is a run's, not the lake's. An incremental pass
 does not recount history: with ``C`` the start of the period of its earliest new verdict, every
 new verdict lies in a period from ``C`` on, so the committed rows before ``C`` stand and the
 periods from ``C`` on are recounted.
@@ -135,27 +136,37 @@ def period_start(time: str, bucket_seconds: int) -> dt.datetime:
     return bucket_time(bucket_number(dt.datetime.fromisoformat(time), seconds), seconds)
 
 
-def _days(start: dt.datetime, seconds: int) -> set[str]:
-    """The days (``YYYY-MM-DD``) the ``seconds`` from ``start`` on touch."""
-    first, last = start.date(), (start + dt.timedelta(seconds=seconds - 1)).date()
-    return {(first + dt.timedelta(days=n)).isoformat() for n in range((last - first).days + 1)}
+PERIOD_BATCH_ROWS: Final = 100_000
+"""The verdict rows one count reads at most (unless one period has more): consecutive periods
+are counted together up to it (the dedup partitions by period, so any whole periods can be)."""
 
 
-def _periods(
+def _runs(
     connection: duckdb.DuckDBPyConnection, files: list[str], seconds: int, since: str | None
-) -> list[int]:
-    """The numbers of the periods (``seconds`` long) that the verdicts of ``files`` fall in, from
-    ``since`` (an SQL timestamp text) on, in order."""
+) -> list[tuple[dt.datetime, dt.datetime]]:
+    """The start and end of each run of consecutive periods (``seconds`` long) that the verdicts
+    of ``files`` from ``since`` (an SQL timestamp text) on fall in: at most
+    :data:`PERIOD_BATCH_ROWS` rows together (one period with more is a run alone), in order."""
     if not files:
         return []
     where = "measurement_start_time IS NOT NULL"
     if since is not None:
         where += f" AND measurement_start_time >= TIMESTAMP {since}"
     found = connection.execute(
-        f"SELECT DISTINCT CAST(floor(epoch(measurement_start_time) / {seconds}) AS BIGINT) AS n "
-        f"FROM {read_parquet_sql(files)} WHERE {where} ORDER BY n"
+        f"SELECT CAST(floor(epoch(measurement_start_time) / {seconds}) AS BIGINT) AS n, count(*) "
+        f"FROM {read_parquet_sql(files)} WHERE {where} GROUP BY n ORDER BY n"
     ).fetchall()
-    return [int(n) for (n,) in found]
+    runs: list[tuple[dt.datetime, dt.datetime]] = []
+    rows = 0
+    for n, count in found:
+        start, end = bucket_time(int(n), seconds), bucket_time(int(n) + 1, seconds)
+        if runs and rows + count <= PERIOD_BATCH_ROWS:
+            runs[-1] = (runs[-1][0], end)
+            rows += count
+        else:
+            runs.append((start, end))
+            rows = count
+    return runs
 
 
 def write_aggregates(
@@ -168,8 +179,8 @@ def write_aggregates(
     carried: list[str] | None = None,
 ) -> list[str]:
     """Count the verdicts of ``parts`` (``(day, absolute path)`` of each verdict part; a day that
-    is not a date is read for every period) one period at a time, from ``since`` (a period's
-    start) on, and write the rows, with the rows of ``carried`` (committed aggregates files)
+    is not a date is read for every run) a run of periods at a time (:func:`_runs`), from
+    ``since`` (a period's start) on, and write the rows, with the rows of ``carried`` (committed aggregates files)
     before ``since``, as one file per month of buckets (:func:`~msgwatch.analysis.lake.aggregate_part`,
     pass ``number``); returns the relative paths, oldest month first."""
     seconds = period_seconds(bucket_seconds)
@@ -179,16 +190,20 @@ def write_aggregates(
     with _Pieces(connection, out_dir) as pieces:
         if carried and at is not None:
             pieces.add(f"SELECT * FROM {read_parquet_sql(carried)} WHERE bucket < TIMESTAMP {at}")
-        for n in _periods(connection, [path for _, path in recent], seconds, at):
-            start = bucket_time(n, seconds)
-            days = _days(start, seconds)
-            files = [path for day, path in recent if day in days or not _DATE.fullmatch(day)]
-            begin = sql_text(start.strftime(TIME))
-            end = sql_text((start + dt.timedelta(seconds=seconds)).strftime(TIME))
+        for start, end in _runs(connection, [path for _, path in recent], seconds, at):
+            first, last = (
+                start.strftime("%Y-%m-%d"),
+                (end - dt.timedelta(seconds=1)).strftime("%Y-%m-%d"),
+            )
+            files = [
+                path
+                for day, path in recent
+                if first <= day <= last or not _DATE.fullmatch(day)  # a day of the run, or none
+            ]
             window = (
                 f"(SELECT * FROM {read_parquet_sql(files)} "
-                f"WHERE measurement_start_time >= TIMESTAMP {begin} "
-                f"AND measurement_start_time < TIMESTAMP {end})"
+                f"WHERE measurement_start_time >= TIMESTAMP {sql_text(start.strftime(TIME))} "
+                f"AND measurement_start_time < TIMESTAMP {sql_text(end.strftime(TIME))})"
             )
             pieces.add(aggregate_sql(bucket_seconds, window))
         return pieces.write_months(number)
