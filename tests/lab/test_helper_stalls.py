@@ -2,10 +2,10 @@
 read wrong: it says it stalled (``msgwatch.helper.stalls``), the rounds it echoed late are left
 out, and what is left reads as the truth or as ``inconclusive``.
 
-The lab's helpers are stopped once, for 1.5 s, as soon as the replays reach them, and go on before
+The lab's helpers are stopped once, for 2.5 s, as soon as the replays reach them, and go on before
 the probe asks for their counts. The same measurements judged without the helpers' word on their
 stalls (and without the echoes the probe read late, ``late_echoes``: a second witness of the same
-lateness) are the test's control, and must read wrong somewhere: in the run inspected while writing it,
+lateness) are the test's control, and must read wrong somewhere (in one of :data:`ATTEMPTS` runs): in the run inspected while writing it,
 8 of 10 voice paths read ``udp.drop_all`` (the late echoes lost, the neutral port's too), among
 them ``blocked`` WhatsApp calls on a network that blocks only WhatsApp's relays, which the probe
 reads ``ok``. Only call paths whose counts the helper gave are judged here: a count request it did
@@ -33,12 +33,20 @@ from msgwatch.lab.run import compare, run_scenario
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(300)]
 
-STOPPED = 1.5
-"""Seconds the helpers are stopped, once, as soon as the call replays reach them."""
+STOPPED = 2.5
+"""Seconds the helpers are stopped, once, as soon as the call replays reach them. 1.5 s
+disturbed the control on the machines of 2026-12-04, but not on the faster one of 2026-12-05
+(nothing read wrong without the stalls, in 3 runs of 3); 2.5 and 3 s made every call path of the
+control read ``udp.drop_all`` there (3 runs), the helpers still giving their counts."""
 TRIGGER = 300
 """UDP datagrams received in a helper's namespace that say the replays are under way."""
 MIN_COUNTED = 10
 """Call paths (of 20) whose counts the helper must have given for the run to say anything."""
+ATTEMPTS = 2
+"""Runs at most: the stop lands when the helpers' namespace has counted :data:`TRIGGER`
+datagrams, which on a busy machine can fall between two replays, so that it disturbs nothing (the
+control then reads nothing wrong: seen once in CI, 2026-12-05); every run must read nothing wrong,
+and one of them must have been disturbed."""
 
 
 def _mine(pid: int) -> bool:
@@ -128,6 +136,21 @@ def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces)")
     scenario = next(s for s in matrix_scenarios() if s.name == "call-matrix-dpi-relays-1")
+    control: list[str] = []
+    for attempt in range(ATTEMPTS):
+        control = _stalled_run(scenario, tmp_path / f"run-{attempt}")
+        if control:
+            break
+    assert control, (
+        f"in none of {ATTEMPTS} runs did the measurements read wrong without the helpers' word on "
+        "their stalls: the helpers' stop disturbed nothing, and the test tested nothing"
+    )
+
+
+def _stalled_run(scenario: Any, tmp_path: Path) -> list[str]:
+    """One run of the scenario with its helpers stopped mid-replay: asserts that nothing reads
+    wrong; returns what the control (the same measurements without the helpers' word on their
+    stalls, and without the echoes the probe read late) reads wrong."""
     done, stopped = threading.Event(), list[int]()
     staller = threading.Thread(target=_stall, args=(done, stopped), daemon=True)
     staller.start()
@@ -144,8 +167,6 @@ def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
     assert not wrong, "\n".join(wrong)
     stalled = [r for r in run.rows if r["mechanism"] == "helper.stalled"]
     assert stalled, "no call path said the helper stalled"
-    # The control: the same measurements without the helper's word on its stalls, and without
-    # the echoes the probe read late (steps.replay's late window), read wrong.
     rows, verdicts = [], []
     for phase in run.runs:
         measurements = copy.deepcopy(phase.measurements)
@@ -159,8 +180,7 @@ def test_a_helper_stopped_mid_replay_never_makes_a_call_path_blocked(
         rows += compare(scenario, phase.phase, phase.isp, judged)
         verdicts.append((phase.isp, judged))
     rules = {(isp, v["service"], v["function"]): v["rule_id"] for isp, vs in verdicts for v in vs}
-    assert _wrong(scenario, rows, rules, counted), "without the stalls nothing read wrong: the "
-    "helpers' stop disturbed nothing, and the test tested nothing"
+    return _wrong(scenario, rows, rules, counted)
 
 
 def _rules(runs: Any) -> dict[tuple[str, str, str], str]:
