@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"; it would take {SLACK_SECONDS:.0f} s at about {at:,.0f}" if at else "", end="")
         print(
             " (what still grows with the lake: the newest month's aggregates file is rewritten"
-            " whole, the older verdicts' uids are scanned for re-read measurements, open events"
-            " are summarised from their start)"
+            " whole, the verdict parts are listed to find the new periods' days, open events are"
+            " summarised from their start)"
         )
     return 0
 
