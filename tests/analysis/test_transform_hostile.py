@@ -52,6 +52,9 @@ def run(m: Any) -> Transformed:
         ("measurement_start_time", "yesterday", "bad_value:measurement_start_time"),
         ("measurement_start_time", "2024-13-40 25:00:00", "bad_value:measurement_start_time"),
         ("measurement_start_time", "2024-01-01T00:00:00Z", "bad_value:measurement_start_time"),
+        ("measurement_start_time", "0500-01-01 10:00:00", "bad_value:measurement_start_time"),
+        ("measurement_start_time", "1969-12-31 23:59:59", "bad_value:measurement_start_time"),
+        ("measurement_start_time", "9999-12-31 23:00:00", "bad_value:measurement_start_time"),
     ],
 )
 def test_envelope_problems_name_the_key(key: str, value: Any, reason: str) -> None:

@@ -78,6 +78,11 @@ class Transformed:
 
 
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\Z")
+FIRST_YEAR: Final = 1970
+"""The earliest year of a measurement's start: no measurement predates the epoch, and the
+buckets' and periods' arithmetic (Python's and SQL's) needs no negative numbers."""
+LAST_YEAR: Final = 9998
+"""The latest: a bucket or dedup period that starts in it ends before Python's last date."""
 _ASN = re.compile(r"AS\d{1,10}\Z")
 _CC = re.compile(r"[A-Z]{2}\Z")
 _PLACEHOLDERS = frozenset({"", "127.0.0.1", "::1", "0.0.0.0"})
@@ -111,7 +116,9 @@ def envelope(measurement: dict[str, Any], meta: Meta, test_name: str) -> Envelop
     try:
         if not _TIME.match(start):
             raise ValueError(start)
-        datetime.fromisoformat(start)  # a real date and time (month 13 is not)
+        year = datetime.fromisoformat(start).year  # a real date and time (month 13 is not)
+        if not FIRST_YEAR <= year <= LAST_YEAR:
+            raise ValueError(start)
     except ValueError:
         raise BadMeasurement("bad_value:measurement_start_time") from None
     cc = _key(measurement, "probe_cc", str).upper()
