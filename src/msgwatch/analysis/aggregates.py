@@ -42,7 +42,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import duckdb
 
@@ -136,6 +136,8 @@ def period_start(time: str, bucket_seconds: int) -> dt.datetime:
     return bucket_time(bucket_number(dt.datetime.fromisoformat(time), seconds), seconds)
 
 
+_Key = TypeVar("_Key")
+
 PERIOD_BATCH_ROWS: Final = 100_000
 """The verdict rows one count reads at most (unless one period has more): consecutive periods
 are counted together up to it (the dedup partitions by period, so any whole periods can be)."""
@@ -156,15 +158,23 @@ def _runs(
         f"SELECT CAST(floor(epoch(measurement_start_time) / {seconds}) AS BIGINT) AS n, count(*) "
         f"FROM {read_parquet_sql(files)} WHERE {where} GROUP BY n ORDER BY n"
     ).fetchall()
-    runs: list[tuple[dt.datetime, dt.datetime]] = []
+    return [
+        (bucket_time(first, seconds), bucket_time(last + 1, seconds))
+        for first, last in _packed([(int(n), count) for n, count in found], PERIOD_BATCH_ROWS)
+    ]
+
+
+def _packed(counted: list[tuple[_Key, int]], limit: int) -> list[tuple[_Key, _Key]]:
+    """The first and last key of each run of consecutive ``counted`` keys (in their order) whose
+    rows together are at most ``limit`` (a key with more is a run alone)."""
+    runs: list[tuple[_Key, _Key]] = []
     rows = 0
-    for n, count in found:
-        start, end = bucket_time(int(n), seconds), bucket_time(int(n) + 1, seconds)
-        if runs and rows + count <= PERIOD_BATCH_ROWS:
-            runs[-1] = (runs[-1][0], end)
+    for key, count in counted:
+        if runs and rows + count <= limit:
+            runs[-1] = (runs[-1][0], key)
             rows += count
         else:
-            runs.append((start, end))
+            runs.append((key, key))
             rows = count
     return runs
 
@@ -363,17 +373,7 @@ def scope_runs(
     counts = connection.execute(
         _select(f"{SCOPE}, count(*)", files, where) + f" GROUP BY ALL ORDER BY {SCOPE}"
     ).fetchall()
-    runs: list[tuple[tuple[str, str], tuple[str, str]]] = []
-    rows = 0
-    for cc, service, n in counts:
-        scope = (str(cc), str(service))
-        if runs and rows + n <= SCOPE_BATCH_ROWS:
-            runs[-1] = (runs[-1][0], scope)
-            rows += n
-        else:
-            runs.append((scope, scope))
-            rows = n
-    return runs
+    return _packed([((str(cc), str(service)), n) for cc, service, n in counts], SCOPE_BATCH_ROWS)
 
 
 def _rows(connection: duckdb.DuckDBPyConnection, query: str) -> Iterator[dict[str, Any]]:

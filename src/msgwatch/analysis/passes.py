@@ -334,8 +334,6 @@ class _Pass:
         self._progress("aggregates")
         seconds = self.config.bucket_seconds
         verdict_files = lake.absolute(self.out, files["verdicts"])
-        source = lake.read_parquet_sql(verdict_files) if verdict_files else f"({EMPTY_VERDICTS})"
-        connection.execute(f"CREATE OR REPLACE TEMP VIEW verdicts AS SELECT * FROM {source}")
         parts = [
             (_part_day(name), path)
             for name, path in zip(files["verdicts"], verdict_files, strict=True)
@@ -408,6 +406,9 @@ class _Pass:
         params = self.config.detector or DetectorParams(bucket_seconds=self.config.bucket_seconds)
         state = self._detector_state()
         aggregates = lake.absolute(self.out, files["aggregates"])
+        verdict_files = lake.absolute(self.out, files["verdicts"])  # the evidence's
+        source = lake.read_parquet_sql(verdict_files) if verdict_files else f"({EMPTY_VERDICTS})"
+        connection.execute(f"CREATE OR REPLACE TEMP VIEW verdicts AS SELECT * FROM {source}")
         windows = self.out / lake.WORK / "windows.ndjson"
         needed = rows_needed(params, state)
         where = None if needed is None else needed_sql(needed, params.bucket_seconds)
