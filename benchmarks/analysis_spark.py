@@ -9,12 +9,13 @@ The run
 1. writes a synthetic collector data directory with ``benchmarks/synth_archive.py`` (``--count``
    measurements; kept under ``--keep DIR`` when given, else in a temporary directory);
 2. **DuckDB**: ``run_pass`` with the archive as its source (``ArchiveSource``), ``workers=2``;
-3. **Spark**: ``run_spark`` on ``local[2]`` over the same archive files (``--archive DATA``), the
-   session's start-up timed apart from the job;
+3. **Spark**: ``run_spark`` on ``local[2]`` with the session's own settings (a 1g driver) over the
+   same archive files (``--archive DATA``), the session's start-up timed apart from the job;
 4. **equality**: the aggregates and the events of both engines compared as multisets of rows
    (every column), read from their Parquet files with DuckDB.
 
-Prints the measurements, both engines' times and rates, and whether the tables are equal.
+Prints the measurements, both engines' times and rates, the peak memory of the Spark JVM and of
+its largest Python worker, and whether the tables are equal.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +41,9 @@ for _path in (ROOT, ROOT / "src"):
 from benchmarks.synth_archive import SynthConfig, write  # noqa: E402
 
 from msgwatch.analysis.schema import AGGREGATE_COLUMNS, EVENT_COLUMNS, Columns, names  # noqa: E402
+from msgwatch.analysis.spark.session import LOCAL_CONF  # noqa: E402
+
+SPARK_HEAP = LOCAL_CONF["spark.driver.memory"]
 
 
 @contextlib.contextmanager
@@ -85,20 +90,68 @@ def run_duckdb(data: Path, out: Path) -> tuple[float, int]:
     return time.perf_counter() - started, report.measurements
 
 
-def run_spark_job(data: Path, out: Path, master: str) -> tuple[float, float, int]:
-    """The Spark job over the archive: (session start seconds, job seconds, measurements)."""
+def peak_kb(pid: int) -> int:
+    """The peak resident size (``VmHWM``, KiB) of a process, 0 when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def descendants(root: int) -> list[int]:
+    """The processes under ``root`` (from ``/proc``)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(parent, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found.extend(children)
+        todo.extend(children)
+    return found
+
+
+def run_spark_job(data: Path, out: Path, master: str) -> dict[str, float]:
+    """The Spark job over the archive with the session's own settings (a 1g driver in local
+    mode): session start and job seconds, measurements, and the peak memory of the JVM and of
+    its Python workers (read before the session stops; the workers live as long as it)."""
+    from pyspark import SparkContext
+
     from msgwatch.analysis.spark import SparkConfig, run_spark, session
 
     started = time.perf_counter()
-    spark = session.start(master, {"spark.driver.memory": "2g"}, app_name="msgwatch-bench")
+    spark = session.start(master, {}, app_name="msgwatch-bench")
     ready = time.perf_counter()
     try:
         report = run_spark(
             SparkConfig(out_dir=str(out), archives=[str(data)], master=master), spark
         )
+        done = time.perf_counter()
+        gateway = SparkContext._gateway
+        jvm = gateway.proc.pid if gateway is not None and gateway.proc is not None else 0
+        workers = [peak_kb(pid) for pid in descendants(jvm)] if jvm else []
+        jvm_kb = peak_kb(jvm) if jvm else 0
     finally:
-        spark.stop()
-    return ready - started, time.perf_counter() - ready, report.measurements
+        session.stop(spark)
+    return {
+        "start": ready - started,
+        "seconds": done - ready,
+        "measurements": report.measurements,
+        "jvm_mb": jvm_kb / 1024,
+        "worker_mb": max(workers, default=0) / 1024,
+        "workers": len(workers),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,15 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"synth_archive: {made['measurements']:,} measurements in {made['seconds']:.1f} s"
             )
         duck_seconds, measured = run_duckdb(data, work / "duckdb")
-        start_seconds, spark_seconds, spark_measured = run_spark_job(
-            data, work / "spark-out", args.master
-        )
+        job = run_spark_job(data, work / "spark-out", args.master)
+        spark_seconds, spark_measured = job["seconds"], int(job["measurements"])
         print(f"measurements:              {measured:,} (DuckDB)  {spark_measured:,} (Spark)")
         print(
             f"DuckDB pass (workers=2):   {duck_seconds:8.1f} s  {measured / duck_seconds:10,.0f} measurements/s"
         )
         print(f"Spark {args.master} job:     {spark_seconds:8.1f} s  {spark_measured / spark_seconds:10,.0f} measurements/s"
-              f"  (+ {start_seconds:.1f} s session start)")  # fmt: skip
+              f"  (+ {job['start']:.1f} s session start)")  # fmt: skip
+        print(
+            f"Spark peak memory:         JVM {job['jvm_mb']:,.0f} MB (driver heap"
+            f" {SPARK_HEAP}), largest of {job['workers']:.0f} Python workers {job['worker_mb']:,.0f} MB"
+        )
         equal = True
         for table, columns in (("aggregates", AGGREGATE_COLUMNS), ("events", EVENT_COLUMNS)):
             duck = rows(duckdb_files(work / "duckdb", table), columns)
