@@ -15,6 +15,7 @@ import pytest
 from msgwatch.analysis import aggregates, lake, workers
 from msgwatch.analysis.inputs.jsonl import JsonlSource
 from msgwatch.analysis.passes import PassBusy, PassConfig, PassProgress, run_pass
+from msgwatch.analysis.schema import MAX_BUCKET_SECONDS
 from msgwatch.analysis.transform import Meta, transform
 from msgwatch.durable import flocked
 from tests.analysis.conftest import LAB, LinesSource
@@ -436,3 +437,51 @@ def test_a_lake_with_one_aggregates_file_is_recounted_into_months(
     ]
     assert table(out, after["files"]["aggregates"]) == table(fresh, again["files"]["aggregates"])
     assert not (out / single).exists()
+
+
+@pytest.mark.parametrize("bucket", [0, -3600, True, 1.5, "3600", MAX_BUCKET_SECONDS + 1])
+def test_a_bucket_outside_1_s_to_366_days_is_refused_before_anything_is_written(
+    tmp_path: Path, lab_lines: list[bytes], bucket: Any
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="bucket_seconds must be an integer from 1 to"):
+        run_pass(
+            PassConfig(
+                sources=[LinesSource("a", lab_lines[:1])], out_dir=out, bucket_seconds=bucket
+            )
+        )
+    assert not out.exists()
+
+
+def test_the_longest_bucket_counts_the_first_and_last_times_a_measurement_may_have(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """366-day buckets (periods of one bucket) over measurements at the first second of 1970 and
+    the last of 9998: each counted in its bucket, no arithmetic overflowing."""
+    first, last = dt.datetime(1970, 1, 1), dt.datetime(9998, 12, 31, 23, 59, 59)
+    lines = [_at(lab_lines[0], "first", first), _at(lab_lines[0], "last", last)]
+    out = tmp_path / "out"
+    report = run_pass(
+        PassConfig(
+            sources=[LinesSource("a", lines)],
+            out_dir=out,
+            bucket_seconds=MAX_BUCKET_SECONDS,
+            workers=1,
+        )
+    )
+    assert report.problems == 0 and report.measurements == 2
+    state = lake.read_state(out)
+    assert state is not None
+    rows = table(out, state["files"]["aggregates"])
+    epoch = dt.datetime(1970, 1, 1)
+    starts = {r["bucket"] for r in rows}
+    assert starts == {
+        epoch,
+        epoch
+        + dt.timedelta(
+            seconds=(last - epoch).total_seconds() // MAX_BUCKET_SECONDS * MAX_BUCKET_SECONDS
+        ),
+    }
+    assert sum(r["measurements"] for r in rows) == sum(
+        expected_aggregates(expected_rows(lines)[1], MAX_BUCKET_SECONDS).values()
+    )

@@ -135,6 +135,7 @@ def test_events_as_json_with_filters(analysed: tuple[Path, Result]) -> None:
         (["analyse", "OUT"], "name at least one source"),
         (["analyse", "OUT", "--jsonl", "LAB", "--ooni-cc", "IR"], "need --ooni"),
         (["analyse", "OUT", "--jsonl", "LAB", "--bucket", "0"], "is not a bucket"),
+        (["analyse", "OUT", "--jsonl", "LAB", "--bucket", "367d"], "1 s to 366 days"),
         (["analyse", "OUT", "--jsonl", "LAB", "--engine", "hadoop"], "hadoop"),
         (["analyse", "OUT", "--jsonl", "LAB", "--workers", "0"], "--workers"),
         (["analyse", "OUT", "--jsonl", "NOWHERE"], "does not exist"),

@@ -59,7 +59,12 @@ from msgwatch.analysis.lake import (
     sql_text,
     staged_table,
 )
-from msgwatch.analysis.schema import AGGREGATE_COLUMNS, VERDICT_COLUMNS, names
+from msgwatch.analysis.schema import (
+    AGGREGATE_COLUMNS,
+    VERDICT_COLUMNS,
+    checked_bucket_seconds,
+    names,
+)
 
 TIME: Final = "%Y-%m-%d %H:%M:%S"
 Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
@@ -108,23 +113,17 @@ GROUP BY ALL
 DAY_SECONDS: Final = 86_400
 
 
-def _checked(bucket_seconds: int) -> int:
-    if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
-        raise ValueError(f"bucket_seconds must be an integer ≥ 1, not {bucket_seconds!r}")
-    return bucket_seconds
-
-
 def period_seconds(bucket_seconds: int) -> int:
     """``P``, the dedup's period for a bucket size: whole buckets making at least a day (the
     module's rule 1)."""
-    seconds = _checked(bucket_seconds)
+    seconds = checked_bucket_seconds(bucket_seconds)
     return seconds * -(-DAY_SECONDS // seconds)
 
 
 def aggregate_sql(bucket_seconds: int, relation: str = "verdicts") -> str:
     """:data:`AGGREGATE_SQL` for a bucket size, over a relation named ``relation``."""
     return AGGREGATE_SQL.format(
-        bucket_seconds=_checked(bucket_seconds),
+        bucket_seconds=checked_bucket_seconds(bucket_seconds),
         period_seconds=period_seconds(bucket_seconds),
         relation=relation,
     )

@@ -67,6 +67,7 @@ from msgwatch.analysis.schema import (
     OBSERVATION_COLUMNS,
     SCHEMA_VERSION,
     VERDICT_COLUMNS,
+    checked_bucket_seconds,
 )
 from msgwatch.analysis.transform import RULES_VERSION
 from msgwatch.analysis.workers import ChunkResult, analyse
@@ -169,8 +170,7 @@ def rebuild_reason(state: dict[str, Any] | None, config: PassConfig) -> str | No
 
 def run_pass(config: PassConfig) -> PassReport:
     """Run one pass over ``config.sources`` into ``config.out_dir`` (see the module's rules)."""
-    if not isinstance(config.bucket_seconds, int) or config.bucket_seconds < 1:
-        raise ValueError("bucket_seconds must be an integer ≥ 1")
+    checked_bucket_seconds(config.bucket_seconds)
     config.out_dir.mkdir(parents=True, exist_ok=True)
     with flocked(config.out_dir / lake.LOCK, wait=False) as locked:
         if not locked:

@@ -19,6 +19,26 @@ from typing import Final
 
 SCHEMA_VERSION: Final = "1.2.0"
 
+MAX_BUCKET_SECONDS: Final = 366 * 86_400
+"""The longest bucket ``S`` (366 days): a period of whole buckets from a time in the year 9998 then
+still ends within the years a timestamp holds."""
+
+
+def checked_bucket_seconds(bucket_seconds: object) -> int:
+    """``bucket_seconds`` when it is an integer from 1 to :data:`MAX_BUCKET_SECONDS`, else
+    ``ValueError`` saying so."""
+    if (
+        isinstance(bucket_seconds, bool)
+        or not isinstance(bucket_seconds, int)
+        or not 1 <= bucket_seconds <= MAX_BUCKET_SECONDS
+    ):
+        raise ValueError(
+            f"bucket_seconds must be an integer from 1 to {MAX_BUCKET_SECONDS:,} (366 days),"
+            f" not {bucket_seconds!r}"
+        )
+    return bucket_seconds
+
+
 Columns = tuple[tuple[str, str], ...]
 
 _ENVELOPE: Columns = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Final
 
 from msgwatch.analysis.aggregates import period_seconds
-from msgwatch.analysis.schema import VERDICT_COLUMNS, names
+from msgwatch.analysis.schema import VERDICT_COLUMNS, checked_bucket_seconds, names
 
 UNIQUE_VERDICTS_SQL: Final = """
 WITH ranked AS (
@@ -59,9 +59,7 @@ ORDER BY bucket NULLS LAST, probe_cc NULLS LAST, probe_asn NULLS LAST, service N
 
 def spark_aggregate_sql(bucket_seconds: int) -> str:
     """:data:`SPARK_AGGREGATE_SQL` for a bucket size."""
-    if not isinstance(bucket_seconds, int) or bucket_seconds < 1:
-        raise ValueError(f"bucket_seconds must be an integer ≥ 1, not {bucket_seconds!r}")
-    return SPARK_AGGREGATE_SQL.format(bucket_seconds=bucket_seconds)
+    return SPARK_AGGREGATE_SQL.format(bucket_seconds=checked_bucket_seconds(bucket_seconds))
 
 
 def unique_verdicts_sql(bucket_seconds: int) -> str:

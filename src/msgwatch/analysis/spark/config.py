@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from msgwatch.analysis.inputs.lines import MAX_LINE_BYTES
+from msgwatch.analysis.schema import checked_bucket_seconds
 
 DEFAULT_MASTER = "local[2]"
 MAX_PROBLEMS = 100
@@ -44,8 +45,7 @@ class SparkConfig:
     conf: Mapping[str, str] = field(default_factory=dict)  # extra Spark settings
 
     def __post_init__(self) -> None:
-        if self.bucket_seconds < 1:
-            raise ValueError("bucket_seconds must be at least 1")
+        checked_bucket_seconds(self.bucket_seconds)
         if self.max_line_bytes < 1:
             raise ValueError("max_line_bytes must be at least 1")
 
