@@ -195,6 +195,22 @@ def test_the_state_is_bounded() -> None:
     assert len(json.dumps(det.dump())) < 2000
 
 
+@pytest.mark.parametrize("after", [12, 30])
+def test_a_short_sparse_block_ends_where_it_works_again(after: int) -> None:
+    """One measurement an hour: 64 working, 6 blocked, then ``after`` working. The event's own
+    failing rate counts the onset run's failures (4 of the 6 came before the onset fired), so the
+    working hours end it at the first of them; counting only the 2 after the onset (detector 1.5),
+    30 working hours left it ongoing."""
+    params = DetectorParams()
+    det = Series(params)
+    history = [0] * 64 + [1] * 6 + [0] * after
+    for b, failing in enumerate(history):
+        det.feed(params, b, 1, failing)
+    (event,) = det.events(params)
+    start, _, end, end_before, pattern = event[:5]
+    assert (start, end, end_before, pattern) == (64, 70, 69, "continuous")
+
+
 def test_clean_params_find_the_lab_timeline_in_a_handful_of_buckets() -> None:
     params = DetectorParams.clean(5)
     history = [*(0, 0, 0), *(1, 0, 1, 0, 1), *(1, 1, 1), *(0, 0, 0)]  # open, games, blocked, lifted

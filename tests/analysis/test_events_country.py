@@ -62,6 +62,23 @@ def test_the_story_says_what_where_since_when_what_works_and_how() -> None:
     )
 
 
+def test_the_country_story_names_the_networks_where_the_same_worked_meanwhile() -> None:
+    """A third network where WhatsApp calls work throughout (and one where they fail little):
+    the country event lists it as a control that worked, and its story says so."""
+    history = _az_2017()
+    for function in ("voice", "video"):
+        history += rows(Spec(asn="AS39232", function=function), 200, lambda b: 0.0, seed=11)
+        history += rows(Spec(asn="AS31721", function=function), 200, lambda b: 0.3, seed=12)
+    calls = min(_country(detect(history, PARAMS, None, None).events), key=lambda e: e["start"])
+    assert json.loads(calls["members"])["networks"] == ["AS28787", "AS29049"]
+    assert json.loads(calls["controls"])["worked_elsewhere"] == ["AS39232"]
+    assert calls["story"] == (
+        "Skype and WhatsApp voice and video calls blocked on AS28787 and AS29049 since 2017-05-05 04:00 UTC;"
+        " text works; the same worked on AS39232 at the same time; by inspecting call traffic (DPI);"
+        " ongoing."
+    )
+
+
 def test_controls_say_whether_another_network_worked_and_the_own_controls_did() -> None:
     history = rows(Spec(), 200, step(100, 150))
     history += rows(Spec(asn="AS29049"), 200, lambda b: 0.0, seed=4)
@@ -74,10 +91,12 @@ def test_controls_say_whether_another_network_worked_and_the_own_controls_did() 
     assert controls["other_network_worked"]
     assert controls["other_networks"][0]["probe_asn"] == "AS29049"
     assert controls["control_ok_share"] > 0.9
+    assert "; the same worked on AS29049 at the same time; " in ev["story"]
     alone = rows(Spec(control_ok=False), 200, step(100, 150))
     lone = network(detect(alone, PARAMS, None, None).events)[0]
     lone_controls = json.loads(lone["controls"])
     assert not lone_controls["other_network_worked"] and lone_controls["control_ok_share"] < 0.1
+    assert "the same worked" not in lone["story"]
     assert lone["confidence"] < ev["confidence"]
 
 

@@ -123,10 +123,17 @@ def elsewhere(level: str, controls: Mapping[str, Any]) -> list[str]:
     """What worked at the same time, sentence by sentence, from an event's ``controls``."""
     if level == "country":
         works = [w for w in controls.get("works") or [] if isinstance(w, str)]
-        if not works:
-            return []
-        names = ", ".join(function_name(w) for w in works)
-        return [f"Meanwhile these functions of the same services kept working: {names}."]
+        others = [n for n in controls.get("worked_elsewhere") or [] if isinstance(n, str)]
+        lines = []
+        if works:
+            names = ", ".join(function_name(w) for w in works)
+            lines.append(f"Meanwhile these functions of the same services kept working: {names}.")
+        if others:
+            lines.append(
+                "Meanwhile the same services and functions worked on the country's other "
+                f"network{'s' if len(others) > 1 else ''} {', '.join(others)}."
+            )
+        return lines
     lines = _other_networks(controls.get("other_networks"))
     lines += _same_network(controls.get("same_network"))
     control = _share(controls.get("control_ok_share"))

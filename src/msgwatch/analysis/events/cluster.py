@@ -20,6 +20,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from msgwatch.analysis.events.controls import worked_elsewhere
 from msgwatch.analysis.events.model import NetworkEvent
 from msgwatch.analysis.events.story import StoryFacts, sentence
 
@@ -77,6 +78,10 @@ def country_row(members: Sequence[NetworkEvent], versions: dict[str, str]) -> di
     mechanism = dominant(mechanisms)
     pattern = "episodic" if any(m.row["pattern"] == "episodic" for m in members) else "continuous"
     works = sorted(set().union(*(m.works for m in members)) - set(functions))
+    elsewhere = sorted(
+        {asn for m in members for asn in worked_elsewhere(json.loads(m.row["controls"] or "{}"))}
+        - set(networks)
+    )
     start_row = min(members, key=lambda m: (m.row["start"], m.row["event_id"])).row
     end = None if ongoing else max(ends)
     digest = hashlib.sha256(
@@ -104,7 +109,7 @@ def country_row(members: Sequence[NetworkEvent], versions: dict[str, str]) -> di
         "measurements": measurements,
         "buckets": max(int(m.row["buckets"]) for m in members),
         "evidence": json.dumps({"events": [m.row["event_id"] for m in members]}),
-        "controls": json.dumps({"works": works}),
+        "controls": json.dumps({"works": works, "worked_elsewhere": elsewhere}),
         "members": json.dumps(
             {
                 "events": sorted(m.row["event_id"] for m in members),
@@ -124,6 +129,7 @@ def country_row(members: Sequence[NetworkEvent], versions: dict[str, str]) -> di
                 start_row["start"],
                 end,
                 works,
+                elsewhere,
             )
         ),
         **versions,

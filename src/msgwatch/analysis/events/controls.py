@@ -35,6 +35,18 @@ class Index:
             self.by_network.setdefault((cc, asn, service), []).append(key)
 
 
+def worked(ok: int, failing: int) -> bool:
+    """Whether a control's counts say it worked: ok at least 80 % of at least 3 measurements."""
+    return ok + failing >= WORKED_MIN and ok >= WORKED_SHARE * (ok + failing)
+
+
+def worked_elsewhere(controls: dict[str, Any]) -> list[str]:
+    """The other networks where the same thing worked meanwhile (a network event's controls)."""
+    return [
+        o["probe_asn"] for o in controls.get("other_networks", []) if worked(o["ok"], o["failing"])
+    ]
+
+
 def _counts(buckets: Buckets, start: int, end: int | None) -> tuple[int, int]:
     total = failing = 0
     for cell in buckets.window(start, end):
@@ -66,11 +78,7 @@ def controls(index: Index, key: SeriesKey, start: int, end: int | None) -> dict[
         control_ok += cell[4]
     return {
         "other_networks": others,
-        "other_network_worked": any(
-            o["ok"] + o["failing"] >= WORKED_MIN
-            and o["ok"] >= WORKED_SHARE * (o["ok"] + o["failing"])
-            for o in others
-        ),
+        "other_network_worked": any(worked(o["ok"], o["failing"]) for o in others),
         "same_network": same,
         "control_ok_share": round(control_ok / failing_inside, 4) if failing_inside else None,
     }

@@ -47,7 +47,7 @@ from msgwatch.analysis.events.story import StoryFacts, sentence
 
 __all__ = ["DETECTOR_VERSION", "DetectorParams", "detect"]
 
-DETECTOR_VERSION: Final = "1.5.0"
+DETECTOR_VERSION: Final = "1.6.0"
 
 Evidence = Callable[[list[tuple[SeriesKey, dt.datetime, dt.datetime]]], Iterable[VerdictRef]]
 
@@ -334,6 +334,7 @@ def _network_event(
                 start_text or "",
                 end_text,
                 works,
+                controls.worked_elsewhere(ctl),
             )
         ),
         **versions,

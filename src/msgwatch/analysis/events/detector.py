@@ -20,7 +20,8 @@ and ``failing`` ones. Theory of operation:
   ``threshold``, or the large shift's above ``threshold_high``, opens an event (when both are
   above, the larger sum's); its start is where that sum's run began (the change-point estimate),
   ``start_after`` the last measured bucket before it.
-- **End.** A reverse CUSUM, the event's own failing rate against the frozen background; above
+- **End.** A reverse CUSUM, the event's own failing rate (counted from its start: the onset run's
+  measurements and every bucket since) against the frozen background; above
   ``end_threshold`` over at least ``end_hold`` measured buckets it closes the event: ``end`` is where
   its run began, ``end_before`` the last measured bucket before that. No end = ongoing.
 - **Pattern.** Inside an event, a working spell is the reverse CUSUM above ``low_llr`` (the
@@ -221,9 +222,10 @@ class Series:
             self.ev[_LOW_RUNS] = 1
             self.ev[_LOW_LONGEST] = gap
             self.ev[_REOPENED] = True
-            self.ev[_N], self.ev[_F] = c[7], c[8]
+            self.ev[_N], self.ev[_F] = c[7] + self.pend_n, c[8] + self.pend_f
         else:
             self.ev = _open(start, prev, llr, p0)
+            self.ev[_N], self.ev[_F] = self.pend_n, self.pend_f
 
     def _inside(
         self, params: DetectorParams, ev: list[Any], bucket: int, total: int, failing: int

@@ -3,7 +3,9 @@
 Rules: every word comes from the event (services, functions, networks, times, mechanism, pattern,
 controls); names come from the small tables below, an unknown one is shown as it is. Example:
 "WhatsApp and Skype voice and video calls blocked on AS28787 and AS29049 since 2017-05-22 10:00 UTC;
-text works; by inspecting call traffic (DPI); came and went until 2017-05-23 18:00 UTC."
+text works; the same worked on AS39232 at the same time; by inspecting call traffic (DPI); came and
+went until 2017-05-23 18:00 UTC." (The same working on another network of the country, a control,
+is what tells a block from a failure.)
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class StoryFacts:
     start: str  # row text
     end: str | None
     works: Sequence[str]  # other functions of the services that kept working
+    elsewhere: Sequence[str] = ()  # other networks of the country where the same worked meanwhile
 
 
 def _join(words: Sequence[str]) -> str:
@@ -91,6 +94,14 @@ def _functions(functions: Sequence[str]) -> str:
     return _join(words)
 
 
+def _networks(networks: Sequence[str], most: int = 3) -> str:
+    """Networks in words, the first ``most`` named and the rest counted."""
+    if len(networks) <= most:
+        return _join(list(networks))
+    rest = len(networks) - most
+    return _join([*networks[:most], f"{rest} other network{'s' if rest > 1 else ''}"])
+
+
 def mechanism_phrase(mechanism: str) -> str:
     """How, in words (the exact mechanism, else its family, else itself)."""
     if not mechanism:
@@ -108,6 +119,8 @@ def sentence(facts: StoryFacts) -> str:
     if facts.works:
         works = _functions(facts.works)
         parts.append(f"{works} {'works' if len(facts.works) == 1 else 'work'}")
+    if facts.elsewhere:
+        parts.append(f"the same worked on {_networks(facts.elsewhere)} at the same time")
     parts.append(mechanism_phrase(facts.mechanism))
     tail = "came and went" if facts.pattern == "episodic" else ""
     if facts.end is None:
