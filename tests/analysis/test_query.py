@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 
 from msgwatch.analysis import lake
+from msgwatch.analysis.inputs.jsonl import jsonl_sources
 from msgwatch.analysis.passes import PassConfig, run_pass
 from msgwatch.analysis.query import Filters, Lake, LakeMissing, Page, encode_cursor
 from tests.analysis.conftest import LinesSource
+from tests.collector.analysis_data import story, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,55 @@ def test_filters_select_exactly_the_matching_rows(out: Path) -> None:
     assert view.events(Filters(level="country")).results == [
         e for e in every_page(view.events, Filters(), 1000) if e["level"] == "country"
     ]
+
+
+@pytest.fixture(scope="module")
+def spans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake where Skype calls are blocked on two networks of a country for 6 hours, and work
+    again after on one of them; the Skype of a third network works throughout."""
+    start = dt.datetime(2026, 5, 20)
+    measurements = []
+    for asn in ("AS64512", "AS64513"):
+        measurements += story(start, 64, 6, network=("AZ", asn))
+    later = start + dt.timedelta(hours=70)
+    measurements += story(later, 12, 0, network=("AZ", "AS64512"))
+    measurements += story(start, 82, 0, network=("AZ", "AS64514"))
+    path = tmp_path_factory.mktemp("spans")
+    data = write_jsonl(path / "story.jsonl", measurements)
+    run_pass(PassConfig(sources=jsonl_sources([data]), out_dir=path / "out", workers=1))
+    return path / "out"
+
+
+def test_events_are_spans_and_country_events_match_by_their_members(spans: Path) -> None:
+    """``since`` keeps the events going on at or after it (ongoing, or ended after it), ``until``
+    those started before it; a network, service or function filter keeps the country events
+    whose members list it."""
+    view = Lake(spans)
+    events = every_page(view.events, Filters(), 1000)
+    assert {e["level"] for e in events} == {"network", "country"}
+    assert any(e["end"] is not None for e in events)  # some ended: ``since`` has a case to judge
+    moments = sorted({e[k] for e in events for k in ("start", "end") if e[k] is not None})
+    for text in moments:
+        moment = dt.datetime.fromisoformat(text)
+        going_on = [e for e in events if e["end"] is None or e["end"] > text]
+        assert every_page(view.events, Filters(since=moment), 1000) == going_on, text
+        started = [e for e in events if e["start"] < text]
+        assert every_page(view.events, Filters(until=moment), 1000) == started, text
+
+    def members(event: dict[str, Any], key: str) -> list[str]:
+        return json.loads(event["members"])[key] if event["level"] == "country" else []
+
+    country = next(e for e in events if e["level"] == "country")
+    for column, key in (
+        ("probe_asn", "networks"),
+        ("service", "services"),
+        ("function", "functions"),
+    ):
+        for value in members(country, key):
+            want = [e for e in events if e[column] == value or value in members(e, key)]
+            got = every_page(view.events, Filters(**{column: value}), 1000)  # type: ignore[arg-type]
+            assert got == want and country in got, (column, value)
+            assert any(e["level"] == "network" for e in got)
 
 
 def test_bad_cursors_and_limits_are_refused(out: Path) -> None:

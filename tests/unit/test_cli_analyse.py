@@ -175,3 +175,21 @@ def test_spark_without_pyspark_is_an_environment_error(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 5, result.output
     assert "pyspark" in json.loads(result.stdout)["error"]["message"]
+
+
+def test_ooni_since_and_until_are_the_first_and_last_days_read(tmp_path: Path) -> None:
+    """``--ooni-until`` is the last day read (as on the Spark engine), not the first left out."""
+    real = Path("/work/shared/ooni-samples/real.jsonl")  # not in the repository
+    if not real.is_file():
+        pytest.skip(f"{real} is absent")
+    from tests.analysis.test_inputs_ooni import write_bucket
+
+    measurements = [json.loads(line) for line in real.read_bytes().splitlines() if line.strip()]
+    write_bucket(tmp_path / "ooni", measurements)
+    day = "2022-11-10"  # the sample's busiest day
+    on_day = [m for m in measurements if m["measurement_start_time"].startswith(day)]
+    args = ["analyse", str(tmp_path / "out"), "--ooni", str(tmp_path / "ooni"), "--workers", "1"]
+    report = _json(
+        CliRunner().invoke(cli, [*args, "--ooni-since", day, "--ooni-until", day, "--json"])
+    )
+    assert report["items"] == len(on_day) > 1

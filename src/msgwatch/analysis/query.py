@@ -6,7 +6,12 @@
   each call opens its own in-memory DuckDB connection (threads and memory bounded) and closes it.
   A pass that removes a listed file while a call reads it makes the call re-read the state once.
 - Filters are all optional and combine with AND; ``since``/``until`` bound the row's time (an
-  event's ``start``, an aggregate's ``bucket``, a row's ``measurement_start_time``): since ≤ t < until.
+  aggregate's ``bucket``, a row's ``measurement_start_time``): since ≤ t < until. An event is a
+  span: ``since`` keeps the events going on at or after it (ongoing, or ``end``, the first bucket
+  that worked again, after it), ``until`` those that started before it.
+- An event filter on ``probe_asn``, ``service`` or ``function`` also keeps the country events whose
+  members list that network, service or function (a country event has no network of its own, and
+  no service or function when it spans several).
 - Paging is by keyset: rows are sorted by their time, descending (events: ``start``; aggregates:
   ``bucket``; observations and verdicts: ``measurement_start_time``), then ascending by the
   table's identifying columns and, last, the row's place in its committed file (file, row number),
@@ -81,6 +86,8 @@ class _Table:
 
 
 _PLACE: Final = ("_file", "_row")
+_MEMBERS: Final = {"probe_asn": "networks", "service": "services", "function": "functions"}
+"""The event filters a country event matches by its members (the key of ``members``)."""
 _PLACE_KINDS: Final = {"_file": "VARCHAR", "_row": "BIGINT"}
 
 _TABLES: Final = {
@@ -226,7 +233,10 @@ def _where(table: _Table, filters: Filters, key: list[Any] | None) -> tuple[str,
     clauses = ["true"]
     params: list[Any] = []
     time = f'"{table.time}"'
-    if filters.since is not None:
+    if filters.since is not None and table.files == "events":
+        clauses.append('("end" IS NULL OR "end" > CAST(? AS TIMESTAMP))')
+        params.append(filters.since.strftime(TIME_FORMAT))
+    elif filters.since is not None:
         clauses.append(f"{time} >= CAST(? AS TIMESTAMP)")
         params.append(filters.since.strftime(TIME_FORMAT))
     if filters.until is not None:
@@ -234,7 +244,11 @@ def _where(table: _Table, filters: Filters, key: list[Any] | None) -> tuple[str,
         params.append(filters.until.strftime(TIME_FORMAT))
     for name in table.filters:
         value = getattr(filters, name)
-        if value is not None:
+        if value is not None and table.files == "events" and name in _MEMBERS:
+            members = f"CAST(json_extract(members, '$.{_MEMBERS[name]}') AS VARCHAR[])"
+            clauses.append(f'("{name}" = ? OR list_contains({members}, ?))')
+            params += [value, value]
+        elif value is not None:
             clauses.append(f'"{name}" = ?')
             params.append(value)
     if key is not None:

@@ -97,7 +97,9 @@ def build_sources(inputs: Inputs) -> list[Source]:
         from msgwatch.analysis.inputs.ooni_bucket import OoniBucketSource
 
         since, until, ccs = inputs.ooni_filter
-        sources.append(OoniBucketSource(inputs.ooni, since=since, until=until, ccs=ccs))
+        # --ooni-until is the last day read; the source's until is the first day left out
+        after = until + dt.timedelta(days=1) if until else None
+        sources.append(OoniBucketSource(inputs.ooni, since=since, until=after, ccs=ccs))
     return sources
 
 

@@ -140,11 +140,18 @@ def _moment(text: str | None) -> dt.datetime | None:
     return None if text is None else dt.datetime.fromisoformat(text)
 
 
-def _documented(table: str, page: type[BaseModel], summary: str) -> dict[str, Any]:
+_EVENTS_NOTE = (
+    " An event is a span: `since` keeps the events going on at or after it (ongoing, or ended"
+    " after it), `until` those that started before it; `probe_asn`, `service` and `function` also"
+    " keep the country events whose members list that network, service or function."
+)
+
+
+def _documented(table: str, page: type[BaseModel], summary: str, note: str = "") -> dict[str, Any]:
     return {
         "summary": summary,
         "description": f"Rows of the analysis's `{table}` table (docs/spec/analysis.md), from "
-        "its last committed pass. Every parameter is checked: an unknown or repeated one, or a "
+        f"its last committed pass.{note} Every parameter is checked: an unknown or repeated one, or a "
         "value not of its documented form, is 400 `bad_query`. 503 `analysis_unavailable` "
         "when the collector serves no analysis or no pass is committed yet.",
         "response_model": None,
@@ -152,7 +159,10 @@ def _documented(table: str, page: type[BaseModel], summary: str) -> dict[str, An
     }
 
 
-@router.get("/api/v1/events", **_documented("events", EventsPage, "Blocking events, newest first"))
+@router.get(
+    "/api/v1/events",
+    **_documented("events", EventsPage, "Blocking events, newest first", _EVENTS_NOTE),
+)
 async def list_events(
     request: Request, common: Common, verdict: VerdictFilter = None, level: Level = None
 ) -> Response:
