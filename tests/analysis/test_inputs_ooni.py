@@ -172,3 +172,22 @@ def test_a_damaged_file_is_reported_and_the_next_read(
     assert len(items) >= 10 - sum(
         1 for m in real[:10] if bucket_path(m) == str(files[0].relative_to(tmp_path))
     )
+
+
+def test_the_bytes_left_are_the_sizes_of_the_files_read(
+    tmp_path: Path, real: list[dict[str, Any]]
+) -> None:
+    """A progress bar's total: the files the walk will read (filters applied), which the read's
+    Marks then add up to; nothing left after its checkpoint."""
+    write_bucket(tmp_path, real)
+    since = dt.date(2022, 1, 1)
+    source = OoniBucketSource(tmp_path, since=since)
+    wanted = [
+        p for p in (tmp_path / "raw").rglob("*.jsonl.gz") if p.parts[-5] >= since.strftime("%Y%m%d")
+    ]
+    every = sum(p.stat().st_size for p in (tmp_path / "raw").rglob("*.jsonl.gz"))
+    assert source.bytes_left(None) == sum(p.stat().st_size for p in wanted) < every
+    reads = list(source.read(None))
+    assert sum(r.size for r in reads if isinstance(r, Mark)) == source.bytes_left(None)
+    last = reads[-1]
+    assert isinstance(last, Mark) and source.bytes_left(last.checkpoint) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -485,3 +486,36 @@ def test_the_longest_bucket_counts_the_first_and_last_times_a_measurement_may_ha
     assert sum(r["measurements"] for r in rows) == sum(
         expected_aggregates(expected_rows(lines)[1], MAX_BUCKET_SECONDS).values()
     )
+
+
+def test_progress_counts_the_bytes_read_of_what_the_sources_had_left(
+    tmp_path: Path, lab_lines: list[bytes]
+) -> None:
+    """The progress bar's figures: a plain and a gzip JSONL file, read whole (their sizes), then
+    a line appended to the plain one (only it left, then read)."""
+    plain = tmp_path / "a.jsonl"
+    plain.write_bytes(b"\n".join(lab_lines[:5]) + b"\n")
+    packed = tmp_path / "b.jsonl.gz"
+    packed.write_bytes(gzip.compress(b"\n".join(lab_lines[5:9]) + b"\n"))
+    sizes = plain.stat().st_size + packed.stat().st_size
+    out = tmp_path / "out"
+
+    def reading(*sources: Any) -> list[PassProgress]:
+        seen: list[PassProgress] = []
+        run_pass(config(out, *sources, progress=seen.append))
+        return seen
+
+    seen = reading(JsonlSource([plain, packed]))
+    assert {p.total_bytes for p in seen} == {sizes}
+    done = [p.read_bytes for p in seen]
+    assert done == sorted(done) and done[-1] == sizes  # never back, and whole at the end
+    assert [p.read_bytes for p in seen if p.phase != "reading"] == [sizes] * sum(
+        p.phase != "reading" for p in seen
+    )
+    with plain.open("ab") as handle:
+        handle.write(lab_lines[9] + b"\n")
+    again = reading(JsonlSource([plain, packed]))
+    assert {p.total_bytes for p in again} == {len(lab_lines[9]) + 1}
+    assert again[-1].read_bytes == len(lab_lines[9]) + 1
+    unknown = reading(LinesSource("c", lab_lines[10:12]))  # a source that cannot say: no total
+    assert {p.total_bytes for p in unknown} == {None}

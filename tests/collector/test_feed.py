@@ -252,3 +252,24 @@ def _members(data_dir: Path) -> list[Any]:
     archive = Archive(data_dir)
     (file,) = archive.files()
     return list(archive.scan(file, 0))
+
+
+def _marked(source: ArchiveSource, checkpoint: Any = None) -> tuple[int, Any]:
+    """The sum of a read's Mark sizes, and its last checkpoint."""
+    reads = list(source.read(checkpoint))
+    return sum(r.size for r in reads if isinstance(r, Mark)), reads[-1].checkpoint  # type: ignore[union-attr]
+
+
+def test_the_bytes_left_are_what_the_marks_count_as_read(tmp_path: Path) -> None:
+    """A progress bar's total: the archive's bytes after the checkpoint, which the read's Marks
+    then add up to; nothing left after it."""
+    store(tmp_path, [[0, 1], [2]], segment_limit=1)
+    source = ArchiveSource(tmp_path)
+    files = sorted((tmp_path / "archive").rglob("*.jsonl.gz"))
+    assert source.bytes_left(None) == sum(f.stat().st_size for f in files) > 0
+    read, checkpoint = _marked(source)
+    assert read == sum(f.stat().st_size for f in files)
+    assert source.bytes_left(checkpoint) == 0 and _marked(source, checkpoint)[0] == 0
+    store(tmp_path, [[3, 4]], segment_limit=1)
+    left = source.bytes_left(checkpoint)
+    assert left > 0 and _marked(source, checkpoint)[0] == left

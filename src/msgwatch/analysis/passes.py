@@ -59,7 +59,7 @@ from msgwatch.analysis.events.detect import (
 )
 from msgwatch.analysis.events.model import Detection
 from msgwatch.analysis.events.series import bucket_number
-from msgwatch.analysis.inputs import Item, Mark, Problem, Source
+from msgwatch.analysis.inputs import Item, Mark, Problem, Source, bytes_left
 from msgwatch.analysis.inputs.prefetch import prefetch
 from msgwatch.analysis.schema import (
     ENVELOPE_COLUMNS,
@@ -89,6 +89,8 @@ class PassProgress:
     problems: int
     where: str
     phase: str = "reading"  # reading, writing, aggregates, events, committing, done
+    read_bytes: int = 0  # of the sources' files, as their Marks count them
+    total_bytes: int | None = None  # what the sources had left to read at the start (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ class _Pass:
         )
         self.skipped: Counter[str] = Counter()
         self.where = ""
+        self.read_bytes = 0  # the sources' Marks' sizes so far (progress)
+        self.total_bytes: int | None = None  # what they had left at the start (progress)
         self.earliest: str | None = None
 
     def run(self) -> PassReport:
@@ -245,6 +249,9 @@ class _Pass:
 
     def _items(self, problems: Any) -> Iterator[Item]:
         """Every source's items; problems go to the problems file, marks to the checkpoints."""
+        if self.config.progress is not None:  # the bar's total: asked of the sources only for it
+            left = [bytes_left(s, self.checkpoints.get(s.name)) for s in self.config.sources]
+            self.total_bytes = None if None in left else sum(n for n in left if n is not None)
         for source in self.config.sources:
             self.report.sources_read += 1
             name = source.name
@@ -260,6 +267,7 @@ class _Pass:
                         self._problem(problems, read.where, read.reason)
                     elif isinstance(read, Mark):
                         self.checkpoints[name] = read.checkpoint
+                        self.read_bytes += read.size
             except Exception as exc:  # a source's bug: reported, the other sources still read
                 self._problem(problems, name, f"source_error: {type(exc).__name__}: {exc}"[:300])
 
@@ -296,9 +304,13 @@ class _Pass:
     def _progress(self, phase: str) -> None:
         if self.config.progress is not None:
             analysed = self.report.measurements + self.report.problems
-            self.config.progress(
-                PassProgress(self.report.items, analysed, self.report.problems, self.where, phase)
+            total, done = self.total_bytes, self.read_bytes
+            if total is not None:  # the reading is over after its phase, whatever was counted
+                done = min(done, total) if phase == "reading" else total
+            progress = PassProgress(
+                self.report.items, analysed, self.report.problems, self.where, phase, done, total
             )
+            self.config.progress(progress)
 
     def _old_files(self, key: str) -> list[str]:
         if self.fresh:

@@ -11,8 +11,9 @@ Rules:
 
 - At least one source; ``--ooni-*`` only with ``--ooni``; a bucket is ``1h``, ``10m``, ``30s``,
   ``2d`` or plain seconds, from one second to 366 days. Anything else is a usage error (exit 2).
-- A Rich progress bar on stderr while the pass runs, only on a terminal and never with ``--json``;
-  at the end a summary (read, analysed, skipped by reason, problems with where, events).
+- A Rich progress bar on stderr while the pass runs, only on a terminal and never with ``--json``:
+  the bytes of the sources' files read of what they had left (each source's ``bytes_left``), the
+  phase and counts; at the end a summary (read, analysed, skipped by reason, problems with where, events).
 - ``--json`` prints the envelope with the pass report's keys (``PassReport.to_json()``) or, for
   ``events``, ``{"events": [...]}``.
 - Exit statuses: 4 when ``OUT`` cannot be written, 5 when pyspark is missing for
@@ -105,22 +106,41 @@ def build_sources(inputs: Inputs) -> list[Source]:
 
 @contextmanager
 def progress_callback(show: bool) -> Iterator[Callable[[PassProgress], None] | None]:
-    """A Rich progress line on stderr fed by the pass's progress callback (None when not shown)."""
+    """A Rich progress bar on stderr fed by the pass's progress callback (None when not shown):
+    the sources' bytes read of what they had left (a pulsing bar when a source cannot say), the
+    phase, the counts, the time spent and, while reading, the time left."""
     if not show:
         yield None
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        BarColumn(bar_width=24),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("analysing", total=None)
 
         def update(progress: PassProgress) -> None:
-            where = escape(str(progress.where or "")[-60:])
+            where = escape(str(progress.where or "")[-32:])
             bar.update(
                 task,
-                description=f"{progress.phase}: read {progress.read:,}  analysed "
-                f"{progress.analysed:,}  problems {progress.problems:,}  [dim]{where}[/]",
+                total=progress.total_bytes,
+                completed=progress.read_bytes,
+                description=f"{progress.phase}: {progress.read:,} read, {progress.analysed:,}"
+                f" analysed, {progress.problems:,} problems  [dim]{where}[/]",
             )
 
         yield update

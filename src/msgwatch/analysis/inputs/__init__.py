@@ -8,6 +8,11 @@ archive member), it yields a :class:`Mark` carrying its checkpoint: JSON that, g
 last Mark it saw only after everything before it is written, so a crash re-reads at most the
 units after the committed checkpoint, and a second pass over unchanged data reads nothing.
 
+For progress, a Mark's ``size`` is the bytes of the source's files read since its previous Mark,
+and a source may say how many it has left after a checkpoint (an optional ``bytes_left`` method,
+read through :func:`bytes_left`): the files' bytes on disk, compressed or not, as the sizes count
+them. Neither affects what is read.
+
 - :mod:`.jsonl`: JSONL files (``.jsonl`` or ``.jsonl.gz``), bare measurements or archive records.
 - :mod:`.ooni_bucket`: OONI's public bucket layout ``raw/YYYYMMDD/HH/CC/TESTNAME/*.jsonl.gz``.
 - :mod:`.lines`: the bounded streaming line reader both use (gzip members, huge lines, bad bytes).
@@ -50,6 +55,7 @@ class Mark:
     """Everything yielded before this is one complete unit: resume from ``checkpoint``."""
 
     checkpoint: Checkpoint
+    size: int = 0  # bytes of the source's files read since its previous Mark (for progress)
 
 
 Read = Item | Problem | Mark
@@ -66,3 +72,18 @@ class Source(Protocol):
     def read(self, checkpoint: Checkpoint | None) -> Iterator[Read]:
         """Items, problems and marks after ``checkpoint`` (``None``: from the beginning)."""
         ...
+
+
+def bytes_left(source: Source, checkpoint: Checkpoint | None) -> int | None:
+    """The bytes of ``source``'s files still to read after ``checkpoint``, as its Marks' sizes
+    count them (a source's optional ``bytes_left`` method); None when it cannot say. The figure
+    is the total of a progress bar, nothing else: a source that fails to give it is shown
+    without one, so any error here is a None."""
+    method = getattr(source, "bytes_left", None)
+    if method is None:
+        return None
+    try:
+        value = method(checkpoint)
+    except Exception:  # a progress bar's total never fails a pass
+        return None
+    return value if isinstance(value, int) and value >= 0 else None

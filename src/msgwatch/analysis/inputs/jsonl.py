@@ -75,6 +75,21 @@ class JsonlSource:
                 out.append(path)
         return out
 
+    def bytes_left(self, checkpoint: Checkpoint | None) -> int:
+        """The bytes still to read after ``checkpoint``: a plain file's from its offset, a changed
+        gzip file's whole (as :meth:`read` reads them and its Marks count them)."""
+        state: dict[str, Any] = dict(checkpoint) if isinstance(checkpoint, dict) else {}
+        left = 0
+        for path in self.files():
+            identity = file_identity(path, HEAD_BYTES)
+            if identity is None:
+                continue
+            gzip = is_gzip(path)
+            offset, _ = _resume_at(path, state.get(str(path)), identity[0], gzip)
+            if offset is not None:
+                left += identity[0].st_size - (0 if gzip else offset)
+        return left
+
     def read(self, checkpoint: Checkpoint | None) -> Iterator[Read]:
         state: dict[str, Any] = dict(checkpoint) if isinstance(checkpoint, dict) else {}
         for path in self.files():
@@ -92,6 +107,7 @@ class JsonlSource:
         if offset is None:
             return  # unchanged
         mark: dict[str, Any] = {"inode": identity[0].st_ino, "offset": offset, "line": line}
+        counted = offset  # the bytes up to here are in a Mark's size (a plain file's)
         count = 0
         for read in read_lines(
             path, key, max_line_bytes=self.max_line_bytes, start=offset, first_line=line
@@ -105,9 +121,10 @@ class JsonlSource:
             count += 1
             if not gzip and count % MARK_EVERY == 0:
                 state[key] = _file_mark(path, mark, gzip, final=False)
-                yield Mark(dict(state))
+                yield Mark(dict(state), mark["offset"] - counted)
+                counted = mark["offset"]
         state[key] = _file_mark(path, mark, gzip, final=True)
-        yield Mark(dict(state))
+        yield Mark(dict(state), identity[0].st_size if gzip else max(0, mark["offset"] - counted))
 
 
 def _resume_at(path: Path, before: Any, info: os.stat_result, gzip: bool) -> tuple[int | None, int]:

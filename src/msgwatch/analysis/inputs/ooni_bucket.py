@@ -81,6 +81,14 @@ class OoniBucketSource:
             query.append("test=" + ",".join(sorted(self.tests)))
         return f"ooni:{self.root}" + ("?" + "&".join(query) if query else "")
 
+    def bytes_left(self, checkpoint: Checkpoint | None) -> int:
+        """The size of the files :meth:`read` would read after ``checkpoint`` (the same walk)."""
+        left = 0
+        for found in self._walk(_State.load(checkpoint)):
+            if not isinstance(found, Problem):
+                left += _size(self.root / found[1])
+        return left
+
     def read(self, checkpoint: Checkpoint | None) -> Iterator[Read]:
         state = _State.load(checkpoint)
         for read in self._walk(state):
@@ -94,7 +102,7 @@ class OoniBucketSource:
                     item_of(line.data, f"{path}:{line.number}") if isinstance(line, Line) else line
                 )
             state.hours[hour] = rel
-            yield Mark(state.dump())
+            yield Mark(state.dump(), _size(path))
         yield Mark(state.dump())
 
     def _walk(self, state: _State) -> Iterator[tuple[str, str] | Problem]:
@@ -203,3 +211,11 @@ def _hours_between(earlier: str, later: str) -> float:
     """Hours from one ``YYYYMMDD/HH`` to another."""
     fmt = "%Y%m%d/%H"
     return (datetime.strptime(later, fmt) - datetime.strptime(earlier, fmt)).total_seconds() / 3600
+
+
+def _size(path: Path) -> int:
+    """A file's size, 0 when it cannot be read (a progress figure only)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -60,6 +60,19 @@ class ArchiveSource:
     def name(self) -> str:
         return f"archive:{self.store_id or self.data_dir}"
 
+    def bytes_left(self, checkpoint: Checkpoint | None) -> int:
+        """The archive's bytes after ``checkpoint``'s offsets (as the Marks' sizes count them)."""
+        offsets = checkpoint if isinstance(checkpoint, dict) else {}
+        with open_reader(self.data_dir, self.database) as reader:
+            archive = reader.archive
+            left = 0
+            for file in archive.files():
+                start = offsets.get(file, 0)
+                start = start if isinstance(start, int) and start >= 0 else 0
+                size = archive.size(file)
+                left += size - start if size >= start else size
+            return left
+
     def read(self, checkpoint: Checkpoint | None) -> Iterator[Read]:
         offsets: dict[str, int] = (
             {k: v for k, v in checkpoint.items() if isinstance(v, int) and v >= 0}
@@ -115,6 +128,7 @@ class _Feed:
         """Yield the stored records of ``file`` from ``start``; return the offset of the first
         member held (none of its records indexed, nothing indexed after it) or None."""
         scan = self.archive.scan(file, start)
+        counted = start  # the bytes up to here are in a Mark's size
         held: int | None = None
         skipped = 0
         done: set[str | None] = set()
@@ -157,8 +171,9 @@ class _Feed:
                 else:
                     yield record_item(header, member.data[start:end], where)
             self.offsets[file] = member.end
+            size, counted = max(0, member.end - counted), max(counted, member.end)
             del member  # not held while the scan decompresses the next one
-            yield Mark(dict(self.offsets))
+            yield Mark(dict(self.offsets), size)
         if held is None and scan.torn_at is None:
             self.offsets[file] = scan.end
         return held
