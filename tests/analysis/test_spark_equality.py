@@ -14,6 +14,7 @@ import datetime as dt
 import gc
 import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,26 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("inputs")
     _timeline(folder / "timeline.jsonl")
     (folder / "bad.jsonl").write_bytes(b"\n".join(BAD_LINES) + b"\n")
-    return [LAB, folder / "timeline.jsonl", folder / "bad.jsonl"]
+    (folder / "torn.jsonl.gz").write_bytes(_torn())
+    return [LAB, folder / "timeline.jsonl", folder / "bad.jsonl", folder / "torn.jsonl.gz"]
+
+
+def _torn() -> bytes:
+    """The lab's measurements on another network a day earlier, gzipped and cut at 60 %."""
+    lines = []
+    with gzip.open(LAB) as lab:
+        for line in lab:
+            measurement = orjson.loads(line)
+            measurement["probe_asn"] = "AS65003"
+            measurement["measurement_start_time"] = "2026-05-21 12:00:00"
+            lines.append(orjson.dumps(measurement))
+    whole = gzip.compress(b"\n".join(lines) + b"\n")
+    return whole[: len(whole) * 6 // 10]
+
+
+def _torn_lines() -> int:
+    """The whole lines before the cut (what both engines read of the torn file)."""
+    return zlib.decompressobj(31).decompress(_torn()).count(b"\n")
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +204,18 @@ def test_the_blocked_calls_are_one_event_per_function_on_the_blocked_network(
 def test_bad_lines_are_counted_and_everything_else_analysed(
     duck_out: Path, spark_run: tuple[Path, SparkReport]
 ) -> None:
+    """Bad lines and a truncated gzip file: the same problems as the DuckDB pass's (where, with
+    the line, and reason), the torn file's whole lines analysed, the job not ended."""
     report = spark_run[1]
     duck = json.loads((duck_out / "state.json").read_text())
-    assert report.problems == len(BAD_LINES)
-    assert all(where.endswith("bad.jsonl") for where, _ in report.first_problems)
-    assert report.measurements == 40 + (HOURS + len(CONTROL)) * len(PER_HOUR)
+    duck_problems = [
+        orjson.loads(line)
+        for line in (duck_out / duck["files"]["problems"]).read_bytes().splitlines()
+    ]
+    assert report.problems == len(BAD_LINES) + 1 == len(duck_problems)
+    assert sorted(report.first_problems) == sorted((p["where"], p["reason"]) for p in duck_problems)
+    assert any(reason.startswith("truncated_gzip") for _, reason in report.first_problems)
+    assert all(":" in where for where, _ in report.first_problems)  # with the line
+    lines = 40 + (HOURS + len(CONTROL)) * len(PER_HOUR) + _torn_lines()
+    assert 0 < _torn_lines() < 40 and report.measurements == lines
     assert duck["schema_version"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import importlib
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import orjson
@@ -17,6 +19,7 @@ from msgwatch.analysis import schema
 from msgwatch.analysis.spark import SparkConfig
 from msgwatch.analysis.spark.aggregates import spark_aggregate_sql, unique_verdicts_sql
 from msgwatch.analysis.spark.columns import spark_type, staging_schema, typed_select
+from msgwatch.analysis.spark.files import analyse_files, list_files, local_path
 from msgwatch.analysis.spark.rows import Counts, analyse_partition
 
 LAB = Path(__file__).resolve().parents[1] / "data" / "lab-measurements.jsonl.gz"
@@ -142,3 +145,57 @@ def test_unicode_line_separators_inside_a_row_do_not_split_it() -> None:
     assert counts.observations == len(observations) > 0
     rows = [orjson.loads(o) for o in observations]  # each a whole row
     assert any("a\u2028b\u2029c\x85d." in str(r["hostname"]) for r in rows)
+
+
+def test_local_inputs_are_listed_on_the_driver_and_others_left_to_spark(tmp_path: Path) -> None:
+    """Paths and file: URIs are listed (globs expanded, directories opened, OONI days kept from
+    the first to the last, each file once); any other scheme leaves the run to Spark's reader."""
+    for day in ("20240101", "20240102", "20240103"):
+        folder = tmp_path / "ooni" / "raw" / day / "10" / "IR" / "whatsapp"
+        folder.mkdir(parents=True)
+        (folder / f"{day}10_IR_whatsapp.n0.jsonl.gz").write_bytes(gzip.compress(b"{}\n"))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a.jsonl").write_bytes(b"{}\n")
+    (tmp_path / "dir" / "notes.txt").write_bytes(b"not an input\n")
+    config = SparkConfig(
+        out_dir="/o",
+        jsonl=[str(tmp_path / "dir"), f"file://{tmp_path}/dir/*.jsonl", str(tmp_path / "none*")],
+        ooni=[str(tmp_path / "ooni")],
+        ooni_since=dt.date(2024, 1, 2),
+        ooni_until=dt.date(2024, 1, 3),
+    )
+    listed = list_files(config)
+    assert listed is not None
+    files, problems = listed
+    assert [Path(f).name for f in files] == [
+        "a.jsonl",
+        "2024010210_IR_whatsapp.n0.jsonl.gz",
+        "2024010310_IR_whatsapp.n0.jsonl.gz",
+    ]
+    assert problems == [(str(tmp_path / "none*"), "unreadable: no such files")]
+    assert list_files(SparkConfig(out_dir="/o", jsonl=["a.jsonl", "hdfs://nn/x/*.jsonl"])) is None
+    assert local_path("file:///a/b") == "/a/b" and local_path("s3a://b/c") is None
+
+
+def test_a_file_partition_reports_what_the_duckdb_reader_reports(tmp_path: Path) -> None:
+    """A torn gzip file and bad lines: the problems of the DuckDB pass's reader (file and line),
+    the whole lines before the cut analysed."""
+    lab = LAB.read_bytes()
+    torn = tmp_path / "torn.jsonl.gz"
+    torn.write_bytes(lab[: len(lab) // 2])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"{nope\n\xff\xfe\n")
+    counts = Counts()
+    for tag, payload in analyse_files([str(torn), str(bad)], 1 << 24):
+        if tag == "n":
+            counts.add(payload, 100)
+    readable = zlib.decompressobj(31).decompress(lab[: len(lab) // 2]).count(b"\n")
+    assert counts.measurements == readable > 0
+    reasons = sorted(
+        (where.rsplit(":", 1)[0], reason.split(":")[0]) for where, reason in counts.first_problems
+    )
+    assert reasons == [
+        (str(bad), "not_json"),
+        (str(bad), "not_utf8"),
+        (str(torn), "truncated_gzip"),
+    ]

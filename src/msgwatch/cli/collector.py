@@ -129,7 +129,8 @@ def collector_group() -> None:
     "--analysis-bucket",
     default="1h",
     envvar="MSGWATCH_ANALYSIS_BUCKET",
-    help="The bucket of those passes' aggregates and events: 1h, 10m, 30s or seconds.",
+    help="The bucket of those passes' aggregates and events: 1h, 10m, 30s, 2d or seconds"
+    " (1 s to 366 days).",
 )
 @click.option(
     "--dashboard/--no-dashboard",

@@ -13,11 +13,14 @@ Rules:
   ``TIMESTAMP_NTZ`` (naive UTC, as DuckDB's ``TIMESTAMP``), so either engine reads either's files.
 - Aggregates are computed from the verdict Parquet just written (the same files a reader sees).
 - An input glob that matches nothing is a problem (``unreadable: no such files``), not a failure.
-- Memory: a line longer than twice ``max_line_bytes`` is dropped by Hadoop's line reader
-  (``mapreduce.input.linerecordreader.line.maxlength``) without being counted; one between the
-  limit and twice it is reported ``line_too_long``.
+- Inputs on a file system the executors share are listed on the driver and read on the executors
+  by the DuckDB pass's reader (:mod:`msgwatch.analysis.spark.files`: the same problems, with the
+  line; a truncated gzip file does not end the job). With an input on other storage (``hdfs://``,
+  ``s3a://``) every line is read by Spark's text source, whose line reader drops a line longer than
+  twice ``max_line_bytes`` (``mapreduce.input.linerecordreader.line.maxlength``) uncounted; one
+  between the limit and twice it is reported ``line_too_long``.
 - Memory: the executors' rows (observations, verdicts, counts), read by three writes, are kept on
-  disk only (``DISK_ONLY``). A task's input is a whole gzip file (a day of an archive); kept in
+  disk only (``DISK_ONLY``). A task reads whole files (a day of an archive at least); kept in
   memory, its rows took the execution memory the day-partitioned write's sort needs, and at
   200,000 measurements in ``local[2]`` with a 1g driver a task ran out of it (with 2g, of heap).
 """
@@ -53,6 +56,7 @@ from msgwatch.analysis.spark.aggregates import spark_aggregate_sql, unique_verdi
 from msgwatch.analysis.spark.columns import staging_schema, text, typed_select
 from msgwatch.analysis.spark.config import DEFAULT_MASTER, MAX_PROBLEMS, SparkConfig, SparkReport
 from msgwatch.analysis.spark.events import detect_events, horizon
+from msgwatch.analysis.spark.files import analyse_files, list_files
 from msgwatch.analysis.spark.rows import Counts, analyse_partition
 from msgwatch.analysis.transform import RULES_VERSION
 
@@ -146,12 +150,32 @@ def _counts(tagged: RDD[tuple[str, Any]]) -> Counts:
     return total
 
 
-def _tables(
-    spark: SparkSession, config: SparkConfig, lines: DataFrame, report: SparkReport
-) -> None:
-    """Analyse every line; write observations and verdicts; count into ``report``."""
+def _analysed(
+    spark: SparkSession, config: SparkConfig, report: SparkReport
+) -> RDD[tuple[str, Any]] | None:
+    """The tagged rows of every input (None: no input): local files read by the DuckDB pass's
+    reader (:mod:`msgwatch.analysis.spark.files`), else every line by Spark's text source."""
     max_line = config.max_line_bytes
-    tagged = lines.rdd.mapPartitions(lambda part: analyse_partition(part, max_line))
+    listed = list_files(config)
+    if listed is None:
+        lines = _read(spark, config, report)
+        if lines is None:
+            return None
+        return lines.rdd.mapPartitions(lambda part: analyse_partition(part, max_line))
+    paths, problems = listed
+    report.problems += len(problems)
+    report.first_problems.extend(problems[: MAX_PROBLEMS - len(report.first_problems)])
+    if not paths:
+        return None
+    slices = min(len(paths), 8 * spark.sparkContext.defaultParallelism)
+    files = spark.sparkContext.parallelize(paths, slices)
+    return files.mapPartitions(lambda part: analyse_files(part, max_line))
+
+
+def _tables(
+    spark: SparkSession, config: SparkConfig, tagged: RDD[tuple[str, Any]], report: SparkReport
+) -> None:
+    """Write the observations and verdicts of ``tagged``; count into ``report``."""
     tagged = tagged.persist(StorageLevel.DISK_ONLY)  # not in memory: the writes need it
     try:
         for tag, columns, table in (
@@ -199,10 +223,10 @@ def run(config: SparkConfig, spark: SparkSession | None = None) -> SparkReport:
         report = SparkReport(
             out_dir=str(config.out_dir), master=master, bucket_seconds=config.bucket_seconds
         )
-        lines = _read(active, config, report)
-        if lines is not None:
-            _tables(active, config, lines, report)
-        verdicts = _verdicts(active, config, lines is not None).cache()
+        analysed = _analysed(active, config, report)
+        if analysed is not None:
+            _tables(active, config, analysed, report)
+        verdicts = _verdicts(active, config, analysed is not None).cache()
         try:
             _finish(active, config, verdicts, report)
         finally:

@@ -64,7 +64,7 @@ def _lines(pieces: list[bytes]) -> Iterator[bytes]:
         yield from piece.splitlines()
 
 
-def _tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
+def tagged(result: ChunkResult, keep: int) -> Iterator[Tagged]:
     """The rows and the counts of one chunk's result (a measurement line of observations,
     :func:`~msgwatch.analysis.workers.measurement_line`, gives one row per element)."""
     for pieces in result.observations.values():
@@ -94,7 +94,7 @@ def analyse_partition(
             continue
         chunk.append(item_of(text.encode("utf-8", "surrogatepass"), str(file)))
         if len(chunk) >= CHUNK_ITEMS:
-            yield from _tagged(analyse_chunk(chunk, max_line_bytes), keep)
+            yield from tagged(analyse_chunk(chunk, max_line_bytes), keep)
             chunk = []
     if chunk:
-        yield from _tagged(analyse_chunk(chunk, max_line_bytes), keep)
+        yield from tagged(analyse_chunk(chunk, max_line_bytes), keep)
