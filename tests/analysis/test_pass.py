@@ -441,7 +441,7 @@ def test_a_lake_with_one_aggregates_file_is_recounted_into_months(
 
 
 @pytest.mark.parametrize("bucket", [0, -3600, True, 1.5, "3600", MAX_BUCKET_SECONDS + 1])
-def test_a_bucket_outside_1_s_to_366_days_is_refused_before_anything_is_written(
+def test_a_bucket_outside_1_s_to_365_days_is_refused_before_anything_is_written(
     tmp_path: Path, lab_lines: list[bytes], bucket: Any
 ) -> None:
     out = tmp_path / "out"
@@ -454,37 +454,30 @@ def test_a_bucket_outside_1_s_to_366_days_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
-def test_the_longest_bucket_counts_the_first_and_last_times_a_measurement_may_have(
-    tmp_path: Path, lab_lines: list[bytes]
+@pytest.mark.parametrize(
+    "bucket",
+    [MAX_BUCKET_SECONDS, MAX_BUCKET_SECONDS - 7, 31_536_000 - 86_399, 5 * 86_400 + 1, 86_399],
+)
+def test_long_buckets_count_the_first_and_last_times_a_measurement_may_have(
+    tmp_path: Path, lab_lines: list[bytes], bucket: int
 ) -> None:
-    """366-day buckets (periods of one bucket) over measurements at the first second of 1970 and
-    the last of 9998: each counted in its bucket, no arithmetic overflowing."""
+    """Buckets up to the longest, whole days or not, over measurements at the first second of
+    1970 and the last of 9998: each counted in its bucket, no arithmetic overflowing (a 365.01-day
+    bucket put 9998-12-31 in a period ending beyond the year 9999)."""
     first, last = dt.datetime(1970, 1, 1), dt.datetime(9998, 12, 31, 23, 59, 59)
     lines = [_at(lab_lines[0], "first", first), _at(lab_lines[0], "last", last)]
     out = tmp_path / "out"
-    report = run_pass(
-        PassConfig(
-            sources=[LinesSource("a", lines)],
-            out_dir=out,
-            bucket_seconds=MAX_BUCKET_SECONDS,
-            workers=1,
-        )
-    )
+    source = LinesSource("a", lines)
+    report = run_pass(PassConfig(sources=[source], out_dir=out, bucket_seconds=bucket, workers=1))
     assert report.problems == 0 and report.measurements == 2
     state = lake.read_state(out)
     assert state is not None
     rows = table(out, state["files"]["aggregates"])
     epoch = dt.datetime(1970, 1, 1)
-    starts = {r["bucket"] for r in rows}
-    assert starts == {
-        epoch,
-        epoch
-        + dt.timedelta(
-            seconds=(last - epoch).total_seconds() // MAX_BUCKET_SECONDS * MAX_BUCKET_SECONDS
-        ),
-    }
+    newest = int((last - epoch).total_seconds()) // bucket * bucket
+    assert {r["bucket"] for r in rows} == {epoch, epoch + dt.timedelta(seconds=newest)}
     assert sum(r["measurements"] for r in rows) == sum(
-        expected_aggregates(expected_rows(lines)[1], MAX_BUCKET_SECONDS).values()
+        expected_aggregates(expected_rows(lines)[1], bucket).values()
     )
 
 

@@ -135,7 +135,7 @@ def test_events_as_json_with_filters(analysed: tuple[Path, Result]) -> None:
         (["analyse", "OUT"], "name at least one source"),
         (["analyse", "OUT", "--jsonl", "LAB", "--ooni-cc", "IR"], "need --ooni"),
         (["analyse", "OUT", "--jsonl", "LAB", "--bucket", "0"], "is not a bucket"),
-        (["analyse", "OUT", "--jsonl", "LAB", "--bucket", "367d"], "1 s to 366 days"),
+        (["analyse", "OUT", "--jsonl", "LAB", "--bucket", "366d"], "1 s to 365 days"),
         (["analyse", "OUT", "--jsonl", "LAB", "--engine", "hadoop"], "hadoop"),
         (["analyse", "OUT", "--jsonl", "LAB", "--workers", "0"], "--workers"),
         (["analyse", "OUT", "--jsonl", "NOWHERE"], "does not exist"),
@@ -193,3 +193,11 @@ def test_ooni_since_and_until_are_the_first_and_last_days_read(tmp_path: Path) -
         CliRunner().invoke(cli, [*args, "--ooni-since", day, "--ooni-until", day, "--json"])
     )
     assert report["items"] == len(on_day) > 1
+    last = ["analyse", str(tmp_path / "out2"), "--ooni", str(tmp_path / "ooni"), "--workers", "1"]
+    later = [m for m in measurements if m["measurement_start_time"][:10] >= day]
+    report = _json(
+        CliRunner().invoke(
+            cli, [*last, "--ooni-since", day, "--ooni-until", "9999-12-31", "--json"]
+        )
+    )
+    assert report["items"] == len(later) > len(on_day)  # the last day there is: no overflow

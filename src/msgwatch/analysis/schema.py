@@ -19,9 +19,10 @@ from typing import Final
 
 SCHEMA_VERSION: Final = "1.2.0"
 
-MAX_BUCKET_SECONDS: Final = 366 * 86_400
-"""The longest bucket ``S`` (366 days): a period of whole buckets from a time in the year 9998 then
-still ends within the years a timestamp holds."""
+MAX_BUCKET_SECONDS: Final = 365 * 86_400
+"""The longest bucket ``S`` (365 days): a bucket, or a period of whole buckets, holding a time of
+the year 9998 (the last a measurement may have) then still ends within the year 9999, the last a
+timestamp holds, whatever the size (a period is one bucket from a day on)."""
 
 
 def checked_bucket_seconds(bucket_seconds: object) -> int:
@@ -33,7 +34,7 @@ def checked_bucket_seconds(bucket_seconds: object) -> int:
         or not 1 <= bucket_seconds <= MAX_BUCKET_SECONDS
     ):
         raise ValueError(
-            f"bucket_seconds must be an integer from 1 to {MAX_BUCKET_SECONDS:,} (366 days),"
+            f"bucket_seconds must be an integer from 1 to {MAX_BUCKET_SECONDS:,} (365 days),"
             f" not {bucket_seconds!r}"
         )
     return bucket_seconds

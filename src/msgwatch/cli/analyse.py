@@ -10,7 +10,7 @@ the last committed pass (:class:`msgwatch.analysis.query.Lake`).
 Rules:
 
 - At least one source; ``--ooni-*`` only with ``--ooni``; a bucket is ``1h``, ``10m``, ``30s``,
-  ``2d`` or plain seconds, from one second to 366 days. Anything else is a usage error (exit 2).
+  ``2d`` or plain seconds, from one second to 365 days. Anything else is a usage error (exit 2).
 - A Rich progress bar on stderr while the pass runs, only on a terminal and never with ``--json``:
   the bytes of the sources' files read of what they had left (each source's ``bytes_left``), the
   phase and counts; at the end a summary (read, analysed, skipped by reason, problems with where, events).
@@ -49,13 +49,13 @@ _BUCKET = re.compile(r"([0-9]{1,9})([smhd]?)")
 
 
 def parse_bucket(text: str, option: str = "--bucket") -> int:
-    """``1h``, ``10m``, ``30s``, ``2d`` or plain seconds → seconds (1 s to 366 days)."""
+    """``1h``, ``10m``, ``30s``, ``2d`` or plain seconds → seconds (1 s to 365 days)."""
     from msgwatch.analysis.schema import MAX_BUCKET_SECONDS
 
     match = _BUCKET.fullmatch(text.strip().lower())
     seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"] if match else 0
     if not 1 <= seconds <= MAX_BUCKET_SECONDS:
-        message = f"{text!r} is not a bucket: 1h, 10m, 30s, 2d or seconds (1 s to 366 days)"
+        message = f"{text!r} is not a bucket: 1h, 10m, 30s, 2d or seconds (1 s to 365 days)"
         raise click.BadParameter(message, param_hint=option)
     return seconds
 
@@ -99,7 +99,7 @@ def build_sources(inputs: Inputs) -> list[Source]:
 
         since, until, ccs = inputs.ooni_filter
         # --ooni-until is the last day read; the source's until is the first day left out
-        after = until + dt.timedelta(days=1) if until else None
+        after = until + dt.timedelta(days=1) if until and until < dt.date.max else None
         sources.append(OoniBucketSource(inputs.ooni, since=since, until=after, ccs=ccs))
     return sources
 
@@ -210,7 +210,7 @@ def run_spark(inputs: Inputs) -> dict[str, Any]:
 @click.option("--ooni-until", metavar="D", help="With --ooni: last day read (YYYY-MM-DD).")
 @click.option("--ooni-cc", "ooni_cc", multiple=True, metavar="CC", help="With --ooni: countries.")
 @click.option("--bucket", default="1h", show_default=True,
-              help="Aggregate and event bucket: 1h, 10m, 30s, 2d or seconds (1 s to 366 days).")  # fmt: skip
+              help="Aggregate and event bucket: 1h, 10m, 30s, 2d or seconds (1 s to 365 days).")  # fmt: skip
 @click.option("--rebuild", is_flag=True, help="Forget the state: re-read, re-judge, re-detect.")
 @click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb",
               show_default=True, help="spark: the same pass on PySpark (docs/analysis-spark.md).")  # fmt: skip

@@ -130,7 +130,7 @@ def collector_group() -> None:
     default="1h",
     envvar="MSGWATCH_ANALYSIS_BUCKET",
     help="The bucket of those passes' aggregates and events: 1h, 10m, 30s, 2d or seconds"
-    " (1 s to 366 days).",
+    " (1 s to 365 days).",
 )
 @click.option(
     "--dashboard/--no-dashboard",
