@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from msgwatch.analysis import lake
@@ -152,3 +153,26 @@ def test_only_committed_files_are_read(out: Path, tmp_path: Path) -> None:
 def test_a_missing_lake_is_said(tmp_path: Path) -> None:
     with pytest.raises(LakeMissing):
         Lake(tmp_path)
+
+
+@pytest.mark.parametrize("members", ["", "not json", '{"networks": "AS64512"}', '{"networks": {}}'])
+def test_a_malformed_members_value_matches_nothing_and_fails_no_query(
+    spans: Path, tmp_path: Path, members: str
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(spans, copy)
+    state = lake.read_state(copy)
+    assert state is not None
+    listed = state["files"]["events"]
+    for name in listed if isinstance(listed, list) else [listed]:
+        path = str(copy / name)
+        with duckdb.connect() as connection:
+            connection.execute(
+                "COPY (SELECT * REPLACE (CASE WHEN level = 'country' THEN ? ELSE members END"
+                f" AS members) FROM read_parquet('{path}')) TO '{path}.new' (FORMAT parquet)",
+                [members],
+            )
+        Path(path + ".new").replace(path)
+    view = Lake(copy)
+    got = every_page(view.events, Filters(probe_asn="AS64512"), 1000)
+    assert got and all(e["level"] == "network" and e["probe_asn"] == "AS64512" for e in got)

@@ -246,7 +246,9 @@ def _where(table: _Table, filters: Filters, key: list[Any] | None) -> tuple[str,
         value = getattr(filters, name)
         if value is not None and table.files == "events" and name in _MEMBERS:
             members = f"CAST(json_extract(members, '$.{_MEMBERS[name]}') AS VARCHAR[])"
-            clauses.append(f'("{name}" = ? OR list_contains({members}, ?))')
+            # try(): a members value that is not a JSON list of names matches nothing, never
+            # fails the query
+            clauses.append(f'("{name}" = ? OR try(list_contains({members}, ?)) IS TRUE)')
             params += [value, value]
         elif value is not None:
             clauses.append(f'"{name}" = ?')

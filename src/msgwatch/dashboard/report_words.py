@@ -119,11 +119,15 @@ def _same_network(shares: Any) -> list[str]:
     return lines
 
 
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def elsewhere(level: str, controls: Mapping[str, Any]) -> list[str]:
     """What worked at the same time, sentence by sentence, from an event's ``controls``."""
     if level == "country":
-        works = [w for w in controls.get("works") or [] if isinstance(w, str)]
-        others = [n for n in controls.get("worked_elsewhere") or [] if isinstance(n, str)]
+        works = [w for w in _listed(controls.get("works")) if isinstance(w, str)]
+        others = [n for n in _listed(controls.get("worked_elsewhere")) if isinstance(n, str)]
         lines = []
         if works:
             names = ", ".join(function_name(w) for w in works)
