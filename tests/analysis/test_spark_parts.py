@@ -199,3 +199,38 @@ def test_a_file_partition_reports_what_the_duckdb_reader_reports(tmp_path: Path)
         (str(bad), "not_utf8"),
         (str(torn), "truncated_gzip"),
     ]
+
+
+def test_inputs_named_twice_or_with_glob_characters_are_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file named relative and absolute, by a directory and a glob, is listed once, absolute;
+    a name holding ``[`` is that file, not a pattern; a file: URI is decoded."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_bytes(b"{}\n")
+    (data / "b[1].jsonl").write_bytes(b"{}\n")
+    monkeypatch.chdir(tmp_path)
+    config = SparkConfig(
+        out_dir="/o",
+        jsonl=[
+            "data",
+            "data/*.jsonl",
+            str(data / "a.jsonl"),
+            "data/b[1].jsonl",
+            f"file://{str(data).replace(' ', '%20')}/b%5B1%5D.jsonl",
+        ],
+    )
+    listed = list_files(config)
+    assert listed is not None
+    assert listed == ([str(data / "a.jsonl"), str(data / "b[1].jsonl")], [])
+
+
+def test_a_partition_keeps_its_first_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"\xff\n" * 500)
+    counts = Counts()
+    for tag, payload in analyse_files([str(bad)], 1 << 24, keep=7):
+        if tag == "n":
+            counts.add(payload, 100)
+    assert counts.problems == 500 and len(counts.first_problems) == 7

@@ -13,22 +13,28 @@ Rules:
 
 - A glob with another scheme (``hdfs://``, ``s3a://``…) makes the whole run use Spark's text
   source (:mod:`msgwatch.analysis.spark.job`), with its limits (docs/analysis-spark.md).
-- Every problem the DuckDB pass reports is reported with the same ``where`` and reason: a truncated
-  or damaged gzip member, a line over the limit, bytes that are not UTF-8, a line that is not a
-  measurement; the file's other lines are analysed.
-- A glob matching nothing is a problem (``unreadable: no such files``); a directory given as a
-  JSONL input stands for its ``.jsonl`` and ``.jsonl.gz`` files; OONI files are kept by the day of
-  their ``raw/YYYYMMDD/`` folder (``ooni_since`` and ``ooni_until``, both read). A file named by
-  two globs is read once.
+- Every problem the DuckDB pass's JSONL and OONI sources report is reported with the same
+  ``where`` (file and line) and reason: a truncated or damaged gzip member, a line over the limit,
+  bytes that are not UTF-8, a line that is not a measurement; the file's other lines are analysed.
+  A collector's archive file is read as JSONL too: its problems say ``file:line``, where the
+  DuckDB pass's archive source says ``file@member offset:line``. A partition keeps its first 100
+  problems and counts the rest.
+- An input that exists is taken as written (its name may hold glob characters); otherwise it is a
+  glob, and one matching nothing is a problem (``unreadable: no such files``). A directory given as
+  a JSONL input stands for its ``.jsonl`` and ``.jsonl.gz`` files; OONI files are kept by the day
+  of their ``raw/YYYYMMDD/`` folder (``ooni_since`` and ``ooni_until``, both read). Paths are made
+  absolute on the driver: a file named twice (by two globs, or relative and absolute)
+  is read once.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from msgwatch.analysis.inputs import Item, Problem
 from msgwatch.analysis.inputs.jsonl import JsonlSource
@@ -40,13 +46,23 @@ _OONI_DAY = re.compile(r"/raw/(\d{8})/")
 
 
 def local_path(pattern: str) -> str | None:
-    """The file-system path of a glob (``file:`` URIs unwrapped); None for another scheme."""
+    """The file-system path of a glob (``file:`` URIs unwrapped and decoded); None for another
+    scheme."""
     parts = urlsplit(pattern)
     if parts.scheme == "":
         return pattern
     if parts.scheme == "file" and parts.netloc in ("", "localhost"):
-        return parts.path
+        return unquote(parts.path)
     return None
+
+
+def _matches(path: str) -> list[Path]:
+    """An existing path as written (a name may hold ``[`` or ``*``), else the glob's matches;
+    absolute (symbolic links kept, as the DuckDB pass refuses them), so every executor opens the
+    same file and a file named twice is one."""
+    if os.path.lexists(path):
+        return [Path(os.path.abspath(path))]
+    return [Path(os.path.abspath(match)) for match in sorted(glob.glob(path))]
 
 
 def list_files(config: SparkConfig) -> tuple[list[str], list[tuple[str, str]]] | None:
@@ -61,11 +77,10 @@ def list_files(config: SparkConfig) -> tuple[list[str], list[tuple[str, str]]] |
     files: dict[str, None] = {}
     problems: list[tuple[str, str]] = []
     for kind, pattern, path in patterns:
-        matches = sorted(glob.glob(path))
+        matches = _matches(path)
         if not matches:
             problems.append((pattern, "unreadable: no such files"))
-        for match in matches:
-            found = Path(match)
+        for found in matches:
             listed = JsonlSource([found]).files() if found.is_dir() else [found]
             for file in listed:
                 if kind != "ooni" or _in_days(config, str(file)):
@@ -85,7 +100,8 @@ def analyse_files(paths: Iterable[str], max_line_bytes: int, keep: int = 100) ->
     """The tagged rows of a partition of file paths (see :mod:`msgwatch.analysis.spark.rows`),
     the files' reading problems in one more ``("n", counts)``."""
     chunk: list[Item] = []
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = []  # the first ``keep``; the rest only counted
+    count = 0
     for path in paths:
         for read in JsonlSource([Path(path)], max_line_bytes).read(None):
             if isinstance(read, Item):
@@ -94,10 +110,12 @@ def analyse_files(paths: Iterable[str], max_line_bytes: int, keep: int = 100) ->
                     yield from tagged(analyse_chunk(chunk, max_line_bytes), keep)
                     chunk = []
             elif isinstance(read, Problem):
-                problems.append((read.where, read.reason))
+                count += 1
+                if len(problems) < keep:
+                    problems.append((read.where, read.reason))
     if chunk:
         yield from tagged(analyse_chunk(chunk, max_line_bytes), keep)
-    if problems:
-        counts = Counts(problems=len(problems))
-        counts.first_problems = problems[:keep]
+    if count:
+        counts = Counts(problems=count)
+        counts.first_problems = problems
         yield "n", counts
