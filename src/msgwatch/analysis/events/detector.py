@@ -20,8 +20,8 @@ and ``failing`` ones. Theory of operation:
   ``threshold``, or the large shift's above ``threshold_high``, opens an event (when both are
   above, the larger sum's); its start is where that sum's run began (the change-point estimate),
   ``start_after`` the last measured bucket before it.
-- **End.** A reverse CUSUM, the event's own failing rate (counted from its start: the onset run's
-  measurements and every bucket since) against the frozen background; above
+- **End.** A reverse CUSUM, the event's own failing rate (the onset run's measurements, from where
+  the firing sum left zero, and every bucket since) against the frozen background; above
   ``end_threshold`` over at least ``end_hold`` measured buckets it closes the event: ``end`` is where
   its run began, ``end_before`` the last measured bucket before that. No end = ongoing.
 - **Pattern.** Inside an event, a working spell is the reverse CUSUM above ``low_llr`` (the
@@ -59,9 +59,13 @@ class Series:
         "b",
         "closed",
         "ev",
+        "hi_f",
+        "hi_n",
         "hi_prev",
         "hi_start",
         "last",
+        "lo_f",
+        "lo_n",
         "lo_prev",
         "lo_start",
         "pend_f",
@@ -86,6 +90,8 @@ class Series:
         self.s_hi = 0.0
         self.hi_start = _NONE
         self.hi_prev = _NONE
+        self.lo_n = self.lo_f = 0  # each sum's run since it left zero: measurements, failing
+        self.hi_n = self.hi_f = 0  # (before the bucket being fed)
         self.pend_n = 0  # measurements of the current onset run, not yet in the background
         self.pend_f = 0
         self.pend_k = 0  # their buckets
@@ -107,12 +113,13 @@ class Series:
             self.seen, None if self.ev is None else list(self.ev),
             [list(c) for c in self.closed],
             [self.pend_first, self.pend_prev, self.recent_fail, self.recent_prev],
+            [self.lo_n, self.lo_f, self.hi_n, self.hi_f],
         ]  # fmt: skip
 
     @classmethod
     def load(cls, params: DetectorParams, data: list[Any]) -> Series:
         """A detector from :meth:`dump`'s output (raises ValueError on a malformed state)."""
-        if not isinstance(data, list) or len(data) != 16:
+        if not isinstance(data, list) or len(data) != 17:
             raise ValueError("bad series state")
         s = cls(params)
         (s.a, s.b, s.last, s.s_lo, s.lo_start, s.lo_prev, s.s_hi, s.hi_start, s.hi_prev,
@@ -120,6 +127,7 @@ class Series:
         s.ev = None if data[13] is None else list(data[13])
         s.closed = [list(c) for c in data[14]]
         s.pend_first, s.pend_prev, s.recent_fail, s.recent_prev = data[15]
+        s.lo_n, s.lo_f, s.hi_n, s.hi_f = data[16]
         return s
 
     def background(self, params: DetectorParams) -> float:
@@ -168,9 +176,11 @@ class Series:
             self._learn(params)
         elif lo_fires or hi_fires:
             if hi_fires and (s_hi >= s_lo or not lo_fires):
-                self._onset(params, self.hi_start, self.hi_prev, s_hi, p0)
+                run = (0, 0) if self.hi_start == bucket else (self.hi_n, self.hi_f)
+                self._onset(params, self.hi_start, self.hi_prev, s_hi, p0, run)
             else:
-                self._onset(params, self.lo_start, self.lo_prev, s_lo, p0)
+                run = (0, 0) if self.lo_start == bucket else (self.lo_n, self.lo_f)
+                self._onset(params, self.lo_start, self.lo_prev, s_lo, p0, run)
             assert self.ev is not None
             self.pend_n = self.pend_f = self.pend_k = 0
             self.pend_first = self.recent_fail = _NONE
@@ -179,7 +189,25 @@ class Series:
             self._pend(bucket, last, total, failing)
             if (s_lo == 0.0 and s_hi == 0.0) or self.pend_k >= params.max_pending:
                 self._learn(params)
+        self._runs(bucket, total, failing)
         self.last = bucket
+
+    def _runs(self, bucket: int, total: int, failing: int) -> None:
+        """Count ``bucket`` into each onset sum's run (from where the sum left zero)."""
+        if self.s_lo <= 0.0:
+            self.lo_n = self.lo_f = 0
+        elif self.lo_start == bucket:
+            self.lo_n, self.lo_f = total, failing
+        else:
+            self.lo_n += total
+            self.lo_f += failing
+        if self.s_hi <= 0.0:
+            self.hi_n = self.hi_f = 0
+        elif self.hi_start == bucket:
+            self.hi_n, self.hi_f = total, failing
+        else:
+            self.hi_n += total
+            self.hi_f += failing
 
     def _pend(self, bucket: int, last: int, total: int, failing: int) -> None:
         """Hold one bucket back from the background while an onset run may be under way."""
@@ -200,7 +228,15 @@ class Series:
         self.seen += self.pend_n
         self.pend_n = self.pend_f = self.pend_k = 0
 
-    def _onset(self, params: DetectorParams, start: int, prev: int, llr: float, p0: float) -> None:
+    def _onset(
+        self,
+        params: DetectorParams,
+        start: int,
+        prev: int,
+        llr: float,
+        p0: float,
+        run: tuple[int, int],
+    ) -> None:
         """Open an event (or reopen the last one when it ended less than ``merge_gap`` ago).
 
         With ``backfill``, a mostly failing bucket less than ``backfill`` buckets before ``start``
@@ -222,10 +258,10 @@ class Series:
             self.ev[_LOW_RUNS] = 1
             self.ev[_LOW_LONGEST] = gap
             self.ev[_REOPENED] = True
-            self.ev[_N], self.ev[_F] = c[7] + self.pend_n, c[8] + self.pend_f
+            self.ev[_N], self.ev[_F] = c[7] + run[0], c[8] + run[1]
         else:
             self.ev = _open(start, prev, llr, p0)
-            self.ev[_N], self.ev[_F] = self.pend_n, self.pend_f
+            self.ev[_N], self.ev[_F] = run  # the onset run's, before the bucket that fired
 
     def _inside(
         self, params: DetectorParams, ev: list[Any], bucket: int, total: int, failing: int
