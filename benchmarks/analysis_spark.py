@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ for _path in (ROOT, ROOT / "src"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from benchmarks.analysis_throughput import descendants, memory_kb  # noqa: E402
 from benchmarks.synth_archive import SynthConfig, write  # noqa: E402
 
 from msgwatch.analysis.schema import AGGREGATE_COLUMNS, EVENT_COLUMNS, Columns, names  # noqa: E402
@@ -90,38 +90,6 @@ def run_duckdb(data: Path, out: Path) -> tuple[float, int]:
     return time.perf_counter() - started, report.measurements
 
 
-def peak_kb(pid: int) -> int:
-    """The peak resident size (``VmHWM``, KiB) of a process, 0 when it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def descendants(root: int) -> list[int]:
-    """The processes under ``root`` (from ``/proc``)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(parent, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found.extend(children)
-        todo.extend(children)
-    return found
-
-
 def run_spark_job(data: Path, out: Path, master: str) -> dict[str, float]:
     """The Spark job over the archive with the session's own settings (a 1g driver in local
     mode): session start and job seconds, measurements, and the peak memory of the JVM and of
@@ -140,8 +108,9 @@ def run_spark_job(data: Path, out: Path, master: str) -> dict[str, float]:
         done = time.perf_counter()
         gateway = SparkContext._gateway
         jvm = gateway.proc.pid if gateway is not None and gateway.proc is not None else 0
-        workers = [peak_kb(pid) for pid in descendants(jvm)] if jvm else []
-        jvm_kb = peak_kb(jvm) if jvm else 0
+        tree = descendants(jvm) if jvm else []  # the JVM first, then its Python workers
+        workers = [memory_kb(pid)[1] for pid in tree[1:]]
+        jvm_kb = memory_kb(jvm)[1] if jvm else 0
     finally:
         session.stop(spark)
     return {

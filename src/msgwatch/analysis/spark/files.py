@@ -42,7 +42,8 @@ from msgwatch.analysis.spark.config import SparkConfig
 from msgwatch.analysis.spark.rows import Counts, Tagged, tagged
 from msgwatch.analysis.workers import CHUNK_ITEMS, analyse_chunk
 
-_OONI_DAY = re.compile(r"/raw/(\d{8})/")
+OONI_DAY = re.compile(r"/raw/(\d{8})/")
+"""The day of an OONI bucket file, in its path (both reading routes filter on it)."""
 
 
 def local_path(pattern: str) -> str | None:
@@ -89,7 +90,7 @@ def list_files(config: SparkConfig) -> tuple[list[str], list[tuple[str, str]]] |
 
 
 def _in_days(config: SparkConfig, path: str) -> bool:
-    match = _OONI_DAY.search(path)
+    match = OONI_DAY.search(path)
     day = match.group(1) if match else ""
     if config.ooni_since and day < config.ooni_since.strftime("%Y%m%d"):
         return False

@@ -56,12 +56,11 @@ from msgwatch.analysis.spark.aggregates import spark_aggregate_sql, unique_verdi
 from msgwatch.analysis.spark.columns import staging_schema, text, typed_select
 from msgwatch.analysis.spark.config import DEFAULT_MASTER, MAX_PROBLEMS, SparkConfig, SparkReport
 from msgwatch.analysis.spark.events import detect_events, horizon
-from msgwatch.analysis.spark.files import analyse_files, list_files
+from msgwatch.analysis.spark.files import OONI_DAY, analyse_files, list_files
 from msgwatch.analysis.spark.rows import Counts, analyse_partition
 from msgwatch.analysis.transform import RULES_VERSION
 
 _MAX_LENGTH_KEY = "mapreduce.input.linerecordreader.line.maxlength"
-_OONI_DAY = r"/raw/(\d{8})/"
 
 
 def _path(config: SparkConfig, *parts: str) -> str:
@@ -102,7 +101,7 @@ def _read(spark: SparkSession, config: SparkConfig, report: SparkReport) -> Data
     frames = [_text(spark, plain, limit, report)] if plain else []
     for glob in (glob for kind, glob in globs if kind == "ooni"):
         frame = _text(spark, [glob], limit, report)
-        day = F.regexp_extract("file", _OONI_DAY, 1)
+        day = F.regexp_extract("file", OONI_DAY.pattern, 1)
         if frame is not None and config.ooni_since:
             frame = frame.where(day >= config.ooni_since.strftime("%Y%m%d"))
         if frame is not None and config.ooni_until:
