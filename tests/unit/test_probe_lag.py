@@ -104,9 +104,9 @@ def _stalled_replay(
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         async with lag.running():
-            if stall:
-                loop.call_later(stall_at, time.sleep, stall)
             with thread_echo(delay) as (ip, port):
+                if stall:  # timed from the replay's start, not the echo thread's (slow under load)
+                    loop.call_later(stall_at, time.sleep, stall)
                 options = ReplayOptions(label={"role": "replay_original"}, **kwargs)
                 await replay(trace, 1, ip, port, [(p.offset, p.payload) for p in packets],
                              deadline(6.0), options)  # fmt: skip
